@@ -1,0 +1,2 @@
+//! `bench`: Strata's measurements.
+fn main() {}

@@ -1,0 +1,19 @@
+//! Shared helpers of the integration tests: where the golden data and the model live.
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `golden/data/<name>`.
+pub fn golden(name: &str) -> PathBuf {
+    root().join("golden").join("data").join(name)
+}
+
+/// The default model, fetched by `scripts/fetch-model.sh`; `None` if it is absent.
+pub fn smollm2() -> Option<PathBuf> {
+    let p = root().join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    p.is_file().then_some(p)
+}
