@@ -5,4 +5,4 @@
 
 pub mod formats;
 
-pub use formats::{FormatError, GgmlType};
+pub use formats::{dequantize, quantize, FormatError, GgmlType};

@@ -114,5 +114,8 @@ pub fn to_blocks<B: Block>(bytes: &[u8]) -> Result<Vec<B>, FormatError> {
             got: bytes.len(),
         });
     }
-    Ok(bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect())
+    Ok(bytes
+        .chunks_exact(size)
+        .map(bytemuck::pod_read_unaligned)
+        .collect())
 }

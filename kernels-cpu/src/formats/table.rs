@@ -91,7 +91,13 @@ impl GgmlType {
             Q6_K => ("Q6_K", 256, 210, Q8_K, true),
             Q8_K => ("Q8_K", 256, 292, Q8_K, false),
         };
-        Row { name, block_size, type_size, vec_dot, weight }
+        Row {
+            name,
+            block_size,
+            type_size,
+            vec_dot,
+            weight,
+        }
     }
 
     /// The type with ggml id `id`, if Strata supports it.
@@ -101,7 +107,9 @@ impl GgmlType {
 
     /// The type named `name` (case-insensitive, ggml's spelling: "q4_k", "BF16").
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     pub const fn id(self) -> u32 {
