@@ -7,11 +7,18 @@
 
 pub mod blocks;
 pub mod float;
+mod k_scales;
+mod kquant_fit;
 mod legacy;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q4_k;
 pub mod q5_0;
 pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
@@ -63,12 +70,11 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Forma
         GgmlType::Q8_0 => with_view(src, |b| q8_0::dequantize(b, dst)),
         GgmlType::Q8_1 => with_view(src, |b| q8_1::dequantize(b, dst)),
         GgmlType::Q8_K => with_view(src, |b| q8_k::dequantize(b, dst)),
-        _ => {
-            return Err(FormatError::Unsupported {
-                ty,
-                what: "dequantize is not written yet",
-            })
-        }
+        GgmlType::Q2_K => with_view(src, |b| q2_k::dequantize(b, dst)),
+        GgmlType::Q3_K => with_view(src, |b| q3_k::dequantize(b, dst)),
+        GgmlType::Q4_K => with_view(src, |b| q4_k::dequantize(b, dst)),
+        GgmlType::Q5_K => with_view(src, |b| q5_k::dequantize(b, dst)),
+        GgmlType::Q6_K => with_view(src, |b| q6_k::dequantize(b, dst)),
     }
     Ok(())
 }
@@ -93,12 +99,11 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), FormatE
         GgmlType::Q8_0 => with_view_mut(dst, |b| q8_0::quantize(src, b)),
         GgmlType::Q8_1 => with_view_mut(dst, |b| q8_1::quantize(src, b)),
         GgmlType::Q8_K => with_view_mut(dst, |b| q8_k::quantize(src, b)),
-        _ => {
-            return Err(FormatError::Unsupported {
-                ty,
-                what: "quantize is not written yet",
-            })
-        }
+        GgmlType::Q2_K => with_view_mut(dst, |b| q2_k::quantize(src, b)),
+        GgmlType::Q3_K => with_view_mut(dst, |b| q3_k::quantize(src, b)),
+        GgmlType::Q4_K => with_view_mut(dst, |b| q4_k::quantize(src, b)),
+        GgmlType::Q5_K => with_view_mut(dst, |b| q5_k::quantize(src, b)),
+        GgmlType::Q6_K => with_view_mut(dst, |b| q6_k::quantize(src, b)),
     }
     Ok(())
 }
