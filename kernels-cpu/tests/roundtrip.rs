@@ -108,24 +108,40 @@ fn total_quantization_error_within_ggml_limits() {
     );
 }
 
+/// The dot-product error of `ty` weights `w` against activations `a` quantized to the
+/// paired format.
+fn dot_error(ty: GgmlType, w: &[f32], a: &[f32]) -> f64 {
+    let exact = dot(w, a);
+    let wq = round_trip(ty, w);
+    let aq = round_trip(ty.vec_dot_type(), a);
+    (dot(&wq, &aq) - exact).abs() / w.len() as f64
+}
+
 #[test]
 fn dot_product_error_within_ggml_and_candle_limits() {
     let weights = ggml_data(0.0);
     let activations = ggml_data(1.0);
-    let exact = dot(&weights, &activations);
+    // candle's second case, "more likely to trigger the overflow reported in #1526":
+    // both operands i/n, with its limit twice the table entry.
+    let ramp: Vec<f32> = (0..TEST_SIZE)
+        .map(|i| i as f32 / TEST_SIZE as f32)
+        .collect();
     let mut report = String::new();
     let mut failures = Vec::new();
     for ty in GgmlType::ALL {
-        let w = round_trip(ty, &weights);
-        let a = round_trip(ty.vec_dot_type(), &activations);
-        let err = (dot(&w, &a) - exact).abs() / TEST_SIZE as f64;
         let reference = reference_dot_error(ty);
-        report += &format!(
-            "{ty:5} x {:5} dot error {err:.6} (ggml reaches {reference}, limit {MAX_DOT_PRODUCT_ERROR})\n",
-            ty.vec_dot_type().name()
-        );
-        if err.is_nan() || err > reference || err > MAX_DOT_PRODUCT_ERROR {
-            failures.push(ty);
+        for (case, w, a, limit) in [
+            ("cos", &weights, &activations, reference),
+            ("ramp", &ramp, &ramp, 2.0 * reference),
+        ] {
+            let err = dot_error(ty, w, a);
+            report += &format!(
+                "{ty:5} x {:5} {case:4} dot error {err:.6} (limits: candle {limit}, ggml {MAX_DOT_PRODUCT_ERROR})\n",
+                ty.vec_dot_type().name()
+            );
+            if err.is_nan() || err > limit || err > MAX_DOT_PRODUCT_ERROR {
+                failures.push((ty, case));
+            }
         }
     }
     println!("{report}");

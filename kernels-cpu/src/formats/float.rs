@@ -78,6 +78,10 @@ mod tests {
         );
         assert_eq!(bf16_bits_from_f32(f32::from_bits(0xffff_ffff)), 0xffff);
         assert_eq!(bf16_bits_from_f32(-0.0), 0x8000);
+        assert_eq!(bf16_bits_from_f32(f32::MIN), 0xff80, "overflows to −inf");
+        // Subnormal halfway cases follow the same rule.
+        assert_eq!(bf16_bits_from_f32(f32::from_bits(0x0000_8000)), 0x0000);
+        assert_eq!(bf16_bits_from_f32(f32::from_bits(0x0001_8000)), 0x0002);
     }
 
     #[test]
