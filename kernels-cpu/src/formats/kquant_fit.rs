@@ -20,10 +20,7 @@ use half::f16;
 use super::blocks::QK_K;
 
 /// Candidate grid spans, in steps of a level, tried around the nominal span.
-const SPAN_STEPS: [f32; 17] = [
-    -1.0, -0.875, -0.75, -0.625, -0.5, -0.375, -0.25, -0.125, 0.0, 0.125, 0.25, 0.375, 0.5, 0.625,
-    0.75, 0.875, 1.0,
-];
+const SPAN_STEPS: [f32; 9] = [-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0];
 /// Re-round / re-solve rounds after the scan.
 const REFINE_ROUNDS: usize = 3;
 
@@ -44,10 +41,23 @@ struct Affine {
     offset: f32,
 }
 
+/// The integer nearest `t` within `lo..=hi` (integral bounds; halves round up; NaN → `lo`).
+///
+/// Clamping first makes `t − lo + 0.5` non-negative, so truncation rounds it, and avoids
+/// the library call `f32::round` costs on baseline x86-64: this is the quantizer's hot loop.
+#[inline]
+fn nearest_in(t: f32, lo: f32, hi: f32) -> i32 {
+    (t.max(lo).min(hi) - lo + 0.5) as i32 + lo as i32
+}
+
+/// Lanes of independent partial sums: lets the compiler keep a whole SIMD register of
+/// accumulators (sub-blocks are 16 or 32 long, multiples of this).
+const LANES: usize = 8;
+
 fn round_affine(x: &[f32], a: Affine, nmax: u8, q: &mut [u8]) {
     let inv = if a.scale > 0.0 { 1.0 / a.scale } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = ((v + a.offset) * inv).round().clamp(0.0, f32::from(nmax)) as u8;
+        *q = nearest_in((v + a.offset) * inv, 0.0, f32::from(nmax)) as u8;
     }
 }
 
@@ -61,30 +71,69 @@ fn affine_error(x: &[f32], a: Affine, q: &[u8]) -> f32 {
         .sum()
 }
 
-/// Least-squares scale and offset for fixed integers `q`, with the offset kept ≥ 0
-/// (the formats subtract a non-negative min).
-fn solve_affine(x: &[f32], q: &[u8]) -> Option<Affine> {
-    let n = x.len() as f32;
-    let (mut sq, mut sqq, mut sx, mut sqx) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
-    for (&v, &q) in x.iter().zip(q) {
-        let q = f32::from(q);
-        sq += q;
-        sqq += q * q;
-        sx += v;
-        sqx += q * v;
+/// n, Σx and Σx² of one sub-block.
+struct DataSums {
+    n: f32,
+    x: f32,
+    xx: f32,
+}
+
+impl DataSums {
+    fn of(x: &[f32]) -> Self {
+        DataSums {
+            n: x.len() as f32,
+            x: x.iter().sum(),
+            xx: x.iter().map(|v| v * v).sum(),
+        }
     }
-    let det = n * sqq - sq * sq;
+}
+
+/// Σq, Σq² and Σq·x of one rounding of a sub-block: all a least-squares fit needs, so a
+/// candidate costs one pass and stores nothing.
+#[derive(Default)]
+struct QuantSums {
+    q: f32,
+    qq: f32,
+    qx: f32,
+}
+
+fn affine_sums(x: &[f32], a: Affine, nmax: u8) -> QuantSums {
+    let inv = if a.scale > 0.0 { 1.0 / a.scale } else { 0.0 };
+    let (mut sq, mut sqq, mut sqx) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    for chunk in x.chunks_exact(LANES) {
+        for l in 0..LANES {
+            let v = chunk[l];
+            let q = nearest_in((v + a.offset) * inv, 0.0, f32::from(nmax)) as f32;
+            sq[l] += q;
+            sqq[l] += q * q;
+            sqx[l] += q * v;
+        }
+    }
+    QuantSums {
+        q: sq.iter().sum(),
+        qq: sqq.iter().sum(),
+        qx: sqx.iter().sum(),
+    }
+}
+
+/// Least-squares scale and offset for the integers behind `s`, the offset kept ≥ 0 (the
+/// formats subtract a non-negative min), with the squared error. At the optimum the error
+/// e = y − x is orthogonal to q and to 1, so Σe² = −Σe·x = Σx² − scale·Σqx + offset·Σx.
+fn solve_affine(d: &DataSums, s: &QuantSums) -> Option<(Affine, f32)> {
+    let det = d.n * s.qq - s.q * s.q;
     if det > 0.0 {
-        let scale = (n * sqx - sq * sx) / det;
-        let offset = (sq * sqx - sqq * sx) / det;
+        let scale = (d.n * s.qx - s.q * d.x) / det;
+        let offset = (s.q * s.qx - s.qq * d.x) / det;
         if scale > 0.0 && offset >= 0.0 {
-            return Some(Affine { scale, offset });
+            let err = d.xx - scale * s.qx + offset * d.x;
+            return Some((Affine { scale, offset }, err.max(0.0)));
         }
     }
     // The offset wants to be negative (or all q are equal): pin it at 0.
-    (sqq > 0.0 && sqx > 0.0).then(|| Affine {
-        scale: sqx / sqq,
-        offset: 0.0,
+    (s.qq > 0.0 && s.qx > 0.0).then(|| {
+        let scale = s.qx / s.qq;
+        let a = Affine { scale, offset: 0.0 };
+        (a, (d.xx - scale * s.qx).max(0.0))
     })
 }
 
@@ -93,41 +142,28 @@ fn fit_affine(x: &[f32], nmax: u8) -> Affine {
     let lo = x.iter().fold(0.0f32, |m, &v| m.min(v));
     let hi = x.iter().fold(lo, |m, &v| m.max(v));
     let mut best = Affine {
-        scale: 0.0,
+        scale: (hi - lo) / f32::from(nmax),
         offset: -lo,
     };
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return best; // all equal and ≤ 0 (or NaN): the offset alone is exact
     }
-    let mut q = [0u8; QK_K];
-    let q = &mut q[..x.len()];
-    let nominal = Affine {
-        scale: (hi - lo) / f32::from(nmax),
-        offset: -lo,
-    };
-    round_affine(x, nominal, nmax, q);
-    let mut best_err = affine_error(x, nominal, q);
-    best = nominal;
+    let data = DataSums::of(x);
+    let mut best_err = f32::INFINITY;
     for step in SPAN_STEPS {
         let cand = Affine {
             scale: (hi - lo) / (f32::from(nmax) + step),
             offset: -lo,
         };
-        round_affine(x, cand, nmax, q);
-        if let Some(a) = solve_affine(x, q) {
-            let err = affine_error(x, a, q);
+        if let Some((a, err)) = solve_affine(&data, &affine_sums(x, cand, nmax)) {
             if err < best_err {
                 (best, best_err) = (a, err);
             }
         }
     }
     for _ in 0..REFINE_ROUNDS {
-        round_affine(x, best, nmax, q);
-        match solve_affine(x, q) {
-            Some(a) if affine_error(x, a, q) < best_err => {
-                best_err = affine_error(x, a, q);
-                best = a;
-            }
+        match solve_affine(&data, &affine_sums(x, best, nmax)) {
+            Some((a, err)) if err < best_err => (best, best_err) = (a, err),
             _ => break,
         }
     }
@@ -137,20 +173,35 @@ fn fit_affine(x: &[f32], nmax: u8) -> Affine {
 fn round_signed(x: &[f32], scale: f32, qlo: i8, qhi: i8, q: &mut [i8]) {
     let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (v * inv).round().clamp(f32::from(qlo), f32::from(qhi)) as i8;
+        *q = nearest_in(v * inv, f32::from(qlo), f32::from(qhi)) as i8;
     }
 }
 
-/// Least-squares scale for fixed integers and its squared error.
-fn solve_signed(x: &[f32], q: &[i8]) -> Option<(f32, f32)> {
-    let (mut sqq, mut sqx, mut sxx) = (0.0f32, 0.0f32, 0.0f32);
-    for (&v, &q) in x.iter().zip(q) {
-        let q = f32::from(q);
-        sqq += q * q;
-        sqx += q * v;
-        sxx += v * v;
+fn signed_sums(x: &[f32], scale: f32, qlo: i8, qhi: i8) -> QuantSums {
+    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let (mut sqq, mut sqx) = ([0.0f32; LANES], [0.0f32; LANES]);
+    for chunk in x.chunks_exact(LANES) {
+        for l in 0..LANES {
+            let v = chunk[l];
+            let q = nearest_in(v * inv, f32::from(qlo), f32::from(qhi)) as f32;
+            sqq[l] += q * q;
+            sqx[l] += q * v;
+        }
     }
-    (sqq > 0.0).then(|| (sqx / sqq, (sxx - sqx * sqx / sqq).max(0.0)))
+    QuantSums {
+        q: 0.0,
+        qq: sqq.iter().sum(),
+        qx: sqx.iter().sum(),
+    }
+}
+
+/// Least-squares scale for the integers behind `s` and its squared error
+/// (Σe² = Σx² − scale·Σqx at the optimum).
+fn solve_signed(d: &DataSums, s: &QuantSums) -> Option<(f32, f32)> {
+    (s.qq > 0.0).then(|| {
+        let scale = s.qx / s.qq;
+        (scale, (d.xx - scale * s.qx).max(0.0))
+    })
 }
 
 /// The best `x ≈ scale·q` for one sub-block, q in qlo..=qhi (qlo < 0 < qhi).
@@ -159,15 +210,13 @@ fn fit_signed(x: &[f32], qlo: i8, qhi: i8) -> f32 {
     if max == 0.0 || max.is_nan() {
         return 0.0;
     }
-    let mut q = [0i8; QK_K];
-    let q = &mut q[..x.len()];
-    let (mut best, mut best_err) = (0.0f32, x.iter().map(|v| v * v).sum::<f32>());
+    let data = DataSums::of(x);
+    let (mut best, mut best_err) = (0.0f32, data.xx);
     // Map the extreme element to either end of the (asymmetric) integer range.
     for end in [f32::from(qlo), f32::from(qhi)] {
         for step in SPAN_STEPS {
             let levels = end + end.signum() * step;
-            round_signed(x, max / levels, qlo, qhi, q);
-            if let Some((s, err)) = solve_signed(x, q) {
+            if let Some((s, err)) = solve_signed(&data, &signed_sums(x, max / levels, qlo, qhi)) {
                 if err < best_err {
                     (best, best_err) = (s, err);
                 }
@@ -175,8 +224,7 @@ fn fit_signed(x: &[f32], qlo: i8, qhi: i8) -> f32 {
         }
     }
     for _ in 0..REFINE_ROUNDS {
-        round_signed(x, best, qlo, qhi, q);
-        match solve_signed(x, q) {
+        match solve_signed(&data, &signed_sums(x, best, qlo, qhi)) {
             Some((s, err)) if err < best_err => (best, best_err) = (s, err),
             _ => break,
         }
