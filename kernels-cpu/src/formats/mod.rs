@@ -4,6 +4,19 @@
 //! which activation format its dot product pairs with) from [`GgmlType`], and its numbers
 //! from the scalar reference code in the per-format modules. The golden tests hold that
 //! reference code to `gguf.quants` bit for bit.
+//!
+//! Two levels of API:
+//! - [`dequantize`] / [`quantize`]: any type, raw bytes of any alignment, lengths checked
+//!   and reported as [`FormatError`]s.
+//! - per format, `qX_Y::dequantize(&[Block], &mut [f32])` and
+//!   `qX_Y::quantize(&[f32], &mut [Block])` on typed blocks ([`float`] works on `u16` bits).
+//!   These panic when the f32 slice is not exactly the blocks' element count: callers size
+//!   their buffers from the blocks.
+//!
+//! What each `quantize` is: for BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 the same bytes as
+//! `gguf.quants.quantize` (ggml's reference rounding, noted per module); Q8_1 and Q8_K
+//! follow ggml's `quantize_row_q8_1_ref` / `quantize_row_q8_K_ref` and are the references
+//! for activation quantization; Q2_K…Q6_K are our own scale search (`kquant_fit`).
 
 pub mod blocks;
 pub mod float;
