@@ -6,7 +6,7 @@
 use super::blocks::K_SCALE_SIZE;
 
 /// (scales, mins) of the eight sub-blocks.
-pub(crate) fn unpack(q: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
+pub fn unpack(q: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut m = [0u8; 8];
     for j in 0..4 {
@@ -19,7 +19,7 @@ pub(crate) fn unpack(q: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
 }
 
 /// Inverse of [`unpack`]; values must be below 64.
-pub(crate) fn pack(sc: &[u8; 8], m: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
+pub fn pack(sc: &[u8; 8], m: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
     let mut q = [0u8; K_SCALE_SIZE];
     for j in 0..4 {
         q[j] = sc[j] | ((sc[j + 4] >> 4) << 6);

@@ -20,7 +20,7 @@
 
 pub mod blocks;
 pub mod float;
-mod k_scales;
+pub mod k_scales;
 mod kquant_fit;
 mod legacy;
 pub mod q2_k;

@@ -36,8 +36,8 @@ fn quant(b: &BlockQ3K, i: usize) -> i8 {
     }
 }
 
-/// The 16 scales, already minus 32.
-fn unpack_scales(packed: &[u8; K_SCALE_SIZE]) -> [i8; 16] {
+/// The 16 six-bit scales of a Q3_K block, already minus 32 (in −32..=31).
+pub fn unpack_scales(packed: &[u8; K_SCALE_SIZE]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, out) in out.iter_mut().enumerate() {
         let low = (packed[j % 8] >> (4 * (j / 8))) & 0x0F;
@@ -47,7 +47,8 @@ fn unpack_scales(packed: &[u8; K_SCALE_SIZE]) -> [i8; 16] {
     out
 }
 
-fn pack_scales(scales: &[i8; 16]) -> [u8; K_SCALE_SIZE] {
+/// Inverse of [`unpack_scales`]; scales must be in −32..=31.
+pub fn pack_scales(scales: &[i8; 16]) -> [u8; K_SCALE_SIZE] {
     let mut packed = [0u8; K_SCALE_SIZE];
     for (j, &s) in scales.iter().enumerate() {
         let v = (s + 32) as u8;
