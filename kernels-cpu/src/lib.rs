@@ -3,6 +3,15 @@
 //!
 //! This crate knows nothing of models or files: it takes bytes and shapes.
 
+pub mod act;
+pub mod dot;
 pub mod formats;
+pub mod isa;
+pub mod matmul;
+pub mod matvec;
 
+pub use act::{quantize_acts, QuantizedActs};
 pub use formats::{dequantize, quantize, FormatError, GgmlType};
+pub use isa::Isa;
+pub use matmul::{matmul, matmul_quantized};
+pub use matvec::{matvec, matvec_quantized};

@@ -1,0 +1,266 @@
+//! Activation quantization: x (f32) to the format a weight's dot product takes (Q8_0, Q8_1,
+//! Q8_K, or F32 kept as is), plus the per-block sums the dot products need.
+//!
+//! The blocks are those of the scalar references in `formats::{q8_0, q8_1, q8_k}`, byte for
+//! byte, at every ISA level (tests hold the SIMD quantizers to that). A [`QuantizedActs`]
+//! is made once per input and reused by every matrix that reads the same x (q/k/v,
+//! gate/up).
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::dot::ActRow;
+use crate::formats::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K};
+use crate::formats::{q8_0, q8_1, q8_k, FormatError, GgmlType};
+use crate::isa::{self, Isa};
+
+/// `n` rows of `cols` activations, quantized to one activation format.
+#[derive(Clone, Default)]
+pub struct QuantizedActs {
+    ty: Option<GgmlType>,
+    n: usize,
+    cols: usize,
+    x: Vec<f32>,
+    q8_0: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8_k: Vec<BlockQ8K>,
+    /// Q8_0/Q8_1 quants again, contiguous, so SIMD kernels load many blocks' worth at once.
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    dsum: Vec<f32>,
+}
+
+impl QuantizedActs {
+    /// An empty holder, to be filled (and refilled without reallocating) by [`Self::quantize`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The activation format (F32, Q8_0, Q8_1 or Q8_K); `None` before the first quantize.
+    pub fn ty(&self) -> Option<GgmlType> {
+        self.ty
+    }
+
+    /// Rows (tokens).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The Q8_0 blocks (empty unless the format is Q8_0).
+    pub fn q8_0_blocks(&self) -> &[BlockQ8_0] {
+        &self.q8_0
+    }
+
+    /// The Q8_1 blocks (empty unless the format is Q8_1).
+    pub fn q8_1_blocks(&self) -> &[BlockQ8_1] {
+        &self.q8_1
+    }
+
+    /// The Q8_K blocks (empty unless the format is Q8_K).
+    pub fn q8_k_blocks(&self) -> &[BlockQ8K] {
+        &self.q8_k
+    }
+
+    /// Quantizes `x` (`n` rows of `cols`, row-major) to `act_ty` at the active ISA level.
+    pub fn quantize(
+        &mut self,
+        act_ty: GgmlType,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+    ) -> Result<(), FormatError> {
+        self.quantize_isa(isa::active(), act_ty, x, n, cols)
+    }
+
+    /// As [`Self::quantize`] at an explicit ISA level (which the CPU must support).
+    pub fn quantize_isa(
+        &mut self,
+        isa: Isa,
+        act_ty: GgmlType,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+    ) -> Result<(), FormatError> {
+        if !isa.is_supported() {
+            return Err(FormatError::Unsupported {
+                ty: act_ty,
+                what: "ISA level not supported by this CPU",
+            });
+        }
+        let len = n.checked_mul(cols).ok_or(FormatError::Unsupported {
+            ty: act_ty,
+            what: "n·cols overflows",
+        })?;
+        if x.len() != len {
+            return Err(FormatError::ByteLength {
+                ty: GgmlType::F32,
+                n: len,
+                expected: len * 4,
+                got: x.len() * 4,
+            });
+        }
+        let block = act_ty.block_size();
+        if cols % block != 0 {
+            return Err(FormatError::NotWholeBlocks {
+                ty: act_ty,
+                n: cols,
+                block,
+            });
+        }
+        let nb = len / block;
+        self.ty = Some(act_ty);
+        self.n = n;
+        self.cols = cols;
+        self.x.clear();
+        self.q8_0.clear();
+        self.q8_1.clear();
+        self.q8_k.clear();
+        self.qs.clear();
+        self.d.clear();
+        self.dsum.clear();
+        match act_ty {
+            GgmlType::F32 => self.x.extend_from_slice(x),
+            GgmlType::Q8_0 => {
+                self.q8_0.resize(nb, bytemuck::Zeroable::zeroed());
+                quantize_q8_0(isa, x, &mut self.q8_0);
+                for b in &self.q8_0 {
+                    let d = b.d.to_f32();
+                    let sum: i32 = b.qs.iter().map(|&q| i32::from(q)).sum();
+                    self.qs.extend_from_slice(&b.qs);
+                    self.d.push(d);
+                    self.dsum.push(d * sum as f32);
+                }
+            }
+            GgmlType::Q8_1 => {
+                self.q8_1.resize(nb, bytemuck::Zeroable::zeroed());
+                quantize_q8_1(isa, x, &mut self.q8_1);
+                for b in &self.q8_1 {
+                    self.qs.extend_from_slice(&b.qs);
+                    self.d.push(b.d.to_f32());
+                    self.dsum.push(b.s.to_f32());
+                }
+            }
+            GgmlType::Q8_K => {
+                self.q8_k.resize(nb, bytemuck::Zeroable::zeroed());
+                quantize_q8_k(isa, x, &mut self.q8_k);
+            }
+            _ => {
+                return Err(FormatError::Unsupported {
+                    ty: act_ty,
+                    what: "not an activation format",
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Row `t` in the layouts the dot kernels read.
+    pub(crate) fn row(&self, t: usize) -> ActRow<'_> {
+        let c = self.cols;
+        let (lo, hi) = (t * c, (t + 1) * c);
+        match self.ty {
+            Some(GgmlType::F32) => ActRow {
+                x: &self.x[lo..hi],
+                ..ActRow::default()
+            },
+            Some(GgmlType::Q8_0) => ActRow {
+                q8_0: &self.q8_0[lo / QK..hi / QK],
+                qs: &self.qs[lo..hi],
+                d: &self.d[lo / QK..hi / QK],
+                dsum: &self.dsum[lo / QK..hi / QK],
+                ..ActRow::default()
+            },
+            Some(GgmlType::Q8_1) => ActRow {
+                q8_1: &self.q8_1[lo / QK..hi / QK],
+                qs: &self.qs[lo..hi],
+                d: &self.d[lo / QK..hi / QK],
+                dsum: &self.dsum[lo / QK..hi / QK],
+                ..ActRow::default()
+            },
+            Some(GgmlType::Q8_K) => ActRow {
+                q8_k: &self.q8_k[lo / QK_K..hi / QK_K],
+                ..ActRow::default()
+            },
+            _ => ActRow::default(),
+        }
+    }
+}
+
+/// Quantizes `x` (`n` rows of `cols`) to `act_ty` (F32, Q8_0, Q8_1 or Q8_K; a weight type's
+/// [`GgmlType::vec_dot_type`]) at the active ISA level.
+pub fn quantize_acts(
+    act_ty: GgmlType,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+) -> Result<QuantizedActs, FormatError> {
+    quantize_acts_isa(isa::active(), act_ty, x, n, cols)
+}
+
+/// As [`quantize_acts`] at an explicit ISA level.
+pub fn quantize_acts_isa(
+    isa: Isa,
+    act_ty: GgmlType,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+) -> Result<QuantizedActs, FormatError> {
+    let mut q = QuantizedActs::new();
+    q.quantize_isa(isa, act_ty, x, n, cols)?;
+    Ok(q)
+}
+
+/// Q8_0 blocks of `x` at level `isa`; identical to `formats::q8_0::quantize`.
+pub fn quantize_q8_0(isa: Isa, x: &[f32], out: &mut [BlockQ8_0]) {
+    match isa {
+        Isa::Reference => q8_0::quantize(x, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Vnni if isa.is_supported() => x86::q8_0(isa, x, out),
+        _ => portable::q8_0(x, out),
+    }
+}
+
+/// Q8_1 blocks of `x` at level `isa`; identical to `formats::q8_1::quantize`.
+pub fn quantize_q8_1(isa: Isa, x: &[f32], out: &mut [BlockQ8_1]) {
+    match isa {
+        Isa::Reference => q8_1::quantize(x, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Vnni if isa.is_supported() => x86::q8_1(isa, x, out),
+        _ => portable::q8_1(x, out),
+    }
+}
+
+/// Q8_K blocks of `x` at level `isa`; identical to `formats::q8_k::quantize`.
+pub fn quantize_q8_k(isa: Isa, x: &[f32], out: &mut [BlockQ8K]) {
+    match isa {
+        Isa::Reference => q8_k::quantize(x, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Vnni if isa.is_supported() => x86::q8_k(isa, x, out),
+        _ => portable::q8_k(x, out),
+    }
+}
+
+/// Sums of each 16 quants of a Q8_K block.
+fn bsums(qs: &[i8; QK_K]) -> [i16; QK_K / 16] {
+    let mut s = [0i16; QK_K / 16];
+    for (s, q) in s.iter_mut().zip(qs.chunks_exact(16)) {
+        *s = q.iter().map(|&v| i16::from(v)).sum();
+    }
+    s
+}
+
+/// Σq of a 32-quant block, for Q8_1's s.
+fn qsum(qs: &[i8; QK]) -> i32 {
+    qs.iter().map(|&q| i32::from(q)).sum()
+}
+
+/// Index of the first element of largest magnitude, given that magnitude (the Q8_K
+/// reference takes the first on ties).
+fn first_with_magnitude(x: &[f32], amax: f32) -> usize {
+    x.iter().position(|v| v.abs() == amax).unwrap_or(0)
+}

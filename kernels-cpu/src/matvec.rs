@@ -1,0 +1,160 @@
+//! y = W·x for one token: every weight read once, so bound by memory bandwidth.
+//!
+//! Rows are split into chunks that rayon spreads over the threads; the activation is
+//! quantized once (or passed in already quantized, so q/k/v or gate/up share it).
+
+use rayon::prelude::*;
+
+use crate::act::{quantize_acts_isa, QuantizedActs};
+use crate::dot::{self, DotFn};
+use crate::formats::{FormatError, GgmlType};
+use crate::isa::{self, Isa};
+
+/// y = W·x with W `rows`×`cols` of type `ty` (raw row-major bytes, any alignment), at the
+/// active ISA level.
+pub fn matvec(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), FormatError> {
+    matvec_isa(isa::active(), ty, w, rows, cols, x, y)
+}
+
+/// [`matvec`] at an explicit ISA level (which the CPU must support).
+pub fn matvec_isa(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), FormatError> {
+    let acts = quantize_acts_isa(isa, ty.vec_dot_type(), x, 1, cols)?;
+    matvec_quantized_isa(isa, ty, w, rows, cols, &acts, y)
+}
+
+/// y = W·x with x already quantized to `ty.vec_dot_type()` (one row of `cols`).
+pub fn matvec_quantized(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+    y: &mut [f32],
+) -> Result<(), FormatError> {
+    matvec_quantized_isa(isa::active(), ty, w, rows, cols, acts, y)
+}
+
+/// [`matvec_quantized`] at an explicit ISA level.
+pub fn matvec_quantized_isa(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+    y: &mut [f32],
+) -> Result<(), FormatError> {
+    let dot = check(isa, ty, w, rows, cols, acts, 1)?;
+    if y.len() != rows {
+        return Err(FormatError::ByteLength {
+            ty: GgmlType::F32,
+            n: rows,
+            expected: rows * 4,
+            got: y.len() * 4,
+        });
+    }
+    let row_bytes = w.len() / rows.max(1);
+    let a = acts.row(0);
+    let run = |(c, ys): (usize, &mut [f32])| {
+        let r0 = c * chunk_rows(rows, row_bytes);
+        for (r, y) in ys.iter_mut().enumerate() {
+            let row = r0 + r;
+            *y = dot(&w[row * row_bytes..(row + 1) * row_bytes], &a);
+        }
+    };
+    let chunk = chunk_rows(rows, row_bytes);
+    if chunk >= rows {
+        run((0, y));
+    } else {
+        y.par_chunks_mut(chunk).enumerate().for_each(run);
+    }
+    Ok(())
+}
+
+/// Rows per parallel task: about four tasks per thread so an uneven finish is small, but
+/// each task at least ~16 KiB of weights (rayon's per-task cost is a few µs, the time to
+/// read that much), except that a matrix with rows for two threads is always split (SmolLM2's
+/// 576×576 Q4_1 is 207 KB: worth both cores).
+pub(crate) fn chunk_rows(rows: usize, row_bytes: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if threads == 1 || rows * row_bytes < 32 * 1024 {
+        return rows.max(1);
+    }
+    let by_count = rows.div_ceil(4 * threads);
+    let by_size = (16 * 1024usize).div_ceil(row_bytes.max(1));
+    let at_most = rows.div_ceil(threads);
+    by_count.max(by_size.min(at_most)).max(1)
+}
+
+/// Validates a matvec/matmul request; the kernel to run it.
+pub(crate) fn check(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+    n: usize,
+) -> Result<DotFn, FormatError> {
+    if !isa.is_supported() {
+        return Err(FormatError::Unsupported {
+            ty,
+            what: "ISA level not supported by this CPU",
+        });
+    }
+    let dot = dot::kernel(ty, isa).ok_or(FormatError::Unsupported {
+        ty,
+        what: "not a weight format",
+    })?;
+    if cols % ty.block_size() != 0 {
+        return Err(FormatError::NotWholeBlocks {
+            ty,
+            n: cols,
+            block: ty.block_size(),
+        });
+    }
+    let elems = rows.checked_mul(cols).ok_or(FormatError::Unsupported {
+        ty,
+        what: "rows·cols overflows",
+    })?;
+    let bytes = elems / ty.block_size() * ty.type_size();
+    if w.len() != bytes {
+        return Err(FormatError::ByteLength {
+            ty,
+            n: elems,
+            expected: bytes,
+            got: w.len(),
+        });
+    }
+    if acts.ty() != Some(ty.vec_dot_type()) {
+        return Err(FormatError::Unsupported {
+            ty,
+            what: "activations are not quantized to this format's vec_dot type",
+        });
+    }
+    if acts.cols() != cols || acts.n() != n {
+        let act_ty = ty.vec_dot_type();
+        return Err(FormatError::ByteLength {
+            ty: act_ty,
+            n: n * cols,
+            expected: n * cols / act_ty.block_size() * act_ty.type_size(),
+            got: acts.n() * acts.cols() / act_ty.block_size() * act_ty.type_size(),
+        });
+    }
+    Ok(dot)
+}

@@ -1,0 +1,291 @@
+//! Every fast dot/matvec/matmul path against its scalar reference twin, and every SIMD
+//! activation quantizer against the reference quantizer, at every ISA level this CPU runs.
+//!
+//! Weights are random bytes (every bit pattern of the quants; d/dmin fields overwritten with
+//! random finite f16s), so layouts are exercised without depending on a quantizer.
+//!
+//! ## Tolerance (fast vs reference)
+//!
+//! Both paths compute each block's integer dot exactly (i32, no saturation: see the kernel
+//! docs), so they differ only in f32 rounding. A path forms float terms from the block sums
+//! (scale products, conversions: ≤ 5 roundings each), then adds at most nb + 16 of them
+//! (lanes, horizontal sums, the offset/min side sum) in some order. By the standard bound
+//! for floating-point summation, each path is within (nb + 21)·u·M of the exact value,
+//! u = 2⁻²⁴, where M bounds the sum of the magnitudes of every term the path forms. So
+//! |fast − reference| ≤ 2·(nb + 21)·u·M. M is bounded per block by
+//! S_b·Σ_{i∈b}|a_i|, with S_b the largest |scale·u| plus twice the largest |scale·offset|
+//! (or |min|) an element of that block can have (read from the block's d/dmin: see
+//! `block_bound`); the offset counts twice because fast paths may subtract it separately.
+//! For F32/F16/BF16, nb is the element count and S_i = |w_i|.
+
+use half::f16;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use strata_kernels_cpu::act::{quantize_acts_isa, quantize_q8_0, quantize_q8_1, quantize_q8_k};
+use strata_kernels_cpu::formats::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use strata_kernels_cpu::isa::Isa;
+use strata_kernels_cpu::matmul::matmul_quantized_isa;
+use strata_kernels_cpu::matvec::matvec_quantized_isa;
+use strata_kernels_cpu::{GgmlType, QuantizedActs};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn f16_at(b: &[u8], off: usize) -> f64 {
+    f64::from(f16::from_le_bytes([b[off], b[off + 1]]).to_f32())
+}
+
+/// Random weight bytes of `rows`×`cols` elements: random quants, random finite scales.
+fn random_weights(rng: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols / ty.block_size();
+    let ts = ty.type_size();
+    let mut w = vec![0u8; n * ts];
+    rng.fill(&mut w[..]);
+    let put = |b: &mut [u8], off: usize, v: f32| {
+        b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes())
+    };
+    for b in w.chunks_exact_mut(ts) {
+        let s: f32 = rng.random_range(-1.0..1.0);
+        let m: f32 = rng.random_range(-1.0..1.0);
+        match ty {
+            GgmlType::F32 => b.copy_from_slice(&s.to_le_bytes()),
+            GgmlType::F16 => put(b, 0, s),
+            GgmlType::BF16 => b.copy_from_slice(&((s.to_bits() >> 16) as u16).to_le_bytes()),
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => put(b, 0, s * 0.1),
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
+                put(b, 0, s * 0.1);
+                put(b, 2, m * 0.1);
+            }
+            GgmlType::Q2_K => {
+                put(b, 80, s * 0.1);
+                put(b, 82, m * 0.1);
+            }
+            GgmlType::Q3_K => put(b, 108, s * 0.01),
+            GgmlType::Q6_K => put(b, 208, s * 0.01),
+            _ => unreachable!("not a weight type"),
+        }
+    }
+    w
+}
+
+/// S_b of the tolerance derivation: max |scale·u| + 2·max |scale·offset or min| per element.
+fn block_bound(ty: GgmlType, b: &[u8]) -> f64 {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => f16_at(b, 0).abs() * (15.0 + 2.0 * 8.0),
+        Q5_0 => f16_at(b, 0).abs() * (31.0 + 2.0 * 16.0),
+        Q8_0 => f16_at(b, 0).abs() * (255.0 + 2.0 * 128.0),
+        Q4_1 => f16_at(b, 0).abs() * 15.0 + 2.0 * f16_at(b, 2).abs(),
+        Q5_1 => f16_at(b, 0).abs() * 31.0 + 2.0 * f16_at(b, 2).abs(),
+        Q2_K => f16_at(b, 80).abs() * 15.0 * 3.0 + 2.0 * f16_at(b, 82).abs() * 15.0,
+        Q3_K => f16_at(b, 108).abs() * 32.0 * (7.0 + 2.0 * 4.0),
+        Q4_K => f16_at(b, 0).abs() * 63.0 * 15.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
+        Q5_K => f16_at(b, 0).abs() * 63.0 * 31.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
+        Q6_K => f16_at(b, 208).abs() * 128.0 * (63.0 + 2.0 * 32.0),
+        _ => unreachable!("float formats are bounded per element"),
+    }
+}
+
+/// |a_i| of one activation row, dequantized from the reference blocks (or the f32 x).
+fn act_abs(acts: &QuantizedActs, x: &[f32], t: usize) -> Vec<f64> {
+    let c = acts.cols();
+    match acts.ty() {
+        Some(GgmlType::F32) => x[t * c..(t + 1) * c]
+            .iter()
+            .map(|v| f64::from(v.abs()))
+            .collect(),
+        Some(GgmlType::Q8_0) => acts.q8_0_blocks()[t * c / 32..(t + 1) * c / 32]
+            .iter()
+            .flat_map(|b| {
+                b.qs.map(|q| f64::from(b.d.to_f32()).abs() * f64::from(q).abs())
+            })
+            .collect(),
+        Some(GgmlType::Q8_1) => acts.q8_1_blocks()[t * c / 32..(t + 1) * c / 32]
+            .iter()
+            .flat_map(|b| {
+                b.qs.map(|q| f64::from(b.d.to_f32()).abs() * f64::from(q).abs())
+            })
+            .collect(),
+        _ => acts.q8_k_blocks()[t * c / 256..(t + 1) * c / 256]
+            .iter()
+            .flat_map(|b| b.qs.map(|q| f64::from(b.d).abs() * f64::from(q).abs()))
+            .collect(),
+    }
+}
+
+/// The tolerance of the derivation above for weight row `w` and activation row `a_abs`.
+fn tolerance(ty: GgmlType, w: &[u8], a_abs: &[f64]) -> f64 {
+    let (nb, m) = if ty.block_size() == 1 {
+        let mut wv = vec![0f32; a_abs.len()];
+        strata_kernels_cpu::dequantize(ty, w, &mut wv).unwrap();
+        (
+            wv.len(),
+            wv.iter()
+                .zip(a_abs)
+                .map(|(w, a)| f64::from(w.abs()) * a)
+                .sum::<f64>(),
+        )
+    } else {
+        let bs = ty.block_size();
+        let blocks = w.chunks_exact(ty.type_size());
+        (
+            blocks.len(),
+            blocks
+                .enumerate()
+                .map(|(i, b)| block_bound(ty, b) * a_abs[i * bs..(i + 1) * bs].iter().sum::<f64>())
+                .sum(),
+        )
+    };
+    2.0 * (nb as f64 + 21.0) * U * m
+}
+
+/// Odd shapes: a single row, row counts that are not multiples of any tile, many rows;
+/// one block, a few blocks, many blocks.
+fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {
+    let bs = ty.block_size().max(32);
+    let mut v = vec![
+        (1, bs),
+        (3, 2 * bs),
+        (7, 3 * bs),
+        (17, 5 * bs),
+        (1, 18 * bs),
+        (65, 7 * bs),
+    ];
+    if ty.block_size() == 1 {
+        v.extend([(5, 33), (2, 1), (9, 577)]);
+    }
+    v
+}
+
+fn levels() -> Vec<Isa> {
+    Isa::supported()
+        .into_iter()
+        .filter(|&i| i != Isa::Reference)
+        .collect()
+}
+
+#[test]
+fn every_fast_path_matches_its_reference_twin() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for ty in GgmlType::WEIGHTS {
+        for (rows, cols) in shapes(ty) {
+            let w = random_weights(&mut rng, ty, rows, cols);
+            let n = 3;
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let acts = quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), &x, n, cols).unwrap();
+            let mut want = vec![0f32; n * rows];
+            matmul_quantized_isa(Isa::Reference, ty, &w, rows, cols, &acts, &mut want).unwrap();
+            let row_bytes = w.len() / rows;
+            for isa in levels() {
+                let mut got = vec![0f32; n * rows];
+                matmul_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut got).unwrap();
+                for t in 0..n {
+                    let a_abs = act_abs(&acts, &x, t);
+                    for r in 0..rows {
+                        let tol = tolerance(ty, &w[r * row_bytes..(r + 1) * row_bytes], &a_abs);
+                        let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                        assert!(
+                            (f64::from(g) - f64::from(e)).abs() <= tol,
+                            "{ty} {isa} {rows}x{cols} token {t} row {r}: got {g}, reference {e}, tolerance {tol:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_equals_matmul_of_one_token() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for ty in GgmlType::WEIGHTS {
+        let (rows, cols) = (37, 4 * ty.block_size().max(32));
+        let w = random_weights(&mut rng, ty, rows, cols);
+        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        for isa in Isa::supported() {
+            let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &x, 1, cols).unwrap();
+            let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+            matvec_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut a).unwrap();
+            matmul_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut b).unwrap();
+            // Same kernel on the same data: bit-identical.
+            assert_eq!(a, b, "{ty} {isa}");
+        }
+    }
+}
+
+/// Activations spanning many magnitudes, with exact halves and ties to exercise rounding.
+fn tricky_activations(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match i % 7 {
+            0 => rng.random_range(-1.0..1.0),
+            1 => rng.random_range(-1e3..1e3),
+            2 => (rng.random_range(-254i32..254) as f32) * 0.5,
+            3 => 0.0,
+            4 => -0.0,
+            5 => rng.random_range(-1e-6..1e-6),
+            _ => rng.random_range(-127i32..127) as f32,
+        })
+        .collect()
+}
+
+#[test]
+fn simd_activation_quantizers_write_the_reference_blocks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for len in [256usize, 512, 2048] {
+        let mut x = tricky_activations(&mut rng, len);
+        // One all-zero block and one with a single nonzero.
+        x[..32].fill(0.0);
+        x[32..64].fill(0.0);
+        x[40] = -3.5;
+        let mut r0 = vec![<BlockQ8_0 as bytemuck::Zeroable>::zeroed(); len / 32];
+        let mut r1 = vec![<BlockQ8_1 as bytemuck::Zeroable>::zeroed(); len / 32];
+        let mut rk = vec![<BlockQ8K as bytemuck::Zeroable>::zeroed(); len / 256];
+        quantize_q8_0(Isa::Reference, &x, &mut r0);
+        quantize_q8_1(Isa::Reference, &x, &mut r1);
+        quantize_q8_k(Isa::Reference, &x, &mut rk);
+        for isa in levels() {
+            let mut f0 = vec![<BlockQ8_0 as bytemuck::Zeroable>::zeroed(); len / 32];
+            let mut f1 = vec![<BlockQ8_1 as bytemuck::Zeroable>::zeroed(); len / 32];
+            let mut fk = vec![<BlockQ8K as bytemuck::Zeroable>::zeroed(); len / 256];
+            quantize_q8_0(isa, &x, &mut f0);
+            quantize_q8_1(isa, &x, &mut f1);
+            quantize_q8_k(isa, &x, &mut fk);
+            assert_eq!(f0, r0, "Q8_0 at {isa}");
+            assert_eq!(f1, r1, "Q8_1 at {isa}");
+            assert_eq!(fk, rk, "Q8_K at {isa}");
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let ty = GgmlType::Q4_0;
+    let w = vec![0u8; 18 * 4];
+    let x = vec![0f32; 64];
+    let mut y = vec![0f32; 2];
+    for isa in Isa::supported() {
+        let acts = quantize_acts_isa(isa, GgmlType::Q8_0, &x, 1, 64).unwrap();
+        assert!(matvec_quantized_isa(isa, ty, &w, 2, 64, &acts, &mut y).is_ok());
+        assert!(
+            matvec_quantized_isa(isa, ty, &w[..70], 2, 64, &acts, &mut y).is_err(),
+            "short weights"
+        );
+        assert!(
+            matvec_quantized_isa(isa, ty, &w, 2, 64, &acts, &mut y[..1]).is_err(),
+            "short output"
+        );
+        assert!(
+            matvec_quantized_isa(isa, GgmlType::Q8_0, &w, 2, 64, &acts, &mut y).is_err(),
+            "wrong type"
+        );
+        assert!(
+            matvec_quantized_isa(isa, GgmlType::Q8_K, &w, 2, 64, &acts, &mut y).is_err(),
+            "activation-only type"
+        );
+        let k = quantize_acts_isa(isa, GgmlType::Q8_K, &x, 1, 64);
+        assert!(k.is_err(), "64 is not whole Q8_K blocks");
+        assert!(
+            quantize_acts_isa(isa, GgmlType::Q8_0, &x, 2, 64).is_err(),
+            "x too short"
+        );
+    }
+}
