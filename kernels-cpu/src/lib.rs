@@ -9,6 +9,7 @@ pub mod formats;
 pub mod isa;
 pub mod matmul;
 pub mod matvec;
+pub mod ops;
 
 pub use act::{quantize_acts, QuantizedActs};
 pub use formats::{dequantize, quantize, FormatError, GgmlType};

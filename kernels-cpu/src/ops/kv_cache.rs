@@ -1,0 +1,173 @@
+//! The key/value cache of one attention layer: `[n_ctx][n_kv_heads][head_dim]` for K and
+//! the same for V, in f32 or f16.
+
+use super::OpError;
+use half::{f16, slice::HalfFloatSliceExt};
+
+/// The element type of a KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvType {
+    F32,
+    F16,
+}
+
+impl KvType {
+    pub const fn bytes_per_element(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+}
+
+/// K or V of a cache, whole (`n_ctx × n_kv_heads × head_dim`; positions past
+/// [`KvCache::len`] hold stale or zero values).
+#[derive(Debug, Clone, Copy)]
+pub enum KvView<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl KvView<'_> {
+    /// The raw little-endian bytes (what a device copy takes).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            KvView::F32(s) => bytemuck::cast_slice(s),
+            KvView::F16(s) => bytemuck::cast_slice(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Store {
+    fn new(ty: KvType, n: usize) -> Store {
+        match ty {
+            KvType::F32 => Store::F32(vec![0.0; n]),
+            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+        }
+    }
+
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Store::F32(s) => s[at..at + src.len()].copy_from_slice(src),
+            // Round to nearest even, as ggml's fp32→fp16 does.
+            Store::F16(s) => s[at..at + src.len()].convert_from_f32_slice(src),
+        }
+    }
+
+    fn view(&self) -> KvView<'_> {
+        match self {
+            Store::F32(s) => KvView::F32(s),
+            Store::F16(s) => KvView::F16(s),
+        }
+    }
+}
+
+/// One layer's KV cache. Positions `0..len()` hold the keys and values appended so far.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    ty: KvType,
+    n_ctx: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    len: usize,
+    k: Store,
+    v: Store,
+}
+
+impl KvCache {
+    /// A zeroed cache of `n_ctx` positions. Allocates exactly [`KvCache::bytes`] of K and V.
+    pub fn new(ty: KvType, n_ctx: usize, n_kv_heads: usize, head_dim: usize) -> KvCache {
+        assert!(
+            n_kv_heads > 0 && head_dim > 0,
+            "KvCache: n_kv_heads and head_dim must be > 0"
+        );
+        let n = n_ctx * n_kv_heads * head_dim;
+        KvCache {
+            ty,
+            n_ctx,
+            n_kv_heads,
+            head_dim,
+            len: 0,
+            k: Store::new(ty, n),
+            v: Store::new(ty, n),
+        }
+    }
+
+    /// Bytes of K plus V that [`KvCache::new`] allocates for these dimensions (the planner
+    /// sizes memory with this same function).
+    pub const fn bytes(ty: KvType, n_ctx: usize, n_kv_heads: usize, head_dim: usize) -> usize {
+        2 * n_ctx * n_kv_heads * head_dim * ty.bytes_per_element()
+    }
+
+    pub fn ty(&self) -> KvType {
+        self.ty
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    pub fn n_kv_heads(&self) -> usize {
+        self.n_kv_heads
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+    /// Elements per position: n_kv_heads × head_dim.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the keys and values of `k.len() / kv_dim` tokens (each `n_kv_heads × head_dim`)
+    /// at positions `pos..`; the cache then holds positions `0..pos + n_tokens` (anything
+    /// after them is dropped, so a caller can rewind by appending at an earlier position).
+    ///
+    /// Errors if the positions do not fit `n_ctx` or would leave a gap after `len()`.
+    pub fn append(&mut self, pos: usize, k: &[f32], v: &[f32]) -> Result<(), OpError> {
+        let kv_dim = self.kv_dim();
+        assert!(
+            k.len() == v.len() && k.len() % kv_dim == 0,
+            "KvCache::append: k has {} and v {} elements, expected whole tokens of {kv_dim}",
+            k.len(),
+            v.len()
+        );
+        let end = pos + k.len() / kv_dim;
+        if end > self.n_ctx {
+            return Err(OpError::ContextFull {
+                start: pos,
+                end,
+                n_ctx: self.n_ctx,
+            });
+        }
+        if pos > self.len {
+            return Err(OpError::KvGap { pos, len: self.len });
+        }
+        self.k.write(pos * kv_dim, k);
+        self.v.write(pos * kv_dim, v);
+        self.len = end;
+        Ok(())
+    }
+
+    /// Forgets every position (the memory stays allocated).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn keys(&self) -> KvView<'_> {
+        self.k.view()
+    }
+    pub fn values(&self) -> KvView<'_> {
+        self.v.view()
+    }
+}
