@@ -1,2 +1,13 @@
 //! Strata's engine: reads GGUF files, plans memory, runs the transformer layer by layer on
 //! the devices the plan gives, and samples tokens.
+
+pub mod buffers;
+pub mod config;
+pub mod device;
+pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod plan;
+pub mod runner;
+pub mod sampler;
+pub mod tokenizer;

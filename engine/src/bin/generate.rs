@@ -1,0 +1,5 @@
+//! `generate`: text from a GGUF model on the CPU. See `generate --help`.
+
+fn main() {
+    std::process::exit(strata_engine::generate::main_with(std::env::args()));
+}

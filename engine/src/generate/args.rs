@@ -1,0 +1,92 @@
+//! The `generate` command line, with the flag names llama.cpp users know.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "generate",
+    about = "Generate text with a GGUF model (llama, qwen2, qwen3) on the CPU"
+)]
+pub struct Args {
+    /// Model file (GGUF).
+    #[arg(short = 'm', long = "model", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate (-1: until end of text or a full context).
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 256,
+        allow_negative_numbers = true
+    )]
+    pub n_predict: i64,
+    /// Context size in tokens (0: the model's training context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: usize,
+    /// Most prompt tokens per forward pass.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 64)]
+    pub batch_size: usize,
+    /// CPU threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Sampling temperature (0: greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the most likely tokens up to this total probability (1.0: all).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0: none).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for repeating one of the last --repeat-last-n tokens (1.0: none).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: from the clock; printed with --verbose).
+    #[arg(long = "seed")]
+    pub seed: Option<u64>,
+    /// Layers to put on GPUs (`-ngl`). Accepted for compatibility; there is no GPU backend yet.
+    #[arg(long = "num-gpu", visible_alias = "n-gpu-layers", default_value_t = 0)]
+    pub num_gpu: u32,
+    /// Wrap the prompt in the model's chat template (tokenizer.chat_template).
+    #[arg(long = "chat")]
+    pub chat: bool,
+    /// Generate exactly -n tokens, past end-of-text (for benchmarks).
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+    /// Write the timings as one JSON object to this file.
+    #[arg(long = "timings-json")]
+    pub timings_json: Option<PathBuf>,
+    /// Print model, tokenizer and sampling details to stderr.
+    #[arg(long = "verbose")]
+    pub verbose: bool,
+}
+
+/// llama.cpp spells `--n-gpu-layers` as the multi-letter short flag `-ngl`, which clap
+/// cannot declare: rewrite it before parsing.
+pub fn normalize_argv(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .map(|a| {
+            if a == "-ngl" {
+                "--num-gpu".to_string()
+            } else if let Some(v) = a.strip_prefix("-ngl=") {
+                format!("--num-gpu={v}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}

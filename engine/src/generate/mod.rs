@@ -1,0 +1,255 @@
+//! The `generate` command: load a model, stream a completion of the prompt to stdout,
+//! report timings on stderr (and as JSON with `--timings-json`).
+
+pub mod args;
+pub mod chat;
+pub mod timings;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::gguf::GgufFile;
+use crate::model::Model;
+use crate::runner::{Runner, RunnerOptions};
+use crate::sampler::{Sampler, SamplerParams};
+use crate::tokenizer::{Tokenizer, Utf8Stream};
+use args::{normalize_argv, Args, DEFAULT_MODEL};
+use timings::Timings;
+
+/// Runs `generate` with these arguments (the first is the program name); returns the
+/// process exit code.
+pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
+    let args = match Args::try_parse_from(normalize_argv(argv)) {
+        Ok(a) => a,
+        Err(e) => {
+            // Help and version go to stdout with code 0, usage errors to stderr with 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match run(&args) {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            1
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.num_gpu > 0 {
+        eprintln!(
+            "note: --num-gpu {} ignored: no GPU backend is available yet, every layer runs on the CPU",
+            args.num_gpu
+        );
+    }
+    if !args.model.is_file() {
+        let mut msg = format!("model file not found: {}", args.model.display());
+        if args.model.as_os_str() == DEFAULT_MODEL {
+            msg.push_str(
+                "\n  the default model is SmolLM2-135M-Instruct (98 MB): fetch it with scripts/fetch-model.sh, \
+                 or pass another GGUF file with -m",
+            );
+        }
+        return Err(msg);
+    }
+    let prompt = match (&args.prompt, &args.file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read prompt file {}: {e}", f.display()))?,
+        (None, None) => return Err("no prompt: give one with -p TEXT or -f FILE".into()),
+    };
+    for (name, v) in [
+        ("--temp", args.temp),
+        ("--top-p", args.top_p),
+        ("--min-p", args.min_p),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("{name} {v}: must be a number ≥ 0"));
+        }
+    }
+    if args.repeat_penalty <= 0.0 || !args.repeat_penalty.is_finite() {
+        return Err(format!(
+            "--repeat-penalty {}: must be a number > 0",
+            args.repeat_penalty
+        ));
+    }
+    if args.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let threads = match args.threads {
+        Some(0) => return Err("--threads must be at least 1".into()),
+        Some(t) => t,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while stopping kills the process the usual way.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+
+    let t_load = Instant::now();
+    let file = GgufFile::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let n_layer_hint = file
+        .metadata()
+        .get_str("general.architecture")
+        .and_then(|a| file.metadata().get_u64(&format!("{a}.block_count")))
+        .unwrap_or(0);
+    let bar = ProgressBar::new(n_layer_hint).with_style(
+        ProgressStyle::with_template("loading {bar:40} {pos}/{len} blocks")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let model = Model::bind(&file, |i| bar.set_position(i as u64)).map_err(|e| e.to_string())?;
+    // Read the weights in now (with the bar moving) rather than during the first tokens.
+    for (i, b) in model.blocks.iter().enumerate() {
+        b.prefault();
+        bar.set_position(i as u64 + 1);
+    }
+    bar.finish_and_clear();
+    let tok = Tokenizer::from_metadata(file.metadata())
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let cfg = &model.cfg;
+    let n_ctx = if args.ctx_size == 0 {
+        cfg.n_ctx_train
+    } else {
+        args.ctx_size.min(cfg.n_ctx_train)
+    };
+    let mut opts = RunnerOptions::cpu(cfg.n_layer, n_ctx);
+    opts.n_batch = args.batch_size;
+    let mut runner = Runner::new(&model, opts).map_err(|e| e.to_string())?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1000.0;
+
+    let text = if args.chat {
+        let template = file
+            .metadata()
+            .get_str("tokenizer.chat_template")
+            .ok_or_else(|| {
+                format!(
+                    "--chat: {} has no tokenizer.chat_template",
+                    args.model.display()
+                )
+            })?;
+        let name = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
+        chat::render(template, &prompt, &name(tok.bos()), &name(tok.eos()))?
+    } else {
+        prompt
+    };
+    let mut tokens = tok.encode(&text).map_err(|e| e.to_string())?;
+    if tokens.is_empty() {
+        tokens.extend(tok.bos());
+    }
+    if tokens.is_empty() {
+        return Err("the prompt is empty and the model has no BOS token to start from".into());
+    }
+    if tokens.len() >= n_ctx {
+        return Err(format!(
+            "the prompt has {} tokens, the context only {n_ctx} (raise -c/--ctx-size)",
+            tokens.len()
+        ));
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    let params = SamplerParams {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: args.repeat_last_n,
+        seed,
+    };
+    if args.verbose {
+        eprintln!(
+            "model: {} | {} blocks, n_embd {}, heads {}/{} | vocab {} ({:?}, pre {}) | n_ctx {n_ctx}",
+            cfg.arch, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.n_vocab,
+            tok.spec().kind, tok.spec().pre
+        );
+        eprintln!("prompt tokens: {tokens:?}");
+        eprintln!("sampling: {params:?}");
+    }
+    let mut sampler = Sampler::new(params);
+
+    let mut timings = Timings {
+        load_ms,
+        prompt_tokens: tokens.len(),
+        threads,
+        ..Default::default()
+    };
+    let t_prompt = Instant::now();
+    let mut logits = runner.eval(&tokens).map_err(|e| e.to_string())?.to_vec();
+    timings.prompt_ms = t_prompt.elapsed().as_secs_f64() * 1000.0;
+
+    let limit = if args.n_predict < 0 {
+        usize::MAX
+    } else {
+        args.n_predict as usize
+    };
+    let mut stream = Utf8Stream::new();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let t_gen = Instant::now();
+    let mut interrupted = false;
+    while timings.gen_tokens < limit {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let next = sampler.sample(&logits, &tokens);
+        if !args.ignore_eos && tok.is_end_of_generation(next) {
+            break;
+        }
+        tokens.push(next);
+        timings.gen_tokens += 1;
+        let piece = stream.push(tok.token_bytes(next));
+        // A closed stdout (e.g. `| head`) ends generation quietly.
+        if out
+            .write_all(piece.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            break;
+        }
+        if runner.pos() >= n_ctx {
+            eprintln!("\nnote: context full ({n_ctx} tokens); stopping");
+            break;
+        }
+        // Each generated token is fed back (also the last one, so that the timing counts
+        // one forward pass per generated token, as llama-bench's tg does).
+        logits.copy_from_slice(runner.eval(&[next]).map_err(|e| e.to_string())?);
+    }
+    timings.gen_ms = t_gen.elapsed().as_secs_f64() * 1000.0;
+    let _ = write!(out, "{}", stream.finish());
+    let _ = writeln!(out);
+    let _ = out.flush();
+    if interrupted {
+        eprintln!("interrupted");
+    }
+    eprintln!("{}", timings.summary());
+    if let Some(path) = &args.timings_json {
+        let json = serde_json::to_string_pretty(&timings.to_json()).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

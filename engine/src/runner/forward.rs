@@ -1,0 +1,191 @@
+//! The forward pass of the llama family, top to bottom, for a batch of `n` tokens at
+//! positions `pos..pos + n`:
+//!
+//! ```text
+//! x = token_embd[tokens]
+//! for each block:                                   (on the block's device)
+//!     h = rms_norm(x) · attn_norm
+//!     q, k, v = h·Wq (+bq), h·Wk (+bk), h·Wv (+bv)  (one quantization of h for all three)
+//!     q, k = rms_norm per head (qwen3)
+//!     q, k = rope(q, k)
+//!     cache ← k, v;  a = attention(q, cache)         (causal, grouped-query)
+//!     x += a·Wo
+//!     h = rms_norm(x) · ffn_norm
+//!     x += (silu(h·Wgate) ⊙ h·Wup) · Wdown            (one quantization of h for both)
+//! logits = (rms_norm(x) · output_norm) · Wout        (last row, or every row for tests)
+//! ```
+//!
+//! A matrix product quantizes its input to the weight's activation format first (Q8_1 for
+//! Q4_1, Q8_0 for Q8_0/Q4_0, Q8_K for K-quants), as ggml does.
+
+use strata_kernels_cpu::ops::{self, KvCache, Rope};
+use strata_kernels_cpu::{matmul_quantized, matvec_quantized, QuantizedActs};
+
+use super::{DeviceState, RunError};
+use crate::device::{DeviceId, Placement};
+use crate::model::{Matrix, Model};
+
+pub(super) fn forward(
+    model: &Model,
+    placement: &Placement,
+    caches: &mut [KvCache],
+    devices: &mut [DeviceState],
+    tokens: &[u32],
+    pos: usize,
+    n_out: usize,
+) -> Result<(), RunError> {
+    let cfg = &model.cfg;
+    let n = tokens.len();
+    let (e, qd, kvd, ff, hd) = (
+        cfg.n_embd,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.n_ff,
+        cfg.head_dim,
+    );
+    let rope = Rope {
+        n_rot: cfg.n_rot,
+        freq_base: cfg.rope_freq_base,
+        freq_scale: cfg.rope_freq_scale,
+        neox: cfg.arch.rope_neox(),
+    };
+
+    // The embedding lookup reads the memory map: it runs on the CPU.
+    let mut here = DeviceId::Cpu;
+    {
+        let s = &mut device(devices, here).scratch;
+        let emb = &model.token_embd;
+        ops::get_rows(emb.ty, emb.data, emb.cols, tokens, &mut s.x[..n * e])?;
+    }
+
+    for (i, w) in model.blocks.iter().enumerate() {
+        cross(devices, &mut here, placement.blocks[i], n * e);
+        let s = &mut device(devices, here).scratch;
+        let x = &mut s.x[..n * e];
+        let xn = &mut s.xn[..n * e];
+        let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
+
+        // Attention.
+        ops::rms_norm_rows(x, &w.attn_norm, cfg.rms_eps, xn);
+        quantize_for(&mut s.acts, &w.wq, xn, n)?;
+        mul(&w.wq, &mut s.acts, xn, n, q)?;
+        mul(&w.wk, &mut s.acts, xn, n, k)?;
+        mul(&w.wv, &mut s.acts, xn, n, v)?;
+        if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
+            add_rows(q, bq);
+            add_rows(k, bk);
+            add_rows(v, bv);
+        }
+        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+            norm_heads(q, qn, cfg.rms_eps, &mut s.attn[..n * qd]);
+            norm_heads(k, kn, cfg.rms_eps, &mut s.attn[..n * kvd]);
+        }
+        ops::rope_rows(q, n, cfg.n_head, hd, pos, &rope);
+        ops::rope_rows(k, n, cfg.n_head_kv, hd, pos, &rope);
+        caches[i].append(pos, k, v)?;
+        let attn = &mut s.attn[..n * qd];
+        ops::attention(q, &caches[i], pos, n, cfg.n_head, attn);
+        let out = &mut s.out[..n * e];
+        quantize_for(&mut s.acts, &w.wo, attn, n)?;
+        mul(&w.wo, &mut s.acts, attn, n, out)?;
+        ops::add(x, out);
+
+        // Feed-forward.
+        ops::rms_norm_rows(x, &w.ffn_norm, cfg.rms_eps, xn);
+        let (gate, up, hidden) = (
+            &mut s.gate[..n * ff],
+            &mut s.up[..n * ff],
+            &mut s.ff[..n * ff],
+        );
+        quantize_for(&mut s.acts, &w.w_gate, xn, n)?;
+        mul(&w.w_gate, &mut s.acts, xn, n, gate)?;
+        mul(&w.w_up, &mut s.acts, xn, n, up)?;
+        ops::swiglu(gate, up, hidden);
+        quantize_for(&mut s.acts, &w.w_down, hidden, n)?;
+        mul(&w.w_down, &mut s.acts, hidden, n, out)?;
+        ops::add(x, out);
+    }
+
+    // Output layer, on the last `n_out` rows.
+    cross(devices, &mut here, placement.output, n * e);
+    let s = &mut device(devices, here).scratch;
+    let rows = (n - n_out) * e..n * e;
+    let xn = &mut s.xn[..n_out * e];
+    ops::rms_norm_rows(&s.x[rows], &model.output_norm, cfg.rms_eps, xn);
+    let logits = &mut s.logits[..n_out * cfg.n_vocab];
+    quantize_for(&mut s.acts, &model.output, xn, n_out)?;
+    mul(&model.output, &mut s.acts, xn, n_out, logits)?;
+    Ok(())
+}
+
+fn device(devices: &mut [DeviceState], id: DeviceId) -> &mut DeviceState {
+    devices
+        .iter_mut()
+        .find(|d| d.id == id)
+        .expect("every placed device has a scratch")
+}
+
+/// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
+/// copy at a device boundary.
+fn cross(devices: &mut [DeviceState], here: &mut DeviceId, to: DeviceId, len: usize) {
+    if *here == to {
+        return;
+    }
+    let from_i = devices
+        .iter()
+        .position(|d| d.id == *here)
+        .expect("source device");
+    let to_i = devices
+        .iter()
+        .position(|d| d.id == to)
+        .expect("target device");
+    let (a, b) = if from_i < to_i {
+        let (l, r) = devices.split_at_mut(to_i);
+        (&l[from_i], &mut r[0])
+    } else {
+        let (l, r) = devices.split_at_mut(from_i);
+        (&r[0], &mut l[to_i])
+    };
+    b.scratch.x[..len].copy_from_slice(&a.scratch.x[..len]);
+    *here = to;
+}
+
+/// Quantizes `x` (`n` rows) to the activation format `w` takes.
+fn quantize_for(acts: &mut QuantizedActs, w: &Matrix, x: &[f32], n: usize) -> Result<(), RunError> {
+    acts.quantize(w.ty.vec_dot_type(), x, n, w.cols)?;
+    Ok(())
+}
+
+/// `y = x · Wᵀ` for `n` rows, using the quantized `acts` of `x` when they are in the
+/// format `w` takes (q/k/v and gate/up share one), else quantizing `x` again.
+fn mul(
+    w: &Matrix,
+    acts: &mut QuantizedActs,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), RunError> {
+    if acts.ty() != Some(w.ty.vec_dot_type()) || acts.n() != n || acts.cols() != w.cols {
+        quantize_for(acts, w, x, n)?;
+    }
+    if n == 1 {
+        matvec_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?;
+    } else {
+        matmul_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?;
+    }
+    Ok(())
+}
+
+/// Adds `b` to every row of `x`.
+fn add_rows(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        ops::add(row, b);
+    }
+}
+
+/// RMSNorm of every head of `x` with the per-head weight `w` (qwen3's q/k norm); `tmp`
+/// is scratch of `x`'s length.
+fn norm_heads(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut [f32]) {
+    ops::rms_norm_rows(x, w, eps, tmp);
+    x.copy_from_slice(tmp);
+}

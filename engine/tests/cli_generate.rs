@@ -1,0 +1,132 @@
+//! The `generate` binary: bad flags and missing models get clear messages; with the real
+//! model, a greedy run prints the expected continuation and writes the timings JSON.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn generate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args(args)
+        // Relative paths (the default model) resolve from the workspace root.
+        .current_dir(root())
+        .output()
+        .expect("run generate")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn model() -> Option<PathBuf> {
+    let p = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("skipped: model absent (run scripts/fetch-model.sh)");
+        None
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let o = generate(&["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_number_names_the_flag() {
+    let o = generate(&["-n", "many", "-p", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--n-predict"), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let o = generate(&["-m", "no/such/model.gguf", "-p", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("model file not found: no/such/model.gguf"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn missing_default_model_says_how_to_fetch_it() {
+    // Run from a folder without models/: the default path is then absent.
+    let o = Command::new(env!("CARGO_BIN_EXE_generate"))
+        .args(["-p", "hi"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("scripts/fetch-model.sh"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn not_a_gguf_file_is_an_error_not_a_panic() {
+    let path = std::env::temp_dir().join(format!("strata-not-gguf-{}.gguf", std::process::id()));
+    std::fs::write(&path, b"this is not a model").unwrap();
+    let o = generate(&["-m", path.to_str().unwrap(), "-p", "hi"]);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn no_prompt_is_an_error() {
+    let Some(m) = model() else { return };
+    let o = generate(&["-m", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("-p"), "{}", stderr(&o));
+}
+
+#[test]
+fn greedy_paris_with_timings_json_and_ngl_note() {
+    let Some(m) = model() else { return };
+    let json = std::env::temp_dir().join(format!("strata-timings-{}.json", std::process::id()));
+    let o = generate(&[
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+        "-ngl",
+        "99",
+        "--timings-json",
+        json.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with(" Paris."), "stdout: {out:?}");
+    assert!(err.contains("no GPU backend"), "{err}");
+    assert!(err.contains("tokens/s"), "{err}");
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).ok();
+    assert_eq!(t["prompt_tokens"], 5);
+    assert_eq!(t["gen_tokens"], 4);
+    assert_eq!(t["threads"], 2);
+    for k in ["load_ms", "prompt_tokens_per_s", "gen_tokens_per_s"] {
+        assert!(t[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {t}");
+    }
+}
