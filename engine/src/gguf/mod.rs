@@ -17,6 +17,7 @@ mod metadata;
 mod parse;
 mod tensor;
 mod value;
+mod writer;
 
 pub use error::GgufError;
 pub use file::GgufFile;
@@ -25,3 +26,4 @@ pub use parse::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
 pub use strata_kernels_cpu::GgmlType;
 pub use tensor::{tensor_size, TensorInfo, MAX_DIMS, MAX_NAME_LEN};
 pub use value::{Value, ValueType};
+pub use writer::GgufWriter;
