@@ -1,1 +1,21 @@
-//! Strata's GPU side: CUDA C kernels compiled to PTX at build time, launched with cudarc.
+//! Strata's GPU side: CUDA C kernels (`kernels/*.cu`) compiled to PTX at build time by
+//! NVRTC, embedded in the crate, and launched with cudarc. Same op list as the CPU crate:
+//! q8_1 activation quantization, matvec and matmul for every weight format, dequantize and
+//! get_rows, RMSNorm, RoPE, softmax, SwiGLU, add, and attention over an f16 KV cache.
+//!
+//! Nothing here panics for want of a GPU: [`unavailable_reason`] and [`Gpu::new`] say why
+//! CUDA cannot be used (no driver, no device, or "built without CUDA kernels").
+
+mod buffer;
+mod device;
+mod error;
+mod ops;
+pub mod ptx;
+mod timer;
+
+pub use buffer::DeviceBuffer;
+pub use device::{device_count, devices, driver_present, unavailable_reason, DeviceInfo, Gpu};
+pub use error::CudaError;
+pub use ops::q8_1_bytes;
+pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
+pub use timer::GpuTimer;

@@ -1,0 +1,258 @@
+//! Compiles every `kernels/*.cu` to PTX with NVRTC and embeds the PTX in the crate.
+//!
+//! NVRTC comes from, in order: `STRATA_NVRTC` (path to a libnvrtc), a CUDA toolkit
+//! (`CUDA_PATH`, `CUDA_HOME`, `/usr/local/cuda`), or the PyPI wheels that
+//! `scripts/fetch-cuda.sh` unpacks into `.cuda/` at the workspace root (`STRATA_CUDA_DIR`
+//! overrides that folder). cudarc opens libnvrtc by file name only, so the library found here
+//! is loaded by its full path first; the dynamic loader then hands cudarc that same library
+//! when it asks for its soname (`libnvrtc.so.12`).
+//!
+//! Without NVRTC the crate builds CPU-only: one cargo warning here, and at run time
+//! `strata_kernels_cuda::ptx::BUILT_WITH_KERNELS` is false. A kernel that does not compile
+//! fails the build: a kernel bug must never turn into a silently CPU-only binary.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Where the kernels' PTX comes from: a libnvrtc and the folder of CUDA headers beside it.
+struct Nvrtc {
+    lib: PathBuf,
+    include: Option<PathBuf>,
+    /// Files whose change means "NVRTC changed" (the fetch script's stamp, the library).
+    watch: PathBuf,
+}
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
+    let kernels_dir = manifest.join("kernels");
+    let workspace = manifest
+        .parent()
+        .expect("kernels-cuda/ has a parent")
+        .to_path_buf();
+    let cuda_dir = std::env::var_os("STRATA_CUDA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join(".cuda"));
+
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={}", kernels_dir.display());
+    for var in [
+        "STRATA_NVRTC",
+        "STRATA_CUDA_DIR",
+        "STRATA_CUDA_ARCH",
+        "CUDA_PATH",
+        "CUDA_HOME",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    // The stamp appears when fetch-cuda.sh finishes; while .cuda/ is absent, watching the
+    // missing path makes cargo rerun this script until it appears (cheap: nothing compiles).
+    let stamp = cuda_dir.join(".fetched");
+    println!(
+        "cargo:rerun-if-changed={}",
+        if stamp.exists() {
+            stamp.display().to_string()
+        } else {
+            cuda_dir.display().to_string()
+        }
+    );
+
+    let arch = std::env::var("STRATA_CUDA_ARCH").unwrap_or_else(|_| "compute_80".to_string());
+    let sources = kernel_sources(&kernels_dir);
+
+    let compiled = match find_nvrtc(&cuda_dir) {
+        Some(nvrtc) => {
+            println!("cargo:rerun-if-changed={}", nvrtc.watch.display());
+            Some(compile_all(&nvrtc, &kernels_dir, &sources, &arch, &out))
+        }
+        None => {
+            println!(
+                "cargo:warning=strata-kernels-cuda: NVRTC not found (no CUDA toolkit, no .cuda/ \
+                 from scripts/fetch-cuda.sh): building CPU-only, without CUDA kernels"
+            );
+            None
+        }
+    };
+    write_module_table(&out, compiled.as_deref(), &arch);
+}
+
+/// `kernels/*.cu`, sorted by name (the `.cuh` headers are included by them, not compiled).
+fn kernel_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn find_nvrtc(cuda_dir: &Path) -> Option<Nvrtc> {
+    if let Some(lib) = std::env::var_os("STRATA_NVRTC").map(PathBuf::from) {
+        if lib.is_file() {
+            let include = lib
+                .parent()
+                .and_then(Path::parent)
+                .map(|p| p.join("include"));
+            return Some(Nvrtc {
+                watch: lib.clone(),
+                include: include.filter(|p| p.is_dir()),
+                lib,
+            });
+        }
+        println!(
+            "cargo:warning=STRATA_NVRTC={} is not a file; looking elsewhere",
+            lib.display()
+        );
+    }
+    let toolkits = ["CUDA_PATH", "CUDA_HOME"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
+        .chain(std::iter::once(PathBuf::from("/usr/local/cuda")));
+    for root in toolkits {
+        for libdir in [
+            "lib64",
+            "lib",
+            "targets/x86_64-linux/lib",
+            "targets/sbsa-linux/lib",
+        ] {
+            if let Some(lib) = find_lib(&root.join(libdir)) {
+                let include = root.join("include");
+                return Some(Nvrtc {
+                    watch: lib.clone(),
+                    include: Some(include),
+                    lib,
+                });
+            }
+        }
+    }
+    let lib = cuda_dir.join("nvidia/cuda_nvrtc/lib/libnvrtc.so.12");
+    if lib.is_file() {
+        let include = cuda_dir.join("nvidia/cuda_runtime/include");
+        return Some(Nvrtc {
+            watch: cuda_dir.join(".fetched"),
+            include: include.is_dir().then_some(include),
+            lib,
+        });
+    }
+    None
+}
+
+/// `libnvrtc.so.<major>` (or the unversioned name) in `dir`.
+fn find_lib(dir: &Path) -> Option<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libnvrtc.so") && !n.contains("builtins") && !n.contains("alt")
+            })
+        })
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+/// Compiles each source to `OUT_DIR/<stem>.ptx`; returns the stems.
+fn compile_all(
+    nvrtc: &Nvrtc,
+    kernels_dir: &Path,
+    sources: &[PathBuf],
+    arch: &str,
+    out: &Path,
+) -> Vec<String> {
+    // SAFETY: loading libnvrtc runs its initialisers, which have no preconditions. The
+    // handle is leaked on purpose: cudarc looks the library up by soname for the rest of
+    // this process and must find this one.
+    match unsafe { libloading::Library::new(&nvrtc.lib) } {
+        Ok(lib) => std::mem::forget(lib),
+        Err(e) => panic!(
+            "strata-kernels-cuda: cannot load NVRTC {}: {e}",
+            nvrtc.lib.display()
+        ),
+    }
+    // SAFETY: only probes for the library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        panic!(
+            "strata-kernels-cuda: loaded {} but cudarc cannot open libnvrtc by name",
+            nvrtc.lib.display()
+        );
+    }
+    let mut stems = Vec::new();
+    for src_path in sources {
+        let stem = src_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 kernel file name");
+        let src = std::fs::read_to_string(src_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", src_path.display()));
+        let mut include_paths = vec![kernels_dir.display().to_string()];
+        if let Some(inc) = &nvrtc.include {
+            include_paths.push(inc.display().to_string());
+        }
+        let opts = cudarc::nvrtc::CompileOptions {
+            include_paths,
+            name: Some(format!("{stem}.cu")),
+            options: vec![
+                format!("--gpu-architecture={arch}"),
+                "--std=c++17".to_string(),
+                // Kernels are compiled for exactness first: no flush-to-zero, IEEE division
+                // and square root (ops that may use fast paths ask for them by intrinsic).
+                "--ftz=false".to_string(),
+                "--prec-div=true".to_string(),
+                "--prec-sqrt=true".to_string(),
+            ],
+            ..Default::default()
+        };
+        let ptx = match cudarc::nvrtc::compile_ptx_with_opts(&src, opts) {
+            Ok(p) => p.to_src(),
+            Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => panic!(
+                "strata-kernels-cuda: NVRTC failed on {}:\n{}",
+                src_path.display(),
+                log.to_string_lossy()
+            ),
+            Err(e) => panic!(
+                "strata-kernels-cuda: NVRTC failed on {}: {e:?}",
+                src_path.display()
+            ),
+        };
+        let dst = out.join(format!("{stem}.ptx"));
+        std::fs::write(&dst, ptx).unwrap_or_else(|e| panic!("writing {}: {e}", dst.display()));
+        stems.push(stem.to_string());
+    }
+    stems
+}
+
+/// `OUT_DIR/modules.rs`: the PTX of every module, embedded with `include_str!`.
+fn write_module_table(out: &Path, compiled: Option<&[String]>, arch: &str) {
+    let mut s = String::new();
+    let stems = compiled.unwrap_or(&[]);
+    writeln!(
+        s,
+        "/// Whether NVRTC was found at build time and the kernels are embedded."
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "pub const BUILT_WITH_KERNELS: bool = {};",
+        compiled.is_some()
+    )
+    .unwrap();
+    writeln!(s, "/// The virtual architecture the PTX was compiled for.").unwrap();
+    writeln!(s, "pub const ARCH: &str = {arch:?};").unwrap();
+    writeln!(
+        s,
+        "/// Every kernel module: (name = the `.cu` file's stem, PTX text)."
+    )
+    .unwrap();
+    writeln!(s, "pub const MODULES: &[PtxModule] = &[").unwrap();
+    for stem in stems {
+        writeln!(
+            s,
+            "    PtxModule {{ name: {stem:?}, ptx: include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\")) }},"
+        )
+        .unwrap();
+    }
+    writeln!(s, "];").unwrap();
+    std::fs::write(out.join("modules.rs"), s).expect("writing modules.rs");
+}

@@ -1,0 +1,85 @@
+// Grouped-query attention over an f16 KV cache, causal, for one token or a batch.
+//
+// q, out: [ntok, nhead, head_dim] f32. k, v: [n_ctx, nkv·head_dim] f16 (position-major, as
+// the CPU KvCache stores them); the cache already holds positions 0 … start_pos+ntok−1.
+// Query token t attends to positions 0 … start_pos + t; query head h reads KV head
+// h / (nhead / nkv). Scores are scaled by `scale` (1/√head_dim).
+//
+// One CTA per (head, token); its 4 warps split the positions round-robin and each keeps an
+// online softmax (running max, running sum, running weighted sum of V); the warps' states
+// are merged at the end. head_dim ≤ 256: each lane holds head_dim/32 accumulators.
+#include "common.cuh"
+
+#define ATT_WARPS 4
+#define ATT_MAX_PER_LANE 8
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
+    attention_f16(const float* __restrict__ q, const uint16_t* __restrict__ k,
+                  const uint16_t* __restrict__ v, float* __restrict__ out, int nhead, int nkv,
+                  int head_dim, int start_pos, float scale) {
+    __shared__ float s_max[ATT_WARPS], s_sum[ATT_WARPS];
+    __shared__ float s_acc[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
+    const int h = blockIdx.x, t = blockIdx.y;
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int kv_dim = nkv * head_dim;
+    const int kv_off = (h / (nhead / nkv)) * head_dim;
+    const int64_t qo = ((int64_t)t * nhead + h) * head_dim;
+    const int n_pos = start_pos + t + 1;
+
+    float qr[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
+#pragma unroll
+    for (int u = 0; u < ATT_MAX_PER_LANE; ++u) {
+        const int c = lane + WARP_SIZE * u;
+        qr[u] = c < head_dim ? q[qo + c] : 0.0f;
+        acc[u] = 0.0f;
+    }
+    float m = NEG_INF, l = 0.0f;
+    for (int j = warp; j < n_pos; j += ATT_WARPS) {
+        const uint16_t* kj = k + (int64_t)j * kv_dim + kv_off;
+        float s = 0.0f;
+#pragma unroll
+        for (int u = 0; u < ATT_MAX_PER_LANE; ++u) {
+            const int c = lane + WARP_SIZE * u;
+            if (c < head_dim) s += qr[u] * f16_to_f32(kj[c]);
+        }
+        s = warp_sum(s) * scale;
+        const float m_new = fmaxf(m, s);
+        const float corr = expf(m - m_new);  // 0 on the first position (m = −∞)
+        const float p = expf(s - m_new);
+        l = l * corr + p;
+        const uint16_t* vj = v + (int64_t)j * kv_dim + kv_off;
+#pragma unroll
+        for (int u = 0; u < ATT_MAX_PER_LANE; ++u) {
+            const int c = lane + WARP_SIZE * u;
+            if (c < head_dim) acc[u] = acc[u] * corr + p * f16_to_f32(vj[c]);
+        }
+        m = m_new;
+    }
+
+    if (lane == 0) {
+        s_max[warp] = m;
+        s_sum[warp] = l;
+    }
+#pragma unroll
+    for (int u = 0; u < ATT_MAX_PER_LANE; ++u) s_acc[warp][lane + WARP_SIZE * u] = acc[u];
+    __syncthreads();
+
+    // Merge: every warp's state rescaled to the overall max (a warp that saw no position
+    // has m = −∞ and weight 0; warp 0 always sees position 0).
+    float gmax = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) gmax = fmaxf(gmax, s_max[w]);
+    float weight[ATT_WARPS], total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) {
+        weight[w] = s_max[w] == NEG_INF ? 0.0f : expf(s_max[w] - gmax);
+        total += s_sum[w] * weight[w];
+    }
+    const float inv = 1.0f / total;
+    for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
+        float o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; ++w) o += s_acc[w][c] * weight[w];
+        out[qo + c] = o * inv;
+    }
+}

@@ -1,0 +1,118 @@
+// Shared by every kernel file: fixed-width types, f16/bf16 conversion, warp reductions,
+// int8 dot products, and the q8_1 activation block.
+//
+// No CUDA headers are needed: NVRTC provides the built-in variables and intrinsics, and the
+// few half-precision conversions are single PTX instructions written out here. That keeps
+// the kernels compiling with nothing but libnvrtc.
+#pragma once
+
+typedef unsigned char uint8_t;
+typedef signed char int8_t;
+typedef unsigned short uint16_t;
+typedef short int16_t;
+typedef unsigned int uint32_t;
+typedef int int32_t;
+typedef unsigned long long uint64_t;
+typedef long long int64_t;
+
+#define WARP_SIZE 32
+#define QK8_1 32
+#define NEG_INF __int_as_float(0xff800000)
+
+// f16 stored as its 16 bits.
+__device__ __forceinline__ float f16_to_f32(uint16_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// Round to nearest even, as the CPU side's `half::f16::from_f32` does.
+__device__ __forceinline__ uint16_t f32_to_f16(float f) {
+    uint16_t h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// bf16 is the top half of an f32: widening is exact.
+__device__ __forceinline__ float bf16_to_f32(uint16_t b) {
+    return __uint_as_float(((uint32_t)b) << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ int warp_sum_int(int v) {
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over a whole thread block (blockDim.x a multiple of 32, at most 1024). Every thread
+// gets the result. `scratch` holds 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int nwarps = blockDim.x / WARP_SIZE;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int nwarps = blockDim.x / WARP_SIZE;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : NEG_INF;
+    return warp_max(v);
+}
+
+// Four signed byte products summed into c (sm_61+).
+__device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// Byte-wise v − k for bytes 0 ≤ v < 2k ≤ 128, giving signed bytes (−k … k−1) with no
+// carries between bytes: (v + (128 − k)) stays below 256, and flipping the top bit
+// subtracts 128 in two's complement.
+__device__ __forceinline__ int bytes_minus(uint32_t v, uint32_t k) {
+    const uint32_t bias = (128u - k) * 0x01010101u;
+    return (int)((v + bias) ^ 0x80808080u);
+}
+
+// Little-endian loads from blocks that are only 2-byte aligned (Q4_0, Q5_0, Q8_0, Q3_K,
+// Q6_K have odd multiples of 2 as their size) or 4-byte aligned.
+__device__ __forceinline__ uint32_t load_u32_a2(const uint8_t* p) {
+    const uint16_t* q = (const uint16_t*)p;
+    return (uint32_t)q[0] | ((uint32_t)q[1] << 16);
+}
+__device__ __forceinline__ uint32_t load_u32_a4(const uint8_t* p) {
+    return *(const uint32_t*)p;
+}
+__device__ __forceinline__ uint16_t load_u16(const uint8_t* p) {
+    return *(const uint16_t*)p;
+}
+
+// The activation block the quantized matvec kernels read: 32 values as int8 with one f16
+// scale d and s = d·Σqs (s applies a Q4_1/Q5_1 min as m·s, as ggml pairs them).
+struct block_q8_1 {
+    uint16_t d;
+    uint16_t s;
+    int8_t qs[QK8_1];
+};
+static_assert(sizeof(block_q8_1) == 36, "block_q8_1 is 36 bytes");

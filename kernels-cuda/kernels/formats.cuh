@@ -1,0 +1,340 @@
+// Weight formats on the GPU: for each, the block size, the bytes per block, and
+//   dequant_<fmt>(block, e)       element e (0 ≤ e < block size) as f32, the same
+//                                 arithmetic as the CPU reference (kernels-cpu/src/formats)
+//   dot_<fmt>(block, sub, x)      Σ over the 32 weights of sub-block `sub` (weights
+//                                 32·sub … 32·sub+31 of the block) times the q8_1 block x
+// Layouts: /work/shared/FORMATS.md, kernels-cpu/src/formats/blocks.rs (sizes asserted there).
+// Products that the CPU reference rounds separately are written with __fmul_rn so that the
+// compiler does not fuse them into an FMA: dequantization is then bit-exact with the CPU.
+#pragma once
+#include "common.cuh"
+
+#define QK4_0 32
+#define QK_K 256
+
+#define BYTES_Q4_0 18
+#define BYTES_Q4_1 20
+#define BYTES_Q5_0 22
+#define BYTES_Q5_1 24
+#define BYTES_Q8_0 34
+#define BYTES_Q2_K 84
+#define BYTES_Q3_K 110
+#define BYTES_Q4_K 144
+#define BYTES_Q5_K 176
+#define BYTES_Q6_K 210
+
+// ---- legacy formats (32 per block) --------------------------------------------------------
+// Element j < 16 is the low nibble of qs[j], element j ≥ 16 the high nibble of qs[j − 16].
+
+__device__ __forceinline__ int nibble(const uint8_t* qs, int e) {
+    return e < 16 ? (qs[e] & 0xF) : (qs[e - 16] >> 4);
+}
+// Fifth bit of element e: bit e of qh read as a little-endian u32.
+__device__ __forceinline__ int bit5(const uint8_t* qh, int e) {
+    return (qh[e / 8] >> (e % 8)) & 1;
+}
+
+__device__ __forceinline__ float dequant_q4_0(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b));
+    return (float)(nibble(b + 2, e) - 8) * d;
+}
+__device__ __forceinline__ float dequant_q4_1(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b)), m = f16_to_f32(load_u16(b + 2));
+    return __fmul_rn((float)nibble(b + 4, e), d) + m;
+}
+__device__ __forceinline__ float dequant_q5_0(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b));
+    const int q = nibble(b + 6, e) | (bit5(b + 2, e) << 4);
+    return (float)(q - 16) * d;
+}
+__device__ __forceinline__ float dequant_q5_1(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b)), m = f16_to_f32(load_u16(b + 2));
+    const int q = nibble(b + 8, e) | (bit5(b + 4, e) << 4);
+    return __fmul_rn((float)q, d) + m;
+}
+__device__ __forceinline__ float dequant_q8_0(const uint8_t* b, int e) {
+    return (float)((const int8_t*)(b + 2))[e] * f16_to_f32(load_u16(b));
+}
+
+// ---- K-quants (256 per super-block) -------------------------------------------------------
+
+// Six-bit scale and min of sub-block j (0..7) of Q4_K/Q5_K from the 12 packed bytes q.
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// Q3_K's 16 six-bit scales (minus 32) from 12 packed bytes: the low four bits of scale i
+// are a nibble of byte i % 8 (low for i < 8), the high two bits are bits 2·(i/4) of byte
+// 8 + i % 4.
+__device__ __forceinline__ int scale_q3_k(const uint8_t* sc, int i) {
+    const int lo = i < 8 ? (sc[i] & 0xF) : (sc[i - 8] >> 4);
+    const int hi = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+// Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82. Element e: half h = e/128, r = e%128,
+// byte qs[32h + r%32] shifted by 2·(r/32); sub-block of 16 (scale index) = e/16.
+__device__ __forceinline__ float dequant_q2_k(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b + 80)), dmin = f16_to_f32(load_u16(b + 82));
+    const int sc = b[e / 16];
+    const int r = e % 128;
+    const int q = (b[16 + 32 * (e / 128) + r % 32] >> (2 * (r / 32))) & 3;
+    const float dl = __fmul_rn(d, (float)(sc & 0xF)), ml = __fmul_rn(dmin, (float)(sc >> 4));
+    return __fmul_rn(dl, (float)q) - ml;
+}
+
+// Q3_K: hmask[32] @0, qs[64] @32, scales[12] @96, d @108. Element e: h = e/128, j = (e%128)/32,
+// l = e%32; two low bits from qs[32h + l] >> 2j, the high bit is bit 4h + j of hmask[l]
+// (clear means subtract 4).
+__device__ __forceinline__ float dequant_q3_k(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b + 108));
+    const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+    const int q2 = (b[32 + 32 * h + l] >> (2 * j)) & 3;
+    const int hb = (b[l] >> (4 * h + j)) & 1;
+    const float dl = __fmul_rn(d, (float)scale_q3_k(b + 96, e / 16));
+    return __fmul_rn(dl, (float)(q2 - (hb ? 0 : 4)));
+}
+
+// Q4_K: d @0, dmin @2, scales[12] @4, qs[128] @16. Sub-block s = e/32 of 32: byte
+// qs[32·(s/2) + e%32], low nibble for even s, high for odd.
+__device__ __forceinline__ float dequant_q4_k(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
+    const int s = e / 32;
+    int sc, m;
+    scale_min_k4(s, b + 4, &sc, &m);
+    const uint8_t byte = b[16 + 32 * (s / 2) + e % 32];
+    const int q = (s & 1) ? (byte >> 4) : (byte & 0xF);
+    const float d1 = __fmul_rn(d, (float)sc), m1 = __fmul_rn(dmin, (float)m);
+    return __fmul_rn(d1, (float)q) - m1;
+}
+
+// Q5_K: d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48; the fifth bit of element e is
+// bit s = e/32 of qh[e%32].
+__device__ __forceinline__ float dequant_q5_k(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
+    const int s = e / 32, l = e % 32;
+    int sc, m;
+    scale_min_k4(s, b + 4, &sc, &m);
+    const uint8_t byte = b[48 + 32 * (s / 2) + l];
+    const int q = ((s & 1) ? (byte >> 4) : (byte & 0xF)) | (((b[16 + l] >> s) & 1) << 4);
+    const float d1 = __fmul_rn(d, (float)sc), m1 = __fmul_rn(dmin, (float)m);
+    return __fmul_rn(d1, (float)q) - m1;
+}
+
+// Q6_K: ql[128] @0, qh[64] @128, scales[16] (i8) @192, d @208. Element e: h = e/128,
+// j = (e%128)/32, l = e%32; low nibble from ql[64h + 32·(j&1) + l] (high nibble when j ≥ 2),
+// two high bits from qh[32h + l] >> 2j; scale index 8h + 2j + l/16.
+__device__ __forceinline__ float dequant_q6_k(const uint8_t* b, int e) {
+    const float d = f16_to_f32(load_u16(b + 208));
+    const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+    const uint8_t lb = b[64 * h + 32 * (j & 1) + l];
+    const int lo = j >= 2 ? (lb >> 4) : (lb & 0xF);
+    const int hi = (b[128 + 32 * h + l] >> (2 * j)) & 3;
+    const int sc = ((const int8_t*)(b + 192))[8 * h + 2 * j + l / 16];
+    return __fmul_rn(__fmul_rn(d, (float)sc), (float)((lo | (hi << 4)) - 32));
+}
+
+// ---- dot products of 32 weights with one q8_1 block (dp4a) --------------------------------
+// x->qs is 4-byte aligned (the q8_1 buffer is 36-byte blocks from a 256-byte aligned start).
+
+__device__ __forceinline__ int xq_int(const block_q8_1* x, int k) {
+    return ((const int*)x->qs)[k];
+}
+
+// Spreads bits 0..3 of v into bit 4 of bytes 0..3.
+__device__ __forceinline__ uint32_t bits_to_byte_bit4(uint32_t v) {
+    return ((v & 1u) << 4) | ((v & 2u) << 11) | ((v & 4u) << 18) | ((v & 8u) << 25);
+}
+
+// Σ (q−8)·xq over the block, q the nibbles of the four ints of qs.
+__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint32_t v = load_u32_a2(b + 2 + 4 * k);
+        sumi = dp4a(bytes_minus(v & 0x0F0F0F0Fu, 8), xq_int(x, k), sumi);
+        sumi = dp4a(bytes_minus((v >> 4) & 0x0F0F0F0Fu, 8), xq_int(x, k + 4), sumi);
+    }
+    return f16_to_f32(load_u16(b)) * f16_to_f32(x->d) * (float)sumi;
+}
+
+// Σ (q·d + m)·xq·dx = d·dx·Σ q·xq + m·s.
+__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint32_t v = load_u32_a4(b + 4 + 4 * k);
+        sumi = dp4a((int)(v & 0x0F0F0F0Fu), xq_int(x, k), sumi);
+        sumi = dp4a((int)((v >> 4) & 0x0F0F0F0Fu), xq_int(x, k + 4), sumi);
+    }
+    const float d = f16_to_f32(load_u16(b)), m = f16_to_f32(load_u16(b + 2));
+    return d * f16_to_f32(x->d) * (float)sumi + m * f16_to_f32(x->s);
+}
+
+__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    const uint32_t qh = load_u32_a2(b + 2);
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint32_t v = load_u32_a2(b + 6 + 4 * k);
+        const uint32_t lo = (v & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (4 * k));
+        const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (16 + 4 * k));
+        sumi = dp4a(bytes_minus(lo, 16), xq_int(x, k), sumi);
+        sumi = dp4a(bytes_minus(hi, 16), xq_int(x, k + 4), sumi);
+    }
+    return f16_to_f32(load_u16(b)) * f16_to_f32(x->d) * (float)sumi;
+}
+
+__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    const uint32_t qh = load_u32_a4(b + 4);
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint32_t v = load_u32_a4(b + 8 + 4 * k);
+        const uint32_t lo = (v & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (4 * k));
+        const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (16 + 4 * k));
+        sumi = dp4a((int)lo, xq_int(x, k), sumi);
+        sumi = dp4a((int)hi, xq_int(x, k + 4), sumi);
+    }
+    const float d = f16_to_f32(load_u16(b)), m = f16_to_f32(load_u16(b + 2));
+    return d * f16_to_f32(x->d) * (float)sumi + m * f16_to_f32(x->s);
+}
+
+__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sumi = dp4a((int)load_u32_a2(b + 2 + 4 * k), xq_int(x, k), sumi);
+    return f16_to_f32(load_u16(b)) * f16_to_f32(x->d) * (float)sumi;
+}
+
+// Q2_K sub-block s of 32 = two scale groups of 16 (2s, 2s+1): bytes qs[32·(s/4) …] shifted by
+// 2·(s%4). The min needs Σxq per group of 16: dp4a with all-ones bytes.
+__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int s, const block_q8_1* x) {
+    const uint8_t* qs = b + 16 + 32 * (s / 4);
+    const int shift = 2 * (s % 4);
+    float acc_d = 0.0f, acc_m = 0.0f;
+#pragma unroll
+    for (int g = 0; g < 2; ++g) {
+        int sumi = 0, sumx = 0;
+#pragma unroll
+        for (int k = 4 * g; k < 4 * g + 4; ++k) {
+            const int xv = xq_int(x, k);
+            sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x03030303u), xv, sumi);
+            sumx = dp4a(0x01010101, xv, sumx);
+        }
+        const int sc = b[2 * s + g];
+        acc_d += (float)((sc & 0xF) * sumi);
+        acc_m += (float)((sc >> 4) * sumx);
+    }
+    const float d = f16_to_f32(load_u16(b + 80)), dmin = f16_to_f32(load_u16(b + 82));
+    return f16_to_f32(x->d) * (d * acc_d - dmin * acc_m);
+}
+
+// Q3_K sub-block s: h = s/4, j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4.
+__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const block_q8_1* x) {
+    const int h = s / 4, j = s % 4;
+    const uint8_t* qs = b + 32 + 32 * h;
+    int acc = 0;
+#pragma unroll
+    for (int g = 0; g < 2; ++g) {
+        int sumi = 0;
+#pragma unroll
+        for (int k = 4 * g; k < 4 * g + 4; ++k) {
+            const uint32_t q2 = (load_u32_a2(qs + 4 * k) >> (2 * j)) & 0x03030303u;
+            const uint32_t hb = (load_u32_a2(b + 4 * k) >> (4 * h + j)) & 0x01010101u;
+            sumi = dp4a(bytes_minus(q2 | (hb << 2), 4), xq_int(x, k), sumi);
+        }
+        acc += scale_q3_k(b + 96, 2 * s + g) * sumi;
+    }
+    return f16_to_f32(load_u16(b + 108)) * f16_to_f32(x->d) * (float)acc;
+}
+
+// Q4_K sub-block s: one scale and min for all 32: dx·(d·sc·Σq·xq − dmin·m·Σxq). The K-quant
+// mins take Σxq exactly (one more dp4a) rather than q8_1's f16-rounded s, so the only
+// difference from dequantize-then-dot is f32 rounding.
+__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const block_q8_1* x) {
+    const uint8_t* qs = b + 16 + 32 * (s / 2);
+    const int shift = 4 * (s & 1);
+    int sumi = 0, sumx = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int xv = xq_int(x, k);
+        sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x0F0F0F0Fu), xv, sumi);
+        sumx = dp4a(0x01010101, xv, sumx);
+    }
+    int sc, m;
+    scale_min_k4(s, b + 4, &sc, &m);
+    const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
+    return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
+}
+
+__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int s, const block_q8_1* x) {
+    const uint8_t* qs = b + 48 + 32 * (s / 2);
+    const int shift = 4 * (s & 1);
+    int sumi = 0, sumx = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int xv = xq_int(x, k);
+        const uint32_t lo = (load_u32_a4(qs + 4 * k) >> shift) & 0x0F0F0F0Fu;
+        const uint32_t hb = (load_u32_a4(b + 16 + 4 * k) >> s) & 0x01010101u;
+        sumi = dp4a((int)(lo | (hb << 4)), xv, sumi);
+        sumx = dp4a(0x01010101, xv, sumx);
+    }
+    int sc, m;
+    scale_min_k4(s, b + 4, &sc, &m);
+    const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
+    return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
+}
+
+// Q6_K sub-block s: h = s/4, j = s%4; two scale groups of 16 (8h + 2j, +1).
+__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int s, const block_q8_1* x) {
+    const int h = s / 4, j = s % 4;
+    const uint8_t* ql = b + 64 * h + 32 * (j & 1);
+    const uint8_t* qh = b + 128 + 32 * h;
+    const int lshift = j >= 2 ? 4 : 0;
+    const int8_t* scales = (const int8_t*)(b + 192);
+    int acc = 0;
+#pragma unroll
+    for (int g = 0; g < 2; ++g) {
+        int sumi = 0;
+#pragma unroll
+        for (int k = 4 * g; k < 4 * g + 4; ++k) {
+            const uint32_t lo = (load_u32_a2(ql + 4 * k) >> lshift) & 0x0F0F0F0Fu;
+            const uint32_t hi = (load_u32_a2(qh + 4 * k) >> (2 * j)) & 0x03030303u;
+            sumi = dp4a(bytes_minus(lo | (hi << 4), 32), xq_int(x, k), sumi);
+        }
+        acc += (int)scales[8 * h + 2 * j + g] * sumi;
+    }
+    return f16_to_f32(load_u16(b + 208)) * f16_to_f32(x->d) * (float)acc;
+}
+
+// X-macro over the quantized weight formats: (name, elements per block, bytes per block).
+#define FOR_EACH_QUANT(X)       \
+    X(q4_0, 32, BYTES_Q4_0)     \
+    X(q4_1, 32, BYTES_Q4_1)     \
+    X(q5_0, 32, BYTES_Q5_0)     \
+    X(q5_1, 32, BYTES_Q5_1)     \
+    X(q8_0, 32, BYTES_Q8_0)     \
+    X(q2_k, 256, BYTES_Q2_K)    \
+    X(q3_k, 256, BYTES_Q3_K)    \
+    X(q4_k, 256, BYTES_Q4_K)    \
+    X(q5_k, 256, BYTES_Q5_K)    \
+    X(q6_k, 256, BYTES_Q6_K)
+
+// The float formats' element reads, for the dequantize-style kernels.
+__device__ __forceinline__ float dequant_f32(const uint8_t* b, int /*e*/) { return *(const float*)b; }
+__device__ __forceinline__ float dequant_f16(const uint8_t* b, int /*e*/) { return f16_to_f32(load_u16(b)); }
+__device__ __forceinline__ float dequant_bf16(const uint8_t* b, int /*e*/) { return bf16_to_f32(load_u16(b)); }
+
+#define FOR_EACH_FLOAT(X) \
+    X(f32, 1, 4)          \
+    X(f16, 1, 2)          \
+    X(bf16, 1, 2)
+
+#define FOR_EACH_FORMAT(X) FOR_EACH_FLOAT(X) FOR_EACH_QUANT(X)

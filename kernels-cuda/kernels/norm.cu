@@ -1,0 +1,19 @@
+// RMSNorm: y = x / sqrt(mean(x²) + eps) · w, one CTA per row.
+#include "common.cuh"
+
+// x, y: [nrows, ncols] f32 (y may equal x); w: [ncols]. blockDim.x: a multiple of 32, ≤ 1024.
+// The CPU reference sums squares in f64 (as ggml does); here each thread sums its strided
+// share in f32 and the CTA adds 8·32 partial sums, which keeps the rounding error of the
+// sum near that of a pairwise sum.
+extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
+                                    float* y, int ncols, float eps) {
+    __shared__ float scratch[32];
+    const int64_t row = blockIdx.x;
+    const float* xr = x + row * ncols;
+    float* yr = y + row * ncols;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < ncols; c += blockDim.x) ss += xr[c] * xr[c];
+    ss = block_sum(ss, scratch);
+    const float scale = 1.0f / sqrtf(ss / (float)ncols + eps);
+    for (int c = threadIdx.x; c < ncols; c += blockDim.x) yr[c] = xr[c] * scale * w[c];
+}

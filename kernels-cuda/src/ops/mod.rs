@@ -1,0 +1,83 @@
+//! Launchers: one per kernel family, as methods on [`Gpu`](crate::Gpu). Each checks shapes
+//! and buffer sizes on the host (a bad shape is an error that names it, never an
+//! out-of-bounds access on the device), then queues the kernel on the device's stream.
+
+pub(crate) mod attention;
+mod dequantize;
+mod elementwise;
+mod matmul;
+mod matvec;
+mod norm;
+mod quantize;
+pub(crate) mod rope;
+
+pub use quantize::q8_1_bytes;
+
+use cudarc::driver::LaunchConfig;
+
+use crate::error::CudaError;
+use strata_kernels_cpu::GgmlType;
+
+/// The kernel-name suffix of a weight format (`q4_k`, `bf16`), or an error if the kernels
+/// do not take it (activation-only formats).
+pub(crate) fn kernel_suffix(op: &'static str, ty: GgmlType) -> Result<String, CudaError> {
+    if !ty.is_weight() {
+        return Err(CudaError::Format { op, ty });
+    }
+    Ok(ty.name().to_ascii_lowercase())
+}
+
+/// One thread per element, `threads` per CTA.
+pub(crate) fn grid_1d(n: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(threads as usize).max(1) as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `v` as the `int` a kernel takes, or a shape error.
+pub(crate) fn as_i32(op: &'static str, what: &str, v: usize) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::shape(op, format!("{what} = {v} exceeds i32")))
+}
+
+/// A grid dimension y/z (at most 65535).
+pub(crate) fn grid_yz(op: &'static str, what: &str, v: usize) -> Result<u32, CudaError> {
+    if v == 0 || v > 65535 {
+        return Err(CudaError::shape(
+            op,
+            format!("{what} = {v} must be in 1..=65535"),
+        ));
+    }
+    Ok(v as u32)
+}
+
+/// Errors unless `len ≥ need`.
+pub(crate) fn need(op: &'static str, what: &str, len: usize, need: usize) -> Result<(), CudaError> {
+    if len < need {
+        return Err(CudaError::shape(
+            op,
+            format!("{what} holds {len} elements, needs {need}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of `nrows` rows of `ncols` elements of `ty`, or an error if a row is not whole blocks.
+pub(crate) fn weight_bytes(
+    op: &'static str,
+    ty: GgmlType,
+    ncols: usize,
+    nrows: usize,
+) -> Result<usize, CudaError> {
+    if ncols == 0 || ncols % ty.block_size() != 0 {
+        return Err(CudaError::shape(
+            op,
+            format!(
+                "{ty} rows of {ncols} columns are not whole blocks of {}",
+                ty.block_size()
+            ),
+        ));
+    }
+    Ok(ncols / ty.block_size() * ty.type_size() * nrows)
+}
