@@ -110,6 +110,11 @@ impl GgufFile {
         self.bytes.len() as u64
     }
 
+    /// Bytes of header, magic through the last tensor info (before the padding).
+    pub fn header_len(&self) -> u64 {
+        self.header.header_len
+    }
+
     /// Absolute offset of the data section: the end of the header rounded up to the
     /// alignment. May lie past the end of a header-only file.
     pub fn data_offset(&self) -> u64 {

@@ -32,6 +32,8 @@ pub(crate) struct Header {
     pub metadata: Metadata,
     pub tensors: Vec<TensorInfo>,
     pub by_name: HashMap<String, usize>,
+    /// Bytes of header: magic through the last tensor info, before the padding.
+    pub header_len: u64,
     /// Absolute offset of the data section (may lie past the end of a header-only file).
     pub data_offset: u64,
 }
@@ -58,13 +60,15 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
 
     // The position is at most the buffer length (< 2^63) and the alignment at most 2^31,
     // so rounding up cannot overflow.
-    let data_offset = c.pos().next_multiple_of(alignment);
+    let header_len = c.pos();
+    let data_offset = header_len.next_multiple_of(alignment);
     Ok(Header {
         version,
         alignment,
         metadata,
         tensors,
         by_name,
+        header_len,
         data_offset,
     })
 }

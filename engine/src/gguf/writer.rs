@@ -13,7 +13,7 @@ use strata_kernels_cpu::GgmlType;
 
 use super::parse::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
 use super::tensor::{tensor_size, MAX_NAME_LEN};
-use super::{GgufError, Metadata, Value, ValueType};
+use super::{GgufError, Metadata, Value};
 
 /// A GGUF file being assembled in memory.
 #[derive(Debug, Clone)]
@@ -296,7 +296,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::GgufFile;
+    use crate::gguf::{GgufFile, ValueType};
 
     #[test]
     fn tensors_start_aligned_and_read_back() {
