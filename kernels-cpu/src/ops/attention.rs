@@ -4,6 +4,7 @@
 //! position `start_pos` attends to positions 0..=start_pos + t (the causal mask: later
 //! positions are not masked to −∞, they are never read). Scores are scaled by 1/√head_dim.
 
+use super::simd::Level;
 use super::{KvCache, KvView, Path, PARALLEL_MIN_WORK};
 use crate::isa::{self, Isa};
 use rayon::prelude::*;
@@ -37,40 +38,140 @@ pub fn attention_isa(
         Path::Simd(level) => level,
     };
     let shape = Shape::check(q.len(), out.len(), cache, start_pos, n_tokens, n_heads);
-    let (hd, kv_dim) = (shape.head_dim, cache.kv_dim());
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (keys, values) = (cache.keys(), cache.values());
+    let (hd, group, n_kv) = (shape.head_dim, shape.group, cache.n_kv_heads());
 
-    // One task per (token, head); `scores` is a per-worker scratch buffer.
-    let one = |scores: &mut Vec<f32>, (i, out): (usize, &mut [f32])| {
-        let (t, h) = (i / n_heads, i % n_heads);
+    // Tasks: (token, KV head, key range). Every query head of a group is done by the task
+    // of its KV head, so each K/V row is read from memory once for the whole group. Long
+    // contexts are split into ranges (flash-decoding) so a single token still spreads over
+    // the threads; the ranges depend only on the number of keys, so a token computes the
+    // same way alone or in a batch.
+    let mut tasks = Vec::new();
+    let mut first_task = Vec::with_capacity(n_tokens);
+    for t in 0..n_tokens {
+        first_task.push(tasks.len());
         let n_keys = start_pos + t + 1;
-        let q = &q[i * hd..(i + 1) * hd];
-        let head = h / shape.group * hd;
-        scores.resize(n_keys, 0.0);
-        match keys {
-            KvView::F32(k) => level.scores(q, &k[head..], kv_dim, scale, scores),
-            KvView::F16(k) => level.scores_f16(q, &k[head..], kv_dim, scale, scores),
+        let n_splits = n_keys.div_ceil(SPLIT_KEYS);
+        for g in 0..n_kv {
+            for s in 0..n_splits {
+                tasks.push(Task {
+                    t,
+                    g,
+                    keys: s * n_keys / n_splits..(s + 1) * n_keys / n_splits,
+                });
+            }
         }
-        let m = level.max(scores);
-        let sum = level.exp_shift_sum(scores, m);
-        match values {
-            KvView::F32(v) => level.weighted_sum(scores, &v[head..], kv_dim, out),
-            KvView::F16(v) => level.weighted_sum_f16(scores, &v[head..], kv_dim, out),
-        }
-        level.scale(out, 1.0 / sum);
+    }
+    let part_len = group * (hd + 2);
+    let mut parts = vec![0.0f32; tasks.len() * part_len];
+    let run = |scores: &mut Vec<f32>, (task, part): (&Task, &mut [f32])| {
+        attend(level, q, cache, n_heads, group, task, scores, part)
     };
     // Multiply-adds: 2 · head_dim per (query, key) pair.
     let work = n_heads * hd * 2 * (n_tokens * start_pos + n_tokens * (n_tokens + 1) / 2);
-    if work >= PARALLEL_MIN_WORK && n_tokens * n_heads > 1 {
-        out.par_chunks_mut(hd)
-            .enumerate()
-            .for_each_init(Vec::new, one);
+    if work >= PARALLEL_MIN_WORK && tasks.len() > 1 {
+        tasks
+            .par_iter()
+            .zip(parts.par_chunks_mut(part_len))
+            .for_each_init(Vec::new, run);
     } else {
         let mut scores = Vec::new();
-        out.chunks_mut(hd)
-            .enumerate()
-            .for_each(|task| one(&mut scores, task));
+        tasks
+            .iter()
+            .zip(parts.chunks_mut(part_len))
+            .for_each(|task| run(&mut scores, task));
+    }
+
+    // Merge the ranges of each (token, head): out = Σₛ e^(mₛ−M)·oₛ / Σₛ e^(mₛ−M)·lₛ.
+    for (i, out) in out.chunks_mut(hd).enumerate() {
+        let (t, h) = (i / n_heads, i % n_heads);
+        let (g, hg) = (h / group, h % group);
+        let n_splits = (start_pos + t + 1).div_ceil(SPLIT_KEYS);
+        let slot = |s: usize| {
+            let p = &parts[(first_task[t] + g * n_splits + s) * part_len..][..part_len];
+            (p[hg], p[group + hg], &p[2 * group + hg * hd..][..hd])
+        };
+        if n_splits == 1 {
+            let (_, l, o) = slot(0);
+            out.copy_from_slice(o);
+            level.scale(out, 1.0 / l);
+            continue;
+        }
+        let m_max = (0..n_splits)
+            .map(|s| slot(s).0)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let l_sum: f32 = (0..n_splits)
+            .map(|s| (slot(s).0 - m_max).exp() * slot(s).1)
+            .sum();
+        out.fill(0.0);
+        for s in 0..n_splits {
+            let (m, _, o) = slot(s);
+            let w = (m - m_max).exp() / l_sum;
+            for (out, &o) in out.iter_mut().zip(o) {
+                *out += w * o;
+            }
+        }
+    }
+}
+
+/// Keys per range of a split context: long enough that a task outweighs its scheduling.
+const SPLIT_KEYS: usize = 1024;
+/// Keys per block: a block's K (or V) rows stay in L1 while every head of the group reads them.
+const BLOCK_KEYS: usize = 128;
+
+struct Task {
+    t: usize,
+    g: usize,
+    keys: std::ops::Range<usize>,
+}
+
+/// One task: the `group` query heads of KV head `task.g` over the keys `task.keys`, into
+/// `part` = [m (group) | l (group) | o (group × head_dim)] with, per head, the maximum score
+/// m, l = Σ e^(s−m) and o = Σ e^(s−m)·v (not yet divided by l).
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    level: Level,
+    q: &[f32],
+    cache: &KvCache,
+    n_heads: usize,
+    group: usize,
+    task: &Task,
+    scores: &mut Vec<f32>,
+    part: &mut [f32],
+) {
+    let (hd, kv_dim) = (cache.head_dim(), cache.kv_dim());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = task.keys.len();
+    let qs = &q[(task.t * n_heads + task.g * group) * hd..][..group * hd];
+    let (m, rest) = part.split_at_mut(group);
+    let (l, o) = rest.split_at_mut(group);
+    scores.resize(group * n, 0.0);
+    for b in (0..n).step_by(BLOCK_KEYS) {
+        let len = BLOCK_KEYS.min(n - b);
+        let row0 = (task.keys.start + b) * kv_dim + task.g * hd;
+        for (h, q) in qs.chunks(hd).enumerate() {
+            let s = &mut scores[h * n + b..][..len];
+            match cache.keys() {
+                KvView::F32(k) => level.scores(q, &k[row0..], kv_dim, scale, s),
+                KvView::F16(k) => level.scores_f16(q, &k[row0..], kv_dim, scale, s),
+            }
+        }
+    }
+    for h in 0..group {
+        let s = &mut scores[h * n..][..n];
+        m[h] = level.max(s);
+        l[h] = level.exp_shift_sum(s, m[h]);
+    }
+    o.fill(0.0);
+    for b in (0..n).step_by(BLOCK_KEYS) {
+        let len = BLOCK_KEYS.min(n - b);
+        let row0 = (task.keys.start + b) * kv_dim + task.g * hd;
+        for (h, o) in o.chunks_mut(hd).enumerate() {
+            let p = &scores[h * n + b..][..len];
+            match cache.values() {
+                KvView::F32(v) => level.weighted_sum(p, &v[row0..], kv_dim, o),
+                KvView::F16(v) => level.weighted_sum_f16(p, &v[row0..], kv_dim, o),
+            }
+        }
     }
 }
 

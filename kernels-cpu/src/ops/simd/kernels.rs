@@ -260,7 +260,7 @@ macro_rules! slice_kernels {
             }
         }
 
-        /// out = Σⱼ p[j] · vals[j·stride ..][.. out.len()]. Columns are done in chunks of
+        /// out += Σⱼ p[j] · vals[j·stride ..][.. out.len()]. Columns are done in chunks of
         /// four vectors kept in registers across all j.
         $(#[$m])*
         pub(super) unsafe fn weighted_sum(p: &[f32], vals: &[f32], stride: usize, out: &mut [f32]) {
@@ -290,7 +290,7 @@ macro_rules! slice_kernels {
             let po = out.as_mut_ptr();
             let mut c = 0;
             while c + 4 * L <= d {
-                let mut acc = [splat(0.0); 4];
+                let mut acc = [0, 1, 2, 3].map(|k| ld(po.add(c + k * L)));
                 for (j, &pj) in p.iter().enumerate() {
                     let w = splat(pj);
                     for (k, acc) in acc.iter_mut().enumerate() {
@@ -303,7 +303,7 @@ macro_rules! slice_kernels {
                 c += 4 * L;
             }
             while c + L <= d {
-                let mut acc = splat(0.0);
+                let mut acc = ld(po.add(c));
                 for (j, &pj) in p.iter().enumerate() {
                     acc = fma(splat(pj), load(j, c), acc);
                 }
@@ -311,7 +311,7 @@ macro_rules! slice_kernels {
                 c += L;
             }
             for col in c..d {
-                let mut s = 0.0;
+                let mut s = out[col];
                 for (j, &pj) in p.iter().enumerate() {
                     s += pj * load1(j, col);
                 }
