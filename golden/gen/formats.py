@@ -108,9 +108,9 @@ def legacy_inputs(rng: np.random.Generator, ty: str) -> tuple[np.ndarray, list[s
         blocks.append(rng.standard_normal(32) * scale)
         labels.append(f"normal*{scale}")
     blocks.append(rng.uniform(-1, 3, 32))
-    labels.append("uniform(-1,3)")
+    labels.append("uniform(-1..3)")
     blocks.append(rng.uniform(0.5, 2, 32))
-    labels.append("uniform(0.5,2)")
+    labels.append("uniform(0.5..2)")
 
     nmax = {"Q4_0": 8, "Q5_0": 16, "Q8_0": 127, "Q4_1": 15, "Q5_1": 31}[ty]
     for s, sign, label in ((0.25, -1, "ties_neg_max"), (2.0, 1, "ties_pos_max")):
@@ -211,6 +211,7 @@ def round_f32(exact: Fraction) -> np.float32:
 
 def ranges(labels: list[str]) -> str:
     """Per-block labels as `label:start-end` runs (end exclusive), comma separated."""
+    assert all("," not in l and ":" not in l and " " not in l for l in labels), labels
     out, start = [], 0
     for i in range(1, len(labels) + 1):
         if i == len(labels) or labels[i] != labels[start]:
