@@ -13,6 +13,7 @@
 use super::{Path, PARALLEL_MIN_WORK};
 use crate::isa::{self, Isa};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// A model's RoPE parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,8 +80,7 @@ pub fn rope_isa(isa: Isa, x: &mut [f32], n_heads: usize, head_dim: usize, pos: u
     check(x.len(), 1, n_heads, head_dim, rope);
     match Path::of(isa) {
         Path::Reference => rope_ref(x, n_heads, head_dim, pos, rope),
-        Path::Simd(level) => {
-            let angles = RopeAngles::new(rope, pos);
+        Path::Simd(level) => with_angles(rope, pos, |angles| {
             for head in x.chunks_exact_mut(head_dim) {
                 let rot = &mut head[..rope.n_rot];
                 if rope.neox {
@@ -90,8 +90,28 @@ pub fn rope_isa(isa: Isa, x: &mut [f32], n_heads: usize, head_dim: usize, pos: u
                     level.rotate_adjacent(rot, &angles.cos, &angles.sin);
                 }
             }
-        }
+        }),
     }
+}
+
+/// Runs `f` with the angle table of (`rope`, `pos`). The table of the last position used on
+/// this thread is kept: a decode step rotates q and k of every layer at one position, so
+/// the sin/cos are computed once per token instead of twice per layer.
+fn with_angles(rope: &Rope, pos: usize, f: impl FnOnce(&RopeAngles)) {
+    thread_local! {
+        static LAST: RefCell<Option<(Rope, usize, RopeAngles)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((r, p, angles)) if r == rope && *p == pos => f(angles),
+            _ => {
+                let angles = RopeAngles::new(rope, pos);
+                f(&angles);
+                *last = Some((*rope, pos, angles));
+            }
+        }
+    })
 }
 
 /// Rotates a batch: `x` is `n_tokens × n_heads × head_dim`, token t at `start_pos + t`.
