@@ -158,3 +158,60 @@ fn golden_data_covers_every_format_and_tie_case() {
         }
     }
 }
+
+/// Activation quantization (Q8_0, Q8_1, Q8_K) of every matvec case's x equals the golden
+/// `xq` bytes, which golden/gen/matvec.py made from ggml's definitions (Q8_0 by gguf).
+#[test]
+fn activation_quantize_matches_golden_xq() {
+    for ty in GgmlType::WEIGHTS {
+        for case in golden::matvec_cases(ty).unwrap_or_else(|e| panic!("{e}")) {
+            let mut got = vec![0u8; case.xq.len()];
+            quantize(case.act, &case.x, &mut got).unwrap_or_else(|e| panic!("{e}"));
+            let bs = case.act.type_size();
+            let first_bad = got
+                .chunks_exact(bs)
+                .zip(case.xq.chunks_exact(bs))
+                .position(|(g, w)| g != w);
+            if let Some(b) = first_bad {
+                panic!(
+                    "{ty} {}x{}: x quantized to {} differs from golden in block {b}:\n  expected {:02x?}\n  got      {:02x?}",
+                    case.rows,
+                    case.cols,
+                    case.act,
+                    &case.xq[b * bs..(b + 1) * bs],
+                    &got[b * bs..(b + 1) * bs]
+                );
+            }
+        }
+    }
+}
+
+/// The matvec golden y is W·x with W as our reference dequantize gives it (bit-exact to
+/// gguf's, tested above), so both sides sum the same f64 products (f32·f32 is exact in
+/// f64) and differ only in summation order. Each order's error is at most
+/// (n − 1)·2⁻⁵³·Σ|w·x| (the standard recursive-summation bound), so two orders differ by at
+/// most 2·n·2⁻⁵³·Σ|w·x| — `abs_dot` in the data.
+#[test]
+fn matvec_golden_y_is_reference_dequantize_times_x() {
+    for ty in GgmlType::WEIGHTS {
+        for case in golden::matvec_cases(ty).unwrap_or_else(|e| panic!("{e}")) {
+            let mut w = vec![0.0f32; case.rows * case.cols];
+            dequantize(ty, &case.w, &mut w).unwrap_or_else(|e| panic!("{e}"));
+            for (r, row) in w.chunks_exact(case.cols).enumerate() {
+                let y: f64 = row
+                    .iter()
+                    .zip(&case.x)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                let tol = 2.0 * case.cols as f64 * f64::EPSILON / 2.0 * case.abs_dot[r];
+                assert!(
+                    (y - case.y[r]).abs() <= tol,
+                    "{ty} {}x{} row {r}: y = {y}, golden {} (tolerance {tol:e})",
+                    case.rows,
+                    case.cols,
+                    case.y[r]
+                );
+            }
+        }
+    }
+}
