@@ -30,6 +30,7 @@ impl Gpu {
         nrows: usize,
         nvec: usize,
     ) -> Result<(), CudaError> {
+        kernel_suffix(OP, ty)?;
         if is_float(ty) {
             return self.matvec_float(ty, w, x, y, ncols, nrows, nvec);
         }

@@ -1,0 +1,544 @@
+//! Every CUDA kernel against golden data and against the CPU reference on the same inputs.
+//!
+//! Without a GPU (or without the driver, or a build without kernels) each GPU test prints
+//! "skipped: no CUDA device (why)" and passes; the discovery test runs everywhere.
+//!
+//! Tolerances are derived, not tuned. u = 2⁻²⁴ is f32's unit roundoff; a sum of n terms in
+//! any order is within (n − 1)·u·Σ|terms| of exact (the standard bound γₙ), and each f32
+//! product adds u relative. Where a kernel and its reference round the same way, the test
+//! asks for bit equality.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use strata_kernels_cpu::formats::k_scales;
+use strata_kernels_cpu::ops::{self, KvCache, KvType, KvView, Rope};
+use strata_kernels_cpu::{dequantize, quantize, GgmlType};
+use strata_kernels_cuda::{q8_1_bytes, AttentionShape, DeviceBuffer, Gpu, RopeParams};
+use strata_tests::golden;
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::first() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            println!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn randn(r: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect()
+}
+
+fn f16_value(bytes: &[u8]) -> f32 {
+    let mut v = [0.0f32];
+    dequantize(GgmlType::F16, &bytes[..2], &mut v).unwrap();
+    v[0]
+}
+
+/// Same bits, except that any NaN equals any NaN: PTX float arithmetic returns the canonical
+/// NaN 0x7fffffff where the CPU propagates 0x7fc00000, so NaN bits are not comparable.
+fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[test]
+fn discovery_never_panics() {
+    // Runs on every machine: with no driver these are errors, never panics.
+    let count = strata_kernels_cuda::device_count();
+    let devices = strata_kernels_cuda::devices();
+    match (&count, &devices) {
+        (Ok(n), Ok(d)) => {
+            assert_eq!(*n, d.len());
+            for dev in d {
+                assert!(dev.free_bytes <= dev.total_bytes, "{dev:?}");
+                println!("{dev:?}");
+            }
+        }
+        (Err(e), Err(_)) => println!("no CUDA: {e}"),
+        _ => panic!("device_count {count:?} and devices {devices:?} disagree"),
+    }
+    let reason = strata_kernels_cuda::unavailable_reason();
+    assert_eq!(reason.is_none(), Gpu::first().is_ok(), "{reason:?}");
+    if !strata_kernels_cuda::driver_present() {
+        assert!(count.is_err());
+    }
+}
+
+#[test]
+fn dequantize_matches_golden_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    for ty in GgmlType::WEIGHTS {
+        let case = golden::dequant_case(ty).unwrap_or_else(|e| panic!("{e}"));
+        let n = case.values.len();
+        let src = gpu.upload(&case.blocks).unwrap();
+        let mut dst = gpu.zeros::<f32>(n).unwrap();
+        gpu.dequantize(ty, &src, &mut dst, n).unwrap();
+        let got = dst.to_host(&gpu).unwrap();
+        let bad: Vec<usize> = (0..n)
+            .filter(|&i| !same_bits(got[i], case.values[i]))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{ty}: {} of {n} values differ from golden, first at {}: got {:e}, want {:e} (block {})",
+            bad.len(),
+            bad[0],
+            got[bad[0]],
+            case.values[bad[0]],
+            case.label(bad[0] / ty.block_size())
+        );
+
+        // The f16 variant is the f32 result rounded to nearest even (the CPU's F16 quantize).
+        let mut dst16 = gpu.zeros::<u16>(n).unwrap();
+        gpu.dequantize_to_f16(ty, &src, &mut dst16, n).unwrap();
+        let got16 = dst16.to_host(&gpu).unwrap();
+        let mut want16 = vec![0u8; 2 * n];
+        quantize(GgmlType::F16, &case.values, &mut want16).unwrap();
+        for i in 0..n {
+            let w = u16::from_le_bytes([want16[2 * i], want16[2 * i + 1]]);
+            let nan = |h: u16| h & 0x7c00 == 0x7c00 && h & 0x03ff != 0;
+            assert!(
+                got16[i] == w || (nan(got16[i]) && nan(w)),
+                "{ty} f16 element {i}: {:#06x} vs {w:#06x}",
+                got16[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn get_rows_matches_cpu_dequantize() {
+    let Some(gpu) = gpu() else { return };
+    for ty in GgmlType::WEIGHTS {
+        let case = golden::dequant_case(ty).unwrap_or_else(|e| panic!("{e}"));
+        // View the golden blocks as a matrix of rows of one K-quant block or 8 legacy blocks.
+        let ncols = if ty.block_size() == 1 { 64 } else { 256 };
+        let nrows = case.values.len() / ncols;
+        assert!(nrows >= 2, "{ty}: golden case too small");
+        let ids: Vec<u32> = vec![nrows as u32 - 1, 0, (nrows / 2) as u32, 0];
+        let w = gpu
+            .upload(&case.blocks[..nrows * ncols / ty.block_size() * ty.type_size()])
+            .unwrap();
+        let mut dst = gpu.zeros::<f32>(ids.len() * ncols).unwrap();
+        gpu.get_rows(ty, &w, &ids, &mut dst, ncols, nrows).unwrap();
+        let got = dst.to_host(&gpu).unwrap();
+        for (k, &id) in ids.iter().enumerate() {
+            let want = &case.values[id as usize * ncols..(id as usize + 1) * ncols];
+            for c in 0..ncols {
+                assert!(
+                    same_bits(got[k * ncols + c], want[c]),
+                    "{ty} id {id} col {c}"
+                );
+            }
+        }
+        // A bad id is an error that names it, not a read out of bounds.
+        let err = gpu
+            .get_rows(ty, &w, &[nrows as u32], &mut dst, ncols, nrows)
+            .unwrap_err();
+        assert!(err.to_string().contains(&nrows.to_string()), "{err}");
+    }
+}
+
+#[test]
+fn quantize_q8_1_matches_cpu_bytes() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(1);
+    let (ncols, nrows) = (512, 3);
+    let mut x = randn(&mut r, ncols * nrows, 3.0);
+    x[..32].fill(0.0); // an all-zero block: d = 0, every q = 0
+    x[40] = 1e-3; // a tiny value in a block of normal ones
+    let xd = gpu.upload(&x).unwrap();
+    let mut q = gpu.zeros::<u8>(q8_1_bytes(ncols, nrows)).unwrap();
+    gpu.quantize_q8_1(&xd, &mut q, ncols, nrows).unwrap();
+    let got = q.to_host(&gpu).unwrap();
+    let mut want = vec![0u8; got.len()];
+    quantize(GgmlType::Q8_1, &x, &mut want).unwrap();
+    assert_eq!(got, want, "q8_1 bytes differ from the CPU reference");
+}
+
+/// The group offsets b (w = a·q + b) of a block of a format with mins, one per 16 elements
+/// (Q4_1/Q5_1/Q4_K/Q5_K repeat theirs); zero for formats without mins.
+fn offsets16(ty: GgmlType, b: &[u8]) -> Vec<f64> {
+    let groups = ty.block_size().div_ceil(16);
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => vec![f64::from(f16_value(&b[2..])); groups],
+        GgmlType::Q2_K => {
+            let dmin = f64::from(f16_value(&b[82..]));
+            (0..16).map(|g| -dmin * f64::from(b[g] >> 4)).collect()
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let dmin = f64::from(f16_value(&b[2..]));
+            let (_, m) = k_scales::unpack(b[4..16].try_into().unwrap());
+            (0..16).map(|g| -dmin * f64::from(m[g / 2])).collect()
+        }
+        _ => vec![0.0; groups],
+    }
+}
+
+#[test]
+fn matvec_matches_golden_for_every_format() {
+    let Some(gpu) = gpu() else { return };
+    for ty in GgmlType::WEIGHTS {
+        for case in golden::matvec_cases(ty).unwrap_or_else(|e| panic!("{e}")) {
+            check_matvec(&gpu, &case);
+        }
+    }
+}
+
+fn check_matvec(gpu: &Gpu, case: &golden::MatvecCase) {
+    let (ty, rows, cols) = (case.ty, case.rows, case.cols);
+    let w = gpu.upload(&case.w).unwrap();
+    let x = gpu.upload(&case.x).unwrap();
+    let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, 1).max(1)).unwrap();
+    let mut y = gpu.zeros::<f32>(rows).unwrap();
+    gpu.matvec(ty, &w, &x, &mut xq, &mut y, cols, rows, 1)
+        .unwrap();
+    let got = y.to_host(gpu).unwrap();
+
+    let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+    // The activations the kernel multiplied: x itself, or its q8_1 blocks dequantized.
+    let xhat: Vec<f32> = if float {
+        case.x.clone()
+    } else {
+        let bytes = xq.to_host(gpu).unwrap();
+        let mut want = vec![0u8; bytes.len()];
+        quantize(GgmlType::Q8_1, &case.x, &mut want).unwrap();
+        assert_eq!(
+            bytes, want,
+            "{ty} {rows}x{cols}: q8_1 activations differ from the CPU's"
+        );
+        let mut v = vec![0.0f32; cols];
+        dequantize(GgmlType::Q8_1, &bytes, &mut v).unwrap();
+        v
+    };
+    let mut wf = vec![0.0f32; rows * cols];
+    dequantize(ty, &case.w, &mut wf).unwrap();
+    let row_bytes = cols / ty.block_size() * ty.type_size();
+    let nsub = cols.div_ceil(32);
+
+    for r in 0..rows {
+        let wr = &wf[r * cols..(r + 1) * cols];
+        // Reference. Legacy formats: golden y_q (x quantized the ggml way: Q8_0 shares d and
+        // qs with q8_1; Q4_1/Q5_1 use q8_1's f16 s exactly as the kernel does). K-quants: the
+        // kernel takes Σxq exactly, so the exact product of dequantized W and q8_1 x. Float
+        // weights: golden y.
+        let want = if float || ty.is_k_quant() {
+            wr.iter()
+                .zip(&xhat)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum::<f64>()
+        } else {
+            case.y_q[r]
+        };
+        // Error scale: each 32-weight term is formed from a scale part and (formats with
+        // mins) an offset part, |Σ a·q·x̂| ≤ Σ (|w| + |b|)|x̂| and |b·Σx̂| ≤ |b|·Σ|x̂|, with ≤ 4
+        // roundings each; the terms are summed by 128 threads (⌈nsub/128⌉ each) and a
+        // 7-level tree. So |err| ≤ (4 + ⌈nsub/128⌉ + 8)·u·Σ(|w| + 2|b|)|x̂|, and an f32
+        // result adds u·|y|.
+        let mut mag = 0.0f64;
+        for blk in 0..cols / ty.block_size() {
+            let bytes = &case.w[r * row_bytes + blk * ty.type_size()..][..ty.type_size()];
+            let b = offsets16(ty, bytes);
+            for e in 0..ty.block_size() {
+                let i = blk * ty.block_size() + e;
+                let bo = b[e / 16].abs();
+                mag += (f64::from(wr[i]).abs() + 2.0 * bo) * f64::from(xhat[i]).abs();
+            }
+        }
+        let tol = (12.0 + nsub.div_ceil(128) as f64) * U * mag + U * want.abs() + f64::MIN_POSITIVE;
+        let diff = (f64::from(got[r]) - want).abs();
+        assert!(
+            diff <= tol,
+            "{ty} {rows}x{cols} row {r}: got {}, want {want}, |diff| {diff:e} > tol {tol:e}",
+            got[r]
+        );
+    }
+}
+
+#[test]
+fn matvec_batch_equals_one_vector_at_a_time() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(2);
+    let (rows, cols, nvec) = (37, 512, 3);
+    for ty in GgmlType::WEIGHTS {
+        let wbytes: Vec<u8> = weights(&mut r, ty, rows, cols);
+        let w = gpu.upload(&wbytes).unwrap();
+        let x = randn(&mut r, cols * nvec, 1.0);
+        let xd = gpu.upload(&x).unwrap();
+        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
+        let mut y = gpu.zeros::<f32>(rows * nvec).unwrap();
+        gpu.matvec(ty, &w, &xd, &mut xq, &mut y, cols, rows, nvec)
+            .unwrap();
+        let batch = y.to_host(&gpu).unwrap();
+        for v in 0..nvec {
+            let xv = gpu.upload(&x[v * cols..(v + 1) * cols]).unwrap();
+            let mut yv = gpu.zeros::<f32>(rows).unwrap();
+            gpu.matvec(ty, &w, &xv, &mut xq, &mut yv, cols, rows, 1)
+                .unwrap();
+            // Same kernel, same order of operations: identical bits.
+            assert_eq!(
+                yv.to_host(&gpu).unwrap(),
+                batch[v * rows..(v + 1) * rows],
+                "{ty} vector {v}"
+            );
+        }
+    }
+}
+
+/// Random weights of `ty` made by the CPU quantizer from random floats.
+fn weights(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let f = randn(r, rows * cols, 0.5);
+    let mut b = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
+    quantize(ty, &f, &mut b).unwrap_or_else(|e| panic!("quantize {ty}: {e}"));
+    b
+}
+
+#[test]
+fn matmul_matches_dequantized_product() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(3);
+    // 70 tokens and 130 rows cross tile edges (64); 512 columns are 16 k-steps.
+    let (rows, cols, ntok) = (130, 512, 70);
+    for ty in GgmlType::WEIGHTS {
+        let wbytes = weights(&mut r, ty, rows, cols);
+        let mut wf = vec![0.0f32; rows * cols];
+        dequantize(ty, &wbytes, &mut wf).unwrap();
+        let x = randn(&mut r, cols * ntok, 1.0);
+        let (w, xd) = (gpu.upload(&wbytes).unwrap(), gpu.upload(&x).unwrap());
+        let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
+        gpu.matmul(ty, &w, &xd, &mut y, cols, rows, ntok).unwrap();
+        let got = y.to_host(&gpu).unwrap();
+        for t in 0..ntok {
+            for o in 0..rows {
+                let (wr, xt) = (&wf[o * cols..][..cols], &x[t * cols..][..cols]);
+                let want: f64 = wr
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                let mag: f64 = wr
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                    .sum();
+                // Weights are dequantized exactly; one sequential f32 sum of `cols` products
+                // (fused or not): |err| ≤ (cols + 1)·u·Σ|w·x|.
+                let tol = (cols + 1) as f64 * U * mag + f64::MIN_POSITIVE;
+                let g = f64::from(got[t * rows + o]);
+                assert!(
+                    (g - want).abs() <= tol,
+                    "{ty} token {t} row {o}: {g} vs {want} (tol {tol:e})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rms_norm_softmax_swiglu_add_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(4);
+    let (ncols, nrows) = (576, 5);
+    let x = randn(&mut r, ncols * nrows, 2.0);
+    let w = randn(&mut r, ncols, 1.0);
+    let eps = 1e-5f32;
+
+    let (xd, wd) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
+    let mut out = gpu.zeros::<f32>(ncols * nrows).unwrap();
+    gpu.rms_norm(&xd, &wd, &mut out, nrows, eps).unwrap();
+    let got = out.to_host(&gpu).unwrap();
+    for row in 0..nrows {
+        let mut want = vec![0.0f32; ncols];
+        ops::rms_norm_ref(&x[row * ncols..][..ncols], &w, eps, &mut want);
+        // Σx² in f32 (⌈n/256⌉ per thread + 8 tree levels) vs the CPU's f64: relative
+        // (⌈n/256⌉ + 8)·u; halved by the square root, plus sqrt, divide and two products:
+        // ≤ (⌈n/256⌉ + 8)/2 + 4 u relative.
+        let rel = ((ncols.div_ceil(256) + 8) as f64 / 2.0 + 4.0) * U;
+        for c in 0..ncols {
+            let (g, h) = (f64::from(got[row * ncols + c]), f64::from(want[c]));
+            assert!(
+                (g - h).abs() <= rel * h.abs() + U * h.abs(),
+                "rms_norm row {row} col {c}: {g} vs {h}"
+            );
+        }
+    }
+
+    let mut sd = gpu.upload(&x).unwrap();
+    gpu.softmax(&mut sd, ncols, nrows).unwrap();
+    let got = sd.to_host(&gpu).unwrap();
+    for row in 0..nrows {
+        let mut want = x[row * ncols..][..ncols].to_vec();
+        ops::softmax_ref(&mut want);
+        // expf within 2 ulp (CUDA's documented bound) vs Rust's ≤ 1 ulp; sum in f32 vs f64:
+        // (⌈n/256⌉ + 8)·u; one reciprocal and one product: ≤ 2·3 + ⌈n/256⌉ + 8 + 2 u relative.
+        let rel = (16.0 + ncols.div_ceil(256) as f64) * U;
+        for c in 0..ncols {
+            let (g, h) = (f64::from(got[row * ncols + c]), f64::from(want[c]));
+            assert!(
+                (g - h).abs() <= rel * h.abs(),
+                "softmax row {row} col {c}: {g} vs {h}"
+            );
+        }
+    }
+
+    let n = ncols * nrows;
+    let (gate, up) = (randn(&mut r, n, 6.0), randn(&mut r, n, 2.0));
+    let (gd, ud) = (gpu.upload(&gate).unwrap(), gpu.upload(&up).unwrap());
+    let mut od = gpu.zeros::<f32>(n).unwrap();
+    gpu.swiglu(&gd, &ud, &mut od).unwrap();
+    let got = od.to_host(&gpu).unwrap();
+    let mut want = vec![0.0f32; n];
+    ops::swiglu_ref(&gate, &up, &mut want);
+    for i in 0..n {
+        // g / (1 + e^−g) · u: exp ≤ 2 ulp (GPU) and ≤ 1 ulp (CPU), then add, divide and
+        // multiply: ≤ 3 + 3 + 3 roundings' worth, 2·u each in ulps: 18·u relative.
+        let (g, h) = (f64::from(got[i]), f64::from(want[i]));
+        assert!(
+            (g - h).abs() <= 18.0 * U * h.abs(),
+            "swiglu {i}: {g} vs {h}"
+        );
+    }
+
+    let b = randn(&mut r, n, 1.0);
+    let mut ad = gpu.upload(&x).unwrap();
+    gpu.add(&mut ad, &gpu.upload(&b).unwrap()).unwrap();
+    let mut want = x.clone();
+    ops::add_ref(&mut want, &b);
+    // One IEEE addition on both sides: identical bits.
+    assert_eq!(ad.to_host(&gpu).unwrap(), want);
+}
+
+#[test]
+fn rope_normal_and_neox_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(5);
+    let (ntok, nhead, head_dim) = (4, 3, 64);
+    let start_pos = 1000; // large angles exercise the argument reduction
+    for neox in [false, true] {
+        for n_rot in [64, 32] {
+            let rope = Rope {
+                n_rot,
+                freq_base: 10000.0,
+                freq_scale: 1.0,
+                neox,
+            };
+            let x = randn(&mut r, ntok * nhead * head_dim, 1.0);
+            let mut want = x.clone();
+            ops::rope_rows(&mut want, ntok, nhead, head_dim, start_pos, &rope);
+            let mut xd = gpu.upload(&x).unwrap();
+            let pos: Vec<i32> = (0..ntok as i32).map(|t| start_pos as i32 + t).collect();
+            let p = RopeParams {
+                n_rot,
+                freq_base: 10000.0,
+                freq_scale: 1.0,
+                neox,
+            };
+            gpu.rope(
+                &mut xd,
+                &gpu.upload(&pos).unwrap(),
+                ntok,
+                nhead,
+                head_dim,
+                &p,
+            )
+            .unwrap();
+            let got = xd.to_host(&gpu).unwrap();
+            for (i, (&g, &h)) in got.iter().zip(&want).enumerate() {
+                // Angles are bit-identical (same f32 recurrence). sin/cos: ≤ 2 ulp on the
+                // GPU, ≤ 1 ulp on the CPU; x0·c − x1·s: two products and a difference.
+                // |err| ≤ (3 + 3)·2u·(|x0| + |x1|) ≤ 12·u·2·max|x|, max|x| ≤ 1 here.
+                let tol = 24.0 * U;
+                assert!(
+                    (f64::from(g) - f64::from(h)).abs() <= tol,
+                    "rope neox={neox} n_rot={n_rot} element {i}: {g} vs {h}"
+                );
+            }
+        }
+    }
+}
+
+fn upload_kv(gpu: &Gpu, view: KvView<'_>) -> DeviceBuffer<u16> {
+    let bits: Vec<u16> = view
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    gpu.upload(&bits).unwrap()
+}
+
+#[test]
+fn attention_one_token_and_causal_batch_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(6);
+    let (nhead, nkv, head_dim, n_ctx) = (9, 3, 64, 300);
+    // (start_pos, ntok): decode after a long prompt, and a causal prefill batch.
+    for (start_pos, ntok) in [(257, 1), (0, 33), (100, 7)] {
+        let kv_dim = nkv * head_dim;
+        let mut cache = KvCache::new(KvType::F16, n_ctx, nkv, head_dim);
+        let total = start_pos + ntok;
+        let (k, v) = (
+            randn(&mut r, total * kv_dim, 1.0),
+            randn(&mut r, total * kv_dim, 1.0),
+        );
+        cache.append(0, &k, &v).unwrap();
+        let q = randn(&mut r, ntok * nhead * head_dim, 1.0);
+        let mut want = vec![0.0f32; q.len()];
+        ops::attention_ref(&q, &cache, start_pos, ntok, nhead, &mut want);
+
+        let (kd, vd) = (
+            upload_kv(&gpu, cache.keys()),
+            upload_kv(&gpu, cache.values()),
+        );
+        let qd = gpu.upload(&q).unwrap();
+        let mut od = gpu.zeros::<f32>(q.len()).unwrap();
+        let shape = AttentionShape {
+            ntok,
+            nhead,
+            nkv,
+            head_dim,
+            start_pos,
+        };
+        gpu.attention(&qd, &kd, &vd, &mut od, &shape).unwrap();
+        let got = od.to_host(&gpu).unwrap();
+
+        // A score's error: a dot of head_dim products, (head_dim + 2)·u·scale·Σ|q·k|, here
+        // ≤ (head_dim + 2)·u·√head_dim (|q|, |k| ≤ 1). A weight p_j's relative error is at most
+        // twice the score error plus exp (2 ulp) and the normalisation ((n + 8)·u); the
+        // output Σ p_j·v_j with |v| ≤ 1 then errs by at most that relative error.
+        let hd = head_dim as f64;
+        let score = (hd + 2.0) * U * hd.sqrt();
+        let tol = 2.0 * score + ((total + 8) as f64 + 4.0) * U;
+        for (i, (&g, &h)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(g) - f64::from(h)).abs() <= tol,
+                "attention start {start_pos} ntok {ntok} element {i}: {g} vs {h} (tol {tol:e})"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let Some(gpu) = gpu() else { return };
+    let w = gpu.zeros::<u8>(18).unwrap();
+    let x = gpu.zeros::<f32>(32).unwrap();
+    let mut xq = gpu.zeros::<u8>(36).unwrap();
+    let mut y = gpu.zeros::<f32>(2).unwrap();
+    // Two Q4_0 rows need 36 bytes; 18 were given.
+    let e = gpu
+        .matvec(GgmlType::Q4_0, &w, &x, &mut xq, &mut y, 32, 2, 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("w (bytes)"), "{e}");
+    let e = gpu
+        .matvec(GgmlType::Q8_K, &w, &x, &mut xq, &mut y, 256, 1, 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("Q8_K"), "{e}");
+}
