@@ -4,8 +4,13 @@ use std::path::PathBuf;
 
 pub mod golden;
 
-/// The workspace root.
+/// The workspace root. `STRATA_ROOT` overrides it, for test binaries run away from the
+/// source tree
+/// (scripts/gpu-check.sh runs them from a bundle that carries `golden/data`).
 pub fn root() -> PathBuf {
+    if let Some(r) = std::env::var_os("STRATA_ROOT") {
+        return PathBuf::from(r);
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
