@@ -144,44 +144,50 @@ class Model:
     def rms_norm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
-    def rope(self, x, n_heads):
+    def rope(self, x, n_heads, pos0):
         """ggml's normal (non-NeoX) rope: rotates adjacent pairs (2i, 2i+1) by
-        pos·base^(−2i/n_rot). x: (n, n_heads·hd)."""
+        pos·base^(−2i/n_rot). x: (n, n_heads·hd) for positions pos0, pos0+1, …"""
         n = x.shape[0]
         x = x.reshape(n, n_heads, self.hd).copy()
         i = np.arange(self.n_rot // 2, dtype=np.float64)
-        theta = np.arange(n, dtype=np.float64)[:, None] * self.base ** (-2.0 * i / self.n_rot)
+        pos = np.arange(pos0, pos0 + n, dtype=np.float64)
+        theta = pos[:, None] * self.base ** (-2.0 * i / self.n_rot)
         c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
         x0, x1 = x[:, :, 0:self.n_rot:2].copy(), x[:, :, 1:self.n_rot:2].copy()
         x[:, :, 0:self.n_rot:2] = x0 * c - x1 * s
         x[:, :, 1:self.n_rot:2] = x0 * s + x1 * c
         return x.reshape(n, n_heads * self.hd)
 
-    def forward(self, tokens, mode, last_only=False):
-        """Logits (n, vocab) for every position of `tokens`, with the causal mask (only
-        the last position's row if `last_only`)."""
+    def forward(self, tokens, mode, cache, last_only=False):
+        """Logits for `tokens`, which follow the len(cache[0]) positions already in the
+        KV cache `cache` (a list per layer of (K, V) arrays, extended here). Every
+        operation is per row, so feeding a sequence at once or token by token gives the
+        same numbers."""
         n = len(tokens)
+        pos0 = cache[0][0].shape[0]
         x = self.embd.w[np.asarray(tokens)]  # get_rows: exact dequantized rows
-        mask = np.triu(np.full((n, n), -np.inf), k=1)
         group = self.n_head // self.n_kv
-        for L in self.layers:
+        for li, L in enumerate(self.layers):
             h = self.rms_norm(x, L["attn_norm"])
-            q = self.rope(L["attn_q"].matmul(h, mode), self.n_head)
-            k = self.rope(L["attn_k"].matmul(h, mode), self.n_kv)
+            q = self.rope(L["attn_q"].matmul(h, mode), self.n_head, pos0)
+            k = self.rope(L["attn_k"].matmul(h, mode), self.n_kv, pos0)
             v = L["attn_v"].matmul(h, mode)
             if mode == "ggml":  # f16 KV cache
                 k = k.astype(np.float16).astype(np.float64)
                 v = v.astype(np.float16).astype(np.float64)
+            K = np.concatenate([cache[li][0], k.reshape(n, self.n_kv, self.hd)])
+            V = np.concatenate([cache[li][1], v.reshape(n, self.n_kv, self.hd)])
+            cache[li] = (K, V)
+            total = pos0 + n
+            mask = np.triu(np.full((n, total), -np.inf), k=pos0 + 1)
             q = q.reshape(n, self.n_head, self.hd)
-            k = k.reshape(n, self.n_kv, self.hd)
-            v = v.reshape(n, self.n_kv, self.hd)
             att = np.empty((n, self.n_head, self.hd))
             for hh in range(self.n_head):
                 kv = hh // group
-                sc = q[:, hh, :] @ k[:, kv, :].T / np.sqrt(self.hd) + mask
+                sc = q[:, hh, :] @ K[:, kv, :].T / np.sqrt(self.hd) + mask
                 sc = np.exp(sc - sc.max(axis=1, keepdims=True))
                 sc /= sc.sum(axis=1, keepdims=True)
-                att[:, hh, :] = sc @ v[:, kv, :]
+                att[:, hh, :] = sc @ V[:, kv, :]
             x = x + L["attn_output"].matmul(att.reshape(n, -1), mode)
             h = self.rms_norm(x, L["ffn_norm"])
             gate = L["ffn_gate"].matmul(h, mode)
@@ -190,6 +196,10 @@ class Model:
             x = x + L["ffn_down"].matmul(act, mode)
         x = self.rms_norm(x[-1:] if last_only else x, self.out_norm)
         return self.out.matmul(x, mode)
+
+    def new_cache(self):
+        empty = np.zeros((0, self.n_kv, self.hd))
+        return [(empty, empty)] * self.n_layer
 
 
 def build_tokenizer(reader):
@@ -215,14 +225,15 @@ def top_k(logits):
 
 
 def greedy(model, ids, mode, eos):
-    seq = list(ids)
+    cache = model.new_cache()
+    logits = model.forward(list(ids), mode, cache, last_only=True)
     out = []
     for _ in range(N_GEN):
-        nxt = int(np.argmax(model.forward(seq, mode, last_only=True)[-1]))
+        nxt = int(np.argmax(logits[-1]))
         out.append(nxt)
-        seq.append(nxt)
         if nxt == eos:
             break
+        logits = model.forward([nxt], mode, cache)
     return out
 
 
@@ -243,7 +254,7 @@ def main():
         seq = ids + case["greedy_ggml"]
         case["teacher_forced_ids"] = seq
         for mode in ("ggml", "float"):
-            logits = model.forward(seq, mode)
+            logits = model.forward(seq, mode, model.new_cache())
             case[f"top_{mode}"] = [top_k(row) for row in logits]
         cases.append(case)
     meta = {
