@@ -1,0 +1,185 @@
+//! What the planner needs from a model: every tensor costed, and how its KV cache and
+//! scratch are sized. Built from a GGUF header alone (header-only files work).
+
+use strata_kernels_cpu::GgmlType;
+
+use super::cost::{Role, TensorCost};
+use super::mla::MlaConfig;
+use super::{PlanError, RunSettings};
+use crate::buffers;
+use crate::config::{ModelConfig, ModelSource};
+use crate::gguf::{GgufFile, Metadata, TensorInfo};
+
+/// How a model's KV cache and scratch are sized.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BufferModel {
+    /// An architecture the runner runs: sized by [`crate::buffers`], the functions the
+    /// runner allocates with.
+    Runner(ModelConfig),
+    /// DeepSeek's MLA + MoE (`deepseek2`): planned, not run (see [`super::mla`]).
+    Mla(MlaConfig),
+}
+
+impl BufferModel {
+    /// Bytes of one block's KV cache.
+    pub fn kv_block_bytes(&self, s: &RunSettings) -> Result<u64, PlanError> {
+        match self {
+            BufferModel::Runner(cfg) => {
+                if buffers::kv_elem_bytes(s.kv_type).is_none() {
+                    return Err(PlanError::BadSettings {
+                        why: format!("KV cache type {} (only F32 and F16)", s.kv_type),
+                    });
+                }
+                Ok(buffers::kv_cache_bytes(cfg, s.kv_cells(), s.kv_type))
+            }
+            BufferModel::Mla(m) => m.kv_cache_bytes(s),
+        }
+    }
+
+    /// Bytes of the scratch of a device that runs blocks or the output layer.
+    pub fn scratch_bytes(&self, s: &RunSettings) -> u64 {
+        match self {
+            BufferModel::Runner(cfg) => {
+                buffers::scratch_bytes(cfg, s.n_ubatch, s.kv_cells(), s.n_outputs)
+            }
+            BufferModel::Mla(m) => m.scratch_bytes(s),
+        }
+    }
+}
+
+/// A model as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanModel {
+    pub arch: String,
+    pub n_layer: usize,
+    /// The alignment of tensors in a device buffer (the file's `general.alignment`).
+    pub alignment: u64,
+    /// Every tensor in the file, in file order.
+    pub tensors: Vec<TensorCost>,
+    /// No `output.weight`: the output layer reads `token_embd.weight`.
+    pub tied_output: bool,
+    pub buffers: BufferModel,
+}
+
+impl PlanModel {
+    pub fn from_gguf(file: &GgufFile) -> Result<PlanModel, PlanError> {
+        Self::from_header(file.metadata(), file.tensors(), file.alignment())
+    }
+
+    /// From the metadata and tensor infos of a GGUF header.
+    pub fn from_header(
+        meta: &Metadata,
+        infos: &[TensorInfo],
+        alignment: u64,
+    ) -> Result<PlanModel, PlanError> {
+        let src = HeaderSource { meta, infos };
+        let arch = src
+            .meta_str("general.architecture")
+            .ok_or_else(|| PlanError::Model {
+                why: "metadata key 'general.architecture' is missing".into(),
+            })?;
+        let buffers = match arch.as_str() {
+            "deepseek2" => BufferModel::Mla(MlaConfig::from_header(&src)?),
+            _ => BufferModel::Runner(ModelConfig::from_source(&src)?),
+        };
+        let n_layer = match &buffers {
+            BufferModel::Runner(c) => c.n_layer,
+            BufferModel::Mla(m) => m.n_layer,
+        };
+        let tensors = infos
+            .iter()
+            .map(|t| TensorCost::new(&t.name, t.ty, &t.dims, alignment))
+            .collect::<Result<Vec<_>, _>>()?;
+        for t in &tensors {
+            if let Role::Block(i) = t.role {
+                if i >= n_layer {
+                    return Err(PlanError::Model {
+                        why: format!(
+                            "tensor '{}' belongs to block {i}, but {arch}.block_count is {n_layer}",
+                            t.name
+                        ),
+                    });
+                }
+            }
+        }
+        if !tensors.iter().any(|t| t.name == "token_embd.weight") {
+            return Err(PlanError::Model {
+                why: "tensor 'token_embd.weight' is missing".into(),
+            });
+        }
+        let tied_output = !tensors.iter().any(|t| t.name == "output.weight");
+        Ok(PlanModel {
+            arch,
+            n_layer,
+            alignment,
+            tensors,
+            tied_output,
+            buffers,
+        })
+    }
+
+    /// The tensors of one part of the model.
+    pub fn tensors_of(&self, role: Role) -> impl Iterator<Item = &TensorCost> {
+        self.tensors.iter().filter(move |t| t.role == role)
+    }
+
+    pub fn role_bytes(&self, role: Role) -> u64 {
+        self.tensors_of(role).map(|t| t.bytes).sum()
+    }
+
+    /// The tensors the output layer needs on a device: its own, plus `token_embd.weight`
+    /// when the output is tied and the device is not the CPU (where the embedding already
+    /// is, so the same memory serves both).
+    pub fn output_tensors(&self, on_cpu: bool) -> Vec<&TensorCost> {
+        let mut out: Vec<&TensorCost> = self.tensors_of(Role::Output).collect();
+        if self.tied_output && !on_cpu {
+            out.extend(
+                self.tensors
+                    .iter()
+                    .filter(|t| t.name == "token_embd.weight"),
+            );
+        }
+        out
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.bytes).sum()
+    }
+}
+
+/// A GGUF header seen through the config reader's [`ModelSource`].
+pub(crate) struct HeaderSource<'a> {
+    meta: &'a Metadata,
+    infos: &'a [TensorInfo],
+}
+
+impl HeaderSource<'_> {
+    pub(crate) fn uint(&self, key: &str) -> Option<usize> {
+        self.meta_uint(key).and_then(|v| usize::try_from(v).ok())
+    }
+
+    pub(crate) fn tensor_dims(&self, name: &str) -> Option<Vec<u64>> {
+        self.tensor_shape(name).map(|(_, d)| d)
+    }
+}
+
+impl ModelSource for HeaderSource<'_> {
+    fn meta_str(&self, key: &str) -> Option<String> {
+        self.meta.get_str(key).map(str::to_string)
+    }
+
+    fn meta_uint(&self, key: &str) -> Option<u64> {
+        self.meta.get(key).and_then(|v| v.as_u64())
+    }
+
+    fn meta_f32(&self, key: &str) -> Option<f32> {
+        self.meta.get(key).and_then(|v| v.as_f32())
+    }
+
+    fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {
+        self.infos
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| (t.ty, t.dims.clone()))
+    }
+}

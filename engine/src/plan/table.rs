@@ -1,0 +1,203 @@
+//! The plan for people: a table per device, the per-layer costs it was decided from, why
+//! one more layer would not fit, and a one-line summary in the spirit of Ollama's
+//! `offload` log line so the two can be compared.
+
+use std::fmt::Write;
+
+use super::placement::{over_budget_reason, runs, DevicePlan, Plan};
+use super::Bytes;
+
+/// `blocks 13-18 (6), output` / `blocks 0-2, 5 (4)` / `output` / `nothing`.
+pub fn describe_layers(blocks: &[usize], output: bool) -> String {
+    let mut parts = Vec::new();
+    if !blocks.is_empty() {
+        let ranges: Vec<String> = runs(blocks)
+            .iter()
+            .map(|r| {
+                if r.len() == 1 {
+                    r.start.to_string()
+                } else {
+                    format!("{}-{}", r.start, r.end - 1)
+                }
+            })
+            .collect();
+        let word = if blocks.len() == 1 { "block" } else { "blocks" };
+        parts.push(format!("{word} {} ({})", ranges.join(", "), blocks.len()));
+    }
+    if output {
+        parts.push("output".to_string());
+    }
+    if parts.is_empty() {
+        "nothing".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn left(d: &DevicePlan) -> String {
+    let (total, budget) = (d.total_bytes(), d.budget_bytes);
+    if total <= budget {
+        Bytes(budget - total).to_string()
+    } else {
+        format!("OVER {}", Bytes(total - budget))
+    }
+}
+
+/// The plan as a table, with the per-layer costs and (for `auto`) why one more layer on the
+/// GPUs would not fit.
+pub fn render(plan: &Plan) -> String {
+    let s = &plan.settings;
+    let mut out = String::new();
+    let gpus = plan.gpus().filter(|d| d.layers() > 0).count();
+    let _ = writeln!(
+        out,
+        "plan: {} with {} blocks + output layer; n_ctx {} x {} seq, n_ubatch {}, KV {}, GPU \
+         margin {}",
+        plan.arch,
+        plan.n_layer,
+        s.n_ctx,
+        s.n_seq,
+        s.n_ubatch,
+        s.kv_type,
+        Bytes(s.margin)
+    );
+    let on_gpu_blocks = plan.num_gpu.saturating_sub(1).min(plan.n_layer);
+    let _ = writeln!(
+        out,
+        "num_gpu {} -> {} ({} of {} blocks{} on {} GPU{})",
+        s.num_gpu,
+        plan.num_gpu,
+        on_gpu_blocks,
+        plan.n_layer,
+        if plan.num_gpu > 0 {
+            " + output layer"
+        } else {
+            ""
+        },
+        gpus,
+        if gpus == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>15}  layers",
+        "device", "free", "may use", "weights", "KV cache", "scratch", "total", "left"
+    );
+    for d in &plan.devices {
+        let mut layers = describe_layers(&d.blocks, d.output);
+        if d.embedding {
+            layers.push_str(", embedding");
+        }
+        let _ = writeln!(
+            out,
+            "{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>15}  {}",
+            d.device.name,
+            Bytes(d.device.free_bytes).to_string(),
+            Bytes(d.budget_bytes).to_string(),
+            Bytes(d.weights_bytes).to_string(),
+            Bytes(d.kv_bytes).to_string(),
+            Bytes(d.scratch_bytes).to_string(),
+            Bytes(d.total_bytes()).to_string(),
+            left(d),
+            layers
+        );
+    }
+    let weights: u64 = plan.devices.iter().map(|d| d.weights_bytes).sum();
+    let kv: u64 = plan.devices.iter().map(|d| d.kv_bytes).sum();
+    let scratch: u64 = plan.devices.iter().map(|d| d.scratch_bytes).sum();
+    let _ = writeln!(
+        out,
+        "{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        "all",
+        "",
+        "",
+        Bytes(weights).to_string(),
+        Bytes(kv).to_string(),
+        Bytes(scratch).to_string(),
+        Bytes(weights + kv + scratch).to_string()
+    );
+
+    let _ = writeln!(out, "\nper layer on a GPU (weights + KV cache):");
+    let mut start = 0;
+    while start < plan.n_layer {
+        let w = plan.block_weights[start];
+        let end = (start..plan.n_layer)
+            .find(|&i| plan.block_weights[i] != w)
+            .unwrap_or(plan.n_layer);
+        let which = if end - start == 1 {
+            format!("block {start}")
+        } else {
+            format!("blocks {}-{}", start, end - 1)
+        };
+        let _ = writeln!(
+            out,
+            "  {which}: {} + {} = {}{}",
+            Bytes(w),
+            Bytes(plan.block_kv_bytes),
+            Bytes(w + plan.block_kv_bytes),
+            if end - start > 1 { " each" } else { "" }
+        );
+        start = end;
+    }
+    let _ = writeln!(out, "  output layer: {}", Bytes(plan.output_gpu_bytes));
+    let _ = writeln!(
+        out,
+        "  scratch, once per device that runs layers: {}",
+        Bytes(plan.scratch_bytes)
+    );
+
+    if let Some(limit) = &plan.limit {
+        let _ = writeln!(
+            out,
+            "\nwhy not num_gpu {}: in its proportional split, {}",
+            limit.num_gpu,
+            over_budget_reason(&limit.over)
+        );
+        let _ = writeln!(
+            out,
+            "and no other split fits: filling each GPU to its limit in turn leaves {} without room.",
+            match limit.greedy_leftover {
+                Some(b) => format!("block {b}"),
+                None => "the output layer".to_string(),
+            }
+        );
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "\nwarning: {w}");
+    }
+    out
+}
+
+/// One line in the spirit of Ollama's `offload` log line (`layers.requested`,
+/// `layers.offload`, `layers.split`, per-device memory), for side-by-side comparison.
+pub fn ollama_line(plan: &Plan) -> String {
+    let gpus: Vec<&DevicePlan> = plan.gpus().collect();
+    let list = |f: &dyn Fn(&DevicePlan) -> String| {
+        format!(
+            "[{}]",
+            gpus.iter().map(|d| f(d)).collect::<Vec<_>>().join(" ")
+        )
+    };
+    let cpu = &plan.devices[0];
+    let weights: u64 = plan.devices.iter().map(|d| d.weights_bytes).sum();
+    let kv: u64 = plan.devices.iter().map(|d| d.kv_bytes).sum();
+    format!(
+        "layers.requested={} layers.model={} layers.offload={} layers.split={} \
+         memory.available=\"{}\" memory.margin=\"{}\" memory.required.allocations=\"{}\" \
+         memory.cpu=\"{}\" memory.weights.total=\"{}\" memory.required.kv=\"{}\" \
+         memory.scratch=\"{}\"",
+        plan.settings.num_gpu,
+        plan.n_layer + 1,
+        plan.num_gpu,
+        gpus.iter()
+            .map(|d| d.layers().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        list(&|d| Bytes(d.device.free_bytes).to_string()),
+        Bytes(plan.settings.margin),
+        list(&|d| Bytes(d.total_bytes()).to_string()),
+        Bytes(cpu.total_bytes()),
+        Bytes(weights),
+        Bytes(kv),
+        Bytes(cpu.scratch_bytes),
+    )
+}
