@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds, on this machine, everything a GPU machine without a Rust toolchain needs to check
+# Strata's CUDA side, into one git-ignored folder (default gpu-bundle/, under 60 MiB):
+#
+#   gpu-bundle/gpu-check.sh        run this there (a copy of scripts/gpu-check.sh)
+#   gpu-bundle/bin/cuda-bench      matvec bandwidth per format vs device copy bandwidth
+#   gpu-bundle/bin/bench           the workspace bench binary, when it builds
+#   gpu-bundle/tests/<name>        release test binaries of the GPU tests
+#   gpu-bundle/golden/data/        the golden data those tests read (via STRATA_ROOT)
+#
+# usage: scripts/gpu-bundle.sh [OUT_DIR]
+# STRATA_GPU_TESTS overrides the list of tests/tests/*.rs targets bundled (space-separated).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$root/gpu-bundle}"
+tests="${STRATA_GPU_TESTS:-cuda_kernels}"
+limit_mib=60
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+cd "$root"
+
+# The kernels are compiled into the binaries at build time: NVRTC must be here.
+"$root/scripts/fetch-cuda.sh"
+
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/tests" "$out/golden"
+
+echo "gpu-bundle: building cuda-bench (release)"
+cargo build --release --quiet -p strata-kernels-cuda --bin cuda-bench
+cp "$CARGO_TARGET_DIR/release/cuda-bench" "$out/bin/"
+
+echo "gpu-bundle: building bench (release)"
+if cargo build --release --quiet -p strata-bench --bins; then
+    for b in bench strata-bench; do
+        if [[ -x "$CARGO_TARGET_DIR/release/$b" ]]; then cp "$CARGO_TARGET_DIR/release/$b" "$out/bin/bench"; fi
+    done
+else
+    echo "gpu-bundle: WARNING: the bench binary did not build; bundling without it" >&2
+fi
+
+echo "gpu-bundle: building test binaries (release): $tests"
+test_args=()
+for t in $tests; do test_args+=(--test "$t"); done
+cargo test --release --quiet -p strata-tests --no-run --message-format=json "${test_args[@]}" \
+    > "$out/.cargo-messages.json"
+python3 - "$out/.cargo-messages.json" "$out/tests" <<'PY'
+import json, shutil, sys
+messages, dest = sys.argv[1], sys.argv[2]
+found = 0
+for line in open(messages):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        name = m["target"]["name"]
+        shutil.copy2(m["executable"], f"{dest}/{name}")
+        found += 1
+if found == 0:
+    sys.exit("gpu-bundle: cargo reported no test executables")
+PY
+rm "$out/.cargo-messages.json"
+
+cp -r "$root/golden/data" "$out/golden/data"
+cp "$root/scripts/gpu-check.sh" "$out/gpu-check.sh"
+chmod +x "$out/gpu-check.sh"
+
+# Debug info is for this machine; the GPU machine needs the code (and the embedded PTX).
+if command -v strip >/dev/null 2>&1; then
+    strip --strip-debug "$out"/bin/* "$out"/tests/*
+fi
+for b in "$out"/bin/cuda-bench "$out"/tests/*; do
+    if ! grep -q -a "\.target sm_" "$b"; then
+        echo "gpu-bundle: $b has no embedded PTX (built without NVRTC?)" >&2
+        exit 1
+    fi
+done
+
+size_kib=$(du -sk "$out" | cut -f1)
+echo "gpu-bundle: $out: $((size_kib / 1024)) MiB"
+ls -la "$out" "$out/bin" "$out/tests"
+if (( size_kib > limit_mib * 1024 )); then
+    echo "gpu-bundle: bundle is over $limit_mib MiB" >&2
+    exit 1
+fi

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine with no Rust toolchain, from the folder scripts/gpu-bundle.sh made:
+# nvidia-smi, every bundled GPU test binary, and the matvec bandwidth table. Results go to
+# RESULTS_DIR; the whole run is bounded to well under 5 minutes by per-step timeouts.
+#
+# usage: ./gpu-check.sh RESULTS_DIR
+# Exit status: 0 if every step passed, 1 otherwise (see RESULTS_DIR/summary.txt).
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="${1:?usage: gpu-check.sh RESULTS_DIR}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+# The test binaries find golden/data through STRATA_ROOT.
+export STRATA_ROOT="$here"
+summary="$out/summary.txt"
+: > "$summary"
+status=0
+
+step() { # name, timeout seconds, output file, command...
+    local name="$1" limit="$2" file="$3"
+    shift 3
+    local start end rc
+    start=$(date +%s)
+    timeout "$limit" "$@" > "$file" 2>&1
+    rc=$?
+    end=$(date +%s)
+    local verdict=ok
+    if (( rc == 124 )); then verdict="TIMEOUT after ${limit}s"; elif (( rc != 0 )); then verdict="FAILED (exit $rc)"; fi
+    [[ "$verdict" == ok ]] || status=1
+    printf '%-28s %-22s %4ss  %s\n' "$name" "$verdict" "$((end - start))" "$(basename "$file")" | tee -a "$summary"
+}
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "host: $(uname -a)"
+} > "$out/environment.txt"
+
+step nvidia-smi 30 "$out/nvidia-smi.txt" nvidia-smi
+nvidia-smi --query-gpu=index,name,memory.total,memory.free,driver_version,compute_cap \
+    --format=csv >> "$out/nvidia-smi.txt" 2>&1 || true
+
+for t in "$here"/tests/*; do
+    [[ -x "$t" ]] || continue
+    name="$(basename "$t")"
+    step "test $name" 150 "$out/test-$name.txt" "$t" --test-threads=1 --nocapture
+    if grep -q "skipped: no CUDA device" "$out/test-$name.txt"; then
+        echo "  note: $name skipped GPU tests: no CUDA device was usable" | tee -a "$summary"
+        status=1
+    fi
+done
+
+step "cuda-bench" 90 "$out/bandwidth.md" "$here/bin/cuda-bench"
+
+echo "results in $out (summary.txt); exit $status"
+exit $status
