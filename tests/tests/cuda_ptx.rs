@@ -72,12 +72,9 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
         println!("skipped: ptxas not installed (run scripts/fetch-cuda.sh)");
         return;
     };
-    assert!(
-        ptx::BUILT_WITH_KERNELS,
-        "ptxas is at {} but the crate was {}",
-        ptxas.display(),
-        ptx::missing_kernels_reason().unwrap_or("")
-    );
+    if let Some(why) = ptx::missing_kernels_reason() {
+        panic!("ptxas is at {} but the crate was {why}", ptxas.display());
+    }
     assert!(!ptx::MODULES.is_empty(), "no kernel modules embedded");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_ptx");
     std::fs::create_dir_all(&dir).unwrap();
