@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p strata-kernels-cpu --bench ops` (add a filter, e.g. `attention`).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -30,7 +31,7 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect()
 }
 
-fn elementwise(c: &mut Criterion) {
+fn elementwise<M: Measurement>(c: &mut Criterion<M>) {
     for rows in [1, 512] {
         let mut g = c.benchmark_group(format!("rms_norm/{rows}x{DIM}"));
         g.throughput(Throughput::Elements((rows * DIM) as u64));
@@ -113,7 +114,7 @@ fn filled_cache(ty: KvType, n_pos: usize) -> KvCache {
     cache
 }
 
-fn attention(c: &mut Criterion) {
+fn attention<M: Measurement>(c: &mut Criterion<M>) {
     // Decode: one token against a context of n_ctx positions. Throughput: K and V bytes read.
     for ty in [KvType::F16, KvType::F32] {
         for n_ctx in [256, 4096] {
@@ -163,7 +164,7 @@ fn attention(c: &mut Criterion) {
     }
 }
 
-fn get_rows(c: &mut Criterion) {
+fn get_rows<M: Measurement>(c: &mut Criterion<M>) {
     // SmolLM2's token embedding: 49152 × 576 in Q8_0.
     let (n_vocab, ty) = (49152, GgmlType::Q8_0);
     let x = random(n_vocab * DIM, 13);
@@ -191,9 +192,76 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = elementwise, attention, get_rows
+fn all<M: Measurement>(c: &mut Criterion<M>) {
+    elementwise(c);
+    attention(c);
+    get_rows(c);
 }
-criterion_main!(benches);
+
+/// With `STRATA_BENCH_CPU_TIME=1` (Linux), iterations are timed by the CPU time of the whole
+/// process instead of the wall clock: on a machine shared with other work the wall clock
+/// counts the time this process waits to be scheduled. Run it with `RAYON_NUM_THREADS=1`
+/// (idle rayon workers spin and would be counted).
+fn main() {
+    if std::env::var_os("STRATA_BENCH_CPU_TIME").is_some() && cfg!(target_os = "linux") {
+        let mut c = config()
+            .with_measurement(ProcessCpuTime)
+            .configure_from_args();
+        all(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = config().configure_from_args();
+        all(&mut c);
+        c.final_summary();
+    }
+}
+
+struct ProcessCpuTime;
+
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+}
+
+impl ProcessCpuTime {
+    /// Nanoseconds of CPU time used by this process (CLOCK_PROCESS_CPUTIME_ID = 2).
+    fn now() -> u64 {
+        let mut t = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a pointer to a live timespec.
+        let rc = unsafe { clock_gettime(2, &mut t) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+}
+
+impl Measurement for ProcessCpuTime {
+    type Intermediate = u64;
+    type Value = Duration;
+    fn start(&self) -> u64 {
+        Self::now()
+    }
+    fn end(&self, start: u64) -> Duration {
+        Duration::from_nanos(Self::now() - start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, d: &Duration) -> f64 {
+        d.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Values are nanoseconds, as the wall clock's: reuse its formatting.
+        (&WallTime as &'static WallTime).formatter()
+    }
+}

@@ -26,6 +26,15 @@ avx2! {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
+    unsafe fn hsum4(v: [V; 4]) -> [f32; 4] {
+        let ab = _mm256_hadd_ps(v[0], v[1]);
+        let cd = _mm256_hadd_ps(v[2], v[3]);
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let s = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+        let mut out = [0.0; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        out
+    }
     unsafe fn hmax(v: V) -> f32 {
         let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_max_ps(s, _mm_movehl_ps(s, s));

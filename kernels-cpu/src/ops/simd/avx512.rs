@@ -27,6 +27,20 @@ avx512! {
     unsafe fn vmin(a: V, b: V) -> V { _mm512_min_ps(a, b) }
     unsafe fn hsum(v: V) -> f32 { _mm512_reduce_add_ps(v) }
     unsafe fn hmax(v: V) -> f32 { _mm512_reduce_max_ps(v) }
+    unsafe fn hsum4(v: [V; 4]) -> [f32; 4] {
+        // Fold each to 256 bits, then the AVX2 transpose-and-add.
+        let half = |x: V| {
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+            _mm256_add_ps(_mm512_castps512_ps256(x), hi)
+        };
+        let ab = _mm256_hadd_ps(half(v[0]), half(v[1]));
+        let cd = _mm256_hadd_ps(half(v[2]), half(v[3]));
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let s = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+        let mut out = [0.0; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        out
+    }
     unsafe fn round(v: V) -> V { _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) }
     unsafe fn pow2i(n: V) -> V {
         let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));

@@ -1,7 +1,8 @@
 //! The slice kernels, written once over the vector primitives each level module defines:
 //! `V`, `L` (lanes), `ld`, `ld_h` (f16 → f32), `st`, `splat`, `vadd`, `vsub`, `vmul`, `vdiv`,
 //! `fma(a, b, c) = a·b + c`, `vmax`, `vmin`, `hsum`, `hmax`, `round` (to nearest),
-//! `pow2i` (2ⁿ for an integral n in [-126, 127]) and `swap_pairs` ([a, b, c, d] → [b, a, d, c]).
+//! `pow2i` (2ⁿ for an integral n in [-126, 127]), `swap_pairs` ([a, b, c, d] → [b, a, d, c])
+//! and `hsum4` (the horizontal sums of four vectors).
 //!
 //! Tails shorter than a vector are done in scalar code with the same formulas.
 
@@ -245,9 +246,10 @@ macro_rules! slice_kernels {
         pub(super) unsafe fn scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
             let (n, d) = (out.len(), q.len());
             assert!(n == 0 || keys.len() >= (n - 1) * stride + d);
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = scale * dot(q, keys.get_unchecked(j * stride..j * stride + d));
-            }
+            let pk = keys.as_ptr();
+            scores_by(q, out, scale, |j, c| ld(pk.add(j * stride + c)), |j| {
+                dot(q, keys.get_unchecked(j * stride..j * stride + d))
+            });
         }
 
         $(#[$m])*
@@ -255,8 +257,43 @@ macro_rules! slice_kernels {
             let (n, d) = (out.len(), q.len());
             assert!(n == 0 || keys.len() >= (n - 1) * stride + d);
             let pk = keys.as_ptr();
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = scale * dot_h(q, pk.add(j * stride));
+            scores_by(q, out, scale, |j, c| ld_h(pk.add(j * stride + c)), |j| dot_h(q, pk.add(j * stride)));
+        }
+
+        /// Four keys at a time when head_dim is whole vectors: one accumulator per key, and
+        /// one reduction (`hsum4`) for all four instead of four horizontal sums.
+        $(#[$m])*
+        #[inline]
+        unsafe fn scores_by(
+            q: &[f32],
+            out: &mut [f32],
+            scale: f32,
+            load: impl Fn(usize, usize) -> V,
+            dot1: impl Fn(usize) -> f32,
+        ) {
+            let (n, d) = (out.len(), q.len());
+            let pq = q.as_ptr();
+            let mut j = 0;
+            if d % L == 0 {
+                while j + 4 <= n {
+                    let mut acc = [splat(0.0); 4];
+                    let mut c = 0;
+                    while c < d {
+                        let qv = ld(pq.add(c));
+                        for (k, acc) in acc.iter_mut().enumerate() {
+                            *acc = fma(qv, load(j + k, c), *acc);
+                        }
+                        c += L;
+                    }
+                    let s = hsum4(acc);
+                    for k in 0..4 {
+                        out[j + k] = scale * s[k];
+                    }
+                    j += 4;
+                }
+            }
+            for j in j..n {
+                out[j] = scale * dot1(j);
             }
         }
 

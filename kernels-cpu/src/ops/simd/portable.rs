@@ -73,6 +73,10 @@ fn hmax(v: V) -> f32 {
     v.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
 #[inline(always)]
+fn hsum4(v: [V; 4]) -> [f32; 4] {
+    v.map(|v| v.reduce_add())
+}
+#[inline(always)]
 fn round(v: V) -> V {
     v.round()
 }
