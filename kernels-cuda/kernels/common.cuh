@@ -6,6 +6,11 @@
 // the kernels compiling with nothing but libnvrtc.
 #pragma once
 
+#ifdef STRATA_HOST_CHECK
+// Host C++ build of the format arithmetic (kernels-cuda/host-check): the same source, with
+// the few device primitives below replaced by exact host equivalents.
+#include "../host-check/host_shim.hpp"
+#else
 typedef unsigned char uint8_t;
 typedef signed char int8_t;
 typedef unsigned short uint16_t;
@@ -15,9 +20,13 @@ typedef int int32_t;
 typedef unsigned long long uint64_t;
 typedef long long int64_t;
 
+#endif
+
 #define WARP_SIZE 32
 #define QK8_1 32
 #define NEG_INF __int_as_float(0xff800000)
+
+#ifndef STRATA_HOST_CHECK
 
 // f16 stored as its 16 bits.
 __device__ __forceinline__ float f16_to_f32(uint16_t h) {
@@ -86,6 +95,8 @@ __device__ __forceinline__ int dp4a(int a, int b, int c) {
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
     return d;
 }
+
+#endif  // !STRATA_HOST_CHECK
 
 // Byte-wise v − k for bytes 0 ≤ v < 2k ≤ 128, giving signed bytes (−k … k−1) with no
 // carries between bytes: (v + (128 − k)) stays below 256, and flipping the top bit

@@ -1,0 +1,98 @@
+// Runs formats.cuh's arithmetic on the host (see host_shim.hpp):
+//
+//   formats_check FMT ROWS COLS W_FILE XQ_FILE DEQUANT_OUT Y_OUT
+//
+// W_FILE: ROWS × COLS weights of FMT (ggml block bytes); DEQUANT_OUT gets every element as
+// f32 through dequant_<fmt>. For quantized formats XQ_FILE holds COLS/32 q8_1 blocks and
+// Y_OUT gets, per row, Σ over sub-blocks of dot_<fmt> (the matvec kernel's terms, summed in
+// order). For float formats, or XQ_FILE "-", only the dequantization runs.
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../kernels/formats.cuh"
+
+static std::vector<uint8_t> read_file(const char* path) {
+    std::vector<uint8_t> v;
+    FILE* f = std::fopen(path, "rb");
+    if (!f) {
+        std::fprintf(stderr, "formats_check: cannot open %s\n", path);
+        std::exit(2);
+    }
+    uint8_t buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) v.insert(v.end(), buf, buf + n);
+    std::fclose(f);
+    return v;
+}
+
+static void write_f32(const char* path, const std::vector<float>& v) {
+    FILE* f = std::fopen(path, "wb");
+    if (!f || std::fwrite(v.data(), 4, v.size(), f) != v.size()) {
+        std::fprintf(stderr, "formats_check: cannot write %s\n", path);
+        std::exit(2);
+    }
+    std::fclose(f);
+}
+
+typedef float (*dequant_fn)(const uint8_t*, int);
+typedef float (*dot_fn)(const uint8_t*, int, const block_q8_1*);
+
+int main(int argc, char** argv) {
+    if (argc != 8) {
+        std::fprintf(stderr, "usage: formats_check FMT ROWS COLS W XQ DEQUANT_OUT Y_OUT\n");
+        return 2;
+    }
+    const std::string fmt = argv[1];
+    const long rows = std::atol(argv[2]), cols = std::atol(argv[3]);
+    dequant_fn dq = nullptr;
+    dot_fn dot = nullptr;
+    long qk = 0, bytes = 0;
+#define DQ(name, k, b)         \
+    if (fmt == #name) {        \
+        dq = dequant_##name;   \
+        qk = k;                \
+        bytes = b;             \
+    }
+    FOR_EACH_FORMAT(DQ)
+#define DOT(name, k, b) \
+    if (fmt == #name) dot = dot_##name;
+    FOR_EACH_QUANT(DOT)
+    if (!dq || rows <= 0 || cols <= 0 || cols % qk != 0) {
+        std::fprintf(stderr, "formats_check: bad format or shape %s %ld x %ld\n", argv[1], rows, cols);
+        return 2;
+    }
+    const std::vector<uint8_t> w = read_file(argv[4]);
+    const long row_bytes = cols / qk * bytes;
+    if ((long)w.size() != rows * row_bytes) {
+        std::fprintf(stderr, "formats_check: %s has %zu bytes, expected %ld\n", argv[4], w.size(), rows * row_bytes);
+        return 2;
+    }
+    std::vector<float> deq(rows * cols);
+    for (long i = 0; i < rows * cols; ++i) {
+        const long r = i / cols, c = i % cols;
+        deq[i] = dq(w.data() + r * row_bytes + (c / qk) * bytes, (int)(c % qk));
+    }
+    write_f32(argv[6], deq);
+    if (!dot || std::string(argv[5]) == "-") return 0;
+
+    // q8_1 blocks are 36 bytes; copy into aligned storage as the device buffer would be.
+    const std::vector<uint8_t> xq_bytes = read_file(argv[5]);
+    const long nsub = cols / 32;
+    if ((long)xq_bytes.size() != nsub * 36) {
+        std::fprintf(stderr, "formats_check: %s has %zu bytes, expected %ld\n", argv[5], xq_bytes.size(), nsub * 36);
+        return 2;
+    }
+    std::vector<block_q8_1> xq(nsub);
+    std::memcpy(xq.data(), xq_bytes.data(), xq_bytes.size());
+    std::vector<float> y(rows);
+    for (long r = 0; r < rows; ++r) {
+        const uint8_t* wr = w.data() + r * row_bytes;
+        float acc = 0.0f;
+        for (long i = 0; i < nsub; ++i) acc += dot(wr + (i / (qk / 32)) * bytes, (int)(i % (qk / 32)), &xq[i]);
+        y[r] = acc;
+    }
+    write_f32(argv[7], y);
+    return 0;
+}

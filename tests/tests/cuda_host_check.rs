@@ -1,0 +1,207 @@
+//! The CUDA kernels' per-format arithmetic (kernels-cuda/kernels/formats.cuh: dequant_<fmt>
+//! and the dp4a dot_<fmt> of the matvec kernels) compiled as host C++ and checked against
+//! golden data, so that a layout or bit-twiddling mistake shows up on machines with no GPU.
+//! The device primitives are swapped for exact host equivalents (host-check/host_shim.hpp);
+//! what this cannot check (launch shapes, shared memory, warp reductions) is left to
+//! cuda_kernels.rs on a GPU. Skipped where no C++ compiler is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use strata_kernels_cpu::formats::k_scales;
+use strata_kernels_cpu::{dequantize, quantize, GgmlType};
+use strata_tests::golden;
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// Builds host-check/formats_check.cpp; `None` (after saying why) if it cannot be built here.
+fn build_checker(dir: &Path) -> Option<PathBuf> {
+    let src = strata_tests::root().join("kernels-cuda/host-check/formats_check.cpp");
+    if !src.is_file() {
+        println!("skipped: {} not found", src.display());
+        return None;
+    }
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let exe = dir.join("formats_check");
+    let out = Command::new(&cxx)
+        .args([
+            "-std=c++17",
+            "-O1",
+            "-ffp-contract=off",
+            "-Wall",
+            "-Wno-unknown-pragmas",
+        ])
+        .args(["-DSTRATA_HOST_CHECK", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output();
+    match out {
+        Err(e) => {
+            println!("skipped: no C++ compiler ({cxx}: {e})");
+            None
+        }
+        Ok(o) if !o.status.success() => {
+            panic!(
+                "{cxx} failed on {}:\n{}",
+                src.display(),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        }
+        Ok(_) => Some(exe),
+    }
+}
+
+fn name(ty: GgmlType) -> String {
+    ty.name().to_ascii_lowercase()
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Runs the checker; returns (dequantized W, y) (y empty for float formats).
+fn run(
+    exe: &Path,
+    dir: &Path,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    w: &[u8],
+    xq: &[u8],
+) -> (Vec<f32>, Vec<f32>) {
+    let (wf, xf, df, yf) = (
+        dir.join("w.bin"),
+        dir.join("xq.bin"),
+        dir.join("deq.bin"),
+        dir.join("y.bin"),
+    );
+    std::fs::write(&wf, w).unwrap();
+    std::fs::write(&xf, xq).unwrap();
+    let _ = std::fs::remove_file(&yf);
+    // "-": no activations, dequantize only.
+    let xarg = if xq.is_empty() {
+        PathBuf::from("-")
+    } else {
+        xf
+    };
+    let out = Command::new(exe)
+        .arg(name(ty))
+        .arg(rows.to_string())
+        .arg(cols.to_string())
+        .args([&wf, &xarg, &df, &yf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "formats_check {ty}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let y = if yf.is_file() {
+        read_f32(&yf)
+    } else {
+        Vec::new()
+    };
+    (read_f32(&df), y)
+}
+
+fn f16_value(bytes: &[u8]) -> f32 {
+    let mut v = [0.0f32];
+    dequantize(GgmlType::F16, &bytes[..2], &mut v).unwrap();
+    v[0]
+}
+
+/// The offsets b (w = a·q + b) of a block's groups of 16 (zero for formats without mins).
+fn offsets16(ty: GgmlType, b: &[u8]) -> Vec<f64> {
+    let groups = ty.block_size().div_ceil(16);
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => vec![f64::from(f16_value(&b[2..])); groups],
+        GgmlType::Q2_K => {
+            let dmin = f64::from(f16_value(&b[82..]));
+            (0..16).map(|g| -dmin * f64::from(b[g] >> 4)).collect()
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let dmin = f64::from(f16_value(&b[2..]));
+            let (_, m) = k_scales::unpack(b[4..16].try_into().unwrap());
+            (0..16).map(|g| -dmin * f64::from(m[g / 2])).collect()
+        }
+        _ => vec![0.0; groups],
+    }
+}
+
+fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[test]
+fn format_arithmetic_matches_golden_on_the_host() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_host_check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(exe) = build_checker(&dir) else {
+        return;
+    };
+
+    for ty in GgmlType::WEIGHTS {
+        // dequant_<fmt>: bit for bit with golden (as the CPU reference is).
+        let case = golden::dequant_case(ty).unwrap_or_else(|e| panic!("{e}"));
+        let n = case.values.len();
+        let (deq, _) = run(&exe, &dir, ty, 1, n, &case.blocks, &[]);
+        for (i, (&got, &want)) in deq.iter().zip(&case.values).enumerate() {
+            assert!(
+                same_bits(got, want),
+                "{ty} dequant element {i} (block {}): {got:e} vs golden {want:e}",
+                case.label(i / ty.block_size()),
+            );
+        }
+        assert_eq!(deq.len(), n);
+
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            continue;
+        }
+        // dot_<fmt> summed over a row: the matvec kernel's terms, on q8_1 activations.
+        for case in golden::matvec_cases(ty).unwrap_or_else(|e| panic!("{e}")) {
+            let (rows, cols) = (case.rows, case.cols);
+            let mut xq = vec![0u8; cols / 32 * 36];
+            quantize(GgmlType::Q8_1, &case.x, &mut xq).unwrap();
+            let mut xhat = vec![0.0f32; cols];
+            dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
+            let (wf, y) = run(&exe, &dir, ty, rows, cols, &case.w, &xq);
+            for r in 0..rows {
+                let wr = &wf[r * cols..(r + 1) * cols];
+                // Legacy formats: golden y_q (same activation blocks, Q4_1/Q5_1 with the f16
+                // s). K-quants take Σxq exactly: the f64 product of dequantized W and x̂.
+                let want = if ty.is_k_quant() {
+                    wr.iter()
+                        .zip(&xhat)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum::<f64>()
+                } else {
+                    case.y_q[r]
+                };
+                // nsub terms summed in order, each ≤ 4 roundings over a scale part and an
+                // offset part bounded by Σ(|w| + |b|)|x̂| and |b|·Σ|x̂| (b: the offset of
+                // each group of 16, w = a·q + b): (nsub + 4)·u·Σ(|w| + 2|b|)|x̂|.
+                let row_bytes = cols / ty.block_size() * ty.type_size();
+                let mut mag = 0.0f64;
+                for blk in 0..cols / ty.block_size() {
+                    let bytes = &case.w[r * row_bytes + blk * ty.type_size()..][..ty.type_size()];
+                    let b = offsets16(ty, bytes);
+                    for e in 0..ty.block_size() {
+                        let i = blk * ty.block_size() + e;
+                        mag += (f64::from(wr[i]).abs() + 2.0 * b[e / 16].abs())
+                            * f64::from(xhat[i]).abs();
+                    }
+                }
+                let tol = ((cols / 32) as f64 + 4.0) * U * mag + U * want.abs() + f64::MIN_POSITIVE;
+                let diff = (f64::from(y[r]) - want).abs();
+                assert!(
+                    diff <= tol,
+                    "{ty} {rows}x{cols} row {r}: host dot {} vs {want} (|diff| {diff:e} > {tol:e})",
+                    y[r]
+                );
+            }
+        }
+    }
+}
