@@ -542,3 +542,33 @@ fn bad_shapes_are_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("Q8_K"), "{e}");
 }
+
+#[test]
+fn convert_f32_to_f16_matches_cpu_bits() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(7);
+    let mut x = randn(&mut r, 1000, 70000.0); // beyond f16's range: some become ±inf
+    x[1] = 1e-7; // f16 subnormal
+    x[2] = 0.000_122_07; // near the smallest normal
+    let offset = 5;
+    let src = gpu.upload(&x).unwrap();
+    let mut dst = gpu.zeros::<u16>(offset + x.len() + 3).unwrap();
+    gpu.convert_f32_to_f16(&src, &mut dst, offset, x.len())
+        .unwrap();
+    let got = dst.to_host(&gpu).unwrap();
+    let mut want = vec![0u8; 2 * x.len()];
+    quantize(GgmlType::F16, &x, &mut want).unwrap();
+    // Both round to nearest even: identical bits; nothing outside the range is written.
+    for (i, w) in want.chunks_exact(2).enumerate() {
+        assert_eq!(
+            got[offset + i],
+            u16::from_le_bytes([w[0], w[1]]),
+            "element {i} ({})",
+            x[i]
+        );
+    }
+    assert!(got[..offset]
+        .iter()
+        .chain(&got[offset + x.len()..])
+        .all(|&h| h == 0));
+}
