@@ -20,8 +20,13 @@
 //! | SwiGLU | [`swiglu`]`(gate, up, out)`: `out = silu(gate)·up` |
 //! | add | [`add`]`(a, b)`: `a += b` |
 //! | embedding lookup | [`get_rows`]`(ty, data, row_len, rows, out)` from any format |
-//! | KV cache | [`KvCache`] (`[n_ctx][n_kv_heads][head_dim]`, f32 or f16) |
+//! | KV cache | [`KvCache`]`::new(ty, n_ctx, n_kv_heads, head_dim)`, `append(pos, k, v)`, `keys()`/`values()`; [`KvCache::bytes`] sizes it for the planner |
 //! | attention | [`attention`]`(q, &cache, start_pos, n_tokens, n_heads, out)`: causal, grouped-query |
+//!
+//! Batches are row-major: `n_tokens × n_heads × head_dim` for q/k/v and attention output,
+//! `n_rows × dim` for norms. Ops that take a batch split it across rayon's threads when the
+//! work is large enough to pay for it; errors ([`OpError`]) are only for bad data
+//! (get_rows indices, KV cache positions), never for shapes.
 
 mod add;
 mod attention;
