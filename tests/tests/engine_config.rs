@@ -43,9 +43,11 @@ fn tiny(arch: &str) -> Src {
     ] {
         s.uints.insert(format!("{arch}.{k}"), v);
     }
-    s.floats.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5);
+    s.floats
+        .insert(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5);
     s.floats.insert(format!("{arch}.rope.freq_base"), 10000.0);
-    s.tensors.insert("token_embd.weight".into(), (GgmlType::Q8_0, vec![64, 100]));
+    s.tensors
+        .insert("token_embd.weight".into(), (GgmlType::Q8_0, vec![64, 100]));
     // The config lists what it needs; give exactly that.
     let probe = ModelConfig {
         arch: Arch::Llama,
@@ -66,7 +68,11 @@ fn tiny(arch: &str) -> Src {
         qk_norm: arch == "qwen3",
     };
     for (name, dims) in probe.tensor_shapes() {
-        let ty = if dims.len() == 1 { GgmlType::F32 } else { GgmlType::Q4_1 };
+        let ty = if dims.len() == 1 {
+            GgmlType::F32
+        } else {
+            GgmlType::Q4_1
+        };
         s.tensors.insert(name, (ty, dims));
     }
     s
@@ -74,10 +80,17 @@ fn tiny(arch: &str) -> Src {
 
 #[test]
 fn reads_each_supported_arch() {
-    for (arch, want) in [("llama", Arch::Llama), ("qwen2", Arch::Qwen2), ("qwen3", Arch::Qwen3)] {
+    for (arch, want) in [
+        ("llama", Arch::Llama),
+        ("qwen2", Arch::Qwen2),
+        ("qwen3", Arch::Qwen3),
+    ] {
         let cfg = ModelConfig::from_source(&tiny(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
         assert_eq!(cfg.arch, want);
-        assert_eq!((cfg.n_layer, cfg.n_embd, cfg.head_dim, cfg.n_vocab), (2, 64, 16, 100));
+        assert_eq!(
+            (cfg.n_layer, cfg.n_embd, cfg.head_dim, cfg.n_vocab),
+            (2, 64, 16, 100)
+        );
         assert!(cfg.tied_output);
         assert_eq!(cfg.qkv_bias, arch == "qwen2");
         assert_eq!(cfg.qk_norm, arch == "qwen3");
@@ -90,29 +103,47 @@ fn every_bad_input_is_a_named_error() {
 
     let mut s = good.clone();
     s.strs.remove("general.architecture");
-    assert_eq!(ModelConfig::from_source(&s), Err(ConfigError::NoArchitecture));
+    assert_eq!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::NoArchitecture)
+    );
 
     let mut s = good.clone();
     s.strs.insert("general.architecture".into(), "gpt2".into());
-    assert_eq!(ModelConfig::from_source(&s), Err(ConfigError::UnsupportedArch("gpt2".into())));
+    assert_eq!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::UnsupportedArch("gpt2".into()))
+    );
 
-    for key in ["llama.block_count", "llama.embedding_length", "llama.context_length"] {
+    for key in [
+        "llama.block_count",
+        "llama.embedding_length",
+        "llama.context_length",
+    ] {
         let mut s = good.clone();
         s.uints.remove(key);
-        assert_eq!(ModelConfig::from_source(&s), Err(ConfigError::MissingKey(key.into())));
+        assert_eq!(
+            ModelConfig::from_source(&s),
+            Err(ConfigError::MissingKey(key.into()))
+        );
     }
 
     let mut s = good.clone();
     s.floats.remove("llama.attention.layer_norm_rms_epsilon");
     assert_eq!(
         ModelConfig::from_source(&s),
-        Err(ConfigError::MissingKey("llama.attention.layer_norm_rms_epsilon".into()))
+        Err(ConfigError::MissingKey(
+            "llama.attention.layer_norm_rms_epsilon".into()
+        ))
     );
 
     let mut s = good.clone();
     s.uints.insert("llama.attention.head_count_kv".into(), 3);
     let e = ModelConfig::from_source(&s).unwrap_err();
-    assert!(matches!(&e, ConfigError::BadValue { key, .. } if key == "llama.attention.head_count_kv"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::BadValue { key, .. } if key == "llama.attention.head_count_kv"),
+        "{e}"
+    );
 
     let mut s = good.clone();
     s.uints.insert("llama.attention.head_count".into(), 0);
@@ -126,12 +157,19 @@ fn every_bad_input_is_a_named_error() {
 
     let mut s = good.clone();
     s.tensors.remove("blk.1.ffn_down.weight");
-    assert_eq!(ModelConfig::from_source(&s), Err(ConfigError::MissingTensor("blk.1.ffn_down.weight".into())));
+    assert_eq!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::MissingTensor("blk.1.ffn_down.weight".into()))
+    );
 
     let mut s = good.clone();
-    s.tensors.insert("blk.0.attn_k.weight".into(), (GgmlType::Q4_1, vec![64, 64]));
+    s.tensors
+        .insert("blk.0.attn_k.weight".into(), (GgmlType::Q4_1, vec![64, 64]));
     let e = ModelConfig::from_source(&s).unwrap_err();
-    assert!(matches!(&e, ConfigError::TensorShape { name, .. } if name == "blk.0.attn_k.weight"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::TensorShape { name, .. } if name == "blk.0.attn_k.weight"),
+        "{e}"
+    );
 
     let mut s = good.clone();
     s.uints.insert("llama.vocab_size".into(), 99);
@@ -140,10 +178,14 @@ fn every_bad_input_is_a_named_error() {
 
     let mut s = tiny("qwen2");
     s.tensors.remove("blk.0.attn_v.bias");
-    assert_eq!(ModelConfig::from_source(&s), Err(ConfigError::MissingTensor("blk.0.attn_v.bias".into())));
+    assert_eq!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::MissingTensor("blk.0.attn_v.bias".into()))
+    );
 
     let mut s = good;
-    s.tensors.insert("blk.0.attn_q.weight".into(), (GgmlType::Q8_1, vec![64, 64]));
+    s.tensors
+        .insert("blk.0.attn_q.weight".into(), (GgmlType::Q8_1, vec![64, 64]));
     let e = ModelConfig::from_source(&s).unwrap_err();
     assert!(matches!(&e, ConfigError::TensorType { .. }), "{e}");
 }

@@ -17,7 +17,10 @@ fn smollm2() -> Option<Tokenizer> {
 fn capital_of_france_has_the_reference_ids() {
     let Some(tok) = smollm2() else { return };
     // From the issue (PyPI `tokenizers` on the same vocabulary); no BOS: add_bos_token = false.
-    assert_eq!(tok.encode("The capital of France is").unwrap(), vec![504, 3575, 282, 4649, 314]);
+    assert_eq!(
+        tok.encode("The capital of France is").unwrap(),
+        vec![504, 3575, 282, 4649, 314]
+    );
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn digits_split_one_by_one_and_specials_are_single_tokens() {
     let start = tok.token_id("<|im_start|>").expect("ChatML start token");
     let ids = tok.encode("<|im_start|>user\nHi").unwrap();
     assert_eq!(ids[0], start);
-    assert!(tok.token_bytes(start).is_empty(), "control tokens print nothing");
+    assert!(
+        tok.token_bytes(start).is_empty(),
+        "control tokens print nothing"
+    );
 }
 
 #[test]
