@@ -1,6 +1,7 @@
 //! `bench plan`: the memory plan for a GGUF (its header is enough) on real or hypothetical
 //! devices — "how would this model split over 8×80 GiB?" before downloading it.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
@@ -101,14 +102,17 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let file = GgufFile::open(&a.model)?;
     let model = PlanModel::from_gguf(&file).map_err(|e| format!("{}: {e}", a.model.display()))?;
     let plan = plan::plan(&model, &devices, &settings)?;
-    if a.output == "json" {
-        println!("{}", plan::json::to_json(&plan));
+    let text = if a.output == "json" {
+        format!("{}\n", plan::json::to_json(&plan))
     } else {
-        print!("{}", plan::table::render(&plan));
-        println!("\n{}", plan::table::ollama_line(&plan));
-        if a.gpus.is_none() {
-            eprintln!("note: no --gpus given: planned for the CPU alone");
-        }
+        format!("{}\n{}\n", plan::table::render(&plan), plan::table::ollama_line(&plan))
+    };
+    if a.gpus.is_none() && a.output == "table" {
+        eprintln!("note: no --gpus given: planned for the CPU alone");
     }
-    Ok(())
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
