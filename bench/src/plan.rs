@@ -105,7 +105,11 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let text = if a.output == "json" {
         format!("{}\n", plan::json::to_json(&plan))
     } else {
-        format!("{}\n{}\n", plan::table::render(&plan), plan::table::ollama_line(&plan))
+        format!(
+            "{}\n{}\n",
+            plan::table::render(&plan),
+            plan::table::ollama_line(&plan)
+        )
     };
     if a.gpus.is_none() && a.output == "table" {
         eprintln!("note: no --gpus given: planned for the CPU alone");
