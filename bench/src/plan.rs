@@ -17,8 +17,8 @@ pub struct Args {
     /// The model (a header-only GGUF is enough).
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
-    /// Hypothetical GPUs: `8x80GiB`, `24GiB,24GiB,12GiB`, `2x24GB,12GiB`. Without it the
-    /// plan is for the CPU alone (this build does not query CUDA devices).
+    /// Hypothetical GPUs: `8x80GiB`, `24GiB,24GiB,12GiB`, `2x24GB,12GiB`. Without it: the
+    /// CUDA devices the driver reports, with their free memory.
     #[arg(long)]
     pub gpus: Option<String>,
     /// Host memory to plan for (default: MemAvailable from /proc/meminfo).
@@ -65,8 +65,9 @@ pub fn devices_and_settings(a: &Args) -> Result<(Vec<Device>, RunSettings), Plan
         None => host_free_bytes()?,
     };
     let mut devices = vec![Device::cpu(host)];
-    if let Some(g) = &a.gpus {
-        devices.extend(parse_gpus(g)?);
+    match &a.gpus {
+        Some(g) => devices.extend(parse_gpus(g)?),
+        None => devices.extend(cuda_devices()),
     }
     let kv_type = match GgmlType::from_name(&a.kv_type) {
         Some(t @ (GgmlType::F16 | GgmlType::F32)) => t,
@@ -94,6 +95,21 @@ pub fn devices_and_settings(a: &Args) -> Result<(Vec<Device>, RunSettings), Plan
     Ok((devices, settings))
 }
 
+/// The CUDA devices the driver reports, with their free memory now; none (and a note on
+/// stderr saying why) when there is no driver or no device.
+fn cuda_devices() -> Vec<Device> {
+    match strata_kernels_cuda::devices() {
+        Ok(list) => list
+            .iter()
+            .map(|d| Device::gpu(d.ordinal, d.free_bytes as u64))
+            .collect(),
+        Err(e) => {
+            eprintln!("note: no CUDA devices ({e}): planning for the CPU alone; --gpus plans for hypothetical ones");
+            Vec::new()
+        }
+    }
+}
+
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if a.output != "table" && a.output != "json" {
         return Err(format!("--output '{}': expected table or json", a.output).into());
@@ -111,9 +127,6 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             plan::table::ollama_line(&plan)
         )
     };
-    if a.gpus.is_none() && a.output == "table" {
-        eprintln!("note: no --gpus given: planned for the CPU alone");
-    }
     // A reader that stops early (`| head`) is not an error.
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

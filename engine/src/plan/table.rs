@@ -64,9 +64,10 @@ pub fn render(plan: &Plan) -> String {
     let on_gpu_blocks = plan.num_gpu.saturating_sub(1).min(plan.n_layer);
     let _ = writeln!(
         out,
-        "num_gpu {} -> {} ({} of {} blocks{} on {} GPU{})",
+        "num_gpu {} -> {}{} ({} of {} blocks{} on {} GPU{})",
         s.num_gpu,
         plan.num_gpu,
+        if plan.fits() { "" } else { ", DOES NOT FIT" },
         on_gpu_blocks,
         plan.n_layer,
         if plan.num_gpu > 0 {
