@@ -241,6 +241,26 @@ macro_rules! slice_kernels {
             }
         }
 
+        /// dst (rows of d, contiguous) ← the f16 rows src[r·stride ..][.. d], as f32.
+        $(#[$m])*
+        pub(super) unsafe fn convert_f16_rows(src: &[f16], stride: usize, d: usize, dst: &mut [f32]) {
+            assert!(d > 0 && dst.len() % d == 0);
+            let rows = dst.len() / d;
+            assert!(rows == 0 || src.len() >= (rows - 1) * stride + d);
+            let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+            for r in 0..rows {
+                let (s, o) = (ps.add(r * stride), pd.add(r * d));
+                let mut c = 0;
+                while c + L <= d {
+                    st(o.add(c), ld_h(s.add(c)));
+                    c += L;
+                }
+                for c in c..d {
+                    *o.add(c) = (*s.add(c)).to_f32();
+                }
+            }
+        }
+
         /// out[j] = scale · (q · keys[j·stride ..][.. q.len()]) for j < out.len().
         $(#[$m])*
         pub(super) unsafe fn scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {

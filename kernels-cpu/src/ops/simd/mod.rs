@@ -95,4 +95,5 @@ dispatch! {
     fn scores_f16(q: &[f32], keys: &[f16], stride: usize, scale: f32, out: &mut [f32]);
     fn weighted_sum(p: &[f32], vals: &[f32], stride: usize, out: &mut [f32]);
     fn weighted_sum_f16(p: &[f32], vals: &[f16], stride: usize, out: &mut [f32]);
+    fn convert_f16_rows(src: &[f16], stride: usize, d: usize, dst: &mut [f32]);
 }
