@@ -1,11 +1,14 @@
 //! Strata's engine: reads GGUF files, plans memory, runs the transformer layer by layer on
 //! the devices the plan gives, and samples tokens.
 
+pub mod accel;
+pub mod alloc;
 pub mod buffers;
 pub mod config;
 pub mod device;
 pub mod generate;
 pub mod gguf;
+pub mod load;
 pub mod model;
 pub mod plan;
 pub mod runner;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 pub mod golden;
+pub mod random_model;
+pub mod split;
 
 /// The workspace root. `STRATA_ROOT` overrides it, for test binaries run away from the
 /// source tree

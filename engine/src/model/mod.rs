@@ -3,6 +3,8 @@
 
 mod source;
 
+use std::borrow::Cow;
+
 use strata_kernels_cpu::{dequantize, GgmlType};
 use thiserror::Error;
 
@@ -32,20 +34,22 @@ pub struct Matrix<'a> {
     pub data: &'a [u8],
 }
 
+/// Norm weights and biases are f32: converted once at load (`Owned`), or borrowed from a
+/// device's own copy of the block ([`crate::accel`]).
 pub struct BlockWeights<'a> {
-    pub attn_norm: Vec<f32>,
+    pub attn_norm: Cow<'a, [f32]>,
     pub wq: Matrix<'a>,
     pub wk: Matrix<'a>,
     pub wv: Matrix<'a>,
     pub wo: Matrix<'a>,
     /// qwen2 only.
-    pub bq: Option<Vec<f32>>,
-    pub bk: Option<Vec<f32>>,
-    pub bv: Option<Vec<f32>>,
+    pub bq: Option<Cow<'a, [f32]>>,
+    pub bk: Option<Cow<'a, [f32]>>,
+    pub bv: Option<Cow<'a, [f32]>>,
     /// qwen3 only: RMSNorm weights applied to each head of q and k.
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
+    pub q_norm: Option<Cow<'a, [f32]>>,
+    pub k_norm: Option<Cow<'a, [f32]>>,
+    pub ffn_norm: Cow<'a, [f32]>,
     pub w_gate: Matrix<'a>,
     pub w_up: Matrix<'a>,
     pub w_down: Matrix<'a>,
@@ -98,7 +102,7 @@ impl<'a> Model<'a> {
         for i in 0..cfg.n_layer {
             let name = |s: &str| format!("blk.{i}.{s}");
             let m = |s: &str| matrix(file, &name(s));
-            let v = |s: &str| vector(file, &name(s));
+            let v = |s: &str| vector(file, &name(s)).map(Cow::Owned);
             let opt = |on: bool, s: &str| if on { v(s).map(Some) } else { Ok(None) };
             blocks.push(BlockWeights {
                 attn_norm: v("attn_norm.weight")?,

@@ -58,9 +58,20 @@ pub(super) fn forward(
         ops::get_rows(emb.ty, emb.data, emb.cols, tokens, &mut s.x[..n * e])?;
     }
 
-    for (i, w) in model.blocks.iter().enumerate() {
+    for (i, cache) in caches.iter_mut().enumerate() {
         cross(devices, &mut here, placement.blocks[i], n * e);
-        let s = &mut device(devices, here).scratch;
+        let d = device(devices, here);
+        // The block's weights where its device holds them: an accelerator's own copy, or
+        // the mapped file for the CPU.
+        let copied;
+        let w = match d.mem.weights.block(i) {
+            Some(c) => {
+                copied = c;
+                &copied
+            }
+            None => &model.blocks[i],
+        };
+        let s = &mut d.scratch;
         let x = &mut s.x[..n * e];
         let xn = &mut s.xn[..n * e];
         let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
@@ -82,9 +93,9 @@ pub(super) fn forward(
         }
         ops::rope_rows(q, n, cfg.n_head, hd, pos, &rope);
         ops::rope_rows(k, n, cfg.n_head_kv, hd, pos, &rope);
-        caches[i].append(pos, k, v)?;
+        cache.append(pos, k, v)?;
         let attn = &mut s.attn[..n * qd];
-        ops::attention(q, &caches[i], pos, n, cfg.n_head, attn);
+        ops::attention(q, cache, pos, n, cfg.n_head, attn);
         let out = &mut s.out[..n * e];
         quantize_for(&mut s.acts, &w.wo, attn, n)?;
         mul(&w.wo, &mut s.acts, attn, n, out)?;
@@ -108,14 +119,51 @@ pub(super) fn forward(
 
     // Output layer, on the last `n_out` rows.
     cross(devices, &mut here, placement.output, n * e);
-    let s = &mut device(devices, here).scratch;
+    let d = device(devices, here);
+    let (norm, w_out) = d
+        .mem
+        .weights
+        .output()
+        .unwrap_or((&model.output_norm, model.output));
+    let s = &mut d.scratch;
     let rows = (n - n_out) * e..n * e;
     let xn = &mut s.xn[..n_out * e];
-    ops::rms_norm_rows(&s.x[rows], &model.output_norm, cfg.rms_eps, xn);
+    ops::rms_norm_rows(&s.x[rows], norm, cfg.rms_eps, xn);
     let logits = &mut s.logits[..n_out * cfg.n_vocab];
-    quantize_for(&mut s.acts, &model.output, xn, n_out)?;
-    mul(&model.output, &mut s.acts, xn, n_out, logits)?;
+    quantize_for(&mut s.acts, &w_out, xn, n_out)?;
+    mul(&w_out, &mut s.acts, xn, n_out, logits)?;
+
+    // The logits come back to the host: one more explicit copy when computed elsewhere.
+    if here != DeviceId::Cpu {
+        let len = n_out * cfg.n_vocab;
+        let (cpu, other) = pair(devices, DeviceId::Cpu, here);
+        cpu.scratch.logits[..len].copy_from_slice(&other.scratch.logits[..len]);
+        cpu.mem.count_copy(DeviceId::Cpu, len as u64 * 4);
+    }
     Ok(())
+}
+
+/// The device states `to` (mutable) and `from`, which must differ.
+fn pair(
+    devices: &mut [DeviceState],
+    to: DeviceId,
+    from: DeviceId,
+) -> (&mut DeviceState, &DeviceState) {
+    let to_i = devices
+        .iter()
+        .position(|d| d.id == to)
+        .expect("target device");
+    let from_i = devices
+        .iter()
+        .position(|d| d.id == from)
+        .expect("source device");
+    if from_i < to_i {
+        let (l, r) = devices.split_at_mut(to_i);
+        (&mut r[0], &l[from_i])
+    } else {
+        let (l, r) = devices.split_at_mut(from_i);
+        (&mut l[to_i], &r[0])
+    }
 }
 
 fn device(devices: &mut [DeviceState], id: DeviceId) -> &mut DeviceState {
@@ -131,22 +179,9 @@ fn cross(devices: &mut [DeviceState], here: &mut DeviceId, to: DeviceId, len: us
     if *here == to {
         return;
     }
-    let from_i = devices
-        .iter()
-        .position(|d| d.id == *here)
-        .expect("source device");
-    let to_i = devices
-        .iter()
-        .position(|d| d.id == to)
-        .expect("target device");
-    let (a, b) = if from_i < to_i {
-        let (l, r) = devices.split_at_mut(to_i);
-        (&l[from_i], &mut r[0])
-    } else {
-        let (l, r) = devices.split_at_mut(from_i);
-        (&r[0], &mut l[to_i])
-    };
+    let (b, a) = pair(devices, to, *here);
     b.scratch.x[..len].copy_from_slice(&a.scratch.x[..len]);
+    b.mem.count_copy(to, len as u64 * 4);
     *here = to;
 }
 

@@ -11,6 +11,7 @@ use strata_kernels_cpu::ops::{KvCache, OpError};
 use strata_kernels_cpu::{FormatError, GgmlType};
 use thiserror::Error;
 
+use crate::alloc::DeviceMemory;
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
 use crate::device::{DeviceId, Placement};
 use crate::model::Model;
@@ -58,10 +59,12 @@ impl RunnerOptions {
     }
 }
 
-/// A device's share of the run: its scratch. KV caches live with their blocks.
+/// A device's share of the run: its scratch, its copies of weights (accelerators) and the
+/// reservations of its buffers. KV caches live with their blocks.
 pub struct DeviceState {
     pub id: DeviceId,
     pub scratch: Scratch,
+    pub mem: DeviceMemory,
 }
 
 pub struct Runner<'m> {
@@ -93,6 +96,17 @@ impl<'m> Runner<'m> {
         let kv_type = kv_type_of(opts.kv_type).ok_or_else(|| {
             RunError::Options(format!("KV cache type {} (only F32 and F16)", opts.kv_type))
         })?;
+        if let Some(d) = opts
+            .placement
+            .devices()
+            .into_iter()
+            .find(|d| *d != DeviceId::Cpu)
+        {
+            return Err(RunError::Options(format!(
+                "the placement uses {d}: runners on accelerators are built by \
+                 strata_engine::load, which copies their weights and keeps their ledger"
+            )));
+        }
         let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
         let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
         let devices = opts
@@ -102,6 +116,7 @@ impl<'m> Runner<'m> {
             .map(|id| DeviceState {
                 id,
                 scratch: Scratch::new(layout),
+                mem: DeviceMemory::default(),
             })
             .collect();
         let caches = (0..cfg.n_layer)
@@ -115,6 +130,24 @@ impl<'m> Runner<'m> {
             pos: 0,
             n_out: 0,
         })
+    }
+
+    /// A runner over caches and device states allocated by [`crate::load`] (checked there
+    /// against the placement).
+    pub(crate) fn from_parts(
+        model: &'m Model<'m>,
+        opts: RunnerOptions,
+        caches: Vec<KvCache>,
+        devices: Vec<DeviceState>,
+    ) -> Runner<'m> {
+        Runner {
+            model,
+            opts,
+            caches,
+            devices,
+            pos: 0,
+            n_out: 0,
+        }
     }
 
     pub fn model(&self) -> &Model<'m> {
@@ -194,13 +227,13 @@ impl<'m> Runner<'m> {
         Ok(())
     }
 
+    /// The host's scratch: the logits always come back to it.
     fn output_scratch(&self) -> &Scratch {
-        let out = self.opts.placement.output;
         &self
             .devices
             .iter()
-            .find(|d| d.id == out)
-            .expect("the output device has a scratch")
+            .find(|d| d.id == DeviceId::Cpu)
+            .expect("the CPU always has a scratch")
             .scratch
     }
 

@@ -1,0 +1,354 @@
+//! A CPU device that poses as an accelerator, so that CI can run the planner, the loader
+//! and the layer-split runner without a GPU.
+//!
+//! It behaves the way a GPU does where it matters for splitting: it reports some free
+//! memory to the planner but enforces its own budget (which may be lower, as when another
+//! process took memory after the driver was asked), it holds its own copy of the weights of
+//! its blocks (copied out of the mapped file into buffers reserved on its ledger account,
+//! as an upload would), their KV caches and its own scratch, and activations reach it only
+//! through the runner's explicit copy at a boundary. It computes with the same CPU kernels,
+//! on identical bytes, in the same order: its results are the CPU's, bit for bit.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use bytemuck::{Pod, Zeroable};
+use strata_kernels_cpu::GgmlType;
+
+use crate::alloc::{BufferKind, Ledger, Reservation};
+use crate::device::DeviceId;
+use crate::gguf::GgufFile;
+use crate::load::LoadError;
+use crate::model::{BlockWeights, Matrix, Model};
+use crate::plan::{Device, DeviceKind, PlanModel, Role, TensorCost};
+
+/// A posing accelerator: what it tells the planner and what it really allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PseudoAccel {
+    pub name: String,
+    /// Free memory it reports (what the planner plans with).
+    pub reports_free: u64,
+    /// What it lets the runner allocate; an allocation beyond it fails.
+    pub budget: u64,
+}
+
+impl PseudoAccel {
+    /// A device whose budget is what it reports.
+    pub fn new(name: impl Into<String>, free: u64) -> PseudoAccel {
+        PseudoAccel {
+            name: name.into(),
+            reports_free: free,
+            budget: free,
+        }
+    }
+
+    /// A device that reports `reports_free` but allows only `budget`.
+    pub fn capped(name: impl Into<String>, reports_free: u64, budget: u64) -> PseudoAccel {
+        PseudoAccel {
+            name: name.into(),
+            reports_free,
+            budget,
+        }
+    }
+
+    /// The device as the planner sees it.
+    pub fn plan_device(&self) -> Device {
+        Device {
+            name: self.name.clone(),
+            kind: DeviceKind::Gpu,
+            free_bytes: self.reports_free,
+        }
+    }
+}
+
+/// 32 bytes, 32-aligned: the unit of a device buffer, so every tensor offset that is a
+/// multiple of the file's alignment is as aligned in the copy as in the mapped file.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(32))]
+struct Chunk([u8; 32]);
+
+/// Bytes on a device, reserved on its ledger account for as long as they live.
+pub struct DeviceBuffer {
+    chunks: Vec<Chunk>,
+    len: usize,
+    _reservation: Reservation,
+}
+
+impl DeviceBuffer {
+    /// Reserves `bytes` on `device`, then allocates them (zeroed).
+    pub fn allocate(
+        ledger: &Ledger,
+        device: DeviceId,
+        kind: BufferKind,
+        bytes: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<DeviceBuffer, LoadError> {
+        let reservation = ledger.reserve(device, kind, bytes, what)?;
+        let len = usize::try_from(bytes).map_err(|_| LoadError::TooLarge { bytes })?;
+        Ok(DeviceBuffer {
+            chunks: vec![Chunk([0; 32]); len.div_ceil(32)],
+            len,
+            _reservation: reservation,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.chunks)[..self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.chunks)[..self.len]
+    }
+}
+
+/// Where a matrix lies in a device buffer.
+#[derive(Debug, Clone, Copy)]
+struct MatSlot {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    off: usize,
+    len: usize,
+}
+
+/// Where an f32 vector lies in a device buffer.
+#[derive(Debug, Clone, Copy)]
+struct VecSlot {
+    off: usize,
+    n: usize,
+}
+
+/// Tensors copied into one device buffer, each at the aligned offset the plan costs.
+struct Copied {
+    buf: DeviceBuffer,
+    at: HashMap<String, (usize, TensorCost)>,
+}
+
+impl Copied {
+    /// Copies `tensors` (in this order, each padded to the alignment as [`TensorCost`]
+    /// says) from the mapped `file` into one new buffer on `device`.
+    fn new(
+        ledger: &Ledger,
+        device: DeviceId,
+        file: &GgufFile,
+        tensors: &[&TensorCost],
+        what: impl FnOnce() -> String,
+    ) -> Result<Copied, LoadError> {
+        let total: u64 = tensors.iter().map(|t| t.bytes).sum();
+        let mut buf = DeviceBuffer::allocate(ledger, device, BufferKind::Weights, total, what)?;
+        let mut at = HashMap::new();
+        let mut off = 0usize;
+        for t in tensors {
+            let info = file.tensor(&t.name).ok_or_else(|| LoadError::Tensor {
+                name: t.name.clone(),
+                why: "not in the file".into(),
+            })?;
+            let data = file.tensor_data(info)?;
+            buf.bytes_mut()[off..off + data.len()].copy_from_slice(data);
+            at.insert(t.name.clone(), (off, (*t).clone()));
+            off += t.bytes as usize;
+        }
+        Ok(Copied { buf, at })
+    }
+
+    fn mat(&self, name: &str, like: &Matrix) -> Result<MatSlot, LoadError> {
+        let (off, t) = self.get(name)?;
+        if t.ty != like.ty || t.data_bytes as usize != like.data.len() {
+            return Err(LoadError::Tensor {
+                name: name.into(),
+                why: format!(
+                    "copied as {} of {} bytes, bound as {}",
+                    t.ty, t.data_bytes, like.ty
+                ),
+            });
+        }
+        Ok(MatSlot {
+            ty: like.ty,
+            rows: like.rows,
+            cols: like.cols,
+            off,
+            len: like.data.len(),
+        })
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<VecSlot, LoadError> {
+        let (off, t) = self.get(name)?;
+        // The device computes with the bytes it holds; the kernels take norm weights and
+        // biases as f32, so they must be stored as f32 (they are in every GGUF we know).
+        if t.ty != GgmlType::F32 || t.data_bytes as usize != n * 4 {
+            return Err(LoadError::Tensor {
+                name: name.into(),
+                why: format!(
+                    "an accelerator holds norm weights and biases as F32 ({n} values); the \
+                     file has {} of {} bytes",
+                    t.ty, t.data_bytes
+                ),
+            });
+        }
+        if off % 4 != 0 {
+            return Err(LoadError::Tensor {
+                name: name.into(),
+                why: format!("offset {off} in the device buffer is not 4-byte aligned"),
+            });
+        }
+        Ok(VecSlot { off, n })
+    }
+
+    fn get(&self, name: &str) -> Result<(usize, &TensorCost), LoadError> {
+        self.at
+            .get(name)
+            .map(|(o, t)| (*o, t))
+            .ok_or_else(|| LoadError::Tensor {
+                name: name.into(),
+                why: "the plan did not put it with its layer".into(),
+            })
+    }
+
+    fn matrix(&self, s: MatSlot) -> Matrix<'_> {
+        Matrix {
+            ty: s.ty,
+            rows: s.rows,
+            cols: s.cols,
+            data: &self.buf.bytes()[s.off..s.off + s.len],
+        }
+    }
+
+    fn f32s(&self, s: VecSlot) -> &[f32] {
+        bytemuck::cast_slice(&self.buf.bytes()[s.off..s.off + s.n * 4])
+    }
+}
+
+struct BlockLayout {
+    attn_norm: VecSlot,
+    wq: MatSlot,
+    wk: MatSlot,
+    wv: MatSlot,
+    wo: MatSlot,
+    bq: Option<VecSlot>,
+    bk: Option<VecSlot>,
+    bv: Option<VecSlot>,
+    q_norm: Option<VecSlot>,
+    k_norm: Option<VecSlot>,
+    ffn_norm: VecSlot,
+    w_gate: MatSlot,
+    w_up: MatSlot,
+    w_down: MatSlot,
+}
+
+struct CopiedBlock {
+    mem: Copied,
+    layout: BlockLayout,
+}
+
+struct CopiedOutput {
+    mem: Copied,
+    norm: VecSlot,
+    output: MatSlot,
+}
+
+/// The weights a device holds copies of; the CPU holds none (it reads the mapped file).
+#[derive(Default)]
+pub struct DeviceWeights {
+    blocks: BTreeMap<usize, CopiedBlock>,
+    output: Option<CopiedOutput>,
+}
+
+impl DeviceWeights {
+    /// Copies block `i`'s tensors (as the plan lists them) onto `device`.
+    pub fn copy_block(
+        &mut self,
+        ledger: &Ledger,
+        device: DeviceId,
+        file: &GgufFile,
+        plan_model: &PlanModel,
+        model: &Model,
+        i: usize,
+    ) -> Result<(), LoadError> {
+        let tensors: Vec<&TensorCost> = plan_model.tensors_of(Role::Block(i)).collect();
+        let mem = Copied::new(ledger, device, file, &tensors, || {
+            format!("weights of block {i}")
+        })?;
+        let w = &model.blocks[i];
+        let name = |s: &str| format!("blk.{i}.{s}");
+        let v = |s: &str, x: &[f32]| mem.vector(&name(s), x.len());
+        let ov = |s: &str, x: &Option<Cow<[f32]>>| x.as_ref().map(|x| v(s, x)).transpose();
+        let layout = BlockLayout {
+            attn_norm: v("attn_norm.weight", &w.attn_norm)?,
+            wq: mem.mat(&name("attn_q.weight"), &w.wq)?,
+            wk: mem.mat(&name("attn_k.weight"), &w.wk)?,
+            wv: mem.mat(&name("attn_v.weight"), &w.wv)?,
+            wo: mem.mat(&name("attn_output.weight"), &w.wo)?,
+            bq: ov("attn_q.bias", &w.bq)?,
+            bk: ov("attn_k.bias", &w.bk)?,
+            bv: ov("attn_v.bias", &w.bv)?,
+            q_norm: ov("attn_q_norm.weight", &w.q_norm)?,
+            k_norm: ov("attn_k_norm.weight", &w.k_norm)?,
+            ffn_norm: v("ffn_norm.weight", &w.ffn_norm)?,
+            w_gate: mem.mat(&name("ffn_gate.weight"), &w.w_gate)?,
+            w_up: mem.mat(&name("ffn_up.weight"), &w.w_up)?,
+            w_down: mem.mat(&name("ffn_down.weight"), &w.w_down)?,
+        };
+        self.blocks.insert(i, CopiedBlock { mem, layout });
+        Ok(())
+    }
+
+    /// Copies the output layer (final norm, output matrix; `token_embd.weight` when tied)
+    /// onto `device`.
+    pub fn copy_output(
+        &mut self,
+        ledger: &Ledger,
+        device: DeviceId,
+        file: &GgufFile,
+        plan_model: &PlanModel,
+        model: &Model,
+    ) -> Result<(), LoadError> {
+        let tensors = plan_model.output_tensors(false);
+        let mem = Copied::new(ledger, device, file, &tensors, || {
+            "output layer weights".into()
+        })?;
+        let out_name = if plan_model.tied_output {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        };
+        let norm = mem.vector("output_norm.weight", model.output_norm.len())?;
+        let output = mem.mat(out_name, &model.output)?;
+        self.output = Some(CopiedOutput { mem, norm, output });
+        Ok(())
+    }
+
+    /// Block `i`'s weights in this device's memory, if it holds them.
+    pub fn block(&self, i: usize) -> Option<BlockWeights<'_>> {
+        let b = self.blocks.get(&i)?;
+        let (m, l) = (&b.mem, &b.layout);
+        let v = |s: VecSlot| Cow::Borrowed(m.f32s(s));
+        let ov = |s: Option<VecSlot>| s.map(v);
+        Some(BlockWeights {
+            attn_norm: v(l.attn_norm),
+            wq: m.matrix(l.wq),
+            wk: m.matrix(l.wk),
+            wv: m.matrix(l.wv),
+            wo: m.matrix(l.wo),
+            bq: ov(l.bq),
+            bk: ov(l.bk),
+            bv: ov(l.bv),
+            q_norm: ov(l.q_norm),
+            k_norm: ov(l.k_norm),
+            ffn_norm: v(l.ffn_norm),
+            w_gate: m.matrix(l.w_gate),
+            w_up: m.matrix(l.w_up),
+            w_down: m.matrix(l.w_down),
+        })
+    }
+
+    /// The output norm and projection in this device's memory, if it holds them.
+    pub fn output(&self) -> Option<(&[f32], Matrix<'_>)> {
+        let o = self.output.as_ref()?;
+        Some((o.mem.f32s(o.norm), o.mem.matrix(o.output)))
+    }
+
+    /// The blocks it holds copies of.
+    pub fn blocks(&self) -> Vec<usize> {
+        self.blocks.keys().copied().collect()
+    }
+}

@@ -1,0 +1,290 @@
+//! Loading a model onto its devices as a plan says: every buffer (weights, KV caches,
+//! scratch) allocated once, up front, before the first token, through the [`Ledger`].
+//!
+//! If an allocation fails anyway (the device allows less than it reported: another process,
+//! fragmentation), everything allocated is freed, the failing device is re-planned with less
+//! room than it was just given (so at least one layer leaves it, to the CPU or to another
+//! accelerator), and the load is tried again. One line on stderr says what moved; the run
+//! goes on. Each retry takes at least one layer off a device, so it ends: at worst with
+//! everything on the CPU, which has no budget to exceed.
+
+use strata_kernels_cpu::ops::KvCache;
+use thiserror::Error;
+
+use crate::accel::PseudoAccel;
+use crate::alloc::{AllocError, BufferKind, DeviceMemory, Ledger};
+use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
+use crate::device::{DeviceId, Placement};
+use crate::gguf::{GgufError, GgufFile};
+use crate::model::Model;
+use crate::plan::table::describe_layers;
+use crate::plan::{plan, Bytes, Device, NumGpu, Plan, PlanError, PlanModel, Role, RunSettings};
+use crate::runner::{DeviceState, RunError, Runner, RunnerOptions, Scratch};
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("tensor `{name}`: {why}")]
+    Tensor { name: String, why: String },
+    #[error("a buffer of {bytes} bytes does not fit in this machine's address space")]
+    TooLarge { bytes: u64 },
+    #[error("the plan cannot be run: {0}")]
+    Unsupported(String),
+}
+
+/// The device a plan's device index stands for: 0 is the CPU, i > 0 the accelerator i − 1.
+pub fn device_id(plan_index: usize) -> DeviceId {
+    match plan_index {
+        0 => DeviceId::Cpu,
+        i => DeviceId::Accel(i as u32 - 1),
+    }
+}
+
+/// The runner's placement for a plan.
+pub fn placement(plan: &Plan) -> Placement {
+    Placement {
+        blocks: plan.block_devices.iter().map(|&d| device_id(d)).collect(),
+        output: device_id(plan.output_device),
+    }
+}
+
+/// The runner's options for a plan: the physical batch (`n_ubatch`) is what one forward
+/// call processes and what scratch is sized for.
+pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
+    let s = &plan.settings;
+    if s.n_seq != 1 {
+        return Err(LoadError::Unsupported(format!(
+            "{} sequences (the runner decodes one)",
+            s.n_seq
+        )));
+    }
+    if s.n_outputs != 1 && s.n_outputs != s.n_ubatch {
+        return Err(LoadError::Unsupported(format!(
+            "{} rows of logits per call (the runner computes 1 or all {})",
+            s.n_outputs, s.n_ubatch
+        )));
+    }
+    Ok(RunnerOptions {
+        n_ctx: s.n_ctx,
+        n_batch: s.n_ubatch,
+        kv_type: s.kv_type,
+        placement: placement(plan),
+        all_logits: s.n_outputs == s.n_ubatch && s.n_ubatch > 1,
+    })
+}
+
+/// Allocates every buffer `plan` asks for on `ledger` (its accelerators already added)
+/// and builds the runner. Nothing is kept if any allocation fails.
+pub fn allocate<'m>(
+    file: &GgufFile,
+    model: &'m Model<'m>,
+    plan_model: &PlanModel,
+    plan: &Plan,
+    ledger: &Ledger,
+) -> Result<Runner<'m>, LoadError> {
+    let cfg = &model.cfg;
+    if plan.n_layer != cfg.n_layer {
+        return Err(LoadError::Unsupported(format!(
+            "the plan has {} blocks, the model {}",
+            plan.n_layer, cfg.n_layer
+        )));
+    }
+    let opts = runner_options(plan)?;
+    let place = &opts.placement;
+    let mut devices: Vec<DeviceState> = Vec::new();
+    let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
+    let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
+    for id in place.devices() {
+        devices.push(DeviceState {
+            id,
+            scratch: Scratch::new(ScratchLayout::new(cfg, 0, 0)),
+            mem: DeviceMemory::new(ledger),
+        });
+    }
+    let state = |devices: &mut Vec<DeviceState>, id: DeviceId| -> usize {
+        devices
+            .iter()
+            .position(|d| d.id == id)
+            .expect("placed device")
+    };
+
+    // Weights. The CPU reads its tensors from the mapped file: they are counted, not
+    // allocated. An accelerator gets its own copy of each of its layers.
+    let cpu = state(&mut devices, DeviceId::Cpu);
+    let mut cpu_tensors: Vec<u64> = plan_model
+        .tensors_of(Role::Embedding)
+        .map(|t| t.bytes)
+        .collect();
+    for (i, &dev) in place.blocks.iter().enumerate() {
+        if dev == DeviceId::Cpu {
+            cpu_tensors.extend(plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes));
+        } else {
+            let d = state(&mut devices, dev);
+            devices[d]
+                .mem
+                .weights
+                .copy_block(ledger, dev, file, plan_model, model, i)?;
+        }
+    }
+    if place.output == DeviceId::Cpu {
+        cpu_tensors.extend(plan_model.output_tensors(true).iter().map(|t| t.bytes));
+    } else {
+        let d = state(&mut devices, place.output);
+        devices[d]
+            .mem
+            .weights
+            .copy_output(ledger, place.output, file, plan_model, model)?;
+    }
+    let mapped = ledger.reserve(
+        DeviceId::Cpu,
+        BufferKind::Weights,
+        cpu_tensors.iter().sum(),
+        || "mapped weights".into(),
+    )?;
+    devices[cpu].mem.held.push(mapped);
+
+    // KV caches, each on its block's device, sized by the function the planner used.
+    let kv_type = kv_type_of(opts.kv_type).ok_or_else(|| {
+        LoadError::Unsupported(format!("KV cache type {} (only F32 and F16)", opts.kv_type))
+    })?;
+    let per_block = kv_cache_bytes(cfg, opts.n_ctx, opts.kv_type);
+    let mut caches = Vec::with_capacity(cfg.n_layer);
+    for (i, &dev) in place.blocks.iter().enumerate() {
+        let r = ledger.reserve(dev, BufferKind::Kv, per_block, || {
+            format!("KV cache of block {i}")
+        })?;
+        caches.push(KvCache::new(
+            kv_type,
+            opts.n_ctx,
+            cfg.n_head_kv,
+            cfg.head_dim,
+        ));
+        let d = state(&mut devices, dev);
+        devices[d].mem.held.push(r);
+    }
+
+    // One scratch per device that runs anything (and the CPU's, which receives logits).
+    for d in devices.iter_mut() {
+        let r = ledger.reserve(d.id, BufferKind::Scratch, layout.bytes(), || {
+            "scratch".into()
+        })?;
+        d.scratch = Scratch::new(layout);
+        d.mem.held.push(r);
+    }
+    Ok(Runner::from_parts(model, opts, caches, devices))
+}
+
+/// A loaded runner, the plan it follows, and the recoveries on the way there.
+pub struct Loaded<'m> {
+    pub runner: Runner<'m>,
+    pub plan: Plan,
+    /// One line per allocation failure recovered from (also printed to stderr).
+    pub recoveries: Vec<String>,
+}
+
+/// Plans `model` onto the CPU (`host`) and the posing accelerators `accels`, allocates,
+/// and recovers from allocation failures by re-planning with one layer less on the
+/// failing device. `ledger` gets an account per accelerator, with its real budget.
+pub fn load<'m>(
+    file: &GgufFile,
+    model: &'m Model<'m>,
+    host: Device,
+    accels: &[PseudoAccel],
+    settings: &RunSettings,
+    ledger: &Ledger,
+) -> Result<Loaded<'m>, LoadError> {
+    let plan_model = PlanModel::from_gguf(file)?;
+    let mut devices = vec![host];
+    for (i, a) in accels.iter().enumerate() {
+        ledger.add_device(DeviceId::Accel(i as u32), &a.name, Some(a.budget));
+        devices.push(a.plan_device());
+    }
+    let mut settings = settings.clone();
+    let mut current = plan(&plan_model, &devices, &settings)?;
+    let mut recoveries = Vec::new();
+    loop {
+        let err = match allocate(file, model, &plan_model, &current, ledger) {
+            Ok(runner) => {
+                return Ok(Loaded {
+                    runner,
+                    plan: current,
+                    recoveries,
+                })
+            }
+            Err(LoadError::Alloc(e)) => e,
+            Err(e) => return Err(e),
+        };
+        // Everything allocated is freed by now (dropped with the failed attempt).
+        let d = match err.device {
+            DeviceId::Accel(i) => i as usize + 1,
+            DeviceId::Cpu => return Err(err.into()),
+        };
+        let planned = current.devices[d].total_bytes();
+        if current.devices[d].layers() == 0 {
+            return Err(err.into());
+        }
+        // Give the device strictly less room than the plan that failed used, so the
+        // planner takes at least one layer off it.
+        devices[d].free_bytes = devices[d]
+            .free_bytes
+            .min((planned - 1).saturating_add(settings.margin));
+        let next = match plan(&plan_model, &devices, &settings) {
+            Ok(p) => p,
+            Err(PlanError::DoesNotFit {
+                largest_fitting, ..
+            }) => {
+                settings.num_gpu = NumGpu::Layers(largest_fitting);
+                plan(&plan_model, &devices, &settings)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let line = recovery_line(&err, &current, &next, d);
+        eprintln!("{line}");
+        recoveries.push(line);
+        current = next;
+    }
+}
+
+/// `strata: allocation of 1.50 MiB (KV cache of block 3) on ACCEL0 failed (10.00 MiB in
+/// use, budget 11.00 MiB); moved block 3 (1) to CPU and re-planned (num_gpu 4 → 3)`.
+fn recovery_line(err: &AllocError, before: &Plan, after: &Plan, d: usize) -> String {
+    let mut moved = Vec::new();
+    for (to, dev) in after.devices.iter().enumerate() {
+        if to == d {
+            continue;
+        }
+        let blocks: Vec<usize> = before.devices[d]
+            .blocks
+            .iter()
+            .copied()
+            .filter(|b| after.block_devices[*b] == to)
+            .collect();
+        let output = before.output_device == d && after.output_device == to;
+        if !blocks.is_empty() || output {
+            moved.push(format!(
+                "{} to {}",
+                describe_layers(&blocks, output),
+                dev.device.name
+            ));
+        }
+    }
+    format!(
+        "strata: allocation of {} ({}) on {} failed ({} in use, budget {}); moved {} and \
+         re-planned (num_gpu {} → {})",
+        Bytes(err.requested),
+        err.what,
+        err.name,
+        Bytes(err.in_use),
+        Bytes(err.budget),
+        moved.join(", "),
+        before.num_gpu,
+        after.num_gpu
+    )
+}

@@ -1,0 +1,252 @@
+//! Split equivalence without a GPU: the planner and the layer-split runner, with CPU devices
+//! posing as accelerators, for num_gpu ∈ {0, 1, n/2, n, n+1, auto} over one and several
+//! such devices. Logits of a batched prefill and of greedy decoding, and the greedy tokens,
+//! must equal the all-CPU run's.
+//!
+//! Tolerance: none — the logits must be bit-identical. A posing device runs the same CPU
+//! kernels, on byte-identical copies of the weights, with the same batch sizes, in the same
+//! thread pool; the split only moves the residual stream between scratch buffers with exact
+//! f32 copies. Nothing in a forward call depends on which device (buffer) holds what, so
+//! every floating-point operation happens with the same operands in the same order. (On a
+//! real GPU, with other kernels, the same test needs a derived tolerance.)
+
+use strata_engine::accel::PseudoAccel;
+use strata_engine::alloc::Ledger;
+use strata_engine::gguf::GgufFile;
+use strata_engine::load::load;
+use strata_engine::model::Model;
+use strata_engine::plan::{Device, NumGpu};
+use strata_kernels_cpu::GgmlType;
+use strata_tests::random_model::RandomModel;
+use strata_tests::split::{argmax, assert_ledger_matches_plan, settings};
+
+/// What a run produced: the prompt's logits (every row), then the logits after each
+/// greedily chosen token, and the tokens.
+#[derive(PartialEq)]
+struct Output {
+    prompt_logits: Vec<f32>,
+    decode_logits: Vec<Vec<f32>>,
+    tokens: Vec<u32>,
+}
+
+const HOST: u64 = 1 << 40;
+
+/// Loads `file` onto the CPU and `accels` with `num_gpu`, checks the allocation against the
+/// plan, and runs the prompt and `n_gen` greedy steps. Returns the output and num_gpu.
+fn run(
+    file: &GgufFile,
+    model: &Model,
+    accels: &[PseudoAccel],
+    num_gpu: NumGpu,
+    prompt: &[u32],
+    n_gen: usize,
+) -> (Output, usize) {
+    let ledger = Ledger::new();
+    let what = format!("{num_gpu} on {} accelerators", accels.len());
+    let loaded = load(
+        file,
+        model,
+        Device::cpu(HOST),
+        accels,
+        &settings(num_gpu),
+        &ledger,
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        loaded.recoveries.is_empty(),
+        "{what}: {:?}",
+        loaded.recoveries
+    );
+    assert_ledger_matches_plan(&ledger, &loaded.plan, &what);
+    let mut r = loaded.runner;
+    let prompt_logits = r.eval_all(prompt).unwrap();
+    let n_vocab = model.cfg.n_vocab;
+    let mut last = prompt_logits[prompt_logits.len() - n_vocab..].to_vec();
+    let (mut decode_logits, mut tokens) = (Vec::new(), Vec::new());
+    for _ in 0..n_gen {
+        let t = argmax(&last);
+        tokens.push(t);
+        last = r.eval(&[t]).unwrap().to_vec();
+        decode_logits.push(last.clone());
+    }
+    let out = Output {
+        prompt_logits,
+        decode_logits,
+        tokens,
+    };
+    (out, loaded.plan.num_gpu)
+}
+
+fn assert_same(reference: &Output, got: &Output, what: &str) {
+    assert_eq!(reference.tokens, got.tokens, "{what}: greedy tokens");
+    let first_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .position(|(x, y)| x.to_bits() != y.to_bits())
+    };
+    if let Some(i) = first_diff(&reference.prompt_logits, &got.prompt_logits) {
+        panic!(
+            "{what}: prompt logit {i}: {} (CPU) vs {}",
+            reference.prompt_logits[i], got.prompt_logits[i]
+        );
+    }
+    for (s, (a, b)) in reference
+        .decode_logits
+        .iter()
+        .zip(&got.decode_logits)
+        .enumerate()
+    {
+        if let Some(i) = first_diff(a, b) {
+            panic!(
+                "{what}: decode step {s}, logit {i}: {} (CPU) vs {}",
+                a[i], b[i]
+            );
+        }
+    }
+}
+
+/// Every num_gpu of the issue on one, two and three roomy accelerators, then `auto` on
+/// accelerators that hold only part of the model.
+fn check_all_splits(file: &GgufFile, prompt: &[u32], n_gen: usize, name: &str) {
+    let model = Model::bind(file, |_| {}).unwrap();
+    let n = model.cfg.n_layer;
+    let (reference, k0) = run(file, &model, &[], NumGpu::Layers(0), prompt, n_gen);
+    assert_eq!(k0, 0);
+
+    let roomy = |count: usize| -> Vec<PseudoAccel> {
+        (0..count)
+            .map(|i| PseudoAccel::new(format!("ACCEL{i}"), (64 + 32 * i as u64) << 20))
+            .collect()
+    };
+    for count in [1, 2, 3] {
+        let accels = roomy(count);
+        for (num_gpu, expect) in [
+            (NumGpu::Layers(0), 0),
+            (NumGpu::Layers(1), 1),
+            (NumGpu::Layers(n / 2), n / 2),
+            (NumGpu::Layers(n), n),
+            (NumGpu::Layers(n + 1), n + 1),
+            (NumGpu::Auto, n + 1),
+        ] {
+            let what = format!("{name}: num_gpu {num_gpu} on {count} accelerators");
+            let (got, k) = run(file, &model, &accels, num_gpu, prompt, n_gen);
+            assert_eq!(k, expect, "{what}");
+            assert_same(&reference, &got, &what);
+        }
+    }
+
+    // `auto` where the accelerators hold only some layers: room for their scratch and half
+    // of the bytes of all layers (blocks with their KV caches, and the output layer).
+    let ledger = Ledger::new();
+    let probe = load(
+        file,
+        &model,
+        Device::cpu(HOST),
+        &roomy(1),
+        &settings(NumGpu::Auto),
+        &ledger,
+    )
+    .unwrap()
+    .plan;
+    let layers: u64 = probe.block_weights.iter().sum::<u64>()
+        + n as u64 * probe.block_kv_bytes
+        + probe.output_gpu_bytes;
+    let s = probe.scratch_bytes;
+    for accels in [
+        vec![PseudoAccel::new("ACCEL0", s + layers / 2)],
+        vec![
+            PseudoAccel::new("ACCEL0", s + layers / 4),
+            PseudoAccel::new("ACCEL1", s + layers / 4),
+        ],
+    ] {
+        let what = format!("{name}: auto on {} small accelerators", accels.len());
+        let (got, k) = run(file, &model, &accels, NumGpu::Auto, prompt, n_gen);
+        assert!(k > 0 && k <= n, "{what}: num_gpu {k}");
+        assert_same(&reference, &got, &what);
+    }
+}
+
+fn prompt(n: usize, n_vocab: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 37 + 11) % n_vocab).collect()
+}
+
+#[test]
+fn llama_legacy_formats_tied_output() {
+    let m = RandomModel::small(
+        5,
+        &[
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+            GgmlType::F16,
+            GgmlType::Q5_1,
+        ],
+    );
+    // 13 prompt tokens: a full batch of 8 and a partial one.
+    check_all_splits(&m.build(), &prompt(13, 96), 4, "llama 5 blocks");
+}
+
+#[test]
+fn qwen3_float_and_q5_formats_separate_output() {
+    let m = RandomModel {
+        arch: "qwen3",
+        formats: vec![
+            GgmlType::BF16,
+            GgmlType::Q5_0,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+        ],
+        separate_output: true,
+        embd_format: GgmlType::F16,
+        seed: 11,
+        ..RandomModel::small(4, &[])
+    };
+    check_all_splits(&m.build(), &prompt(9, 96), 3, "qwen3 4 blocks");
+}
+
+#[test]
+fn qwen2_k_quants() {
+    let m = RandomModel {
+        arch: "qwen2",
+        n_embd: 256,
+        n_ff: 512,
+        n_head: 4,
+        n_head_kv: 2,
+        formats: vec![
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::Q5_K,
+            GgmlType::Q3_K,
+        ],
+        embd_format: GgmlType::Q6_K,
+        separate_output: true,
+        seed: 3,
+        ..RandomModel::small(4, &[])
+    };
+    check_all_splits(&m.build(), &prompt(10, 96), 3, "qwen2 K-quants");
+}
+
+/// The real model, two splits: 16 layers on one accelerator, and `auto` over two that hold
+/// about two thirds of it.
+#[test]
+fn smollm2_splits_equal_the_cpu() {
+    let Some(path) = strata_tests::smollm2() else {
+        eprintln!("skipped: model absent (run scripts/fetch-model.sh)");
+        return;
+    };
+    let file = GgufFile::open(path).unwrap();
+    let model = Model::bind(&file, |_| {}).unwrap();
+    let prompt = prompt(10, 49152);
+    let (reference, _) = run(&file, &model, &[], NumGpu::Layers(0), &prompt, 3);
+    let one = [PseudoAccel::new("ACCEL0", 1 << 30)];
+    let (got, k) = run(&file, &model, &one, NumGpu::Layers(16), &prompt, 3);
+    assert_eq!(k, 16);
+    assert_same(&reference, &got, "SmolLM2 num_gpu 16");
+    let two = [
+        PseudoAccel::new("ACCEL0", 30 << 20),
+        PseudoAccel::new("ACCEL1", 50 << 20),
+    ];
+    let (got, k) = run(&file, &model, &two, NumGpu::Auto, &prompt, 3);
+    assert!(k > 1 && k < 31, "num_gpu {k}");
+    assert_same(&reference, &got, "SmolLM2 auto on two accelerators");
+}
