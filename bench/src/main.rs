@@ -1,2 +1,32 @@
-//! `bench`: Strata's measurements.
-fn main() {}
+//! `bench`: Strata's measurements. One subcommand per module; to add one, add a `mod`, a
+//! variant of [`Command`] holding that module's `Args`, and a match arm calling its `run`.
+
+use clap::{Parser, Subcommand};
+
+mod kernels;
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Strata's measurements")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// CPU kernel bandwidth: matvec GB/s against the measured memory read bandwidth, matmul GFLOP/s.
+    Kernels(kernels::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Kernels(args) => kernels::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

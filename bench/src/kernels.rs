@@ -1,0 +1,243 @@
+//! `bench kernels`: for each weight format and thread count, the GB/s of weights a matvec
+//! reads from a matrix far larger than the last-level cache, next to the machine's read
+//! bandwidth measured in the same run (a STREAM-like read of a large buffer), and matmul
+//! GFLOP/s. Prints a markdown table.
+
+use std::time::Instant;
+
+use clap::Args as ClapArgs;
+use strata_kernels_cpu::act::quantize_acts_isa;
+use strata_kernels_cpu::isa::{self, Isa};
+use strata_kernels_cpu::matmul::matmul_quantized_isa;
+use strata_kernels_cpu::matvec::matvec_quantized_isa;
+use strata_kernels_cpu::{dot, GgmlType};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// MiB of weights per matvec matrix (make it several times the last-level cache).
+    #[arg(long, default_value_t = 1024)]
+    matvec_mib: usize,
+    /// MiB of the buffer the read-bandwidth reference streams through.
+    #[arg(long, default_value_t = 1024)]
+    stream_mib: usize,
+    /// Columns of the matvec matrix (rows follow from --matvec-mib).
+    #[arg(long, default_value_t = 4096)]
+    cols: usize,
+    /// Matmul shape: rows×cols weights times this many tokens.
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    #[arg(long, default_value_t = 4096)]
+    matmul_rows: usize,
+    /// Timed repetitions (the best is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Formats to measure (default: all 13 weight formats).
+    #[arg(long, value_delimiter = ',')]
+    formats: Vec<String>,
+    /// ISA level (default: the best this CPU has, or STRATA_ISA).
+    #[arg(long)]
+    isa: Option<String>,
+    /// Skip matmul (bandwidth only).
+    #[arg(long)]
+    no_matmul: bool,
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+pub fn run(args: &Args) -> Result<(), BoxError> {
+    let isa = match &args.isa {
+        Some(name) => {
+            let isa = Isa::parse(name)?;
+            isa::force(isa)?;
+            isa
+        }
+        None => isa::active(),
+    };
+    let formats: Vec<GgmlType> = if args.formats.is_empty() {
+        GgmlType::WEIGHTS.to_vec()
+    } else {
+        args.formats
+            .iter()
+            .map(|f| {
+                GgmlType::from_name(f)
+                    .filter(|t| t.is_weight())
+                    .ok_or_else(|| format!("unknown weight format {f:?}"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let pools: Vec<(usize, rayon::ThreadPool)> = args
+        .threads
+        .iter()
+        .map(|&t| Ok((t, rayon::ThreadPoolBuilder::new().num_threads(t).build()?)))
+        .collect::<Result<_, BoxError>>()?;
+
+    let stream: Vec<u64> = vec![1; args.stream_mib << 17];
+    let read_bw: Vec<f64> = pools
+        .iter()
+        .map(|(_, pool)| pool.install(|| read_bandwidth(&stream, args.reps)))
+        .collect();
+    drop(stream);
+
+    println!(
+        "ISA level: {isa}; matvec {} MiB of weights, {} columns; read reference: {} MiB buffer",
+        args.matvec_mib, args.cols, args.stream_mib
+    );
+    println!();
+    for ((t, _), bw) in pools.iter().zip(&read_bw) {
+        println!("- read bandwidth, {t} thread(s): {:.1} GB/s", bw / 1e9);
+    }
+    println!();
+    let mut header = String::from("| format | kernel level |");
+    let mut rule = String::from("|---|---|");
+    for (t, _) in &pools {
+        header += &format!(" matvec GB/s ({t}T) | ratio ({t}T) |");
+        rule += "---:|---:|";
+    }
+    header += " in-cache GB/s (1T) |";
+    rule += "---:|";
+    if !args.no_matmul {
+        for (t, _) in &pools {
+            header += &format!(" matmul GFLOP/s ({t}T) |");
+            rule += "---:|";
+        }
+    }
+    println!("{header}\n{rule}");
+    for ty in formats {
+        let level = dot::kernel_level(ty, isa).map_or("-".into(), |l| l.to_string());
+        let mut line = format!("| {ty} | {level} |");
+        let (gbs, gflops) = measure_format(ty, isa, args, &pools)?;
+        for (g, bw) in gbs.iter().zip(&read_bw) {
+            line += &format!(" {:.1} | {:.0}% |", g / 1e9, 100.0 * g / bw);
+        }
+        line += &format!(" {:.1} |", in_cache(ty, isa, args.cols)? / 1e9);
+        for f in gflops {
+            line += &format!(" {:.1} |", f / 1e9);
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Bytes per second read by summing `buf` (split over the pool's threads), best of `reps`.
+fn read_bandwidth(buf: &[u64], reps: usize) -> f64 {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let chunk = buf.len().div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) + 1 {
+        let start = Instant::now();
+        let sum: u64 = buf.par_chunks(chunk).map(sum_words).sum();
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max(std::mem::size_of_val(buf) as f64 / secs);
+    }
+    best
+}
+
+/// Sum of the words with eight independent lanes, which the compiler vectorizes: the loop
+/// is bound by loads, as a matvec is.
+fn sum_words(c: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let mut it = c.chunks_exact(8);
+    for w in &mut it {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(w[k]);
+        }
+    }
+    acc.iter()
+        .chain(it.remainder())
+        .fold(0u64, |a, &b| a.wrapping_add(b))
+}
+
+/// A row of valid blocks of `ty` (finite scales), from a small deterministic generator.
+fn sample_row(ty: GgmlType, cols: usize) -> Result<Vec<u8>, BoxError> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let x: Vec<f32> = (0..cols)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let mut row = vec![0u8; cols / ty.block_size() * ty.type_size()];
+    strata_kernels_cpu::quantize(ty, &x, &mut row)?;
+    Ok(row)
+}
+
+/// Single-thread matvec GB/s on a 1 MiB matrix that stays in L2: the kernel's own speed,
+/// the ceiling it would put on the DRAM figure (best of many short runs, which also makes it
+/// robust to other processes sharing the cores).
+fn in_cache(ty: GgmlType, isa: Isa, cols: usize) -> Result<f64, BoxError> {
+    let row = sample_row(ty, cols)?;
+    let rows = (1usize << 20).div_ceil(row.len());
+    let w: Vec<u8> = row.iter().copied().cycle().take(rows * row.len()).collect();
+    let x: Vec<f32> = (0..cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &x, 1, cols)?;
+    let mut y = vec![0f32; rows];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..200 {
+        let start = Instant::now();
+        pool.install(|| matvec_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut y))?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(w.len() as f64 / best)
+}
+
+/// Matvec GB/s per pool, and matmul FLOP/s per pool (empty with --no-matmul).
+fn measure_format(
+    ty: GgmlType,
+    isa: Isa,
+    args: &Args,
+    pools: &[(usize, rayon::ThreadPool)],
+) -> Result<(Vec<f64>, Vec<f64>), BoxError> {
+    let cols = args.cols;
+    let row = sample_row(ty, cols)?;
+    let rows = (args.matvec_mib << 20).div_ceil(row.len());
+    let w: Vec<u8> = row.iter().copied().cycle().take(rows * row.len()).collect();
+    let x: Vec<f32> = (0..cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &x, 1, cols)?;
+    let mut y = vec![0f32; rows];
+    let mut gbs = Vec::new();
+    for (_, pool) in pools {
+        let mut best = f64::INFINITY;
+        for _ in 0..args.reps.max(1) + 1 {
+            let start = Instant::now();
+            pool.install(|| matvec_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut y))?;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        gbs.push(w.len() as f64 / best);
+    }
+    drop(w);
+    let mut gflops = Vec::new();
+    if !args.no_matmul {
+        let (mrows, n) = (args.matmul_rows, args.tokens);
+        let w: Vec<u8> = row
+            .iter()
+            .copied()
+            .cycle()
+            .take(mrows * row.len())
+            .collect();
+        let xs: Vec<f32> = x.iter().copied().cycle().take(n * cols).collect();
+        let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &xs, n, cols)?;
+        let mut y = vec![0f32; n * mrows];
+        for (_, pool) in pools {
+            let mut best = f64::INFINITY;
+            for _ in 0..args.reps.clamp(1, 3) {
+                let start = Instant::now();
+                pool.install(|| matmul_quantized_isa(isa, ty, &w, mrows, cols, &acts, &mut y))?;
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            gflops.push(2.0 * (mrows * cols * n) as f64 / best);
+        }
+    }
+    Ok((gbs, gflops))
+}
