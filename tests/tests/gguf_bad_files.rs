@@ -69,11 +69,15 @@ fn small_file() -> Vec<u8> {
     let mut w = GgufWriter::new();
     w.add_kv("general.architecture", "llama").unwrap();
     w.add_kv("llama.block_count", 2u32).unwrap();
-    w.add_kv("tokenizer.ggml.tokens", Value::strings(["a", "bc", ""])).unwrap();
+    w.add_kv("tokenizer.ggml.tokens", Value::strings(["a", "bc", ""]))
+        .unwrap();
     w.add_kv("x.scores", Value::f32s([0.5, -1.0])).unwrap();
-    w.add_tensor("norm.weight", GgmlType::F32, &[8], vec![1; 32]).unwrap();
-    w.add_tensor("w.q4", GgmlType::Q4_0, &[64, 2], vec![2; 72]).unwrap();
-    w.add_tensor("w.q8", GgmlType::Q8_0, &[32], vec![3; 34]).unwrap();
+    w.add_tensor("norm.weight", GgmlType::F32, &[8], vec![1; 32])
+        .unwrap();
+    w.add_tensor("w.q4", GgmlType::Q4_0, &[64, 2], vec![2; 72])
+        .unwrap();
+    w.add_tensor("w.q8", GgmlType::Q8_0, &[32], vec![3; 34])
+        .unwrap();
     w.to_bytes()
 }
 
@@ -87,7 +91,10 @@ fn truncated_at_every_byte_is_an_error_or_reports_missing_data() {
         if cut < header_len {
             let e = err(r);
             assert!(
-                matches!(e, GgufError::Truncated { .. } | GgufError::CountTooLarge { .. }),
+                matches!(
+                    e,
+                    GgufError::Truncated { .. } | GgufError::CountTooLarge { .. }
+                ),
                 "cut at {cut}: {e}"
             );
         } else {
@@ -146,15 +153,24 @@ fn truncated_at_section_boundaries_names_the_section() {
 
 #[test]
 fn empty_and_header_only_files() {
-    assert!(matches!(Raw::default().open(), Err(GgufError::Truncated { .. })));
+    assert!(matches!(
+        Raw::default().open(),
+        Err(GgufError::Truncated { .. })
+    ));
     // No tensors, no metadata: a valid (if useless) file.
     let f = Raw::header(3, 0, 0).open().unwrap();
     assert!(f.tensors().is_empty() && f.metadata().is_empty());
     // Header only: no padding, no data.
-    let f = Raw::header(3, 1, 0).tensor("w", &[4], f32_id(), 0).open().unwrap();
+    let f = Raw::header(3, 1, 0)
+        .tensor("w", &[4], f32_id(), 0)
+        .open()
+        .unwrap();
     assert_eq!(f.missing_data().len(), 1);
     let e = f.require_all_data().unwrap_err();
-    assert!(matches!(e, GgufError::TensorDataMissing { ref name, .. } if name == "w"), "{e}");
+    assert!(
+        matches!(e, GgufError::TensorDataMissing { ref name, .. } if name == "w"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -162,14 +178,20 @@ fn bad_magic() {
     let mut bytes = small_file();
     bytes[..4].copy_from_slice(b"GGML");
     let e = err(GgufFile::from_bytes(bytes));
-    assert!(matches!(e, GgufError::BadMagic { found } if &found == b"GGML"), "{e}");
+    assert!(
+        matches!(e, GgufError::BadMagic { found } if &found == b"GGML"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_versions() {
     for version in [0, 1, 4, 0x0300_0000, u32::MAX] {
         let e = err(Raw::header(version, 0, 0).open());
-        assert!(matches!(e, GgufError::UnsupportedVersion { version: v } if v == version), "{e}");
+        assert!(
+            matches!(e, GgufError::UnsupportedVersion { version: v } if v == version),
+            "{e}"
+        );
     }
     let v1 = err(Raw::header(1, 0, 0).open()).to_string();
     assert!(v1.contains("version 1 is not supported"), "{v1}");
@@ -182,16 +204,50 @@ fn unknown_versions() {
 #[test]
 fn huge_counts_and_lengths_are_refused_before_allocating() {
     let e = err(Raw::header(3, 0, u64::MAX).open());
-    assert!(matches!(e, GgufError::CountTooLarge { count: u64::MAX, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GgufError::CountTooLarge {
+                count: u64::MAX,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err(Raw::header(3, u64::MAX, 0).open());
-    assert!(matches!(e, GgufError::CountTooLarge { count: u64::MAX, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GgufError::CountTooLarge {
+                count: u64::MAX,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // A key whose length is larger than the file.
     let e = err(Raw::header(3, 0, 1).u64(u64::MAX).bytes(&[0; 16]).open());
-    assert!(matches!(e, GgufError::Truncated { need: u64::MAX, ref what, .. } if what == "key #0"), "{e}");
+    assert!(
+        matches!(e, GgufError::Truncated { need: u64::MAX, ref what, .. } if what == "key #0"),
+        "{e}"
+    );
     // A string value whose length is larger than the file.
-    let r = Raw::header(3, 0, 1).str("k").u32(ValueType::String.id()).u64(1 << 40).bytes(b"ab");
+    let r = Raw::header(3, 0, 1)
+        .str("k")
+        .u32(ValueType::String.id())
+        .u64(1 << 40)
+        .bytes(b"ab");
     let e = err(r.open());
-    assert!(matches!(e, GgufError::Truncated { need: 1099511627776, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GgufError::Truncated {
+                need: 1099511627776,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // An array of 2^61 u64s (2^64 bytes: the byte count itself overflows u64).
     let r = Raw::header(3, 0, 1)
         .str("k")
@@ -211,10 +267,16 @@ fn huge_counts_and_lengths_are_refused_before_allocating() {
         .u32(ValueType::String.id())
         .u64(3)
         .bytes(&[0; 23]);
-    assert!(matches!(err(r.open()), GgufError::CountTooLarge { count: 3, .. }));
+    assert!(matches!(
+        err(r.open()),
+        GgufError::CountTooLarge { count: 3, .. }
+    ));
     // A tensor name longer than the file.
     let e = err(Raw::header(3, 1, 0).u64(u64::MAX).bytes(&[0; 30]).open());
-    assert!(matches!(e, GgufError::Truncated { ref what, .. } if what == "name of tensor #0"), "{e}");
+    assert!(
+        matches!(e, GgufError::Truncated { ref what, .. } if what == "name of tensor #0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -235,12 +297,22 @@ fn offsets_past_the_end_are_missing_data_or_overflow() {
         matches!(e, GgufError::TensorDataMissing { ref name, file_len, .. } if name == "far" && file_len == f.file_len()),
         "{e}"
     );
-    assert!(matches!(f.require_all_data(), Err(GgufError::TensorDataMissing { .. })));
+    assert!(matches!(
+        f.require_all_data(),
+        Err(GgufError::TensorDataMissing { .. })
+    ));
 
     // An extent no file could have.
-    let e = err(Raw::header(3, 1, 0).tensor("w", &[8], f32_id(), u64::MAX - 31).open());
-    assert!(matches!(e, GgufError::TensorExtentOverflow { ref name, .. } if name == "w"), "{e}");
-    let e = err(Raw::header(3, 1, 0).tensor("w", &[8], f32_id(), 1 << 63).open());
+    let e = err(Raw::header(3, 1, 0)
+        .tensor("w", &[8], f32_id(), u64::MAX - 31)
+        .open());
+    assert!(
+        matches!(e, GgufError::TensorExtentOverflow { ref name, .. } if name == "w"),
+        "{e}"
+    );
+    let e = err(Raw::header(3, 1, 0)
+        .tensor("w", &[8], f32_id(), 1 << 63)
+        .open());
     assert!(matches!(e, GgufError::TensorExtentOverflow { .. }), "{e}");
 }
 
@@ -283,19 +355,64 @@ fn unknown_tensor_type() {
 
 #[test]
 fn dimension_overflow_and_shape_rules() {
-    for dims in [&[1u64 << 32, 1 << 32][..], &[u64::MAX], &[1 << 62, 2], &[2, 2, 1 << 61]] {
+    for dims in [
+        &[1u64 << 32, 1 << 32][..],
+        &[u64::MAX],
+        &[1 << 62, 2],
+        &[2, 2, 1 << 61],
+    ] {
         let e = err(Raw::header(3, 1, 0).tensor("w", dims, f32_id(), 0).open());
-        assert!(matches!(e, GgufError::DimensionOverflow { ref name, .. } if name == "w"), "{dims:?}: {e}");
+        assert!(
+            matches!(e, GgufError::DimensionOverflow { ref name, .. } if name == "w"),
+            "{dims:?}: {e}"
+        );
     }
-    let e = err(Raw::header(3, 1, 0).tensor("w", &[1; 5], f32_id(), 0).open());
+    let e = err(Raw::header(3, 1, 0)
+        .tensor("w", &[1; 5], f32_id(), 0)
+        .open());
     assert!(matches!(e, GgufError::TooManyDims { n_dims: 5, .. }), "{e}");
     // n_dims is checked before the dimensions are read, so a huge count cannot read far.
-    let e = err(Raw::header(3, 1, 0).str("w").u32(u32::MAX).bytes(&[0; 64]).open());
-    assert!(matches!(e, GgufError::TooManyDims { n_dims: u32::MAX, .. }), "{e}");
-    let e = err(Raw::header(3, 1, 0).tensor("w", &[16], GgmlType::Q4_0.id(), 0).open());
-    assert!(matches!(e, GgufError::RowNotWholeBlocks { row: 16, block: 32, .. }), "{e}");
+    let e = err(Raw::header(3, 1, 0)
+        .str("w")
+        .u32(u32::MAX)
+        .bytes(&[0; 64])
+        .open());
+    assert!(
+        matches!(
+            e,
+            GgufError::TooManyDims {
+                n_dims: u32::MAX,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = err(Raw::header(3, 1, 0)
+        .tensor("w", &[16], GgmlType::Q4_0.id(), 0)
+        .open());
+    assert!(
+        matches!(
+            e,
+            GgufError::RowNotWholeBlocks {
+                row: 16,
+                block: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err(Raw::header(3, 1, 0).tensor("w", &[8], f32_id(), 16).open());
-    assert!(matches!(e, GgufError::MisalignedTensor { data_offset: 16, alignment: 32, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GgufError::MisalignedTensor {
+                data_offset: 16,
+                alignment: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -304,27 +421,79 @@ fn tensor_names_unique_and_short() {
         .tensor("w", &[8], f32_id(), 0)
         .tensor("w", &[8], f32_id(), 32)
         .open());
-    assert!(matches!(e, GgufError::DuplicateTensor { ref name, .. } if name == "w"), "{e}");
+    assert!(
+        matches!(e, GgufError::DuplicateTensor { ref name, .. } if name == "w"),
+        "{e}"
+    );
     let long = "x".repeat(64);
     let e = err(Raw::header(3, 1, 0).tensor(&long, &[8], f32_id(), 0).open());
-    assert!(matches!(e, GgufError::TensorNameTooLong { len: 64, max: 63, .. }), "{e}");
-    assert!(Raw::header(3, 1, 0).tensor(&long[..63], &[8], f32_id(), 0).open().is_ok());
+    assert!(
+        matches!(
+            e,
+            GgufError::TensorNameTooLong {
+                len: 64,
+                max: 63,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(Raw::header(3, 1, 0)
+        .tensor(&long[..63], &[8], f32_id(), 0)
+        .open()
+        .is_ok());
 }
 
 #[test]
 fn bad_metadata_values() {
     let e = err(Raw::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2).open());
-    assert!(matches!(e, GgufError::DuplicateKey { ref key, .. } if key == "k"), "{e}");
+    assert!(
+        matches!(e, GgufError::DuplicateKey { ref key, .. } if key == "k"),
+        "{e}"
+    );
     let e = err(Raw::header(3, 0, 1).str("k").u32(13).u64(0).open());
-    assert!(matches!(e, GgufError::UnknownValueType { type_id: 13, offset: 33, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GgufError::UnknownValueType {
+                type_id: 13,
+                offset: 33,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err(Raw::header(3, 0, 1).str("k").u32(9).u32(99).u64(0).open());
-    assert!(matches!(e, GgufError::UnknownValueType { type_id: 99, ref what, .. } if what.contains("elements")), "{e}");
-    let e = err(Raw::header(3, 0, 1).str("k").u32(ValueType::Bool.id()).u8(2).open());
+    assert!(
+        matches!(e, GgufError::UnknownValueType { type_id: 99, ref what, .. } if what.contains("elements")),
+        "{e}"
+    );
+    let e = err(Raw::header(3, 0, 1)
+        .str("k")
+        .u32(ValueType::Bool.id())
+        .u8(2)
+        .open());
     assert!(matches!(e, GgufError::InvalidBool { byte: 2, .. }), "{e}");
-    let e = err(Raw::header(3, 0, 1).u64(2).bytes(&[0xC3, 0x28]).u32(4).u32(0).open());
-    assert!(matches!(e, GgufError::InvalidUtf8 { offset: 32, .. }), "{e}");
-    let e = err(Raw::header(3, 0, 1).str("k").u32(ValueType::String.id()).u64(1).u8(0xFF).open());
-    assert!(matches!(e, GgufError::InvalidUtf8 { ref what, .. } if what.contains("'k'")), "{e}");
+    let e = err(Raw::header(3, 0, 1)
+        .u64(2)
+        .bytes(&[0xC3, 0x28])
+        .u32(4)
+        .u32(0)
+        .open());
+    assert!(
+        matches!(e, GgufError::InvalidUtf8 { offset: 32, .. }),
+        "{e}"
+    );
+    let e = err(Raw::header(3, 0, 1)
+        .str("k")
+        .u32(ValueType::String.id())
+        .u64(1)
+        .u8(0xFF)
+        .open());
+    assert!(
+        matches!(e, GgufError::InvalidUtf8 { ref what, .. } if what.contains("'k'")),
+        "{e}"
+    );
 }
 
 /// `depth` arrays nested, the innermost holding one u8.
@@ -355,7 +524,10 @@ fn alignment_must_be_a_u32_power_of_two() {
         let e = err(Raw::header(3, 0, 1).kv_u32("general.alignment", a).open());
         assert!(matches!(e, GgufError::BadAlignment { .. }), "{a}: {e}");
     }
-    let r = Raw::header(3, 0, 1).str("general.alignment").u32(ValueType::U64.id()).u64(32);
+    let r = Raw::header(3, 0, 1)
+        .str("general.alignment")
+        .u32(ValueType::U64.id())
+        .u64(32);
     assert!(matches!(err(r.open()), GgufError::BadAlignment { .. }));
     // Alignment 64: the data section and every offset follow it.
     let f = Raw::header(3, 1, 1)
@@ -368,7 +540,10 @@ fn alignment_must_be_a_u32_power_of_two() {
         .kv_u32("general.alignment", 64)
         .tensor("w", &[8], f32_id(), 32)
         .open());
-    assert!(matches!(e, GgufError::MisalignedTensor { alignment: 64, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::MisalignedTensor { alignment: 64, .. }),
+        "{e}"
+    );
 }
 
 #[test]

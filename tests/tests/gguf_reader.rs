@@ -24,7 +24,9 @@ fn model_header_matches_smollm2() {
     assert_eq!(m.get_u32("llama.embedding_length"), Some(576));
     assert_eq!(m.get_u32("llama.attention.head_count"), Some(9));
     assert_eq!(m.get_u32("llama.attention.head_count_kv"), Some(3));
-    let tokens = m.get_str_array("tokenizer.ggml.tokens").expect("token list");
+    let tokens = m
+        .get_str_array("tokenizer.ggml.tokens")
+        .expect("token list");
     assert_eq!(tokens.len(), 49152);
     assert_eq!(m.get_str("tokenizer.ggml.model"), Some("gpt2"));
 }
@@ -37,7 +39,11 @@ fn model_tensor_types_and_counts() {
     for t in f.tensors() {
         *by_type.entry(t.ty).or_default() += 1;
     }
-    let expected = BTreeMap::from([(GgmlType::F32, 61), (GgmlType::Q4_1, 210), (GgmlType::Q8_0, 1)]);
+    let expected = BTreeMap::from([
+        (GgmlType::F32, 61),
+        (GgmlType::Q4_1, 210),
+        (GgmlType::Q8_0, 1),
+    ]);
     assert_eq!(by_type, expected);
     let embd = f.tensor("token_embd.weight").expect("token_embd.weight");
     assert_eq!(embd.ty, GgmlType::Q8_0);
@@ -58,10 +64,15 @@ fn model_tensor_bytes_match_type_and_shape() {
     }
     // A norm weight is F32 [576]: its values are finite and not all zero.
     let norm = f.tensor("blk.0.attn_norm.weight").expect("attn_norm");
-    assert_eq!((norm.ty, norm.dims.as_slice()), (GgmlType::F32, &[576u64][..]));
+    assert_eq!(
+        (norm.ty, norm.dims.as_slice()),
+        (GgmlType::F32, &[576u64][..])
+    );
     let bytes = f.tensor_data(norm).unwrap();
-    let vals: Vec<f32> =
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let vals: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     assert!(vals.iter().all(|v| v.is_finite()));
     assert!(vals.iter().any(|&v| v != 0.0));
 }

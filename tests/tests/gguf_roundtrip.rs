@@ -20,10 +20,22 @@ fn every_value_type() -> Vec<(&'static str, Value)> {
         ("t.u64", Value::U64(u64::MAX)),
         ("t.i64", Value::I64(i64::MIN)),
         ("t.f64", Value::F64(std::f64::consts::PI)),
-        ("t.array.u8", Value::Array(ValueType::U8, vec![Value::U8(0), Value::U8(9)])),
-        ("t.array.bool", Value::Array(ValueType::Bool, vec![Value::Bool(false), Value::Bool(true)])),
-        ("t.array.f64", Value::Array(ValueType::F64, vec![Value::F64(-0.25)])),
-        ("t.array.i64", Value::Array(ValueType::I64, vec![Value::I64(-1), Value::I64(7)])),
+        (
+            "t.array.u8",
+            Value::Array(ValueType::U8, vec![Value::U8(0), Value::U8(9)]),
+        ),
+        (
+            "t.array.bool",
+            Value::Array(ValueType::Bool, vec![Value::Bool(false), Value::Bool(true)]),
+        ),
+        (
+            "t.array.f64",
+            Value::Array(ValueType::F64, vec![Value::F64(-0.25)]),
+        ),
+        (
+            "t.array.i64",
+            Value::Array(ValueType::I64, vec![Value::I64(-1), Value::I64(7)]),
+        ),
         ("t.array.strings", Value::strings(["a", "", "三"])),
         ("t.array.empty", Value::Array(ValueType::String, vec![])),
         (
@@ -70,7 +82,8 @@ fn build(version: u32, alignment: Option<u32>) -> GgufWriter {
         ("d.weight", GgmlType::BF16, &[3, 1]),
     ];
     for (name, ty, dims) in shapes {
-        w.add_tensor(name, ty, dims, tensor_bytes(&mut rng, ty, dims)).unwrap();
+        w.add_tensor(name, ty, dims, tensor_bytes(&mut rng, ty, dims))
+            .unwrap();
     }
     w
 }
@@ -81,7 +94,18 @@ fn check_round_trip(w: &GgufWriter, f: &GgufFile, version: u32, alignment: u64) 
     assert_eq!(f.metadata(), w.metadata());
     assert_eq!(f.data_offset() % alignment, 0);
     let names: Vec<_> = f.tensors().iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["norm.weight", "scalar", "emb.weight", "a.weight", "b.weight", "c.weight", "d.weight"]);
+    assert_eq!(
+        names,
+        [
+            "norm.weight",
+            "scalar",
+            "emb.weight",
+            "a.weight",
+            "b.weight",
+            "c.weight",
+            "d.weight"
+        ]
+    );
     for t in f.tensors() {
         assert_eq!(t.offset % alignment, 0, "{}", t.name);
         assert_eq!(f.tensor_data(t).unwrap().len() as u64, t.n_bytes);
@@ -95,7 +119,9 @@ fn check_round_trip(w: &GgufWriter, f: &GgufFile, version: u32, alignment: u64) 
     again.set_version(version).unwrap();
     again.add_metadata(f.metadata()).unwrap();
     for t in f.tensors() {
-        again.add_tensor(&t.name, t.ty, &t.dims, f.tensor_data(t).unwrap().to_vec()).unwrap();
+        again
+            .add_tensor(&t.name, t.ty, &t.dims, f.tensor_data(t).unwrap().to_vec())
+            .unwrap();
     }
     assert_eq!(again.to_bytes(), f.as_bytes());
 }
@@ -122,7 +148,12 @@ fn round_trip_through_a_mapped_file() {
     check_round_trip(&w, &f, 3, 64);
     // Mapped data is aligned in memory too (the map starts on a page).
     for t in f.tensors() {
-        assert_eq!(f.tensor_data(t).unwrap().as_ptr() as u64 % 64, 0, "{}", t.name);
+        assert_eq!(
+            f.tensor_data(t).unwrap().as_ptr() as u64 % 64,
+            0,
+            "{}",
+            t.name
+        );
     }
     drop(f);
     std::fs::remove_file(&path).unwrap();
@@ -138,7 +169,10 @@ fn typed_getters_read_written_values() {
     assert_eq!(m.get_str("t.string"), Some("héllo, ✓"));
     assert_eq!(m.get_bool("t.bool"), Some(true));
     assert_eq!(m.get_f32("t.f32"), Some(-1.5e-7));
-    assert_eq!(m.get_str_array("t.array.strings"), Some(vec!["a", "", "三"]));
+    assert_eq!(
+        m.get_str_array("t.array.strings"),
+        Some(vec!["a", "", "三"])
+    );
     assert_eq!(m.get_str_array("t.array.empty"), Some(vec![]));
     let nested = m.get_array("t.array.nested").unwrap();
     assert_eq!(nested[0].as_array().unwrap().len(), 3);

@@ -15,6 +15,7 @@ mod error;
 mod file;
 mod metadata;
 mod parse;
+mod quantize;
 mod tensor;
 mod value;
 mod writer;
@@ -23,6 +24,10 @@ pub use error::GgufError;
 pub use file::GgufFile;
 pub use metadata::Metadata;
 pub use parse::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
+pub use quantize::{
+    is_quantizable, llama_ftype, quantize_file, quantize_model, QuantizeOptions, QuantizeReport,
+    TensorConversion,
+};
 pub use strata_kernels_cpu::GgmlType;
 pub use tensor::{tensor_size, TensorInfo, MAX_DIMS, MAX_NAME_LEN};
 pub use value::{Value, ValueType};

@@ -79,11 +79,18 @@ impl GgufWriter {
     /// Adds a metadata pair. The key must be new; arrays must hold items of their element
     /// type and nest at most [`MAX_ARRAY_DEPTH`] deep; `general.alignment` must be a u32
     /// nonzero power of two, and sets the alignment of the tensor data.
-    pub fn add_kv(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<&mut Self, GgufError> {
+    pub fn add_kv(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<&mut Self, GgufError> {
         let key = key.into();
         let value = value.into();
         if self.metadata.contains_key(&key) {
-            return Err(GgufError::InvalidValue { key, problem: "key already added".into() });
+            return Err(GgufError::InvalidValue {
+                key,
+                problem: "key already added".into(),
+            });
         }
         if let Err(problem) = check_value(&value, 1) {
             return Err(GgufError::InvalidValue { key, problem });
@@ -127,11 +134,17 @@ impl GgufWriter {
         let name = name.into();
         let invalid = |name: String, problem: String| GgufError::InvalidTensor { name, problem };
         if name.len() > MAX_NAME_LEN {
-            let problem = format!("name is {} bytes, at most {MAX_NAME_LEN} allowed", name.len());
+            let problem = format!(
+                "name is {} bytes, at most {MAX_NAME_LEN} allowed",
+                name.len()
+            );
             return Err(invalid(name, problem));
         }
         if self.names.contains(&name) {
-            return Err(invalid(name, "a tensor of this name was already added".into()));
+            return Err(invalid(
+                name,
+                "a tensor of this name was already added".into(),
+            ));
         }
         let n_bytes = tensor_size(&name, 0, ty, dims)?;
         if data.len() as u64 != n_bytes {
@@ -142,14 +155,23 @@ impl GgufWriter {
             return Err(invalid(name, problem));
         }
         self.names.insert(name.clone());
-        self.tensors.push(PendingTensor { name, ty, dims: dims.to_vec(), data });
+        self.tensors.push(PendingTensor {
+            name,
+            ty,
+            dims: dims.to_vec(),
+            data,
+        });
         Ok(self)
     }
 
     /// Writes the file to `w`; returns the bytes written.
     pub fn write_to(&self, w: &mut impl Write) -> Result<u64, GgufError> {
-        let mut out = Counter { inner: w, written: 0 };
-        self.write_all(&mut out).map_err(|source| GgufError::Io { source })?;
+        let mut out = Counter {
+            inner: w,
+            written: 0,
+        };
+        self.write_all(&mut out)
+            .map_err(|source| GgufError::Io { source })?;
         Ok(out.written)
     }
 
@@ -157,12 +179,18 @@ impl GgufWriter {
     /// failed write leaves no partial file under the final name).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<u64, GgufError> {
         let path = path.as_ref();
-        let in_file = |e| GgufError::File { path: path.to_owned(), source: Box::new(e) };
+        let in_file = |e| GgufError::File {
+            path: path.to_owned(),
+            source: Box::new(e),
+        };
         let mut part = path.as_os_str().to_owned();
         part.push(".part");
         let result = (|| {
             let mut w = BufWriter::new(File::create(&part)?);
-            let mut out = Counter { inner: &mut w, written: 0 };
+            let mut out = Counter {
+                inner: &mut w,
+                written: 0,
+            };
             self.write_all(&mut out)?;
             let written = out.written;
             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -178,7 +206,8 @@ impl GgufWriter {
     /// The file as bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
-        self.write_all(&mut v).expect("writing to a Vec cannot fail");
+        self.write_all(&mut v)
+            .expect("writing to a Vec cannot fail");
         v
     }
 
@@ -248,9 +277,13 @@ impl<W: Write> Write for Counter<'_, W> {
 
 /// Arrays must hold items of their element type and nest at most [`MAX_ARRAY_DEPTH`] deep.
 fn check_value(value: &Value, depth: usize) -> Result<(), String> {
-    let Value::Array(elem, items) = value else { return Ok(()) };
+    let Value::Array(elem, items) = value else {
+        return Ok(());
+    };
     if depth > MAX_ARRAY_DEPTH {
-        return Err(format!("arrays nested deeper than {MAX_ARRAY_DEPTH} levels"));
+        return Err(format!(
+            "arrays nested deeper than {MAX_ARRAY_DEPTH} levels"
+        ));
     }
     for (i, item) in items.iter().enumerate() {
         if item.value_type() != *elem {
@@ -316,18 +349,37 @@ mod tests {
     #[test]
     fn refuses_what_the_reader_would_refuse() {
         let mut w = GgufWriter::new();
-        assert!(matches!(w.add_kv(ALIGNMENT_KEY, 48u32), Err(GgufError::BadAlignment { .. })));
-        assert!(matches!(w.add_kv(ALIGNMENT_KEY, 64u64), Err(GgufError::BadAlignment { .. })));
+        assert!(matches!(
+            w.add_kv(ALIGNMENT_KEY, 48u32),
+            Err(GgufError::BadAlignment { .. })
+        ));
+        assert!(matches!(
+            w.add_kv(ALIGNMENT_KEY, 64u64),
+            Err(GgufError::BadAlignment { .. })
+        ));
         let mixed = Value::Array(ValueType::U8, vec![Value::U8(1), Value::I8(1)]);
-        assert!(matches!(w.add_kv("k", mixed), Err(GgufError::InvalidValue { .. })));
+        assert!(matches!(
+            w.add_kv("k", mixed),
+            Err(GgufError::InvalidValue { .. })
+        ));
         w.add_kv("k", 1u8).unwrap();
-        assert!(matches!(w.add_kv("k", 2u8), Err(GgufError::InvalidValue { .. })));
-        let e = w.add_tensor("t", GgmlType::Q4_0, &[32], vec![0; 17]).unwrap_err();
+        assert!(matches!(
+            w.add_kv("k", 2u8),
+            Err(GgufError::InvalidValue { .. })
+        ));
+        let e = w
+            .add_tensor("t", GgmlType::Q4_0, &[32], vec![0; 17])
+            .unwrap_err();
         assert!(matches!(e, GgufError::InvalidTensor { .. }), "{e}");
-        let e = w.add_tensor("t", GgmlType::Q4_0, &[16], vec![0; 9]).unwrap_err();
+        let e = w
+            .add_tensor("t", GgmlType::Q4_0, &[16], vec![0; 9])
+            .unwrap_err();
         assert!(matches!(e, GgufError::RowNotWholeBlocks { .. }), "{e}");
-        w.add_tensor("t", GgmlType::Q4_0, &[32], vec![0; 18]).unwrap();
-        let e = w.add_tensor("t", GgmlType::Q4_0, &[32], vec![0; 18]).unwrap_err();
+        w.add_tensor("t", GgmlType::Q4_0, &[32], vec![0; 18])
+            .unwrap();
+        let e = w
+            .add_tensor("t", GgmlType::Q4_0, &[32], vec![0; 18])
+            .unwrap_err();
         assert!(matches!(e, GgufError::InvalidTensor { .. }), "{e}");
     }
 }
