@@ -288,3 +288,19 @@ fn recovery_line(err: &AllocError, before: &Plan, after: &Plan, d: usize) -> Str
         after.num_gpu
     )
 }
+
+/// The plan settings of a runner that decodes one sequence of up to `n_ctx` positions in
+/// forward calls of up to `n_batch` tokens, keeping the last row's logits, with an F16 KV
+/// cache (what `generate` runs).
+pub fn decode_settings(n_ctx: usize, n_batch: usize, num_gpu: NumGpu) -> RunSettings {
+    RunSettings {
+        n_ctx,
+        n_batch,
+        n_ubatch: n_batch,
+        kv_type: strata_kernels_cpu::GgmlType::F16,
+        n_seq: 1,
+        n_outputs: 1,
+        num_gpu,
+        ..RunSettings::default()
+    }
+}

@@ -13,9 +13,10 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::alloc::Ledger;
 use crate::gguf::GgufFile;
 use crate::model::Model;
-use crate::runner::{Runner, RunnerOptions};
+use crate::plan::{host_free_bytes, Device, NumGpu};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 use args::{normalize_argv, Args, DEFAULT_MODEL};
@@ -131,9 +132,15 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         args.ctx_size.min(cfg.n_ctx_train)
     };
-    let mut opts = RunnerOptions::cpu(cfg.n_layer, n_ctx);
-    opts.n_batch = args.batch_size;
-    let mut runner = Runner::new(&model, opts).map_err(|e| e.to_string())?;
+    // Planned and allocated up front by the loader (CPU only until a GPU backend lands).
+    let settings = crate::load::decode_settings(n_ctx, args.batch_size, NumGpu::Layers(0));
+    let host = Device::cpu(host_free_bytes().unwrap_or(0));
+    let loaded = crate::load::load(&file, &model, host, &[], &settings, &Ledger::new())
+        .map_err(|e| e.to_string())?;
+    if args.verbose {
+        eprint!("{}", crate::plan::table::render(&loaded.plan));
+    }
+    let mut runner = loaded.runner;
     let load_ms = t_load.elapsed().as_secs_f64() * 1000.0;
 
     let text = if args.chat {
