@@ -234,6 +234,10 @@ impl GgufWriter {
             offset = (offset + t.data.len() as u64).next_multiple_of(self.alignment);
         }
         w.write_all(&header)?;
+        if self.tensors.is_empty() {
+            // No data section, so nothing to align (and no padding of up to 2^31 bytes).
+            return Ok(());
+        }
         let mut pos = header.len() as u64;
         pos += write_padding(w, pos, self.alignment)?;
         for t in &self.tensors {
@@ -344,6 +348,17 @@ mod tests {
         assert_eq!(f.tensor("b").unwrap().offset, 64);
         assert_eq!(f.tensor_data_by_name("b").unwrap(), &[2; 10]);
         assert_eq!(f.file_len() % 64, 0);
+    }
+
+    #[test]
+    fn no_tensors_means_no_padding() {
+        let mut w = GgufWriter::new();
+        w.set_alignment(1 << 31).unwrap();
+        let bytes = w.to_bytes();
+        assert!(bytes.len() < 100);
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        assert_eq!(f.alignment(), 1 << 31);
+        assert!(f.tensors().is_empty());
     }
 
     #[test]
