@@ -249,4 +249,41 @@ fn smollm2_splits_equal_the_cpu() {
     let (got, k) = run(&file, &model, &two, NumGpu::Auto, &prompt, 3);
     assert!(k > 1 && k < 31, "num_gpu {k}");
     assert_same(&reference, &got, "SmolLM2 auto on two accelerators");
+
+    // A device that reports 1 GiB but allows only what num_gpu 28 needs: three failed
+    // loads, each moving one block to the CPU, then the same answer.
+    let probe = load(
+        &file,
+        &model,
+        Device::cpu(HOST),
+        &one,
+        &settings(NumGpu::Layers(28)),
+        &Ledger::new(),
+    )
+    .unwrap()
+    .plan;
+    let capped = [PseudoAccel::capped(
+        "ACCEL0",
+        1 << 30,
+        probe.devices[1].total_bytes(),
+    )];
+    let ledger = Ledger::new();
+    let loaded = load(
+        &file,
+        &model,
+        Device::cpu(HOST),
+        &capped,
+        &settings(NumGpu::Auto),
+        &ledger,
+    )
+    .unwrap();
+    assert_eq!(loaded.recoveries.len(), 3, "{:#?}", loaded.recoveries);
+    assert_eq!(loaded.plan.num_gpu, 28);
+    assert_ledger_matches_plan(&ledger, &loaded.plan, "SmolLM2 after recovery");
+    let mut r = loaded.runner;
+    let logits = r.eval_all(&prompt).unwrap();
+    assert!(
+        logits == reference.prompt_logits,
+        "SmolLM2 after recovery: prompt logits"
+    );
 }
