@@ -20,7 +20,7 @@ use crate::device::DeviceId;
 use crate::gguf::GgufFile;
 use crate::load::LoadError;
 use crate::model::{BlockWeights, Matrix, Model};
-use crate::plan::{Device, DeviceKind, PlanModel, Role, TensorCost};
+use crate::plan::{parse_bytes, Device, DeviceKind, PlanModel, Role, TensorCost};
 
 /// A posing accelerator: what it tells the planner and what it really allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,24 @@ impl PseudoAccel {
             reports_free,
             budget,
         }
+    }
+
+    /// Parses `--pose-gpus`: a comma-separated list of devices, each `SIZE` (reports and
+    /// allows SIZE) or `REPORTED:ALLOWED` (reports more than it allows), named ACCEL0, ACCEL1,
+    /// ...: `64MiB,64MiB` or `1GiB:100MiB`.
+    pub fn parse_list(text: &str) -> Result<Vec<PseudoAccel>, String> {
+        let bad = |item: &str, why: String| format!("--pose-gpus '{text}': '{item}': {why}");
+        let mut out = Vec::new();
+        for (i, item) in text.split(',').map(str::trim).enumerate() {
+            let (reports, allows) = item.split_once(':').unwrap_or((item, item));
+            let size = |t: &str| parse_bytes(t).map_err(|e| bad(item, e.to_string()));
+            out.push(PseudoAccel::capped(
+                format!("ACCEL{i}"),
+                size(reports)?,
+                size(allows)?,
+            ));
+        }
+        Ok(out)
     }
 
     /// The device as the planner sees it.
@@ -350,5 +368,22 @@ impl DeviceWeights {
     /// The blocks it holds copies of.
     pub fn blocks(&self) -> Vec<usize> {
         self.blocks.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pose_gpus_lists() {
+        let l = PseudoAccel::parse_list("64MiB, 1GiB:100MiB").unwrap();
+        assert_eq!(l[0], PseudoAccel::new("ACCEL0", 64 << 20));
+        assert_eq!(l[1], PseudoAccel::capped("ACCEL1", 1 << 30, 100 << 20));
+        let e = PseudoAccel::parse_list("64MiB,,1GiB").unwrap_err();
+        assert!(e.contains("--pose-gpus") && e.contains("''"), "{e}");
+        assert!(PseudoAccel::parse_list("1GiB:x")
+            .unwrap_err()
+            .contains("'1GiB:x'"));
     }
 }

@@ -61,6 +61,11 @@ pub struct Args {
     /// Layers to put on GPUs (`-ngl`). Accepted for compatibility; there is no GPU backend yet.
     #[arg(long = "num-gpu", visible_alias = "n-gpu-layers", default_value_t = 0)]
     pub num_gpu: u32,
+    /// Split the layers onto CPU devices that pose as GPUs (to try splits without one):
+    /// sizes such as `64MiB,64MiB`, or `REPORTED:ALLOWED` (`1GiB:100MiB`) for a device that
+    /// allows less than it reports. `--num-gpu` then places layers on them.
+    #[arg(long = "pose-gpus")]
+    pub pose_gpus: Option<String>,
     /// Wrap the prompt in the model's chat template (tokenizer.chat_template).
     #[arg(long = "chat")]
     pub chat: bool,

@@ -13,6 +13,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::accel::PseudoAccel;
 use crate::alloc::Ledger;
 use crate::gguf::GgufFile;
 use crate::model::Model;
@@ -43,7 +44,11 @@ pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    if args.num_gpu > 0 {
+    let accels = match &args.pose_gpus {
+        Some(text) => PseudoAccel::parse_list(text)?,
+        None => Vec::new(),
+    };
+    if args.num_gpu > 0 && accels.is_empty() {
         eprintln!(
             "note: --num-gpu {} ignored: no GPU backend is available yet, every layer runs on the CPU",
             args.num_gpu
@@ -132,10 +137,16 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         args.ctx_size.min(cfg.n_ctx_train)
     };
-    // Planned and allocated up front by the loader (CPU only until a GPU backend lands).
-    let settings = crate::load::decode_settings(n_ctx, args.batch_size, NumGpu::Layers(0));
+    // Planned and allocated up front by the loader: on the CPU, or split onto posing GPUs
+    // (which have no driver to keep a margin for) until a GPU backend lands.
+    let num_gpu = if accels.is_empty() { 0 } else { args.num_gpu };
+    let mut settings =
+        crate::load::decode_settings(n_ctx, args.batch_size, NumGpu::Layers(num_gpu as usize));
+    if !accels.is_empty() {
+        settings.margin = 0;
+    }
     let host = Device::cpu(host_free_bytes().unwrap_or(0));
-    let loaded = crate::load::load(&file, &model, host, &[], &settings, &Ledger::new())
+    let loaded = crate::load::load(&file, &model, host, &accels, &settings, &Ledger::new())
         .map_err(|e| e.to_string())?;
     if args.verbose {
         eprint!("{}", crate::plan::table::render(&loaded.plan));
