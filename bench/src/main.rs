@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod kernels;
+mod plan;
 
 #[derive(Parser)]
 #[command(name = "bench", about = "Strata's measurements")]
@@ -16,11 +17,14 @@ struct Cli {
 enum Command {
     /// CPU kernel bandwidth: matvec GB/s against the measured memory read bandwidth, matmul GFLOP/s.
     Kernels(kernels::Args),
+    /// The memory plan for a GGUF (the header is enough) on real or hypothetical devices.
+    Plan(plan::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Kernels(args) => kernels::run(&args),
+        Command::Plan(args) => plan::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

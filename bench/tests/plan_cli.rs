@@ -1,0 +1,102 @@
+//! `bench plan` end to end: flags, exit status, messages, JSON.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bench() -> Command {
+    // The binary is `bench` or, until the crate names it, the package's `strata-bench`.
+    let exe = option_env!("CARGO_BIN_EXE_bench")
+        .or(option_env!("CARGO_BIN_EXE_strata-bench"))
+        .expect("the bench binary is built for its tests");
+    Command::new(exe)
+}
+
+fn deepseek() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../golden/data/deepseek-r1-671b-q8_0.header.gguf")
+}
+
+fn plan(extra: &[&str]) -> Output {
+    let mut c = bench();
+    c.arg("plan")
+        .arg("-m")
+        .arg(deepseek())
+        .args(["--host-mem", "1TiB"])
+        .args(extra);
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn json_for_scripts() {
+    let o = plan(&["--gpus", "8x80GiB", "-o", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["num_gpu"], 49);
+    assert_eq!(v["output_device"], "CUDA7");
+    assert_eq!(v["devices"].as_array().unwrap().len(), 9);
+}
+
+#[test]
+fn table_with_the_ollama_style_line() {
+    let o = plan(&["--gpus", "8x80GiB"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("CUDA7") && out.contains("why not num_gpu 50"),
+        "{out}"
+    );
+    assert!(
+        out.contains("layers.requested=auto layers.model=62 layers.offload=49"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_flags_are_errors_that_say_what_is_wrong() {
+    for (flags, want) in [
+        (vec!["--gpus", "8x80"], "--gpus '8x80'"),
+        (vec!["--gpus", "0x80GiB"], "repeat count of 0"),
+        (vec!["--gpus", "8x80GiB", "--margin", "lots"], "size 'lots'"),
+        (
+            vec!["--gpus", "8x80GiB", "--num-gpu", "many"],
+            "--num-gpu 'many'",
+        ),
+        (
+            vec!["--gpus", "8x80GiB", "--tensor-split", "1,2"],
+            "2 proportions for 8 GPUs",
+        ),
+        (
+            vec!["--gpus", "8x80GiB", "--kv-type", "q4_0"],
+            "--kv-type 'q4_0'",
+        ),
+        (vec!["--gpus", "8x80GiB", "-o", "xml"], "--output 'xml'"),
+        (
+            vec!["--gpus", "8x80GiB", "--num-gpu", "51"],
+            "largest num_gpu that fits is 49",
+        ),
+    ] {
+        let o = plan(&flags);
+        assert!(!o.status.success(), "{flags:?} succeeded");
+        assert!(stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
+    }
+    let o = bench()
+        .args([
+            "plan",
+            "-m",
+            "/nonexistent/model.gguf",
+            "--host-mem",
+            "1TiB",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/model.gguf"),
+        "{}",
+        stderr(&o)
+    );
+}
