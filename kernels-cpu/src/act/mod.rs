@@ -27,6 +27,10 @@ pub struct QuantizedActs {
     q8_k: Vec<BlockQ8K>,
     /// Q8_0/Q8_1 quants again, contiguous, so SIMD kernels load many blocks' worth at once.
     qs: Vec<i8>,
+    /// The same quants with each row's whole groups of four blocks A,B,C,D laid out as
+    /// [A0..16 B0..16 C0..16 D0..16 | A16..32 B16..32 C16..32 D16..32]: the order in which
+    /// the AVX-512 nibble kernels unpack four weight blocks (low nibbles, then high ones).
+    qs4: Vec<i8>,
     d: Vec<f32>,
     dsum: Vec<f32>,
 }
@@ -121,6 +125,7 @@ impl QuantizedActs {
         self.q8_1.clear();
         self.q8_k.clear();
         self.qs.clear();
+        self.qs4.clear();
         self.d.clear();
         self.dsum.clear();
         match act_ty {
@@ -156,6 +161,10 @@ impl QuantizedActs {
                 })
             }
         }
+        if cols > 0 && matches!(act_ty, GgmlType::Q8_0 | GgmlType::Q8_1) {
+            self.qs4
+                .extend(self.qs.chunks_exact(cols).flat_map(interleave4));
+        }
         Ok(())
     }
 
@@ -171,6 +180,7 @@ impl QuantizedActs {
             Some(GgmlType::Q8_0) => ActRow {
                 q8_0: &self.q8_0[lo / QK..hi / QK],
                 qs: &self.qs[lo..hi],
+                qs4: &self.qs4[lo..hi],
                 d: &self.d[lo / QK..hi / QK],
                 dsum: &self.dsum[lo / QK..hi / QK],
                 ..ActRow::default()
@@ -178,6 +188,7 @@ impl QuantizedActs {
             Some(GgmlType::Q8_1) => ActRow {
                 q8_1: &self.q8_1[lo / QK..hi / QK],
                 qs: &self.qs[lo..hi],
+                qs4: &self.qs4[lo..hi],
                 d: &self.d[lo / QK..hi / QK],
                 dsum: &self.dsum[lo / QK..hi / QK],
                 ..ActRow::default()
@@ -243,6 +254,22 @@ pub fn quantize_q8_k(isa: Isa, x: &[f32], out: &mut [BlockQ8K]) {
         Isa::Avx2 | Isa::Avx512 | Isa::Vnni if isa.is_supported() => x86::q8_k(isa, x, out),
         _ => portable::q8_k(x, out),
     }
+}
+
+/// One row of quants with each whole group of four 32-quant blocks interleaved by halves
+/// (see `QuantizedActs::qs4`); a last partial group stays in order.
+fn interleave4(row: &[i8]) -> Vec<i8> {
+    let mut out = Vec::with_capacity(row.len());
+    let mut groups = row.chunks_exact(4 * QK);
+    for g in &mut groups {
+        for half in 0..2 {
+            for b in 0..4 {
+                out.extend_from_slice(&g[QK * b + 16 * half..QK * b + 16 * half + 16]);
+            }
+        }
+    }
+    out.extend_from_slice(groups.remainder());
+    out
 }
 
 /// Sums of each 16 quants of a Q8_K block.

@@ -1,7 +1,8 @@
 //! AVX-512 dot products for the legacy formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and for F32/F16,
 //! in two flavours: `Vnni` (`vpdpbusd`) and `Avx512` (F+BW: `vpmaddubsw` + `vpmaddwd`).
 //!
-//! Two blocks share one 512-bit register (64 quants in element order). Their int dots come
+//! Nibble formats take four blocks per step (see `legacy_rows`); Q8_0 two blocks per
+//! 512-bit register (64 quants in element order). Their int dots come
 //! out as 16 i32 lanes (8 per block), converted to f32 and multiplied by a vector holding
 //! each lane's block scale d_w·d_a. The scales are fetched 16 blocks at a time: one gather
 //! of the 16 d fields (each read as 4 bytes at the block's start, which stays inside the
@@ -45,38 +46,6 @@ pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
 // SAFETY (all kernels in this file): `dot::kernel` hands these out only at levels the CPU
 // supports (`Vnni` kernels only with AVX-512 VNNI); reads are bounded by `row_blocks`.
 
-/// 0x0F in every byte.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn low4() -> __m512i {
-    _mm512_set1_epi8(0x0F)
-}
-
-/// The 64 nibble quants of two legacy blocks in element order: A's 32, then B's.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn nibbles64(qs_a: *const u8, qs_b: *const u8) -> __m512i {
-    let v = _mm256_inserti128_si256::<1>(
-        _mm256_castsi128_si256(_mm_loadu_si128(qs_a.cast())),
-        _mm_loadu_si128(qs_b.cast()),
-    );
-    // [A, B, A>>4, B>>4] in 128-bit lanes, then lanes 0,2,1,3: [A lo, A hi, B lo, B hi].
-    let z = _mm512_and_si512(
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), _mm256_srli_epi16::<4>(v)),
-        low4(),
-    );
-    _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z)
-}
-
-/// 0x10 in byte j of the pair where bit j of A's qh (j < 32) or of B's (j ≥ 32) is set.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn fifth_bits64(qh_a: *const u8, qh_b: *const u8) -> __m512i {
-    let a = u64::from(std::ptr::read_unaligned(qh_a.cast::<u32>()));
-    let b = u64::from(std::ptr::read_unaligned(qh_b.cast::<u32>()));
-    _mm512_maskz_mov_epi8(a | (b << 32), _mm512_set1_epi8(0x10))
-}
-
 /// Lane indices [2p ×8, 2p+1 ×8] for pair p = 0.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -84,22 +53,62 @@ fn pair_index0() -> __m512i {
     _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
 }
 
-/// A legacy row dot at one flavour. `$udot(acc, u, a)` adds Σ u·a (u unsigned, a signed)
-/// per 4 bytes into i32 lanes; `$pair(blk_a, blk_b)` gives the pair's 64 unsigned quants;
-/// `$single(blk)` one block's 32 (for the tail); `$m`: byte offset of the min (Q4_1/Q5_1)
-/// or None; `$o`: the offset subtracted from u (0 with a min).
+/// Word indices for `vpermt2w` that gather the 16 `qs` bytes of four consecutive blocks
+/// (stride `ts`, `qs` at `qs_off`, both even in every nibble format) from two 64-byte loads,
+/// the first at `qs_off` and the second at `4·ts − 64` (both inside the four blocks), into
+/// [A, B, C, D]. Words, not bytes: `vpermt2b` would need AVX-512 VBMI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn gather4_index(ts: usize, qs_off: usize) -> __m512i {
+    let mut idx = [0u16; 32];
+    for (k, v) in idx.iter_mut().enumerate() {
+        let src = qs_off + ts * (2 * k / 16) + (2 * k) % 16;
+        *v = if src - qs_off < 64 {
+            ((src - qs_off) / 2) as u16
+        } else {
+            32 + ((src - (4 * ts - 64)) / 2) as u16
+        };
+    }
+    // SAFETY: 64 bytes read from a 64-byte array.
+    unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+}
+
+/// Fifth bits of four Q5 blocks for the [A,B,C,D] nibble order: (low-half mask, high-half
+/// mask), bit 16·j + l being bit l (resp. 16 + l) of block j's qh.
+#[inline]
+unsafe fn fifth_masks4(blk: *const u8, ts: usize, qh_off: usize) -> (u64, u64) {
+    let (mut lo, mut hi) = (0u64, 0u64);
+    for j in 0..4 {
+        let qh = u64::from(std::ptr::read_unaligned(
+            blk.add(j * ts + qh_off).cast::<u32>(),
+        ));
+        lo |= (qh & 0xFFFF) << (16 * j);
+        hi |= (qh >> 16) << (16 * j);
+    }
+    (lo, hi)
+}
+
+/// A nibble-format row dot at one flavour. Four blocks at a time: their 64 `qs` bytes are
+/// gathered into one register by `vpermt2b`; low nibbles meet the activations' first
+/// halves and high nibbles their second halves (the `qs4` layout), both summed by
+/// `$udot(acc, u, a)` (Σ u·a per 4 bytes into i32) into the same lanes, four per block.
+/// `$qh`: byte offset of the fifth bits (Q5) or None; `$m`: offset of the min (Q4_1/Q5_1) or
+/// None; `$o`: the offset subtracted from u (0 with a min); `$single(blk)` unpacks one block
+/// for the tail.
 macro_rules! legacy_rows {
-    ($feat:literal, $udot:ident, $name:ident, $ty:ident, $pair:expr, $single:expr, $m:expr, $o:expr) => {
+    ($feat:literal, $udot:ident, $name:ident, $ty:ident, $qs:expr, $qh:expr, $single:expr, $m:expr, $o:expr) => {
         #[target_feature(enable = $feat)]
         pub(super) unsafe fn $name(w: &[u8], a: &ActRow) -> f32 {
             let nb = row_blocks(GgmlType::$ty, w, a);
             let ts = GgmlType::$ty.type_size();
-            let m_off: Option<usize> = $m;
-            let (wp, qs) = (w.as_ptr(), a.qs.as_ptr());
+            let (qs_off, qh_off, m_off): (usize, Option<usize>, Option<usize>) = ($qs, $qh, $m);
+            let (wp, qs, qs4) = (w.as_ptr(), a.qs.as_ptr(), a.qs4.as_ptr());
             let idx = _mm512_mullo_epi32(
                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                 _mm512_set1_epi32(ts as i32),
             );
+            let gather = gather4_index(ts, qs_off);
+            let low = _mm512_set1_epi8(0x0F);
             let mut acc = [_mm512_setzero_ps(); 2];
             let mut side = _mm512_setzero_ps();
             let full = nb / 16 * 16;
@@ -117,15 +126,36 @@ macro_rules! legacy_rows {
                     None => d16,
                 };
                 side = _mm512_fmadd_ps(side_w, _mm512_loadu_ps(a.dsum.as_ptr().add(g)), side);
-                let mut lanes = pair_index0();
-                for p in 0..8 {
-                    let blk = base.add(2 * p * ts);
-                    let u = $pair(blk, blk.add(ts));
-                    let av = _mm512_loadu_si512(qs.add(32 * (g + 2 * p)).cast());
-                    let isum = $udot(_mm512_setzero_si512(), u, av);
+                // Lane indices [4q ×4, 4q+1 ×4, 4q+2 ×4, 4q+3 ×4] for group q.
+                let mut lanes = _mm512_srli_epi32::<2>(_mm512_setr_epi32(
+                    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                ));
+                for q in 0..4 {
+                    let blk = base.add(4 * q * ts);
+                    let raw = _mm512_permutex2var_epi16(
+                        _mm512_loadu_si512(blk.add(qs_off).cast()),
+                        gather,
+                        _mm512_loadu_si512(blk.add(4 * ts - 64).cast()),
+                    );
+                    let mut u_lo = _mm512_and_si512(raw, low);
+                    let mut u_hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
+                    if let Some(off) = qh_off {
+                        let (mlo, mhi) = fifth_masks4(blk, ts, off);
+                        u_lo = _mm512_or_si512(
+                            u_lo,
+                            _mm512_maskz_mov_epi8(mlo, _mm512_set1_epi8(0x10)),
+                        );
+                        u_hi = _mm512_or_si512(
+                            u_hi,
+                            _mm512_maskz_mov_epi8(mhi, _mm512_set1_epi8(0x10)),
+                        );
+                    }
+                    let act = qs4.add(32 * (g + 4 * q));
+                    let isum = $udot(_mm512_setzero_si512(), u_lo, _mm512_loadu_si512(act.cast()));
+                    let isum = $udot(isum, u_hi, _mm512_loadu_si512(act.add(64).cast()));
                     let sp = _mm512_permutexvar_ps(lanes, s16);
-                    acc[p % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sp, acc[p % 2]);
-                    lanes = _mm512_add_epi32(lanes, _mm512_set1_epi32(2));
+                    acc[q % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sp, acc[q % 2]);
+                    lanes = _mm512_add_epi32(lanes, _mm512_set1_epi32(4));
                 }
             }
             let mut tail = 0.0f32;
@@ -216,7 +246,8 @@ macro_rules! legacy_family {
             $udot,
             q4_0,
             Q4_0,
-            |b: *const u8, c: *const u8| nibbles64(b.add(2), c.add(2)),
+            2,
+            None,
             |b: *const u8| nibbles32(b.add(2)),
             None,
             8
@@ -226,7 +257,8 @@ macro_rules! legacy_family {
             $udot,
             q4_1,
             Q4_1,
-            |b: *const u8, c: *const u8| nibbles64(b.add(4), c.add(4)),
+            4,
+            None,
             |b: *const u8| nibbles32(b.add(4)),
             Some(2usize),
             0
@@ -236,10 +268,8 @@ macro_rules! legacy_family {
             $udot,
             q5_0,
             Q5_0,
-            |b: *const u8, c: *const u8| _mm512_or_si512(
-                nibbles64(b.add(6), c.add(6)),
-                fifth_bits64(b.add(2), c.add(2))
-            ),
+            6,
+            Some(2usize),
             |b: *const u8| _mm256_or_si256(nibbles32(b.add(6)), fifth_bits32(b.add(2))),
             None,
             16
@@ -249,10 +279,8 @@ macro_rules! legacy_family {
             $udot,
             q5_1,
             Q5_1,
-            |b: *const u8, c: *const u8| _mm512_or_si512(
-                nibbles64(b.add(8), c.add(8)),
-                fifth_bits64(b.add(4), c.add(4))
-            ),
+            8,
+            Some(4usize),
             |b: *const u8| _mm256_or_si256(nibbles32(b.add(8)), fifth_bits32(b.add(4))),
             Some(2usize),
             0

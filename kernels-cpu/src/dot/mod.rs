@@ -35,6 +35,9 @@ pub struct ActRow<'a> {
     pub q8_k: &'a [BlockQ8K],
     /// Q8_0/Q8_1: all quants of the row, contiguous, for wide loads across blocks.
     pub qs: &'a [i8],
+    /// Q8_0/Q8_1: the same quants, each whole group of four blocks interleaved by halves
+    /// (`act::QuantizedActs::qs4`), for the AVX-512 nibble kernels.
+    pub qs4: &'a [i8],
     /// Q8_0/Q8_1: each block's d as f32.
     pub d: &'a [f32],
     /// Q8_0: d·Σq per block (in f32); Q8_1: the block's `s`. A weight's offset or min
@@ -128,11 +131,11 @@ pub(crate) fn row_blocks(ty: GgmlType, w: &[u8], a: &ActRow) -> usize {
     let n = nb * ty.block_size();
     let have = match ty.vec_dot_type() {
         GgmlType::F32 => a.x.len(),
-        GgmlType::Q8_0 => (a.qs.len())
+        GgmlType::Q8_0 => (a.qs.len()).min(a.qs4.len())
             .min(a.q8_0.len() * 32)
             .min(a.d.len() * 32)
             .min(a.dsum.len() * 32),
-        GgmlType::Q8_1 => (a.qs.len())
+        GgmlType::Q8_1 => (a.qs.len()).min(a.qs4.len())
             .min(a.q8_1.len() * 32)
             .min(a.d.len() * 32)
             .min(a.dsum.len() * 32),
