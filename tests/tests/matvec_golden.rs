@@ -1,0 +1,212 @@
+//! matvec at every ISA level this CPU runs against golden y = W·x (golden/gen/matvec.py:
+//! gguf's dequantized W times x in f64) and y_q (the ggml way: x quantized to the weight's
+//! activation format first, then the block formula in f64).
+//!
+//! ## Tolerances
+//!
+//! *Against y_q.* Our kernels compute the same per-block integer dots exactly and differ
+//! from y_q only by f32 rounding: at most (nb + 21)·u·M, u = 2⁻²⁴, nb blocks per row, M the
+//! sum of the magnitudes of the float terms a kernel forms (derivation in
+//! kernels-cpu/tests/dot_twins.rs; M ≤ Σ_b S_b·Σ_{i∈b}|a_i| with S_b from the block's scales,
+//! see `block_bound`). Float weights: (cols + 21)·u·Σ|w_i·x_i|.
+//!
+//! *Against y.* y − y_q = Σ_i w_i·(x_i − a_i) (a_i the dequantized quantized activation),
+//! plus, for Q4_1/Q5_1, Σ_b m_b·(s_b − d_b·Σq_b) because y_q takes the min through the
+//! block's f16 `s`. Per element, Q8_0/Q8_1 round x·(1/d) to the nearest integer (error
+//! ≤ d/2 in f32 d, plus f32 rounding of the product: ≤ 127·u·d) and dequantize with the f16
+//! d16 (|d − d16| ≤ 2⁻¹¹·d, times |q| ≤ 127): |x_i − a_i| ≤ (0.5 + 127·2⁻¹¹ + 127·u)·d
+//! ≤ 0.563·d. Q8_K keeps d in f32: |x_i − a_i| ≤ (0.5 + 2·127·u)·|d| ≤ 0.501·|d|. For s:
+//! |s − d16·Σq| ≤ 2⁻¹¹·|d·Σq| + 2⁻¹¹·d·|Σq| = 2⁻¹⁰·d·|Σq|. So
+//! |ours − y| ≤ tol_q + Σ_i |w_i|·e_b + Σ_b |m_b|·2⁻¹⁰·d_b·|Σq_b|.
+
+use strata_kernels_cpu::act::quantize_acts_isa;
+use strata_kernels_cpu::isa::Isa;
+use strata_kernels_cpu::matvec::matvec_isa;
+use strata_kernels_cpu::{dequantize, GgmlType, QuantizedActs};
+use strata_tests::golden::{matvec_cases, MatvecCase};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn f16_at(b: &[u8], off: usize) -> f64 {
+    let mut v = [0f32];
+    dequantize(GgmlType::F16, &b[off..off + 2], &mut v).expect("2 bytes are one f16");
+    f64::from(v[0])
+}
+
+/// S_b: largest |scale·u| plus twice the largest |scale·offset| or |min| of an element.
+fn block_bound(ty: GgmlType, b: &[u8]) -> f64 {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => f16_at(b, 0).abs() * (15.0 + 2.0 * 8.0),
+        Q5_0 => f16_at(b, 0).abs() * (31.0 + 2.0 * 16.0),
+        Q8_0 => f16_at(b, 0).abs() * (255.0 + 2.0 * 128.0),
+        Q4_1 => f16_at(b, 0).abs() * 15.0 + 2.0 * f16_at(b, 2).abs(),
+        Q5_1 => f16_at(b, 0).abs() * 31.0 + 2.0 * f16_at(b, 2).abs(),
+        Q2_K => f16_at(b, 80).abs() * 15.0 * 3.0 + 2.0 * f16_at(b, 82).abs() * 15.0,
+        Q3_K => f16_at(b, 108).abs() * 32.0 * (7.0 + 2.0 * 4.0),
+        Q4_K => f16_at(b, 0).abs() * 63.0 * 15.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
+        Q5_K => f16_at(b, 0).abs() * 63.0 * 31.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
+        Q6_K => f16_at(b, 208).abs() * 128.0 * (63.0 + 2.0 * 32.0),
+        _ => unreachable!("float formats are bounded per element"),
+    }
+}
+
+/// Per activation block: (d as dequantized, |Σq|), and the per-element quantization error
+/// bound e_b of the derivation.
+fn act_blocks(acts: &QuantizedActs) -> Vec<(f64, f64, f64)> {
+    let sum = |q: &[i8]| q.iter().map(|&v| f64::from(v)).sum::<f64>().abs();
+    match acts.ty() {
+        Some(GgmlType::Q8_0) => acts
+            .q8_0_blocks()
+            .iter()
+            .map(|b| {
+                (
+                    f64::from(b.d.to_f32()),
+                    sum(&b.qs),
+                    0.563 * f64::from(b.d.to_f32()),
+                )
+            })
+            .collect(),
+        Some(GgmlType::Q8_1) => acts
+            .q8_1_blocks()
+            .iter()
+            .map(|b| {
+                (
+                    f64::from(b.d.to_f32()),
+                    sum(&b.qs),
+                    0.563 * f64::from(b.d.to_f32()),
+                )
+            })
+            .collect(),
+        Some(GgmlType::Q8_K) => acts
+            .q8_k_blocks()
+            .iter()
+            .map(|b| (f64::from(b.d), sum(&b.qs), 0.501 * f64::from(b.d).abs()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// |a_i|, the dequantized quantized activations' magnitudes.
+fn act_abs(acts: &QuantizedActs) -> Vec<f64> {
+    let mag = |d: f32, q: &[i8]| {
+        q.iter()
+            .map(move |&q| f64::from(d).abs() * f64::from(q).abs())
+            .collect::<Vec<_>>()
+    };
+    match acts.ty() {
+        Some(GgmlType::Q8_0) => acts
+            .q8_0_blocks()
+            .iter()
+            .flat_map(|b| mag(b.d.to_f32(), &b.qs))
+            .collect(),
+        Some(GgmlType::Q8_1) => acts
+            .q8_1_blocks()
+            .iter()
+            .flat_map(|b| mag(b.d.to_f32(), &b.qs))
+            .collect(),
+        Some(GgmlType::Q8_K) => acts
+            .q8_k_blocks()
+            .iter()
+            .flat_map(|b| mag(b.d, &b.qs))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The quantized activations' bytes, as ggml lays them out.
+fn act_bytes(acts: &QuantizedActs) -> Vec<u8> {
+    match acts.ty() {
+        Some(GgmlType::Q8_0) => bytemuck_bytes(acts.q8_0_blocks()),
+        Some(GgmlType::Q8_1) => bytemuck_bytes(acts.q8_1_blocks()),
+        Some(GgmlType::Q8_K) => bytemuck_bytes(acts.q8_k_blocks()),
+        _ => Vec::new(),
+    }
+}
+
+fn bytemuck_bytes<T: Copy>(v: &[T]) -> Vec<u8> {
+    // SAFETY: the block types are `#[repr(C)]` plain data without padding (their sizes are
+    // asserted against ggml's); viewing them as bytes reads initialized memory only.
+    unsafe {
+        std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)).to_vec()
+    }
+}
+
+/// (tol_q, tol_y) for row `r` of `case`.
+fn tolerances(case: &MatvecCase, acts: &QuantizedActs, r: usize) -> (f64, f64) {
+    let ty = case.ty;
+    let row_bytes = case.w.len() / case.rows;
+    let w = &case.w[r * row_bytes..(r + 1) * row_bytes];
+    if ty.block_size() == 1 {
+        let tol = (case.cols as f64 + 21.0) * U * case.abs_dot[r];
+        return (tol, tol);
+    }
+    let bs = ty.block_size();
+    let ab = act_blocks(acts);
+    let ab_size = acts.ty().expect("quantized").block_size();
+    let a_abs = act_abs(acts);
+    let mut wf = vec![0f32; case.cols];
+    dequantize(ty, w, &mut wf).expect("golden weights dequantize");
+    let (mut m, mut act_err) = (0.0f64, 0.0f64);
+    for (b, blk) in w.chunks_exact(ty.type_size()).enumerate() {
+        let s_b = block_bound(ty, blk);
+        for i in b * bs..(b + 1) * bs {
+            let e = ab[i / ab_size].2;
+            m += s_b * a_abs[i];
+            act_err += f64::from(wf[i]).abs() * e;
+        }
+        if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            let (d, qsum, _) = ab[b];
+            act_err += f16_at(blk, 2).abs() * (2.0f64).powi(-10) * d.abs() * qsum;
+        }
+    }
+    let nb = case.cols / bs;
+    let tol_q = (nb as f64 + 21.0) * U * m;
+    (tol_q, tol_q + act_err)
+}
+
+fn check_format(ty: GgmlType) {
+    let cases = matvec_cases(ty).unwrap_or_else(|e| panic!("golden matvec data for {ty}: {e}"));
+    for case in &cases {
+        let (rows, cols) = (case.rows, case.cols);
+        for isa in Isa::supported() {
+            let acts = quantize_acts_isa(isa, case.act, &case.x, 1, cols).unwrap();
+            if case.act != GgmlType::F32 {
+                assert!(
+                    act_bytes(&acts) == case.xq,
+                    "{ty} {rows}x{cols}: {isa} quantized x differs from golden xq"
+                );
+            }
+            let mut y = vec![0f32; rows];
+            matvec_isa(isa, ty, &case.w, rows, cols, &case.x, &mut y).unwrap();
+            for r in 0..rows {
+                let (tol_q, tol_y) = tolerances(case, &acts, r);
+                let got = f64::from(y[r]);
+                assert!(
+                    (got - case.y_q[r]).abs() <= tol_q,
+                    "{ty} {rows}x{cols} {isa} row {r}: {got} vs y_q {} (tolerance {tol_q:e})",
+                    case.y_q[r]
+                );
+                assert!(
+                    (got - case.y[r]).abs() <= tol_y,
+                    "{ty} {rows}x{cols} {isa} row {r}: {got} vs y {} (tolerance {tol_y:e})",
+                    case.y[r]
+                );
+            }
+        }
+    }
+}
+
+macro_rules! golden_tests {
+    ($($name:ident: $ty:ident),* $(,)?) => {
+        $(#[test] fn $name() { check_format(GgmlType::$ty); })*
+    };
+}
+
+golden_tests!(
+    f32_matches_golden: F32, f16_matches_golden: F16, bf16_matches_golden: BF16,
+    q4_0_matches_golden: Q4_0, q4_1_matches_golden: Q4_1, q5_0_matches_golden: Q5_0,
+    q5_1_matches_golden: Q5_1, q8_0_matches_golden: Q8_0, q2_k_matches_golden: Q2_K,
+    q3_k_matches_golden: Q3_K, q4_k_matches_golden: Q4_K, q5_k_matches_golden: Q5_K,
+    q6_k_matches_golden: Q6_K,
+);
