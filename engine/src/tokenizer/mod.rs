@@ -14,6 +14,9 @@ mod pretokenize;
 mod stream;
 mod vocab;
 
+#[cfg(test)]
+mod tests;
+
 pub use stream::Utf8Stream;
 pub use vocab::{TokenType, VocabKind, VocabSpec};
 
