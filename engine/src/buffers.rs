@@ -56,7 +56,11 @@ pub struct ScratchLayout {
     /// Sub-layer output before it is added to the residual, `n_batch × n_embd`.
     pub out: usize,
     /// Activations quantized for the dot products: the widest input (`max(n_embd, q_dim,
-    /// n_ff)`) at the widest activation format, f32's 4 bytes per element.
+    /// n_ff)`) at 4 bytes per element. `QuantizedActs` grows its own buffers on first use,
+    /// so this is a reservation, not an allocation: Q8_0/Q8_1/Q8_K take 1.1–2.4 bytes per
+    /// element and f32 inputs 4, which it covers when a model's matrices take one
+    /// activation format; a model mixing F16/F32 with quantized matrices can hold a few
+    /// bytes per element more.
     pub act_q_bytes: usize,
     pub logits: usize,
 }
