@@ -65,9 +65,10 @@ fn worst_between(a: &[f32], b: &[f32], n_vocab: usize, top: &Value) -> f64 {
 // difference in the last bit of an f32 sum can move a value across a rounding boundary,
 // and the flipped step travels through the remaining layers. How far that alone moves the
 // logits is measured here, by running our own kernels twice on the same sequence: the
-// fastest level and the scalar Reference level compute the same formulas and differ only
-// in the order of f32 additions. On these prompts they land 0.58 to 0.92 logit apart
-// (the test prints it and checks it stays below `S_MAX`).
+// fastest level and the portable (`wide`) level compute the same formulas and differ only
+// in the order of f32 additions. On these prompts they land 0.6 to 0.9 logit apart (so do
+// the fastest and the scalar Reference level; the portable one is the quicker to run).
+// The test prints it and checks it stays below `S_MAX`.
 const S_MAX: f64 = 1.0;
 // Against the ggml mode: the reference computes the same quantized formulas in another
 // order (f64), so it is one more such implementation; each lies within S of any other,
@@ -106,11 +107,11 @@ fn smollm2_matches_the_reference_forward_pass() {
             .eval_all(&seq)
             .unwrap();
         let fast = isa::active();
-        isa::force(Isa::Reference).unwrap();
+        isa::force(Isa::Portable).unwrap();
         let logits_ref = Runner::new(&model, opts).unwrap().eval_all(&seq).unwrap();
         isa::force(fast).unwrap();
         let spread = worst_between(&logits, &logits_ref, n_vocab, &case["top_ggml"]);
-        eprintln!("{prompt:?}: our {fast:?} vs Reference kernels: {spread:.4}");
+        eprintln!("{prompt:?}: our {fast:?} vs Portable kernels: {spread:.4}");
         assert!(
             spread <= S_MAX,
             "{prompt:?}: rounding spread {spread} above S_MAX"
