@@ -43,8 +43,36 @@ pub(super) fn hsum(v: __m256) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
-    let h = std::ptr::read_unaligned(p.cast::<u16>());
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
+    // asm for the reason given at `f16_head`; this form reads exactly the 2 bytes.
+    let r: __m128;
+    std::arch::asm!(
+        "movzx {t:e}, word ptr [{p}]",
+        "vmovd {r}, {t:e}",
+        "vcvtph2ps {r}, {r}",
+        p = in(reg) p,
+        t = out(reg) _,
+        r = out(xmm_reg) r,
+        options(pure, readonly, nostack, preserves_flags)
+    );
+    _mm_cvtss_f32(r)
+}
+
+/// The f16 at `p` as f32, for a field with at least 14 more bytes of the same block after
+/// it (legacy d and m; 8 bytes are read).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn f16_head(p: *const u8) -> f32 {
+    // Written as asm: LLVM narrows any intrinsic form of this to a 2-byte `vpinsrw` that
+    // merges into (and so waits for) an unrelated live register, here the row's side
+    // accumulator: measured 3x slower legacy kernels.
+    let r: __m128;
+    std::arch::asm!(
+        "vcvtph2ps {r}, qword ptr [{p}]",
+        p = in(reg) p,
+        r = out(xmm_reg) r,
+        options(pure, readonly, nostack, preserves_flags)
+    );
+    _mm_cvtss_f32(r)
 }
 
 /// Low nibbles in bytes 0–15, high nibbles in bytes 16–31: element order of a legacy block.
@@ -86,7 +114,7 @@ pub(super) fn udot32(u: __m256i, a: __m256i) -> __m256i {
 /// A legacy format's row dot: `$unpack(block_ptr)` gives the 32 unsigned quants, `$d`/`$m`
 /// the byte offsets of d and of the min or None, `$o` the offset subtracted from u.
 macro_rules! legacy_kernel {
-    ($name:ident, $ty:ident, $unpack:expr, $m:expr, $o:expr) => {
+    ($name:ident, $ty:ident, $unpack:ident, $m:expr, $o:expr) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name(w: &[u8], a: &ActRow) -> f32 {
             let nb = row_blocks(GgmlType::$ty, w, a);
@@ -98,13 +126,14 @@ macro_rules! legacy_kernel {
             let mut side = 0.0f32;
             for b in 0..nb {
                 let blk = wp.add(b * ts);
-                let dw = f16_at(blk);
+                let dw = f16_head(blk);
                 let p = udot32($unpack(blk), _mm256_loadu_si256(qs.add(32 * b).cast()));
                 let s = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
-                acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[b % 2]);
+                acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[0]);
+                acc.swap(0, 1);
                 let m: Option<usize> = m_off;
                 side += match m {
-                    Some(off) => f16_at(blk.add(off)),
+                    Some(off) => f16_head(blk.add(off)),
                     None => dw,
                 } * *a.dsum.get_unchecked(b);
             }
@@ -114,28 +143,36 @@ macro_rules! legacy_kernel {
     };
 }
 
-legacy_kernel!(q4_0, Q4_0, |b: *const u8| nibbles32(b.add(2)), None, 8);
-legacy_kernel!(
-    q4_1,
-    Q4_1,
-    |b: *const u8| nibbles32(b.add(4)),
-    Some(2usize),
-    0
-);
-legacy_kernel!(
-    q5_0,
-    Q5_0,
-    |b: *const u8| _mm256_or_si256(nibbles32(b.add(6)), fifth_bits32(b.add(2))),
-    None,
-    16
-);
-legacy_kernel!(
-    q5_1,
-    Q5_1,
-    |b: *const u8| _mm256_or_si256(nibbles32(b.add(8)), fifth_bits32(b.add(4))),
-    Some(2usize),
-    0
-);
+// Closures inside `#[target_feature]` functions do not inherit the features (they end up
+// as out-of-line calls): the per-block unpacking is written as functions.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_q4_0(b: *const u8) -> __m256i {
+    nibbles32(b.add(2))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_q4_1(b: *const u8) -> __m256i {
+    nibbles32(b.add(4))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_q5_0(b: *const u8) -> __m256i {
+    _mm256_or_si256(nibbles32(b.add(6)), fifth_bits32(b.add(2)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_q5_1(b: *const u8) -> __m256i {
+    _mm256_or_si256(nibbles32(b.add(8)), fifth_bits32(b.add(4)))
+}
+
+legacy_kernel!(q4_0, Q4_0, unpack_q4_0, None, 8);
+legacy_kernel!(q4_1, Q4_1, unpack_q4_1, Some(2usize), 0);
+legacy_kernel!(q5_0, Q5_0, unpack_q5_0, None, 16);
+legacy_kernel!(q5_1, Q5_1, unpack_q5_1, Some(2usize), 0);
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0(w: &[u8], a: &ActRow) -> f32 {
@@ -147,15 +184,16 @@ unsafe fn q8_0(w: &[u8], a: &ActRow) -> f32 {
         let q = _mm256_loadu_si256(blk.add(2).cast());
         let x = _mm256_loadu_si256(qs.add(32 * b).cast());
         let p = udot32(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-        let s = _mm256_set1_ps(f16_at(blk) * *a.d.get_unchecked(b));
-        acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[b % 2]);
+        let s = _mm256_set1_ps(f16_head(blk) * *a.d.get_unchecked(b));
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[0]);
+        acc.swap(0, 1);
     }
     hsum(_mm256_add_ps(acc[0], acc[1]))
 }
 
 /// Σ w·x over f32 lanes; `load(i)` gives weights i..i+8 as f32.
 macro_rules! float_kernel {
-    ($name:ident, $ty:ident, $bytes:expr, $load:expr, $scalar:expr) => {
+    ($name:ident, $ty:ident, $bytes:expr, $load:ident, $scalar:ident) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name(w: &[u8], a: &ActRow) -> f32 {
             let n = row_blocks(GgmlType::$ty, w, a);
@@ -187,26 +225,36 @@ macro_rules! float_kernel {
     };
 }
 
-float_kernel!(
-    f32_dot,
-    F32,
-    4,
-    |p: *const u8| _mm256_loadu_ps(p.cast()),
-    |p: *const u8| std::ptr::read_unaligned(p.cast::<f32>())
-);
-float_kernel!(
-    f16_dot,
-    F16,
-    2,
-    |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-    |p: *const u8| f16_at(p)
-);
-float_kernel!(
-    bf16_dot,
-    BF16,
-    2,
-    |p: *const u8| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-        _mm_loadu_si128(p.cast())
-    ))),
-    |p: *const u8| f32::from_bits(u32::from(std::ptr::read_unaligned(p.cast::<u16>())) << 16)
-);
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_f32x8(p: *const u8) -> __m256 {
+    _mm256_loadu_ps(p.cast())
+}
+
+#[inline]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    std::ptr::read_unaligned(p.cast::<f32>())
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load_f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_bf16x8(p: *const u8) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+        _mm_loadu_si128(p.cast()),
+    )))
+}
+
+#[inline]
+unsafe fn bf16_at(p: *const u8) -> f32 {
+    f32::from_bits(u32::from(std::ptr::read_unaligned(p.cast::<u16>())) << 16)
+}
+
+float_kernel!(f32_dot, F32, 4, load_f32x8, f32_at);
+float_kernel!(f16_dot, F16, 2, load_f16x8, f16_at);
+float_kernel!(bf16_dot, BF16, 2, load_bf16x8, bf16_at);

@@ -91,8 +91,13 @@ type Unpacked = ([__m256i; 8], [i16; 16], f32, f32);
 unsafe fn unpack_q2_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
     // scales[16] at 0, qs[64] at 16, d at 80, dmin at 82.
     let scales = std::ptr::read_unaligned(b.cast::<[u8; 16]>());
-    let sc = scales.map(|s| i16::from(s & 0xF));
-    let mins = bsum_dot(y, &scales.map(|s| i16::from(s >> 4)));
+    // Loops, not closures: closures in `#[target_feature]` functions are not inlined.
+    let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
+    for j in 0..16 {
+        sc[j] = i16::from(scales[j] & 0xF);
+        m[j] = i16::from(scales[j] >> 4);
+    }
+    let mins = bsum_dot(y, &m);
     let mut u = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
         let q = _mm256_loadu_si256(b.add(16 + 32 * h).cast());
@@ -178,7 +183,11 @@ unsafe fn unpack_q5_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn unpack_q6_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
     // ql[128] at 0, qh[64] at 128, scales[16] (i8) at 192, d at 208; stored value u − 32.
-    let sc = std::ptr::read_unaligned(b.add(192).cast::<[i8; 16]>()).map(i16::from);
+    let raw = std::ptr::read_unaligned(b.add(192).cast::<[i8; 16]>());
+    let mut sc = [0i16; 16];
+    for j in 0..16 {
+        sc[j] = i16::from(raw[j]);
+    }
     let mut u = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
         let qh = _mm256_loadu_si256(b.add(128 + 32 * h).cast());

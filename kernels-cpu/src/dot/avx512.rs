@@ -20,7 +20,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{f16_at, fifth_bits32, nibbles32};
+use super::avx2::{f16_head, unpack_q4_0, unpack_q4_1, unpack_q5_0, unpack_q5_1};
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::GgmlType;
 use crate::isa::Isa;
@@ -96,7 +96,7 @@ unsafe fn fifth_masks4(blk: *const u8, ts: usize, qh_off: usize) -> (u64, u64) {
 /// None; `$o`: the offset subtracted from u (0 with a min); `$single(blk)` unpacks one block
 /// for the tail.
 macro_rules! legacy_rows {
-    ($feat:literal, $udot:ident, $name:ident, $ty:ident, $qs:expr, $qh:expr, $single:expr, $m:expr, $o:expr) => {
+    ($feat:literal, $udot:ident, $name:ident, $ty:ident, $qs:expr, $qh:expr, $single:ident, $m:expr, $o:expr) => {
         #[target_feature(enable = $feat)]
         pub(super) unsafe fn $name(w: &[u8], a: &ActRow) -> f32 {
             let nb = row_blocks(GgmlType::$ty, w, a);
@@ -162,14 +162,14 @@ macro_rules! legacy_rows {
             let mut side_tail = 0.0f32;
             for b in full..nb {
                 let blk = wp.add(b * ts);
-                let dw = f16_at(blk);
+                let dw = f16_head(blk);
                 let u = _mm512_castsi256_si512($single(blk));
                 let av = _mm512_castsi256_si512(_mm256_loadu_si256(qs.add(32 * b).cast()));
                 // Only the low 8 lanes hold this block; the upper ones are masked off.
                 let isum = _mm512_maskz_mov_epi32(0x00FF, $udot(_mm512_setzero_si512(), u, av));
                 tail += _mm512_reduce_add_epi32(isum) as f32 * (dw * *a.d.get_unchecked(b));
                 side_tail += match m_off {
-                    Some(off) => f16_at(blk.add(off)),
+                    Some(off) => f16_head(blk.add(off)),
                     None => dw,
                 } * *a.dsum.get_unchecked(b);
             }
@@ -229,7 +229,7 @@ macro_rules! q8_0_rows {
                     _mm512_castsi256_si512(_mm256_loadu_si256(qs.add(32 * b).cast())),
                 );
                 let isum = _mm512_maskz_mov_epi32(0x00FF, $udot(_mm512_setzero_si512(), u, av));
-                let dw = f16_at(blk);
+                let dw = f16_head(blk);
                 tail += _mm512_reduce_add_epi32(isum) as f32 * (dw * *a.d.get_unchecked(b));
                 tail -= ($o as f32) * dw * *a.dsum.get_unchecked(b);
             }
@@ -241,17 +241,7 @@ macro_rules! q8_0_rows {
 
 macro_rules! legacy_family {
     ($feat:literal, $udot:ident, $q8prep:ident, $q8o:expr) => {
-        legacy_rows!(
-            $feat,
-            $udot,
-            q4_0,
-            Q4_0,
-            2,
-            None,
-            |b: *const u8| nibbles32(b.add(2)),
-            None,
-            8
-        );
+        legacy_rows!($feat, $udot, q4_0, Q4_0, 2, None, unpack_q4_0, None, 8);
         legacy_rows!(
             $feat,
             $udot,
@@ -259,7 +249,7 @@ macro_rules! legacy_family {
             Q4_1,
             4,
             None,
-            |b: *const u8| nibbles32(b.add(4)),
+            unpack_q4_1,
             Some(2usize),
             0
         );
@@ -270,7 +260,7 @@ macro_rules! legacy_family {
             Q5_0,
             6,
             Some(2usize),
-            |b: *const u8| _mm256_or_si256(nibbles32(b.add(6)), fifth_bits32(b.add(2))),
+            unpack_q5_0,
             None,
             16
         );
@@ -281,7 +271,7 @@ macro_rules! legacy_family {
             Q5_1,
             8,
             Some(4usize),
-            |b: *const u8| _mm256_or_si256(nibbles32(b.add(8)), fifth_bits32(b.add(4))),
+            unpack_q5_1,
             Some(2usize),
             0
         );
@@ -344,7 +334,7 @@ pub(super) mod bw {
 
 /// Σ w·x, 16 f32 lanes and four accumulators; `$load(p)` gives 16 weights at byte `p`.
 macro_rules! float_rows {
-    ($name:ident, $ty:ident, $bytes:expr, $load:expr) => {
+    ($name:ident, $ty:ident, $bytes:expr, $load:ident) => {
         #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
         unsafe fn $name(w: &[u8], a: &ActRow) -> f32 {
             let n = row_blocks(GgmlType::$ty, w, a);
@@ -379,7 +369,17 @@ macro_rules! float_rows {
     };
 }
 
-float_rows!(f32_dot, F32, 4, |p: *const u8| _mm512_loadu_ps(p.cast()));
-float_rows!(f16_dot, F16, 2, |p: *const u8| _mm512_cvtph_ps(
-    _mm256_loadu_si256(p.cast())
-));
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_f32x16(p: *const u8) -> __m512 {
+    _mm512_loadu_ps(p.cast())
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_f16x16(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+}
+
+float_rows!(f32_dot, F32, 4, load_f32x16);
+float_rows!(f16_dot, F16, 2, load_f16x16);

@@ -131,11 +131,13 @@ pub(crate) fn row_blocks(ty: GgmlType, w: &[u8], a: &ActRow) -> usize {
     let n = nb * ty.block_size();
     let have = match ty.vec_dot_type() {
         GgmlType::F32 => a.x.len(),
-        GgmlType::Q8_0 => (a.qs.len()).min(a.qs4.len())
+        GgmlType::Q8_0 => (a.qs.len())
+            .min(a.qs4.len())
             .min(a.q8_0.len() * 32)
             .min(a.d.len() * 32)
             .min(a.dsum.len() * 32),
-        GgmlType::Q8_1 => (a.qs.len()).min(a.qs4.len())
+        GgmlType::Q8_1 => (a.qs.len())
+            .min(a.qs4.len())
             .min(a.q8_1.len() * 32)
             .min(a.d.len() * 32)
             .min(a.dsum.len() * 32),
