@@ -9,7 +9,6 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_at, hsum};
-use super::reference::k_scale_min;
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::blocks::BlockQ8K;
 use crate::formats::GgmlType;
@@ -29,27 +28,40 @@ pub fn kernel(ty: GgmlType) -> Option<DotFn> {
 // are present; reads bounded by `row_blocks`.
 
 /// Σ_j sc_j·Σ_{i∈j} u_i·a_i as 8 i32 lanes: group g covers elements 32g..32g+32, with
-/// scale `sc[2g]` for its first 16 and `sc[2g+1]` for its last 16.
+/// scale `sc[2g]` (i16 lane 2g of `sc`) for its first 16 and `sc[2g+1]` for its last 16.
+/// The scales stay in a register: built in a stack array, their vector reloads missed
+/// store forwarding (measured: Q3_K 3x slower).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn scaled_idot(u: &[__m256i; 8], sc: &[i16; 16], a: *const i8) -> __m256i {
+unsafe fn scaled_idot(u: &[__m256i; 8], sc: __m256i, a: *const i8) -> __m256i {
+    let halves = [
+        _mm256_permute2x128_si256::<0x00>(sc, sc),
+        _mm256_permute2x128_si256::<0x11>(sc, sc),
+    ];
     let mut acc = [_mm256_setzero_si256(); 2];
     for g in 0..8 {
-        let s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * g + 1]), _mm_set1_epi16(sc[2 * g]));
+        // Word 2g % 8 of the half in the low 128 bits, word 2g % 8 + 1 in the high ones.
+        let w = (2 * g % 8) as i16;
+        let pick = _mm256_set_m128i(
+            _mm_set1_epi16(((2 * w + 3) << 8) | (2 * w + 2)),
+            _mm_set1_epi16(((2 * w + 1) << 8) | (2 * w)),
+        );
+        let s = _mm256_shuffle_epi8(halves[g / 4], pick);
         let p = _mm256_maddubs_epi16(u[g], _mm256_loadu_si256(a.add(32 * g).cast()));
         acc[g % 2] = _mm256_add_epi32(acc[g % 2], _mm256_madd_epi16(p, s));
     }
     _mm256_add_epi32(acc[0], acc[1])
 }
 
-/// Σ_j c_j·bsum_j over the 16 sums of 16 activations.
+/// Σ_j c_j·bsum_j over the 16 sums of 16 activations, c as 16 i16 lanes.
 #[inline]
-fn bsum_dot(y: &BlockQ8K, c: &[i16; 16]) -> i32 {
-    y.bsums
-        .iter()
-        .zip(c)
-        .map(|(&b, &c)| i32::from(b) * i32::from(c))
-        .sum()
+#[target_feature(enable = "avx2")]
+unsafe fn bsum_dot_v(y: &BlockQ8K, c: __m256i) -> i32 {
+    let p = _mm256_madd_epi16(c, _mm256_loadu_si256(y.bsums.as_ptr().cast()));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
 }
 
 /// Bytes 0–31: `v` masked to `mask` after shifting right by `shift`.
@@ -75,7 +87,7 @@ macro_rules! k_kernel {
             for b in 0..nb {
                 let y = a.q8_k.get_unchecked(b);
                 let (u, sc, d, s) = $unpack(w.as_ptr().add(b * ts), y);
-                let isum = scaled_idot(&u, &sc, y.qs.as_ptr());
+                let isum = scaled_idot(&u, sc, y.qs.as_ptr());
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(y.d * d), acc);
                 side += y.d * s;
             }
@@ -84,20 +96,15 @@ macro_rules! k_kernel {
     };
 }
 
-type Unpacked = ([__m256i; 8], [i16; 16], f32, f32);
+type Unpacked = ([__m256i; 8], __m256i, f32, f32);
 
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn unpack_q2_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
     // scales[16] at 0, qs[64] at 16, d at 80, dmin at 82.
-    let scales = std::ptr::read_unaligned(b.cast::<[u8; 16]>());
-    // Loops, not closures: closures in `#[target_feature]` functions are not inlined.
-    let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
-    for j in 0..16 {
-        sc[j] = i16::from(scales[j] & 0xF);
-        m[j] = i16::from(scales[j] >> 4);
-    }
-    let mins = bsum_dot(y, &m);
+    let bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.cast()));
+    let sc = _mm256_and_si256(bytes, _mm256_set1_epi16(0xF));
+    let mins = bsum_dot_v(y, _mm256_srli_epi16::<4>(bytes));
     let mut u = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
         let q = _mm256_loadu_si256(b.add(16 + 32 * h).cast());
@@ -113,13 +120,19 @@ unsafe fn unpack_q2_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
 unsafe fn unpack_q3_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
     // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108. u = low two bits, plus 4
     // where the hmask bit is set; the stored value is u − 4.
-    let s = std::ptr::read_unaligned(b.add(96).cast::<[u8; 12]>());
-    let mut sc = [0i16; 16];
-    for (j, sc) in sc.iter_mut().enumerate() {
-        let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
-        let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-        *sc = i16::from(low | (high << 4)) - 32;
-    }
+    // Six-bit scales from 12 bytes in u32 words (layout in FORMATS.md), minus 32.
+    let a0 = std::ptr::read_unaligned(b.add(96).cast::<u32>());
+    let a1 = std::ptr::read_unaligned(b.add(100).cast::<u32>());
+    let tmp = std::ptr::read_unaligned(b.add(104).cast::<u32>());
+    const LOW2: u32 = 0x0303_0303;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    let packed = _mm_setr_epi32(
+        ((a0 & LOW4) | ((tmp & LOW2) << 4)) as i32,
+        ((a1 & LOW4) | (((tmp >> 2) & LOW2) << 4)) as i32,
+        (((a0 >> 4) & LOW4) | (((tmp >> 4) & LOW2) << 4)) as i32,
+        (((a1 >> 4) & LOW4) | (((tmp >> 6) & LOW2) << 4)) as i32,
+    );
+    let sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(packed), _mm256_set1_epi16(32));
     let hm = _mm256_loadu_si256(b.cast());
     let mut u = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
@@ -130,21 +143,19 @@ unsafe fn unpack_q3_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
         }
     }
     let d = f16_at(b.add(108));
-    (u, sc, d, d * (4 * bsum_dot(y, &sc)) as f32)
+    (u, sc, d, d * (4 * bsum_dot_v(y, sc)) as f32)
 }
 
 /// The sub-block scales (each repeated for both halves of 16) and Σ m_j·bsums of Q4_K/Q5_K.
 #[inline]
-fn scales_q45(scales: &[u8; 12], y: &BlockQ8K) -> ([i16; 16], i32) {
-    let mut sc = [0i16; 16];
-    let mut mins = 0i32;
-    for j in 0..8 {
-        let (s, m) = k_scale_min(j, scales);
-        sc[2 * j] = i16::from(s);
-        sc[2 * j + 1] = i16::from(s);
-        mins += i32::from(m) * (i32::from(y.bsums[2 * j]) + i32::from(y.bsums[2 * j + 1]));
-    }
-    (sc, mins)
+#[target_feature(enable = "avx2")]
+unsafe fn scales_q45(scales: &[u8; 12], y: &BlockQ8K) -> (__m256i, i32) {
+    let (sc, m) = super::avx512_k::scales_mins(scales);
+    let sc8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(sc)));
+    let m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(m)));
+    let sc = _mm256_set_m128i(_mm_unpackhi_epi16(sc8, sc8), _mm_unpacklo_epi16(sc8, sc8));
+    let m = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+    (sc, bsum_dot_v(y, m))
 }
 
 #[inline]
@@ -183,11 +194,7 @@ unsafe fn unpack_q5_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn unpack_q6_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
     // ql[128] at 0, qh[64] at 128, scales[16] (i8) at 192, d at 208; stored value u − 32.
-    let raw = std::ptr::read_unaligned(b.add(192).cast::<[i8; 16]>());
-    let mut sc = [0i16; 16];
-    for j in 0..16 {
-        sc[j] = i16::from(raw[j]);
-    }
+    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
     let mut u = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
         let qh = _mm256_loadu_si256(b.add(128 + 32 * h).cast());
@@ -199,7 +206,7 @@ unsafe fn unpack_q6_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
         }
     }
     let d = f16_at(b.add(208));
-    (u, sc, d, d * (32 * bsum_dot(y, &sc)) as f32)
+    (u, sc, d, d * (32 * bsum_dot_v(y, sc)) as f32)
 }
 
 k_kernel!(q2_k, Q2_K, unpack_q2_k);

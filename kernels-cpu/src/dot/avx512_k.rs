@@ -35,7 +35,7 @@ pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
 /// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins from their 12 packed bytes, with
 /// word operations on the three little-endian u32s (layout in FORMATS.md).
 #[inline]
-fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -80,16 +80,19 @@ macro_rules! k_family {
                 let blk = w.as_ptr().add(b * 144);
                 let y = a.q8_k.get_unchecked(b);
                 let (sc, m) = scales_mins(&std::ptr::read_unaligned(blk.add(4).cast()));
-                let sc =
-                    _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast())));
+                let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(
+                    i64::from_le_bytes(sc),
+                )));
                 // Mins: Σ m_j·(bsum_2j + bsum_2j+1), as 4 i32 lanes.
                 let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
                 let pairs = _mm_hadd_epi16(
                     _mm256_castsi256_si128(bs),
                     _mm256_extracti128_si256::<1>(bs),
                 );
-                let mins =
-                    _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr().cast())), pairs);
+                let mins = _mm_madd_epi16(
+                    _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(m))),
+                    pairs,
+                );
                 side = _mm_fmadd_ps(
                     _mm_cvtepi32_ps(mins),
                     _mm_set1_ps(y.d * f16_at(blk.add(2))),
