@@ -121,7 +121,7 @@ pub(crate) fn check(
         ty,
         what: "not a weight format",
     })?;
-    if cols % ty.block_size() != 0 {
+    if !cols.is_multiple_of(ty.block_size()) {
         return Err(FormatError::NotWholeBlocks {
             ty,
             n: cols,

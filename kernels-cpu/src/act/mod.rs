@@ -109,7 +109,7 @@ impl QuantizedActs {
             });
         }
         let block = act_ty.block_size();
-        if cols % block != 0 {
+        if !cols.is_multiple_of(block) {
             return Err(FormatError::NotWholeBlocks {
                 ty: act_ty,
                 n: cols,

@@ -14,9 +14,6 @@
 //! `Avx512` it uses |w| and a with w's sign (no sign instruction at 512 bits: a masked
 //! negate).
 
-// The AVX-512 intrinsics are stable since Rust 1.89; the workspace's declared MSRV (1.85)
-// predates them, so building these kernels needs 1.89 (see the report to the lead).
-#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 

@@ -8,9 +8,6 @@
 //! scale. The super-block's i32 sum is exact; it is converted and scaled by d·d_a once.
 //! Q6_K's −32 offset comes off as 32·Σ sc_j·bsum_j; Q4_K's mins as dmin·Σ m_j·bsum_j.
 
-// The AVX-512 intrinsics are stable since Rust 1.89; the workspace's declared MSRV (1.85)
-// predates them, so building these kernels needs 1.89 (see the report to the lead).
-#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 

@@ -198,7 +198,7 @@ pub fn q4_k(w: &[u8], a: &ActRow) -> f32 {
         // Sub-block 2k is the low nibbles of qs[32k..32k+32], 2k+1 the high ones.
         let q = |e: usize| {
             let byte = b.qs[32 * (e / 64) + e % 32];
-            i32::from(if (e / 32) % 2 == 0 {
+            i32::from(if (e / 32).is_multiple_of(2) {
                 byte & 0xF
             } else {
                 byte >> 4
@@ -214,7 +214,7 @@ pub fn q5_k(w: &[u8], a: &ActRow) -> f32 {
     for (b, y) in blocks::<BlockQ5K>(w).zip(a.q8_k) {
         let q = |e: usize| {
             let byte = b.qs[32 * (e / 64) + e % 32];
-            let low = if (e / 32) % 2 == 0 {
+            let low = if (e / 32).is_multiple_of(2) {
                 byte & 0xF
             } else {
                 byte >> 4
