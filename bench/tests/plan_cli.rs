@@ -4,11 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn bench() -> Command {
-    // The binary is `bench` or, until the crate names it, the package's `strata-bench`.
-    let exe = option_env!("CARGO_BIN_EXE_bench")
-        .or(option_env!("CARGO_BIN_EXE_strata-bench"))
-        .expect("the bench binary is built for its tests");
-    Command::new(exe)
+    Command::new(env!("CARGO_BIN_EXE_bench"))
 }
 
 fn deepseek() -> PathBuf {

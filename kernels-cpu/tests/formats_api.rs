@@ -249,7 +249,13 @@ fn zero_blocks_quantize_to_zero() {
 #[test]
 fn non_finite_input_quantizes_without_panicking() {
     let mut rng = rng();
-    for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
+    for special in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        -f32::MAX,
+    ] {
         let mut x: Vec<f32> = (0..512).map(|_| rng.random_range(-1.0..1.0)).collect();
         x[7] = special;
         x[300] = special;

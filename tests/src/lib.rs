@@ -13,7 +13,10 @@ pub fn root() -> PathBuf {
     if let Some(r) = std::env::var_os("STRATA_ROOT") {
         return PathBuf::from(r);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// `golden/data/<name>`.
@@ -23,6 +26,8 @@ pub fn golden(name: &str) -> PathBuf {
 
 /// The default model, fetched by `scripts/fetch-model.sh`; `None` if it is absent.
 pub fn smollm2() -> Option<PathBuf> {
-    let p = root().join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = root()
+        .join("models")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
     p.is_file().then_some(p)
 }

@@ -14,7 +14,6 @@
 //! `Avx512` it uses |w| and a with w's sign (no sign instruction at 512 bits: a masked
 //! negate).
 
-
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_head, unpack_q4_0, unpack_q4_1, unpack_q5_0, unpack_q5_1};

@@ -8,7 +8,6 @@
 //! scale. The super-block's i32 sum is exact; it is converted and scaled by d·d_a once.
 //! Q6_K's −32 offset comes off as 32·Σ sc_j·bsum_j; Q4_K's mins as dmin·Σ m_j·bsum_j.
 
-
 use std::arch::x86_64::*;
 
 use super::avx2::f16_at;
