@@ -179,9 +179,9 @@ fn check_format(ty: GgmlType) {
             }
             let mut y = vec![0f32; rows];
             matvec_isa(isa, ty, &case.w, rows, cols, &case.x, &mut y).unwrap();
-            for r in 0..rows {
+            for (r, &yr) in y.iter().enumerate() {
                 let (tol_q, tol_y) = tolerances(case, &acts, r);
-                let got = f64::from(y[r]);
+                let got = f64::from(yr);
                 assert!(
                     (got - case.y_q[r]).abs() <= tol_q,
                     "{ty} {rows}x{cols} {isa} row {r}: {got} vs y_q {} (tolerance {tol_q:e})",

@@ -161,7 +161,7 @@ fn target_type(
         "output.weight" => opts.output.unwrap_or(opts.ty),
         _ => opts.ty,
     };
-    let fits = |ty: GgmlType| t.row_len() % ty.block_size() as u64 == 0;
+    let fits = |ty: GgmlType| t.row_len().is_multiple_of(ty.block_size() as u64);
     if fits(wanted) {
         return Ok((wanted, None));
     }

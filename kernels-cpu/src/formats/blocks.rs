@@ -89,7 +89,7 @@ block!(
 /// elsewhere may need [`to_blocks`] instead).
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> Result<&[B], FormatError> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(FormatError::ByteLength {
             ty: B::TYPE,
             n: bytes.len() / size * B::TYPE.block_size(),
@@ -106,7 +106,7 @@ pub fn as_blocks<B: Block>(bytes: &[u8]) -> Result<&[B], FormatError> {
 /// Copies `bytes` into owned, aligned blocks of `B` (for buffers of unknown alignment).
 pub fn to_blocks<B: Block>(bytes: &[u8]) -> Result<Vec<B>, FormatError> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(FormatError::ByteLength {
             ty: B::TYPE,
             n: bytes.len() / size * B::TYPE.block_size(),

@@ -124,7 +124,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), FormatE
 /// Checks that `n` elements are whole blocks of `ty` taking exactly `bytes` bytes.
 fn check_bytes(ty: GgmlType, n: usize, bytes: usize) -> Result<(), FormatError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(FormatError::NotWholeBlocks { ty, n, block });
     }
     let expected = n / block * ty.type_size();

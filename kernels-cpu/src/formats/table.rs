@@ -147,7 +147,7 @@ impl GgmlType {
     /// Bytes taken by `n` elements, or `None` if `n` is not whole blocks or overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)

@@ -274,7 +274,7 @@ impl Shape {
     ) -> Shape {
         let (n_kv, hd) = (cache.n_kv_heads(), cache.head_dim());
         assert!(
-            n_heads > 0 && n_heads % n_kv == 0,
+            n_heads > 0 && n_heads.is_multiple_of(n_kv),
             "attention: {n_heads} query heads is not a multiple of {n_kv} KV heads"
         );
         let expected = n_tokens * n_heads * hd;

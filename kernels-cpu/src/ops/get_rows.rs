@@ -68,7 +68,7 @@ fn check(
             n: row_len,
             block,
         })? as usize;
-    if data.len() % row_bytes != 0 {
+    if !data.len().is_multiple_of(row_bytes) {
         let n_rows = data.len().div_ceil(row_bytes);
         return Err(FormatError::ByteLength {
             ty,

@@ -137,7 +137,7 @@ impl KvCache {
     pub fn append(&mut self, pos: usize, k: &[f32], v: &[f32]) -> Result<(), OpError> {
         let kv_dim = self.kv_dim();
         assert!(
-            k.len() == v.len() && k.len() % kv_dim == 0,
+            k.len() == v.len() && k.len().is_multiple_of(kv_dim),
             "KvCache::append: k has {} and v {} elements, expected whole tokens of {kv_dim}",
             k.len(),
             v.len()

@@ -41,7 +41,7 @@ pub fn rms_norm_rows_isa(isa: Isa, x: &[f32], weight: &[f32], eps: f32, out: &mu
     let n = weight.len();
     assert!(n > 0, "rms_norm_rows: empty weight");
     assert!(
-        x.len() % n == 0 && out.len() == x.len(),
+        x.len().is_multiple_of(n) && out.len() == x.len(),
         "rms_norm_rows: x has {} and out {} elements, not whole rows of {n}",
         x.len(),
         out.len()

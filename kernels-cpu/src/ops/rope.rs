@@ -174,7 +174,7 @@ pub fn rope_ref(x: &mut [f32], n_heads: usize, head_dim: usize, pos: usize, rope
 
 fn check(len: usize, n_tokens: usize, n_heads: usize, head_dim: usize, rope: &Rope) {
     assert!(
-        rope.n_rot % 2 == 0 && rope.n_rot <= head_dim,
+        rope.n_rot.is_multiple_of(2) && rope.n_rot <= head_dim,
         "rope: n_rot {} must be even and at most head_dim {head_dim}",
         rope.n_rot
     );

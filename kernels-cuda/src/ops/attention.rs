@@ -37,7 +37,7 @@ impl Gpu {
                 format!("head_dim = {} not in 1..={MAX_HEAD_DIM}", s.head_dim),
             ));
         }
-        if s.nkv == 0 || s.nhead % s.nkv != 0 {
+        if s.nkv == 0 || !s.nhead.is_multiple_of(s.nkv) {
             return Err(CudaError::shape(
                 OP,
                 format!(

@@ -79,7 +79,7 @@ impl Gpu {
         nrows: usize,
         nvec: usize,
     ) -> Result<(), CudaError> {
-        if ncols % 4 != 0 {
+        if !ncols.is_multiple_of(4) {
             // Each thread reads 4 weights with one vector load.
             return Err(CudaError::shape(
                 OP,

@@ -70,7 +70,7 @@ pub(crate) fn weight_bytes(
     ncols: usize,
     nrows: usize,
 ) -> Result<usize, CudaError> {
-    if ncols == 0 || ncols % ty.block_size() != 0 {
+    if ncols == 0 || !ncols.is_multiple_of(ty.block_size()) {
         return Err(CudaError::shape(
             op,
             format!(

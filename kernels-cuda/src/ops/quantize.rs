@@ -21,7 +21,7 @@ impl Gpu {
         ncols: usize,
         nrows: usize,
     ) -> Result<(), CudaError> {
-        if ncols == 0 || ncols % 32 != 0 {
+        if ncols == 0 || !ncols.is_multiple_of(32) {
             return Err(CudaError::shape(
                 OP,
                 format!("ncols = {ncols} is not a multiple of 32"),

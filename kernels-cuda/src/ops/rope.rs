@@ -29,7 +29,7 @@ impl Gpu {
         head_dim: usize,
         p: &RopeParams,
     ) -> Result<(), CudaError> {
-        if p.n_rot % 2 != 0 || p.n_rot > head_dim || p.n_rot == 0 {
+        if !p.n_rot.is_multiple_of(2) || p.n_rot > head_dim || p.n_rot == 0 {
             return Err(CudaError::shape(
                 OP,
                 format!(
