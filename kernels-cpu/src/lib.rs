@@ -10,6 +10,7 @@ pub mod isa;
 pub mod matmul;
 pub mod matvec;
 pub mod ops;
+mod shape;
 
 pub use act::{quantize_acts, QuantizedActs};
 pub use formats::{dequantize, quantize, FormatError, GgmlType};

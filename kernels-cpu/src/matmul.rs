@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::act::{quantize_acts_isa, QuantizedActs};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
-use crate::matvec::check;
+use crate::shape::check_shape;
 
 /// Weight rows per task: enough to reuse each activation row while it sits in L1, few
 /// enough that the task's rows stay in L2 and both threads get work on 576-row matrices.
@@ -67,15 +67,7 @@ pub fn matmul_quantized_isa(
     y: &mut [f32],
 ) -> Result<(), FormatError> {
     let n = acts.n();
-    let dot = check(isa, ty, w, rows, cols, acts, n)?;
-    if y.len() != n * rows {
-        return Err(FormatError::ByteLength {
-            ty: GgmlType::F32,
-            n: n * rows,
-            expected: n * rows * 4,
-            got: y.len() * 4,
-        });
-    }
+    let dot = check_shape(isa, ty, w, rows, cols, acts, n, y)?;
     if n == 0 || rows == 0 {
         return Ok(());
     }

@@ -6,9 +6,9 @@
 use rayon::prelude::*;
 
 use crate::act::{quantize_acts_isa, QuantizedActs};
-use crate::dot::{self, DotFn};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
+use crate::shape::check_shape;
 
 /// y = W·x with W `rows`×`cols` of type `ty` (raw row-major bytes, any alignment), at the
 /// active ISA level.
@@ -59,15 +59,7 @@ pub fn matvec_quantized_isa(
     acts: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), FormatError> {
-    let dot = check(isa, ty, w, rows, cols, acts, 1)?;
-    if y.len() != rows {
-        return Err(FormatError::ByteLength {
-            ty: GgmlType::F32,
-            n: rows,
-            expected: rows * 4,
-            got: y.len() * 4,
-        });
-    }
+    let dot = check_shape(isa, ty, w, rows, cols, acts, 1, y)?;
     let row_bytes = w.len() / rows.max(1);
     let a = acts.row(0);
     let run = |(c, ys): (usize, &mut [f32])| {
@@ -99,62 +91,4 @@ pub(crate) fn chunk_rows(rows: usize, row_bytes: usize) -> usize {
     let by_size = (16 * 1024usize).div_ceil(row_bytes.max(1));
     let at_most = rows.div_ceil(threads);
     by_count.max(by_size.min(at_most)).max(1)
-}
-
-/// Validates a matvec/matmul request; the kernel to run it.
-pub(crate) fn check(
-    isa: Isa,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    acts: &QuantizedActs,
-    n: usize,
-) -> Result<DotFn, FormatError> {
-    if !isa.is_supported() {
-        return Err(FormatError::Unsupported {
-            ty,
-            what: "ISA level not supported by this CPU",
-        });
-    }
-    let dot = dot::kernel(ty, isa).ok_or(FormatError::Unsupported {
-        ty,
-        what: "not a weight format",
-    })?;
-    if !cols.is_multiple_of(ty.block_size()) {
-        return Err(FormatError::NotWholeBlocks {
-            ty,
-            n: cols,
-            block: ty.block_size(),
-        });
-    }
-    let elems = rows.checked_mul(cols).ok_or(FormatError::Unsupported {
-        ty,
-        what: "rows·cols overflows",
-    })?;
-    let bytes = elems / ty.block_size() * ty.type_size();
-    if w.len() != bytes {
-        return Err(FormatError::ByteLength {
-            ty,
-            n: elems,
-            expected: bytes,
-            got: w.len(),
-        });
-    }
-    if acts.ty() != Some(ty.vec_dot_type()) {
-        return Err(FormatError::Unsupported {
-            ty,
-            what: "activations are not quantized to this format's vec_dot type",
-        });
-    }
-    if acts.cols() != cols || acts.n() != n {
-        let act_ty = ty.vec_dot_type();
-        return Err(FormatError::ByteLength {
-            ty: act_ty,
-            n: n * cols,
-            expected: n * cols / act_ty.block_size() * act_ty.type_size(),
-            got: acts.n() * acts.cols() / act_ty.block_size() * act_ty.type_size(),
-        });
-    }
-    Ok(dot)
 }
