@@ -2,15 +2,14 @@
 //! greedily says " Paris.", every architecture runs on random weights, and the runner
 //! allocates exactly what `buffers` says.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use strata_engine::buffers::{kv_cache_bytes, scratch_bytes, ScratchLayout};
 use strata_engine::device::DeviceId;
-use strata_engine::gguf::{GgufFile, GgufWriter, Value};
+use strata_engine::gguf::GgufFile;
 use strata_engine::model::Model;
 use strata_engine::runner::{RunError, Runner, RunnerOptions};
 use strata_engine::tokenizer::Tokenizer;
-use strata_kernels_cpu::{quantize, GgmlType};
+use strata_kernels_cpu::GgmlType;
+use strata_tests::random_model::RandomModel;
 
 fn argmax(l: &[f32]) -> u32 {
     l.iter()
@@ -21,70 +20,18 @@ fn argmax(l: &[f32]) -> u32 {
 }
 
 /// A random-weight model of `arch` in memory: 2 blocks, n_embd 64, 4 heads of 16 (2 KV
-/// heads), n_ff 96, vocab 80, matrices in `ty`, tied output unless `separate_output`.
-fn tiny_model(arch: &str, ty: GgmlType, separate_output: bool, seed: u64) -> GgufFile {
-    let (e, ff, nh, nkv, hd, nv) = (64u64, 96u64, 4u64, 2u64, 16u64, 80u64);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut w = GgufWriter::new();
-    w.add_kv("general.architecture", Value::from(arch)).unwrap();
-    for (k, v) in [
-        ("block_count", 2u32),
-        ("embedding_length", e as u32),
-        ("feed_forward_length", ff as u32),
-        ("attention.head_count", nh as u32),
-        ("attention.head_count_kv", nkv as u32),
-        ("context_length", 128),
-    ] {
-        w.add_kv(format!("{arch}.{k}"), Value::U32(v)).unwrap();
+/// heads), n_ff 96, vocab 80, all matrices (embedding included) in `ty`, tied output unless
+/// `separate_output`.
+fn tiny_model(arch: &'static str, ty: GgmlType, separate_output: bool, seed: u64) -> GgufFile {
+    RandomModel {
+        arch,
+        n_vocab: 80,
+        embd_format: ty,
+        separate_output,
+        seed,
+        ..RandomModel::small(2, &[ty])
     }
-    w.add_kv(
-        format!("{arch}.attention.layer_norm_rms_epsilon"),
-        Value::F32(1e-5),
-    )
-    .unwrap();
-    w.add_kv(format!("{arch}.rope.freq_base"), Value::F32(10000.0))
-        .unwrap();
-    let mut mat = |w: &mut GgufWriter, name: String, cols: u64, rows: u64, scale: f32| {
-        let x: Vec<f32> = (0..cols * rows)
-            .map(|_| rng.random_range(-scale..scale))
-            .collect();
-        let mut bytes = vec![0u8; ty.bytes_for(cols * rows).unwrap() as usize];
-        quantize(ty, &x, &mut bytes).unwrap();
-        w.add_tensor(name, ty, &[cols, rows], bytes).unwrap();
-    };
-    let vec_f32 = |w: &mut GgufWriter, name: String, n: u64, around: f32| {
-        let x: Vec<u8> = (0..n)
-            .flat_map(|i| (around + 0.01 * (i % 7) as f32).to_le_bytes())
-            .collect();
-        w.add_tensor(name, GgmlType::F32, &[n], x).unwrap();
-    };
-    mat(&mut w, "token_embd.weight".into(), e, nv, 1.0);
-    vec_f32(&mut w, "output_norm.weight".into(), e, 1.0);
-    if separate_output {
-        mat(&mut w, "output.weight".into(), e, nv, 0.2);
-    }
-    for i in 0..2 {
-        let b = |s: &str| format!("blk.{i}.{s}");
-        vec_f32(&mut w, b("attn_norm.weight"), e, 1.0);
-        mat(&mut w, b("attn_q.weight"), e, nh * hd, 0.3);
-        mat(&mut w, b("attn_k.weight"), e, nkv * hd, 0.3);
-        mat(&mut w, b("attn_v.weight"), e, nkv * hd, 0.3);
-        mat(&mut w, b("attn_output.weight"), nh * hd, e, 0.2);
-        if arch == "qwen2" {
-            vec_f32(&mut w, b("attn_q.bias"), nh * hd, 0.1);
-            vec_f32(&mut w, b("attn_k.bias"), nkv * hd, -0.1);
-            vec_f32(&mut w, b("attn_v.bias"), nkv * hd, 0.05);
-        }
-        if arch == "qwen3" {
-            vec_f32(&mut w, b("attn_q_norm.weight"), hd, 1.0);
-            vec_f32(&mut w, b("attn_k_norm.weight"), hd, 0.9);
-        }
-        vec_f32(&mut w, b("ffn_norm.weight"), e, 1.0);
-        mat(&mut w, b("ffn_gate.weight"), e, ff, 0.3);
-        mat(&mut w, b("ffn_up.weight"), e, ff, 0.3);
-        mat(&mut w, b("ffn_down.weight"), ff, e, 0.2);
-    }
-    GgufFile::from_bytes(w.to_bytes()).expect("the writer's file reads back")
+    .build()
 }
 
 /// Logits of every position, once as batches of `n_batch` and once one token at a time;
