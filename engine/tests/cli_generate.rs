@@ -130,3 +130,66 @@ fn greedy_paris_with_timings_json_and_ngl_note() {
         assert!(t[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {t}");
     }
 }
+
+#[test]
+fn bogus_ngl_is_a_usage_error() {
+    let o = generate(&["-ngl", "bogus", "-p", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("'bogus'") && err.contains("--num-gpu"),
+        "{err}"
+    );
+    assert!(err.contains("auto"), "{err}");
+}
+
+/// A greedy run of 8 tokens after "The capital of France is" with these extra flags.
+fn greedy(m: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    generate(&args)
+}
+
+#[test]
+fn ngl_auto_without_a_gpu_runs_silently() {
+    let Some(m) = model() else { return };
+    let o = greedy(&m, &["-ngl", "auto"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(" Paris."));
+    // The note is for explicit counts, and for `auto` where the driver shows a device.
+    let has_gpu = strata_kernels_cuda::device_count().is_ok_and(|n| n > 0);
+    assert_eq!(err.contains("no GPU backend"), has_gpu, "{err}");
+}
+
+#[test]
+fn ngl_auto_puts_every_layer_on_posing_gpus_with_the_same_text() {
+    let Some(m) = model() else { return };
+    let cpu = greedy(&m, &["-ngl", "0"]);
+    assert_eq!(cpu.status.code(), Some(0), "{}", stderr(&cpu));
+    let posed = greedy(
+        &m,
+        &["-ngl", "auto", "--pose-gpus", "1GiB,1GiB", "--verbose"],
+    );
+    let err = stderr(&posed);
+    assert_eq!(posed.status.code(), Some(0), "{err}");
+    // SmolLM2-135M: 30 blocks + the output layer, about 220 MiB in all: everything fits.
+    assert!(err.contains("num_gpu auto -> 31 "), "{err}");
+    assert!(!err.contains("no GPU backend"), "{err}");
+    assert!(!posed.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&posed.stdout),
+        String::from_utf8_lossy(&cpu.stdout)
+    );
+}

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::plan::NumGpu;
+
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Debug, Parser)]
@@ -58,9 +60,16 @@ pub struct Args {
     /// Random seed (default: from the clock; printed with --verbose).
     #[arg(long = "seed")]
     pub seed: Option<u64>,
-    /// Layers to put on GPUs (`-ngl`). Accepted for compatibility; there is no GPU backend yet.
-    #[arg(long = "num-gpu", visible_alias = "n-gpu-layers", default_value_t = 0)]
-    pub num_gpu: u32,
+    /// Layers to put on GPUs (`-ngl`): a count, or `auto` (or -1) for as many as fit. Only
+    /// devices posing as GPUs (`--pose-gpus`) take layers: there is no GPU backend yet.
+    #[arg(
+        long = "num-gpu",
+        visible_alias = "n-gpu-layers",
+        default_value = "auto",
+        allow_negative_numbers = true,
+        value_parser = parse_num_gpu
+    )]
+    pub num_gpu: NumGpu,
     /// Split the layers onto CPU devices that pose as GPUs (to try splits without one):
     /// sizes such as `64MiB,64MiB`, or `REPORTED:ALLOWED` (`1GiB:100MiB`) for a device that
     /// allows less than it reports. `--num-gpu` then places layers on them.
@@ -78,6 +87,10 @@ pub struct Args {
     /// Print model, tokenizer and sampling details to stderr.
     #[arg(long = "verbose")]
     pub verbose: bool,
+}
+
+fn parse_num_gpu(text: &str) -> Result<NumGpu, String> {
+    NumGpu::parse(text).map_err(|_| "expected a layer count or `auto`".to_string())
 }
 
 /// llama.cpp spells `--n-gpu-layers` as the multi-letter short flag `-ngl`, which clap

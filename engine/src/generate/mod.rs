@@ -48,11 +48,22 @@ fn run(args: &Args) -> Result<(), String> {
         Some(text) => PseudoAccel::parse_list(text)?,
         None => Vec::new(),
     };
-    if args.num_gpu > 0 && accels.is_empty() {
-        eprintln!(
-            "note: --num-gpu {} ignored: no GPU backend is available yet, every layer runs on the CPU",
-            args.num_gpu
-        );
+    if accels.is_empty() {
+        // `auto` on a machine without a GPU just means 0: nothing to say. An explicit count,
+        // or `auto` where the driver shows devices, asked for GPUs this build cannot use yet.
+        match args.num_gpu {
+            NumGpu::Layers(0) => {}
+            NumGpu::Layers(n) => eprintln!(
+                "note: --num-gpu {n} ignored: no GPU backend is available yet, every layer runs on the CPU"
+            ),
+            NumGpu::Auto => {
+                if let Ok(n @ 1..) = strata_kernels_cuda::device_count() {
+                    eprintln!(
+                        "note: {n} CUDA device(s) found, but no GPU backend is available yet: every layer runs on the CPU"
+                    );
+                }
+            }
+        }
     }
     if !args.model.is_file() {
         let mut msg = format!("model file not found: {}", args.model.display());
@@ -139,9 +150,12 @@ fn run(args: &Args) -> Result<(), String> {
     };
     // Planned and allocated up front by the loader: on the CPU, or split onto posing GPUs
     // (which have no driver to keep a margin for) until a GPU backend lands.
-    let num_gpu = if accels.is_empty() { 0 } else { args.num_gpu };
-    let mut settings =
-        crate::load::decode_settings(n_ctx, args.batch_size, NumGpu::Layers(num_gpu as usize));
+    let num_gpu = if accels.is_empty() {
+        NumGpu::Layers(0)
+    } else {
+        args.num_gpu
+    };
+    let mut settings = crate::load::decode_settings(n_ctx, args.batch_size, num_gpu);
     if !accels.is_empty() {
         settings.margin = 0;
     }
