@@ -1,5 +1,5 @@
-//! AVX-512 dot products for the legacy formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and for F32/F16,
-//! in two flavours: `Vnni` (`vpdpbusd`) and `Avx512` (F+BW: `vpmaddubsw` + `vpmaddwd`).
+//! AVX-512 dot products for the legacy formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and for
+//! F32/F16/BF16, in two flavours: `Vnni` (`vpdpbusd`) and `Avx512` (F+BW: `vpmaddubsw` + `vpmaddwd`).
 //!
 //! Nibble formats take four blocks per step (see `legacy_rows`); Q8_0 two blocks per
 //! 512-bit register (64 quants in element order). Their int dots come
@@ -26,6 +26,7 @@ pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
     Some(match (ty, level) {
         (F32, _) => |w, a| unsafe { f32_dot(w, a) },
         (F16, _) => |w, a| unsafe { f16_dot(w, a) },
+        (BF16, _) => |w, a| unsafe { bf16_dot(w, a) },
         (Q4_0, Isa::Vnni) => |w, a| unsafe { vnni::q4_0(w, a) },
         (Q4_1, Isa::Vnni) => |w, a| unsafe { vnni::q4_1(w, a) },
         (Q5_0, Isa::Vnni) => |w, a| unsafe { vnni::q5_0(w, a) },
@@ -378,4 +379,14 @@ unsafe fn load_f16x16(p: *const u8) -> __m512 {
 }
 
 float_rows!(f32_dot, F32, 4, load_f32x16);
+/// bf16 is the top half of an f32: widen each u16 to 32 bits and shift it up.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_bf16x16(p: *const u8) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+        _mm256_loadu_si256(p.cast()),
+    )))
+}
+
 float_rows!(f16_dot, F16, 2, load_f16x16);
+float_rows!(bf16_dot, BF16, 2, load_bf16x16);

@@ -1,12 +1,13 @@
-//! AVX-512 dot products for Q4_K and Q6_K (the other K-quants use the AVX2 kernels at these
-//! levels), in two flavours: `Vnni` and `Avx512` (F+BW).
+//! AVX-512 dot products for the K-quants Q2_K to Q6_K, in two flavours: `Vnni` and `Avx512`
+//! (F+BW).
 //!
-//! Each 64 quants (two Q4_K sub-blocks, four Q6_K ones) are unpacked to unsigned bytes in
-//! one register and multiplied with the activations by `vpmaddubsw` (u ≤ 63, |a| ≤ 127: a
-//! pair ≤ 16002, no saturation), then scaled per sub-block and summed into i32 lanes by
-//! `vpdpwssd` (VNNI) or `vpmaddwd` + add, against a vector with each i16 lane's sub-block
-//! scale. The super-block's i32 sum is exact; it is converted and scaled by d·d_a once.
-//! Q6_K's −32 offset comes off as 32·Σ sc_j·bsum_j; Q4_K's mins as dmin·Σ m_j·bsum_j.
+//! Each 64 quants (two Q4_K/Q5_K sub-blocks, four Q2_K/Q3_K/Q6_K ones) are unpacked to
+//! unsigned bytes in one register and multiplied with the activations by `vpmaddubsw`
+//! (u ≤ 63, |a| ≤ 127: a pair ≤ 16002, no saturation), then scaled per sub-block and summed
+//! into i32 lanes by `vpdpwssd` (VNNI) or `vpmaddwd` + add, against a vector with each i16
+//! lane's sub-block scale. The super-block's i32 sum is exact; it is converted and scaled by
+//! d·d_a once. Offsets (Q6_K: 32, Q3_K: 4) come off as o·Σ sc_j·bsum_j; mins (Q2_K, Q4_K,
+//! Q5_K) as dmin·Σ m_j·bsum_j.
 
 use std::arch::x86_64::*;
 
@@ -18,9 +19,15 @@ use crate::isa::Isa;
 pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
     use GgmlType::*;
     Some(match (ty, level) {
+        (Q2_K, Isa::Vnni) => |w, a| unsafe { vnni::q2_k(w, a) },
+        (Q3_K, Isa::Vnni) => |w, a| unsafe { vnni::q3_k(w, a) },
         (Q4_K, Isa::Vnni) => |w, a| unsafe { vnni::q4_k(w, a) },
+        (Q5_K, Isa::Vnni) => |w, a| unsafe { vnni::q5_k(w, a) },
         (Q6_K, Isa::Vnni) => |w, a| unsafe { vnni::q6_k(w, a) },
+        (Q2_K, Isa::Avx512) => |w, a| unsafe { bw::q2_k(w, a) },
+        (Q3_K, Isa::Avx512) => |w, a| unsafe { bw::q3_k(w, a) },
         (Q4_K, Isa::Avx512) => |w, a| unsafe { bw::q4_k(w, a) },
+        (Q5_K, Isa::Avx512) => |w, a| unsafe { bw::q5_k(w, a) },
         (Q6_K, Isa::Avx512) => |w, a| unsafe { bw::q6_k(w, a) },
         _ => return None,
     })
@@ -119,6 +126,227 @@ macro_rules! k_family {
             let side = _mm_add_ps(side, _mm_movehl_ps(side, side));
             let side = _mm_add_ss(side, _mm_movehdup_ps(side));
             _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(side)
+        }
+
+        /// As `q4_k`, with each quant's fifth bit from `qh`: bit 2k (low nibbles) and 2k+1
+        /// (high nibbles) of `qh[l]` for chunk k; a byte-mask test adds 16 where it is set.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn q5_k(w: &[u8], a: &ActRow) -> f32 {
+            let nb = row_blocks(GgmlType::Q5_K, w, a);
+            let idx = [
+                scale_index(0, 2),
+                scale_index(1, 2),
+                scale_index(2, 2),
+                scale_index(3, 2),
+            ];
+            let (low4, sixteen) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(16));
+            let mut acc = _mm512_setzero_ps();
+            let mut side = _mm_setzero_ps();
+            for b in 0..nb {
+                let blk = w.as_ptr().add(b * 176);
+                let y = a.q8_k.get_unchecked(b);
+                let (sc, m) = scales_mins(&std::ptr::read_unaligned(blk.add(4).cast()));
+                let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(
+                    i64::from_le_bytes(sc),
+                )));
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                let pairs = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                let mins = _mm_madd_epi16(
+                    _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(m))),
+                    pairs,
+                );
+                side = _mm_fmadd_ps(
+                    _mm_cvtepi32_ps(mins),
+                    _mm_set1_ps(y.d * f16_at(blk.add(2))),
+                    side,
+                );
+                // qh in the low half, qh >> 1 in the high half: bit 2k then serves both.
+                let qh = _mm256_loadu_si256(blk.add(16).cast());
+                let h2 =
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<1>(qh));
+                let mut isum = _mm512_setzero_si512();
+                for k in 0..4 {
+                    let q = _mm256_loadu_si256(blk.add(48 + 32 * k).cast());
+                    let u = _mm512_and_si512(
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(q),
+                            _mm256_srli_epi16::<4>(q),
+                        ),
+                        low4,
+                    );
+                    let hi = _mm512_test_epi8_mask(h2, _mm512_set1_epi8(1 << (2 * k)));
+                    let u = _mm512_mask_add_epi8(u, hi, u, sixteen);
+                    let p = _mm512_maddubs_epi16(
+                        u,
+                        _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()),
+                    );
+                    isum = $sdot(isum, p, _mm512_permutexvar_epi16(idx[k], sc));
+                }
+                acc = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(isum),
+                    _mm512_set1_ps(y.d * f16_at(blk)),
+                    acc,
+                );
+            }
+            let side = _mm_add_ps(side, _mm_movehl_ps(side, side));
+            let side = _mm_add_ss(side, _mm_movehdup_ps(side));
+            _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(side)
+        }
+
+        /// Q2_K: qs[32n..] holds the four 32-element groups of half n at shifts 0, 2, 4, 6;
+        /// the low nibble of scales[j] scales sub-block j and its high nibble is the min.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn q2_k(w: &[u8], a: &ActRow) -> f32 {
+            let nb = row_blocks(GgmlType::Q2_K, w, a);
+            let idx = [
+                scale_index(0, 4),
+                scale_index(1, 4),
+                scale_index(2, 4),
+                scale_index(3, 4),
+            ];
+            let three = _mm512_set1_epi8(3);
+            let mut acc = _mm512_setzero_ps();
+            let mut side = _mm256_setzero_ps();
+            for b in 0..nb {
+                // scales[16] at 0, qs[64] at 16, d at 80, dmin at 82.
+                let blk = w.as_ptr().add(b * 84);
+                let y = a.q8_k.get_unchecked(b);
+                let bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk.cast()));
+                let sc = _mm512_castsi256_si512(_mm256_and_si256(bytes, _mm256_set1_epi16(0xF)));
+                let mins = _mm256_madd_epi16(
+                    _mm256_srli_epi16::<4>(bytes),
+                    _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+                );
+                side = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(mins),
+                    _mm256_set1_ps(y.d * f16_at(blk.add(82))),
+                    side,
+                );
+                let mut isum = _mm512_setzero_si512();
+                for n in 0..2 {
+                    let q = _mm256_loadu_si256(blk.add(16 + 32 * n).cast());
+                    let u01 = _mm512_and_si512(
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(q),
+                            _mm256_srli_epi16::<2>(q),
+                        ),
+                        three,
+                    );
+                    let u23 = _mm512_and_si512(
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_srli_epi16::<4>(q)),
+                            _mm256_srli_epi16::<6>(q),
+                        ),
+                        three,
+                    );
+                    let a01 = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n).cast());
+                    let a23 = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n + 64).cast());
+                    isum = $sdot(
+                        isum,
+                        _mm512_maddubs_epi16(u01, a01),
+                        _mm512_permutexvar_epi16(idx[2 * n], sc),
+                    );
+                    isum = $sdot(
+                        isum,
+                        _mm512_maddubs_epi16(u23, a23),
+                        _mm512_permutexvar_epi16(idx[2 * n + 1], sc),
+                    );
+                }
+                acc = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(isum),
+                    _mm512_set1_ps(y.d * f16_at(blk.add(80))),
+                    acc,
+                );
+            }
+            _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(_mm512_castps256_ps512(side))
+        }
+
+        /// Q3_K: low two bits as Q2_K, plus 4 where the hmask bit (bit 4n + s of hmask[l]
+        /// for group s of half n) is set; the stored value is that u − 4, so 4·Σ sc_j·bsum_j
+        /// comes off the i32 sum. Scales are six bits, minus 32.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn q3_k(w: &[u8], a: &ActRow) -> f32 {
+            let nb = row_blocks(GgmlType::Q3_K, w, a);
+            let idx = [
+                scale_index(0, 4),
+                scale_index(1, 4),
+                scale_index(2, 4),
+                scale_index(3, 4),
+            ];
+            let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+            const LOW2: u32 = 0x0303_0303;
+            const LOW4: u32 = 0x0f0f_0f0f;
+            let mut acc = _mm512_setzero_ps();
+            for b in 0..nb {
+                // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108.
+                let blk = w.as_ptr().add(b * 110);
+                let y = a.q8_k.get_unchecked(b);
+                let a0 = std::ptr::read_unaligned(blk.add(96).cast::<u32>());
+                let a1 = std::ptr::read_unaligned(blk.add(100).cast::<u32>());
+                let tmp = std::ptr::read_unaligned(blk.add(104).cast::<u32>());
+                let packed = _mm_setr_epi32(
+                    ((a0 & LOW4) | ((tmp & LOW2) << 4)) as i32,
+                    ((a1 & LOW4) | (((tmp >> 2) & LOW2) << 4)) as i32,
+                    (((a0 >> 4) & LOW4) | (((tmp >> 4) & LOW2) << 4)) as i32,
+                    (((a1 >> 4) & LOW4) | (((tmp >> 6) & LOW2) << 4)) as i32,
+                );
+                let sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(packed), _mm256_set1_epi16(32));
+                let sc = _mm512_castsi256_si512(sc16);
+                let offs = _mm256_slli_epi32::<2>(_mm256_madd_epi16(
+                    sc16,
+                    _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+                ));
+                let mut isum =
+                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(offs));
+                // hmask in the low half, hmask >> 1 in the high half: bit 4n serves groups 0
+                // and 1 of half n, bit 4n + 2 groups 2 and 3 (only bits 0-6 are tested, so
+                // the bit the 16-bit shift brings in from the next byte is never read).
+                let hm = _mm256_loadu_si256(blk.cast());
+                let h2 =
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(hm), _mm256_srli_epi16::<1>(hm));
+                for n in 0..2 {
+                    let q = _mm256_loadu_si256(blk.add(32 + 32 * n).cast());
+                    let u01 = _mm512_and_si512(
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(q),
+                            _mm256_srli_epi16::<2>(q),
+                        ),
+                        three,
+                    );
+                    let u23 = _mm512_and_si512(
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_srli_epi16::<4>(q)),
+                            _mm256_srli_epi16::<6>(q),
+                        ),
+                        three,
+                    );
+                    let m01 = _mm512_test_epi8_mask(h2, _mm512_set1_epi8(1 << (4 * n)));
+                    let m23 = _mm512_test_epi8_mask(h2, _mm512_set1_epi8(1 << (4 * n + 2)));
+                    let u01 = _mm512_mask_add_epi8(u01, m01, u01, four);
+                    let u23 = _mm512_mask_add_epi8(u23, m23, u23, four);
+                    let a01 = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n).cast());
+                    let a23 = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n + 64).cast());
+                    isum = $sdot(
+                        isum,
+                        _mm512_maddubs_epi16(u01, a01),
+                        _mm512_permutexvar_epi16(idx[2 * n], sc),
+                    );
+                    isum = $sdot(
+                        isum,
+                        _mm512_maddubs_epi16(u23, a23),
+                        _mm512_permutexvar_epi16(idx[2 * n + 1], sc),
+                    );
+                }
+                acc = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(isum),
+                    _mm512_set1_ps(y.d * f16_at(blk.add(108))),
+                    acc,
+                );
+            }
+            _mm512_reduce_add_ps(acc)
         }
 
         #[target_feature(enable = $feat)]
