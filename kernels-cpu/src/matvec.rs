@@ -62,14 +62,15 @@ pub fn matvec_quantized_isa(
     let dot = check_shape(isa, ty, w, rows, cols, acts, 1, y)?;
     let row_bytes = w.len() / rows.max(1);
     let a = acts.row(0);
+    // Computed once: the task offsets must use the same chunk size that cut `y`.
+    let chunk = chunk_rows(rows, row_bytes);
     let run = |(c, ys): (usize, &mut [f32])| {
-        let r0 = c * chunk_rows(rows, row_bytes);
+        let r0 = c * chunk;
         for (r, y) in ys.iter_mut().enumerate() {
             let row = r0 + r;
             *y = dot(&w[row * row_bytes..(row + 1) * row_bytes], &a);
         }
     };
-    let chunk = chunk_rows(rows, row_bytes);
     if chunk >= rows {
         run((0, y));
     } else {
