@@ -28,11 +28,10 @@ use strata_kernels_cpu::matmul::matmul_quantized_isa;
 use strata_kernels_cpu::matvec::matvec_quantized_isa;
 use strata_kernels_cpu::{GgmlType, QuantizedActs};
 
-const U: f64 = 1.0 / (1u64 << 24) as f64;
+mod dot_support;
+use dot_support::block_bound;
 
-fn f16_at(b: &[u8], off: usize) -> f64 {
-    f64::from(f16::from_le_bytes([b[off], b[off + 1]]).to_f32())
-}
+const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// Random weight bytes of `rows`×`cols` elements: random quants, random finite scales.
 fn random_weights(rng: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
@@ -65,24 +64,6 @@ fn random_weights(rng: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) 
         }
     }
     w
-}
-
-/// S_b of the tolerance derivation: max |scale·u| + 2·max |scale·offset or min| per element.
-fn block_bound(ty: GgmlType, b: &[u8]) -> f64 {
-    use GgmlType::*;
-    match ty {
-        Q4_0 => f16_at(b, 0).abs() * (15.0 + 2.0 * 8.0),
-        Q5_0 => f16_at(b, 0).abs() * (31.0 + 2.0 * 16.0),
-        Q8_0 => f16_at(b, 0).abs() * (255.0 + 2.0 * 128.0),
-        Q4_1 => f16_at(b, 0).abs() * 15.0 + 2.0 * f16_at(b, 2).abs(),
-        Q5_1 => f16_at(b, 0).abs() * 31.0 + 2.0 * f16_at(b, 2).abs(),
-        Q2_K => f16_at(b, 80).abs() * 15.0 * 3.0 + 2.0 * f16_at(b, 82).abs() * 15.0,
-        Q3_K => f16_at(b, 108).abs() * 32.0 * (7.0 + 2.0 * 4.0),
-        Q4_K => f16_at(b, 0).abs() * 63.0 * 15.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
-        Q5_K => f16_at(b, 0).abs() * 63.0 * 31.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
-        Q6_K => f16_at(b, 208).abs() * 128.0 * (63.0 + 2.0 * 32.0),
-        _ => unreachable!("float formats are bounded per element"),
-    }
 }
 
 /// |a_i| of one activation row, dequantized from the reference blocks (or the f32 x).

@@ -25,31 +25,11 @@ use strata_kernels_cpu::matvec::matvec_isa;
 use strata_kernels_cpu::{dequantize, GgmlType, QuantizedActs};
 use strata_tests::golden::{matvec_cases, MatvecCase};
 
+#[path = "../../kernels-cpu/tests/dot_support/mod.rs"]
+mod dot_support;
+use dot_support::{block_bound, f16_at};
+
 const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn f16_at(b: &[u8], off: usize) -> f64 {
-    let mut v = [0f32];
-    dequantize(GgmlType::F16, &b[off..off + 2], &mut v).expect("2 bytes are one f16");
-    f64::from(v[0])
-}
-
-/// S_b: largest |scale·u| plus twice the largest |scale·offset| or |min| of an element.
-fn block_bound(ty: GgmlType, b: &[u8]) -> f64 {
-    use GgmlType::*;
-    match ty {
-        Q4_0 => f16_at(b, 0).abs() * (15.0 + 2.0 * 8.0),
-        Q5_0 => f16_at(b, 0).abs() * (31.0 + 2.0 * 16.0),
-        Q8_0 => f16_at(b, 0).abs() * (255.0 + 2.0 * 128.0),
-        Q4_1 => f16_at(b, 0).abs() * 15.0 + 2.0 * f16_at(b, 2).abs(),
-        Q5_1 => f16_at(b, 0).abs() * 31.0 + 2.0 * f16_at(b, 2).abs(),
-        Q2_K => f16_at(b, 80).abs() * 15.0 * 3.0 + 2.0 * f16_at(b, 82).abs() * 15.0,
-        Q3_K => f16_at(b, 108).abs() * 32.0 * (7.0 + 2.0 * 4.0),
-        Q4_K => f16_at(b, 0).abs() * 63.0 * 15.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
-        Q5_K => f16_at(b, 0).abs() * 63.0 * 31.0 + 2.0 * f16_at(b, 2).abs() * 63.0,
-        Q6_K => f16_at(b, 208).abs() * 128.0 * (63.0 + 2.0 * 32.0),
-        _ => unreachable!("float formats are bounded per element"),
-    }
-}
 
 /// Per activation block: (d as dequantized, |Σq|), and the per-element quantization error
 /// bound e_b of the derivation.
