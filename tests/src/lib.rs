@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub mod cuda_check;
 pub mod golden;
 pub mod random_model;
 pub mod split;

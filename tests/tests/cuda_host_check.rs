@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use strata_kernels_cpu::formats::k_scales;
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
+use strata_tests::cuda_check::{offsets16, same_bits};
 use strata_tests::golden;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -105,34 +105,6 @@ fn run(
         Vec::new()
     };
     (read_f32(&df), y)
-}
-
-fn f16_value(bytes: &[u8]) -> f32 {
-    let mut v = [0.0f32];
-    dequantize(GgmlType::F16, &bytes[..2], &mut v).unwrap();
-    v[0]
-}
-
-/// The offsets b (w = a·q + b) of a block's groups of 16 (zero for formats without mins).
-fn offsets16(ty: GgmlType, b: &[u8]) -> Vec<f64> {
-    let groups = ty.block_size().div_ceil(16);
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 => vec![f64::from(f16_value(&b[2..])); groups],
-        GgmlType::Q2_K => {
-            let dmin = f64::from(f16_value(&b[82..]));
-            (0..16).map(|g| -dmin * f64::from(b[g] >> 4)).collect()
-        }
-        GgmlType::Q4_K | GgmlType::Q5_K => {
-            let dmin = f64::from(f16_value(&b[2..]));
-            let (_, m) = k_scales::unpack(b[4..16].try_into().unwrap());
-            (0..16).map(|g| -dmin * f64::from(m[g / 2])).collect()
-        }
-        _ => vec![0.0; groups],
-    }
-}
-
-fn same_bits(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
 #[test]

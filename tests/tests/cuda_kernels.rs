@@ -10,10 +10,10 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use strata_kernels_cpu::formats::k_scales;
 use strata_kernels_cpu::ops::{self, KvCache, KvType, KvView, Rope};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::{q8_1_bytes, AttentionShape, DeviceBuffer, Gpu, RopeParams};
+use strata_tests::cuda_check::{offsets16, same_bits};
 use strata_tests::golden;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -36,18 +36,6 @@ fn randn(r: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
         .collect()
-}
-
-fn f16_value(bytes: &[u8]) -> f32 {
-    let mut v = [0.0f32];
-    dequantize(GgmlType::F16, &bytes[..2], &mut v).unwrap();
-    v[0]
-}
-
-/// Same bits, except that any NaN equals any NaN: PTX float arithmetic returns the canonical
-/// NaN 0x7fffffff where the CPU propagates 0x7fc00000, so NaN bits are not comparable.
-fn same_bits(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
 #[test]
@@ -162,25 +150,6 @@ fn quantize_q8_1_matches_cpu_bytes() {
     let mut want = vec![0u8; got.len()];
     quantize(GgmlType::Q8_1, &x, &mut want).unwrap();
     assert_eq!(got, want, "q8_1 bytes differ from the CPU reference");
-}
-
-/// The group offsets b (w = a·q + b) of a block of a format with mins, one per 16 elements
-/// (Q4_1/Q5_1/Q4_K/Q5_K repeat theirs); zero for formats without mins.
-fn offsets16(ty: GgmlType, b: &[u8]) -> Vec<f64> {
-    let groups = ty.block_size().div_ceil(16);
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 => vec![f64::from(f16_value(&b[2..])); groups],
-        GgmlType::Q2_K => {
-            let dmin = f64::from(f16_value(&b[82..]));
-            (0..16).map(|g| -dmin * f64::from(b[g] >> 4)).collect()
-        }
-        GgmlType::Q4_K | GgmlType::Q5_K => {
-            let dmin = f64::from(f16_value(&b[2..]));
-            let (_, m) = k_scales::unpack(b[4..16].try_into().unwrap());
-            (0..16).map(|g| -dmin * f64::from(m[g / 2])).collect()
-        }
-        _ => vec![0.0; groups],
-    }
 }
 
 #[test]
