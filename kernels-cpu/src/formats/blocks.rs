@@ -88,15 +88,7 @@ block!(
 /// is aligned for `B` (memory-mapped GGUF tensors are 32-byte aligned; a byte buffer from
 /// elsewhere may need [`to_blocks`] instead).
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> Result<&[B], FormatError> {
-    let size = std::mem::size_of::<B>();
-    if !bytes.len().is_multiple_of(size) {
-        return Err(FormatError::ByteLength {
-            ty: B::TYPE,
-            n: bytes.len() / size * B::TYPE.block_size(),
-            expected: bytes.len() / size * size,
-            got: bytes.len(),
-        });
-    }
+    whole_blocks::<B>(bytes)?;
     bytemuck::try_cast_slice(bytes).map_err(|_| FormatError::Unsupported {
         ty: B::TYPE,
         what: "byte slice is not aligned for this block type",
@@ -105,6 +97,15 @@ pub fn as_blocks<B: Block>(bytes: &[u8]) -> Result<&[B], FormatError> {
 
 /// Copies `bytes` into owned, aligned blocks of `B` (for buffers of unknown alignment).
 pub fn to_blocks<B: Block>(bytes: &[u8]) -> Result<Vec<B>, FormatError> {
+    let size = whole_blocks::<B>(bytes)?;
+    Ok(bytes
+        .chunks_exact(size)
+        .map(bytemuck::pod_read_unaligned)
+        .collect())
+}
+
+/// The size of `B` if `bytes` is whole blocks of it, else the length error.
+fn whole_blocks<B: Block>(bytes: &[u8]) -> Result<usize, FormatError> {
     let size = std::mem::size_of::<B>();
     if !bytes.len().is_multiple_of(size) {
         return Err(FormatError::ByteLength {
@@ -114,8 +115,5 @@ pub fn to_blocks<B: Block>(bytes: &[u8]) -> Result<Vec<B>, FormatError> {
             got: bytes.len(),
         });
     }
-    Ok(bytes
-        .chunks_exact(size)
-        .map(bytemuck::pod_read_unaligned)
-        .collect())
+    Ok(size)
 }
