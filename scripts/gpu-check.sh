@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine with no Rust toolchain, from the folder scripts/gpu-bundle.sh made:
 # nvidia-smi, every bundled GPU test binary, and the matvec bandwidth table. Results go to
-# RESULTS_DIR; the whole run is bounded to well under 5 minutes by per-step timeouts.
+# RESULTS_DIR; the whole run is bounded to well under 8 minutes by per-step timeouts.
 #
 # usage: ./gpu-check.sh RESULTS_DIR
 # Exit status: 0 if every step passed, 1 otherwise (see RESULTS_DIR/summary.txt).
@@ -51,6 +51,13 @@ for t in "$here"/tests/*; do
 done
 
 step "cuda-bench" 90 "$out/bandwidth.md" "$here/bin/cuda-bench"
+
+# Out-of-bounds accesses and races that happen not to change a result: compute-sanitizer
+# (memcheck) over the kernel tests, where the image has it. Last, since it is the slowest.
+if command -v compute-sanitizer >/dev/null 2>&1 && [[ -x "$here/tests/cuda_kernels" ]]; then
+    step "memcheck cuda_kernels" 150 "$out/memcheck.txt" compute-sanitizer --tool memcheck \
+        --error-exitcode 3 "$here/tests/cuda_kernels" --test-threads=1
+fi
 
 echo "results in $out (summary.txt); exit $status"
 exit $status
