@@ -5,6 +5,7 @@
 #   gpu-bundle/gpu-check.sh        run this there (a copy of scripts/gpu-check.sh)
 #   gpu-bundle/bin/cuda-bench      matvec bandwidth per format vs device copy bandwidth
 #   gpu-bundle/bin/bench           the workspace bench binary, when it builds
+#   gpu-bundle/bin/generate        the generate CLI
 #   gpu-bundle/tests/<name>        release test binaries of the GPU tests
 #   gpu-bundle/golden/data/        the golden data those tests read (via STRATA_ROOT)
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/gpu-bundle}"
-tests="${STRATA_GPU_TESTS:-cuda_kernels}"
+tests="${STRATA_GPU_TESTS:-cuda_kernels split_cuda}"
 limit_mib=60
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 cd "$root"
@@ -37,6 +38,10 @@ if cargo build --release --quiet -p strata-bench --bins; then
 else
     echo "gpu-bundle: WARNING: the bench binary did not build; bundling without it" >&2
 fi
+
+echo "gpu-bundle: building generate (release)"
+cargo build --release --quiet -p strata-engine --bin generate
+cp "$CARGO_TARGET_DIR/release/generate" "$out/bin/"
 
 echo "gpu-bundle: building test binaries (release): $tests"
 test_args=()
@@ -69,7 +74,7 @@ chmod +x "$out/gpu-check.sh"
 if command -v strip >/dev/null 2>&1; then
     strip --strip-debug "$out"/bin/* "$out"/tests/*
 fi
-for b in "$out"/bin/cuda-bench "$out"/tests/*; do
+for b in "$out"/bin/cuda-bench "$out"/bin/generate "$out"/tests/*; do
     if ! grep -q -a "\.target sm_" "$b"; then
         echo "gpu-bundle: $b has no embedded PTX (built without NVRTC?)" >&2
         exit 1

@@ -31,12 +31,12 @@ step() { # name, timeout seconds, output file, command...
     printf '%-28s %-22s %4ss  %s\n' "$name" "$verdict" "$((end - start))" "$(basename "$file")" | tee -a "$summary"
 }
 
+# At most 8 files come back from the device machine: keep RESULTS_DIR to 8.
+step nvidia-smi 30 "$out/nvidia-smi.txt" nvidia-smi
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(uname -a)"
-} > "$out/environment.txt"
-
-step nvidia-smi 30 "$out/nvidia-smi.txt" nvidia-smi
+} >> "$out/nvidia-smi.txt"
 nvidia-smi --query-gpu=index,name,memory.total,memory.free,driver_version,compute_cap \
     --format=csv >> "$out/nvidia-smi.txt" 2>&1 || true
 
@@ -51,6 +51,21 @@ for t in "$here"/tests/*; do
 done
 
 step "cuda-bench" 90 "$out/bandwidth.md" "$here/bin/cuda-bench"
+
+# With the model in models/ (the test above needs it too): tokens/s per num_gpu with each
+# device's busy share, and generate's text with every layer on the GPU against the CPU's.
+model="$here/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+tmp="$(mktemp -d)"
+if [[ -f "$model" && -x "$here/bin/bench" ]]; then
+    step "bench split" 120 "$out/split.md" "$here/bin/bench" split -m "$model" \
+        --num-gpu 0,8,15,23,30,31 -p 128 -n 64
+    step "generate -ngl auto / 0" 60 "$out/generate.txt" bash -c "
+        '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
+        '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&
+        echo GPU: && cat '$tmp/gen-gpu.txt' && echo && echo CPU: && cat '$tmp/gen-cpu.txt'"
+else
+    echo "  note: no model at $model: bench split and generate skipped" | tee -a "$summary"
+fi
 
 # Out-of-bounds accesses and races that happen not to change a result: compute-sanitizer
 # (memcheck) over the kernel tests, where the image has it. Last, since it is the slowest.

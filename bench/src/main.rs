@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod kernels;
 mod plan;
+mod split;
 
 #[derive(Parser)]
 #[command(name = "bench", about = "Strata's measurements")]
@@ -19,12 +20,15 @@ enum Command {
     Kernels(kernels::Args),
     /// The memory plan for a GGUF (the header is enough) on real or hypothetical devices.
     Plan(plan::Args),
+    /// Generation speed (pp/tg tokens/s) for several num_gpu values, with per-device busy time.
+    Split(split::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Kernels(args) => kernels::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Split(args) => split::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use bytemuck::{Pod, Zeroable};
 use strata_kernels_cpu::GgmlType;
 
 use crate::alloc::{BufferKind, Ledger, Reservation};
+use crate::cuda::CudaAccel;
 use crate::device::DeviceId;
 use crate::gguf::GgufFile;
 use crate::load::LoadError;
@@ -76,6 +77,51 @@ impl PseudoAccel {
             kind: DeviceKind::Gpu,
             free_bytes: self.reports_free,
         }
+    }
+}
+
+/// An accelerator the loader can place layers on: a real CUDA device, or a CPU device
+/// posing as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accelerator {
+    Posing(PseudoAccel),
+    Cuda(CudaAccel),
+}
+
+impl Accelerator {
+    pub fn name(&self) -> String {
+        match self {
+            Accelerator::Posing(p) => p.name.clone(),
+            Accelerator::Cuda(c) => c.name(),
+        }
+    }
+
+    /// What the loader lets the runner allocate on it.
+    pub fn budget(&self) -> u64 {
+        match self {
+            Accelerator::Posing(p) => p.budget,
+            Accelerator::Cuda(c) => c.free_bytes,
+        }
+    }
+
+    /// The device as the planner sees it.
+    pub fn plan_device(&self) -> Device {
+        match self {
+            Accelerator::Posing(p) => p.plan_device(),
+            Accelerator::Cuda(c) => c.plan_device(),
+        }
+    }
+}
+
+impl From<PseudoAccel> for Accelerator {
+    fn from(p: PseudoAccel) -> Accelerator {
+        Accelerator::Posing(p)
+    }
+}
+
+impl From<CudaAccel> for Accelerator {
+    fn from(c: CudaAccel) -> Accelerator {
+        Accelerator::Cuda(c)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod accel;
 pub mod alloc;
 pub mod buffers;
 pub mod config;
+pub mod cuda;
 pub mod device;
 pub mod generate;
 pub mod gguf;

@@ -9,17 +9,20 @@
 //! everything on the CPU, which has no budget to exceed.
 
 use strata_kernels_cpu::ops::KvCache;
+use strata_kernels_cpu::GgmlType;
+use strata_kernels_cuda::CudaError;
 use thiserror::Error;
 
-use crate::accel::PseudoAccel;
+use crate::accel::Accelerator;
 use crate::alloc::{AllocError, BufferKind, DeviceMemory, Ledger};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
+use crate::cuda::CudaDevice;
 use crate::device::{DeviceId, Placement};
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::Model;
 use crate::plan::table::describe_layers;
 use crate::plan::{plan, Bytes, Device, NumGpu, Plan, PlanError, PlanModel, Role, RunSettings};
-use crate::runner::{DeviceState, RunError, Runner, RunnerOptions, Scratch};
+use crate::runner::{BlockCache, DeviceState, RunError, Runner, RunnerOptions, Scratch};
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -31,6 +34,8 @@ pub enum LoadError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
     #[error("tensor `{name}`: {why}")]
     Tensor { name: String, why: String },
     #[error("a buffer of {bytes} bytes does not fit in this machine's address space")]
@@ -80,13 +85,14 @@ pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
     })
 }
 
-/// Allocates every buffer `plan` asks for on `ledger` (its accelerators already added)
-/// and builds the runner. Nothing is kept if any allocation fails.
+/// Allocates every buffer `plan` asks for on `ledger` (its accelerators, `accels`, already
+/// added) and builds the runner. Nothing is kept if any allocation fails.
 pub fn allocate<'m>(
     file: &GgufFile,
     model: &'m Model<'m>,
     plan_model: &PlanModel,
     plan: &Plan,
+    accels: &[Accelerator],
     ledger: &Ledger,
 ) -> Result<Runner<'m>, LoadError> {
     let cfg = &model.cfg;
@@ -102,13 +108,28 @@ pub fn allocate<'m>(
     let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
     let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
     for id in place.devices() {
+        let cuda = match id {
+            DeviceId::Cpu => None,
+            DeviceId::Accel(i) => match accels.get(i as usize) {
+                Some(Accelerator::Cuda(c)) => Some(CudaDevice::new(c.ordinal)?),
+                Some(Accelerator::Posing(_)) => None,
+                None => {
+                    return Err(LoadError::Unsupported(format!(
+                        "the plan uses {id}, but {} accelerator(s) were given",
+                        accels.len()
+                    )))
+                }
+            },
+        };
         devices.push(DeviceState {
             id,
             scratch: Scratch::new(ScratchLayout::new(cfg, 0, 0)),
             mem: DeviceMemory::new(ledger),
+            cuda,
+            busy: Default::default(),
         });
     }
-    let state = |devices: &mut Vec<DeviceState>, id: DeviceId| -> usize {
+    let state = |devices: &[DeviceState], id: DeviceId| -> usize {
         devices
             .iter()
             .position(|d| d.id == id)
@@ -117,7 +138,7 @@ pub fn allocate<'m>(
 
     // Weights. The CPU reads its tensors from the mapped file: they are counted, not
     // allocated. An accelerator gets its own copy of each of its layers.
-    let cpu = state(&mut devices, DeviceId::Cpu);
+    let cpu = state(&devices, DeviceId::Cpu);
     let mut cpu_tensors: Vec<u64> = plan_model
         .tensors_of(Role::Embedding)
         .map(|t| t.bytes)
@@ -126,21 +147,47 @@ pub fn allocate<'m>(
         if dev == DeviceId::Cpu {
             cpu_tensors.extend(plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes));
         } else {
-            let d = state(&mut devices, dev);
-            devices[d]
-                .mem
-                .weights
-                .copy_block(ledger, dev, file, plan_model, model, i)?;
+            let d = state(&devices, dev);
+            let d = &mut devices[d];
+            match &mut d.cuda {
+                Some(gpu) => {
+                    let planned = plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes).sum();
+                    let r = gpu.upload_block(ledger, dev, i, &model.blocks[i], planned)?;
+                    d.mem.held.push(r);
+                }
+                None => d
+                    .mem
+                    .weights
+                    .copy_block(ledger, dev, file, plan_model, model, i)?,
+            }
         }
     }
     if place.output == DeviceId::Cpu {
         cpu_tensors.extend(plan_model.output_tensors(true).iter().map(|t| t.bytes));
     } else {
-        let d = state(&mut devices, place.output);
-        devices[d]
-            .mem
-            .weights
-            .copy_output(ledger, place.output, file, plan_model, model)?;
+        let d = state(&devices, place.output);
+        let d = &mut devices[d];
+        match &mut d.cuda {
+            Some(gpu) => {
+                let planned = plan_model
+                    .output_tensors(false)
+                    .iter()
+                    .map(|t| t.bytes)
+                    .sum();
+                let r = gpu.upload_output(
+                    ledger,
+                    place.output,
+                    &model.output_norm,
+                    &model.output,
+                    planned,
+                )?;
+                d.mem.held.push(r);
+            }
+            None => d
+                .mem
+                .weights
+                .copy_output(ledger, place.output, file, plan_model, model)?,
+        }
     }
     let mapped = ledger.reserve(
         DeviceId::Cpu,
@@ -157,25 +204,43 @@ pub fn allocate<'m>(
     let per_block = kv_cache_bytes(cfg, opts.n_ctx, opts.kv_type);
     let mut caches = Vec::with_capacity(cfg.n_layer);
     for (i, &dev) in place.blocks.iter().enumerate() {
-        let r = ledger.reserve(dev, BufferKind::Kv, per_block, || {
-            format!("KV cache of block {i}")
-        })?;
-        caches.push(KvCache::new(
-            kv_type,
-            opts.n_ctx,
-            cfg.n_head_kv,
-            cfg.head_dim,
-        ));
-        let d = state(&mut devices, dev);
-        devices[d].mem.held.push(r);
+        let d = state(&devices, dev);
+        let d = &mut devices[d];
+        let (cache, r) = match &d.cuda {
+            Some(gpu) => {
+                if opts.kv_type != GgmlType::F16 {
+                    return Err(LoadError::Unsupported(format!(
+                        "a {} KV cache on {dev} (the CUDA attention reads F16 caches)",
+                        opts.kv_type
+                    )));
+                }
+                let (kv, r) = gpu.kv_cache(ledger, dev, i, cfg, opts.n_ctx, per_block)?;
+                (BlockCache::Cuda(kv), r)
+            }
+            None => {
+                let r = ledger.reserve(dev, BufferKind::Kv, per_block, || {
+                    format!("KV cache of block {i}")
+                })?;
+                let c = KvCache::new(kv_type, opts.n_ctx, cfg.n_head_kv, cfg.head_dim);
+                (BlockCache::Host(c), r)
+            }
+        };
+        caches.push(cache);
+        d.mem.held.push(r);
     }
 
     // One scratch per device that runs anything (and the CPU's, which receives logits).
     for d in devices.iter_mut() {
-        let r = ledger.reserve(d.id, BufferKind::Scratch, layout.bytes(), || {
-            "scratch".into()
-        })?;
-        d.scratch = Scratch::new(layout);
+        let r = match &mut d.cuda {
+            Some(gpu) => gpu.allocate_scratch(ledger, d.id, cfg, layout)?,
+            None => {
+                let r = ledger.reserve(d.id, BufferKind::Scratch, layout.bytes(), || {
+                    "scratch".into()
+                })?;
+                d.scratch = Scratch::new(layout);
+                r
+            }
+        };
         d.mem.held.push(r);
     }
     Ok(Runner::from_parts(model, opts, caches, devices))
@@ -189,28 +254,29 @@ pub struct Loaded<'m> {
     pub recoveries: Vec<String>,
 }
 
-/// Plans `model` onto the CPU (`host`) and the posing accelerators `accels`, allocates,
-/// and recovers from allocation failures by re-planning with one layer less on the
-/// failing device. `ledger` gets an account per accelerator, with its real budget.
+/// Plans `model` onto the CPU (`host`) and the accelerators `accels` (CUDA devices or
+/// posing ones), allocates, and recovers from allocation failures by re-planning with one
+/// layer less on the failing device. `ledger` gets an account per accelerator, with its
+/// real budget.
 pub fn load<'m>(
     file: &GgufFile,
     model: &'m Model<'m>,
     host: Device,
-    accels: &[PseudoAccel],
+    accels: &[Accelerator],
     settings: &RunSettings,
     ledger: &Ledger,
 ) -> Result<Loaded<'m>, LoadError> {
     let plan_model = PlanModel::from_gguf(file)?;
     let mut devices = vec![host];
     for (i, a) in accels.iter().enumerate() {
-        ledger.add_device(DeviceId::Accel(i as u32), &a.name, Some(a.budget));
+        ledger.add_device(DeviceId::Accel(i as u32), &a.name(), Some(a.budget()));
         devices.push(a.plan_device());
     }
     let mut settings = settings.clone();
     let mut current = plan(&plan_model, &devices, &settings)?;
     let mut recoveries = Vec::new();
     loop {
-        let err = match allocate(file, model, &plan_model, &current, ledger) {
+        let err = match allocate(file, model, &plan_model, &current, accels, ledger) {
             Ok(runner) => {
                 return Ok(Loaded {
                     runner,

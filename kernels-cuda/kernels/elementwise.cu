@@ -1,10 +1,12 @@
 // Elementwise ops over n f32 values, one thread per element.
 #include "common.cuh"
 
-// a += b.
-extern "C" __global__ void add(float* a, const float* __restrict__ b, int64_t n) {
+// a[i] += b[i mod period]: a plain sum with period = n, a bias added to every row of
+// `period` values otherwise.
+extern "C" __global__ void add(float* a, const float* __restrict__ b, int64_t n,
+                               int64_t period) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) a[i] += b[i];
+    if (i < n) a[i] += b[i % period];
 }
 
 // out = silu(gate) · up, silu(g) = g / (1 + e^−g).

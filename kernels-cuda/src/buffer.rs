@@ -54,6 +54,53 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
             .memcpy_htod(src, &mut self.slice)
             .during("copy to device")
     }
+
+    /// Copies `src` into the buffer at element `offset`.
+    pub fn write_at(&mut self, gpu: &Gpu, offset: usize, src: &[T]) -> Result<(), CudaError> {
+        self.check_range("copy to device", offset, src.len())?;
+        let mut view = self.slice.slice_mut(offset..offset + src.len());
+        gpu.stream()
+            .memcpy_htod(src, &mut view)
+            .during("copy to device")
+    }
+
+    /// Copies `dst.len()` elements from element `offset` into `dst`, and waits for them.
+    pub fn read_at(&self, gpu: &Gpu, offset: usize, dst: &mut [T]) -> Result<(), CudaError> {
+        self.check_range("copy to host", offset, dst.len())?;
+        let view = self.slice.slice(offset..offset + dst.len());
+        gpu.stream()
+            .memcpy_dtoh(&view, dst)
+            .during("copy to host")?;
+        gpu.synchronize()
+    }
+
+    /// Copies `n` elements of `src` from `src_offset` into this buffer at `offset` (both on
+    /// `gpu`).
+    pub fn copy_within_device(
+        &mut self,
+        gpu: &Gpu,
+        offset: usize,
+        src: &DeviceBuffer<T>,
+        src_offset: usize,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "copy on device";
+        src.check_range(OP, src_offset, n)?;
+        self.check_range(OP, offset, n)?;
+        let from = src.slice.slice(src_offset..src_offset + n);
+        let mut to = self.slice.slice_mut(offset..offset + n);
+        gpu.stream().memcpy_dtod(&from, &mut to).during(OP)
+    }
+
+    fn check_range(&self, op: &'static str, offset: usize, n: usize) -> Result<(), CudaError> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(CudaError::shape(
+                op,
+                format!("{n} elements at {offset} in a buffer of {}", self.len()),
+            )),
+        }
+    }
 }
 
 impl Gpu {

@@ -14,6 +14,8 @@ pub mod ptx;
 mod timer;
 
 pub use buffer::DeviceBuffer;
+/// The element types a [`DeviceBuffer`] can hold (and be zeroed as).
+pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 pub use device::{device_count, devices, driver_present, unavailable_reason, DeviceInfo, Gpu};
 pub use error::CudaError;
 pub use ops::q8_1_bytes;

@@ -1,5 +1,6 @@
 //! Helpers of the split tests: run settings, the ledger-vs-plan check, device boundaries.
 
+use strata_engine::accel::{Accelerator, PseudoAccel};
 use strata_engine::alloc::Ledger;
 use strata_engine::load::device_id;
 use strata_engine::plan::{NumGpu, Plan, RunSettings};
@@ -51,4 +52,9 @@ pub fn argmax(l: &[f32]) -> u32 {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i as u32)
         .expect("non-empty logits")
+}
+
+/// Posing devices as the loader takes them.
+pub fn posing(devices: &[PseudoAccel]) -> Vec<Accelerator> {
+    devices.iter().cloned().map(Accelerator::from).collect()
 }

@@ -362,7 +362,7 @@ fn rms_norm_softmax_swiglu_add_match_cpu() {
     let (gate, up) = (randn(&mut r, n, 6.0), randn(&mut r, n, 2.0));
     let (gd, ud) = (gpu.upload(&gate).unwrap(), gpu.upload(&up).unwrap());
     let mut od = gpu.zeros::<f32>(n).unwrap();
-    gpu.swiglu(&gd, &ud, &mut od).unwrap();
+    gpu.swiglu(&gd, &ud, &mut od, n).unwrap();
     let got = od.to_host(&gpu).unwrap();
     let mut want = vec![0.0f32; n];
     ops::swiglu_ref(&gate, &up, &mut want);
@@ -378,11 +378,54 @@ fn rms_norm_softmax_swiglu_add_match_cpu() {
 
     let b = randn(&mut r, n, 1.0);
     let mut ad = gpu.upload(&x).unwrap();
-    gpu.add(&mut ad, &gpu.upload(&b).unwrap()).unwrap();
+    // Only the first n − 7 values: the rest must stay as they were.
+    gpu.add(&mut ad, &gpu.upload(&b).unwrap(), n - 7).unwrap();
     let mut want = x.clone();
-    ops::add_ref(&mut want, &b);
+    ops::add_ref(&mut want[..n - 7], &b[..n - 7]);
     // One IEEE addition on both sides: identical bits.
     assert_eq!(ad.to_host(&gpu).unwrap(), want);
+
+    // A bias on each of the first nrows − 1 rows.
+    let bias = randn(&mut r, ncols, 1.0);
+    let mut ad = gpu.upload(&x).unwrap();
+    let rows = (nrows - 1) * ncols;
+    gpu.add_rows(&mut ad, &gpu.upload(&bias).unwrap(), rows)
+        .unwrap();
+    let mut want = x.clone();
+    for row in want[..rows].chunks_exact_mut(ncols) {
+        ops::add_ref(row, &bias);
+    }
+    assert_eq!(ad.to_host(&gpu).unwrap(), want);
+    assert!(gpu
+        .add_rows(&mut ad, &gpu.upload(&bias).unwrap(), rows + 1)
+        .is_err());
+}
+
+#[test]
+fn partial_copies_touch_only_their_range() {
+    let Some(gpu) = gpu() else { return };
+    let host: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    let mut a = gpu.upload(&host).unwrap();
+    a.write_at(&gpu, 10, &[-1.0, -2.0, -3.0]).unwrap();
+    let mut want = host.clone();
+    want[10..13].copy_from_slice(&[-1.0, -2.0, -3.0]);
+    assert_eq!(a.to_host(&gpu).unwrap(), want);
+
+    let mut got = [0.0f32; 4];
+    a.read_at(&gpu, 9, &mut got).unwrap();
+    assert_eq!(got, [9.0, -1.0, -2.0, -3.0]);
+
+    let mut b = gpu.zeros::<f32>(20).unwrap();
+    b.copy_within_device(&gpu, 5, &a, 95, 5).unwrap();
+    let mut want_b = vec![0.0f32; 20];
+    want_b[5..10].copy_from_slice(&host[95..100]);
+    assert_eq!(b.to_host(&gpu).unwrap(), want_b);
+
+    // Out of range: errors, nothing queued.
+    assert!(a.write_at(&gpu, 98, &[0.0; 3]).is_err());
+    assert!(a.read_at(&gpu, usize::MAX, &mut got).is_err());
+    assert!(b.copy_within_device(&gpu, 16, &a, 0, 5).is_err());
+    assert!(b.copy_within_device(&gpu, 0, &a, 96, 5).is_err());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use strata_engine::plan::{Device, NumGpu, Plan, RunSettings};
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_kernels_cpu::GgmlType;
 use strata_tests::random_model::RandomModel;
-use strata_tests::split::{argmax, assert_ledger_matches_plan, boundaries, settings};
+use strata_tests::split::{argmax, assert_ledger_matches_plan, boundaries, posing, settings};
 
 const HOST: u64 = 1 << 40;
 
@@ -85,7 +85,7 @@ fn allocated_bytes_equal_planned_bytes_on_every_device() {
             &file,
             &model,
             Device::cpu(HOST),
-            &accels(&sizes),
+            &posing(&accels(&sizes)),
             &s,
             &ledger,
         )
@@ -123,7 +123,7 @@ fn a_split_with_k_boundaries_makes_k_copies_per_forward_call() {
             &file,
             &model,
             Device::cpu(HOST),
-            &accels(&sizes),
+            &posing(&accels(&sizes)),
             &s,
             &ledger,
         )
@@ -186,7 +186,7 @@ fn a_device_that_allows_less_than_it_reports_loses_layers_with_one_line_each() {
         &file,
         &model,
         Device::cpu(HOST),
-        &accels(&[64]),
+        &posing(&accels(&[64])),
         &settings(NumGpu::Layers(n - 1)),
         &Ledger::new(),
     )
@@ -201,7 +201,7 @@ fn a_device_that_allows_less_than_it_reports_loses_layers_with_one_line_each() {
             &file,
             &model,
             Device::cpu(HOST),
-            &capped,
+            &posing(&capped),
             &settings(num_gpu),
             &ledger,
         )
@@ -254,7 +254,7 @@ fn recovery_over_several_accelerators_and_the_output_layer() {
         &file,
         &model,
         Device::cpu(HOST),
-        &two,
+        &posing(&two),
         &settings(NumGpu::Layers(n + 1)),
         &Ledger::new(),
     )
@@ -271,7 +271,7 @@ fn recovery_over_several_accelerators_and_the_output_layer() {
         &file,
         &model,
         Device::cpu(HOST),
-        &capped,
+        &posing(&capped),
         &settings(NumGpu::Layers(n + 1)),
         &ledger,
     )
@@ -293,7 +293,7 @@ fn recovery_over_several_accelerators_and_the_output_layer() {
         &file,
         &model,
         Device::cpu(HOST),
-        &tiny,
+        &posing(&tiny),
         &settings(NumGpu::Auto),
         &ledger,
     )

@@ -18,7 +18,7 @@ use strata_engine::model::Model;
 use strata_engine::plan::{Device, NumGpu};
 use strata_kernels_cpu::GgmlType;
 use strata_tests::random_model::RandomModel;
-use strata_tests::split::{argmax, assert_ledger_matches_plan, settings};
+use strata_tests::split::{argmax, assert_ledger_matches_plan, posing, settings};
 
 /// What a run produced: the prompt's logits (every row), then the logits after each
 /// greedily chosen token, and the tokens.
@@ -47,7 +47,7 @@ fn run(
         file,
         model,
         Device::cpu(HOST),
-        accels,
+        &posing(accels),
         &settings(num_gpu),
         &ledger,
     )
@@ -142,7 +142,7 @@ fn check_all_splits(file: &GgufFile, prompt: &[u32], n_gen: usize, name: &str) {
         file,
         &model,
         Device::cpu(HOST),
-        &roomy(1),
+        &posing(&roomy(1)),
         &settings(NumGpu::Auto),
         &ledger,
     )
@@ -256,7 +256,7 @@ fn smollm2_splits_equal_the_cpu() {
         &file,
         &model,
         Device::cpu(HOST),
-        &one,
+        &posing(&one),
         &settings(NumGpu::Layers(28)),
         &Ledger::new(),
     )
@@ -272,7 +272,7 @@ fn smollm2_splits_equal_the_cpu() {
         &file,
         &model,
         Device::cpu(HOST),
-        &capped,
+        &posing(&capped),
         &settings(NumGpu::Auto),
         &ledger,
     )

@@ -60,8 +60,8 @@ pub struct Args {
     /// Random seed (default: from the clock; printed with --verbose).
     #[arg(long = "seed")]
     pub seed: Option<u64>,
-    /// Layers to put on GPUs (`-ngl`): a count, or `auto` (or -1) for as many as fit. Only
-    /// devices posing as GPUs (`--pose-gpus`) take layers: there is no GPU backend yet.
+    /// Layers to put on GPUs (`-ngl`): a count, or `auto` (or -1) for as many as fit on the
+    /// CUDA devices the driver shows (or on `--pose-gpus` devices); 0 keeps all on the CPU.
     #[arg(
         long = "num-gpu",
         visible_alias = "n-gpu-layers",

@@ -13,8 +13,9 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::accel::PseudoAccel;
+use crate::accel::{Accelerator, PseudoAccel};
 use crate::alloc::Ledger;
+use crate::cuda::CudaAccel;
 use crate::gguf::GgufFile;
 use crate::model::Model;
 use crate::plan::{host_free_bytes, Device, NumGpu};
@@ -44,27 +45,25 @@ pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let accels = match &args.pose_gpus {
-        Some(text) => PseudoAccel::parse_list(text)?,
-        None => Vec::new(),
-    };
-    if accels.is_empty() {
-        // `auto` on a machine without a GPU just means 0: nothing to say. An explicit count,
-        // or `auto` where the driver shows devices, asked for GPUs this build cannot use yet.
-        match args.num_gpu {
-            NumGpu::Layers(0) => {}
-            NumGpu::Layers(n) => eprintln!(
-                "note: --num-gpu {n} ignored: no GPU backend is available yet, every layer runs on the CPU"
-            ),
-            NumGpu::Auto => {
-                if let Ok(n @ 1..) = strata_kernels_cuda::device_count() {
-                    eprintln!(
-                        "note: {n} CUDA device(s) found, but no GPU backend is available yet: every layer runs on the CPU"
-                    );
+    // Posing devices when asked for, else the CUDA devices the driver shows (unless
+    // `-ngl 0`); none usable means everything runs on the CPU.
+    let posing = args.pose_gpus.is_some();
+    let accels: Vec<Accelerator> = match &args.pose_gpus {
+        Some(text) => PseudoAccel::parse_list(text)?
+            .into_iter()
+            .map(Accelerator::from)
+            .collect(),
+        None if args.num_gpu == NumGpu::Layers(0) => Vec::new(),
+        None => match CudaAccel::discover() {
+            Ok(found) => found.into_iter().map(Accelerator::from).collect(),
+            Err(e) => {
+                if let NumGpu::Layers(n) = args.num_gpu {
+                    eprintln!("note: --num-gpu {n} ignored ({e}): every layer runs on the CPU");
                 }
+                Vec::new()
             }
-        }
-    }
+        },
+    };
     if !args.model.is_file() {
         let mut msg = format!("model file not found: {}", args.model.display());
         if args.model.as_os_str() == DEFAULT_MODEL {
@@ -148,15 +147,15 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         args.ctx_size.min(cfg.n_ctx_train)
     };
-    // Planned and allocated up front by the loader: on the CPU, or split onto posing GPUs
-    // (which have no driver to keep a margin for) until a GPU backend lands.
+    // Planned and allocated up front by the loader: on the CPU, or split onto the GPUs
+    // (posing ones have no driver to keep a margin for).
     let num_gpu = if accels.is_empty() {
         NumGpu::Layers(0)
     } else {
         args.num_gpu
     };
     let mut settings = crate::load::decode_settings(n_ctx, args.batch_size, num_gpu);
-    if !accels.is_empty() {
+    if posing {
         settings.margin = 0;
     }
     let host = Device::cpu(host_free_bytes().unwrap_or(0));

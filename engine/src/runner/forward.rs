@@ -18,17 +18,21 @@
 //! A matrix product quantizes its input to the weight's activation format first (Q8_1 for
 //! Q4_1, Q8_0 for Q8_0/Q4_0, Q8_K for K-quants), as ggml does.
 
+use std::time::Instant;
 use strata_kernels_cpu::ops::{self, KvCache, Rope};
 use strata_kernels_cpu::{matmul_quantized, matvec_quantized, QuantizedActs};
 
-use super::{DeviceState, RunError};
+use strata_kernels_cuda::RopeParams;
+
+use super::{BlockCache, DeviceState, RunError};
+use crate::config::ModelConfig;
 use crate::device::{DeviceId, Placement};
 use crate::model::{Matrix, Model};
 
 pub(super) fn forward(
     model: &Model,
     placement: &Placement,
-    caches: &mut [KvCache],
+    caches: &mut [BlockCache],
     devices: &mut [DeviceState],
     tokens: &[u32],
     pos: usize,
@@ -36,13 +40,7 @@ pub(super) fn forward(
 ) -> Result<(), RunError> {
     let cfg = &model.cfg;
     let n = tokens.len();
-    let (e, qd, kvd, ff, hd) = (
-        cfg.n_embd,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.n_ff,
-        cfg.head_dim,
-    );
+    let e = cfg.n_embd;
     let rope = Rope {
         n_rot: cfg.n_rot,
         freq_base: cfg.rope_freq_base,
@@ -52,6 +50,7 @@ pub(super) fn forward(
 
     // The embedding lookup reads the memory map: it runs on the CPU.
     let mut here = DeviceId::Cpu;
+    let mut since = Instant::now();
     {
         let s = &mut device(devices, here).scratch;
         let emb = &model.token_embd;
@@ -59,110 +58,152 @@ pub(super) fn forward(
     }
 
     for (i, cache) in caches.iter_mut().enumerate() {
-        cross(devices, &mut here, placement.blocks[i], n * e);
+        cross(devices, &mut here, placement.blocks[i], n * e, &mut since)?;
         let d = device(devices, here);
-        // The block's weights where its device holds them: an accelerator's own copy, or
-        // the mapped file for the CPU.
-        let copied;
-        let w = match d.mem.weights.block(i) {
-            Some(c) => {
-                copied = c;
-                &copied
+        match (cache, &mut d.cuda) {
+            (BlockCache::Cuda(kv), Some(gpu)) => {
+                gpu.block(i, kv, cfg, &gpu_rope(&rope), n, pos)?;
             }
-            None => &model.blocks[i],
-        };
-        let s = &mut d.scratch;
-        let x = &mut s.x[..n * e];
-        let xn = &mut s.xn[..n * e];
-        let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
-
-        // Attention.
-        ops::rms_norm_rows(x, &w.attn_norm, cfg.rms_eps, xn);
-        quantize_for(&mut s.acts, &w.wq, xn, n)?;
-        mul(&w.wq, &mut s.acts, xn, n, q)?;
-        mul(&w.wk, &mut s.acts, xn, n, k)?;
-        mul(&w.wv, &mut s.acts, xn, n, v)?;
-        if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
-            add_rows(q, bq);
-            add_rows(k, bk);
-            add_rows(v, bv);
+            (BlockCache::Host(cache), None) => {
+                // The block's weights where its device holds them: an accelerator's own
+                // copy, or the mapped file for the CPU.
+                let copied;
+                let w = match d.mem.weights.block(i) {
+                    Some(c) => {
+                        copied = c;
+                        &copied
+                    }
+                    None => &model.blocks[i],
+                };
+                cpu_block(cfg, w, &mut d.scratch, cache, &rope, n, pos)?;
+            }
+            _ => {
+                return Err(RunError::CacheElsewhere {
+                    block: i,
+                    device: here,
+                })
+            }
         }
-        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
-            norm_heads(q, qn, cfg.rms_eps, &mut s.attn[..n * qd]);
-            norm_heads(k, kn, cfg.rms_eps, &mut s.attn[..n * kvd]);
-        }
-        ops::rope_rows(q, n, cfg.n_head, hd, pos, &rope);
-        ops::rope_rows(k, n, cfg.n_head_kv, hd, pos, &rope);
-        cache.append(pos, k, v)?;
-        let attn = &mut s.attn[..n * qd];
-        ops::attention(q, cache, pos, n, cfg.n_head, attn);
-        let out = &mut s.out[..n * e];
-        quantize_for(&mut s.acts, &w.wo, attn, n)?;
-        mul(&w.wo, &mut s.acts, attn, n, out)?;
-        ops::add(x, out);
-
-        // Feed-forward.
-        ops::rms_norm_rows(x, &w.ffn_norm, cfg.rms_eps, xn);
-        let (gate, up, hidden) = (
-            &mut s.gate[..n * ff],
-            &mut s.up[..n * ff],
-            &mut s.ff[..n * ff],
-        );
-        quantize_for(&mut s.acts, &w.w_gate, xn, n)?;
-        mul(&w.w_gate, &mut s.acts, xn, n, gate)?;
-        mul(&w.w_up, &mut s.acts, xn, n, up)?;
-        ops::swiglu(gate, up, hidden);
-        quantize_for(&mut s.acts, &w.w_down, hidden, n)?;
-        mul(&w.w_down, &mut s.acts, hidden, n, out)?;
-        ops::add(x, out);
     }
 
     // Output layer, on the last `n_out` rows.
-    cross(devices, &mut here, placement.output, n * e);
-    let d = device(devices, here);
-    let (norm, w_out) = d
-        .mem
-        .weights
-        .output()
-        .unwrap_or((&model.output_norm, model.output));
-    let s = &mut d.scratch;
-    let rows = (n - n_out) * e..n * e;
-    let xn = &mut s.xn[..n_out * e];
-    ops::rms_norm_rows(&s.x[rows], norm, cfg.rms_eps, xn);
-    let logits = &mut s.logits[..n_out * cfg.n_vocab];
-    quantize_for(&mut s.acts, &w_out, xn, n_out)?;
-    mul(&w_out, &mut s.acts, xn, n_out, logits)?;
+    cross(devices, &mut here, placement.output, n * e, &mut since)?;
+    let len = n_out * cfg.n_vocab;
+    if here == DeviceId::Cpu || device(devices, here).cuda.is_none() {
+        let d = device(devices, here);
+        let (norm, w_out) = d
+            .mem
+            .weights
+            .output()
+            .unwrap_or((&model.output_norm, model.output));
+        let s = &mut d.scratch;
+        let rows = (n - n_out) * e..n * e;
+        let xn = &mut s.xn[..n_out * e];
+        ops::rms_norm_rows(&s.x[rows], norm, cfg.rms_eps, xn);
+        let logits = &mut s.logits[..len];
+        quantize_for(&mut s.acts, &w_out, xn, n_out)?;
+        mul(&w_out, &mut s.acts, xn, n_out, logits)?;
+    }
 
     // The logits come back to the host: one more explicit copy when computed elsewhere.
     if here != DeviceId::Cpu {
-        let len = n_out * cfg.n_vocab;
         let (cpu, other) = pair(devices, DeviceId::Cpu, here);
-        cpu.scratch.logits[..len].copy_from_slice(&other.scratch.logits[..len]);
+        match &mut other.cuda {
+            Some(gpu) => gpu.output(cfg, n, n_out, &mut cpu.scratch.logits)?,
+            None => cpu.scratch.logits[..len].copy_from_slice(&other.scratch.logits[..len]),
+        }
         cpu.mem.count_copy(DeviceId::Cpu, len as u64 * 4);
     }
+    device(devices, here).busy += since.elapsed();
     Ok(())
 }
 
-/// The device states `to` (mutable) and `from`, which must differ.
+/// One block on the CPU (or a device posing as an accelerator) with weights `w`.
+fn cpu_block(
+    cfg: &ModelConfig,
+    w: &crate::model::BlockWeights,
+    s: &mut super::Scratch,
+    cache: &mut KvCache,
+    rope: &Rope,
+    n: usize,
+    pos: usize,
+) -> Result<(), RunError> {
+    let (e, qd, kvd, ff, hd) = (
+        cfg.n_embd,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.n_ff,
+        cfg.head_dim,
+    );
+    let x = &mut s.x[..n * e];
+    let xn = &mut s.xn[..n * e];
+    let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
+
+    // Attention.
+    ops::rms_norm_rows(x, &w.attn_norm, cfg.rms_eps, xn);
+    quantize_for(&mut s.acts, &w.wq, xn, n)?;
+    mul(&w.wq, &mut s.acts, xn, n, q)?;
+    mul(&w.wk, &mut s.acts, xn, n, k)?;
+    mul(&w.wv, &mut s.acts, xn, n, v)?;
+    if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
+        add_rows(q, bq);
+        add_rows(k, bk);
+        add_rows(v, bv);
+    }
+    if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+        norm_heads(q, qn, cfg.rms_eps, &mut s.attn[..n * qd]);
+        norm_heads(k, kn, cfg.rms_eps, &mut s.attn[..n * kvd]);
+    }
+    ops::rope_rows(q, n, cfg.n_head, hd, pos, rope);
+    ops::rope_rows(k, n, cfg.n_head_kv, hd, pos, rope);
+    cache.append(pos, k, v)?;
+    let attn = &mut s.attn[..n * qd];
+    ops::attention(q, cache, pos, n, cfg.n_head, attn);
+    let out = &mut s.out[..n * e];
+    quantize_for(&mut s.acts, &w.wo, attn, n)?;
+    mul(&w.wo, &mut s.acts, attn, n, out)?;
+    ops::add(x, out);
+
+    // Feed-forward.
+    ops::rms_norm_rows(x, &w.ffn_norm, cfg.rms_eps, xn);
+    let (gate, up, hidden) = (
+        &mut s.gate[..n * ff],
+        &mut s.up[..n * ff],
+        &mut s.ff[..n * ff],
+    );
+    quantize_for(&mut s.acts, &w.w_gate, xn, n)?;
+    mul(&w.w_gate, &mut s.acts, xn, n, gate)?;
+    mul(&w.w_up, &mut s.acts, xn, n, up)?;
+    ops::swiglu(gate, up, hidden);
+    quantize_for(&mut s.acts, &w.w_down, hidden, n)?;
+    mul(&w.w_down, &mut s.acts, hidden, n, out)?;
+    ops::add(x, out);
+    Ok(())
+}
+
+fn gpu_rope(r: &Rope) -> RopeParams {
+    RopeParams {
+        n_rot: r.n_rot,
+        freq_base: r.freq_base,
+        freq_scale: r.freq_scale,
+        neox: r.neox,
+    }
+}
+
+/// The device states `a` and `b`, which must differ.
 fn pair(
     devices: &mut [DeviceState],
-    to: DeviceId,
-    from: DeviceId,
-) -> (&mut DeviceState, &DeviceState) {
-    let to_i = devices
-        .iter()
-        .position(|d| d.id == to)
-        .expect("target device");
-    let from_i = devices
-        .iter()
-        .position(|d| d.id == from)
-        .expect("source device");
-    if from_i < to_i {
-        let (l, r) = devices.split_at_mut(to_i);
-        (&mut r[0], &l[from_i])
+    a: DeviceId,
+    b: DeviceId,
+) -> (&mut DeviceState, &mut DeviceState) {
+    let ai = devices.iter().position(|d| d.id == a).expect("device a");
+    let bi = devices.iter().position(|d| d.id == b).expect("device b");
+    if bi < ai {
+        let (l, r) = devices.split_at_mut(ai);
+        (&mut r[0], &mut l[bi])
     } else {
-        let (l, r) = devices.split_at_mut(from_i);
-        (&mut l[to_i], &r[0])
+        let (l, r) = devices.split_at_mut(bi);
+        (&mut l[ai], &mut r[0])
     }
 }
 
@@ -174,15 +215,35 @@ fn device(devices: &mut [DeviceState], id: DeviceId) -> &mut DeviceState {
 }
 
 /// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
-/// copy at a device boundary.
-fn cross(devices: &mut [DeviceState], here: &mut DeviceId, to: DeviceId, len: usize) {
+/// copy at a device boundary (between two GPUs, staged through the host). The time since
+/// `since` is charged to the device left, the copy included.
+fn cross(
+    devices: &mut [DeviceState],
+    here: &mut DeviceId,
+    to: DeviceId,
+    len: usize,
+    since: &mut Instant,
+) -> Result<(), RunError> {
     if *here == to {
-        return;
+        return Ok(());
     }
     let (b, a) = pair(devices, to, *here);
-    b.scratch.x[..len].copy_from_slice(&a.scratch.x[..len]);
+    match (&mut b.cuda, &a.cuda) {
+        (None, None) => b.scratch.x[..len].copy_from_slice(&a.scratch.x[..len]),
+        (Some(gb), None) => gb.write_x(&a.scratch.x[..len])?,
+        (None, Some(ga)) => ga.read_x(&mut b.scratch.x[..len])?,
+        (Some(gb), Some(ga)) => {
+            let mut staged = vec![0.0f32; len];
+            ga.read_x(&mut staged)?;
+            gb.write_x(&staged)?;
+        }
+    }
     b.mem.count_copy(to, len as u64 * 4);
+    let now = Instant::now();
+    a.busy += now - *since;
+    *since = now;
     *here = to;
+    Ok(())
 }
 
 /// Quantizes `x` (`n` rows) to the activation format `w` takes.

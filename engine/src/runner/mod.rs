@@ -9,10 +9,12 @@ pub use scratch::Scratch;
 
 use strata_kernels_cpu::ops::{KvCache, OpError};
 use strata_kernels_cpu::{FormatError, GgmlType};
+use strata_kernels_cuda::CudaError;
 use thiserror::Error;
 
 use crate::alloc::DeviceMemory;
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
+use crate::cuda::{CudaDevice, GpuKv};
 use crate::device::{DeviceId, Placement};
 use crate::model::Model;
 
@@ -32,6 +34,10 @@ pub enum RunError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Op(#[from] OpError),
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+    #[error("block {block} runs on {device}, but its KV cache is not there")]
+    CacheElsewhere { block: usize, device: DeviceId },
 }
 
 #[derive(Debug, Clone)]
@@ -61,17 +67,30 @@ impl RunnerOptions {
 
 /// A device's share of the run: its scratch, its copies of weights (accelerators) and the
 /// reservations of its buffers. KV caches live with their blocks.
+///
+/// A CUDA device (`cuda` set) computes in its own memory: its host `scratch` is empty and
+/// its weights and scratch are in `cuda`.
 pub struct DeviceState {
     pub id: DeviceId,
     pub scratch: Scratch,
     pub mem: DeviceMemory,
+    pub cuda: Option<CudaDevice>,
+    /// Wall time the forward passes spent on this device's part (from the copy in to the
+    /// copy out, which waits for a GPU's queued work), since the runner was built.
+    pub busy: std::time::Duration,
+}
+
+/// A block's KV cache, in the memory of the device that runs the block.
+pub enum BlockCache {
+    Host(KvCache),
+    Cuda(GpuKv),
 }
 
 pub struct Runner<'m> {
     model: &'m Model<'m>,
     opts: RunnerOptions,
     /// One per block, on `opts.placement.blocks[i]`.
-    caches: Vec<KvCache>,
+    caches: Vec<BlockCache>,
     devices: Vec<DeviceState>,
     /// Positions processed so far (the next token's position).
     pos: usize,
@@ -117,10 +136,19 @@ impl<'m> Runner<'m> {
                 id,
                 scratch: Scratch::new(layout),
                 mem: DeviceMemory::default(),
+                cuda: None,
+                busy: Default::default(),
             })
             .collect();
         let caches = (0..cfg.n_layer)
-            .map(|_| KvCache::new(kv_type, opts.n_ctx, cfg.n_head_kv, cfg.head_dim))
+            .map(|_| {
+                BlockCache::Host(KvCache::new(
+                    kv_type,
+                    opts.n_ctx,
+                    cfg.n_head_kv,
+                    cfg.head_dim,
+                ))
+            })
             .collect();
         Ok(Runner {
             model,
@@ -137,7 +165,7 @@ impl<'m> Runner<'m> {
     pub(crate) fn from_parts(
         model: &'m Model<'m>,
         opts: RunnerOptions,
-        caches: Vec<KvCache>,
+        caches: Vec<BlockCache>,
         devices: Vec<DeviceState>,
     ) -> Runner<'m> {
         Runner {
@@ -166,7 +194,12 @@ impl<'m> Runner<'m> {
     /// Forgets the context (buffers stay allocated).
     pub fn reset(&mut self) {
         self.pos = 0;
-        self.caches.iter_mut().for_each(KvCache::clear);
+        // A GPU cache needs no clearing: attention reads positions below `pos` only.
+        for c in &mut self.caches {
+            if let BlockCache::Host(c) = c {
+                c.clear();
+            }
+        }
     }
 
     /// Bytes this runner allocated for KV caches, per device.

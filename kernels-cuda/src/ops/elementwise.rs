@@ -5,53 +5,74 @@ use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
 impl Gpu {
-    /// a += b (equal lengths).
-    pub fn add(&self, a: &mut DeviceBuffer<f32>, b: &DeviceBuffer<f32>) -> Result<(), CudaError> {
-        const OP: &str = "add";
-        if a.len() != b.len() {
+    /// `a[..n] += b[..n]`.
+    pub fn add(
+        &self,
+        a: &mut DeviceBuffer<f32>,
+        b: &DeviceBuffer<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("add", "b", b.len(), n)?;
+        self.launch_add("add", a, b, n, n)
+    }
+
+    /// Adds `bias` to each of the `n / bias.len()` rows at the start of `a` (a bias after a
+    /// matrix product).
+    pub fn add_rows(
+        &self,
+        a: &mut DeviceBuffer<f32>,
+        bias: &DeviceBuffer<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "add_rows";
+        if bias.is_empty() || !n.is_multiple_of(bias.len()) {
             return Err(CudaError::shape(
                 OP,
-                format!("lengths differ: {} and {}", a.len(), b.len()),
+                format!("{n} values are not whole rows of {}", bias.len()),
             ));
         }
-        let n = a.len() as i64;
-        let cfg = grid_1d(a.len(), 256);
-        let f = self.function("elementwise", OP)?;
+        self.launch_add(OP, a, bias, n, bias.len())
+    }
+
+    fn launch_add(
+        &self,
+        op: &'static str,
+        a: &mut DeviceBuffer<f32>,
+        b: &DeviceBuffer<f32>,
+        n: usize,
+        period: usize,
+    ) -> Result<(), CudaError> {
+        need(op, "a", a.len(), n)?;
+        let (n64, p64) = (n as i64, period.max(1) as i64);
+        let f = self.function("elementwise", "add")?;
         let mut l = self.stream().launch_builder(&f);
-        l.arg(a.slice_mut()).arg(b.slice()).arg(&n);
-        // SAFETY: matches add(a, b, n); lengths checked above.
-        unsafe { l.launch(cfg) }.during(OP)?;
+        l.arg(a.slice_mut()).arg(b.slice()).arg(&n64).arg(&p64);
+        // SAFETY: matches add(a, b, n, period); a holds n and b at least period elements.
+        unsafe { l.launch(grid_1d(n, 256)) }.during(op)?;
         Ok(())
     }
 
-    /// out = silu(gate) · up (equal lengths).
+    /// `out[..n] = silu(gate[..n]) · up[..n]`.
     pub fn swiglu(
         &self,
         gate: &DeviceBuffer<f32>,
         up: &DeviceBuffer<f32>,
         out: &mut DeviceBuffer<f32>,
+        n: usize,
     ) -> Result<(), CudaError> {
         const OP: &str = "swiglu";
-        if gate.len() != up.len() || up.len() != out.len() {
-            return Err(CudaError::shape(
-                OP,
-                format!(
-                    "gate, up and out lengths differ: {}, {}, {}",
-                    gate.len(),
-                    up.len(),
-                    out.len()
-                ),
-            ));
-        }
-        let n = gate.len() as i64;
+        need(OP, "gate", gate.len(), n)?;
+        need(OP, "up", up.len(), n)?;
+        need(OP, "out", out.len(), n)?;
+        let n64 = n as i64;
         let f = self.function("elementwise", OP)?;
         let mut l = self.stream().launch_builder(&f);
         l.arg(gate.slice())
             .arg(up.slice())
             .arg(out.slice_mut())
-            .arg(&n);
-        // SAFETY: matches swiglu(gate, up, out, n); lengths checked above.
-        unsafe { l.launch(grid_1d(gate.len(), 256)) }.during(OP)?;
+            .arg(&n64);
+        // SAFETY: matches swiglu(gate, up, out, n); every buffer holds n elements.
+        unsafe { l.launch(grid_1d(n, 256)) }.during(OP)?;
         Ok(())
     }
 

@@ -1,0 +1,190 @@
+//! A block and the output layer on the GPU: the same steps as the CPU's forward pass
+//! (`runner::forward`), with `strata-kernels-cuda` launches on the device's one stream.
+
+use strata_kernels_cuda::{AttentionShape, CudaError, DeviceBuffer, Gpu, RopeParams};
+
+use super::weights::{GpuMatrix, GpuScratch};
+use super::{CudaDevice, GpuKv, MATVEC_MAX_BATCH};
+use crate::config::ModelConfig;
+
+fn missing(what: &str) -> CudaError {
+    CudaError::Unavailable(format!("this GPU holds no {what}"))
+}
+
+impl CudaDevice {
+    /// Block `i` on the `n` rows of the residual stream in the GPU's scratch, at positions
+    /// `pos..pos + n`, appending to its KV cache `kv`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn block(
+        &mut self,
+        i: usize,
+        kv: &mut GpuKv,
+        cfg: &ModelConfig,
+        rope: &RopeParams,
+        n: usize,
+        pos: usize,
+    ) -> Result<(), CudaError> {
+        let g = &self.gpu;
+        let w = self
+            .blocks
+            .get(&i)
+            .ok_or_else(|| missing(&format!("weights of block {i}")))?;
+        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        let (e, qd, kvd, ff, hd) = (
+            cfg.n_embd,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.n_ff,
+            cfg.head_dim,
+        );
+        write_positions(g, s, pos, n)?;
+
+        // Attention.
+        g.rms_norm(&s.x, &w.attn_norm, &mut s.xn, n, cfg.rms_eps)?;
+        let mut xq_ready = false;
+        mul(g, &w.wq, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.q)?;
+        mul(g, &w.wk, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.k)?;
+        mul(g, &w.wv, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.v)?;
+        if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
+            g.add_rows(&mut s.q, bq, n * qd)?;
+            g.add_rows(&mut s.k, bk, n * kvd)?;
+            g.add_rows(&mut s.v, bv, n * kvd)?;
+        }
+        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+            // Per-head RMSNorm through `attn` as scratch, as on the CPU.
+            g.rms_norm(&s.q, qn, &mut s.attn, n * cfg.n_head, cfg.rms_eps)?;
+            s.q.copy_within_device(g, 0, &s.attn, 0, n * qd)?;
+            g.rms_norm(&s.k, kn, &mut s.attn, n * cfg.n_head_kv, cfg.rms_eps)?;
+            s.k.copy_within_device(g, 0, &s.attn, 0, n * kvd)?;
+        }
+        g.rope(&mut s.q, &s.pos, n, cfg.n_head, hd, rope)?;
+        g.rope(&mut s.k, &s.pos, n, cfg.n_head_kv, hd, rope)?;
+        g.convert_f32_to_f16(&s.k, &mut kv.k, pos * kvd, n * kvd)?;
+        g.convert_f32_to_f16(&s.v, &mut kv.v, pos * kvd, n * kvd)?;
+        let shape = AttentionShape {
+            ntok: n,
+            nhead: cfg.n_head,
+            nkv: cfg.n_head_kv,
+            head_dim: hd,
+            start_pos: pos,
+        };
+        g.attention(&s.q, &kv.k, &kv.v, &mut s.attn, &shape)?;
+        let mut xq_ready = false;
+        mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
+        g.add(&mut s.x, &s.out, n * e)?;
+
+        // Feed-forward.
+        g.rms_norm(&s.x, &w.ffn_norm, &mut s.xn, n, cfg.rms_eps)?;
+        let mut xq_ready = false;
+        mul(
+            g,
+            &w.w_gate,
+            &s.xn,
+            &mut s.xq,
+            &mut xq_ready,
+            n,
+            &mut s.gate,
+        )?;
+        mul(g, &w.w_up, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.up)?;
+        g.swiglu(&s.gate, &s.up, &mut s.ff, n * ff)?;
+        let mut xq_ready = false;
+        mul(g, &w.w_down, &s.ff, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
+        g.add(&mut s.x, &s.out, n * e)
+    }
+
+    /// The output layer on the last `n_out` of the `n` rows in scratch; the logits
+    /// (`n_out × n_vocab`) are copied into `logits` on the host.
+    pub(crate) fn output(
+        &mut self,
+        cfg: &ModelConfig,
+        n: usize,
+        n_out: usize,
+        logits: &mut [f32],
+    ) -> Result<(), CudaError> {
+        let g = &self.gpu;
+        let o = self
+            .output
+            .as_ref()
+            .ok_or_else(|| missing("output layer"))?;
+        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        let e = cfg.n_embd;
+        // The rows wanted, at the start of `out` (the kernels read from a buffer's start).
+        let rows = if n_out < n {
+            s.out
+                .copy_within_device(g, 0, &s.x, (n - n_out) * e, n_out * e)?;
+            &s.out
+        } else {
+            &s.x
+        };
+        g.rms_norm(rows, &o.norm, &mut s.xn, n_out, cfg.rms_eps)?;
+        let mut xq_ready = false;
+        mul(
+            g,
+            &o.w,
+            &s.xn,
+            &mut s.xq,
+            &mut xq_ready,
+            n_out,
+            &mut s.logits,
+        )?;
+        s.logits.read_at(g, 0, &mut logits[..n_out * cfg.n_vocab])
+    }
+
+    /// The residual stream's first `len` values, from the host into the GPU's scratch.
+    pub(crate) fn write_x(&mut self, x: &[f32]) -> Result<(), CudaError> {
+        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        s.x.write_at(&self.gpu, 0, x)
+    }
+
+    /// The residual stream's first `x.len()` values, from the GPU's scratch to the host.
+    pub(crate) fn read_x(&self, x: &mut [f32]) -> Result<(), CudaError> {
+        let s = self.scratch.as_ref().ok_or_else(|| missing("scratch"))?;
+        s.x.read_at(&self.gpu, 0, x)
+    }
+}
+
+/// Positions `pos..pos + n` for RoPE, copied only when they change (once per forward call,
+/// not once per block).
+fn write_positions(g: &Gpu, s: &mut GpuScratch, pos: usize, n: usize) -> Result<(), CudaError> {
+    if s.pos_written == Some((pos, n)) {
+        return Ok(());
+    }
+    let p: Vec<i32> = (pos..pos + n)
+        .map(|p| {
+            i32::try_from(p).map_err(|_| CudaError::Shape {
+                op: "rope",
+                what: format!("position {p} exceeds i32"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    s.pos.write_at(g, 0, &p)?;
+    s.pos_written = Some((pos, n));
+    Ok(())
+}
+
+/// `y = x · Wᵀ` for `n` rows. Quantized weights on up to [`MATVEC_MAX_BATCH`] rows read
+/// q8_1 activations, quantized into `xq` once for the products that share the input
+/// (`xq_ready` says whether they are there); float weights read `x`; larger batches go to
+/// the tiled matmul.
+fn mul(
+    g: &Gpu,
+    m: &GpuMatrix,
+    x: &DeviceBuffer<f32>,
+    xq: &mut DeviceBuffer<u8>,
+    xq_ready: &mut bool,
+    n: usize,
+    y: &mut DeviceBuffer<f32>,
+) -> Result<(), CudaError> {
+    use strata_kernels_cpu::GgmlType::{BF16, F16, F32};
+    if n > MATVEC_MAX_BATCH {
+        return g.matmul(m.ty, &m.data, x, y, m.cols, m.rows, n);
+    }
+    if matches!(m.ty, F32 | F16 | BF16) {
+        return g.matvec(m.ty, &m.data, x, xq, y, m.cols, m.rows, n);
+    }
+    if !*xq_ready {
+        g.quantize_q8_1(x, xq, m.cols, n)?;
+        *xq_ready = true;
+    }
+    g.matvec_q8_1(m.ty, &m.data, xq, y, m.cols, m.rows, n)
+}
