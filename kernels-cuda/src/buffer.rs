@@ -7,6 +7,10 @@ use crate::error::{CudaError, DriverContext};
 
 /// `len` elements of `T` in one device's memory (a whole allocation: the start is aligned
 /// to at least 256 bytes, which the kernels' vector loads rely on).
+///
+/// A buffer belongs to the [`Gpu`] that made it: pass it only to that `Gpu`'s launchers and
+/// copies, which all go to its one stream in order (cudarc's cross-stream event tracking
+/// is off).
 #[derive(Debug)]
 pub struct DeviceBuffer<T> {
     slice: CudaSlice<T>,
