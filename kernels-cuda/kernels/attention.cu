@@ -1,9 +1,10 @@
 // Grouped-query attention over an f16 KV cache, causal, for one token or a batch.
 //
 // q, out: [ntok, nhead, head_dim] f32. k, v: [n_ctx, nkv·head_dim] f16 (position-major, as
-// the CPU KvCache stores them); the cache already holds positions 0 … start_pos+ntok−1.
-// Query token t attends to positions 0 … start_pos + t; query head h reads KV head
-// h / (nhead / nkv). Scores are scaled by `scale` (1/√head_dim).
+// the CPU KvCache stores them). Query token t is at position pos[t] (device memory, so a
+// captured decode step replays at any position) and attends to positions 0 … pos[t],
+// clamped to the cache's n_ctx rows; query head h reads KV head h / (nhead / nkv). Scores
+// are scaled by `scale` (1/√head_dim).
 //
 // One CTA per (head, token); its 4 warps split the positions round-robin and each keeps an
 // online softmax (running max, running sum, running weighted sum of V); the warps' states
@@ -16,7 +17,7 @@
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     attention_f16(const float* __restrict__ q, const uint16_t* __restrict__ k,
                   const uint16_t* __restrict__ v, float* __restrict__ out, int nhead, int nkv,
-                  int head_dim, int start_pos, float scale) {
+                  int head_dim, const int* __restrict__ pos, int n_ctx, float scale) {
     __shared__ float s_max[ATT_WARPS], s_sum[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
     const int h = blockIdx.x, t = blockIdx.y;
@@ -24,7 +25,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     const int kv_dim = nkv * head_dim;
     const int kv_off = (h / (nhead / nkv)) * head_dim;
     const int64_t qo = ((int64_t)t * nhead + h) * head_dim;
-    const int n_pos = start_pos + t + 1;
+    const int n_pos = min(pos[t] + 1, n_ctx);
 
     float qr[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
 #pragma unroll

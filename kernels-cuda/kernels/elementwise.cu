@@ -19,9 +19,18 @@ extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* _
     }
 }
 
-// f32 → f16 (round to nearest even), e.g. new keys and values into an f16 KV cache.
-extern "C" __global__ void convert_f32_to_f16(const float* __restrict__ src,
-                                              uint16_t* __restrict__ dst, int64_t n) {
+// Rows of `row_len` f32 to f16 bits (round to nearest even) at the rows pos[t] of `dst`
+// (n_ctx rows): new keys or values into an f16 KV cache at their positions, read from
+// device memory so a captured decode step replays at any position. A position outside
+// 0 … n_ctx − 1 writes nothing.
+extern "C" __global__ void store_rows_f16(const float* __restrict__ src,
+                                          uint16_t* __restrict__ dst,
+                                          const int* __restrict__ pos, int64_t row_len,
+                                          int ntok, int n_ctx) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = f32_to_f16(src[i]);
+    if (i >= row_len * ntok) return;
+    const int t = (int)(i / row_len);
+    const int p = pos[t];
+    if (p < 0 || p >= n_ctx) return;
+    dst[(int64_t)p * row_len + i % row_len] = f32_to_f16(src[i]);
 }

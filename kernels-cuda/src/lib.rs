@@ -9,6 +9,7 @@
 mod buffer;
 mod device;
 mod error;
+mod graph;
 mod ops;
 pub mod ptx;
 mod timer;
@@ -18,6 +19,7 @@ pub use buffer::DeviceBuffer;
 pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 pub use device::{device_count, devices, driver_present, unavailable_reason, DeviceInfo, Gpu};
 pub use error::CudaError;
+pub use graph::GpuGraph;
 pub use ops::q8_1_bytes;
 pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
 pub use timer::GpuTimer;

@@ -516,9 +516,10 @@ fn attention_one_token_and_causal_batch_match_cpu() {
             nhead,
             nkv,
             head_dim,
-            start_pos,
         };
-        gpu.attention(&qd, &kd, &vd, &mut od, &shape).unwrap();
+        let pos: Vec<i32> = (0..ntok).map(|t| (start_pos + t) as i32).collect();
+        let pos = gpu.upload(&pos).unwrap();
+        gpu.attention(&qd, &kd, &vd, &pos, &mut od, &shape).unwrap();
         let got = od.to_host(&gpu).unwrap();
 
         // A score's error: a dot of head_dim products, (head_dim + 2)·u·scale·Σ|q·k|, here
@@ -556,31 +557,35 @@ fn bad_shapes_are_errors() {
 }
 
 #[test]
-fn convert_f32_to_f16_matches_cpu_bits() {
+fn store_rows_f16_matches_cpu_bits_at_the_given_rows() {
     let Some(gpu) = gpu() else { return };
     let mut r = rng(7);
-    let mut x = randn(&mut r, 1000, 70000.0); // beyond f16's range: some become ±inf
+    let (row, n_rows) = (100, 12);
+    let mut x = randn(&mut r, 4 * row, 70000.0); // beyond f16's range: some become ±inf
     x[1] = 1e-7; // f16 subnormal
     x[2] = 0.000_122_07; // near the smallest normal
-    let offset = 5;
+                         // Rows 0..3 of x to rows 7, 2 and 11; row 3 to position 12, past the cache: dropped.
+    let pos = [7, 2, 11, 12];
     let src = gpu.upload(&x).unwrap();
-    let mut dst = gpu.zeros::<u16>(offset + x.len() + 3).unwrap();
-    gpu.convert_f32_to_f16(&src, &mut dst, offset, x.len())
+    let mut dst = gpu.zeros::<u16>(n_rows * row).unwrap();
+    gpu.store_rows_f16(&src, &mut dst, &gpu.upload(&pos).unwrap(), row, 4)
         .unwrap();
     let got = dst.to_host(&gpu).unwrap();
-    let mut want = vec![0u8; 2 * x.len()];
-    quantize(GgmlType::F16, &x, &mut want).unwrap();
-    // Both round to nearest even: identical bits; nothing outside the range is written.
-    for (i, w) in want.chunks_exact(2).enumerate() {
-        assert_eq!(
-            got[offset + i],
-            u16::from_le_bytes([w[0], w[1]]),
-            "element {i} ({})",
-            x[i]
-        );
+    let mut want_bytes = vec![0u8; 2 * x.len()];
+    quantize(GgmlType::F16, &x, &mut want_bytes).unwrap();
+    let want_bits: Vec<u16> = want_bytes
+        .chunks_exact(2)
+        .map(|w| u16::from_le_bytes([w[0], w[1]]))
+        .collect();
+    // Both round to nearest even: identical bits; every other row stays zero.
+    let mut want = vec![0u16; n_rows * row];
+    for (t, &p) in pos.iter().enumerate().take(3) {
+        want[p as usize * row..][..row].copy_from_slice(&want_bits[t * row..][..row]);
     }
-    assert!(got[..offset]
-        .iter()
-        .chain(&got[offset + x.len()..])
-        .all(|&h| h == 0));
+    assert_eq!(got, want);
+    // A cache that is not whole rows is a shape error.
+    let mut odd = gpu.zeros::<u16>(row + 1).unwrap();
+    assert!(gpu
+        .store_rows_f16(&src, &mut odd, &gpu.upload(&pos).unwrap(), row, 1)
+        .is_err());
 }

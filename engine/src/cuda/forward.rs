@@ -3,7 +3,9 @@
 
 use strata_kernels_cuda::{AttentionShape, CudaError, DeviceBuffer, Gpu, RopeParams};
 
-use super::weights::{GpuMatrix, GpuScratch};
+use std::ops::Range;
+
+use super::weights::{GpuBlock, GpuMatrix, GpuScratch};
 use super::{CudaDevice, GpuKv, MATVEC_MAX_BATCH};
 use crate::config::ModelConfig;
 
@@ -12,84 +14,59 @@ fn missing(what: &str) -> CudaError {
 }
 
 impl CudaDevice {
-    /// Block `i` on the `n` rows of the residual stream in the GPU's scratch, at positions
-    /// `pos..pos + n`, appending to its KV cache `kv`.
+    /// Blocks `range` (consecutive, all placed on this GPU, `kvs` their caches) on the `n`
+    /// rows of the residual stream in the GPU's scratch, at positions `pos..pos + n`.
+    ///
+    /// A one-token step replays a CUDA graph of the whole range once the range has run
+    /// eagerly once (which also loads every kernel module): one launch instead of ~20 a
+    /// block. Positions are the only inputs that change between steps, and the kernels
+    /// read them from device memory.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn block(
+    pub(crate) fn run_blocks(
         &mut self,
-        i: usize,
-        kv: &mut GpuKv,
+        range: Range<usize>,
+        kvs: &mut [&mut GpuKv],
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
         pos: usize,
     ) -> Result<(), CudaError> {
-        let g = &self.gpu;
-        let w = self
-            .blocks
-            .get(&i)
-            .ok_or_else(|| missing(&format!("weights of block {i}")))?;
-        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
-        let (e, qd, kvd, ff, hd) = (
-            cfg.n_embd,
-            cfg.q_dim(),
-            cfg.kv_dim(),
-            cfg.n_ff,
-            cfg.head_dim,
-        );
+        let CudaDevice {
+            gpu: g,
+            blocks,
+            scratch,
+            graphs,
+            use_graphs,
+            ..
+        } = self;
+        let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
         write_positions(g, s, pos, n)?;
-
-        // Attention.
-        g.rms_norm(&s.x, &w.attn_norm, &mut s.xn, n, cfg.rms_eps)?;
-        let mut xq_ready = false;
-        mul(g, &w.wq, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.q)?;
-        mul(g, &w.wk, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.k)?;
-        mul(g, &w.wv, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.v)?;
-        if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
-            g.add_rows(&mut s.q, bq, n * qd)?;
-            g.add_rows(&mut s.k, bk, n * kvd)?;
-            g.add_rows(&mut s.v, bv, n * kvd)?;
-        }
-        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
-            // Per-head RMSNorm through `attn` as scratch, as on the CPU.
-            g.rms_norm(&s.q, qn, &mut s.attn, n * cfg.n_head, cfg.rms_eps)?;
-            s.q.copy_within_device(g, 0, &s.attn, 0, n * qd)?;
-            g.rms_norm(&s.k, kn, &mut s.attn, n * cfg.n_head_kv, cfg.rms_eps)?;
-            s.k.copy_within_device(g, 0, &s.attn, 0, n * kvd)?;
-        }
-        g.rope(&mut s.q, &s.pos, n, cfg.n_head, hd, rope)?;
-        g.rope(&mut s.k, &s.pos, n, cfg.n_head_kv, hd, rope)?;
-        g.convert_f32_to_f16(&s.k, &mut kv.k, pos * kvd, n * kvd)?;
-        g.convert_f32_to_f16(&s.v, &mut kv.v, pos * kvd, n * kvd)?;
-        let shape = AttentionShape {
-            ntok: n,
-            nhead: cfg.n_head,
-            nkv: cfg.n_head_kv,
-            head_dim: hd,
-            start_pos: pos,
+        let key = (range.start, range.end);
+        let mut queue = |s: &mut GpuScratch| -> Result<(), CudaError> {
+            for (i, kv) in range.clone().zip(kvs.iter_mut()) {
+                let w = blocks
+                    .get(&i)
+                    .ok_or_else(|| missing(&format!("weights of block {i}")))?;
+                queue_block(g, w, s, kv, cfg, rope, n)?;
+            }
+            Ok(())
         };
-        g.attention(&s.q, &kv.k, &kv.v, &mut s.attn, &shape)?;
-        let mut xq_ready = false;
-        mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
-        g.add(&mut s.x, &s.out, n * e)?;
-
-        // Feed-forward.
-        g.rms_norm(&s.x, &w.ffn_norm, &mut s.xn, n, cfg.rms_eps)?;
-        let mut xq_ready = false;
-        mul(
-            g,
-            &w.w_gate,
-            &s.xn,
-            &mut s.xq,
-            &mut xq_ready,
-            n,
-            &mut s.gate,
-        )?;
-        mul(g, &w.w_up, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.up)?;
-        g.swiglu(&s.gate, &s.up, &mut s.ff, n * ff)?;
-        let mut xq_ready = false;
-        mul(g, &w.w_down, &s.ff, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
-        g.add(&mut s.x, &s.out, n * e)
+        if n != 1 || !*use_graphs {
+            return queue(s);
+        }
+        match graphs.get(&key) {
+            Some(Some(graph)) => graph.launch(),
+            Some(None) => {
+                let graph = g.capture(|| queue(s))?;
+                graph.launch()?;
+                graphs.insert(key, Some(graph));
+                Ok(())
+            }
+            None => {
+                graphs.insert(key, None);
+                queue(s)
+            }
+        }
     }
 
     /// The output layer on the last `n_out` of the `n` rows in scratch; the logits
@@ -143,8 +120,78 @@ impl CudaDevice {
     }
 }
 
-/// Positions `pos..pos + n` for RoPE, copied only when they change (once per forward call,
-/// not once per block).
+/// One block's launches: the CPU's `cpu_block` step for step.
+fn queue_block(
+    g: &Gpu,
+    w: &GpuBlock,
+    s: &mut GpuScratch,
+    kv: &mut GpuKv,
+    cfg: &ModelConfig,
+    rope: &RopeParams,
+    n: usize,
+) -> Result<(), CudaError> {
+    let (e, qd, kvd, ff, hd) = (
+        cfg.n_embd,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.n_ff,
+        cfg.head_dim,
+    );
+
+    // Attention.
+    g.rms_norm(&s.x, &w.attn_norm, &mut s.xn, n, cfg.rms_eps)?;
+    let mut xq_ready = false;
+    mul(g, &w.wq, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.q)?;
+    mul(g, &w.wk, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.k)?;
+    mul(g, &w.wv, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.v)?;
+    if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
+        g.add_rows(&mut s.q, bq, n * qd)?;
+        g.add_rows(&mut s.k, bk, n * kvd)?;
+        g.add_rows(&mut s.v, bv, n * kvd)?;
+    }
+    if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+        // Per-head RMSNorm through `attn` as scratch, as on the CPU.
+        g.rms_norm(&s.q, qn, &mut s.attn, n * cfg.n_head, cfg.rms_eps)?;
+        s.q.copy_within_device(g, 0, &s.attn, 0, n * qd)?;
+        g.rms_norm(&s.k, kn, &mut s.attn, n * cfg.n_head_kv, cfg.rms_eps)?;
+        s.k.copy_within_device(g, 0, &s.attn, 0, n * kvd)?;
+    }
+    g.rope(&mut s.q, &s.pos, n, cfg.n_head, hd, rope)?;
+    g.rope(&mut s.k, &s.pos, n, cfg.n_head_kv, hd, rope)?;
+    g.store_rows_f16(&s.k, &mut kv.k, &s.pos, kvd, n)?;
+    g.store_rows_f16(&s.v, &mut kv.v, &s.pos, kvd, n)?;
+    let shape = AttentionShape {
+        ntok: n,
+        nhead: cfg.n_head,
+        nkv: cfg.n_head_kv,
+        head_dim: hd,
+    };
+    g.attention(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &shape)?;
+    let mut xq_ready = false;
+    mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
+    g.add(&mut s.x, &s.out, n * e)?;
+
+    // Feed-forward.
+    g.rms_norm(&s.x, &w.ffn_norm, &mut s.xn, n, cfg.rms_eps)?;
+    let mut xq_ready = false;
+    mul(
+        g,
+        &w.w_gate,
+        &s.xn,
+        &mut s.xq,
+        &mut xq_ready,
+        n,
+        &mut s.gate,
+    )?;
+    mul(g, &w.w_up, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.up)?;
+    g.swiglu(&s.gate, &s.up, &mut s.ff, n * ff)?;
+    let mut xq_ready = false;
+    mul(g, &w.w_down, &s.ff, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
+    g.add(&mut s.x, &s.out, n * e)
+}
+
+/// Positions `pos..pos + n` (RoPE, the KV store and attention read them), copied only when
+/// they change: once per forward call, before any launch or graph of the step.
 fn write_positions(g: &Gpu, s: &mut GpuScratch, pos: usize, n: usize) -> Result<(), CudaError> {
     if s.pos_written == Some((pos, n)) {
         return Ok(());

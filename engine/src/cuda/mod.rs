@@ -14,9 +14,9 @@ mod weights;
 
 pub use weights::{GpuBlock, GpuKv, GpuOutput, GpuScratch};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use strata_kernels_cuda::{CudaError, Gpu};
+use strata_kernels_cuda::{CudaError, Gpu, GpuGraph};
 
 use crate::plan::{Device, DeviceKind};
 
@@ -72,6 +72,11 @@ pub struct CudaDevice {
     pub(crate) blocks: BTreeMap<usize, GpuBlock>,
     pub(crate) output: Option<GpuOutput>,
     pub(crate) scratch: Option<GpuScratch>,
+    /// Per range of blocks, the one-token decode step as a graph: `None` once the range
+    /// has run eagerly (kernels loaded), then the graph captured on the next step.
+    pub(crate) graphs: HashMap<(usize, usize), Option<GpuGraph>>,
+    /// Off with `STRATA_CUDA_GRAPHS=0`: every launch queued one by one.
+    pub(crate) use_graphs: bool,
 }
 
 impl CudaDevice {
@@ -81,6 +86,8 @@ impl CudaDevice {
             blocks: BTreeMap::new(),
             output: None,
             scratch: None,
+            graphs: HashMap::new(),
+            use_graphs: std::env::var("STRATA_CUDA_GRAPHS").map_or(true, |v| v != "0"),
         })
     }
 

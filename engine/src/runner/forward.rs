@@ -57,33 +57,47 @@ pub(super) fn forward(
         ops::get_rows(emb.ty, emb.data, emb.cols, tokens, &mut s.x[..n * e])?;
     }
 
-    for (i, cache) in caches.iter_mut().enumerate() {
-        cross(devices, &mut here, placement.blocks[i], n * e, &mut since)?;
+    // The blocks, a run of consecutive blocks on one device at a time.
+    let mut start = 0;
+    while start < caches.len() {
+        let dev = placement.blocks[start];
+        let end = (start..caches.len())
+            .find(|&j| placement.blocks[j] != dev)
+            .unwrap_or(caches.len());
+        cross(devices, &mut here, dev, n * e, &mut since)?;
         let d = device(devices, here);
-        match (cache, &mut d.cuda) {
-            (BlockCache::Cuda(kv), Some(gpu)) => {
-                gpu.block(i, kv, cfg, &gpu_rope(&rope), n, pos)?;
-            }
-            (BlockCache::Host(cache), None) => {
-                // The block's weights where its device holds them: an accelerator's own
-                // copy, or the mapped file for the CPU.
-                let copied;
-                let w = match d.mem.weights.block(i) {
-                    Some(c) => {
-                        copied = c;
-                        &copied
+        let run = &mut caches[start..end];
+        match &mut d.cuda {
+            Some(gpu) => {
+                let mut kvs = Vec::with_capacity(run.len());
+                for (i, c) in (start..end).zip(run.iter_mut()) {
+                    match c {
+                        BlockCache::Cuda(kv) => kvs.push(kv),
+                        BlockCache::Host(_) => return Err(elsewhere(i, dev)),
                     }
-                    None => &model.blocks[i],
-                };
-                cpu_block(cfg, w, &mut d.scratch, cache, &rope, n, pos)?;
+                }
+                gpu.run_blocks(start..end, &mut kvs, cfg, &gpu_rope(&rope), n, pos)?;
             }
-            _ => {
-                return Err(RunError::CacheElsewhere {
-                    block: i,
-                    device: here,
-                })
+            None => {
+                for (i, c) in (start..end).zip(run.iter_mut()) {
+                    let BlockCache::Host(cache) = c else {
+                        return Err(elsewhere(i, dev));
+                    };
+                    // The block's weights where its device holds them: an accelerator's
+                    // own copy, or the mapped file for the CPU.
+                    let copied;
+                    let w = match d.mem.weights.block(i) {
+                        Some(c) => {
+                            copied = c;
+                            &copied
+                        }
+                        None => &model.blocks[i],
+                    };
+                    cpu_block(cfg, w, &mut d.scratch, cache, &rope, n, pos)?;
+                }
             }
         }
+        start = end;
     }
 
     // Output layer, on the last `n_out` rows.
@@ -179,6 +193,10 @@ fn cpu_block(
     mul(&w.w_down, &mut s.acts, hidden, n, out)?;
     ops::add(x, out);
     Ok(())
+}
+
+fn elsewhere(block: usize, device: DeviceId) -> RunError {
+    RunError::CacheElsewhere { block, device }
 }
 
 fn gpu_rope(r: &Rope) -> RopeParams {

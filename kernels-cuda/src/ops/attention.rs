@@ -16,18 +16,19 @@ pub struct AttentionShape {
     pub nhead: usize,
     pub nkv: usize,
     pub head_dim: usize,
-    /// Position of the batch's first token; the cache holds 0 … start_pos + ntok − 1.
-    pub start_pos: usize,
 }
 
 impl Gpu {
     /// Causal grouped-query attention over an f16 KV cache (`k`, `v`: position-major,
-    /// `n_ctx × nkv × head_dim`, as u16 bits). `q` and `out` are `ntok × nhead × head_dim`.
+    /// `n_ctx × nkv × head_dim`, as u16 bits). `q` and `out` are `ntok × nhead × head_dim`;
+    /// token t is at position `pos[t]` and attends to the cache's positions 0 … pos[t]
+    /// (clamped to its rows in the kernel).
     pub fn attention(
         &self,
         q: &DeviceBuffer<f32>,
         k: &DeviceBuffer<u16>,
         v: &DeviceBuffer<u16>,
+        pos: &DeviceBuffer<i32>,
         out: &mut DeviceBuffer<f32>,
         s: &AttentionShape,
     ) -> Result<(), CudaError> {
@@ -49,15 +50,24 @@ impl Gpu {
         let n = s.ntok * s.nhead * s.head_dim;
         need(OP, "q", q.len(), n)?;
         need(OP, "out", out.len(), n)?;
-        let cache = (s.start_pos + s.ntok) * s.nkv * s.head_dim;
-        need(OP, "k cache", k.len(), cache)?;
-        need(OP, "v cache", v.len(), cache)?;
+        need(OP, "pos", pos.len(), s.ntok)?;
+        let kv_dim = s.nkv * s.head_dim;
+        if k.len() != v.len() || !k.len().is_multiple_of(kv_dim) {
+            return Err(CudaError::shape(
+                OP,
+                format!(
+                    "k and v caches of {} and {} values are not equal whole rows of {kv_dim}",
+                    k.len(),
+                    v.len()
+                ),
+            ));
+        }
         let scale = 1.0 / (s.head_dim as f32).sqrt();
-        let (nh, nkv, hd, sp) = (
+        let (nh, nkv, hd, n_ctx) = (
             as_i32(OP, "nhead", s.nhead)?,
             as_i32(OP, "nkv", s.nkv)?,
             as_i32(OP, "head_dim", s.head_dim)?,
-            as_i32(OP, "start_pos", s.start_pos)?,
+            as_i32(OP, "cache rows", k.len() / kv_dim)?,
         );
         let cfg = LaunchConfig {
             grid_dim: (nh.max(1) as u32, grid_yz(OP, "ntok", s.ntok)?, 1),
@@ -70,7 +80,12 @@ impl Gpu {
             .arg(k.slice())
             .arg(v.slice())
             .arg(out.slice_mut());
-        l.arg(&nh).arg(&nkv).arg(&hd).arg(&sp).arg(&scale);
+        l.arg(&nh)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(pos.slice())
+            .arg(&n_ctx)
+            .arg(&scale);
         // SAFETY: matches attention_f16's signature; sizes checked above.
         unsafe { l.launch(cfg) }.during(OP)?;
         Ok(())

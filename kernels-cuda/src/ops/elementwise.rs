@@ -76,25 +76,42 @@ impl Gpu {
         Ok(())
     }
 
-    /// `n` f32 from `src` to f16 bits at `dst[offset..offset + n]` (e.g. a token's keys into
-    /// an f16 KV cache at its position).
-    pub fn convert_f32_to_f16(
+    /// Rows `t` of `src` (`ntok` rows of `row_len` f32) to f16 bits at row `pos[t]` of
+    /// `dst` (whole rows of `row_len`): keys or values into an f16 KV cache at their
+    /// positions. A position past `dst`'s rows writes nothing (the kernel checks).
+    pub fn store_rows_f16(
         &self,
         src: &DeviceBuffer<f32>,
         dst: &mut DeviceBuffer<u16>,
-        offset: usize,
-        n: usize,
+        pos: &DeviceBuffer<i32>,
+        row_len: usize,
+        ntok: usize,
     ) -> Result<(), CudaError> {
-        const OP: &str = "convert_f32_to_f16";
-        need(OP, "src", src.len(), n)?;
-        need(OP, "dst", dst.len(), offset + n)?;
-        let n64 = n as i64;
-        let mut view = dst.slice_mut().slice_mut(offset..offset + n);
+        const OP: &str = "store_rows_f16";
+        if row_len == 0 || !dst.len().is_multiple_of(row_len) {
+            return Err(CudaError::shape(
+                OP,
+                format!("dst of {} is not whole rows of {row_len}", dst.len()),
+            ));
+        }
+        need(OP, "src", src.len(), row_len * ntok)?;
+        need(OP, "pos", pos.len(), ntok)?;
+        let (rl, nt, nr) = (
+            row_len as i64,
+            as_i32(OP, "ntok", ntok)?,
+            as_i32(OP, "rows", dst.len() / row_len)?,
+        );
         let f = self.function("elementwise", OP)?;
         let mut l = self.stream().launch_builder(&f);
-        l.arg(src.slice()).arg(&mut view).arg(&n64);
-        // SAFETY: matches convert_f32_to_f16(src, dst, n); the view has exactly n elements.
-        unsafe { l.launch(grid_1d(n, 256)) }.during(OP)?;
+        l.arg(src.slice())
+            .arg(dst.slice_mut())
+            .arg(pos.slice())
+            .arg(&rl)
+            .arg(&nt)
+            .arg(&nr);
+        // SAFETY: matches store_rows_f16(src, dst, pos, row_len, ntok, n_ctx); src and pos
+        // sizes checked above, dst rows bounded in the kernel.
+        unsafe { l.launch(grid_1d(row_len * ntok, 256)) }.during(OP)?;
         Ok(())
     }
 
