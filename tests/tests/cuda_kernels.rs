@@ -298,9 +298,20 @@ fn matmul_matches_dequantized_product() {
                     .zip(xt)
                     .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
                     .sum();
-                // Weights are dequantized exactly; one sequential f32 sum of `cols` products
-                // (fused or not): |err| ≤ (cols + 1)·u·Σ|w·x|.
-                let tol = (cols + 1) as f64 * U * mag + f64::MIN_POSITIVE;
+                // Weights are dequantized exactly in f32, then each weight and activation is
+                // rounded to f16 (relative u_h = 2^-11 for normals, absolute ≤ 2^-25 below
+                // 2^-14): a product errs by (2·u_h + u_h²)·|w·x| + 2^-25·(|w| + |x|) + 2^-50.
+                // The tensor cores' f32 sums of `cols` exact products may truncate rather
+                // than round: at most (cols + 1)·2u·Σ|w·x| more.
+                let (uh, sub) = (2f64.powi(-11), 2f64.powi(-25));
+                let abs_sum: f64 = wr
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| f64::from(a.abs() + b.abs()))
+                    .sum();
+                let tol = (2.0 * uh + uh * uh + 2.0 * (cols + 1) as f64 * U) * mag
+                    + sub * abs_sum
+                    + cols as f64 * 2f64.powi(-50);
                 let g = f64::from(got[t * rows + o]);
                 assert!(
                     (g - want).abs() <= tol,

@@ -6,12 +6,14 @@ use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
 const OP: &str = "matmul";
-/// Output tile of matmul.cu: 64 weight rows × 64 tokens.
+/// Output tile of matmul.cu: 64 weight rows × 64 tokens (4 warps of mma.sync).
 const TILE: usize = 64;
 
 impl Gpu {
     /// Y[t][r] = Σ_c W[r][c]·X[t][c] for `ntok` tokens (prefill): W is `nrows × ncols` of
-    /// `ty`, X and Y f32. Weights are dequantized exactly; products and sums are f32.
+    /// `ty`, X and Y f32. On the tensor cores: weights (dequantized exactly) and activations
+    /// are rounded to f16, products are exact and sums f32. Activations beyond f16's range
+    /// (±65504) become infinite.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
@@ -43,7 +45,7 @@ impl Gpu {
                 grid_yz(OP, "ntok / 64", ntok.div_ceil(TILE))?,
                 1,
             ),
-            block_dim: (256, 1, 1),
+            block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
         let f = self.function("matmul", &name)?;
