@@ -6,7 +6,7 @@ use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
 const OP: &str = "matmul";
-/// Output tile of matmul.cu: 64 weight rows × 64 tokens (4 warps of mma.sync).
+/// Output tile of matmul.cu: 64 weight rows × 64 tokens (8 warps of mma.sync).
 const TILE: usize = 64;
 
 impl Gpu {
@@ -45,7 +45,7 @@ impl Gpu {
                 grid_yz(OP, "ntok / 64", ntok.div_ceil(TILE))?,
                 1,
             ),
-            block_dim: (128, 1, 1),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let f = self.function("matmul", &name)?;
