@@ -1,15 +1,76 @@
 // Matrix × vector for decode: y[r] = Σ_c W[r, c]·x[c] for every weight format.
 //
-// Quantized weights read q8_1 activations (quantize.cu) and multiply with dp4a. The unit of
-// work is 32 weights against one q8_1 block ("a sub-block"); the 128 threads of a CTA stride
-// over the sub-blocks of one row, so neighbouring threads read neighbouring weight bytes.
-// Float weights read f32 activations.
+// Quantized weights read q8_1 activations (quantize.cu) and multiply with dp4a through
+// formats.cuh's dot_<fmt> (one 32-weight sub-block against one q8_1 block). One warp takes
+// MV_RPW rows (lane i takes sub-blocks i, i + 32, …), MV_WARPS warps per CTA, a warp-shuffle
+// sum per row (no block barrier in the reduction). The CTA first copies its vector's q8_1
+// blocks into shared memory (coalesced 32-bit words, one barrier); the lanes read them from
+// there (a lane's block is 9 words after its neighbour's: 32 lanes, 32 banks), and the rows
+// of a warp share each read.
 //
-// Batched: gridDim.y vectors share the launch (x and y advance by one row per vector), which
+// Measured on an H100 (docs/gpu-results.md, run 2), this shape is within a few percent of
+// the first version (one 128-thread CTA per row): a version that staged W through shared
+// memory with aligned 32-bit words, and one with 4 warps per CTA, were no faster. The
+// quantized kernels are not limited by their load instructions; see the doc for what is.
+//
+// Batched: gridDim.y vectors share the launch (x and y advance by one vector each), which
 // serves small batches; large batches go to matmul.cu.
 #include "formats.cuh"
 
-#define MATVEC_THREADS 128
+#define MV_WARPS 8
+#define MV_THREADS (MV_WARPS * WARP_SIZE)
+
+// The q8_1 blocks of the CTA's vector (launch: ncols / 32 · 36 bytes of dynamic shared).
+extern __shared__ uint32_t matvec_x_words[];
+
+// Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
+#define MV_SUBS(qk) ((qk) / 32)
+// Rows per warp: they share each x block read from shared memory. Two for the legacy
+// formats; one for the K-quants, whose dot products need too many registers for two
+// (Q6_K spills at sm_90). kernels-cuda/src/ops/matvec.rs launches to match.
+#define MV_RPW(qk) ((qk) == 32 ? 2 : 1)
+
+// W: [nrows, ncols] in the format; x: [nvec, ncols/32] q8_1; y: [nvec, nrows].
+#define MATVEC_QUANT(name, qk, bytes)                                                          \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
+        matvec_##name(const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,         \
+                      float* __restrict__ y, int ncols, int nrows) {                           \
+        const int nsub = ncols / 32;                                                           \
+        {                                                                                      \
+            const uint32_t* xg = (const uint32_t*)(x + (int64_t)blockIdx.y * nsub);            \
+            for (int i = threadIdx.x; i < nsub * 9; i += MV_THREADS) matvec_x_words[i] = xg[i]; \
+            __syncthreads();                                                                   \
+        }                                                                                      \
+        const int lane = threadIdx.x % WARP_SIZE;                                              \
+        const int row = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_RPW(qk);        \
+        if (row >= nrows) return;                                                              \
+        const block_q8_1* xs = (const block_q8_1*)matvec_x_words;                              \
+        const int row_bytes = nsub / MV_SUBS(qk) * bytes;                                      \
+        /* rows past the end read the last row again and are not written */                    \
+        const uint8_t* wr[MV_RPW(qk)];                                                         \
+        float acc[MV_RPW(qk)];                                                                 \
+        _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
+            wr[r] = w + (int64_t)min(row + r, nrows - 1) * row_bytes;                          \
+            acc[r] = 0.0f;                                                                     \
+        }                                                                                      \
+        _Pragma("unroll 2") for (int sub = lane; sub < nsub; sub += WARP_SIZE) {               \
+            const int off = sub / MV_SUBS(qk) * bytes;                                         \
+            _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
+                acc[r] += dot_##name(wr[r] + off, sub % MV_SUBS(qk), xs + sub);                \
+        }                                                                                      \
+        _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
+            const float v = warp_sum(acc[r]);                                                  \
+            if (lane == 0 && row + r < nrows) y[(int64_t)blockIdx.y * nrows + row + r] = v;    \
+        }                                                                                      \
+    }
+FOR_EACH_QUANT(MATVEC_QUANT)
+
+// Float weights: one CTA of MV_FLOAT_THREADS per row (measured faster on an H100 than a warp
+// per row: 71% vs 66% of copy bandwidth for F16 at 4096 × 4096, 94% vs 92% at 14336 × 4096);
+// each thread takes 4 consecutive weights at a time (one 16-byte load for f32, one 8-byte
+// load for f16/bf16). ncols is a multiple of 4 and W, x are whole allocations, so every
+// row of W and every vector of x is aligned for those loads.
+#define MV_FLOAT_THREADS 128
 
 // Sum of the CTA's partial sums, written by thread 0.
 __device__ __forceinline__ void store_row_sum(float v, float* y) {
@@ -18,26 +79,6 @@ __device__ __forceinline__ void store_row_sum(float v, float* y) {
     if (threadIdx.x == 0) *y = v;
 }
 
-// W: [nrows, ncols] in the format; x: [nvec, ncols/32] q8_1; y: [nvec, nrows].
-#define MATVEC_QUANT(name, qk, bytes)                                                          \
-    extern "C" __global__ void __launch_bounds__(MATVEC_THREADS)                              \
-        matvec_##name(const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,         \
-                      float* __restrict__ y, int ncols, int nrows) {                          \
-        const int row = blockIdx.x;                                                            \
-        if (row >= nrows) return;                                                              \
-        const int nsub = ncols / 32;                                                           \
-        const uint8_t* wrow = w + (int64_t)row * (ncols / qk) * bytes;                         \
-        const block_q8_1* xv = x + (int64_t)blockIdx.y * nsub;                                 \
-        float acc = 0.0f;                                                                      \
-        for (int i = threadIdx.x; i < nsub; i += MATVEC_THREADS) {                             \
-            acc += dot_##name(wrow + (i / (qk / 32)) * bytes, i % (qk / 32), xv + i);          \
-        }                                                                                      \
-        store_row_sum(acc, y + (int64_t)blockIdx.y * nrows + row);                             \
-    }
-FOR_EACH_QUANT(MATVEC_QUANT)
-
-// Float weights: each thread takes 4 consecutive weights at a time (one 16-byte load for
-// f32, one 8-byte load for f16/bf16). ncols must be a multiple of 4 and rows aligned to it.
 __device__ __forceinline__ float dot4_f32(const uint8_t* w, const float4 xv) {
     const float4 v = *(const float4*)w;
     return v.x * xv.x + v.y * xv.y + v.z * xv.z + v.w * xv.w;
@@ -55,7 +96,7 @@ __device__ __forceinline__ float dot4_bf16(const uint8_t* w, const float4 xv) {
 
 // W: [nrows, ncols]; x: [nvec, ncols] f32; y: [nvec, nrows].
 #define MATVEC_FLOAT(name, one, bytes)                                                         \
-    extern "C" __global__ void __launch_bounds__(MATVEC_THREADS)                              \
+    extern "C" __global__ void __launch_bounds__(MV_FLOAT_THREADS)                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,              \
                       float* __restrict__ y, int ncols, int nrows) {                          \
         const int row = blockIdx.x;                                                            \
@@ -63,7 +104,7 @@ __device__ __forceinline__ float dot4_bf16(const uint8_t* w, const float4 xv) {
         const uint8_t* wrow = w + (int64_t)row * ncols * bytes;                                \
         const float* xv = x + (int64_t)blockIdx.y * ncols;                                     \
         float acc = 0.0f;                                                                      \
-        _Pragma("unroll 4") for (int c = 4 * threadIdx.x; c < ncols; c += 4 * MATVEC_THREADS) {\
+        _Pragma("unroll 4") for (int c = 4 * threadIdx.x; c < ncols; c += 4 * MV_FLOAT_THREADS) {\
             acc += dot4_##name(wrow + (int64_t)c * bytes, *(const float4*)(xv + c));           \
         }                                                                                      \
         store_row_sum(acc, y + (int64_t)blockIdx.y * nrows + row);                             \

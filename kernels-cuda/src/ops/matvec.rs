@@ -6,7 +6,20 @@ use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
 const OP: &str = "matvec";
-const THREADS: u32 = 128;
+/// matvec.cu's MV_WARPS: warps per CTA of the quantized kernels.
+const WARPS: u32 = 8;
+/// Rows per CTA of the quantized kernels: matvec.cu's MV_RPW rows per warp (2 for the
+/// 32-weight legacy blocks, 1 for the K-quants).
+fn quant_rows_per_cta(ty: GgmlType) -> usize {
+    let per_warp = if ty.block_size() == 32 { 2 } else { 1 };
+    per_warp * WARPS as usize
+}
+/// matvec.cu's MV_FLOAT_THREADS: one CTA of this many threads per row of float weights.
+const FLOAT_THREADS: u32 = 128;
+/// q8_1 bytes of one vector (a block of 36 bytes per 32 columns) that the quantized kernels
+/// stage in shared memory: their static stages take at most 8.8 KiB (Q8_0), and a CTA may
+/// use 48 KiB without opting in. 32 KiB is 29 127 columns (Llama-70B's 28 672 fit).
+const MAX_X_SHARED_BYTES: usize = 32 << 10;
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
@@ -65,7 +78,28 @@ impl Gpu {
         )?;
         need(OP, "xq (bytes)", xq.len(), q8_1_bytes(ncols, nvec))?;
         need(OP, "y", y.len(), nrows * nvec)?;
-        self.launch_matvec(&name, w.slice(), xq.slice(), y, ncols, nrows, nvec)
+        let x_shared = q8_1_bytes(ncols, 1);
+        if x_shared > MAX_X_SHARED_BYTES {
+            return Err(CudaError::shape(
+                OP,
+                format!(
+                    "{ty} ncols = {ncols}: the q8_1 vector ({x_shared} bytes) exceeds the \
+                     {MAX_X_SHARED_BYTES} bytes the kernel stages in shared memory"
+                ),
+            ));
+        }
+        // Alignment: w and xq are whole allocations (DeviceBuffer), so 256-byte aligned; the
+        // kernel's aligned 32-bit word loads need W to start 4-byte aligned, the x staging
+        // needs xq 4-byte aligned (36-byte blocks keep every vector so).
+        self.launch_matvec(
+            &name,
+            w.slice(),
+            xq.slice(),
+            y,
+            (ncols, nrows, nvec),
+            (32 * WARPS, quant_rows_per_cta(ty)),
+            x_shared as u32,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -95,9 +129,21 @@ impl Gpu {
         )?;
         need(OP, "x", x.len(), ncols * nvec)?;
         need(OP, "y", y.len(), nrows * nvec)?;
-        self.launch_matvec(&name, w.slice(), x.slice(), y, ncols, nrows, nvec)
+        // w and x are whole allocations (DeviceBuffer, 256-byte aligned) and ncols is a
+        // multiple of 4, so every row of W and every vector of x is 16-byte aligned.
+        self.launch_matvec(
+            &name,
+            w.slice(),
+            x.slice(),
+            y,
+            (ncols, nrows, nvec),
+            (FLOAT_THREADS, 1),
+            0,
+        )
     }
 
+    /// CTAs of `threads` that take `rows_per_cta` rows each (the last CTA's spare warps
+    /// return at once), one CTA column per vector; `shared` bytes of dynamic shared memory.
     #[allow(clippy::too_many_arguments)]
     fn launch_matvec<X>(
         &self,
@@ -105,15 +151,16 @@ impl Gpu {
         w: &cudarc::driver::CudaSlice<u8>,
         x: &cudarc::driver::CudaSlice<X>,
         y: &mut DeviceBuffer<f32>,
-        ncols: usize,
-        nrows: usize,
-        nvec: usize,
+        (ncols, nrows, nvec): (usize, usize, usize),
+        (threads, rows_per_cta): (u32, usize),
+        shared: u32,
     ) -> Result<(), CudaError> {
         let (nc, nr) = (as_i32(OP, "ncols", ncols)?, as_i32(OP, "nrows", nrows)?);
+        let ctas = nrows.div_ceil(rows_per_cta).max(1) as u32;
         let cfg = LaunchConfig {
-            grid_dim: (nr.max(1) as u32, grid_yz(OP, "nvec", nvec)?, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            grid_dim: (ctas, grid_yz(OP, "nvec", nvec)?, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: shared,
         };
         let f = self.function("matvec", name)?;
         let mut b = self.stream().launch_builder(&f);
