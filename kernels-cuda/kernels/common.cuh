@@ -127,3 +127,20 @@ struct block_q8_1 {
     int8_t qs[QK8_1];
 };
 static_assert(sizeof(block_q8_1) == 36, "block_q8_1 is 36 bytes");
+
+#ifndef STRATA_HOST_CHECK
+// One q8_1 block from a warp, lane i holding value i. Matches the CPU reference: d =
+// amax/127, q = round(x/d) computed as x·(1/d) rounded half away from zero, s = d·Σq.
+__device__ __forceinline__ void quantize_q8_1_warp(float v, int lane, block_q8_1* b) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = (int)roundf(v * id);
+    const int sum = warp_sum_int(q);
+    b->qs[lane] = (int8_t)q;
+    if (lane == 0) {
+        b->d = f32_to_f16(d);
+        b->s = f32_to_f16((float)sum * d);
+    }
+}
+#endif

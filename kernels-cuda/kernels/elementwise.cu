@@ -19,18 +19,21 @@ extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* _
     }
 }
 
-// Rows of `row_len` f32 to f16 bits (round to nearest even) at the rows pos[t] of `dst`
-// (n_ctx rows): new keys or values into an f16 KV cache at their positions, read from
-// device memory so a captured decode step replays at any position. A position outside
-// 0 … n_ctx − 1 writes nothing.
-extern "C" __global__ void store_rows_f16(const float* __restrict__ src,
-                                          uint16_t* __restrict__ dst,
-                                          const int* __restrict__ pos, int64_t row_len,
-                                          int ntok, int n_ctx) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= row_len * ntok) return;
-    const int t = (int)(i / row_len);
-    const int p = pos[t];
-    if (p < 0 || p >= n_ctx) return;
-    dst[(int64_t)p * row_len + i % row_len] = f32_to_f16(src[i]);
+// SwiGLU and the q8_1 quantization of its output in one pass: out exactly as swiglu writes
+// it, outq exactly what quantize_q8_1 makes of out. [nrows, ncols], ncols a multiple of 32;
+// one warp per 32-value block (grid and block as quantize_q8_1's).
+extern "C" __global__ void swiglu_q8_1(const float* __restrict__ gate,
+                                       const float* __restrict__ up, float* out,
+                                       block_q8_1* __restrict__ outq, int ncols, int nrows) {
+    const int nblocks = ncols / QK8_1;
+    const int warps_per_cta = blockDim.x / WARP_SIZE;
+    const int64_t blk = (int64_t)blockIdx.x * warps_per_cta + threadIdx.x / WARP_SIZE;
+    const int row = blockIdx.y;
+    if (blk >= nblocks || row >= nrows) return;
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int64_t i = (int64_t)row * ncols + blk * QK8_1 + lane;
+    const float g = gate[i];
+    const float v = g / (1.0f + expf(-g)) * up[i];
+    out[i] = v;
+    quantize_q8_1_warp(v, lane, outq + (int64_t)row * nblocks + blk);
 }

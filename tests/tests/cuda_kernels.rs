@@ -568,35 +568,135 @@ fn bad_shapes_are_errors() {
 }
 
 #[test]
-fn store_rows_f16_matches_cpu_bits_at_the_given_rows() {
+fn rope_store_kv_equals_rope_then_f16_rows() {
     let Some(gpu) = gpu() else { return };
     let mut r = rng(7);
-    let (row, n_rows) = (100, 12);
-    let mut x = randn(&mut r, 4 * row, 70000.0); // beyond f16's range: some become ±inf
-    x[1] = 1e-7; // f16 subnormal
-    x[2] = 0.000_122_07; // near the smallest normal
-                         // Rows 0..3 of x to rows 7, 2 and 11; row 3 to position 12, past the cache: dropped.
+    let (nhead, nkv, head_dim, n_ctx) = (6, 2, 64, 12);
+    let kv_dim = nkv * head_dim;
+    // Tokens to rows 7, 2 and 11; the last to 12, past the cache: rotated, not stored.
     let pos = [7, 2, 11, 12];
-    let src = gpu.upload(&x).unwrap();
-    let mut dst = gpu.zeros::<u16>(n_rows * row).unwrap();
-    gpu.store_rows_f16(&src, &mut dst, &gpu.upload(&pos).unwrap(), row, 4)
-        .unwrap();
-    let got = dst.to_host(&gpu).unwrap();
-    let mut want_bytes = vec![0u8; 2 * x.len()];
-    quantize(GgmlType::F16, &x, &mut want_bytes).unwrap();
-    let want_bits: Vec<u16> = want_bytes
-        .chunks_exact(2)
-        .map(|w| u16::from_le_bytes([w[0], w[1]]))
-        .collect();
-    // Both round to nearest even: identical bits; every other row stays zero.
-    let mut want = vec![0u16; n_rows * row];
-    for (t, &p) in pos.iter().enumerate().take(3) {
-        want[p as usize * row..][..row].copy_from_slice(&want_bits[t * row..][..row]);
+    let ntok = pos.len();
+    let shape = AttentionShape {
+        ntok,
+        nhead,
+        nkv,
+        head_dim,
+    };
+    for (neox, n_rot) in [(false, head_dim), (true, head_dim), (false, 32), (true, 48)] {
+        let p = RopeParams {
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            neox,
+        };
+        let q = randn(&mut r, ntok * nhead * head_dim, 1.0);
+        let k = randn(&mut r, ntok * kv_dim, 1.0);
+        let mut v = randn(&mut r, ntok * kv_dim, 70000.0); // some beyond f16: ±inf
+        v[1] = 1e-7; // f16 subnormal
+        let posd = gpu.upload(&pos).unwrap();
+        let (mut qd, mut kd, vd) = (
+            gpu.upload(&q).unwrap(),
+            gpu.upload(&k).unwrap(),
+            gpu.upload(&v).unwrap(),
+        );
+        let mut kc = gpu.zeros::<u16>(n_ctx * kv_dim).unwrap();
+        let mut vc = gpu.zeros::<u16>(n_ctx * kv_dim).unwrap();
+        gpu.rope_store_kv(&mut qd, &mut kd, &vd, &mut kc, &mut vc, &posd, &shape, &p)
+            .unwrap();
+
+        // q and k: bit for bit what the rope kernel gives (checked against the CPU above).
+        let (mut qr, mut kr) = (gpu.upload(&q).unwrap(), gpu.upload(&k).unwrap());
+        gpu.rope(&mut qr, &posd, ntok, nhead, head_dim, &p).unwrap();
+        gpu.rope(&mut kr, &posd, ntok, nkv, head_dim, &p).unwrap();
+        let what = format!("neox={neox} n_rot={n_rot}");
+        assert_eq!(
+            qd.to_host(&gpu).unwrap(),
+            qr.to_host(&gpu).unwrap(),
+            "q {what}"
+        );
+        let k_rot = kr.to_host(&gpu).unwrap();
+        assert_eq!(kd.to_host(&gpu).unwrap(), k_rot, "k {what}");
+
+        // The caches: the CPU's f16 bits (round to nearest even) of rotated k and of v at
+        // the rows of the first three tokens, zero elsewhere.
+        let f16_bits = |x: &[f32]| -> Vec<u16> {
+            let mut b = vec![0u8; 2 * x.len()];
+            quantize(GgmlType::F16, x, &mut b).unwrap();
+            b.chunks_exact(2)
+                .map(|w| u16::from_le_bytes([w[0], w[1]]))
+                .collect()
+        };
+        for (cache, src, name) in [(&kc, &k_rot, "k"), (&vc, &v, "v")] {
+            let bits = f16_bits(src);
+            let mut want = vec![0u16; n_ctx * kv_dim];
+            for (t, &row) in pos.iter().enumerate().take(3) {
+                want[row as usize * kv_dim..][..kv_dim]
+                    .copy_from_slice(&bits[t * kv_dim..][..kv_dim]);
+            }
+            assert_eq!(cache.to_host(&gpu).unwrap(), want, "{name} cache {what}");
+        }
     }
-    assert_eq!(got, want);
     // A cache that is not whole rows is a shape error.
-    let mut odd = gpu.zeros::<u16>(row + 1).unwrap();
+    let mut odd = gpu.zeros::<u16>(kv_dim + 1).unwrap();
+    let mut odd2 = gpu.zeros::<u16>(kv_dim + 1).unwrap();
+    let (mut qd, mut kd) = (
+        gpu.zeros::<f32>(ntok * nhead * head_dim).unwrap(),
+        gpu.zeros::<f32>(ntok * kv_dim).unwrap(),
+    );
+    let vd = gpu.zeros::<f32>(ntok * kv_dim).unwrap();
+    let p = RopeParams {
+        n_rot: head_dim,
+        freq_base: 10000.0,
+        freq_scale: 1.0,
+        neox: false,
+    };
+    let posd = gpu.upload(&pos).unwrap();
     assert!(gpu
-        .store_rows_f16(&src, &mut odd, &gpu.upload(&pos).unwrap(), row, 1)
+        .rope_store_kv(&mut qd, &mut kd, &vd, &mut odd, &mut odd2, &posd, &shape, &p)
         .is_err());
+}
+
+#[test]
+fn fused_q8_1_outputs_equal_the_separate_kernels() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(8);
+    let (ncols, nrows) = (576, 3);
+    let n = ncols * nrows;
+    let qbytes = strata_kernels_cuda::q8_1_bytes(ncols, nrows);
+
+    // rms_norm_q8_1 = rms_norm, then quantize_q8_1 of its output.
+    let x = randn(&mut r, n, 3.0);
+    let w = randn(&mut r, ncols, 1.0);
+    let (xd, wd) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
+    let (mut y1, mut q1) = (
+        gpu.zeros::<f32>(n).unwrap(),
+        gpu.zeros::<u8>(qbytes).unwrap(),
+    );
+    gpu.rms_norm_q8_1(&xd, &wd, &mut y1, &mut q1, nrows, 1e-5)
+        .unwrap();
+    let (mut y2, mut q2) = (
+        gpu.zeros::<f32>(n).unwrap(),
+        gpu.zeros::<u8>(qbytes).unwrap(),
+    );
+    gpu.rms_norm(&xd, &wd, &mut y2, nrows, 1e-5).unwrap();
+    gpu.quantize_q8_1(&y2, &mut q2, ncols, nrows).unwrap();
+    assert_eq!(y1.to_host(&gpu).unwrap(), y2.to_host(&gpu).unwrap());
+    assert_eq!(q1.to_host(&gpu).unwrap(), q2.to_host(&gpu).unwrap());
+
+    // swiglu_q8_1 = swiglu, then quantize_q8_1 of its output.
+    let (gate, up) = (randn(&mut r, n, 4.0), randn(&mut r, n, 2.0));
+    let (gd, ud) = (gpu.upload(&gate).unwrap(), gpu.upload(&up).unwrap());
+    gpu.swiglu_q8_1(&gd, &ud, &mut y1, &mut q1, ncols, nrows)
+        .unwrap();
+    gpu.swiglu(&gd, &ud, &mut y2, n).unwrap();
+    gpu.quantize_q8_1(&y2, &mut q2, ncols, nrows).unwrap();
+    assert_eq!(y1.to_host(&gpu).unwrap(), y2.to_host(&gpu).unwrap());
+    assert_eq!(q1.to_host(&gpu).unwrap(), q2.to_host(&gpu).unwrap());
+
+    // Widths that are not whole q8_1 blocks are shape errors.
+    let w33 = gpu.zeros::<f32>(33).unwrap();
+    assert!(gpu
+        .rms_norm_q8_1(&xd, &w33, &mut y1, &mut q1, 1, 1e-5)
+        .is_err());
+    assert!(gpu.swiglu_q8_1(&gd, &ud, &mut y1, &mut q1, 33, 1).is_err());
 }

@@ -139,8 +139,7 @@ fn queue_block(
     );
 
     // Attention.
-    g.rms_norm(&s.x, &w.attn_norm, &mut s.xn, n, cfg.rms_eps)?;
-    let mut xq_ready = false;
+    let mut xq_ready = norm(g, &w.attn_norm, &w.wq, s, n, cfg.rms_eps)?;
     mul(g, &w.wq, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.q)?;
     mul(g, &w.wk, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.k)?;
     mul(g, &w.wv, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.v)?;
@@ -156,24 +155,22 @@ fn queue_block(
         g.rms_norm(&s.k, kn, &mut s.attn, n * cfg.n_head_kv, cfg.rms_eps)?;
         s.k.copy_within_device(g, 0, &s.attn, 0, n * kvd)?;
     }
-    g.rope(&mut s.q, &s.pos, n, cfg.n_head, hd, rope)?;
-    g.rope(&mut s.k, &s.pos, n, cfg.n_head_kv, hd, rope)?;
-    g.store_rows_f16(&s.k, &mut kv.k, &s.pos, kvd, n)?;
-    g.store_rows_f16(&s.v, &mut kv.v, &s.pos, kvd, n)?;
     let shape = AttentionShape {
         ntok: n,
         nhead: cfg.n_head,
         nkv: cfg.n_head_kv,
         head_dim: hd,
     };
+    g.rope_store_kv(
+        &mut s.q, &mut s.k, &s.v, &mut kv.k, &mut kv.v, &s.pos, &shape, rope,
+    )?;
     g.attention(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &shape)?;
     let mut xq_ready = false;
     mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
     g.add(&mut s.x, &s.out, n * e)?;
 
     // Feed-forward.
-    g.rms_norm(&s.x, &w.ffn_norm, &mut s.xn, n, cfg.rms_eps)?;
-    let mut xq_ready = false;
+    let mut xq_ready = norm(g, &w.ffn_norm, &w.w_gate, s, n, cfg.rms_eps)?;
     mul(
         g,
         &w.w_gate,
@@ -184,10 +181,48 @@ fn queue_block(
         &mut s.gate,
     )?;
     mul(g, &w.w_up, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.up)?;
-    g.swiglu(&s.gate, &s.up, &mut s.ff, n * ff)?;
-    let mut xq_ready = false;
-    mul(g, &w.w_down, &s.ff, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
+    let xq_ready = if reads_q8_1(&w.w_down, n) {
+        g.swiglu_q8_1(&s.gate, &s.up, &mut s.ff, &mut s.xq, ff, n)?;
+        true
+    } else {
+        g.swiglu(&s.gate, &s.up, &mut s.ff, n * ff)?;
+        false
+    };
+    mul(
+        g,
+        &w.w_down,
+        &s.ff,
+        &mut s.xq,
+        &mut { xq_ready },
+        n,
+        &mut s.out,
+    )?;
     g.add(&mut s.x, &s.out, n * e)
+}
+
+/// `s.xn = rms_norm(s.x) · weight` for `n` rows, quantized to q8_1 into `s.xq` in the same
+/// launch when `m`, the next product, reads q8_1. Returns whether it did.
+fn norm(
+    g: &Gpu,
+    weight: &DeviceBuffer<f32>,
+    m: &GpuMatrix,
+    s: &mut GpuScratch,
+    n: usize,
+    eps: f32,
+) -> Result<bool, CudaError> {
+    if reads_q8_1(m, n) {
+        g.rms_norm_q8_1(&s.x, weight, &mut s.xn, &mut s.xq, n, eps)?;
+        Ok(true)
+    } else {
+        g.rms_norm(&s.x, weight, &mut s.xn, n, eps)?;
+        Ok(false)
+    }
+}
+
+/// Whether a product with `m` on `n` rows takes q8_1 activations (see [`mul`]).
+fn reads_q8_1(m: &GpuMatrix, n: usize) -> bool {
+    use strata_kernels_cpu::GgmlType::{BF16, F16, F32};
+    n <= MATVEC_MAX_BATCH && !matches!(m.ty, F32 | F16 | BF16)
 }
 
 /// Positions `pos..pos + n` (RoPE, the KV store and attention read them), copied only when
@@ -222,11 +257,10 @@ fn mul(
     n: usize,
     y: &mut DeviceBuffer<f32>,
 ) -> Result<(), CudaError> {
-    use strata_kernels_cpu::GgmlType::{BF16, F16, F32};
     if n > MATVEC_MAX_BATCH {
         return g.matmul(m.ty, &m.data, x, y, m.cols, m.rows, n);
     }
-    if matches!(m.ty, F32 | F16 | BF16) {
+    if !reads_q8_1(m, n) {
         return g.matvec(m.ty, &m.data, x, xq, y, m.cols, m.rows, n);
     }
     if !*xq_ready {

@@ -1,6 +1,6 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::{as_i32, grid_1d, need};
+use super::{as_i32, grid_1d, need, q8_1_grid};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
@@ -76,42 +76,36 @@ impl Gpu {
         Ok(())
     }
 
-    /// Rows `t` of `src` (`ntok` rows of `row_len` f32) to f16 bits at row `pos[t]` of
-    /// `dst` (whole rows of `row_len`): keys or values into an f16 KV cache at their
-    /// positions. A position past `dst`'s rows writes nothing (the kernel checks).
-    pub fn store_rows_f16(
+    /// [`swiglu`](Gpu::swiglu) of `nrows` rows of `ncols` (a multiple of 32) and the q8_1
+    /// quantization of its output (`outq`, [`q8_1_bytes`](crate::q8_1_bytes) bytes) in one
+    /// launch: both bit for bit what the two separate kernels give.
+    #[allow(clippy::too_many_arguments)]
+    pub fn swiglu_q8_1(
         &self,
-        src: &DeviceBuffer<f32>,
-        dst: &mut DeviceBuffer<u16>,
-        pos: &DeviceBuffer<i32>,
-        row_len: usize,
-        ntok: usize,
+        gate: &DeviceBuffer<f32>,
+        up: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        outq: &mut DeviceBuffer<u8>,
+        ncols: usize,
+        nrows: usize,
     ) -> Result<(), CudaError> {
-        const OP: &str = "store_rows_f16";
-        if row_len == 0 || !dst.len().is_multiple_of(row_len) {
-            return Err(CudaError::shape(
-                OP,
-                format!("dst of {} is not whole rows of {row_len}", dst.len()),
-            ));
-        }
-        need(OP, "src", src.len(), row_len * ntok)?;
-        need(OP, "pos", pos.len(), ntok)?;
-        let (rl, nt, nr) = (
-            row_len as i64,
-            as_i32(OP, "ntok", ntok)?,
-            as_i32(OP, "rows", dst.len() / row_len)?,
-        );
+        const OP: &str = "swiglu_q8_1";
+        let n = ncols * nrows;
+        need(OP, "gate", gate.len(), n)?;
+        need(OP, "up", up.len(), n)?;
+        need(OP, "out", out.len(), n)?;
+        let cfg = q8_1_grid(OP, outq, ncols, nrows)?;
+        let (nc, nr) = (as_i32(OP, "ncols", ncols)?, as_i32(OP, "nrows", nrows)?);
         let f = self.function("elementwise", OP)?;
         let mut l = self.stream().launch_builder(&f);
-        l.arg(src.slice())
-            .arg(dst.slice_mut())
-            .arg(pos.slice())
-            .arg(&rl)
-            .arg(&nt)
+        l.arg(gate.slice())
+            .arg(up.slice())
+            .arg(out.slice_mut())
+            .arg(outq.slice_mut())
+            .arg(&nc)
             .arg(&nr);
-        // SAFETY: matches store_rows_f16(src, dst, pos, row_len, ntok, n_ctx); src and pos
-        // sizes checked above, dst rows bounded in the kernel.
-        unsafe { l.launch(grid_1d(row_len * ntok, 256)) }.during(OP)?;
+        // SAFETY: matches swiglu_q8_1(gate, up, out, outq, ncols, nrows); sizes checked.
+        unsafe { l.launch(cfg) }.during(OP)?;
         Ok(())
     }
 

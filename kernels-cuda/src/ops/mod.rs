@@ -12,6 +12,7 @@ mod quantize;
 pub(crate) mod rope;
 
 pub use quantize::q8_1_bytes;
+pub(crate) use quantize::q8_1_grid;
 
 use cudarc::driver::LaunchConfig;
 

@@ -21,25 +21,9 @@ impl Gpu {
         ncols: usize,
         nrows: usize,
     ) -> Result<(), CudaError> {
-        if ncols == 0 || !ncols.is_multiple_of(32) {
-            return Err(CudaError::shape(
-                OP,
-                format!("ncols = {ncols} is not a multiple of 32"),
-            ));
-        }
         need(OP, "x", x.len(), ncols * nrows)?;
-        need(OP, "y (bytes)", y.len(), q8_1_bytes(ncols, nrows))?;
+        let cfg = q8_1_grid(OP, y, ncols, nrows)?;
         let (nc, nr) = (as_i32(OP, "ncols", ncols)?, as_i32(OP, "nrows", nrows)?);
-        let blocks_per_cta = 4; // 128 threads = 4 warps, one 32-value block each
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (ncols / 32).div_ceil(blocks_per_cta) as u32,
-                grid_yz(OP, "nrows", nrows)?,
-                1,
-            ),
-            block_dim: (32 * blocks_per_cta as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
         let f = self.function("quantize", OP)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(x.slice()).arg(y.slice_mut()).arg(&nc).arg(&nr);
@@ -47,4 +31,31 @@ impl Gpu {
         unsafe { b.launch(cfg) }.during(OP)?;
         Ok(())
     }
+}
+
+/// Checks a q8_1 output (`ncols` a multiple of 32, `y` large enough) and returns the grid
+/// of a one-warp-per-block kernel over it: 4 warps a CTA, one row per grid row.
+pub(crate) fn q8_1_grid(
+    op: &'static str,
+    y: &DeviceBuffer<u8>,
+    ncols: usize,
+    nrows: usize,
+) -> Result<LaunchConfig, CudaError> {
+    if ncols == 0 || !ncols.is_multiple_of(32) {
+        return Err(CudaError::shape(
+            op,
+            format!("ncols = {ncols} is not a multiple of 32"),
+        ));
+    }
+    need(op, "q8_1 output (bytes)", y.len(), q8_1_bytes(ncols, nrows))?;
+    let blocks_per_cta = 4; // 128 threads = 4 warps, one 32-value block each
+    Ok(LaunchConfig {
+        grid_dim: (
+            (ncols / 32).div_ceil(blocks_per_cta) as u32,
+            grid_yz(op, "nrows", nrows)?,
+            1,
+        ),
+        block_dim: (32 * blocks_per_cta as u32, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }

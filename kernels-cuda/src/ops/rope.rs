@@ -2,7 +2,7 @@ use cudarc::driver::PushKernelArg;
 
 use super::{as_i32, grid_1d, need};
 use crate::error::{CudaError, DriverContext};
-use crate::{DeviceBuffer, Gpu};
+use crate::{AttentionShape, DeviceBuffer, Gpu};
 
 const OP: &str = "rope";
 
@@ -29,19 +29,9 @@ impl Gpu {
         head_dim: usize,
         p: &RopeParams,
     ) -> Result<(), CudaError> {
-        if !p.n_rot.is_multiple_of(2) || p.n_rot > head_dim || p.n_rot == 0 {
-            return Err(CudaError::shape(
-                OP,
-                format!(
-                    "n_rot = {} must be even, nonzero and at most head_dim = {head_dim}",
-                    p.n_rot
-                ),
-            ));
-        }
+        let theta_scale = theta_scale(OP, p, head_dim)?;
         need(OP, "x", x.len(), ntok * nhead * head_dim)?;
         need(OP, "pos", pos.len(), ntok)?;
-        // As the CPU reference: base^(−2/n_rot) in f32, multiplied in once per pair.
-        let theta_scale = p.freq_base.powf(-2.0 / p.n_rot as f32);
         let (nt, nh, hd, nr) = (
             as_i32(OP, "ntok", ntok)?,
             as_i32(OP, "nhead", nhead)?,
@@ -62,4 +52,88 @@ impl Gpu {
         unsafe { b.launch(grid_1d(ntok * nhead * p.n_rot / 2, 256)) }.during(OP)?;
         Ok(())
     }
+
+    /// Decode's attention inputs in one launch: RoPE on `q` (`ntok × nhead × head_dim`) and
+    /// `k` (`ntok × nkv × head_dim`) in place, bit for bit as [`rope`](Gpu::rope), then the
+    /// rotated `k` and `v` stored as f16 bits at row `pos[t]` of the caches `kc` and `vc`
+    /// (whole rows of `nkv × head_dim`); a position past their rows stores nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_store_kv(
+        &self,
+        q: &mut DeviceBuffer<f32>,
+        k: &mut DeviceBuffer<f32>,
+        v: &DeviceBuffer<f32>,
+        kc: &mut DeviceBuffer<u16>,
+        vc: &mut DeviceBuffer<u16>,
+        pos: &DeviceBuffer<i32>,
+        s: &AttentionShape,
+        p: &RopeParams,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "rope_store_kv";
+        let theta_scale = theta_scale(OP, p, s.head_dim)?;
+        if !s.head_dim.is_multiple_of(2) {
+            return Err(CudaError::shape(
+                OP,
+                format!("head_dim = {} is odd (one thread a pair)", s.head_dim),
+            ));
+        }
+        let kv_dim = s.nkv * s.head_dim;
+        need(OP, "q", q.len(), s.ntok * s.nhead * s.head_dim)?;
+        need(OP, "k", k.len(), s.ntok * kv_dim)?;
+        need(OP, "v", v.len(), s.ntok * kv_dim)?;
+        need(OP, "pos", pos.len(), s.ntok)?;
+        if kv_dim == 0 || kc.len() != vc.len() || !kc.len().is_multiple_of(kv_dim) {
+            return Err(CudaError::shape(
+                OP,
+                format!(
+                    "k and v caches of {} and {} values are not equal whole rows of {kv_dim}",
+                    kc.len(),
+                    vc.len()
+                ),
+            ));
+        }
+        let (nt, nh, nkv, hd, nr, n_ctx) = (
+            as_i32(OP, "ntok", s.ntok)?,
+            as_i32(OP, "nhead", s.nhead)?,
+            as_i32(OP, "nkv", s.nkv)?,
+            as_i32(OP, "head_dim", s.head_dim)?,
+            as_i32(OP, "n_rot", p.n_rot)?,
+            as_i32(OP, "cache rows", kc.len() / kv_dim)?,
+        );
+        let name = if p.neox {
+            "rope_store_kv_neox"
+        } else {
+            "rope_store_kv_norm"
+        };
+        let f = self.function("rope", name)?;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(q.slice_mut())
+            .arg(k.slice_mut())
+            .arg(v.slice())
+            .arg(kc.slice_mut())
+            .arg(vc.slice_mut())
+            .arg(pos.slice());
+        b.arg(&nt).arg(&nh).arg(&nkv).arg(&hd).arg(&nr);
+        b.arg(&theta_scale).arg(&p.freq_scale).arg(&n_ctx);
+        let threads = s.ntok * (s.nhead + 2 * s.nkv) * (s.head_dim / 2);
+        // SAFETY: matches rope.cu's ROPE_STORE signature; q, k, v and pos sizes checked
+        // above, cache rows bounded in the kernel.
+        unsafe { b.launch(grid_1d(threads, 256)) }.during(OP)?;
+        Ok(())
+    }
+}
+
+/// base^(−2/n_rot) in f32, as the CPU reference forms it (multiplied in once per pair), or
+/// an error if `n_rot` cannot rotate heads of `head_dim`.
+fn theta_scale(op: &'static str, p: &RopeParams, head_dim: usize) -> Result<f32, CudaError> {
+    if !p.n_rot.is_multiple_of(2) || p.n_rot > head_dim || p.n_rot == 0 {
+        return Err(CudaError::shape(
+            op,
+            format!(
+                "n_rot = {} must be even, nonzero and at most head_dim = {head_dim}",
+                p.n_rot
+            ),
+        ));
+    }
+    Ok(p.freq_base.powf(-2.0 / p.n_rot as f32))
 }
