@@ -133,7 +133,29 @@ pub(super) fn forward(
 }
 
 /// One block on the CPU (or a device posing as an accelerator) with weights `w`.
+///
+/// With several threads the whole block runs on one of rayon's workers: a parallel call
+/// made from outside the pool hands its work over and sleeps on a latch (two futex
+/// wake-ups, tens of µs in this VM), which the block's ~10 parallel kernels would otherwise
+/// each pay; from a worker they are a push onto its deque that the other, still spinning,
+/// worker steals. One hand-off per block instead. With one thread nothing is handed over.
 fn cpu_block(
+    cfg: &ModelConfig,
+    w: &crate::model::BlockWeights,
+    s: &mut super::Scratch,
+    cache: &mut KvCache,
+    rope: &Rope,
+    n: usize,
+    pos: usize,
+) -> Result<(), RunError> {
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| cpu_block_body(cfg, w, s, cache, rope, n, pos))
+    } else {
+        cpu_block_body(cfg, w, s, cache, rope, n, pos)
+    }
+}
+
+fn cpu_block_body(
     cfg: &ModelConfig,
     w: &crate::model::BlockWeights,
     s: &mut super::Scratch,
