@@ -129,6 +129,16 @@ struct block_q8_1 {
 static_assert(sizeof(block_q8_1) == 36, "block_q8_1 is 36 bytes");
 
 #ifndef STRATA_HOST_CHECK
+// The 32-value block a warp of a one-warp-per-block q8_1 kernel takes (grid.x over the
+// blocks of a row, 4 warps a CTA; grid.y over rows), or −1 past the end. The whole warp
+// agrees, so it exits together.
+__device__ __forceinline__ int64_t q8_1_warp_block(int ncols, int nrows) {
+    const int nblocks = ncols / QK8_1;
+    const int64_t blk = (int64_t)blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
+    if (blk >= nblocks || (int)blockIdx.y >= nrows) return -1;
+    return (int64_t)blockIdx.y * nblocks + blk;
+}
+
 // One q8_1 block from a warp, lane i holding value i. Matches the CPU reference: d =
 // amax/127, q = round(x/d) computed as x·(1/d) rounded half away from zero, s = d·Σq.
 __device__ __forceinline__ void quantize_q8_1_warp(float v, int lane, block_q8_1* b) {

@@ -25,15 +25,12 @@ extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* _
 extern "C" __global__ void swiglu_q8_1(const float* __restrict__ gate,
                                        const float* __restrict__ up, float* out,
                                        block_q8_1* __restrict__ outq, int ncols, int nrows) {
-    const int nblocks = ncols / QK8_1;
-    const int warps_per_cta = blockDim.x / WARP_SIZE;
-    const int64_t blk = (int64_t)blockIdx.x * warps_per_cta + threadIdx.x / WARP_SIZE;
-    const int row = blockIdx.y;
-    if (blk >= nblocks || row >= nrows) return;
+    const int64_t b = q8_1_warp_block(ncols, nrows);
+    if (b < 0) return;
     const int lane = threadIdx.x % WARP_SIZE;
-    const int64_t i = (int64_t)row * ncols + blk * QK8_1 + lane;
+    const int64_t i = b * QK8_1 + lane;
     const float g = gate[i];
     const float v = g / (1.0f + expf(-g)) * up[i];
     out[i] = v;
-    quantize_q8_1_warp(v, lane, outq + (int64_t)row * nblocks + blk);
+    quantize_q8_1_warp(v, lane, outq + b);
 }

@@ -5,16 +5,21 @@
 // The CPU reference sums squares in f64 (as ggml does); here each thread sums its strided
 // share in f32 and the CTA adds 8·32 partial sums, which keeps the rounding error of the
 // sum near that of a pairwise sum.
-extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
-                                    float* y, int ncols, float eps) {
+// 1 / √(mean(xr²) + eps) of one row, for every thread of the CTA.
+__device__ __forceinline__ float rms_scale(const float* xr, int ncols, float eps) {
     __shared__ float scratch[32];
-    const int64_t row = blockIdx.x;
-    const float* xr = x + row * ncols;
-    float* yr = y + row * ncols;
     float ss = 0.0f;
     for (int c = threadIdx.x; c < ncols; c += blockDim.x) ss += xr[c] * xr[c];
     ss = block_sum(ss, scratch);
-    const float scale = 1.0f / sqrtf(ss / (float)ncols + eps);
+    return 1.0f / sqrtf(ss / (float)ncols + eps);
+}
+
+extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
+                                    float* y, int ncols, float eps) {
+    const int64_t row = blockIdx.x;
+    const float* xr = x + row * ncols;
+    float* yr = y + row * ncols;
+    const float scale = rms_scale(xr, ncols, eps);
     for (int c = threadIdx.x; c < ncols; c += blockDim.x) yr[c] = xr[c] * scale * w[c];
 }
 
@@ -24,14 +29,10 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
 extern "C" __global__ void rms_norm_q8_1(const float* __restrict__ x, const float* __restrict__ w,
                                          float* y, block_q8_1* __restrict__ yq, int ncols,
                                          float eps) {
-    __shared__ float scratch[32];
     const int64_t row = blockIdx.x;
     const float* xr = x + row * ncols;
     float* yr = y + row * ncols;
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < ncols; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = block_sum(ss, scratch);
-    const float scale = 1.0f / sqrtf(ss / (float)ncols + eps);
+    const float scale = rms_scale(xr, ncols, eps);
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const int nblocks = ncols / QK8_1, nwarps = blockDim.x / WARP_SIZE;
     for (int b = warp; b < nblocks; b += nwarps) {

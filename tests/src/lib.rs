@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod cuda_check;
+pub mod forward;
 pub mod golden;
 pub mod random_model;
 pub mod split;

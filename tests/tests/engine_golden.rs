@@ -8,19 +8,7 @@ use strata_engine::model::Model;
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_engine::tokenizer::Tokenizer;
 use strata_kernels_cpu::isa::{self, Isa};
-
-fn golden() -> Value {
-    let path = strata_tests::golden("forward/SmolLM2-135M-Instruct.Q4_1.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("golden forward data")).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use strata_tests::forward::ids;
 
 fn argmax(l: &[f32]) -> u32 {
     l.iter()
@@ -88,7 +76,7 @@ fn smollm2_matches_the_reference_forward_pass() {
     let model = Model::bind(&file, |_| {}).unwrap();
     let tok = Tokenizer::from_metadata(file.metadata()).unwrap();
     let n_vocab = model.cfg.n_vocab;
-    let g = golden();
+    let g = strata_tests::forward::smollm2();
     for case in g["cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let prompt_ids = ids(&case["prompt_ids"]);

@@ -3,19 +3,11 @@
 //! this checks the forward pass's structure (norms, rope, attention, SwiGLU, tied output)
 //! tightly, apart from any quantization effect.
 
-use serde_json::Value;
 use strata_engine::gguf::{GgufFile, GgufWriter};
 use strata_engine::model::Model;
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_kernels_cpu::{dequantize, GgmlType};
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use strata_tests::forward::ids;
 
 // Without activation quantization there are no rounding boundaries to cross, so f32 vs
 // f64 only adds rounding: relative ~6e-8 per operation, growing like √N over sums of up to
@@ -43,8 +35,7 @@ fn smollm2_in_f32_matches_the_float_reference() {
     let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
     let model = Model::bind(&file, |_| {}).unwrap();
     let n_vocab = model.cfg.n_vocab;
-    let path = strata_tests::golden("forward/SmolLM2-135M-Instruct.Q4_1.json");
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let g = strata_tests::forward::smollm2();
     for case in g["cases"].as_array().unwrap() {
         let seq = ids(&case["teacher_forced_ids"]);
         let mut opts = RunnerOptions::cpu(model.cfg.n_layer, 128);

@@ -13,7 +13,6 @@
 //! here are of 8 tokens, which the GPU runs through its matvec kernels on the same q8_1
 //! activations (not the f32 matmul that larger prefill batches take).
 
-use serde_json::Value;
 use strata_engine::accel::Accelerator;
 use strata_engine::alloc::Ledger;
 use strata_engine::cuda::CudaAccel;
@@ -22,6 +21,7 @@ use strata_engine::load::load;
 use strata_engine::model::Model;
 use strata_engine::plan::{Device, NumGpu};
 use strata_engine::runner::Runner;
+use strata_tests::forward::ids;
 use strata_tests::split::{argmax, assert_ledger_matches_plan, settings};
 
 const S_MAX: f32 = 1.0;
@@ -42,14 +42,6 @@ fn cuda() -> Option<CudaAccel> {
             None
         }
     }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn runner<'m>(
@@ -112,13 +104,7 @@ fn smollm2_on_the_gpu_gives_the_cpu_answer_for_every_num_gpu() {
     let file = GgufFile::open(path).unwrap();
     let model = Model::bind(&file, |_| {}).unwrap();
     let n_vocab = model.cfg.n_vocab;
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(strata_tests::golden(
-            "forward/SmolLM2-135M-Instruct.Q4_1.json",
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let golden = strata_tests::forward::smollm2();
     let cases = golden["cases"].as_array().unwrap();
     let accels = [Accelerator::from(gpu.clone())];
     eprintln!("device: {} ({})", gpu.name(), gpu.model);

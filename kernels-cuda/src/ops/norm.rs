@@ -4,8 +4,6 @@ use super::{as_i32, need, q8_1_grid};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
-const OP: &str = "rms_norm";
-
 impl Gpu {
     /// out[r] = x[r] / √(mean(x[r]²) + eps) · weight for `nrows` rows of `weight.len()`.
     pub fn rms_norm(
@@ -16,25 +14,7 @@ impl Gpu {
         nrows: usize,
         eps: f32,
     ) -> Result<(), CudaError> {
-        let ncols = weight.len();
-        need(OP, "x", x.len(), ncols * nrows)?;
-        need(OP, "out", out.len(), ncols * nrows)?;
-        let nc = as_i32(OP, "ncols", ncols)?;
-        let cfg = LaunchConfig {
-            grid_dim: (as_i32(OP, "nrows", nrows)?.max(1) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let f = self.function("norm", OP)?;
-        let mut b = self.stream().launch_builder(&f);
-        b.arg(x.slice())
-            .arg(weight.slice())
-            .arg(out.slice_mut())
-            .arg(&nc)
-            .arg(&eps);
-        // SAFETY: matches norm.cu's (x, w, y, ncols, eps); sizes checked above.
-        unsafe { b.launch(cfg) }.during(OP)?;
-        Ok(())
+        self.launch_norm(x, weight, out, None, nrows, eps)
     }
 
     /// [`rms_norm`](Gpu::rms_norm) and the q8_1 quantization of its output (`outq`,
@@ -49,27 +29,46 @@ impl Gpu {
         nrows: usize,
         eps: f32,
     ) -> Result<(), CudaError> {
-        const OP: &str = "rms_norm_q8_1";
+        self.launch_norm(x, weight, out, Some(outq), nrows, eps)
+    }
+
+    /// rms_norm, or rms_norm_q8_1 when there is a q8_1 output: one CTA of 256 a row.
+    fn launch_norm(
+        &self,
+        x: &DeviceBuffer<f32>,
+        weight: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        outq: Option<&mut DeviceBuffer<u8>>,
+        nrows: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let op = if outq.is_some() {
+            "rms_norm_q8_1"
+        } else {
+            "rms_norm"
+        };
         let ncols = weight.len();
-        need(OP, "x", x.len(), ncols * nrows)?;
-        need(OP, "out", out.len(), ncols * nrows)?;
-        q8_1_grid(OP, outq, ncols, nrows)?;
-        let nc = as_i32(OP, "ncols", ncols)?;
+        need(op, "x", x.len(), ncols * nrows)?;
+        need(op, "out", out.len(), ncols * nrows)?;
+        if let Some(q) = &outq {
+            q8_1_grid(op, q, ncols, nrows)?;
+        }
+        let nc = as_i32(op, "ncols", ncols)?;
         let cfg = LaunchConfig {
-            grid_dim: (as_i32(OP, "nrows", nrows)?.max(1) as u32, 1, 1),
+            grid_dim: (as_i32(op, "nrows", nrows)?.max(1) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let f = self.function("norm", OP)?;
+        let f = self.function("norm", op)?;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(x.slice())
-            .arg(weight.slice())
-            .arg(out.slice_mut())
-            .arg(outq.slice_mut())
-            .arg(&nc)
-            .arg(&eps);
-        // SAFETY: matches norm.cu's rms_norm_q8_1(x, w, y, yq, ncols, eps); sizes checked.
-        unsafe { b.launch(cfg) }.during(OP)?;
+        b.arg(x.slice()).arg(weight.slice()).arg(out.slice_mut());
+        if let Some(q) = outq {
+            b.arg(q.slice_mut());
+        }
+        b.arg(&nc).arg(&eps);
+        // SAFETY: matches norm.cu's rms_norm(x, w, y, ncols, eps) and rms_norm_q8_1(x, w, y,
+        // yq, ncols, eps); sizes checked above.
+        unsafe { b.launch(cfg) }.during(op)?;
         Ok(())
     }
 }
