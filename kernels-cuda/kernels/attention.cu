@@ -9,6 +9,7 @@
 // One CTA per (head, token); its 4 warps split the positions round-robin and each keeps an
 // online softmax (running max, running sum, running weighted sum of V); the warps' states
 // are merged at the end. head_dim ≤ 256: each lane holds head_dim/32 accumulators.
+// `outq`, when not null, also receives the output as q8_1 blocks (rows of nhead·head_dim).
 #include "common.cuh"
 
 #define ATT_WARPS 4
@@ -16,7 +17,8 @@
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     attention_f16(const float* __restrict__ q, const uint16_t* __restrict__ k,
-                  const uint16_t* __restrict__ v, float* __restrict__ out, int nhead, int nkv,
+                  const uint16_t* __restrict__ v, float* __restrict__ out,
+                  block_q8_1* __restrict__ outq, int nhead, int nkv,
                   int head_dim, const int* __restrict__ pos, int n_ctx, float scale) {
     __shared__ float s_max[ATT_WARPS], s_sum[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
@@ -77,10 +79,17 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
         total += s_sum[w] * weight[w];
     }
     const float inv = 1.0f / total;
-    for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
+    // With a q8_1 output (head_dim a multiple of 32, so a head is whole blocks and every
+    // warp of the loop holds one), each warp also quantizes the 32 values it wrote.
+    for (int c0 = warp * WARP_SIZE; c0 < head_dim; c0 += blockDim.x) {
+        const int c = c0 + lane;
         float o = 0.0f;
+        if (c < head_dim) {
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; ++w) o += s_acc[w][c] * weight[w];
-        out[qo + c] = o * inv;
+            for (int w = 0; w < ATT_WARPS; ++w) o += s_acc[w][c] * weight[w];
+            o *= inv;
+            out[qo + c] = o;
+        }
+        if (outq != nullptr) quantize_q8_1_warp(o, lane, outq + (qo + c0) / QK8_1);
     }
 }

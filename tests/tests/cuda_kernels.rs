@@ -533,6 +533,24 @@ fn attention_one_token_and_causal_batch_match_cpu() {
         gpu.attention(&qd, &kd, &vd, &pos, &mut od, &shape).unwrap();
         let got = od.to_host(&gpu).unwrap();
 
+        // The fused q8_1 output: the same values, and quantize_q8_1's bytes of them.
+        let width = nhead * head_dim;
+        let qbytes = strata_kernels_cuda::q8_1_bytes(width, ntok);
+        let (mut of, mut oq) = (
+            gpu.zeros::<f32>(q.len()).unwrap(),
+            gpu.zeros::<u8>(qbytes).unwrap(),
+        );
+        gpu.attention_q8_1(&qd, &kd, &vd, &pos, &mut of, &mut oq, &shape)
+            .unwrap();
+        assert_eq!(of.to_host(&gpu).unwrap(), got, "attention_q8_1 values");
+        let mut want_q = gpu.zeros::<u8>(qbytes).unwrap();
+        gpu.quantize_q8_1(&od, &mut want_q, width, ntok).unwrap();
+        assert_eq!(
+            oq.to_host(&gpu).unwrap(),
+            want_q.to_host(&gpu).unwrap(),
+            "attention_q8_1 blocks"
+        );
+
         // A score's error: a dot of head_dim products, (head_dim + 2)·u·scale·Σ|q·k|, here
         // ≤ (head_dim + 2)·u·√head_dim (|q|, |k| ≤ 1). A weight p_j's relative error is at most
         // twice the score error plus exp (2 ulp) and the normalisation ((n + 8)·u); the

@@ -164,8 +164,12 @@ fn queue_block(
     g.rope_store_kv(
         &mut s.q, &mut s.k, &s.v, &mut kv.k, &mut kv.v, &s.pos, &shape, rope,
     )?;
-    g.attention(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &shape)?;
-    let mut xq_ready = false;
+    let mut xq_ready = reads_q8_1(&w.wo, n) && hd.is_multiple_of(32);
+    if xq_ready {
+        g.attention_q8_1(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &mut s.xq, &shape)?;
+    } else {
+        g.attention(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &shape)?;
+    }
     mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
     g.add(&mut s.x, &s.out, n * e)?;
 

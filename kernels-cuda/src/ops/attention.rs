@@ -1,6 +1,6 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::{as_i32, grid_yz, need};
+use super::{as_i32, grid_yz, need, q8_1_grid};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
@@ -30,6 +30,44 @@ impl Gpu {
         v: &DeviceBuffer<u16>,
         pos: &DeviceBuffer<i32>,
         out: &mut DeviceBuffer<f32>,
+        s: &AttentionShape,
+    ) -> Result<(), CudaError> {
+        self.launch_attention(q, k, v, pos, out, None, s)
+    }
+
+    /// [`attention`](Gpu::attention) and the q8_1 quantization of its output (`outq`:
+    /// `ntok` rows of `nhead × head_dim`, head_dim a multiple of 32) in one launch: both bit
+    /// for bit what attention and then quantize_q8_1 give.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_q8_1(
+        &self,
+        q: &DeviceBuffer<f32>,
+        k: &DeviceBuffer<u16>,
+        v: &DeviceBuffer<u16>,
+        pos: &DeviceBuffer<i32>,
+        out: &mut DeviceBuffer<f32>,
+        outq: &mut DeviceBuffer<u8>,
+        s: &AttentionShape,
+    ) -> Result<(), CudaError> {
+        if !s.head_dim.is_multiple_of(32) {
+            return Err(CudaError::shape(
+                OP,
+                format!("head_dim = {} is not whole q8_1 blocks of 32", s.head_dim),
+            ));
+        }
+        q8_1_grid(OP, outq, s.nhead * s.head_dim, s.ntok)?;
+        self.launch_attention(q, k, v, pos, out, Some(outq), s)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_attention(
+        &self,
+        q: &DeviceBuffer<f32>,
+        k: &DeviceBuffer<u16>,
+        v: &DeviceBuffer<u16>,
+        pos: &DeviceBuffer<i32>,
+        out: &mut DeviceBuffer<f32>,
+        outq: Option<&mut DeviceBuffer<u8>>,
         s: &AttentionShape,
     ) -> Result<(), CudaError> {
         if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
@@ -76,10 +114,16 @@ impl Gpu {
         };
         let f = self.function("attention", "attention_f16")?;
         let mut l = self.stream().launch_builder(&f);
+        // A null q8_1 output: the kernel quantizes only where it is given one.
+        let no_q8_1: u64 = 0;
         l.arg(q.slice())
             .arg(k.slice())
             .arg(v.slice())
             .arg(out.slice_mut());
+        match outq {
+            Some(o) => l.arg(o.slice_mut()),
+            None => l.arg(&no_q8_1),
+        };
         l.arg(&nh)
             .arg(&nkv)
             .arg(&hd)
