@@ -255,23 +255,35 @@ __device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const block_q
     return f16_to_f32(load_u16(b + 108)) * f16_to_f32(x->d) * (float)acc;
 }
 
+// Σ of the 32 int8 values of a q8_1 block (exact; what the K-quant mins multiply).
+__device__ __forceinline__ int sum_xq(const block_q8_1* x) {
+    int sumx = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sumx = dp4a(0x01010101, xq_int(x, k), sumx);
+    return sumx;
+}
+
 // Q4_K sub-block s: one scale and min for all 32: dx·(d·sc·Σq·xq − dmin·m·Σxq). The K-quant
 // mins take Σxq exactly (one more dp4a) rather than q8_1's f16-rounded s, so the only
 // difference from dequantize-then-dot is f32 rounding.
-__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const block_q8_1* x) {
+// dot_q4_k with sumx = sum_xq(x) given: it is the same for every row, so the matvec kernel
+// computes it once per block of x.
+__device__ __forceinline__ float dot_q4_k_sumx(const uint8_t* b, int s, const block_q8_1* x,
+                                               int sumx) {
     const uint8_t* qs = b + 16 + 32 * (s / 2);
     const int shift = 4 * (s & 1);
-    int sumi = 0, sumx = 0;
+    int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-        const int xv = xq_int(x, k);
-        sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x0F0F0F0Fu), xv, sumi);
-        sumx = dp4a(0x01010101, xv, sumx);
+        sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x0F0F0F0Fu), xq_int(x, k), sumi);
     }
     int sc, m;
     scale_min_k4(s, b + 4, &sc, &m);
     const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
     return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
+}
+__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const block_q8_1* x) {
+    return dot_q4_k_sumx(b, s, x, sum_xq(x));
 }
 
 __device__ __forceinline__ float dot_q5_k(const uint8_t* b, int s, const block_q8_1* x) {

@@ -6,7 +6,7 @@
 // sum per row (no block barrier in the reduction). The CTA first copies its vector's q8_1
 // blocks into shared memory (coalesced 32-bit words, one barrier); the lanes read them from
 // there (a lane's block is 9 words after its neighbour's: 32 lanes, 32 banks), and the rows
-// of a warp share each read.
+// of a warp share each read. For Q4_K it also computes each block's Σxq there once.
 //
 // Measured on an H100 (docs/gpu-results.md, run 2), this shape is within a few percent of
 // the first version (one 128-thread CTA per row): a version that staged W through shared
@@ -20,8 +20,33 @@
 #define MV_WARPS 8
 #define MV_THREADS (MV_WARPS * WARP_SIZE)
 
-// The q8_1 blocks of the CTA's vector (launch: ncols / 32 · 36 bytes of dynamic shared).
+// The q8_1 blocks of the CTA's vector, then Σxq of each block (launch: ncols / 32 · 40 bytes
+// of dynamic shared memory).
 extern __shared__ uint32_t matvec_x_words[];
+
+// The format's dot product given Σxq of the x block: Q4_K takes it precomputed (the same
+// for every row: 60% → 62% of copy bandwidth at 14336 × 4096 on an H100); the others compute
+// what they need themselves (Q5_K measured 60% → 59% with it, so it keeps its own dp4a).
+#define MV_DOT_PLAIN(name)                                                                     \
+    __device__ __forceinline__ float mv_dot_##name(const uint8_t* b, int s,                    \
+                                                   const block_q8_1* x, int /*sumx*/) {        \
+        return dot_##name(b, s, x);                                                            \
+    }
+MV_DOT_PLAIN(q4_0)
+MV_DOT_PLAIN(q4_1)
+MV_DOT_PLAIN(q5_0)
+MV_DOT_PLAIN(q5_1)
+MV_DOT_PLAIN(q8_0)
+MV_DOT_PLAIN(q2_k)
+MV_DOT_PLAIN(q3_k)
+MV_DOT_PLAIN(q6_k)
+MV_DOT_PLAIN(q5_k)
+__device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const block_q8_1* x,
+                                             int sumx) {
+    return dot_q4_k_sumx(b, s, x, sumx);
+}
+// Whether the format uses the precomputed Σxq.
+#define MV_NEEDS_SUMX(qk, bytes) ((bytes) == BYTES_Q4_K)
 
 // Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
 #define MV_SUBS(qk) ((qk) / 32)
@@ -36,10 +61,16 @@ extern __shared__ uint32_t matvec_x_words[];
         matvec_##name(const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,         \
                       float* __restrict__ y, int ncols, int nrows) {                           \
         const int nsub = ncols / 32;                                                           \
+        int* sumxs = (int*)matvec_x_words + nsub * 9;                                          \
         {                                                                                      \
             const uint32_t* xg = (const uint32_t*)(x + (int64_t)blockIdx.y * nsub);            \
             for (int i = threadIdx.x; i < nsub * 9; i += MV_THREADS) matvec_x_words[i] = xg[i]; \
             __syncthreads();                                                                   \
+            if (MV_NEEDS_SUMX(qk, bytes)) {                                                    \
+                const block_q8_1* xb = (const block_q8_1*)matvec_x_words;                      \
+                for (int i = threadIdx.x; i < nsub; i += MV_THREADS) sumxs[i] = sum_xq(xb + i);\
+                __syncthreads();                                                               \
+            }                                                                                  \
         }                                                                                      \
         const int lane = threadIdx.x % WARP_SIZE;                                              \
         const int row = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_RPW(qk);        \
@@ -55,8 +86,9 @@ extern __shared__ uint32_t matvec_x_words[];
         }                                                                                      \
         _Pragma("unroll 2") for (int sub = lane; sub < nsub; sub += WARP_SIZE) {               \
             const int off = sub / MV_SUBS(qk) * bytes;                                         \
+            const int sumx = MV_NEEDS_SUMX(qk, bytes) ? sumxs[sub] : 0;                        \
             _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
-                acc[r] += dot_##name(wr[r] + off, sub % MV_SUBS(qk), xs + sub);                \
+                acc[r] += mv_dot_##name(wr[r] + off, sub % MV_SUBS(qk), xs + sub, sumx);       \
         }                                                                                      \
         _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
             const float v = warp_sum(acc[r]);                                                  \

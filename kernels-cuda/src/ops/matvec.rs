@@ -16,10 +16,11 @@ fn quant_rows_per_cta(ty: GgmlType) -> usize {
 }
 /// matvec.cu's MV_FLOAT_THREADS: one CTA of this many threads per row of float weights.
 const FLOAT_THREADS: u32 = 128;
-/// q8_1 bytes of one vector (a block of 36 bytes per 32 columns) that the quantized kernels
-/// stage in shared memory: their static stages take at most 8.8 KiB (Q8_0), and a CTA may
-/// use 48 KiB without opting in. 32 KiB is 29 127 columns (Llama-70B's 28 672 fit).
-const MAX_X_SHARED_BYTES: usize = 32 << 10;
+/// Shared memory the quantized kernels take for one vector: its q8_1 blocks (36 bytes per 32
+/// columns) and each block's Σxq (4 bytes). A CTA may use 48 KiB without opting in: 39 321
+/// columns (Llama-70B's 28 672 fit).
+const MAX_X_SHARED_BYTES: usize = 48 << 10;
+const X_SHARED_BYTES_PER_BLOCK: usize = 36 + 4;
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
@@ -78,13 +79,13 @@ impl Gpu {
         )?;
         need(OP, "xq (bytes)", xq.len(), q8_1_bytes(ncols, nvec))?;
         need(OP, "y", y.len(), nrows * nvec)?;
-        let x_shared = q8_1_bytes(ncols, 1);
+        let x_shared = ncols / 32 * X_SHARED_BYTES_PER_BLOCK;
         if x_shared > MAX_X_SHARED_BYTES {
             return Err(CudaError::shape(
                 OP,
                 format!(
-                    "{ty} ncols = {ncols}: the q8_1 vector ({x_shared} bytes) exceeds the \
-                     {MAX_X_SHARED_BYTES} bytes the kernel stages in shared memory"
+                    "{ty} ncols = {ncols}: the q8_1 vector and its sums ({x_shared} bytes) \
+                     exceed the {MAX_X_SHARED_BYTES} bytes of shared memory the kernel has"
                 ),
             ));
         }
