@@ -1,7 +1,7 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use strata_kernels_cpu::GgmlType;
 
-use super::{as_i32, grid_yz, kernel_suffix, need, weight_bytes};
+use super::{as_i32, grid_yz, need, weight_kernel};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
@@ -25,13 +25,7 @@ impl Gpu {
         nrows: usize,
         ntok: usize,
     ) -> Result<(), CudaError> {
-        let name = format!("matmul_{}", kernel_suffix(OP, ty)?);
-        need(
-            OP,
-            "w (bytes)",
-            w.len(),
-            weight_bytes(OP, ty, ncols, nrows)?,
-        )?;
+        let name = weight_kernel(OP, ty, w, ncols, nrows)?;
         need(OP, "x", x.len(), ncols * ntok)?;
         need(OP, "y", y.len(), nrows * ntok)?;
         let (nc, nr, nt) = (

@@ -1,7 +1,7 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use strata_kernels_cpu::GgmlType;
 
-use super::{as_i32, grid_yz, kernel_suffix, need, q8_1_bytes, weight_bytes};
+use super::{as_i32, grid_yz, kernel_suffix, need, q8_1_bytes, weight_kernel};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
@@ -70,13 +70,7 @@ impl Gpu {
                 ty,
             });
         }
-        let name = format!("matvec_{}", kernel_suffix(OP, ty)?);
-        need(
-            OP,
-            "w (bytes)",
-            w.len(),
-            weight_bytes(OP, ty, ncols, nrows)?,
-        )?;
+        let name = weight_kernel(OP, ty, w, ncols, nrows)?;
         need(OP, "xq (bytes)", xq.len(), q8_1_bytes(ncols, nvec))?;
         need(OP, "y", y.len(), nrows * nvec)?;
         let x_shared = ncols / 32 * X_SHARED_BYTES_PER_BLOCK;
@@ -121,13 +115,7 @@ impl Gpu {
                 format!("{ty} ncols = {ncols} is not a multiple of 4"),
             ));
         }
-        let name = format!("matvec_{}", kernel_suffix(OP, ty)?);
-        need(
-            OP,
-            "w (bytes)",
-            w.len(),
-            weight_bytes(OP, ty, ncols, nrows)?,
-        )?;
+        let name = weight_kernel(OP, ty, w, ncols, nrows)?;
         need(OP, "x", x.len(), ncols * nvec)?;
         need(OP, "y", y.len(), nrows * nvec)?;
         // w and x are whole allocations (DeviceBuffer, 256-byte aligned) and ncols is a

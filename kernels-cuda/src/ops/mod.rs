@@ -82,3 +82,22 @@ pub(crate) fn weight_bytes(
     }
     Ok(ncols / ty.block_size() * ty.type_size() * nrows)
 }
+
+/// The kernel `{op}_{format}` for weights of `ty`, after checking that `w` holds `nrows`
+/// rows of `ncols` (whole blocks).
+pub(crate) fn weight_kernel(
+    op: &'static str,
+    ty: GgmlType,
+    w: &crate::DeviceBuffer<u8>,
+    ncols: usize,
+    nrows: usize,
+) -> Result<String, CudaError> {
+    let name = format!("{op}_{}", kernel_suffix(op, ty)?);
+    need(
+        op,
+        "w (bytes)",
+        w.len(),
+        weight_bytes(op, ty, ncols, nrows)?,
+    )?;
+    Ok(name)
+}
