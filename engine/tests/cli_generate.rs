@@ -187,6 +187,15 @@ fn ngl_auto_puts_every_layer_on_posing_gpus_with_the_same_text() {
     assert_eq!(posed.status.code(), Some(0), "{err}");
     // SmolLM2-135M: 30 blocks + the output layer, about 220 MiB in all: everything fits.
     assert!(err.contains("num_gpu auto -> 31 "), "{err}");
+    // Split by free memory between the two (the output layer, 28 MiB, weighs most).
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("offloaded 31/31 layers to GPUs ("))
+        .unwrap_or_else(|| panic!("no offload line: {err}"));
+    assert!(
+        line.contains(" on ACCEL0, ") && line.ends_with(" on ACCEL1)"),
+        "{line}"
+    );
     assert!(!err.contains("ignored"), "{err}");
     assert!(!posed.stdout.is_empty());
     assert_eq!(

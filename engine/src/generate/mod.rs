@@ -164,6 +164,32 @@ fn run(args: &Args) -> Result<(), String> {
     if args.verbose {
         eprint!("{}", crate::plan::table::render(&loaded.plan));
     }
+    if !accels.is_empty() {
+        // As llama.cpp's "offloaded 31/31 layers to GPU": where the layers went.
+        let p = &loaded.plan;
+        let on: Vec<String> = p
+            .gpus()
+            .map(|d| format!("{} on {}", d.layers(), d.device.name))
+            .collect();
+        let models: Vec<String> = accels
+            .iter()
+            .filter_map(|a| match a {
+                Accelerator::Cuda(c) => Some(format!("{}: {}", c.name(), c.model)),
+                Accelerator::Posing(_) => None,
+            })
+            .collect();
+        eprintln!(
+            "offloaded {}/{} layers to GPUs ({}){}",
+            p.num_gpu,
+            p.n_layer + 1,
+            on.join(", "),
+            if models.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", models.join(", "))
+            }
+        );
+    }
     let mut runner = loaded.runner;
     let load_ms = t_load.elapsed().as_secs_f64() * 1000.0;
 
