@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::act::{quantize_acts_isa, QuantizedActs};
+use crate::dot::{self, ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::shape::check_shape;
@@ -76,15 +77,38 @@ pub fn matmul_quantized_isa(
     // Results per task as rows×n (a task's rows contiguous), transposed into y at the end:
     // that transpose is n·rows moves against n·rows·cols multiply-adds.
     let mut yt = vec![0.0f32; rows * n];
+    let tile = dot::tile_kernel(ty, isa);
     yt.par_chunks_mut(TASK_ROWS * n)
         .enumerate()
         .for_each(|(c, out)| {
             let r0 = c * TASK_ROWS;
             let task_rows = out.len() / n;
+            let row = |r: usize| &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+            // Whole tiles of rows × tokens first; then the row kernel for what is left.
+            let (tiled_rows, tiled_tokens) = match tile {
+                Some(_) => (
+                    task_rows / TILE_ROWS * TILE_ROWS,
+                    n / TILE_TOKENS * TILE_TOKENS,
+                ),
+                None => (0, 0),
+            };
+            if let Some(tile) = tile {
+                for t0 in (0..tiled_tokens).step_by(TILE_TOKENS) {
+                    let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
+                    for rr in (0..tiled_rows).step_by(TILE_ROWS) {
+                        let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
+                        let rows_bytes = (r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes;
+                        tile(&w[rows_bytes], row_bytes, &a, &mut o);
+                        for (r, o) in o.iter().enumerate() {
+                            out[(rr + r) * n + t0..][..TILE_TOKENS].copy_from_slice(o);
+                        }
+                    }
+                }
+            }
             for (t, a) in act_rows.iter().enumerate() {
-                for r in 0..task_rows {
-                    let row = r0 + r;
-                    out[r * n + t] = dot(&w[row * row_bytes..(row + 1) * row_bytes], a);
+                let first = if t < tiled_tokens { tiled_rows } else { 0 };
+                for r in first..task_rows {
+                    out[r * n + t] = dot(row(r), a);
                 }
             }
         });

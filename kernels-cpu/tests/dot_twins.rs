@@ -150,7 +150,8 @@ fn every_fast_path_matches_its_reference_twin() {
     for ty in GgmlType::WEIGHTS {
         for (rows, cols) in shapes(ty) {
             let w = random_weights(&mut rng, ty, rows, cols);
-            let n = 3;
+            // 6 tokens: one whole matmul tile of 4 tokens (`dot::TILE_TOKENS`) and 2 left.
+            let n = 6;
             let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
             let acts = quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), &x, n, cols).unwrap();
             let mut want = vec![0f32; n * rows];

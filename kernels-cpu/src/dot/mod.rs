@@ -16,6 +16,8 @@ mod avx512;
 mod avx512_k;
 mod portable;
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod tile512;
 
 use crate::formats::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::formats::GgmlType;
@@ -49,6 +51,47 @@ pub struct ActRow<'a> {
 /// alignment), `a` has at least as many elements. Kernels check both and panic on
 /// violation: callers validate shapes first, so a panic here is a bug, not bad input.
 pub type DotFn = fn(w: &[u8], a: &ActRow) -> f32;
+
+/// Weight rows of a matmul tile.
+pub const TILE_ROWS: usize = 4;
+/// Tokens of a matmul tile.
+pub const TILE_TOKENS: usize = 4;
+
+/// A matmul tile: `out[r][t]` = row r · token t for [`TILE_ROWS`] consecutive weight rows of
+/// `row_bytes` each at the start of `w`, and [`TILE_TOKENS`] activation rows. Same contract
+/// as [`DotFn`] per (row, token).
+pub type TileFn = fn(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[ActRow; TILE_TOKENS],
+    out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+);
+
+/// The tile kernel for `ty` at `isa`, where one was written (and measured faster than the
+/// row kernel over a tile's rows and tokens); `None` elsewhere.
+pub fn tile_kernel(ty: GgmlType, isa: Isa) -> Option<TileFn> {
+    debug_assert!(isa.is_supported());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use GgmlType::*;
+        // SAFETY: the tiles need AVX-512 F/BW (F16) or VNNI (the integer ones), which
+        // `isa` being supported guarantees.
+        match (ty, isa) {
+            (F16, Isa::Avx512 | Isa::Vnni) => {
+                return Some(|w, rb, a, out| unsafe { tile512::f16(w, rb, a, out) })
+            }
+            (Q8_0, Isa::Vnni) => {
+                return Some(|w, rb, a, out| unsafe { tile512::q8_0(w, rb, a, out) })
+            }
+            (Q4_0, Isa::Vnni) => {
+                return Some(|w, rb, a, out| unsafe { tile512::q4_0(w, rb, a, out) })
+            }
+            _ => {}
+        }
+    }
+    let _ = (ty, isa);
+    None
+}
 
 /// The kernel for weight format `ty` at ISA level `isa` (or the best lower level that has
 /// one); `None` for activation-only formats. `isa` must be supported by the CPU: the fast
