@@ -12,6 +12,9 @@
 //! touched between two uses of one copy, and one full cycle runs before the timing starts.
 //! (Timing one copy again and again let 4096×4096 matrices sit in L2: F16 showed 128% of
 //! the copy bandwidth.) Without a device it says so and exits 0.
+//!
+//! Then prefill: the tensor-core matmul of each format at 4096×4096 on 512 tokens (f32
+//! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch).
 
 use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{q8_1_bytes, DeviceBuffer, Gpu, GpuTimer};
@@ -129,7 +132,50 @@ fn run(
             }
         }
     }
+    if !csv {
+        println!(
+            "\nmatmul (prefill, tensor cores): {MM_ROWS} × {MM_COLS} weights on {MM_TOKENS} \
+             f32 tokens\n"
+        );
+        println!("| format | µs | TFLOP/s |");
+        println!("|---|---|---|");
+    }
+    for ty in GgmlType::WEIGHTS {
+        if only.is_some_and(|t| t != ty) {
+            continue;
+        }
+        let us = time_matmul(gpu, ty, iters.min(20))?;
+        let tflops = 2.0 * (MM_ROWS * MM_COLS * MM_TOKENS) as f64 / (us * 1e6);
+        if csv {
+            println!("matmul_{ty},{MM_ROWS},{MM_COLS},{MM_TOKENS},{us:.2},{tflops:.2}");
+        } else {
+            println!("| {ty} | {us:.1} | {tflops:.1} |");
+        }
+    }
     Ok(())
+}
+
+const MM_ROWS: usize = 4096;
+const MM_COLS: usize = 4096;
+const MM_TOKENS: usize = 512;
+
+/// Mean device µs of one matmul of `ty` weights (the matrix is read from L2 after the first
+/// launch: at 512 tokens the kernel's arithmetic, not its reading, sets the time).
+fn time_matmul(
+    gpu: &Gpu,
+    ty: GgmlType,
+    iters: usize,
+) -> Result<f64, strata_kernels_cuda::CudaError> {
+    let wbytes = MM_ROWS * MM_COLS / ty.block_size() * ty.type_size();
+    let w = gpu.upload(&random_bytes(wbytes, ty.id() as u64 + 7))?;
+    let x = gpu.upload(&vec![0.25f32; MM_COLS * MM_TOKENS])?;
+    let mut y = gpu.zeros::<f32>(MM_ROWS * MM_TOKENS)?;
+    gpu.matmul(ty, &w, &x, &mut y, MM_COLS, MM_ROWS, MM_TOKENS)?; // warm-up
+    let t = GpuTimer::start(gpu)?;
+    for _ in 0..iters {
+        gpu.matmul(ty, &w, &x, &mut y, MM_COLS, MM_ROWS, MM_TOKENS)?;
+    }
+    Ok(t.stop(gpu)? as f64 * 1e3 / iters as f64)
 }
 
 /// Copies queued before the timed launches of one row.
