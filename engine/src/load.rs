@@ -111,7 +111,15 @@ pub fn allocate<'m>(
         let cuda = match id {
             DeviceId::Cpu => None,
             DeviceId::Accel(i) => match accels.get(i as usize) {
-                Some(Accelerator::Cuda(c)) => Some(CudaDevice::new(c.ordinal)?),
+                Some(Accelerator::Cuda(c)) => {
+                    if let Some(why) = CudaDevice::unsupported(cfg) {
+                        return Err(LoadError::Unsupported(format!(
+                            "layers on {}: {why}; run with -ngl 0",
+                            c.name()
+                        )));
+                    }
+                    Some(CudaDevice::new(c.ordinal)?)
+                }
                 Some(Accelerator::Posing(_)) => None,
                 None => {
                     return Err(LoadError::Unsupported(format!(

@@ -21,5 +21,7 @@ pub use device::{device_count, devices, driver_present, unavailable_reason, Devi
 pub use error::CudaError;
 pub use graph::GpuGraph;
 pub use ops::q8_1_bytes;
-pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
+pub use ops::{
+    attention::AttentionShape, attention::MAX_HEAD_DIM, matvec::MATVEC_MAX_COLS, rope::RopeParams,
+};
 pub use timer::GpuTimer;

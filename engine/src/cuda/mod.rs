@@ -16,7 +16,9 @@ pub use weights::{GpuBlock, GpuKv, GpuOutput, GpuScratch};
 
 use std::collections::{BTreeMap, HashMap};
 
-use strata_kernels_cuda::{CudaError, Gpu, GpuGraph};
+use strata_kernels_cuda::{CudaError, Gpu, GpuGraph, MATVEC_MAX_COLS, MAX_HEAD_DIM};
+
+use crate::config::ModelConfig;
 
 use crate::plan::{Device, DeviceKind};
 
@@ -91,8 +93,86 @@ impl CudaDevice {
         })
     }
 
+    /// Why the GPU kernels cannot run a model of `cfg`, if they cannot: said at load, not at
+    /// the first token.
+    pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
+        let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.n_ff);
+        if cfg.head_dim > MAX_HEAD_DIM {
+            Some(format!(
+                "head_dim {} (the CUDA attention takes at most {MAX_HEAD_DIM})",
+                cfg.head_dim
+            ))
+        } else if !cfg.head_dim.is_multiple_of(2) || !cfg.n_rot.is_multiple_of(2) {
+            Some(format!(
+                "head_dim {} and n_rot {} (the CUDA RoPE rotates pairs)",
+                cfg.head_dim, cfg.n_rot
+            ))
+        } else if widest > MATVEC_MAX_COLS {
+            Some(format!(
+                "rows of {widest} values (the CUDA matvec takes at most {MATVEC_MAX_COLS})"
+            ))
+        } else {
+            None
+        }
+    }
+
     /// The blocks whose weights it holds.
     pub fn blocks(&self) -> Vec<usize> {
         self.blocks.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Arch;
+
+    fn smollm2_like() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Llama,
+            n_layer: 30,
+            n_embd: 576,
+            n_ff: 1536,
+            n_head: 9,
+            n_head_kv: 3,
+            head_dim: 64,
+            n_rot: 64,
+            rms_eps: 1e-5,
+            rope_freq_base: 10000.0,
+            rope_freq_scale: 1.0,
+            n_ctx_train: 8192,
+            n_vocab: 49152,
+            tied_output: true,
+            qkv_bias: false,
+            qk_norm: false,
+        }
+    }
+
+    #[test]
+    fn models_the_kernels_cannot_run_are_named_at_load() {
+        assert_eq!(CudaDevice::unsupported(&smollm2_like()), None);
+        let wide_heads = ModelConfig {
+            head_dim: 512,
+            n_rot: 512,
+            ..smollm2_like()
+        };
+        let e = CudaDevice::unsupported(&wide_heads).unwrap();
+        assert!(e.contains("head_dim 512") && e.contains("256"), "{e}");
+        let odd_rot = ModelConfig {
+            n_rot: 33,
+            ..smollm2_like()
+        };
+        assert!(CudaDevice::unsupported(&odd_rot)
+            .unwrap()
+            .contains("n_rot 33"));
+        let huge_ff = ModelConfig {
+            n_ff: 65536,
+            ..smollm2_like()
+        };
+        let e = CudaDevice::unsupported(&huge_ff).unwrap();
+        assert!(
+            e.contains("65536") && e.contains(&MATVEC_MAX_COLS.to_string()),
+            "{e}"
+        );
     }
 }

@@ -21,6 +21,9 @@ const FLOAT_THREADS: u32 = 128;
 /// columns (Llama-70B's 28 672 fit).
 const MAX_X_SHARED_BYTES: usize = 48 << 10;
 const X_SHARED_BYTES_PER_BLOCK: usize = 36 + 4;
+/// The widest row (columns) the quantized matvec kernels take: the q8_1 vector and its sums
+/// must fit [`MAX_X_SHARED_BYTES`].
+pub const MATVEC_MAX_COLS: usize = MAX_X_SHARED_BYTES / X_SHARED_BYTES_PER_BLOCK * 32;
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)

@@ -6,7 +6,7 @@ pub(crate) mod attention;
 mod dequantize;
 mod elementwise;
 mod matmul;
-mod matvec;
+pub(crate) mod matvec;
 mod norm;
 mod quantize;
 pub(crate) mod rope;
