@@ -2,7 +2,9 @@
 //!
 //! The activations are quantized once; each parallel task takes a few weight rows (kept in
 //! L1/L2) and runs them over every token, so each weight row is read from memory once per
-//! call and each activation row is reused by all rows of the task while it is in L1.
+//! call and each activation row is reused by all rows of the task while it is in L1. Where
+//! the format has a tile kernel (`dot::tile_kernel`), rows and tokens go 4 × 4 a call; the
+//! task writes its results straight into y.
 
 use rayon::prelude::*;
 
@@ -11,6 +13,20 @@ use crate::dot::{self, ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::shape::check_shape;
+
+/// `y`'s cells, written by the parallel tasks (each its own rows, so never the same cell).
+#[derive(Clone, Copy)]
+struct Cells(*mut f32);
+// SAFETY: tasks write disjoint cells of one live `&mut [f32]` (see the call site).
+unsafe impl Send for Cells {}
+unsafe impl Sync for Cells {}
+
+impl Cells {
+    /// The cell at index `i`; the caller keeps `i` inside the slice.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
 
 /// Weight rows per task: enough to reuse each activation row while it sits in L1, few
 /// enough that the task's rows stay in L2 and both threads get work on 576-row matrices.
@@ -74,48 +90,50 @@ pub fn matmul_quantized_isa(
     }
     let row_bytes = w.len() / rows;
     let act_rows: Vec<_> = (0..n).map(|t| acts.row(t)).collect();
-    // Results per task as rows×n (a task's rows contiguous), transposed into y at the end:
-    // that transpose is n·rows moves against n·rows·cols multiply-adds.
-    let mut yt = vec![0.0f32; rows * n];
-    let tile = dot::tile_kernel(ty, isa);
-    yt.par_chunks_mut(TASK_ROWS * n)
-        .enumerate()
-        .for_each(|(c, out)| {
-            let r0 = c * TASK_ROWS;
-            let task_rows = out.len() / n;
-            let row = |r: usize| &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
-            // Whole tiles of rows × tokens first; then the row kernel for what is left.
-            let (tiled_rows, tiled_tokens) = match tile {
-                Some(_) => (
-                    task_rows / TILE_ROWS * TILE_ROWS,
-                    n / TILE_TOKENS * TILE_TOKENS,
-                ),
-                None => (0, 0),
-            };
-            if let Some(tile) = tile {
-                for t0 in (0..tiled_tokens).step_by(TILE_TOKENS) {
-                    let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
-                    for rr in (0..tiled_rows).step_by(TILE_ROWS) {
-                        let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
-                        let rows_bytes = (r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes;
-                        tile(&w[rows_bytes], row_bytes, &a, &mut o);
-                        for (r, o) in o.iter().enumerate() {
-                            out[(rr + r) * n + t0..][..TILE_TOKENS].copy_from_slice(o);
+    let tile = dot::tile_kernel(ty, isa).filter(|_| n >= TILE_TOKENS);
+    // Token groups of the tiles: 0, 4, 8, … and, when n is not a multiple of 4, a last one
+    // ending at n that overlaps the one before (a tile's result for a token does not depend
+    // on the other tokens in it, so the overlap rewrites the same values).
+    let groups: Vec<usize> = match tile {
+        Some(_) => (0..n - TILE_TOKENS)
+            .step_by(TILE_TOKENS)
+            .chain([n - TILE_TOKENS])
+            .collect(),
+        None => Vec::new(),
+    };
+    let cells = Cells(y.as_mut_ptr());
+    (0..rows.div_ceil(TASK_ROWS)).into_par_iter().for_each(|c| {
+        let r0 = c * TASK_ROWS;
+        let task_rows = TASK_ROWS.min(rows - r0);
+        let tiled_rows = match tile {
+            Some(_) => task_rows / TILE_ROWS * TILE_ROWS,
+            None => 0,
+        };
+        // SAFETY (the writes): t < n and r0 + r < rows, so inside y (n×rows, checked by
+        // check_shape); this task alone writes rows r0..r0 + task_rows.
+        let put = |t: usize, r: usize, v: f32| unsafe { *cells.at(t * rows + r0 + r) = v };
+        if let Some(tile) = tile {
+            for &t0 in &groups {
+                let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
+                for rr in (0..tiled_rows).step_by(TILE_ROWS) {
+                    let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
+                    let bytes = (r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes;
+                    tile(&w[bytes], row_bytes, &a, &mut o);
+                    for (r, o) in o.iter().enumerate() {
+                        for (t, &v) in o.iter().enumerate() {
+                            put(t0 + t, rr + r, v);
                         }
                     }
                 }
             }
-            for (t, a) in act_rows.iter().enumerate() {
-                let first = if t < tiled_tokens { tiled_rows } else { 0 };
-                for r in first..task_rows {
-                    out[r * n + t] = dot(row(r), a);
-                }
-            }
-        });
-    for (r, col) in yt.chunks_exact(n).enumerate() {
-        for (t, &v) in col.iter().enumerate() {
-            y[t * rows + r] = v;
         }
-    }
+        // The rows past the tiles (or all rows without a tile kernel), token by token.
+        for (t, a) in act_rows.iter().enumerate() {
+            for r in tiled_rows..task_rows {
+                let row = (r0 + r) * row_bytes..(r0 + r + 1) * row_bytes;
+                put(t, r, dot(&w[row], a));
+            }
+        }
+    });
     Ok(())
 }
