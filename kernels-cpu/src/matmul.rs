@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use crate::act::{quantize_acts_isa, QuantizedActs};
-use crate::dot::{self, ActRow, TILE_ROWS, TILE_TOKENS};
+use crate::dot::{self, ActRow, Tiles, TILE_ROWS, TILE_TOKENS};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::shape::check_shape;
@@ -30,6 +30,7 @@ impl Cells {
 
 /// Weight rows per task: enough to reuse each activation row while it sits in L1, few
 /// enough that the task's rows stay in L2 and both threads get work on 576-row matrices.
+/// A multiple of `TILE_ROWS`, so only a matrix's last rows % 4 miss the tiles, as in matvec.
 const TASK_ROWS: usize = 16;
 
 /// y (n×rows) = x (n×cols) · Wᵀ, W `rows`×`cols` of type `ty`, at the active ISA level.
@@ -90,44 +91,59 @@ pub fn matmul_quantized_isa(
     }
     let row_bytes = w.len() / rows;
     let act_rows: Vec<_> = (0..n).map(|t| acts.row(t)).collect();
-    let tile = dot::tile_kernel(ty, isa).filter(|_| n >= TILE_TOKENS);
-    // Token groups of the tiles: 0, 4, 8, … and, when n is not a multiple of 4, a last one
-    // ending at n that overlaps the one before (a tile's result for a token does not depend
-    // on the other tokens in it, so the overlap rewrites the same values).
-    let groups: Vec<usize> = match tile {
-        Some(_) => (0..n - TILE_TOKENS)
+    let tiles = dot::tile_kernel(ty, isa);
+    // Token groups of the 4-token tiles: 0, 4, 8, … and, when n is not a multiple of 4, a
+    // last one ending at n that overlaps the one before (a tile's result for a token does
+    // not depend on the other tokens in it, so the overlap rewrites the same values).
+    // Fewer than 4 tokens go through the 1-token tile, as matvec does.
+    let groups: Vec<usize> = match tiles {
+        Some(_) if n >= TILE_TOKENS => (0..n - TILE_TOKENS)
             .step_by(TILE_TOKENS)
             .chain([n - TILE_TOKENS])
             .collect(),
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let cells = Cells(y.as_mut_ptr());
     (0..rows.div_ceil(TASK_ROWS)).into_par_iter().for_each(|c| {
         let r0 = c * TASK_ROWS;
         let task_rows = TASK_ROWS.min(rows - r0);
-        let tiled_rows = match tile {
-            Some(_) => task_rows / TILE_ROWS * TILE_ROWS,
-            None => 0,
+        let tiled_rows = match tiles {
+            Some(t) if n >= TILE_TOKENS || t.one.is_some() => task_rows / TILE_ROWS * TILE_ROWS,
+            _ => 0,
         };
         // SAFETY (the writes): t < n and r0 + r < rows, so inside y (n×rows, checked by
         // check_shape); this task alone writes rows r0..r0 + task_rows.
         let put = |t: usize, r: usize, v: f32| unsafe { *cells.at(t * rows + r0 + r) = v };
-        if let Some(tile) = tile {
-            for &t0 in &groups {
-                let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
-                for rr in (0..tiled_rows).step_by(TILE_ROWS) {
-                    let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
-                    let bytes = (r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes;
-                    tile(&w[bytes], row_bytes, &a, &mut o);
-                    for (r, o) in o.iter().enumerate() {
-                        for (t, &v) in o.iter().enumerate() {
-                            put(t0 + t, rr + r, v);
+        let tile_rows = |rr: usize| &w[(r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes];
+        match tiles {
+            Some(tiles) if n >= TILE_TOKENS => {
+                for &t0 in &groups {
+                    let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
+                    for rr in (0..tiled_rows).step_by(TILE_ROWS) {
+                        let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
+                        (tiles.four)(tile_rows(rr), row_bytes, &a, &mut o);
+                        for (r, o) in o.iter().enumerate() {
+                            for (t, &v) in o.iter().enumerate() {
+                                put(t0 + t, rr + r, v);
+                            }
                         }
                     }
                 }
             }
+            Some(Tiles { one: Some(one), .. }) => {
+                for (t, a) in act_rows.iter().enumerate() {
+                    for rr in (0..tiled_rows).step_by(TILE_ROWS) {
+                        let mut o = [[0f32; 1]; TILE_ROWS];
+                        one(tile_rows(rr), row_bytes, &[*a], &mut o);
+                        for (r, o) in o.iter().enumerate() {
+                            put(t, rr + r, o[0]);
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
-        // The rows past the tiles (or all rows without a tile kernel), token by token.
+        // The rows past the tiles (or all rows without tiles), token by token.
         for (t, a) in act_rows.iter().enumerate() {
             for r in tiled_rows..task_rows {
                 let row = (r0 + r) * row_bytes..(r0 + r + 1) * row_bytes;

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use crate::act::{quantize_acts_isa, QuantizedActs};
+use crate::dot::{self, TILE_ROWS};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::shape::check_shape;
@@ -64,9 +65,25 @@ pub fn matvec_quantized_isa(
     let a = acts.row(0);
     // Computed once: the task offsets must use the same chunk size that cut `y`.
     let chunk = chunk_rows(rows, row_bytes);
+    let one = dot::tile_kernel(ty, isa).and_then(|t| t.one);
     let run = |(c, ys): (usize, &mut [f32])| {
         let r0 = c * chunk;
-        for (r, y) in ys.iter_mut().enumerate() {
+        // Whole tiles of 4 rows first (chunks are whole tiles, so these are the rows matmul
+        // tiles too), then the row kernel.
+        let mut done = 0;
+        if let Some(one) = one {
+            for (i, ys) in ys.chunks_exact_mut(TILE_ROWS).enumerate() {
+                let row = r0 + i * TILE_ROWS;
+                let mut o = [[0f32; 1]; TILE_ROWS];
+                let bytes = row * row_bytes..(row + TILE_ROWS) * row_bytes;
+                one(&w[bytes], row_bytes, &[a], &mut o);
+                for (y, o) in ys.iter_mut().zip(o) {
+                    *y = o[0];
+                }
+                done += TILE_ROWS;
+            }
+        }
+        for (r, y) in ys.iter_mut().enumerate().skip(done) {
             let row = r0 + r;
             *y = dot(&w[row * row_bytes..(row + 1) * row_bytes], &a);
         }
@@ -91,5 +108,9 @@ pub(crate) fn chunk_rows(rows: usize, row_bytes: usize) -> usize {
     let by_count = rows.div_ceil(4 * threads);
     let by_size = (16 * 1024usize).div_ceil(row_bytes.max(1));
     let at_most = rows.div_ceil(threads);
-    by_count.max(by_size.min(at_most)).max(1)
+    // Whole tiles: only the matrix's last rows % 4 then miss the tiles, as in matmul.
+    by_count
+        .max(by_size.min(at_most))
+        .max(1)
+        .next_multiple_of(TILE_ROWS)
 }

@@ -57,19 +57,29 @@ pub const TILE_ROWS: usize = 4;
 /// Tokens of a matmul tile.
 pub const TILE_TOKENS: usize = 4;
 
-/// A matmul tile: `out[r][t]` = row r · token t for [`TILE_ROWS`] consecutive weight rows of
-/// `row_bytes` each at the start of `w`, and [`TILE_TOKENS`] activation rows. Same contract
-/// as [`DotFn`] per (row, token).
-pub type TileFn = fn(
-    w: &[u8],
-    row_bytes: usize,
-    a: &[ActRow; TILE_TOKENS],
-    out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
-);
+/// A tile: `out[r][t]` = row r · token t for [`TILE_ROWS`] consecutive weight rows of
+/// `row_bytes` each at the start of `w`, and `NT` activation rows. Same contract as
+/// [`DotFn`] per (row, token).
+pub type TileFn<const NT: usize> =
+    fn(w: &[u8], row_bytes: usize, a: &[ActRow; NT], out: &mut [[f32; NT]; TILE_ROWS]);
 
-/// The tile kernel for `ty` at `isa`, where one was written (and measured faster than the
-/// row kernel over a tile's rows and tokens); `None` elsewhere.
-pub fn tile_kernel(ty: GgmlType, isa: Isa) -> Option<TileFn> {
+/// A format's tiles: 4 tokens (prefill) and, where it beats the row kernel in decode, 1
+/// token. A (row, token) result is bit-identical in both (and whatever the tile's other
+/// rows and tokens are), but differs in rounding from the row kernel's [`DotFn`].
+///
+/// The 1-token tile reads 4 rows side by side. Measured in decode (SmolLM2, 1 thread):
+/// faster for Q4_0 (4 rows are 1.3 KB, ~20 cache lines: still a near-sequential stream)
+/// and 17% slower for Q8_0 and F16 (2.4 and 4.6 KB), whose interleaved row streams the
+/// hardware prefetcher follows less well than one sequential row; those keep the row kernel.
+#[derive(Clone, Copy)]
+pub struct Tiles {
+    pub four: TileFn<TILE_TOKENS>,
+    pub one: Option<TileFn<1>>,
+}
+
+/// The tiles for `ty` at `isa`, where they were written (and measured faster than the row
+/// kernel); `None` elsewhere.
+pub fn tile_kernel(ty: GgmlType, isa: Isa) -> Option<Tiles> {
     debug_assert!(isa.is_supported());
     #[cfg(target_arch = "x86_64")]
     {
@@ -78,13 +88,22 @@ pub fn tile_kernel(ty: GgmlType, isa: Isa) -> Option<TileFn> {
         // `isa` being supported guarantees.
         match (ty, isa) {
             (F16, Isa::Avx512 | Isa::Vnni) => {
-                return Some(|w, rb, a, out| unsafe { tile512::f16(w, rb, a, out) })
+                return Some(Tiles {
+                    four: |w, rb, a, out| unsafe { tile512::f16(w, rb, a, out) },
+                    one: None,
+                })
             }
             (Q8_0, Isa::Vnni) => {
-                return Some(|w, rb, a, out| unsafe { tile512::q8_0(w, rb, a, out) })
+                return Some(Tiles {
+                    four: |w, rb, a, out| unsafe { tile512::q8_0(w, rb, a, out) },
+                    one: None,
+                })
             }
             (Q4_0, Isa::Vnni) => {
-                return Some(|w, rb, a, out| unsafe { tile512::q4_0(w, rb, a, out) })
+                return Some(Tiles {
+                    four: |w, rb, a, out| unsafe { tile512::q4_0(w, rb, a, out) },
+                    one: Some(|w, rb, a, out| unsafe { tile512::q4_0(w, rb, a, out) }),
+                })
             }
             _ => {}
         }

@@ -1,9 +1,12 @@
-//! AVX-512 matmul tiles: 4 weight rows × 4 tokens per call, for prefill.
+//! AVX-512 tiles: 4 weight rows × NT tokens per call (NT = 4 for prefill, 1 for decode).
 //!
 //! A row-at-a-time dot pays, per row and token, for everything around the multiply-adds:
 //! unpacking the weight quants, fetching the block scales (a gather), the tail blocks and
 //! the final horizontal sums. A tile does each weight-side step once for 4 tokens and each
-//! activation-side step once for 4 rows, and keeps 16 accumulators in registers.
+//! activation-side step once for 4 rows, and keeps 4·NT accumulators in registers. Each
+//! (row, token) accumulator sees the same operations whatever NT and the other rows and
+//! tokens of the tile are, so a tile's result for a row and token is bit-identical across
+//! tile shapes (matvec and matmul agree, and a token's prefill result is its decode one).
 //!
 //! Integer formats (Q4_0, Q8_0 against Q8_0 activations) feed `vpdpbusd` unsigned weight
 //! quants u = w + o (o = 8 for Q4_0's nibbles, 128 for Q8_0 by flipping the sign bit). The
@@ -15,17 +18,17 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_head, unpack_q4_0};
-use super::{row_blocks, ActRow, TILE_ROWS, TILE_TOKENS};
+use super::{row_blocks, ActRow, TILE_ROWS};
 use crate::formats::GgmlType;
 
-type Acc = [[__m512; TILE_TOKENS]; TILE_ROWS];
-type Out = [[f32; TILE_TOKENS]; TILE_ROWS];
+type Acc<const NT: usize> = [[__m512; NT]; TILE_ROWS];
+type Out<const NT: usize> = [[f32; NT]; TILE_ROWS];
 
 // SAFETY (all tiles): `dot::tile_kernel` hands these out only when the CPU has AVX-512
 // VNNI (F16: AVX-512 F/BW); `check` bounds every read.
 
 /// Blocks per row, checking that `w` holds the tile's rows and every token covers them.
-fn check(ty: GgmlType, w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS]) -> usize {
+fn check<const NT: usize>(ty: GgmlType, w: &[u8], row_bytes: usize, a: &[ActRow; NT]) -> usize {
     assert!(w.len() >= TILE_ROWS * row_bytes, "{ty}: tile needs 4 rows");
     let row = &w[..row_bytes];
     let nb = row_blocks(ty, row, &a[0]);
@@ -37,7 +40,7 @@ fn check(ty: GgmlType, w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS]) ->
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn reduce(acc: &Acc, out: &mut Out) {
+fn reduce<const NT: usize>(acc: &Acc<NT>, out: &mut Out<NT>) {
     for (o, a) in out.iter_mut().zip(acc) {
         for (o, a) in o.iter_mut().zip(a) {
             *o = _mm512_reduce_add_ps(*a);
@@ -47,10 +50,15 @@ fn reduce(acc: &Acc, out: &mut Out) {
 
 /// F16 weights × f32 activations, 16 elements a step.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(super) unsafe fn f16(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS], out: &mut Out) {
+pub(super) unsafe fn f16<const NT: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[ActRow; NT],
+    out: &mut Out<NT>,
+) {
     let n = check(GgmlType::F16, w, row_bytes, a);
     let wp = w.as_ptr();
-    let mut acc: Acc = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+    let mut acc: Acc<NT> = [[_mm512_setzero_ps(); NT]; TILE_ROWS];
     let mut i = 0;
     while i < n {
         // The last step masks off the elements past the row (masked lanes are not read).
@@ -66,7 +74,7 @@ pub(super) unsafe fn f16(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS], 
                 wp.add(r * row_bytes + 2 * i).cast(),
             ));
         }
-        for t in 0..TILE_TOKENS {
+        for t in 0..NT {
             let xv = _mm512_maskz_loadu_ps(m, a[t].x.as_ptr().add(i));
             for r in 0..TILE_ROWS {
                 acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
@@ -97,15 +105,15 @@ unsafe fn scales16(row: *const u8, g: usize, ts: usize, m: __mmask16) -> __m512 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tail_block(
+unsafe fn tail_block<const NT: usize>(
     ty: GgmlType,
     w: *const u8,
     row_bytes: usize,
     b: usize,
     o: i8,
     unpack: unsafe fn(*const u8) -> __m256i,
-    a: &[ActRow; TILE_TOKENS],
-    acc: &mut Acc,
+    a: &[ActRow; NT],
+    acc: &mut Acc<NT>,
 ) {
     let ts = ty.type_size();
     let mut u = [_mm512_setzero_si512(); TILE_ROWS];
@@ -115,7 +123,7 @@ unsafe fn tail_block(
         u[r] = _mm512_zextsi256_si512(unpack(blk));
         dw[r] = f16_head(blk);
     }
-    for t in 0..TILE_TOKENS {
+    for t in 0..NT {
         let av = _mm512_zextsi256_si512(_mm256_loadu_si256(a[t].qs.as_ptr().add(32 * b).cast()));
         let neg = _mm512_sub_epi32(
             _mm512_setzero_si512(),
@@ -142,12 +150,17 @@ unsafe fn unpack_q8_0_biased(b: *const u8) -> __m256i {
 
 /// Q8_0 weights × Q8_0 activations: two blocks (64 quants, element order) a step.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn q8_0(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS], out: &mut Out) {
+pub(super) unsafe fn q8_0<const NT: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[ActRow; NT],
+    out: &mut Out<NT>,
+) {
     const TS: usize = 34;
     let nb = check(GgmlType::Q8_0, w, row_bytes, a);
     let wp = w.as_ptr();
     let bias = _mm512_set1_epi8(-128);
-    let mut acc: Acc = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+    let mut acc: Acc<NT> = [[_mm512_setzero_ps(); NT]; TILE_ROWS];
     let whole = nb / 2 * 2;
     for g in (0..whole).step_by(16) {
         let in_group = (whole - g).min(16);
@@ -156,7 +169,7 @@ pub(super) unsafe fn q8_0(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS],
         for (r, ws) in ws.iter_mut().enumerate() {
             *ws = scales16(wp.add(r * row_bytes), g, TS, m);
         }
-        let mut das = [_mm512_setzero_ps(); TILE_TOKENS];
+        let mut das = [_mm512_setzero_ps(); NT];
         for (t, das) in das.iter_mut().enumerate() {
             *das = _mm512_maskz_loadu_ps(m, a[t].d.as_ptr().add(g));
         }
@@ -175,7 +188,7 @@ pub(super) unsafe fn q8_0(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS],
                 u[r] = _mm512_xor_si512(wv, bias);
                 sw[r] = _mm512_permutexvar_ps(lanes, ws[r]);
             }
-            for t in 0..TILE_TOKENS {
+            for t in 0..NT {
                 let av = _mm512_loadu_si512(a[t].qs.as_ptr().add(32 * b).cast());
                 let neg = _mm512_sub_epi32(
                     _mm512_setzero_si512(),
@@ -232,14 +245,19 @@ fn gather4_q4_0() -> __m512i {
 /// Q4_0 weights × Q8_0 activations: four blocks a step, low nibbles against the
 /// activations' first halves and high nibbles against the second halves (`qs4`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn q4_0(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS], out: &mut Out) {
+pub(super) unsafe fn q4_0<const NT: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[ActRow; NT],
+    out: &mut Out<NT>,
+) {
     const TS: usize = 18;
     let nb = check(GgmlType::Q4_0, w, row_bytes, a);
     let wp = w.as_ptr();
     let gather = gather4_q4_0();
     let low = _mm512_set1_epi8(0x0F);
     let eight = _mm512_set1_epi8(8);
-    let mut acc: Acc = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+    let mut acc: Acc<NT> = [[_mm512_setzero_ps(); NT]; TILE_ROWS];
     let whole = nb / 4 * 4;
     for g in (0..whole).step_by(16) {
         let in_group = (whole - g).min(16);
@@ -248,7 +266,7 @@ pub(super) unsafe fn q4_0(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS],
         for (r, ws) in ws.iter_mut().enumerate() {
             *ws = scales16(wp.add(r * row_bytes), g, TS, m);
         }
-        let mut das = [_mm512_setzero_ps(); TILE_TOKENS];
+        let mut das = [_mm512_setzero_ps(); NT];
         for (t, das) in das.iter_mut().enumerate() {
             *das = _mm512_maskz_loadu_ps(m, a[t].d.as_ptr().add(g));
         }
@@ -272,7 +290,7 @@ pub(super) unsafe fn q4_0(w: &[u8], row_bytes: usize, a: &[ActRow; TILE_TOKENS],
                 u_hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
                 sw[r] = _mm512_permutexvar_ps(lanes, ws[r]);
             }
-            for t in 0..TILE_TOKENS {
+            for t in 0..NT {
                 let act = a[t].qs4.as_ptr().add(32 * b);
                 let (alo, ahi) = (
                     _mm512_loadu_si512(act.cast()),
