@@ -91,20 +91,21 @@ pub fn matmul_quantized_isa(
     }
     let row_bytes = w.len() / rows;
     let act_rows: Vec<_> = (0..n).map(|t| acts.row(t)).collect();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Vnni && n >= TILE_TOKENS {
+        if let Some(o) = dot::panel512::offset(ty) {
+            matmul_panels(ty, w, rows, row_bytes, &act_rows, o, dot, y);
+            return Ok(());
+        }
+    }
     let tiles = dot::tile_kernel(ty, isa);
-    // Token groups of the 4-token tiles: 0, 4, 8, … and, when n is not a multiple of 4, a
-    // last one ending at n that overlaps the one before (a tile's result for a token does
-    // not depend on the other tokens in it, so the overlap rewrites the same values).
-    // Fewer than 4 tokens go through the 1-token tile, as matvec does.
+    // Fewer than 4 tokens go through the 1-token tile where there is one, as matvec does.
     let groups: Vec<usize> = match tiles {
-        Some(_) if n >= TILE_TOKENS => (0..n - TILE_TOKENS)
-            .step_by(TILE_TOKENS)
-            .chain([n - TILE_TOKENS])
-            .collect(),
+        Some(_) if n >= TILE_TOKENS => token_groups(n),
         _ => Vec::new(),
     };
     let cells = Cells(y.as_mut_ptr());
-    (0..rows.div_ceil(TASK_ROWS)).into_par_iter().for_each(|c| {
+    let task = |c: usize| {
         let r0 = c * TASK_ROWS;
         let task_rows = TASK_ROWS.min(rows - r0);
         let tiled_rows = match tiles {
@@ -150,6 +151,91 @@ pub fn matmul_quantized_isa(
                 put(t, r, dot(&w[row], a));
             }
         }
-    });
+    };
+    if rayon::current_num_threads() == 1 {
+        // No hand-off to the pool's one worker (two futex wake-ups a call).
+        (0..rows.div_ceil(TASK_ROWS)).for_each(task);
+    } else {
+        (0..rows.div_ceil(TASK_ROWS)).into_par_iter().for_each(task);
+    }
     Ok(())
+}
+
+/// Token groups of 4-token tiles: 0, 4, 8, … and, when n is not a multiple of 4, a last
+/// one ending at n that overlaps the one before (a tile's result for a token does not
+/// depend on the other tokens in it, so the overlap rewrites the same values). n ≥ 4.
+fn token_groups(n: usize) -> Vec<usize> {
+    (0..n - TILE_TOKENS)
+        .step_by(TILE_TOKENS)
+        .chain([n - TILE_TOKENS])
+        .collect()
+}
+
+/// The matmul of a legacy integer format on repacked panels (`dot::panel512`): the
+/// activations once, each task's weight rows once, then 4 × 4 tiles; a matrix's last
+/// rows % 4 go through the row kernel `dot`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn matmul_panels(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    act_rows: &[ActRow],
+    o: i32,
+    dot: dot::DotFn,
+    y: &mut [f32],
+) {
+    use dot::panel512::{tile, Panel};
+    let n = act_rows.len();
+    let nb = row_bytes / ty.type_size();
+    // The activation panel's buffers are kept per thread between calls (taken out while in
+    // use, so a nested call on this thread, e.g. from a stolen job, gets its own).
+    thread_local! {
+        static ACTS: std::cell::Cell<Option<Panel>> = const { std::cell::Cell::new(None) };
+    }
+    let mut acts_owned = ACTS.take().unwrap_or_else(Panel::empty);
+    acts_owned.fill_acts(act_rows, nb);
+    let acts = &acts_owned;
+    let groups = token_groups(n);
+    let min = ty == GgmlType::Q4_1;
+    let cells = Cells(y.as_mut_ptr());
+    // One weight panel per rayon job, refilled by each of its tasks.
+    let task = |panel: &mut Panel, c: usize| {
+        let r0 = c * TASK_ROWS;
+        let task_rows = TASK_ROWS.min(rows - r0);
+        let tiled_rows = task_rows / TILE_ROWS * TILE_ROWS;
+        // SAFETY (the writes): as in `matmul_quantized_isa`.
+        let put = |t: usize, r: usize, v: f32| unsafe { *cells.at(t * rows + r0 + r) = v };
+        // SAFETY: `isa` is Vnni, which the caller's CPU supports.
+        unsafe { panel.fill_weights(ty, &w[r0 * row_bytes..], tiled_rows, row_bytes, nb) };
+        for &t0 in &groups {
+            for rr in (0..tiled_rows).step_by(TILE_ROWS) {
+                let mut out = [[0f32; TILE_TOKENS]; TILE_ROWS];
+                // SAFETY: `isa` is Vnni, which the caller's CPU supports.
+                unsafe { tile(panel, rr, acts, t0, o, min, &mut out) };
+                for (r, out) in out.iter().enumerate() {
+                    for (t, &v) in out.iter().enumerate() {
+                        put(t0 + t, rr + r, v);
+                    }
+                }
+            }
+        }
+        for (t, a) in act_rows.iter().enumerate() {
+            for r in tiled_rows..task_rows {
+                let row = (r0 + r) * row_bytes..(r0 + r + 1) * row_bytes;
+                put(t, r, dot(&w[row], a));
+            }
+        }
+    };
+    if rayon::current_num_threads() == 1 {
+        // No hand-off to the pool's one worker (two futex wake-ups a call).
+        let mut panel = Panel::empty();
+        (0..rows.div_ceil(TASK_ROWS)).for_each(|c| task(&mut panel, c));
+    } else {
+        (0..rows.div_ceil(TASK_ROWS))
+            .into_par_iter()
+            .for_each_init(Panel::empty, task);
+    }
+    ACTS.set(Some(acts_owned));
 }

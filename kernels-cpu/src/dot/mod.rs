@@ -14,6 +14,8 @@ mod avx2_k;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_k;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod panel512;
 mod portable;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]

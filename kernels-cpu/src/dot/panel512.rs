@@ -1,0 +1,274 @@
+//! Prefill (matmul) of the legacy integer formats on repacked panels, AVX-512 VNNI.
+//!
+//! A row-dot or tile kernel multiplies two blocks per 512-bit register, so every 64
+//! multiply-adds of a (row, token) pair also pay a conversion, a scale product and an FMA.
+//! Here the quants are first repacked, per matmul task for its weight rows and once per
+//! matmul for the activations, into panels of 16 blocks where register j holds the j-th
+//! 4-byte group of each of the 16 blocks (one block per 32-bit lane). Eight `vpdpbusd`
+//! then leave each lane with its block's whole integer dot, and the float work (one
+//! conversion, one scale product, one FMA) is paid once per 16 blocks. The repacking is
+//! O(rows·cols + n·cols) against the O(rows·cols·n) multiply-adds it speeds up.
+//!
+//! Weight quants are stored unsigned, u = w + o (o = 8 for the nibble formats, 128 for
+//! Q8_0); each lane starts at −o·Σa of its block (the activation sums are kept per block),
+//! so the integer dot is exact. Padding blocks past a row's end have zero quants and
+//! scales.
+
+use std::arch::x86_64::*;
+
+use super::{ActRow, TILE_ROWS, TILE_TOKENS};
+use crate::formats::GgmlType;
+
+/// Blocks per panel group: one per 32-bit lane.
+const GROUP: usize = 16;
+/// Bytes of a block's quants, and 4-byte groups per block.
+const QK: usize = 32;
+const WORDS: usize = QK / 4;
+
+/// The formats with panels at VNNI, and the offset their unsigned quants carry.
+pub(crate) fn offset(ty: GgmlType) -> Option<i32> {
+    match ty {
+        GgmlType::Q4_0 => Some(8),
+        GgmlType::Q4_1 => Some(0),
+        GgmlType::Q8_0 => Some(128),
+        _ => None,
+    }
+}
+
+/// `nb` blocks as `groups(nb)` panel groups.
+pub(crate) fn groups(nb: usize) -> usize {
+    nb.div_ceil(GROUP)
+}
+
+/// Repacked quants of one row (weights or a token's activations): per group, WORDS
+/// registers of GROUP lanes; plus per block its scale and a second per-block value
+/// (weights: the min, Q4_1 only; activations: the Q8_1 `s` or Q8_0 d·Σq) and, for
+/// activations, Σq.
+pub(crate) struct Panel {
+    groups: usize,
+    quants: Vec<u32>,
+    scale: Vec<f32>,
+    second: Vec<f32>,
+    qsum: Vec<i32>,
+}
+
+impl Panel {
+    fn new(rows: usize, nb: usize) -> Self {
+        let groups = groups(nb);
+        let blocks = rows * groups * GROUP;
+        Panel {
+            groups,
+            quants: vec![0; blocks * WORDS],
+            scale: vec![0.0; blocks],
+            second: vec![0.0; blocks],
+            qsum: vec![0; blocks],
+        }
+    }
+
+    /// Stores block `b` of row `r`: its 32 quants (already unsigned for weights).
+    fn put(&mut self, r: usize, b: usize, q: &[u8; QK], scale: f32, second: f32, qsum: i32) {
+        let (g, lane) = (b / GROUP, b % GROUP);
+        let base = (r * self.groups + g) * WORDS * GROUP;
+        for (j, w) in q.chunks_exact(4).enumerate() {
+            self.quants[base + j * GROUP + lane] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        }
+        let i = (r * self.groups + g) * GROUP + lane;
+        self.scale[i] = scale;
+        self.second[i] = second;
+        self.qsum[i] = qsum;
+    }
+
+    /// An empty panel, for [`Self::fill_weights`] to fill (and refill without
+    /// reallocating).
+    pub(crate) fn empty() -> Self {
+        Panel::new(0, 0)
+    }
+
+    /// Makes this the weight panel of `rows` rows of `ty` (`row_bytes` each, `nb` blocks)
+    /// from `w`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+    pub(crate) unsafe fn fill_weights(
+        &mut self,
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        row_bytes: usize,
+        nb: usize,
+    ) {
+        let ts = ty.type_size();
+        assert!(
+            w.len() >= rows * row_bytes && nb * ts <= row_bytes,
+            "{ty}: weight rows"
+        );
+        let groups = groups(nb);
+        let blocks = rows * groups * GROUP;
+        self.groups = groups;
+        // Every element below is written (padding lanes as zeros), so no clearing.
+        self.quants.resize(blocks * WORDS, 0);
+        self.scale.resize(blocks, 0.0);
+        self.second.resize(blocks, 0.0);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(ts as i32));
+        let (low, flip) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(-128));
+        for r in 0..rows {
+            for g in 0..groups {
+                let in_group = (nb - g * GROUP).min(GROUP);
+                let m = ((1u32 << in_group) - 1) as u16;
+                let base = w.as_ptr().add(r * row_bytes + g * GROUP * ts);
+                let at = (r * groups + g) * GROUP;
+                let q = self.quants.as_mut_ptr().add(at * WORDS);
+                let head = gather16(base, 0, idx, m);
+                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head));
+                _mm512_storeu_ps(self.scale.as_mut_ptr().add(at), d);
+                let second = match ty {
+                    GgmlType::Q4_1 => {
+                        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(head)))
+                    }
+                    _ => _mm512_setzero_ps(),
+                };
+                _mm512_storeu_ps(self.second.as_mut_ptr().add(at), second);
+                match ty {
+                    GgmlType::Q8_0 => {
+                        for j in 0..WORDS {
+                            let v = _mm512_xor_si512(gather16(base, 2 + 4 * j, idx, m), flip);
+                            // Padding lanes must stay 0, not 0 ^ 0x80.
+                            let v = _mm512_maskz_mov_epi32(m, v);
+                            _mm512_storeu_si512(q.add(j * GROUP).cast(), v);
+                        }
+                    }
+                    GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                        let qs_off = if ty == GgmlType::Q4_0 { 2 } else { 4 };
+                        for j in 0..WORDS / 2 {
+                            let v = gather16(base, qs_off + 4 * j, idx, m);
+                            let (lo, hi) = (
+                                _mm512_and_si512(v, low),
+                                _mm512_and_si512(_mm512_srli_epi32::<4>(v), low),
+                            );
+                            _mm512_storeu_si512(q.add(j * GROUP).cast(), lo);
+                            _mm512_storeu_si512(q.add((j + WORDS / 2) * GROUP).cast(), hi);
+                        }
+                    }
+                    _ => unreachable!("{ty} has no panel (see `offset`)"),
+                }
+            }
+        }
+    }
+
+    /// Makes this the activation panel of every token in `acts` (Q8_0 or Q8_1 rows of
+    /// `nb` blocks).
+    pub(crate) fn fill_acts(&mut self, acts: &[ActRow], nb: usize) {
+        let groups = groups(nb);
+        let blocks = acts.len() * groups * GROUP;
+        self.groups = groups;
+        // Padding blocks must read as zeros: clear, then fill.
+        self.quants.clear();
+        self.quants.resize(blocks * WORDS, 0);
+        for v in [&mut self.scale, &mut self.second] {
+            v.clear();
+            v.resize(blocks, 0.0);
+        }
+        self.qsum.clear();
+        self.qsum.resize(blocks, 0);
+        let mut q = [0u8; QK];
+        for (t, a) in acts.iter().enumerate() {
+            for b in 0..nb {
+                let qs = &a.qs[b * QK..(b + 1) * QK];
+                let mut sum = 0i32;
+                for (q, &v) in q.iter_mut().zip(qs) {
+                    *q = v as u8;
+                    sum += i32::from(v);
+                }
+                self.put(t, b, &q, a.d[b], a.dsum[b], sum);
+            }
+        }
+    }
+}
+
+/// The 4 bytes at `off` of each of 16 blocks (`idx`: their offsets from `base`) as 32-bit
+/// lanes; lanes outside `m` (blocks past the row) are 0 and not read.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather16(base: *const u8, off: usize, idx: __m512i, m: __mmask16) -> __m512i {
+    _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), m, idx, base.add(off).cast())
+}
+
+/// `out[r][t]` for weight panel rows `r0..r0 + 4` and activation panel tokens
+/// `t0..t0 + 4` (same block count). `min`: add the weights' min times the activations'
+/// `s` (Q4_1).
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+// Indexing the register tile by (r, t) in every loop reads clearer than zipped iterators.
+#[allow(clippy::needless_range_loop)]
+pub(crate) unsafe fn tile(
+    w: &Panel,
+    r0: usize,
+    a: &Panel,
+    t0: usize,
+    o: i32,
+    min: bool,
+    out: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+) {
+    let groups = w.groups;
+    assert_eq!(groups, a.groups, "panels of different widths");
+    let end = |rows: usize| (rows * groups * GROUP * WORDS, rows * groups * GROUP);
+    let (wq_end, ws_end) = end(r0 + TILE_ROWS);
+    let (aq_end, as_end) = end(t0 + TILE_TOKENS);
+    assert!(
+        w.quants.len() >= wq_end && w.scale.len() >= ws_end,
+        "weight panel rows"
+    );
+    assert!(
+        a.quants.len() >= aq_end && a.scale.len() >= as_end,
+        "activation panel rows"
+    );
+    let neg_o = _mm512_set1_epi32(-o);
+    let mut acc = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+    for g in 0..groups {
+        // Row r's (token t's) group g starts at lane index ((r·groups) + g)·GROUP.
+        let wi = |r: usize| ((r0 + r) * groups + g) * GROUP;
+        let ai = |t: usize| ((t0 + t) * groups + g) * GROUP;
+        let mut isum = [[_mm512_setzero_si512(); TILE_TOKENS]; TILE_ROWS];
+        for t in 0..TILE_TOKENS {
+            let c =
+                _mm512_mullo_epi32(neg_o, _mm512_loadu_si512(a.qsum.as_ptr().add(ai(t)).cast()));
+            for row in isum.iter_mut() {
+                row[t] = c;
+            }
+        }
+        for j in 0..WORDS {
+            let mut wv = [_mm512_setzero_si512(); TILE_ROWS];
+            for (r, wv) in wv.iter_mut().enumerate() {
+                *wv = _mm512_loadu_si512(w.quants.as_ptr().add(wi(r) * WORDS + j * GROUP).cast());
+            }
+            for t in 0..TILE_TOKENS {
+                let av =
+                    _mm512_loadu_si512(a.quants.as_ptr().add(ai(t) * WORDS + j * GROUP).cast());
+                for r in 0..TILE_ROWS {
+                    isum[r][t] = _mm512_dpbusd_epi32(isum[r][t], wv[r], av);
+                }
+            }
+        }
+        for r in 0..TILE_ROWS {
+            let ws = _mm512_loadu_ps(w.scale.as_ptr().add(wi(r)));
+            let wm = _mm512_loadu_ps(w.second.as_ptr().add(wi(r)));
+            for t in 0..TILE_TOKENS {
+                let s = _mm512_mul_ps(ws, _mm512_loadu_ps(a.scale.as_ptr().add(ai(t))));
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][t]), s, acc[r][t]);
+                if min {
+                    let sa = _mm512_loadu_ps(a.second.as_ptr().add(ai(t)));
+                    acc[r][t] = _mm512_fmadd_ps(wm, sa, acc[r][t]);
+                }
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (o, a) in o.iter_mut().zip(a) {
+            *o = _mm512_reduce_add_ps(*a);
+        }
+    }
+}
