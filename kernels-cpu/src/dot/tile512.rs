@@ -281,6 +281,14 @@ pub(super) unsafe fn q4_0<const NT: usize>(
             let mut sw = [_mm512_setzero_ps(); TILE_ROWS];
             for r in 0..TILE_ROWS {
                 let blk = wp.add(r * row_bytes + b * TS);
+                if NT == 1 {
+                    // Decode streams the matrix once: ask for the same spot of the next
+                    // tile's rows now, so its memory latency overlaps this tile's work
+                    // (a prefetch never faults, even past the matrix).
+                    let ahead = blk.wrapping_add(TILE_ROWS * row_bytes);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+                }
                 let raw = _mm512_permutex2var_epi16(
                     _mm512_loadu_si512(blk.add(2).cast()),
                     gather,
