@@ -18,6 +18,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_head, unpack_q4_0};
+use super::avx512::PREFETCH_AHEAD;
 use super::{row_blocks, ActRow, TILE_ROWS};
 use crate::formats::GgmlType;
 
@@ -255,6 +256,8 @@ pub(super) unsafe fn q4_0<const NT: usize>(
     let nb = check(GgmlType::Q4_0, w, row_bytes, a);
     let wp = w.as_ptr();
     let gather = gather4_q4_0();
+    let tile_bytes = TILE_ROWS * row_bytes;
+    let ahead_bytes = PREFETCH_AHEAD.div_ceil(tile_bytes.max(1)) * tile_bytes;
     let low = _mm512_set1_epi8(0x0F);
     let eight = _mm512_set1_epi8(8);
     let mut acc: Acc<NT> = [[_mm512_setzero_ps(); NT]; TILE_ROWS];
@@ -282,10 +285,11 @@ pub(super) unsafe fn q4_0<const NT: usize>(
             for r in 0..TILE_ROWS {
                 let blk = wp.add(r * row_bytes + b * TS);
                 if NT == 1 {
-                    // Decode streams the matrix once: ask for the same spot of the next
-                    // tile's rows now, so its memory latency overlaps this tile's work
-                    // (a prefetch never faults, even past the matrix).
-                    let ahead = blk.wrapping_add(TILE_ROWS * row_bytes);
+                    // Decode streams the matrix once: ask for the same spot of a later
+                    // tile's rows (whole tiles, at least PREFETCH_AHEAD bytes on) now, so its
+                    // memory latency overlaps this work (a prefetch never faults, even past
+                    // the matrix).
+                    let ahead = blk.wrapping_add(ahead_bytes);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
                 }
