@@ -195,7 +195,8 @@ fn matmul_panels(
         static ACTS: std::cell::Cell<Option<Panel>> = const { std::cell::Cell::new(None) };
     }
     let mut acts_owned = ACTS.take().unwrap_or_else(Panel::empty);
-    acts_owned.fill_acts(act_rows, nb);
+    // SAFETY: `isa` is Vnni, which the caller's CPU supports.
+    unsafe { acts_owned.fill_acts(act_rows, nb) };
     let acts = &acts_owned;
     let groups = token_groups(n);
     let min = ty == GgmlType::Q4_1;

@@ -16,6 +16,8 @@
 
 use std::arch::x86_64::*;
 
+use rayon::prelude::*;
+
 use super::{ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::GgmlType;
 
@@ -53,35 +55,16 @@ pub(crate) struct Panel {
 }
 
 impl Panel {
-    fn new(rows: usize, nb: usize) -> Self {
-        let groups = groups(nb);
-        let blocks = rows * groups * GROUP;
-        Panel {
-            groups,
-            quants: vec![0; blocks * WORDS],
-            scale: vec![0.0; blocks],
-            second: vec![0.0; blocks],
-            qsum: vec![0; blocks],
-        }
-    }
-
-    /// Stores block `b` of row `r`: its 32 quants (already unsigned for weights).
-    fn put(&mut self, r: usize, b: usize, q: &[u8; QK], scale: f32, second: f32, qsum: i32) {
-        let (g, lane) = (b / GROUP, b % GROUP);
-        let base = (r * self.groups + g) * WORDS * GROUP;
-        for (j, w) in q.chunks_exact(4).enumerate() {
-            self.quants[base + j * GROUP + lane] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        }
-        let i = (r * self.groups + g) * GROUP + lane;
-        self.scale[i] = scale;
-        self.second[i] = second;
-        self.qsum[i] = qsum;
-    }
-
     /// An empty panel, for [`Self::fill_weights`] to fill (and refill without
     /// reallocating).
     pub(crate) fn empty() -> Self {
-        Panel::new(0, 0)
+        Panel {
+            groups: 0,
+            quants: Vec::new(),
+            scale: Vec::new(),
+            second: Vec::new(),
+            qsum: Vec::new(),
+        }
     }
 
     /// Makes this the weight panel of `rows` rows of `ty` (`row_bytes` each, `nb` blocks)
@@ -158,32 +141,88 @@ impl Panel {
     }
 
     /// Makes this the activation panel of every token in `acts` (Q8_0 or Q8_1 rows of
-    /// `nb` blocks).
-    pub(crate) fn fill_acts(&mut self, acts: &[ActRow], nb: usize) {
+    /// `nb` blocks), the tokens spread over the threads.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 VNNI.
+    pub(crate) unsafe fn fill_acts(&mut self, acts: &[ActRow], nb: usize) {
         let groups = groups(nb);
-        let blocks = acts.len() * groups * GROUP;
+        let per_token = groups * GROUP;
+        let blocks = acts.len() * per_token;
         self.groups = groups;
-        // Padding blocks must read as zeros: clear, then fill.
-        self.quants.clear();
+        // Every element is written below (padding lanes as zeros), so no clearing.
         self.quants.resize(blocks * WORDS, 0);
-        for v in [&mut self.scale, &mut self.second] {
-            v.clear();
-            v.resize(blocks, 0.0);
-        }
-        self.qsum.clear();
+        self.scale.resize(blocks, 0.0);
+        self.second.resize(blocks, 0.0);
         self.qsum.resize(blocks, 0);
-        let mut q = [0u8; QK];
-        for (t, a) in acts.iter().enumerate() {
-            for b in 0..nb {
-                let qs = &a.qs[b * QK..(b + 1) * QK];
-                let mut sum = 0i32;
-                for (q, &v) in q.iter_mut().zip(qs) {
-                    *q = v as u8;
-                    sum += i32::from(v);
-                }
-                self.put(t, b, &q, a.d[b], a.dsum[b], sum);
-            }
+        let (tq, tb) = (per_token * WORDS, per_token);
+        // SAFETY (fill_token): the caller's CPU has AVX-512 VNNI.
+        let fill =
+            |((((q, sc), se), qs), a): TokenPart| unsafe { fill_token(a, nb, q, sc, se, qs) };
+        if rayon::current_num_threads() == 1 {
+            (self.quants.chunks_mut(tq))
+                .zip(self.scale.chunks_mut(tb))
+                .zip(self.second.chunks_mut(tb))
+                .zip(self.qsum.chunks_mut(tb))
+                .zip(acts)
+                .for_each(fill);
+        } else {
+            (self.quants.par_chunks_mut(tq))
+                .zip(self.scale.par_chunks_mut(tb))
+                .zip(self.second.par_chunks_mut(tb))
+                .zip(self.qsum.par_chunks_mut(tb))
+                .zip(acts)
+                .for_each(fill);
         }
+    }
+}
+
+/// A token's slices of an activation panel (quants, scales, second values, Σq) and its row.
+type TokenPart<'a, 'r> = (
+    (
+        ((&'a mut [u32], &'a mut [f32]), &'a mut [f32]),
+        &'a mut [i32],
+    ),
+    &'r ActRow<'r>,
+);
+
+/// One token's part of an activation panel: its quants by 4-byte groups (`q`), block
+/// scales (`sc`), second values (`se`) and Σq (`qs`), padding lanes zero.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn fill_token(
+    a: &ActRow,
+    nb: usize,
+    q: &mut [u32],
+    sc: &mut [f32],
+    se: &mut [f32],
+    qs: &mut [i32],
+) {
+    let groups = groups(nb);
+    assert!(a.qs.len() >= nb * QK && a.d.len() >= nb && a.dsum.len() >= nb);
+    assert!(
+        q.len() >= groups * GROUP * WORDS && sc.len().min(se.len()).min(qs.len()) >= groups * GROUP
+    );
+    let idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(QK as i32),
+    );
+    let ones = _mm512_set1_epi8(1);
+    for g in 0..groups {
+        let in_group = (nb - g * GROUP).min(GROUP);
+        let m = ((1u32 << in_group) - 1) as u16;
+        let base = a.qs.as_ptr().add(g * GROUP * QK).cast::<u8>();
+        let mut sum = _mm512_setzero_si512();
+        for j in 0..WORDS {
+            let v = gather16(base, 4 * j, idx, m);
+            _mm512_storeu_si512(q.as_mut_ptr().add((g * WORDS + j) * GROUP).cast(), v);
+            // Σ of the 4 signed quants of each lane (times 1, unsigned).
+            sum = _mm512_dpbusd_epi32(sum, ones, v);
+        }
+        _mm512_storeu_si512(qs.as_mut_ptr().add(g * GROUP).cast(), sum);
+        let d = _mm512_maskz_loadu_ps(m, a.d.as_ptr().add(g * GROUP));
+        _mm512_storeu_ps(sc.as_mut_ptr().add(g * GROUP), d);
+        let s2 = _mm512_maskz_loadu_ps(m, a.dsum.as_ptr().add(g * GROUP));
+        _mm512_storeu_ps(se.as_mut_ptr().add(g * GROUP), s2);
     }
 }
 
