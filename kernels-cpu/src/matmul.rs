@@ -186,7 +186,7 @@ fn matmul_panels(
     dot: dot::DotFn,
     y: &mut [f32],
 ) {
-    use dot::panel512::{tile, Panel};
+    use dot::panel512::{prefetch_l2, tile, Panel};
     let n = act_rows.len();
     let nb = row_bytes / ty.type_size();
     // The activation panel's buffers are kept per thread between calls (taken out while in
@@ -210,7 +210,13 @@ fn matmul_panels(
         let put = |t: usize, r: usize, v: f32| unsafe { *cells.at(t * rows + r0 + r) = v };
         // SAFETY: `isa` is Vnni, which the caller's CPU supports.
         unsafe { panel.fill_weights(ty, &w[r0 * row_bytes..], tiled_rows, row_bytes, nb) };
-        for &t0 in &groups {
+        // The next task's rows (usually this thread's next task: rayon splits the range into
+        // contiguous runs), a few lines per token group.
+        let next = &w[((r0 + TASK_ROWS) * row_bytes).min(w.len())
+            ..((r0 + 2 * TASK_ROWS) * row_bytes).min(w.len())];
+        let per_group = next.len().div_ceil(64).div_ceil(groups.len());
+        for (k, &t0) in groups.iter().enumerate() {
+            prefetch_l2(next, k * per_group..(k + 1) * per_group);
             for rr in (0..tiled_rows).step_by(TILE_ROWS) {
                 let mut out = [[0f32; TILE_TOKENS]; TILE_ROWS];
                 // SAFETY: `isa` is Vnni, which the caller's CPU supports.

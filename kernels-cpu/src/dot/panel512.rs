@@ -18,6 +18,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::avx512::PREFETCH_AHEAD;
 use super::{ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::GgmlType;
 
@@ -101,6 +102,14 @@ impl Panel {
                 let in_group = (nb - g * GROUP).min(GROUP);
                 let m = ((1u32 << in_group) - 1) as u16;
                 let base = w.as_ptr().add(r * row_bytes + g * GROUP * ts);
+                // The weights come from memory here, in gathers the hardware prefetcher does
+                // not follow: ask for the group PREFETCH_AHEAD on (never faults).
+                let mut off = 0;
+                while off < GROUP * ts {
+                    let p = base.wrapping_add(PREFETCH_AHEAD + off);
+                    _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    off += 64;
+                }
                 let at = (r * groups + g) * GROUP;
                 let q = self.quants.as_mut_ptr().add(at * WORDS);
                 let head = gather16(base, 0, idx, m);
@@ -223,6 +232,20 @@ unsafe fn fill_token(
         _mm512_storeu_ps(sc.as_mut_ptr().add(g * GROUP), d);
         let s2 = _mm512_maskz_loadu_ps(m, a.dsum.as_ptr().add(g * GROUP));
         _mm512_storeu_ps(se.as_mut_ptr().add(g * GROUP), s2);
+    }
+}
+
+/// Asks for lines `lines` (64-byte units) of `bytes` into L2: the next matmul task's
+/// weight rows, a few lines per tile step, so they are there when its panel is filled (the
+/// hardware prefetcher has stopped following them while the tiles ran in cache).
+pub(crate) fn prefetch_l2(bytes: &[u8], lines: std::ops::Range<usize>) {
+    for l in lines {
+        if l * 64 >= bytes.len() {
+            break;
+        }
+        // SAFETY: prefetching does not access memory architecturally; the address is in
+        // `bytes` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(l * 64).cast()) };
     }
 }
 
