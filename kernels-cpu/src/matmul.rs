@@ -118,7 +118,10 @@ pub fn matmul_quantized_isa(
         let tile_rows = |rr: usize| &w[(r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes];
         match tiles {
             Some(tiles) if n >= TILE_TOKENS => {
-                for &t0 in &groups {
+                // As in `matmul_panels`.
+                let (next, per_group) = next_task_rows(w, r0, row_bytes, groups.len());
+                for (k, &t0) in groups.iter().enumerate() {
+                    prefetch_l2(next, k * per_group..(k + 1) * per_group);
                     let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
                     for rr in (0..tiled_rows).step_by(TILE_ROWS) {
                         let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
@@ -186,7 +189,7 @@ fn matmul_panels(
     dot: dot::DotFn,
     y: &mut [f32],
 ) {
-    use dot::panel512::{prefetch_l2, tile, Panel};
+    use dot::panel512::{tile, Panel};
     let n = act_rows.len();
     let nb = row_bytes / ty.type_size();
     // The activation panel's buffers are kept per thread between calls (taken out while in
@@ -212,9 +215,7 @@ fn matmul_panels(
         unsafe { panel.fill_weights(ty, &w[r0 * row_bytes..], tiled_rows, row_bytes, nb) };
         // The next task's rows (usually this thread's next task: rayon splits the range into
         // contiguous runs), a few lines per token group.
-        let next = &w[((r0 + TASK_ROWS) * row_bytes).min(w.len())
-            ..((r0 + 2 * TASK_ROWS) * row_bytes).min(w.len())];
-        let per_group = next.len().div_ceil(64).div_ceil(groups.len());
+        let (next, per_group) = next_task_rows(w, r0, row_bytes, groups.len());
         for (k, &t0) in groups.iter().enumerate() {
             prefetch_l2(next, k * per_group..(k + 1) * per_group);
             for rr in (0..tiled_rows).step_by(TILE_ROWS) {
@@ -245,4 +246,31 @@ fn matmul_panels(
             .for_each_init(Panel::empty, task);
     }
     ACTS.set(Some(acts_owned));
+}
+
+/// The weight rows of the task after the one at row `r0` (usually this thread's next task:
+/// rayon splits the range into contiguous runs), and how many of their 64-byte lines to
+/// prefetch per step when the task takes `steps` steps.
+fn next_task_rows(w: &[u8], r0: usize, row_bytes: usize, steps: usize) -> (&[u8], usize) {
+    let next = &w[((r0 + TASK_ROWS) * row_bytes).min(w.len())
+        ..((r0 + 2 * TASK_ROWS) * row_bytes).min(w.len())];
+    (next, next.len().div_ceil(64).div_ceil(steps.max(1)))
+}
+
+/// Asks for lines `lines` (64-byte units) of `bytes` into L2: the next task's weight rows,
+/// a few lines per tile step, so they are in cache when it starts (the hardware prefetcher
+/// stops following them while a task's tiles run in cache).
+fn prefetch_l2(bytes: &[u8], lines: std::ops::Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    for l in lines {
+        if l * 64 >= bytes.len() {
+            break;
+        }
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        // SAFETY: the address is inside `bytes`, and a prefetch does not access memory
+        // architecturally anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(l * 64).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, lines);
 }

@@ -235,20 +235,6 @@ unsafe fn fill_token(
     }
 }
 
-/// Asks for lines `lines` (64-byte units) of `bytes` into L2: the next matmul task's
-/// weight rows, a few lines per tile step, so they are there when its panel is filled (the
-/// hardware prefetcher has stopped following them while the tiles ran in cache).
-pub(crate) fn prefetch_l2(bytes: &[u8], lines: std::ops::Range<usize>) {
-    for l in lines {
-        if l * 64 >= bytes.len() {
-            break;
-        }
-        // SAFETY: prefetching does not access memory architecturally; the address is in
-        // `bytes` anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(l * 64).cast()) };
-    }
-}
-
 /// The 4 bytes at `off` of each of 16 blocks (`idx`: their offsets from `base`) as 32-bit
 /// lanes; lanes outside `m` (blocks past the row) are 0 and not read.
 #[inline]
