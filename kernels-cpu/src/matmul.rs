@@ -2,14 +2,14 @@
 //!
 //! The activations are quantized once; each parallel task takes a few weight rows (kept in
 //! L1/L2) and runs them over every token, so each weight row is read from memory once per
-//! call and each activation row is reused by all rows of the task while it is in L1. Where
-//! the format has a tile kernel (`dot::tile_kernel`), rows and tokens go 4 × 4 a call; the
-//! task writes its results straight into y.
+//! call and each activation row is reused by all rows of the task while it is in L1. Q4_0,
+//! Q4_1 and Q8_0 at VNNI run on repacked panels (`dot::panel512`), F16 on 4 × 4 register
+//! tiles (`dot::tile_kernel`), the rest row by row; each task writes straight into y.
 
 use rayon::prelude::*;
 
 use crate::act::{quantize_acts_isa, QuantizedActs};
-use crate::dot::{self, ActRow, Tiles, TILE_ROWS, TILE_TOKENS};
+use crate::dot::{self, ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::shape::check_shape;
@@ -100,24 +100,27 @@ pub fn matmul_quantized_isa(
     }
     let tiles = dot::tile_kernel(ty, isa);
     // Fewer than 4 tokens go through the 1-token tile where there is one, as matvec does.
-    let groups: Vec<usize> = match tiles {
-        Some(_) if n >= TILE_TOKENS => token_groups(n),
-        _ => Vec::new(),
+    let four = tiles.and_then(|t| t.four).filter(|_| n >= TILE_TOKENS);
+    let one = tiles.and_then(|t| t.one);
+    let groups: Vec<usize> = match four {
+        Some(_) => token_groups(n),
+        None => Vec::new(),
     };
     let cells = Cells(y.as_mut_ptr());
     let task = |c: usize| {
         let r0 = c * TASK_ROWS;
         let task_rows = TASK_ROWS.min(rows - r0);
-        let tiled_rows = match tiles {
-            Some(t) if n >= TILE_TOKENS || t.one.is_some() => task_rows / TILE_ROWS * TILE_ROWS,
-            _ => 0,
+        let tiled_rows = if four.is_some() || one.is_some() {
+            task_rows / TILE_ROWS * TILE_ROWS
+        } else {
+            0
         };
         // SAFETY (the writes): t < n and r0 + r < rows, so inside y (n×rows, checked by
         // check_shape); this task alone writes rows r0..r0 + task_rows.
         let put = |t: usize, r: usize, v: f32| unsafe { *cells.at(t * rows + r0 + r) = v };
         let tile_rows = |rr: usize| &w[(r0 + rr) * row_bytes..(r0 + rr + TILE_ROWS) * row_bytes];
-        match tiles {
-            Some(tiles) if n >= TILE_TOKENS => {
+        match (four, one) {
+            (Some(four), _) => {
                 // As in `matmul_panels`.
                 let (next, per_group) = next_task_rows(w, r0, row_bytes, groups.len());
                 for (k, &t0) in groups.iter().enumerate() {
@@ -125,7 +128,7 @@ pub fn matmul_quantized_isa(
                     let a: [ActRow; TILE_TOKENS] = std::array::from_fn(|i| act_rows[t0 + i]);
                     for rr in (0..tiled_rows).step_by(TILE_ROWS) {
                         let mut o = [[0f32; TILE_TOKENS]; TILE_ROWS];
-                        (tiles.four)(tile_rows(rr), row_bytes, &a, &mut o);
+                        four(tile_rows(rr), row_bytes, &a, &mut o);
                         for (r, o) in o.iter().enumerate() {
                             for (t, &v) in o.iter().enumerate() {
                                 put(t0 + t, rr + r, v);
@@ -134,7 +137,7 @@ pub fn matmul_quantized_isa(
                     }
                 }
             }
-            Some(Tiles { one: Some(one), .. }) => {
+            (None, Some(one)) => {
                 for (t, a) in act_rows.iter().enumerate() {
                     for rr in (0..tiled_rows).step_by(TILE_ROWS) {
                         let mut o = [[0f32; 1]; TILE_ROWS];
@@ -145,7 +148,7 @@ pub fn matmul_quantized_isa(
                     }
                 }
             }
-            _ => {}
+            (None, None) => {}
         }
         // The rows past the tiles (or all rows without tiles), token by token.
         for (t, a) in act_rows.iter().enumerate() {

@@ -65,17 +65,19 @@ pub const TILE_TOKENS: usize = 4;
 pub type TileFn<const NT: usize> =
     fn(w: &[u8], row_bytes: usize, a: &[ActRow; NT], out: &mut [[f32; NT]; TILE_ROWS]);
 
-/// A format's tiles: 4 tokens (prefill) and, where it beats the row kernel in decode, 1
-/// token. A (row, token) result is bit-identical in both (and whatever the tile's other
-/// rows and tokens are), but differs in rounding from the row kernel's [`DotFn`].
+/// A format's tiles: 4 tokens (prefill) and 1 token (decode), where each beats what would
+/// run otherwise. A (row, token) result is bit-identical in both (and whatever the tile's
+/// other rows and tokens are), but differs in rounding from the row kernel's [`DotFn`].
 ///
 /// The 1-token tile reads 4 rows side by side. Measured in decode (SmolLM2, 1 thread):
 /// faster for Q4_0 (4 rows are 1.3 KB, ~20 cache lines: still a near-sequential stream)
 /// and 17% slower for Q8_0 and F16 (2.4 and 4.6 KB), whose interleaved row streams the
-/// hardware prefetcher follows less well than one sequential row; those keep the row kernel.
+/// hardware prefetcher follows less well than one sequential row (with software prefetch
+/// too, Q8_0's stayed ~8% slower); those keep the row kernel. Q4_0 prefill at VNNI runs on
+/// panels (`panel512`), faster than its 4-token tile, so it has none.
 #[derive(Clone, Copy)]
 pub struct Tiles {
-    pub four: TileFn<TILE_TOKENS>,
+    pub four: Option<TileFn<TILE_TOKENS>>,
     pub one: Option<TileFn<1>>,
 }
 
@@ -86,24 +88,18 @@ pub fn tile_kernel(ty: GgmlType, isa: Isa) -> Option<Tiles> {
     #[cfg(target_arch = "x86_64")]
     {
         use GgmlType::*;
-        // SAFETY: the tiles need AVX-512 F/BW (F16) or VNNI (the integer ones), which
-        // `isa` being supported guarantees.
+        // SAFETY: the tiles need AVX-512 F/BW (F16) or VNNI (Q4_0), which `isa` being
+        // supported guarantees.
         match (ty, isa) {
             (F16, Isa::Avx512 | Isa::Vnni) => {
                 return Some(Tiles {
-                    four: |w, rb, a, out| unsafe { tile512::f16(w, rb, a, out) },
-                    one: None,
-                })
-            }
-            (Q8_0, Isa::Vnni) => {
-                return Some(Tiles {
-                    four: |w, rb, a, out| unsafe { tile512::q8_0(w, rb, a, out) },
+                    four: Some(|w, rb, a, out| unsafe { tile512::f16(w, rb, a, out) }),
                     one: None,
                 })
             }
             (Q4_0, Isa::Vnni) => {
                 return Some(Tiles {
-                    four: |w, rb, a, out| unsafe { tile512::q4_0(w, rb, a, out) },
+                    four: None,
                     one: Some(|w, rb, a, out| unsafe { tile512::q4_0(w, rb, a, out) }),
                 })
             }

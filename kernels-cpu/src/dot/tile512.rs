@@ -1,19 +1,18 @@
-//! AVX-512 tiles: 4 weight rows × NT tokens per call (NT = 4 for prefill, 1 for decode).
+//! AVX-512 tiles: 4 weight rows × NT tokens per call: F16 prefill (NT = 4) and Q4_0
+//! decode (NT = 1; Q4_0 prefill runs on `panel512`'s panels).
 //!
 //! A row-at-a-time dot pays, per row and token, for everything around the multiply-adds:
 //! unpacking the weight quants, fetching the block scales (a gather), the tail blocks and
-//! the final horizontal sums. A tile does each weight-side step once for 4 tokens and each
-//! activation-side step once for 4 rows, and keeps 4·NT accumulators in registers. Each
-//! (row, token) accumulator sees the same operations whatever NT and the other rows and
-//! tokens of the tile are, so a tile's result for a row and token is bit-identical across
-//! tile shapes (matvec and matmul agree, and a token's prefill result is its decode one).
+//! the final horizontal sums. A tile does each weight-side step once for its tokens and
+//! each activation-side step once for 4 rows, and keeps 4·NT accumulators in registers.
+//! Each (row, token) accumulator sees the same operations whatever NT and the tile's other
+//! rows and tokens are, so a result does not depend on the tile shape: matvec and matmul
+//! of fewer than 4 tokens agree bit for bit.
 //!
-//! Integer formats (Q4_0, Q8_0 against Q8_0 activations) feed `vpdpbusd` unsigned weight
-//! quants u = w + o (o = 8 for Q4_0's nibbles, 128 for Q8_0 by flipping the sign bit). The
+//! Q4_0 (against Q8_0 activations) feeds `vpdpbusd` the unsigned nibbles u = w + 8. The
 //! offset is removed exactly in the integer domain: each (token, step) starts its
-//! accumulator at −o·Σa per lane, itself one `vpdpbusd` of the constant o against the
-//! activations, shared by the 4 rows. So every lane ends with the exact Σ w·a of its
-//! quants, as the row kernels' (`avx512.rs`) side sums give after rounding.
+//! accumulator at −8·Σa per lane, itself one `vpdpbusd` of the constant 8 against the
+//! activations, shared by the 4 rows.
 
 use std::arch::x86_64::*;
 
@@ -140,87 +139,6 @@ unsafe fn tail_block<const NT: usize>(
             );
         }
     }
-}
-
-/// Q8_0 quants as unsigned (w + 128) for the tail.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn unpack_q8_0_biased(b: *const u8) -> __m256i {
-    _mm256_xor_si256(_mm256_loadu_si256(b.add(2).cast()), _mm256_set1_epi8(-128))
-}
-
-/// Q8_0 weights × Q8_0 activations: two blocks (64 quants, element order) a step.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn q8_0<const NT: usize>(
-    w: &[u8],
-    row_bytes: usize,
-    a: &[ActRow; NT],
-    out: &mut Out<NT>,
-) {
-    const TS: usize = 34;
-    let nb = check(GgmlType::Q8_0, w, row_bytes, a);
-    let wp = w.as_ptr();
-    let bias = _mm512_set1_epi8(-128);
-    let mut acc: Acc<NT> = [[_mm512_setzero_ps(); NT]; TILE_ROWS];
-    let whole = nb / 2 * 2;
-    for g in (0..whole).step_by(16) {
-        let in_group = (whole - g).min(16);
-        let m = ((1u32 << in_group) - 1) as u16;
-        let mut ws = [_mm512_setzero_ps(); TILE_ROWS];
-        for (r, ws) in ws.iter_mut().enumerate() {
-            *ws = scales16(wp.add(r * row_bytes), g, TS, m);
-        }
-        let mut das = [_mm512_setzero_ps(); NT];
-        for (t, das) in das.iter_mut().enumerate() {
-            *das = _mm512_maskz_loadu_ps(m, a[t].d.as_ptr().add(g));
-        }
-        // Lanes [2p ×8, 2p+1 ×8] of the group's scales for pair p.
-        let mut lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        for p in 0..in_group / 2 {
-            let b = g + 2 * p;
-            let mut u = [_mm512_setzero_si512(); TILE_ROWS];
-            let mut sw = [_mm512_setzero_ps(); TILE_ROWS];
-            for r in 0..TILE_ROWS {
-                let blk = wp.add(r * row_bytes + b * TS);
-                let wv = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_loadu_si256(blk.add(2).cast())),
-                    _mm256_loadu_si256(blk.add(TS + 2).cast()),
-                );
-                u[r] = _mm512_xor_si512(wv, bias);
-                sw[r] = _mm512_permutexvar_ps(lanes, ws[r]);
-            }
-            for t in 0..NT {
-                let av = _mm512_loadu_si512(a[t].qs.as_ptr().add(32 * b).cast());
-                let neg = _mm512_sub_epi32(
-                    _mm512_setzero_si512(),
-                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, av),
-                );
-                let sa = _mm512_permutexvar_ps(lanes, das[t]);
-                for r in 0..TILE_ROWS {
-                    let isum = _mm512_dpbusd_epi32(neg, u[r], av);
-                    acc[r][t] = _mm512_fmadd_ps(
-                        _mm512_cvtepi32_ps(isum),
-                        _mm512_mul_ps(sw[r], sa),
-                        acc[r][t],
-                    );
-                }
-            }
-            lanes = _mm512_add_epi32(lanes, _mm512_set1_epi32(2));
-        }
-    }
-    if whole < nb {
-        tail_block(
-            GgmlType::Q8_0,
-            wp,
-            row_bytes,
-            whole,
-            -128,
-            unpack_q8_0_biased,
-            a,
-            &mut acc,
-        );
-    }
-    reduce(&acc, out);
 }
 
 /// Word indices for `vpermt2w` gathering the 16 `qs` bytes of four Q4_0 blocks from two
