@@ -10,6 +10,7 @@ pub mod isa;
 pub mod matmul;
 pub mod matvec;
 pub mod ops;
+pub mod packed;
 mod shape;
 
 pub use act::{quantize_acts, QuantizedActs};
@@ -17,3 +18,4 @@ pub use formats::{dequantize, quantize, FormatError, GgmlType};
 pub use isa::Isa;
 pub use matmul::{matmul, matmul_quantized};
 pub use matvec::{matvec, matvec_quantized};
+pub use packed::{matmul_packed, matvec_packed, PackedMatrix};

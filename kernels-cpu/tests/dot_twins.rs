@@ -26,6 +26,7 @@ use strata_kernels_cpu::formats::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use strata_kernels_cpu::isa::Isa;
 use strata_kernels_cpu::matmul::matmul_quantized_isa;
 use strata_kernels_cpu::matvec::matvec_quantized_isa;
+use strata_kernels_cpu::packed::{matmul_packed, matvec_packed, PackedMatrix};
 use strata_kernels_cpu::{GgmlType, QuantizedActs};
 
 mod dot_support;
@@ -93,30 +94,33 @@ fn act_abs(acts: &QuantizedActs, x: &[f32], t: usize) -> Vec<f64> {
     }
 }
 
-/// The tolerance of the derivation above for weight row `w` and activation row `a_abs`.
-fn tolerance(ty: GgmlType, w: &[u8], a_abs: &[f64]) -> f64 {
-    let (nb, m) = if ty.block_size() == 1 {
+/// nb and M of the derivation above for weight row `w` and activation row `a_abs`.
+fn bound(ty: GgmlType, w: &[u8], a_abs: &[f64]) -> (f64, f64) {
+    if ty.block_size() == 1 {
         let mut wv = vec![0f32; a_abs.len()];
         strata_kernels_cpu::dequantize(ty, w, &mut wv).unwrap();
-        (
-            wv.len(),
-            wv.iter()
-                .zip(a_abs)
-                .map(|(w, a)| f64::from(w.abs()) * a)
-                .sum::<f64>(),
-        )
+        let m = wv
+            .iter()
+            .zip(a_abs)
+            .map(|(w, a)| f64::from(w.abs()) * a)
+            .sum::<f64>();
+        (wv.len() as f64, m)
     } else {
         let bs = ty.block_size();
         let blocks = w.chunks_exact(ty.type_size());
-        (
-            blocks.len(),
-            blocks
-                .enumerate()
-                .map(|(i, b)| block_bound(ty, b) * a_abs[i * bs..(i + 1) * bs].iter().sum::<f64>())
-                .sum(),
-        )
-    };
-    2.0 * (nb as f64 + 21.0) * U * m
+        let nb = blocks.len() as f64;
+        let m = blocks
+            .enumerate()
+            .map(|(i, b)| block_bound(ty, b) * a_abs[i * bs..(i + 1) * bs].iter().sum::<f64>())
+            .sum();
+        (nb, m)
+    }
+}
+
+/// The tolerance of the derivation above for weight row `w` and activation row `a_abs`.
+fn tolerance(ty: GgmlType, w: &[u8], a_abs: &[f64]) -> f64 {
+    let (nb, m) = bound(ty, w, a_abs);
+    2.0 * (nb + 21.0) * U * m
 }
 
 /// Odd shapes: a single row, row counts that are not multiples of any tile, many rows;
@@ -270,4 +274,104 @@ fn bad_shapes_are_errors() {
             "x too short"
         );
     }
+}
+
+/// The formats with packed (16-row group) kernels, at the best level this CPU has.
+fn packed_formats() -> Vec<(GgmlType, Isa)> {
+    let best = *Isa::supported().last().unwrap();
+    GgmlType::WEIGHTS
+        .into_iter()
+        .filter(|&ty| PackedMatrix::supports(ty, best))
+        .map(|ty| (ty, best))
+        .collect()
+}
+
+#[test]
+fn packed_matrices_unpack_to_their_bytes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for (ty, isa) in packed_formats() {
+        for (rows, cols) in shapes(ty) {
+            let w = random_weights(&mut rng, ty, rows, cols);
+            let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
+            assert_eq!(p.unpack(), w, "{ty} {rows}x{cols}");
+            assert!(p.bytes() >= w.len(), "{ty} {rows}x{cols}");
+        }
+    }
+}
+
+/// Packed kernels against the reference twin on the same weights and activations.
+///
+/// Tolerance: the packed path adds, per token, at most 2 float terms a block (the scale
+/// term; Q4_1 also the min term), each rounded ≤ 3 times (scale product, conversion, FMA
+/// product), into one accumulator (F16: two, then one add): within (2·nb + 4)·u·M of the
+/// exact value, M as derived at the top. The reference is within (nb + 21)·u·M, so
+/// |packed − reference| ≤ (3·nb + 25)·u·M.
+#[test]
+fn packed_kernels_match_the_reference_twin() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for (ty, isa) in packed_formats() {
+        for (rows, cols) in shapes(ty) {
+            let w = random_weights(&mut rng, ty, rows, cols);
+            let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
+            // 13 tokens: tiles of 8, 4 and 1.
+            let n = 13;
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let acts = quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), &x, n, cols).unwrap();
+            let mut want = vec![0f32; n * rows];
+            matmul_quantized_isa(Isa::Reference, ty, &w, rows, cols, &acts, &mut want).unwrap();
+            let mut got = vec![0f32; n * rows];
+            matmul_packed(&p, &acts, &mut got).unwrap();
+            let row_bytes = w.len() / rows;
+            for t in 0..n {
+                let a_abs = act_abs(&acts, &x, t);
+                for r in 0..rows {
+                    let (nb, m) = bound(ty, &w[r * row_bytes..(r + 1) * row_bytes], &a_abs);
+                    let tol = (3.0 * nb + 25.0) * U * m;
+                    let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                    assert!(
+                        (f64::from(g) - f64::from(e)).abs() <= tol,
+                        "{ty} packed {rows}x{cols} token {t} row {r}: got {g}, reference {e}, tolerance {tol:e}"
+                    );
+                }
+                // A token alone (decode) gives the same bits as in the batch.
+                let one = quantize_acts_isa(
+                    Isa::Reference,
+                    ty.vec_dot_type(),
+                    &x[t * cols..(t + 1) * cols],
+                    1,
+                    cols,
+                )
+                .unwrap();
+                let mut y = vec![0f32; rows];
+                matvec_packed(&p, &one, &mut y).unwrap();
+                assert_eq!(y, got[t * rows..(t + 1) * rows], "{ty} {rows}x{cols} token {t}");
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_shapes_are_checked() {
+    let (ty, isa) = match packed_formats().first() {
+        Some(&f) => f,
+        None => {
+            eprintln!("skipped: this CPU has no packed kernels");
+            return;
+        }
+    };
+    let cols = 64;
+    let w = vec![0u8; 3 * cols / ty.block_size() * ty.type_size()];
+    assert!(PackedMatrix::new(isa, ty, &w[1..], 3, cols).is_err());
+    assert!(PackedMatrix::new(isa, GgmlType::Q4_K, &[0u8; 144], 1, 256)
+        .unwrap()
+        .is_none());
+    let p = PackedMatrix::new(isa, ty, &w, 3, cols).unwrap().unwrap();
+    let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &[0.5; 64], 1, cols).unwrap();
+    assert!(matvec_packed(&p, &acts, &mut [0f32; 2]).is_err());
+    let other = if ty.vec_dot_type() == GgmlType::F32 { GgmlType::Q8_0 } else { GgmlType::F32 };
+    let wrong = quantize_acts_isa(isa, other, &[0.5; 64], 1, cols).unwrap();
+    assert!(matvec_packed(&p, &wrong, &mut [0f32; 3]).is_err());
+    let mut y = [0f32; 3];
+    matvec_packed(&p, &acts, &mut y).unwrap();
+    assert_eq!(y, [0.0; 3]);
 }

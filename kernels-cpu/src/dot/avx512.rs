@@ -48,7 +48,7 @@ pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
 /// prefetcher alone left decode 25-35% short, and asking ahead closed most of it. Measured
 /// on SmolLM2 decode, 1 thread: 768 B < 1.5 KB < 3 KB ≈ 6 KB ≈ 12 KB (Q4_1 65 → 89 → ~100
 /// tok/s from none to 1.5 to 3 KB; Q8_0, F16 +15%, flat past 3 KB).
-pub(super) const PREFETCH_AHEAD: usize = 3072;
+pub(crate) const PREFETCH_AHEAD: usize = 3072;
 
 /// Prefetches the `bytes` (a step's span, at most a few lines) at `PREFETCH_AHEAD` past
 /// `p`. A prefetch never faults, so reaching past the matrix is harmless.

@@ -1,0 +1,216 @@
+//! The packed kernels: one group (16 rows) times `NT` tokens, AVX-512 (VNNI for the
+//! integer formats).
+//!
+//! Per block, the group's weight registers are loaded once and serve every token of the
+//! tile; each token keeps its own accumulator and sees the same operations whatever `NT`
+//! is. The integer dot of a block is exact (it starts at the token's −o·Σq, see
+//! `layout::Tokens`), so only the float sums round, once per block.
+
+use std::arch::x86_64::*;
+
+use super::layout::{scales_at, Tokens};
+use super::{GROUP_ROWS, TILE_TOKENS};
+use crate::dot::PREFETCH_AHEAD;
+use crate::formats::GgmlType;
+
+type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
+
+/// Group `g` (one packed group of `ty`, `cols` columns) times tokens `t0..t0 + nt` into
+/// `out[t]` (the group's 16 rows).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW and F16C (F16), and VNNI (the integer formats);
+/// `g` is a whole group of a matrix of `cols` columns; `tokens` has rows `t0..t0 + nt`
+/// of `cols` activations in `ty`'s vec_dot format; `nt` is 1, 4 or 8.
+pub(super) unsafe fn group(
+    ty: GgmlType,
+    cols: usize,
+    g: &[u8],
+    tokens: &Tokens,
+    t0: usize,
+    nt: usize,
+    out: &mut Out,
+) {
+    debug_assert!(t0 + nt <= tokens.rows.len());
+    macro_rules! by_tokens {
+        ($f:ident) => {
+            match nt {
+                8 => $f::<8>(g, cols, tokens, t0, out),
+                4 => $f::<4>(g, cols, tokens, t0, out),
+                1 => $f::<1>(g, cols, tokens, t0, out),
+                _ => unreachable!("tile of {nt} tokens"),
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q8_0 => by_tokens!(q8_0),
+        GgmlType::Q4_0 => by_tokens!(q4_0),
+        GgmlType::Q4_1 => by_tokens!(q4_1),
+        GgmlType::F16 => by_tokens!(f16),
+        _ => unreachable!("{ty} is not packed"),
+    }
+}
+
+/// Prefetches `bytes` (whole lines) at `PREFETCH_AHEAD` past `p`: the group stream is
+/// contiguous across groups, so this also fetches the next group's start. A prefetch never
+/// faults, so reaching past the matrix is harmless.
+#[inline(always)]
+fn prefetch(p: *const u8, bytes: usize) {
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    let mut off = 0;
+    while off < bytes {
+        // SAFETY: prefetching does not access memory architecturally.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off).cast()) };
+        off += 64;
+    }
+}
+
+/// The 16 rows' f16 values (scales or mins) at `p` (32-byte aligned), as f32.
+#[inline(always)]
+unsafe fn halves(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_load_si256(p.cast()))
+}
+
+/// Token activation bytes 4i..4i + 4 of block `b`, in every lane.
+#[inline(always)]
+unsafe fn word(qs: &[i8], b: usize, i: usize) -> __m512i {
+    _mm512_set1_epi32(qs.as_ptr().add(32 * b + 4 * i).cast::<i32>().read_unaligned())
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+    let nb = cols / 32;
+    debug_assert!(g.len() >= scales_at(32, nb) + nb * 32);
+    let gp = g.as_ptr();
+    let scales = gp.add(scales_at(32, nb));
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let q = gp.add(b * 512);
+        prefetch(q, 512);
+        let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_load_si512(q.add(64 * j).cast()));
+        let dw = halves(scales.add(32 * b));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let a = &tk.rows[t0 + t];
+            // Two chains halve the dependent `vpdpbusd` latency; integer, so exact.
+            let mut s0 = _mm512_set1_epi32(*tk.bias.get_unchecked((t0 + t) * nb + b));
+            let mut s1 = _mm512_setzero_si512();
+            for j in (0..8).step_by(2) {
+                s0 = _mm512_dpbusd_epi32(s0, w[j], word(a.qs, b, j));
+                s1 = _mm512_dpbusd_epi32(s1, w[j + 1], word(a.qs, b, j + 1));
+            }
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(b)));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), d, *acc);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), a);
+    }
+}
+
+/// The low and high nibbles of a nibble block's 4 registers: lane r of `lo[j]` holds
+/// elements 4j..4j + 4 of row r, `hi[j]` elements 16 + 4j...
+#[inline(always)]
+unsafe fn nibbles(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+    let m = _mm512_set1_epi8(0x0F);
+    let raw: [__m512i; 4] = std::array::from_fn(|j| _mm512_load_si512(q.add(64 * j).cast()));
+    (
+        raw.map(|r| _mm512_and_si512(r, m)),
+        raw.map(|r| _mm512_and_si512(_mm512_srli_epi16::<4>(r), m)),
+    )
+}
+
+/// Σ nibble·activation of one block for one token, starting at `start`.
+#[inline(always)]
+unsafe fn nibble_dot(start: i32, lo: &[__m512i; 4], hi: &[__m512i; 4], qs: &[i8], b: usize) -> __m512i {
+    let mut s0 = _mm512_set1_epi32(start);
+    let mut s1 = _mm512_setzero_si512();
+    for j in 0..4 {
+        s0 = _mm512_dpbusd_epi32(s0, lo[j], word(qs, b, j));
+        s1 = _mm512_dpbusd_epi32(s1, hi[j], word(qs, b, 4 + j));
+    }
+    _mm512_add_epi32(s0, s1)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+unsafe fn q4_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+    let nb = cols / 32;
+    debug_assert!(g.len() >= scales_at(16, nb) + nb * 32);
+    let gp = g.as_ptr();
+    let scales = gp.add(scales_at(16, nb));
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let q = gp.add(b * 256);
+        prefetch(q, 256);
+        let (lo, hi) = nibbles(q);
+        let dw = halves(scales.add(32 * b));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let a = &tk.rows[t0 + t];
+            let s = nibble_dot(*tk.bias.get_unchecked((t0 + t) * nb + b), &lo, &hi, a.qs, b);
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(b)));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), a);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+unsafe fn q4_1<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+    let nb = cols / 32;
+    debug_assert!(g.len() >= scales_at(16, nb) + nb * 64);
+    let gp = g.as_ptr();
+    let scales = gp.add(scales_at(16, nb));
+    let mins = scales.add(32 * nb);
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let q = gp.add(b * 256);
+        prefetch(q, 256);
+        let (lo, hi) = nibbles(q);
+        let dw = halves(scales.add(32 * b));
+        let mw = halves(mins.add(32 * b));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let a = &tk.rows[t0 + t];
+            // w = d·u + m: Σ w·x = d·d_a·Σ u·q + m·s (s = d_a·Σq, the Q8_1 block's sum).
+            let s = nibble_dot(0, &lo, &hi, a.qs, b);
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(b)));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
+            *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum.get_unchecked(b)), *acc);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), a);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
+unsafe fn f16<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+    debug_assert!(g.len() >= cols * 32);
+    let gp = g.as_ptr();
+    // Two accumulators a token (even and odd k): one FMA chain per token would wait on the
+    // FMA latency in decode.
+    let mut acc = [[_mm512_setzero_ps(); 2]; NT];
+    let x: [*const f32; NT] = std::array::from_fn(|t| tk.rows[t0 + t].x.as_ptr());
+    let pairs = cols / 2;
+    for p in 0..pairs {
+        let at = gp.add(64 * p);
+        prefetch(at, 64);
+        let w0 = halves(at);
+        let w1 = halves(at.add(32));
+        for t in 0..NT {
+            let k = 2 * p;
+            acc[t][0] = _mm512_fmadd_ps(w0, _mm512_set1_ps(*x[t].add(k)), acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(w1, _mm512_set1_ps(*x[t].add(k + 1)), acc[t][1]);
+        }
+    }
+    if cols % 2 == 1 {
+        let k = cols - 1;
+        let w = halves(gp.add(32 * k));
+        for t in 0..NT {
+            acc[t][0] = _mm512_fmadd_ps(w, _mm512_set1_ps(*x[t].add(k)), acc[t][0]);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(a[0], a[1]));
+    }
+}
