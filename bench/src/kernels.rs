@@ -1,7 +1,8 @@
 //! `bench kernels`: for each weight format and thread count, the GB/s of weights a matvec
 //! reads from a matrix far larger than the last-level cache, next to the machine's read
 //! bandwidth measured in the same run (a STREAM-like read of a large buffer), and matmul
-//! GFLOP/s. Prints a markdown table.
+//! GFLOP/s. Prints a markdown table. Formats with packed kernels (16-row groups, as the
+//! engine loads them) get a second line, "packed".
 
 use std::time::Instant;
 
@@ -10,7 +11,8 @@ use strata_kernels_cpu::act::quantize_acts_isa;
 use strata_kernels_cpu::isa::{self, Isa};
 use strata_kernels_cpu::matmul::matmul_quantized_isa;
 use strata_kernels_cpu::matvec::matvec_quantized_isa;
-use strata_kernels_cpu::{dot, GgmlType};
+use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, PackedMatrix};
+use strata_kernels_cpu::{dot, FormatError, GgmlType, QuantizedActs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -101,23 +103,84 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
     println!("{header}\n{rule}");
     for ty in formats {
         let level = dot::kernel_level(ty, isa).map_or("-".into(), |l| l.to_string());
-        let mut line = format!("| {ty} | {level} |");
-        let (gbs, read_bw, gflops) = measure_format(ty, isa, args, &pools, &stream)?;
-        for (g, bw) in gbs.iter().zip(&read_bw) {
-            line += &format!(
-                " {:.1} | {:.1} | {:.0}% |",
-                bw / 1e9,
-                g / 1e9,
-                100.0 * g / bw
-            );
+        let layouts: &[bool] = if packed::supports(ty, isa) {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &packed in layouts {
+            let name = if packed { format!("{ty} packed") } else { ty.to_string() };
+            let mut line = format!("| {name} | {level} |");
+            let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, &stream)?;
+            for (g, bw) in gbs.iter().zip(&read_bw) {
+                line += &format!(
+                    " {:.1} | {:.1} | {:.0}% |",
+                    bw / 1e9,
+                    g / 1e9,
+                    100.0 * g / bw
+                );
+            }
+            line += &format!(" {:.1} |", in_cache(ty, isa, packed, args.cols)? / 1e9);
+            for f in gflops {
+                line += &format!(" {:.1} |", f / 1e9);
+            }
+            println!("{line}");
         }
-        line += &format!(" {:.1} |", in_cache(ty, isa, args.cols)? / 1e9);
-        for f in gflops {
-            line += &format!(" {:.1} |", f / 1e9);
-        }
-        println!("{line}");
     }
     Ok(())
+}
+
+/// A benchmark matrix: the row-major bytes, or packed as the engine loads it.
+enum Weights {
+    Rows {
+        ty: GgmlType,
+        w: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    },
+    Packed(PackedMatrix),
+}
+
+impl Weights {
+    /// `rows` copies of `row` (a row of `cols` elements of `ty`), packed if `packed`.
+    fn new(
+        isa: Isa,
+        ty: GgmlType,
+        row: &[u8],
+        rows: usize,
+        cols: usize,
+        packed: bool,
+    ) -> Result<Weights, BoxError> {
+        let w: Vec<u8> = row.iter().copied().cycle().take(rows * row.len()).collect();
+        if !packed {
+            return Ok(Weights::Rows { ty, w, rows, cols });
+        }
+        let p = PackedMatrix::new(isa, ty, &w, rows, cols)?
+            .ok_or_else(|| format!("{ty} has no packed kernels at {isa}"))?;
+        Ok(Weights::Packed(p))
+    }
+
+    /// y = acts · Wᵀ (matvec for one token, matmul for more).
+    fn mul(&self, isa: Isa, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), FormatError> {
+        match self {
+            Weights::Rows { ty, w, rows, cols } if acts.n() == 1 => {
+                matvec_quantized_isa(isa, *ty, w, *rows, *cols, acts, y)
+            }
+            Weights::Rows { ty, w, rows, cols } => {
+                matmul_quantized_isa(isa, *ty, w, *rows, *cols, acts, y)
+            }
+            Weights::Packed(p) if acts.n() == 1 => matvec_packed(&p.view(), acts, y),
+            Weights::Packed(p) => matmul_packed(&p.view(), acts, y),
+        }
+    }
+
+    /// Bytes of the weights (the same in both layouts).
+    fn bytes(&self) -> usize {
+        match self {
+            Weights::Rows { w, .. } => w.len(),
+            Weights::Packed(p) => p.view().bytes().len(),
+        }
+    }
 }
 
 /// Bytes per second read by summing `buf` (split over the pool's threads), best of `reps`.
@@ -201,10 +264,10 @@ fn sample_row(ty: GgmlType, cols: usize) -> Result<Vec<u8>, BoxError> {
 /// Single-thread matvec GB/s on a 1 MiB matrix that stays in L2: the kernel's own speed,
 /// the ceiling it would put on the DRAM figure (best of many short runs, which also makes it
 /// robust to other processes sharing the cores).
-fn in_cache(ty: GgmlType, isa: Isa, cols: usize) -> Result<f64, BoxError> {
+fn in_cache(ty: GgmlType, isa: Isa, packed: bool, cols: usize) -> Result<f64, BoxError> {
     let row = sample_row(ty, cols)?;
     let rows = (1usize << 20).div_ceil(row.len());
-    let w: Vec<u8> = row.iter().copied().cycle().take(rows * row.len()).collect();
+    let w = Weights::new(isa, ty, &row, rows, cols, packed)?;
     let x: Vec<f32> = (0..cols)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
@@ -214,16 +277,17 @@ fn in_cache(ty: GgmlType, isa: Isa, cols: usize) -> Result<f64, BoxError> {
     let mut best = f64::INFINITY;
     for _ in 0..200 {
         let start = Instant::now();
-        pool.install(|| matvec_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut y))?;
+        pool.install(|| w.mul(isa, &acts, &mut y))?;
         best = best.min(start.elapsed().as_secs_f64());
     }
-    Ok(w.len() as f64 / best)
+    Ok(w.bytes() as f64 / best)
 }
 
 /// Matvec GB/s per pool, and matmul FLOP/s per pool (empty with --no-matmul).
 fn measure_format(
     ty: GgmlType,
     isa: Isa,
+    packed: bool,
     args: &Args,
     pools: &[(usize, rayon::ThreadPool)],
     stream: &[u64],
@@ -231,7 +295,7 @@ fn measure_format(
     let cols = args.cols;
     let row = sample_row(ty, cols)?;
     let rows = (args.matvec_mib << 20).div_ceil(row.len());
-    let w: Vec<u8> = row.iter().copied().cycle().take(rows * row.len()).collect();
+    let w = Weights::new(isa, ty, &row, rows, cols, packed)?;
     let x: Vec<f32> = (0..cols)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
@@ -245,22 +309,17 @@ fn measure_format(
         for _ in 0..args.reps.max(1) + 1 {
             best_read = best_read.max(pool.install(|| read_bandwidth(stream, 0)));
             let start = Instant::now();
-            pool.install(|| matvec_quantized_isa(isa, ty, &w, rows, cols, &acts, &mut y))?;
+            pool.install(|| w.mul(isa, &acts, &mut y))?;
             best = best.min(start.elapsed().as_secs_f64());
         }
-        gbs.push(w.len() as f64 / best);
+        gbs.push(w.bytes() as f64 / best);
         read_bw.push(best_read);
     }
     drop(w);
     let mut gflops = Vec::new();
     if !args.no_matmul {
         let (mrows, n) = (args.matmul_rows, args.tokens);
-        let w: Vec<u8> = row
-            .iter()
-            .copied()
-            .cycle()
-            .take(mrows * row.len())
-            .collect();
+        let w = Weights::new(isa, ty, &row, mrows, cols, packed)?;
         let xs: Vec<f32> = x.iter().copied().cycle().take(n * cols).collect();
         let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &xs, n, cols)?;
         let mut y = vec![0f32; n * mrows];
@@ -268,7 +327,7 @@ fn measure_format(
             let mut best = f64::INFINITY;
             for _ in 0..args.reps.clamp(1, 3) {
                 let start = Instant::now();
-                pool.install(|| matmul_quantized_isa(isa, ty, &w, mrows, cols, &acts, &mut y))?;
+                pool.install(|| w.mul(isa, &acts, &mut y))?;
                 best = best.min(start.elapsed().as_secs_f64());
             }
             gflops.push(2.0 * (mrows * cols * n) as f64 / best);

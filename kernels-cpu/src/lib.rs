@@ -18,4 +18,4 @@ pub use formats::{dequantize, quantize, FormatError, GgmlType};
 pub use isa::Isa;
 pub use matmul::{matmul, matmul_quantized};
 pub use matvec::{matvec, matvec_quantized};
-pub use packed::{matmul_packed, matvec_packed, PackedMatrix};
+pub use packed::{matmul_packed, matvec_packed, pack_in_place, Packed, PackedMatrix};

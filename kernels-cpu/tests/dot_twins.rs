@@ -26,7 +26,7 @@ use strata_kernels_cpu::formats::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use strata_kernels_cpu::isa::Isa;
 use strata_kernels_cpu::matmul::matmul_quantized_isa;
 use strata_kernels_cpu::matvec::matvec_quantized_isa;
-use strata_kernels_cpu::packed::{matmul_packed, matvec_packed, PackedMatrix};
+use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, Packed, PackedMatrix};
 use strata_kernels_cpu::{GgmlType, QuantizedActs};
 
 mod dot_support;
@@ -281,7 +281,7 @@ fn packed_formats() -> Vec<(GgmlType, Isa)> {
     let best = *Isa::supported().last().unwrap();
     GgmlType::WEIGHTS
         .into_iter()
-        .filter(|&ty| PackedMatrix::supports(ty, best))
+        .filter(|&ty| packed::supports(ty, best))
         .map(|ty| (ty, best))
         .collect()
 }
@@ -293,8 +293,18 @@ fn packed_matrices_unpack_to_their_bytes() {
         for (rows, cols) in shapes(ty) {
             let w = random_weights(&mut rng, ty, rows, cols);
             let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
-            assert_eq!(p.unpack(), w, "{ty} {rows}x{cols}");
-            assert!(p.bytes() >= w.len(), "{ty} {rows}x{cols}");
+            let v = p.view();
+            assert_eq!(v.unpack(), w, "{ty} {rows}x{cols}");
+            let rb = w.len() / rows;
+            let mut row = vec![0u8; rb];
+            for r in [0, rows / 2, rows - 1] {
+                v.row(r, &mut row);
+                assert_eq!(row, w[r * rb..(r + 1) * rb], "{ty} {rows}x{cols} row {r}");
+            }
+            // In place: the same bytes as the copy.
+            let mut inplace = w.clone();
+            assert!(packed::pack_in_place(isa, ty, &mut inplace, rows, cols).unwrap());
+            assert_eq!(inplace, v.bytes(), "{ty} {rows}x{cols}");
         }
     }
 }
@@ -313,6 +323,7 @@ fn packed_kernels_match_the_reference_twin() {
         for (rows, cols) in shapes(ty) {
             let w = random_weights(&mut rng, ty, rows, cols);
             let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
+            let p = p.view();
             // 13 tokens: tiles of 8, 4 and 1.
             let n = 13;
             let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
@@ -366,6 +377,8 @@ fn packed_shapes_are_checked() {
         .unwrap()
         .is_none());
     let p = PackedMatrix::new(isa, ty, &w, 3, cols).unwrap().unwrap();
+    let p = p.view();
+    assert!(Packed::new(ty, 3, cols, &w[1..]).is_err());
     let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &[0.5; 64], 1, cols).unwrap();
     assert!(matvec_packed(&p, &acts, &mut [0f32; 2]).is_err());
     let other = if ty.vec_dot_type() == GgmlType::F32 { GgmlType::Q8_0 } else { GgmlType::F32 };

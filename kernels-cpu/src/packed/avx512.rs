@@ -65,10 +65,10 @@ fn prefetch(p: *const u8, bytes: usize) {
     }
 }
 
-/// The 16 rows' f16 values (scales or mins) at `p` (32-byte aligned), as f32.
+/// The 16 rows' f16 values (scales or mins) at `p`, as f32.
 #[inline(always)]
 unsafe fn halves(p: *const u8) -> __m512 {
-    _mm512_cvtph_ps(_mm256_load_si256(p.cast()))
+    _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
 }
 
 /// Token activation bytes 4i..4i + 4 of block `b`, in every lane.
@@ -87,7 +87,7 @@ unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     for b in 0..nb {
         let q = gp.add(b * 512);
         prefetch(q, 512);
-        let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_load_si512(q.add(64 * j).cast()));
+        let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_loadu_si512(q.add(64 * j).cast()));
         let dw = halves(scales.add(32 * b));
         for (t, acc) in acc.iter_mut().enumerate() {
             let a = &tk.rows[t0 + t];
@@ -112,7 +112,7 @@ unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
 #[inline(always)]
 unsafe fn nibbles(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
     let m = _mm512_set1_epi8(0x0F);
-    let raw: [__m512i; 4] = std::array::from_fn(|j| _mm512_load_si512(q.add(64 * j).cast()));
+    let raw: [__m512i; 4] = std::array::from_fn(|j| _mm512_loadu_si512(q.add(64 * j).cast()));
     (
         raw.map(|r| _mm512_and_si512(r, m)),
         raw.map(|r| _mm512_and_si512(_mm512_srli_epi16::<4>(r), m)),

@@ -68,16 +68,10 @@ pub(super) fn check(
     Ok(expected)
 }
 
-/// Bytes of one packed group (a multiple of 64).
+/// Bytes of one packed group: exactly those of its 16 rows in the GGUF layout (so a
+/// matrix packs in place, group by group).
 pub(super) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
-    let bytes = match legacy(ty) {
-        Some(l) => {
-            let nb = cols / 32;
-            nb * GROUP_ROWS * (l.quants + 2 + if l.mins { 2 } else { 0 })
-        }
-        None => cols * GROUP_ROWS * 2,
-    };
-    bytes.next_multiple_of(64)
+    GROUP_ROWS * row_bytes(ty, cols)
 }
 
 /// Offset of the scales (then the mins) in a legacy group of `nb` blocks.

@@ -19,7 +19,10 @@
 //!   block (lane r = row r); then (Q4_1) the f16 mins likewise.
 //! - F16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
 //!
-//! Groups are 64-byte aligned. Rows past `rows` in the last group are zero (scale 0).
+//! A group takes exactly the bytes its 16 rows take in the GGUF layout, so a matrix packs
+//! in place ([`pack_in_place`]: a device's copy of its weights becomes the packed copy, at
+//! the size the memory plan counted). The last `rows % 16` rows stay row-major after the
+//! groups and run on the row kernel (`dot`).
 //!
 //! Every (row, token) result comes from the same operations whatever the number of tokens
 //! in the call (each token has its own accumulators), so matvec and matmul agree bit for
@@ -34,8 +37,9 @@ mod layout;
 use rayon::prelude::*;
 
 use crate::act::QuantizedActs;
+use crate::dot;
 use crate::formats::{FormatError, GgmlType};
-use crate::isa::Isa;
+use crate::isa::{self, Isa};
 
 /// Rows in a packed group: one per 32-bit lane of a 512-bit register.
 pub const GROUP_ROWS: usize = 16;
@@ -48,63 +52,75 @@ const TILE_TOKENS: usize = 8;
 #[derive(Clone, Copy)]
 struct Line([u8; 64]);
 
-/// A weight matrix in the 16-row group layout (see the module docs).
-pub struct PackedMatrix {
+/// Whether `ty` has packed kernels at `isa` (Q4_0, Q4_1, Q8_0 at VNNI; F16 at AVX-512).
+pub fn supports(ty: GgmlType, isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa.is_supported()
+        && match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => isa >= Isa::Vnni,
+            GgmlType::F16 => isa >= Isa::Avx512,
+            _ => false,
+        }
+}
+
+/// Repacks `bytes` (a row-major `rows`×`cols` matrix of `ty`) in place if `ty` has packed
+/// kernels at `isa`; whether it did. Groups are packed in parallel.
+pub fn pack_in_place(
+    isa: Isa,
+    ty: GgmlType,
+    bytes: &mut [u8],
+    rows: usize,
+    cols: usize,
+) -> Result<bool, FormatError> {
+    layout::check(ty, bytes.len(), rows, cols)?;
+    if !supports(ty, isa) {
+        return Ok(false);
+    }
+    let group_bytes = layout::group_bytes(ty, cols);
+    let full = rows / GROUP_ROWS * group_bytes;
+    if full > 0 {
+        bytes[..full]
+            .par_chunks_mut(group_bytes)
+            .for_each_init(Vec::new, |raw, group| {
+                raw.clear();
+                raw.extend_from_slice(group);
+                layout::pack_group(ty, cols, raw, GROUP_ROWS, group);
+            });
+    }
+    Ok(true)
+}
+
+/// A packed matrix, borrowed: what [`pack_in_place`] made of a row-major matrix.
+#[derive(Debug, Clone, Copy)]
+pub struct Packed<'a> {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    /// Bytes of one group (a multiple of 64).
-    group_bytes: usize,
-    lines: Vec<Line>,
+    bytes: &'a [u8],
 }
 
-impl PackedMatrix {
-    /// Whether `ty` has packed kernels at `isa` (Q4_0, Q4_1, Q8_0 at VNNI; F16 at AVX-512).
-    pub fn supports(ty: GgmlType, isa: Isa) -> bool {
-        cfg!(target_arch = "x86_64")
-            && isa.is_supported()
-            && match ty {
-                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => isa >= Isa::Vnni,
-                GgmlType::F16 => isa >= Isa::Avx512,
-                _ => false,
-            }
-    }
-
-    /// Packs `w` (`rows`×`cols` of `ty`, the raw row-major bytes of a GGUF tensor, any
-    /// alignment) if `ty` has packed kernels at `isa`; `Ok(None)` if it has not.
+impl<'a> Packed<'a> {
+    /// The packed matrix in `bytes`. Its kernels need the CPU features [`supports`] names
+    /// (checked here against the best level this CPU has).
     pub fn new(
-        isa: Isa,
         ty: GgmlType,
-        w: &[u8],
         rows: usize,
         cols: usize,
-    ) -> Result<Option<PackedMatrix>, FormatError> {
-        if !Self::supports(ty, isa) {
-            return Ok(None);
-        }
-        let expected = layout::check(ty, w.len(), rows, cols)?;
-        debug_assert_eq!(expected, w.len());
-        let group_bytes = layout::group_bytes(ty, cols);
-        let groups = rows.div_ceil(GROUP_ROWS);
-        let mut lines = vec![Line([0; 64]); groups * group_bytes / 64];
-        let row_bytes = w.len() / rows.max(1);
-        let bytes = lines_bytes_mut(&mut lines);
-        bytes
-            .par_chunks_mut(group_bytes.max(1))
-            .enumerate()
-            .for_each(|(g, out)| {
-                let first = g * GROUP_ROWS;
-                let n = GROUP_ROWS.min(rows - first);
-                let src = &w[first * row_bytes..(first + n) * row_bytes];
-                layout::pack_group(ty, cols, src, n, out);
+        bytes: &'a [u8],
+    ) -> Result<Packed<'a>, FormatError> {
+        layout::check(ty, bytes.len(), rows, cols)?;
+        if !supports(ty, Isa::best()) {
+            return Err(FormatError::Unsupported {
+                ty,
+                what: "no packed kernels on this CPU",
             });
-        Ok(Some(PackedMatrix {
+        }
+        Ok(Packed {
             ty,
             rows,
             cols,
-            group_bytes,
-            lines,
-        }))
+            bytes,
+        })
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -119,30 +135,98 @@ impl PackedMatrix {
         self.cols
     }
 
-    /// Bytes the packed matrix occupies (what a memory ledger should count).
-    pub fn bytes(&self) -> usize {
-        self.lines.len() * 64
+    /// The packed bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
     }
 
-    /// The matrix as the row-major bytes it was packed from.
+    /// Row `r`'s bytes in the GGUF layout, into `out` (one row's bytes long).
+    pub fn row(&self, r: usize, out: &mut [u8]) {
+        let rb = layout::row_bytes(self.ty, self.cols);
+        let g = r / GROUP_ROWS;
+        if g < self.groups() {
+            let mut rows = vec![0u8; self.group_bytes()];
+            layout::unpack_group(self.ty, self.cols, self.group(g), GROUP_ROWS, &mut rows);
+            let at = (r % GROUP_ROWS) * rb;
+            out.copy_from_slice(&rows[at..at + rb]);
+        } else {
+            out.copy_from_slice(&self.bytes[r * rb..(r + 1) * rb]);
+        }
+    }
+
+    /// The matrix in the GGUF layout it was packed from.
     pub fn unpack(&self) -> Vec<u8> {
-        let row_bytes = layout::row_bytes(self.ty, self.cols);
-        let mut out = vec![0u8; self.rows * row_bytes];
-        let bytes = lines_bytes(&self.lines);
-        for (g, dst) in out.chunks_mut(GROUP_ROWS * row_bytes).enumerate() {
-            let n = dst.len() / row_bytes.max(1);
-            let src = &bytes[g * self.group_bytes..(g + 1) * self.group_bytes];
-            layout::unpack_group(self.ty, self.cols, src, n, dst);
+        let mut out = self.bytes.to_vec();
+        let full = self.groups() * self.group_bytes();
+        for (g, dst) in out[..full].chunks_mut(self.group_bytes()).enumerate() {
+            layout::unpack_group(self.ty, self.cols, self.group(g), GROUP_ROWS, dst);
         }
         out
     }
 
-    fn group(&self, g: usize) -> &[u8] {
-        &lines_bytes(&self.lines)[g * self.group_bytes..(g + 1) * self.group_bytes]
+    fn group_bytes(&self) -> usize {
+        layout::group_bytes(self.ty, self.cols)
     }
 
+    /// Whole groups (the rows past them are row-major).
     fn groups(&self) -> usize {
-        self.rows.div_ceil(GROUP_ROWS)
+        self.rows / GROUP_ROWS
+    }
+
+    fn group(&self, g: usize) -> &'a [u8] {
+        let gb = self.group_bytes();
+        &self.bytes[g * gb..(g + 1) * gb]
+    }
+
+    /// The row-major tail rows' bytes.
+    fn tail(&self) -> &'a [u8] {
+        &self.bytes[self.groups() * self.group_bytes()..]
+    }
+}
+
+/// A packed copy of a matrix in its own 64-byte aligned memory.
+pub struct PackedMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    len: usize,
+    lines: Vec<Line>,
+}
+
+impl PackedMatrix {
+    /// Packs a copy of `w` (`rows`×`cols` of `ty`, row-major, any alignment) if `ty` has
+    /// packed kernels at `isa`; `Ok(None)` if it has not.
+    pub fn new(
+        isa: Isa,
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<PackedMatrix>, FormatError> {
+        layout::check(ty, w.len(), rows, cols)?;
+        if !supports(ty, isa) {
+            return Ok(None);
+        }
+        let mut m = PackedMatrix {
+            ty,
+            rows,
+            cols,
+            len: w.len(),
+            lines: vec![Line([0; 64]); w.len().div_ceil(64)],
+        };
+        let bytes = &mut lines_bytes_mut(&mut m.lines)[..w.len()];
+        bytes.copy_from_slice(w);
+        pack_in_place(isa, ty, bytes, rows, cols)?;
+        Ok(Some(m))
+    }
+
+    pub fn view(&self) -> Packed<'_> {
+        Packed {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            bytes: &lines_bytes(&self.lines)[..self.len],
+        }
     }
 }
 
@@ -158,7 +242,7 @@ fn lines_bytes_mut(lines: &mut [Line]) -> &mut [u8] {
 
 /// y = W·x for one token, x already quantized to `m.ty().vec_dot_type()`.
 pub fn matvec_packed(
-    m: &PackedMatrix,
+    m: &Packed,
     acts: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), FormatError> {
@@ -169,7 +253,7 @@ pub fn matvec_packed(
 
 /// Y = X·Wᵀ for `acts.n()` tokens (y is n×rows, row-major), x already quantized.
 pub fn matmul_packed(
-    m: &PackedMatrix,
+    m: &Packed,
     acts: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), FormatError> {
@@ -178,7 +262,7 @@ pub fn matmul_packed(
     Ok(())
 }
 
-fn check(m: &PackedMatrix, acts: &QuantizedActs, n: usize, y: &[f32]) -> Result<(), FormatError> {
+fn check(m: &Packed, acts: &QuantizedActs, n: usize, y: &[f32]) -> Result<(), FormatError> {
     let act_ty = m.ty.vec_dot_type();
     if acts.ty() != Some(act_ty) {
         return Err(FormatError::Unsupported {
@@ -212,8 +296,16 @@ struct Cells(*mut f32);
 unsafe impl Send for Cells {}
 unsafe impl Sync for Cells {}
 
-/// Runs every group over every token, groups split into parallel tasks.
-fn run(m: &PackedMatrix, acts: &QuantizedActs, y: &mut [f32]) {
+impl Cells {
+    /// The cell at index `i`; the caller keeps `i` inside the slice.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Runs every group over every token, groups split into parallel tasks; the row-major tail
+/// rows go to the row kernel, in the last task.
+fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
     let n = acts.n();
     if n == 0 || m.rows == 0 {
         return;
@@ -221,35 +313,51 @@ fn run(m: &PackedMatrix, acts: &QuantizedActs, y: &mut [f32]) {
     let tokens = layout::Tokens::new(m.ty, acts);
     let cells = Cells(y.as_mut_ptr());
     let rows = m.rows;
-    let task = |groups: std::ops::Range<usize>| {
-        let cells = cells;
-        for g in groups {
+    let groups = m.groups();
+    let tail_rows = rows - groups * GROUP_ROWS;
+    let dot = dot::kernel(m.ty, isa::active()).expect("a packed format is a weight format");
+    let tail = || {
+        let rb = layout::row_bytes(m.ty, m.cols);
+        for (i, w) in m.tail().chunks_exact(rb).enumerate() {
+            let r = groups * GROUP_ROWS + i;
+            for (t, a) in tokens.rows.iter().enumerate() {
+                // SAFETY: t < n and r < rows: inside y; only this task writes the tail rows.
+                unsafe { *cells.at(t * rows + r) = dot(w, a) };
+            }
+        }
+    };
+    let task = |range: std::ops::Range<usize>| {
+        for g in range {
+            if g == groups {
+                tail();
+                continue;
+            }
             let r0 = g * GROUP_ROWS;
-            let valid = GROUP_ROWS.min(rows - r0);
             let mut t0 = 0;
             while t0 < n {
                 let nt = tile_tokens(n - t0);
                 let mut out = [[0f32; GROUP_ROWS]; TILE_TOKENS];
                 kernel(m, g, &tokens, t0, nt, &mut out);
                 for (t, o) in out.iter().enumerate().take(nt) {
-                    for (r, v) in o.iter().enumerate().take(valid) {
-                        // SAFETY: t0 + t < n and r0 + r < rows, inside y (n×rows, checked);
-                        // only this task writes rows r0..r0 + 16.
-                        unsafe { *cells.0.add((t0 + t) * rows + r0 + r) = *v };
+                    for (r, v) in o.iter().enumerate() {
+                        // SAFETY: t0 + t < n and r0 + r < rows (a whole group), inside y
+                        // (n×rows, checked); only this task writes rows r0..r0 + 16.
+                        unsafe { *cells.at((t0 + t) * rows + r0 + r) = *v };
                     }
                 }
                 t0 += nt;
             }
         }
     };
-    let groups = m.groups();
-    let per_task = groups_per_task(groups, m.group_bytes, n);
-    if per_task >= groups {
-        task(0..groups);
+    // Units of work: the groups, then the tail (if any) as one more.
+    let units = groups + usize::from(tail_rows > 0);
+    let per_task = groups_per_task(units, m.group_bytes(), n);
+    if per_task >= units {
+        task(0..units);
     } else {
-        (0..groups.div_ceil(per_task))
+        (0..units.div_ceil(per_task))
             .into_par_iter()
-            .for_each(|c| task(c * per_task..((c + 1) * per_task).min(groups)));
+            .for_each(|c| task(c * per_task..((c + 1) * per_task).min(units)));
     }
 }
 
@@ -278,7 +386,7 @@ fn groups_per_task(groups: usize, group_bytes: usize, n: usize) -> usize {
 
 /// Group `g` times tokens `t0..t0 + nt` into `out[t][r]`.
 fn kernel(
-    m: &PackedMatrix,
+    m: &Packed,
     g: usize,
     tokens: &layout::Tokens,
     t0: usize,
@@ -287,7 +395,7 @@ fn kernel(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: a PackedMatrix exists only where `supports` held: the CPU has the
+        // SAFETY: a Packed exists only where `supports` held for the CPU's best level: it has the
         // features its kernels need; the group and tokens were validated by `check`.
         unsafe { avx512::group(m.ty, m.cols, m.group(g), tokens, t0, nt, out) }
     }
