@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use bytemuck::{Pod, Zeroable};
-use strata_kernels_cpu::GgmlType;
+use strata_kernels_cpu::{isa, packed, GgmlType};
 
 use crate::alloc::{BufferKind, Ledger, Reservation};
 use crate::cuda::CudaAccel;
@@ -173,6 +173,8 @@ struct MatSlot {
     cols: usize,
     off: usize,
     len: usize,
+    /// Repacked in place for the packed kernels ([`Copied::pack`]).
+    packed: bool,
 }
 
 /// Where an f32 vector lies in a device buffer.
@@ -209,6 +211,7 @@ impl Copied {
             })?;
             let data = file.tensor_data(info)?;
             buf.bytes_mut()[off..off + data.len()].copy_from_slice(data);
+            file.release(info);
             at.insert(t.name.clone(), (off, (*t).clone()));
             off += t.bytes as usize;
         }
@@ -232,7 +235,23 @@ impl Copied {
             cols: like.cols,
             off,
             len: like.data.len(),
+            packed: false,
         })
+    }
+
+    /// Repacks the matrix at `s` in place (same bytes, so the ledger's count stands) if the
+    /// CPU kernels at the active ISA level have a packed layout for its format: the copy a
+    /// CPU-side device computes with is then read by the packed kernels.
+    fn pack(&mut self, s: &mut MatSlot, name: &str) -> Result<(), LoadError> {
+        let bytes = &mut self.buf.bytes_mut()[s.off..s.off + s.len];
+        s.packed =
+            packed::pack_in_place(isa::active(), s.ty, bytes, s.rows, s.cols).map_err(|e| {
+                LoadError::Tensor {
+                    name: name.into(),
+                    why: e.to_string(),
+                }
+            })?;
+        Ok(())
     }
 
     fn vector(&self, name: &str, n: usize) -> Result<VecSlot, LoadError> {
@@ -274,6 +293,7 @@ impl Copied {
             rows: s.rows,
             cols: s.cols,
             data: &self.buf.bytes()[s.off..s.off + s.len],
+            packed: s.packed,
         }
     }
 
@@ -329,14 +349,14 @@ impl DeviceWeights {
         i: usize,
     ) -> Result<(), LoadError> {
         let tensors: Vec<&TensorCost> = plan_model.tensors_of(Role::Block(i)).collect();
-        let mem = Copied::new(ledger, device, file, &tensors, || {
+        let mut mem = Copied::new(ledger, device, file, &tensors, || {
             format!("weights of block {i}")
         })?;
         let w = &model.blocks[i];
         let name = |s: &str| format!("blk.{i}.{s}");
         let v = |s: &str, x: &[f32]| mem.vector(&name(s), x.len());
         let ov = |s: &str, x: &Option<Cow<[f32]>>| x.as_ref().map(|x| v(s, x)).transpose();
-        let layout = BlockLayout {
+        let mut layout = BlockLayout {
             attn_norm: v("attn_norm.weight", &w.attn_norm)?,
             wq: mem.mat(&name("attn_q.weight"), &w.wq)?,
             wk: mem.mat(&name("attn_k.weight"), &w.wk)?,
@@ -352,6 +372,18 @@ impl DeviceWeights {
             w_up: mem.mat(&name("ffn_up.weight"), &w.w_up)?,
             w_down: mem.mat(&name("ffn_down.weight"), &w.w_down)?,
         };
+        let l = &mut layout;
+        for (slot, s) in [
+            (&mut l.wq, "attn_q.weight"),
+            (&mut l.wk, "attn_k.weight"),
+            (&mut l.wv, "attn_v.weight"),
+            (&mut l.wo, "attn_output.weight"),
+            (&mut l.w_gate, "ffn_gate.weight"),
+            (&mut l.w_up, "ffn_up.weight"),
+            (&mut l.w_down, "ffn_down.weight"),
+        ] {
+            mem.pack(slot, &name(s))?;
+        }
         self.blocks.insert(i, CopiedBlock { mem, layout });
         Ok(())
     }
@@ -367,7 +399,7 @@ impl DeviceWeights {
         model: &Model,
     ) -> Result<(), LoadError> {
         let tensors = plan_model.output_tensors(false);
-        let mem = Copied::new(ledger, device, file, &tensors, || {
+        let mut mem = Copied::new(ledger, device, file, &tensors, || {
             "output layer weights".into()
         })?;
         let out_name = if plan_model.tied_output {
@@ -376,7 +408,8 @@ impl DeviceWeights {
             "output.weight"
         };
         let norm = mem.vector("output_norm.weight", model.output_norm.len())?;
-        let output = mem.mat(out_name, &model.output)?;
+        let mut output = mem.mat(out_name, &model.output)?;
+        mem.pack(&mut output, out_name)?;
         self.output = Some(CopiedOutput { mem, norm, output });
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! everything on the CPU, which has no budget to exceed.
 
 use strata_kernels_cpu::ops::KvCache;
-use strata_kernels_cpu::GgmlType;
+use strata_kernels_cpu::{isa, packed, GgmlType};
 use strata_kernels_cuda::CudaError;
 use thiserror::Error;
 
@@ -19,7 +19,7 @@ use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
 use crate::cuda::CudaDevice;
 use crate::device::{DeviceId, Placement};
 use crate::gguf::{GgufError, GgufFile};
-use crate::model::Model;
+use crate::model::{Matrix, Model};
 use crate::plan::table::describe_layers;
 use crate::plan::{plan, Bytes, Device, NumGpu, Plan, PlanError, PlanModel, Role, RunSettings};
 use crate::runner::{BlockCache, DeviceState, RunError, Runner, RunnerOptions, Scratch};
@@ -144,16 +144,32 @@ pub fn allocate<'m>(
             .expect("placed device")
     };
 
-    // Weights. The CPU reads its tensors from the mapped file: they are counted, not
-    // allocated. An accelerator gets its own copy of each of its layers.
+    // Weights. The CPU reads its tensors from the mapped file (counted, not allocated),
+    // except those its kernels read faster repacked (`packed`): it copies the blocks and the
+    // output layer that have such matrices and repacks them in place, at the size the plan
+    // counted; with a tied output, that copy also serves the embedding lookup. An
+    // accelerator gets its own copy of each of its layers.
     let cpu = state(&devices, DeviceId::Cpu);
+    let output_packs = place.output == DeviceId::Cpu && packs(&model.output);
     let mut cpu_tensors: Vec<u64> = plan_model
         .tensors_of(Role::Embedding)
+        .filter(|t| !(output_packs && cfg.tied_output && t.name == "token_embd.weight"))
         .map(|t| t.bytes)
         .collect();
     for (i, &dev) in place.blocks.iter().enumerate() {
         if dev == DeviceId::Cpu {
-            cpu_tensors.extend(plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes));
+            let b = &model.blocks[i];
+            if [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
+                .into_iter()
+                .any(packs)
+            {
+                devices[cpu]
+                    .mem
+                    .weights
+                    .copy_block(ledger, dev, file, plan_model, model, i)?;
+            } else {
+                cpu_tensors.extend(plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes));
+            }
         } else {
             let d = state(&devices, dev);
             let d = &mut devices[d];
@@ -170,7 +186,12 @@ pub fn allocate<'m>(
             }
         }
     }
-    if place.output == DeviceId::Cpu {
+    if output_packs {
+        devices[cpu]
+            .mem
+            .weights
+            .copy_output(ledger, DeviceId::Cpu, file, plan_model, model)?;
+    } else if place.output == DeviceId::Cpu {
         cpu_tensors.extend(plan_model.output_tensors(true).iter().map(|t| t.bytes));
     } else {
         let d = state(&devices, place.output);
@@ -252,6 +273,11 @@ pub fn allocate<'m>(
         d.mem.held.push(r);
     }
     Ok(Runner::from_parts(model, opts, caches, devices))
+}
+
+/// Whether the CPU kernels read `m` repacked (see `strata_kernels_cpu::packed`).
+fn packs(m: &Matrix) -> bool {
+    packed::supports(m.ty, isa::active())
 }
 
 /// A loaded runner, the plan it follows, and the recoveries on the way there.

@@ -6,10 +6,10 @@ use strata_engine::alloc::Ledger;
 use strata_engine::device::{DeviceId, Placement};
 use strata_engine::gguf::GgufFile;
 use strata_engine::load::{device_id, load, LoadError};
-use strata_engine::model::Model;
+use strata_engine::model::{Matrix, Model};
 use strata_engine::plan::{Device, NumGpu, Plan, RunSettings};
 use strata_engine::runner::{Runner, RunnerOptions};
-use strata_kernels_cpu::GgmlType;
+use strata_kernels_cpu::{isa, packed, GgmlType};
 use strata_tests::random_model::RandomModel;
 use strata_tests::split::{argmax, assert_ledger_matches_plan, boundaries, posing, settings};
 
@@ -37,14 +37,28 @@ fn accels(sizes_mib: &[u64]) -> Vec<PseudoAccel> {
         .collect()
 }
 
-/// The layers each accelerator holds copies of are the ones the plan gives it.
-fn assert_copies_follow_plan(runner: &Runner, plan: &Plan) {
+/// The layers each accelerator holds copies of are the ones the plan gives it; the CPU
+/// holds copies (repacked) of its blocks that have a matrix its kernels read packed, and of
+/// the output layer if that is packed, and reads the rest from the mapped file.
+fn assert_copies_follow_plan(model: &Model, runner: &Runner, plan: &Plan) {
+    let packs = |m: &Matrix| packed::supports(m.ty, isa::active());
     for d in runner.devices() {
         let DeviceId::Accel(i) = d.id else {
-            assert!(
-                d.mem.weights.blocks().is_empty(),
-                "the CPU reads the mapped file"
-            );
+            let b = &model.blocks;
+            let want: Vec<usize> = plan.devices[0]
+                .blocks
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    [&b[i].wq, &b[i].wk, &b[i].wv, &b[i].wo]
+                        .into_iter()
+                        .chain([&b[i].w_gate, &b[i].w_up, &b[i].w_down])
+                        .any(packs)
+                })
+                .collect();
+            assert_eq!(d.mem.weights.blocks(), want, "CPU copies");
+            let output = plan.devices[0].output && packs(&model.output);
+            assert_eq!(d.mem.weights.output().is_some(), output, "CPU output copy");
             continue;
         };
         let planned = &plan.devices[i as usize + 1];
@@ -91,7 +105,7 @@ fn allocated_bytes_equal_planned_bytes_on_every_device() {
         )
         .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_ledger_matches_plan(&ledger, &loaded.plan, &what);
-        assert_copies_follow_plan(&loaded.runner, &loaded.plan);
+        assert_copies_follow_plan(&model, &loaded.runner, &loaded.plan);
         drop(loaded);
         // Dropping the runner frees every buffer.
         for (id, name, u) in ledger.all() {

@@ -159,6 +159,29 @@ impl GgufFile {
         }
     }
 
+    /// Lets the operating system drop this process's pages of `t`'s data (a device copied
+    /// them: keeping both would count the tensor twice in resident memory). Only whole pages
+    /// inside the tensor are released; a later read maps them in again from the file, so
+    /// nothing the map shows changes. Best effort: errors are ignored.
+    pub fn release(&self, t: &TensorInfo) {
+        let (Bytes::Mapped(map), Some((start, end))) = (&self.bytes, self.extent(t)) else {
+            return;
+        };
+        let page = 4096u64;
+        let (start, end) = (start.next_multiple_of(page), end / page * page);
+        if end > start && end <= map.len() as u64 {
+            // SAFETY: the map is private and read-only, so dropping its pages loses nothing:
+            // they read back as the file's bytes, which references into the map still see.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start as usize,
+                    (end - start) as usize,
+                )
+            };
+        }
+    }
+
     /// [`GgufFile::tensor_data`] by name.
     pub fn tensor_data_by_name(&self, name: &str) -> Result<&[u8], GgufError> {
         let t = self.tensor(name).ok_or_else(|| GgufError::NoSuchTensor {

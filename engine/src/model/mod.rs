@@ -32,6 +32,9 @@ pub struct Matrix<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// `data` is in the CPU kernels' packed 16-row layout (`strata_kernels_cpu::packed`):
+    /// a CPU-side device's own copy, repacked at load. The mapped file's are row-major.
+    pub packed: bool,
 }
 
 /// Norm weights and biases are f32: converted once at load (`Owned`), or borrowed from a
@@ -165,6 +168,7 @@ fn matrix<'a>(file: &'a GgufFile, name: &str) -> Result<Matrix<'a>, ModelError> 
         cols: t.dims[0] as usize,
         rows: t.dims[1] as usize,
         data: file.tensor_data(t)?,
+        packed: false,
     })
 }
 

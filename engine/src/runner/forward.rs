@@ -20,11 +20,14 @@
 
 use std::time::Instant;
 use strata_kernels_cpu::ops::{self, KvCache, Rope};
-use strata_kernels_cpu::{matmul_quantized, matvec_quantized, QuantizedActs};
+use strata_kernels_cpu::{
+    matmul_packed, matmul_quantized, matvec_packed, matvec_quantized, Packed, QuantizedActs,
+};
 
 use strata_kernels_cuda::RopeParams;
 
 use super::{BlockCache, DeviceState, RunError};
+use crate::accel::DeviceWeights;
 use crate::config::ModelConfig;
 use crate::device::{DeviceId, Placement};
 use crate::model::{Matrix, Model};
@@ -48,13 +51,12 @@ pub(super) fn forward(
         neox: cfg.arch.rope_neox(),
     };
 
-    // The embedding lookup reads the memory map: it runs on the CPU.
+    // The embedding lookup runs on the CPU.
     let mut here = DeviceId::Cpu;
     let mut since = Instant::now();
     {
-        let s = &mut device(devices, here).scratch;
-        let emb = &model.token_embd;
-        ops::get_rows(emb.ty, emb.data, emb.cols, tokens, &mut s.x[..n * e])?;
+        let d = device(devices, here);
+        embed(model, &d.mem.weights, tokens, &mut d.scratch.x[..n * e])?;
     }
 
     // The blocks, a run of consecutive blocks on one device at a time.
@@ -129,6 +131,37 @@ pub(super) fn forward(
         cpu.mem.count_copy(DeviceId::Cpu, len as u64 * 4);
     }
     device(devices, here).busy += since.elapsed();
+    Ok(())
+}
+
+/// The embedding rows of `tokens` into `out`: from the mapped file, or, when the output is
+/// tied and the CPU holds it packed (the file's copy is then not kept), unpacked from there.
+fn embed(
+    model: &Model,
+    cpu: &DeviceWeights,
+    tokens: &[u32],
+    out: &mut [f32],
+) -> Result<(), RunError> {
+    let emb = match cpu.output() {
+        Some((_, m)) if model.cfg.tied_output && m.packed => m,
+        _ => model.token_embd,
+    };
+    if !emb.packed {
+        ops::get_rows(emb.ty, emb.data, emb.cols, tokens, out)?;
+        return Ok(());
+    }
+    let p = Packed::new(emb.ty, emb.rows, emb.cols, emb.data)?;
+    let mut row = vec![0u8; emb.data.len() / emb.rows];
+    for (&id, out) in tokens.iter().zip(out.chunks_exact_mut(emb.cols)) {
+        if id as usize >= emb.rows {
+            return Err(RunError::BadToken {
+                id,
+                n_vocab: emb.rows,
+            });
+        }
+        p.row(id as usize, &mut row);
+        strata_kernels_cpu::dequantize(emb.ty, &row, out)?;
+    }
     Ok(())
 }
 
@@ -304,10 +337,11 @@ fn mul(
     if acts.ty() != Some(w.ty.vec_dot_type()) || acts.n() != n || acts.cols() != w.cols {
         quantize_for(acts, w, x, n)?;
     }
-    if n == 1 {
-        matvec_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?;
-    } else {
-        matmul_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?;
+    match (w.packed, n) {
+        (true, 1) => matvec_packed(&Packed::new(w.ty, w.rows, w.cols, w.data)?, acts, y)?,
+        (true, _) => matmul_packed(&Packed::new(w.ty, w.rows, w.cols, w.data)?, acts, y)?,
+        (false, 1) => matvec_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?,
+        (false, _) => matmul_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?,
     }
     Ok(())
 }
