@@ -355,7 +355,11 @@ fn packed_kernels_match_the_reference_twin() {
                 .unwrap();
                 let mut y = vec![0f32; rows];
                 matvec_packed(&p, &one, &mut y).unwrap();
-                assert_eq!(y, got[t * rows..(t + 1) * rows], "{ty} {rows}x{cols} token {t}");
+                assert_eq!(
+                    y,
+                    got[t * rows..(t + 1) * rows],
+                    "{ty} {rows}x{cols} token {t}"
+                );
             }
         }
     }
@@ -381,7 +385,11 @@ fn packed_shapes_are_checked() {
     assert!(Packed::new(ty, 3, cols, &w[1..]).is_err());
     let acts = quantize_acts_isa(isa, ty.vec_dot_type(), &[0.5; 64], 1, cols).unwrap();
     assert!(matvec_packed(&p, &acts, &mut [0f32; 2]).is_err());
-    let other = if ty.vec_dot_type() == GgmlType::F32 { GgmlType::Q8_0 } else { GgmlType::F32 };
+    let other = if ty.vec_dot_type() == GgmlType::F32 {
+        GgmlType::Q8_0
+    } else {
+        GgmlType::F32
+    };
     let wrong = quantize_acts_isa(isa, other, &[0.5; 64], 1, cols).unwrap();
     assert!(matvec_packed(&p, &wrong, &mut [0f32; 3]).is_err());
     let mut y = [0f32; 3];

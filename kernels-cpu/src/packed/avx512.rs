@@ -74,7 +74,12 @@ unsafe fn halves(p: *const u8) -> __m512 {
 /// Token activation bytes 4i..4i + 4 of block `b`, in every lane.
 #[inline(always)]
 unsafe fn word(qs: &[i8], b: usize, i: usize) -> __m512i {
-    _mm512_set1_epi32(qs.as_ptr().add(32 * b + 4 * i).cast::<i32>().read_unaligned())
+    _mm512_set1_epi32(
+        qs.as_ptr()
+            .add(32 * b + 4 * i)
+            .cast::<i32>()
+            .read_unaligned(),
+    )
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
@@ -121,7 +126,13 @@ unsafe fn nibbles(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
 
 /// Σ nibble·activation of one block for one token, starting at `start`.
 #[inline(always)]
-unsafe fn nibble_dot(start: i32, lo: &[__m512i; 4], hi: &[__m512i; 4], qs: &[i8], b: usize) -> __m512i {
+unsafe fn nibble_dot(
+    start: i32,
+    lo: &[__m512i; 4],
+    hi: &[__m512i; 4],
+    qs: &[i8],
+    b: usize,
+) -> __m512i {
     let mut s0 = _mm512_set1_epi32(start);
     let mut s1 = _mm512_setzero_si512();
     for j in 0..4 {

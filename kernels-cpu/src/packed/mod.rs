@@ -241,22 +241,14 @@ fn lines_bytes_mut(lines: &mut [Line]) -> &mut [u8] {
 }
 
 /// y = W·x for one token, x already quantized to `m.ty().vec_dot_type()`.
-pub fn matvec_packed(
-    m: &Packed,
-    acts: &QuantizedActs,
-    y: &mut [f32],
-) -> Result<(), FormatError> {
+pub fn matvec_packed(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), FormatError> {
     check(m, acts, 1, y)?;
     run(m, acts, y);
     Ok(())
 }
 
 /// Y = X·Wᵀ for `acts.n()` tokens (y is n×rows, row-major), x already quantized.
-pub fn matmul_packed(
-    m: &Packed,
-    acts: &QuantizedActs,
-    y: &mut [f32],
-) -> Result<(), FormatError> {
+pub fn matmul_packed(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), FormatError> {
     check(m, acts, acts.n(), y)?;
     run(m, acts, y);
     Ok(())
