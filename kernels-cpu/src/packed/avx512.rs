@@ -65,6 +65,22 @@ fn prefetch(p: *const u8, bytes: usize) {
     }
 }
 
+/// Prefetches a group's scale region (`bytes` at `p`) and the next group's (`group` bytes
+/// on). The scales lie after all of a group's quants, so the stream prefetch (which runs
+/// `PREFETCH_AHEAD` past the quants being read) reaches them only near the group's end:
+/// without this, every block's scale load waited on memory in decode.
+#[inline(always)]
+fn prefetch_scales(p: *const u8, bytes: usize, group: usize) {
+    for at in [p, p.wrapping_add(group)] {
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetching does not access memory architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast()) };
+            off += 64;
+        }
+    }
+}
+
 /// The 16 rows' f16 values (scales or mins) at `p`, as f32.
 #[inline(always)]
 unsafe fn halves(p: *const u8) -> __m512 {
@@ -88,6 +104,7 @@ unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     debug_assert!(g.len() >= scales_at(32, nb) + nb * 32);
     let gp = g.as_ptr();
     let scales = gp.add(scales_at(32, nb));
+    prefetch_scales(scales, 32 * nb, g.len());
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let q = gp.add(b * 512);
@@ -148,6 +165,7 @@ unsafe fn q4_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     debug_assert!(g.len() >= scales_at(16, nb) + nb * 32);
     let gp = g.as_ptr();
     let scales = gp.add(scales_at(16, nb));
+    prefetch_scales(scales, 32 * nb, g.len());
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let q = gp.add(b * 256);
@@ -173,6 +191,7 @@ unsafe fn q4_1<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     let gp = g.as_ptr();
     let scales = gp.add(scales_at(16, nb));
     let mins = scales.add(32 * nb);
+    prefetch_scales(scales, 64 * nb, g.len());
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let q = gp.add(b * 256);
