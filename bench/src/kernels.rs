@@ -109,7 +109,11 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
             &[false]
         };
         for &packed in layouts {
-            let name = if packed { format!("{ty} packed") } else { ty.to_string() };
+            let name = if packed {
+                format!("{ty} packed")
+            } else {
+                ty.to_string()
+            };
             let mut line = format!("| {name} | {level} |");
             let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, &stream)?;
             for (g, bw) in gbs.iter().zip(&read_bw) {
