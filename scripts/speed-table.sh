@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Strata's engine speed table (docs/engine-speed.md: pp128 / tg64 on SmolLM2-135M in four
+# formats, 1 and 2 threads) measured side by side with llama.cpp's llama-bench, in the same
+# run on the same files: runs of the two alternate (Strata, llama.cpp, Strata, ...) so that
+# both see the same machine, and each cell is the two medians and their ratio.
+# llama-bench comes from scripts/llama-ref.sh; without it only Strata's figures are printed.
+#
+# Usage: scripts/speed-table.sh [RUNS]   (RUNS per engine and cell, default 3)
+# The table goes to stdout, progress and errors to stderr. Builds with $CARGO_TARGET_DIR
+# when set (default: target/).
+set -euo pipefail
+
+RUNS=${1:-3}
+case $RUNS in '' | *[!0-9]* | 0) echo "speed-table: RUNS must be a positive integer, not '$RUNS'" >&2; exit 2 ;; esac
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+GEN=$TARGET/release/generate
+QUANT=$TARGET/release/quantize
+SHIPPED=models/SmolLM2-135M-Instruct.Q4_1.gguf
+PROMPT=/tmp/p128.txt
+LLAMA_BENCH=$ROOT/.llama-ref/build/bin/llama-bench
+
+LOAD_START=$(uptime | sed 's/.*load average: //')
+DATE_START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+# The build is of the working tree, which may differ from the commit.
+COMMIT=$(git rev-parse --short HEAD)
+git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (the working tree had uncommitted changes)"
+
+echo "speed-table: building generate and quantize (release)" >&2
+cargo build --release -p strata-engine --bin generate --bin quantize >&2
+
+if [ ! -f "$SHIPPED" ]; then
+  echo "speed-table: $SHIPPED is missing; run scripts/fetch-model.sh" >&2
+  exit 1
+fi
+# The other formats, made from the shipped file by our quantizer, every tensor (the token
+# embedding too) requantized; written under a temporary name so that an interrupted run
+# leaves no half file behind.
+for ty in Q4_0 Q8_0 F16; do
+  out=/tmp/smol-$ty.gguf
+  if [ ! -f "$out" ]; then
+    echo "speed-table: making $out" >&2
+    "$QUANT" "$SHIPPED" "$out.tmp" "$ty" --token-embedding-type "$ty" >&2
+    mv "$out.tmp" "$out"
+  fi
+done
+if [ ! -f "$PROMPT" ]; then
+  python3 -c "w=('the quick brown fox jumps over the lazy dog and then runs far away into a green forest where many birds sing '*20).split(); print(' '.join(w[:128]), end='')" > "$PROMPT"
+fi
+
+if [ -x "$LLAMA_BENCH" ]; then
+  HAVE_LLAMA=1
+else
+  HAVE_LLAMA=0
+  echo "speed-table: $LLAMA_BENCH is not built (scripts/llama-ref.sh builds it): Strata only" >&2
+fi
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+
+# Prints one figure read from a JSON file, or nothing (with the reason on stderr).
+#   json_figure strata FILE KEY COUNT_KEY COUNT   (generate's --timings-json)
+#   json_figure llama FILE N_PROMPT N_GEN         (llama-bench -o json: avg_ts)
+json_figure() {
+  python3 - "$@" <<'PY'
+import json, sys
+kind, path = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        data = json.load(f)
+    if kind == "strata":
+        key, count_key, count = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        if data[count_key] != count:
+            sys.exit(f"{path}: {count_key} is {data[count_key]}, not {count}")
+        print(data[key])
+    else:
+        n_prompt, n_gen = int(sys.argv[3]), int(sys.argv[4])
+        rows = [r for r in data if r["n_prompt"] == n_prompt and r["n_gen"] == n_gen]
+        if len(rows) != 1:
+            sys.exit(f"{path}: {len(rows)} results for n_prompt={n_prompt} n_gen={n_gen}")
+        print(rows[0]["avg_ts"])
+except (OSError, ValueError, KeyError, TypeError) as e:
+    sys.exit(f"{path}: {e}")
+PY
+}
+
+# One Strata run: prints tokens/s, or nothing if the run failed.
+run_strata() { # FILE THREADS TEST
+  local file=$1 threads=$2 test=$3 json=$WORK/strata.json
+  rm -f "$json"
+  if [ "$test" = pp128 ]; then
+    "$GEN" -m "$file" -f "$PROMPT" -n 1 --temp 0 -t "$threads" --timings-json "$json" \
+      > /dev/null 2> "$WORK/strata.err" &&
+      json_figure strata "$json" prompt_tokens_per_s prompt_tokens 128 && return
+  else
+    "$GEN" -m "$file" -p "The capital of France is" -n 64 --ignore-eos --temp 0 -t "$threads" \
+      --timings-json "$json" > /dev/null 2> "$WORK/strata.err" &&
+      json_figure strata "$json" gen_tokens_per_s gen_tokens 64 && return
+  fi
+  echo "speed-table: generate failed on $file ($test, $threads threads):" >&2
+  tail -n 3 "$WORK/strata.err" >&2
+}
+
+# One llama-bench run (-r 1: one repetition, after its own warm-up): prints avg_ts.
+run_llama() { # FILE THREADS TEST
+  local file=$1 threads=$2 test=$3 json=$WORK/llama.json p n
+  if [ "$test" = pp128 ]; then p=128 n=0; else p=0 n=64; fi
+  if "$LLAMA_BENCH" -m "$file" -p "$p" -n "$n" -t "$threads" -r 1 -o json \
+    > "$json" 2> "$WORK/llama.err"; then
+    json_figure llama "$json" "$p" "$n" && cp "$json" "$WORK/llama-last.json" && return
+  fi
+  echo "speed-table: llama-bench failed on $file ($test, $threads threads):" >&2
+  tail -n 3 "$WORK/llama.err" >&2
+}
+
+FILES="$SHIPPED /tmp/smol-Q4_0.gguf /tmp/smol-Q8_0.gguf /tmp/smol-F16.gguf"
+for file in $FILES; do
+  for threads in 1 2; do
+    for test in pp128 tg64; do
+      echo "speed-table: $file $test, $threads thread(s)" >&2
+      for ((r = 1; r <= RUNS; r++)); do
+        printf '%s\t%s\t%s\tstrata\t%s\n' "$file" "$threads" "$test" \
+          "$(run_strata "$file" "$threads" "$test")" >> "$RESULTS"
+        if [ "$HAVE_LLAMA" = 1 ]; then
+          printf '%s\t%s\t%s\tllama\t%s\n' "$file" "$threads" "$test" \
+            "$(run_llama "$file" "$threads" "$test")" >> "$RESULTS"
+        fi
+      done
+    done
+  done
+done
+
+LOAD_END=$(uptime | sed 's/.*load average: //')
+echo "# Strata vs llama.cpp: tokens/s, median of $RUNS run(s) each, runs interleaved"
+echo
+echo "- date: $DATE_START to $(date -u '+%H:%M:%S UTC')"
+echo "- commit: $COMMIT"
+echo "- load average (1, 5, 15 min): $LOAD_START at start, $LOAD_END at end"
+# Other work on the cores makes both engines slower, llama.cpp's 2-thread figures most
+# (its threads spin at each barrier, and one preempted thread stalls the other).
+if awk -v a="${LOAD_START%%,*}" -v b="${LOAD_END%%,*}" 'BEGIN { exit !(a >= 1 || b >= 1) }'; then
+  echo "- WARNING: 1-minute load average at or above 1: other work shared the cores, so these"
+  echo "  figures measure the load as much as the engines (2 threads most); rerun when quiet"
+fi
+if [ "$HAVE_LLAMA" = 1 ] && [ -f "$WORK/llama-last.json" ]; then
+  python3 - "$WORK/llama-last.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))[0]
+print(f"- llama.cpp: llama-bench from scripts/llama-ref.sh, backends {r.get('backends')}, "
+      f"cpu {r.get('cpu_info')}, n_batch {r.get('n_batch')}, n_ubatch {r.get('n_ubatch')}")
+PY
+  flags=$(sed -n 's/^CMAKE_CXX_FLAGS:STRING=//p' "$ROOT/.llama-ref/build/CMakeCache.txt" 2>/dev/null)
+  echo "- llama.cpp build: -march=native ${flags:-(AMX on where the CPU has it)}"
+elif [ "$HAVE_LLAMA" = 0 ]; then
+  echo "- llama.cpp: not built (scripts/llama-ref.sh), so its columns are left out"
+fi
+echo
+python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" <<'PY'
+import statistics, sys
+from collections import defaultdict
+path, have_llama, files = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
+values = defaultdict(list)  # (file, threads, test, engine) -> tokens/s of the runs that worked
+failed = defaultdict(int)
+for line in open(path):
+    file, threads, test, engine, value = line.rstrip("\n").split("\t")
+    if value:
+        values[(file, threads, test, engine)].append(float(value))
+    else:
+        failed[(file, threads, test, engine)] += 1
+
+def median(key):
+    return statistics.median(values[key]) if values[key] else None
+
+cols = [("pp128", "1"), ("tg64", "1"), ("pp128", "2"), ("tg64", "2")]
+head = ["file"] + [f"{t} {n} thread{'s' if n != '1' else ''}" for t, n in cols]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+for file in files:
+    cells = [file.split("/")[-1]]
+    for test, threads in cols:
+        s = median((file, threads, test, "strata"))
+        text = f"{s:.0f}" if s is not None else "failed"
+        if have_llama:
+            l = median((file, threads, test, "llama"))
+            text += f" / {l:.0f}" if l is not None else " / failed"
+            if s is not None and l is not None:
+                text += f" ({s / l:.2f})"
+        cells.append(text)
+    print("| " + " | ".join(cells) + " |")
+print()
+print("Cells: Strata" + (" / llama.cpp (Strata ÷ llama.cpp)" if have_llama else "") + ", tokens/s.")
+for key, n in sorted(failed.items()):
+    print(f"- {n} failed run(s): {key[3]} on {key[0]}, {key[2]}, {key[1]} thread(s) (see stderr)")
+PY
