@@ -86,7 +86,8 @@ pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
 }
 
 /// Allocates every buffer `plan` asks for on `ledger` (its accelerators, `accels`, already
-/// added) and builds the runner. Nothing is kept if any allocation fails.
+/// added) and builds the runner. Nothing is kept if any allocation fails. `progress` hears
+/// the number of blocks whose weights are in place (copied, repacked or uploaded).
 pub fn allocate<'m>(
     file: &GgufFile,
     model: &'m Model<'m>,
@@ -94,6 +95,7 @@ pub fn allocate<'m>(
     plan: &Plan,
     accels: &[Accelerator],
     ledger: &Ledger,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<Runner<'m>, LoadError> {
     let cfg = &model.cfg;
     if plan.n_layer != cfg.n_layer {
@@ -185,6 +187,7 @@ pub fn allocate<'m>(
                     .copy_block(ledger, dev, file, plan_model, model, i)?,
             }
         }
+        progress(i + 1);
     }
     if output_packs {
         devices[cpu]
@@ -300,6 +303,20 @@ pub fn load<'m>(
     settings: &RunSettings,
     ledger: &Ledger,
 ) -> Result<Loaded<'m>, LoadError> {
+    load_with_progress(file, model, host, accels, settings, ledger, &mut |_| {})
+}
+
+/// [`load`], telling `progress` how many blocks' weights are in place (copied, repacked
+/// or uploaded: the long part of a load), from 0 again after each recovery.
+pub fn load_with_progress<'m>(
+    file: &GgufFile,
+    model: &'m Model<'m>,
+    host: Device,
+    accels: &[Accelerator],
+    settings: &RunSettings,
+    ledger: &Ledger,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Loaded<'m>, LoadError> {
     let plan_model = PlanModel::from_gguf(file)?;
     let mut devices = vec![host];
     for (i, a) in accels.iter().enumerate() {
@@ -310,7 +327,7 @@ pub fn load<'m>(
     let mut current = plan(&plan_model, &devices, &settings)?;
     let mut recoveries = Vec::new();
     loop {
-        let err = match allocate(file, model, &plan_model, &current, accels, ledger) {
+        let err = match allocate(file, model, &plan_model, &current, accels, ledger, progress) {
             Ok(runner) => {
                 return Ok(Loaded {
                     runner,

@@ -159,8 +159,22 @@ fn run(args: &Args) -> Result<(), String> {
         settings.margin = 0;
     }
     let host = Device::cpu(host_free_bytes().unwrap_or(0));
-    let loaded = crate::load::load(&file, &model, host, &accels, &settings, &Ledger::new())
-        .map_err(|e| e.to_string())?;
+    // Copying, repacking (CPU) and uploading (GPUs) the blocks' weights, with a bar.
+    let bar = ProgressBar::new(cfg.n_layer as u64).with_style(
+        ProgressStyle::with_template("placing {bar:40} {pos}/{len} blocks")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let loaded = crate::load::load_with_progress(
+        &file,
+        &model,
+        host,
+        &accels,
+        &settings,
+        &Ledger::new(),
+        &mut |i| bar.set_position(i as u64),
+    )
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
     if args.verbose {
         eprint!("{}", crate::plan::table::render(&loaded.plan));
     }
