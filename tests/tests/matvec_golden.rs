@@ -18,10 +18,31 @@
 //! ≤ 0.563·d. Q8_K keeps d in f32: |x_i − a_i| ≤ (0.5 + 2·127·u)·|d| ≤ 0.501·|d|. For s:
 //! |s − d16·Σq| ≤ 2⁻¹¹·|d·Σq| + 2⁻¹¹·d·|Σq| = 2⁻¹⁰·d·|Σq|. So
 //! |ours − y| ≤ tol_q + Σ_i |w_i|·e_b + Σ_b |m_b|·2⁻¹⁰·d_b·|Σq_b|.
+//!
+//! ## The packed path
+//!
+//! Formats with packed kernels at this CPU's best level (`packed::supports`) also run the
+//! golden cases through `matvec_packed` and `matmul_packed`. The golden matrices have fewer
+//! than 16 rows (one packed group), so the packed matrix is the golden rows repeated to
+//! 16 + rows rows: one group on the packed kernel, then the `rows` tail rows on the row
+//! kernel (row i checks against golden row i mod rows). matmul runs the golden token 13
+//! times (tiles of 8, 4 and 1) and must give matvec's bits for every copy.
+//!
+//! *Tolerance of the group rows.* Per token, one accumulator takes k FMA terms a block
+//! (k = 1; Q4_1: 2, the scale term and the min term), blocks in order, starting at 0. A
+//! block's integer dot is exact and converts to f32 exactly (|Σ| ≤ 32·128·127 < 2²⁴), the
+//! scale product d_w·d_a rounds once, the min product m·s is exact inside its FMA, and each
+//! FMA rounds once. Recursive summation of N = k·nb terms with one rounding each is within
+//! γ_{N+1}·Σ|terms| ≤ (N + 2)·u·M of y_q (γ_n = n·u/(1 − n·u) ≤ (n + 1)·u for n ≤ 4000; M
+//! as above bounds Σ|terms|, the doubled offset/min of S_b covering the f16 s). So
+//! tol_q = (k·nb + 2)·u·M. F16: two FMA chains (even and odd k) of ⌈cols/2⌉ exact products
+//! each, then one add: within γ_{⌈cols/2⌉+1}·Σ|w_i·x_i|, so tol = (⌈cols/2⌉ + 2)·u·Σ|w_i·x_i|.
+//! Against y, the same quantization error as the row kernels is added (same quantized x).
 
 use strata_kernels_cpu::act::quantize_acts_isa;
 use strata_kernels_cpu::isa::Isa;
 use strata_kernels_cpu::matvec::matvec_isa;
+use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, PackedMatrix};
 use strata_kernels_cpu::{dequantize, GgmlType, QuantizedActs};
 use strata_tests::golden::{matvec_cases, MatvecCase};
 
@@ -112,13 +133,26 @@ fn bytemuck_bytes<T: Copy>(v: &[T]) -> Vec<u8> {
     }
 }
 
-/// (tol_q, tol_y) for row `r` of `case`.
-fn tolerances(case: &MatvecCase, acts: &QuantizedActs, r: usize) -> (f64, f64) {
+/// The kernel a row ran on: their float sums round differently (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    /// A row kernel (`dot`): matvec at every level, and the packed matrices' tail rows.
+    Rows,
+    /// A packed group's rows.
+    Packed,
+}
+
+/// (tol_q, tol_y) for row `r` of `case` computed on `path`.
+fn tolerances(case: &MatvecCase, acts: &QuantizedActs, r: usize, path: Path) -> (f64, f64) {
     let ty = case.ty;
     let row_bytes = case.w.len() / case.rows;
     let w = &case.w[r * row_bytes..(r + 1) * row_bytes];
     if ty.block_size() == 1 {
-        let tol = (case.cols as f64 + 21.0) * U * case.abs_dot[r];
+        let roundings = match path {
+            Path::Rows => case.cols as f64 + 21.0,
+            Path::Packed => case.cols.div_ceil(2) as f64 + 2.0,
+        };
+        let tol = roundings * U * case.abs_dot[r];
         return (tol, tol);
     }
     let bs = ty.block_size();
@@ -140,9 +174,82 @@ fn tolerances(case: &MatvecCase, acts: &QuantizedActs, r: usize) -> (f64, f64) {
             act_err += f16_at(blk, 2).abs() * (2.0f64).powi(-10) * d.abs() * qsum;
         }
     }
-    let nb = case.cols / bs;
-    let tol_q = (nb as f64 + 21.0) * U * m;
+    let nb = (case.cols / bs) as f64;
+    let roundings = match (path, ty) {
+        (Path::Rows, _) => nb + 21.0,
+        (Path::Packed, GgmlType::Q4_1) => 2.0 * nb + 2.0,
+        (Path::Packed, _) => nb + 2.0,
+    };
+    let tol_q = roundings * U * m;
     (tol_q, tol_q + act_err)
+}
+
+/// Checks `y` (row `r` of golden row `r % case.rows`, computed on `path(r)`) against the
+/// golden y_q and y; `what` names the run.
+fn check_rows(
+    case: &MatvecCase,
+    acts: &QuantizedActs,
+    y: &[f32],
+    path: impl Fn(usize) -> Path,
+    what: &str,
+) {
+    let (ty, rows, cols) = (case.ty, case.rows, case.cols);
+    for (r, &yr) in y.iter().enumerate() {
+        let g = r % rows;
+        let (tol_q, tol_y) = tolerances(case, acts, g, path(r));
+        let got = f64::from(yr);
+        assert!(
+            (got - case.y_q[g]).abs() <= tol_q,
+            "{ty} {rows}x{cols} {what} row {r}: {got} vs y_q {} (tolerance {tol_q:e})",
+            case.y_q[g]
+        );
+        assert!(
+            (got - case.y[g]).abs() <= tol_y,
+            "{ty} {rows}x{cols} {what} row {r}: {got} vs y {} (tolerance {tol_y:e})",
+            case.y[g]
+        );
+    }
+}
+
+/// The golden case through the packed kernels at `isa` (see the module docs).
+fn check_packed(case: &MatvecCase, isa: Isa) {
+    let (ty, cols) = (case.ty, case.cols);
+    let row_bytes = case.w.len() / case.rows;
+    let rows = packed::GROUP_ROWS + case.rows;
+    let w: Vec<u8> = (0..rows)
+        .flat_map(|r| {
+            let g = r % case.rows;
+            case.w[g * row_bytes..(g + 1) * row_bytes].iter().copied()
+        })
+        .collect();
+    let m = PackedMatrix::new(isa, ty, &w, rows, cols)
+        .unwrap()
+        .expect("supported format packs");
+    let m = m.view();
+    let path = |r: usize| {
+        if r < packed::GROUP_ROWS {
+            Path::Packed
+        } else {
+            Path::Rows
+        }
+    };
+    let acts = quantize_acts_isa(isa, case.act, &case.x, 1, cols).unwrap();
+    let mut y = vec![0f32; rows];
+    matvec_packed(&m, &acts, &mut y).unwrap();
+    check_rows(case, &acts, &y, path, &format!("packed matvec {isa}"));
+
+    let n = 13;
+    let x: Vec<f32> = case.x.iter().copied().cycle().take(n * cols).collect();
+    let batch = quantize_acts_isa(isa, case.act, &x, n, cols).unwrap();
+    let mut yn = vec![0f32; n * rows];
+    matmul_packed(&m, &batch, &mut yn).unwrap();
+    for (t, yt) in yn.chunks_exact(rows).enumerate() {
+        assert_eq!(
+            yt, y,
+            "{ty} {}x{cols} packed matmul token {t} vs matvec",
+            case.rows
+        );
+    }
 }
 
 fn check_format(ty: GgmlType) {
@@ -159,21 +266,16 @@ fn check_format(ty: GgmlType) {
             }
             let mut y = vec![0f32; rows];
             matvec_isa(isa, ty, &case.w, rows, cols, &case.x, &mut y).unwrap();
-            for (r, &yr) in y.iter().enumerate() {
-                let (tol_q, tol_y) = tolerances(case, &acts, r);
-                let got = f64::from(yr);
-                assert!(
-                    (got - case.y_q[r]).abs() <= tol_q,
-                    "{ty} {rows}x{cols} {isa} row {r}: {got} vs y_q {} (tolerance {tol_q:e})",
-                    case.y_q[r]
-                );
-                assert!(
-                    (got - case.y[r]).abs() <= tol_y,
-                    "{ty} {rows}x{cols} {isa} row {r}: {got} vs y {} (tolerance {tol_y:e})",
-                    case.y[r]
-                );
-            }
+            check_rows(case, &acts, &y, |_| Path::Rows, isa.name());
         }
+    }
+    let best = Isa::best();
+    if packed::supports(ty, best) {
+        for case in &cases {
+            check_packed(case, best);
+        }
+    } else {
+        eprintln!("{ty}: no packed kernels at {best} on this CPU; packed cases skipped");
     }
 }
 
