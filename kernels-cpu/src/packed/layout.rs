@@ -79,41 +79,71 @@ pub(super) fn scales_at(quants: usize, nb: usize) -> usize {
     nb * GROUP_ROWS * quants
 }
 
-/// Packs `n` ≤ 16 rows (`src`, row-major) into the zeroed group `out`.
+/// Packs `n` ≤ 16 rows (`src`, row-major) into the group `out` (lanes past `n` are left as
+/// they are: zero in a zeroed group).
+///
+/// Packing runs over every CPU matrix at load (gigabytes for an 8B model), so it moves
+/// words, not bytes, and fills the output in order: a block's registers (Q8_0: 512 bytes)
+/// or 16 columns (F16: 512 bytes) at a time, each from the 16 rows' next bytes, so every
+/// output line is finished while it is in L1 and each row is read sequentially.
 pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
     let rb = row_bytes(ty, cols);
+    let rows = src[..n * rb].chunks_exact(rb.max(1));
     match legacy(ty) {
-        Some(l) => {
-            let nb = cols / 32;
-            let bb = ty.type_size();
-            let scales = scales_at(l.quants, nb);
-            let mins = scales + nb * GROUP_ROWS * 2;
-            for r in 0..n {
-                for b in 0..nb {
-                    let blk = &src[r * rb + b * bb..r * rb + (b + 1) * bb];
-                    let q = &blk[l.head..];
-                    for (j, word) in q.chunks_exact(4).enumerate() {
-                        let at = (b * l.quants / 4 + j) * 64 + r * 4;
-                        for (o, &v) in out[at..at + 4].iter_mut().zip(word) {
-                            *o = v ^ l.flip;
-                        }
-                    }
-                    let s = scales + (b * GROUP_ROWS + r) * 2;
-                    out[s..s + 2].copy_from_slice(&blk[..2]);
-                    if l.mins {
-                        let m = mins + (b * GROUP_ROWS + r) * 2;
-                        out[m..m + 2].copy_from_slice(&blk[2..4]);
-                    }
-                }
+        Some(l) => pack_legacy(&l, ty.type_size(), cols / 32, rows, out),
+        None => pack_f16(cols, rows, out),
+    }
+}
+
+fn pack_legacy<'a>(
+    l: &Legacy,
+    block_bytes: usize,
+    nb: usize,
+    rows: impl Iterator<Item = &'a [u8]>,
+    out: &mut [u8],
+) {
+    let words = l.quants / 4;
+    let flip = u32::from_ne_bytes([l.flip; 4]);
+    let (quants, sides) = out.split_at_mut(scales_at(l.quants, nb));
+    let (scales, mins) = sides.split_at_mut(nb * GROUP_ROWS * 2);
+    let mut blocks: Vec<_> = rows.map(|r| r.chunks_exact(block_bytes)).collect();
+    for (b, regs) in quants.chunks_exact_mut(64 * words).take(nb).enumerate() {
+        for (r, row) in blocks.iter_mut().enumerate() {
+            let blk = row.next().expect("a row has nb blocks");
+            let (head, q) = blk.split_at(l.head);
+            for (j, w) in q.chunks_exact(4).enumerate() {
+                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) ^ flip;
+                regs[64 * j + 4 * r..64 * j + 4 * r + 4].copy_from_slice(&v.to_ne_bytes());
+            }
+            let at = (b * GROUP_ROWS + r) * 2;
+            scales[at..at + 2].copy_from_slice(&head[..2]);
+            if l.mins {
+                mins[at..at + 2].copy_from_slice(&head[2..4]);
             }
         }
-        None => {
-            for r in 0..n {
-                for k in 0..cols {
-                    let at = (k * GROUP_ROWS + r) * 2;
-                    out[at..at + 2].copy_from_slice(&src[r * rb + 2 * k..r * rb + 2 * k + 2]);
-                }
+    }
+}
+
+/// F16: 16 columns of the 16 rows at a time, a 16×16 transpose of halves.
+fn pack_f16<'a>(cols: usize, rows: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) {
+    const K: usize = 16;
+    let rows: Vec<&[u8]> = rows.collect();
+    let whole = cols / K * K;
+    for (c, dst) in out[..whole * 32].chunks_exact_mut(K * 32).enumerate() {
+        let mut t = [[0u8; 2 * K]; GROUP_ROWS];
+        for (tr, row) in t.iter_mut().zip(&rows) {
+            tr.copy_from_slice(&row[c * 2 * K..(c + 1) * 2 * K]);
+        }
+        for (k, line) in dst.chunks_exact_mut(32).enumerate() {
+            for (r, tr) in t.iter().enumerate().take(rows.len()) {
+                line[2 * r..2 * r + 2].copy_from_slice(&tr[2 * k..2 * k + 2]);
             }
+        }
+    }
+    for k in whole..cols {
+        for (r, row) in rows.iter().enumerate() {
+            let at = (k * GROUP_ROWS + r) * 2;
+            out[at..at + 2].copy_from_slice(&row[2 * k..2 * k + 2]);
         }
     }
 }
@@ -185,5 +215,80 @@ impl<'a> Tokens<'a> {
                 .collect()
         };
         Tokens { rows, bias }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random bytes (xorshift), reproducible.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// The layout by its definition (module docs of `packed`), byte by byte.
+    fn packed_by_definition(ty: GgmlType, cols: usize, src: &[u8], n: usize) -> Vec<u8> {
+        let rb = row_bytes(ty, cols);
+        let mut out = vec![0u8; group_bytes(ty, cols)];
+        for r in 0..n {
+            let row = &src[r * rb..(r + 1) * rb];
+            match legacy(ty) {
+                Some(l) => {
+                    let nb = cols / 32;
+                    let scales = scales_at(l.quants, nb);
+                    for (b, blk) in row.chunks_exact(ty.type_size()).enumerate() {
+                        for (i, &q) in blk[l.head..].iter().enumerate() {
+                            out[(b * l.quants / 4 + i / 4) * 64 + 4 * r + i % 4] = q ^ l.flip;
+                        }
+                        for h in 0..l.head {
+                            let region = scales + (h / 2) * nb * GROUP_ROWS * 2;
+                            out[region + (b * GROUP_ROWS + r) * 2 + h % 2] = blk[h];
+                        }
+                    }
+                }
+                None => {
+                    for (k, half) in row.chunks_exact(2).enumerate() {
+                        out[(k * GROUP_ROWS + r) * 2..][..2].copy_from_slice(half);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pack_group_follows_the_layout_and_unpacks() {
+        let cases = [
+            (GgmlType::Q8_0, 32),
+            (GgmlType::Q8_0, 576),
+            (GgmlType::Q4_0, 96),
+            (GgmlType::Q4_1, 576),
+            (GgmlType::F16, 1),
+            (GgmlType::F16, 33),
+            (GgmlType::F16, 577),
+        ];
+        for (ty, cols) in cases {
+            for n in [1, 5, GROUP_ROWS] {
+                let src = bytes(n * row_bytes(ty, cols), (cols * 31 + n) as u64);
+                let mut out = vec![0u8; group_bytes(ty, cols)];
+                pack_group(ty, cols, &src, n, &mut out);
+                assert!(
+                    out == packed_by_definition(ty, cols, &src, n),
+                    "{ty} {n}x{cols}"
+                );
+                let mut back = vec![0u8; src.len()];
+                unpack_group(ty, cols, &out, n, &mut back);
+                assert_eq!(back, src, "{ty} {n}x{cols}");
+            }
+        }
     }
 }
