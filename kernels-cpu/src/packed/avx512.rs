@@ -15,6 +15,22 @@ use crate::formats::GgmlType;
 
 type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
 
+/// Runs `$body` with `$t` = 0, 1, … NT − 1 (constants), unrolled by hand: LLVM does not
+/// unroll a block's 8-token loop (its body is large) and then keeps the 8 accumulators in
+/// memory, a load and a store around every token's FMA.
+macro_rules! each_token {
+    ($nt:expr, $t:ident, $body:block) => {
+        each_token!(@ $nt, $t, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@ $nt:expr, $t:ident, $body:block, $($i:literal)*) => {
+        const { assert!($nt <= TILE_TOKENS) };
+        $(if $i < $nt {
+            let $t: usize = $i;
+            $body
+        })*
+    };
+}
+
 /// Group `g` (one packed group of `ty`, `cols` columns) times tokens `t0..t0 + nt` into
 /// `out[t]` (the group's 16 rows).
 ///
@@ -87,15 +103,53 @@ unsafe fn halves(p: *const u8) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
 }
 
-/// Token activation bytes 4i..4i + 4 of block `b`, in every lane.
+/// Token activation bytes 4i..4i + 4 of the block at `qs`, in every lane.
 #[inline(always)]
-unsafe fn word(qs: &[i8], b: usize, i: usize) -> __m512i {
-    _mm512_set1_epi32(
-        qs.as_ptr()
-            .add(32 * b + 4 * i)
-            .cast::<i32>()
-            .read_unaligned(),
-    )
+unsafe fn word(qs: *const i8, i: usize) -> __m512i {
+    _mm512_set1_epi32(qs.add(4 * i).cast::<i32>().read_unaligned())
+}
+
+/// A tile's per-token activation pointers, taken once a group (the block loop then reads
+/// them without bounds checks): quants, block d's, block sums (Q8_1 s), integer biases.
+struct TileActs<const NT: usize> {
+    qs: [*const i8; NT],
+    d: [*const f32; NT],
+    dsum: [*const f32; NT],
+    bias: [*const i32; NT],
+}
+
+impl<const NT: usize> TileActs<NT> {
+    fn new(tk: &Tokens, t0: usize, nb: usize) -> Self {
+        let rows = &tk.rows[t0..t0 + NT];
+        TileActs {
+            qs: std::array::from_fn(|t| rows[t].qs.as_ptr()),
+            d: std::array::from_fn(|t| rows[t].d.as_ptr()),
+            dsum: std::array::from_fn(|t| rows[t].dsum.as_ptr()),
+            bias: std::array::from_fn(|t| tk.bias.as_ptr().wrapping_add((t0 + t) * nb)),
+        }
+    }
+}
+
+/// One token's Q8_0 block dot into `acc`: `w` the block's 8 registers, `dw` the rows'
+/// scales, `qs` the token's block quants, `bias` its −128·Σq, `da` its block d.
+#[inline(always)]
+unsafe fn q8_0_token(
+    acc: __m512,
+    w: &[__m512i; 8],
+    dw: __m512,
+    qs: *const i8,
+    bias: i32,
+    da: f32,
+) -> __m512 {
+    // Two chains halve the dependent `vpdpbusd` latency; integer, so exact.
+    let mut s0 = _mm512_set1_epi32(bias);
+    let mut s1 = _mm512_setzero_si512();
+    for j in (0..8).step_by(2) {
+        s0 = _mm512_dpbusd_epi32(s0, w[j], word(qs, j));
+        s1 = _mm512_dpbusd_epi32(s1, w[j + 1], word(qs, j + 1));
+    }
+    let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), d, acc)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
@@ -105,24 +159,17 @@ unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     let gp = g.as_ptr();
     let scales = gp.add(scales_at(32, nb));
     prefetch_scales(scales, 32 * nb, g.len());
+    let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let q = gp.add(b * 512);
         prefetch(q, 512);
         let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_loadu_si512(q.add(64 * j).cast()));
         let dw = halves(scales.add(32 * b));
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let a = &tk.rows[t0 + t];
-            // Two chains halve the dependent `vpdpbusd` latency; integer, so exact.
-            let mut s0 = _mm512_set1_epi32(*tk.bias.get_unchecked((t0 + t) * nb + b));
-            let mut s1 = _mm512_setzero_si512();
-            for j in (0..8).step_by(2) {
-                s0 = _mm512_dpbusd_epi32(s0, w[j], word(a.qs, b, j));
-                s1 = _mm512_dpbusd_epi32(s1, w[j + 1], word(a.qs, b, j + 1));
-            }
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(b)));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), d, *acc);
-        }
+        each_token!(NT, t, {
+            let (qs, bias, da) = (a.qs[t].add(32 * b), *a.bias[t].add(b), *a.d[t].add(b));
+            acc[t] = q8_0_token(acc[t], &w, dw, qs, bias, da);
+        });
     }
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
@@ -141,20 +188,15 @@ unsafe fn nibbles(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
     )
 }
 
-/// Σ nibble·activation of one block for one token, starting at `start`.
+/// Σ nibble·activation of one block for one token (its block quants at `qs`), starting at
+/// `start`.
 #[inline(always)]
-unsafe fn nibble_dot(
-    start: i32,
-    lo: &[__m512i; 4],
-    hi: &[__m512i; 4],
-    qs: &[i8],
-    b: usize,
-) -> __m512i {
+unsafe fn nibble_dot(start: i32, lo: &[__m512i; 4], hi: &[__m512i; 4], qs: *const i8) -> __m512i {
     let mut s0 = _mm512_set1_epi32(start);
     let mut s1 = _mm512_setzero_si512();
     for j in 0..4 {
-        s0 = _mm512_dpbusd_epi32(s0, lo[j], word(qs, b, j));
-        s1 = _mm512_dpbusd_epi32(s1, hi[j], word(qs, b, 4 + j));
+        s0 = _mm512_dpbusd_epi32(s0, lo[j], word(qs, j));
+        s1 = _mm512_dpbusd_epi32(s1, hi[j], word(qs, 4 + j));
     }
     _mm512_add_epi32(s0, s1)
 }
@@ -166,18 +208,18 @@ unsafe fn q4_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     let gp = g.as_ptr();
     let scales = gp.add(scales_at(16, nb));
     prefetch_scales(scales, 32 * nb, g.len());
+    let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let q = gp.add(b * 256);
         prefetch(q, 256);
         let (lo, hi) = nibbles(q);
         let dw = halves(scales.add(32 * b));
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let a = &tk.rows[t0 + t];
-            let s = nibble_dot(*tk.bias.get_unchecked((t0 + t) * nb + b), &lo, &hi, a.qs, b);
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(b)));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
-        }
+        each_token!(NT, t, {
+            let s = nibble_dot(*a.bias[t].add(b), &lo, &hi, a.qs[t].add(32 * b));
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+        });
     }
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
@@ -192,6 +234,7 @@ unsafe fn q4_1<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     let scales = gp.add(scales_at(16, nb));
     let mins = scales.add(32 * nb);
     prefetch_scales(scales, 64 * nb, g.len());
+    let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let q = gp.add(b * 256);
@@ -199,14 +242,13 @@ unsafe fn q4_1<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
         let (lo, hi) = nibbles(q);
         let dw = halves(scales.add(32 * b));
         let mw = halves(mins.add(32 * b));
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let a = &tk.rows[t0 + t];
+        each_token!(NT, t, {
             // w = d·u + m: Σ w·x = d·d_a·Σ u·q + m·s (s = d_a·Σq, the Q8_1 block's sum).
-            let s = nibble_dot(0, &lo, &hi, a.qs, b);
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(b)));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
-            *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum.get_unchecked(b)), *acc);
-        }
+            let s = nibble_dot(0, &lo, &hi, a.qs[t].add(32 * b));
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum[t].add(b)), acc[t]);
+        });
     }
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
@@ -227,11 +269,11 @@ unsafe fn f16<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, ou
         prefetch(at, 64);
         let w0 = halves(at);
         let w1 = halves(at.add(32));
-        for t in 0..NT {
-            let k = 2 * p;
+        let k = 2 * p;
+        each_token!(NT, t, {
             acc[t][0] = _mm512_fmadd_ps(w0, _mm512_set1_ps(*x[t].add(k)), acc[t][0]);
             acc[t][1] = _mm512_fmadd_ps(w1, _mm512_set1_ps(*x[t].add(k + 1)), acc[t][1]);
-        }
+        });
     }
     if cols % 2 == 1 {
         let k = cols - 1;
