@@ -377,7 +377,7 @@ fn packed_shapes_are_checked() {
     let cols = 64;
     let w = vec![0u8; 3 * cols / ty.block_size() * ty.type_size()];
     assert!(PackedMatrix::new(isa, ty, &w[1..], 3, cols).is_err());
-    assert!(PackedMatrix::new(isa, GgmlType::Q4_K, &[0u8; 144], 1, 256)
+    assert!(PackedMatrix::new(isa, GgmlType::Q5_K, &[0u8; 176], 1, 256)
         .unwrap()
         .is_none());
     let p = PackedMatrix::new(isa, ty, &w, 3, cols).unwrap().unwrap();

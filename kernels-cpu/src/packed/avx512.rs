@@ -63,6 +63,9 @@ pub(super) unsafe fn group(
         GgmlType::Q4_0 => by_tokens!(q4_0),
         GgmlType::Q4_1 => by_tokens!(q4_1),
         GgmlType::F16 => by_tokens!(f16),
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            super::kquant512::group(ty, cols, g, tokens, t0, nt, out)
+        }
         _ => unreachable!("{ty} is not packed"),
     }
 }
@@ -71,7 +74,7 @@ pub(super) unsafe fn group(
 /// contiguous across groups, so this also fetches the next group's start. A prefetch never
 /// faults, so reaching past the matrix is harmless.
 #[inline(always)]
-fn prefetch(p: *const u8, bytes: usize) {
+pub(super) fn prefetch(p: *const u8, bytes: usize) {
     let ahead = p.wrapping_add(PREFETCH_AHEAD);
     let mut off = 0;
     while off < bytes {
@@ -86,7 +89,7 @@ fn prefetch(p: *const u8, bytes: usize) {
 /// `PREFETCH_AHEAD` past the quants being read) reaches them only near the group's end:
 /// without this, every block's scale load waited on memory in decode.
 #[inline(always)]
-fn prefetch_scales(p: *const u8, bytes: usize, group: usize) {
+pub(super) fn prefetch_scales(p: *const u8, bytes: usize, group: usize) {
     for at in [p, p.wrapping_add(group)] {
         let mut off = 0;
         while off < bytes {

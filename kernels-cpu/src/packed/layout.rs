@@ -87,6 +87,9 @@ pub(super) fn scales_at(quants: usize, nb: usize) -> usize {
 /// or 16 columns (F16: 512 bytes) at a time, each from the 16 rows' next bytes, so every
 /// output line is finished while it is in L1 and each row is read sequentially.
 pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
+    if super::kquant::is_kquant(ty) {
+        return super::kquant::pack_group(ty, cols, src, n, out);
+    }
     let rb = row_bytes(ty, cols);
     let rows = src[..n * rb].chunks_exact(rb.max(1));
     match legacy(ty) {
@@ -150,6 +153,9 @@ fn pack_f16<'a>(cols: usize, rows: impl Iterator<Item = &'a [u8]>, out: &mut [u8
 
 /// The inverse of [`pack_group`]: the group's first `n` rows into `dst` (row-major).
 pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
+    if super::kquant::is_kquant(ty) {
+        return super::kquant::unpack_group(ty, cols, src, n, dst);
+    }
     let rb = row_bytes(ty, cols);
     match legacy(ty) {
         Some(l) => {
@@ -203,7 +209,9 @@ impl<'a> Tokens<'a> {
             GgmlType::Q4_0 => 8,
             _ => 0,
         };
-        let bias = if offset == 0 {
+        let bias = if let Some(bias) = super::kquant::token_bias(ty, &rows) {
+            bias
+        } else if offset == 0 {
             Vec::new()
         } else {
             rows.iter()
