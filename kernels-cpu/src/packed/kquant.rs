@@ -128,45 +128,86 @@ pub(super) fn is_kquant(ty: GgmlType) -> bool {
     layout(ty).is_some()
 }
 
-/// Calls `f(row_offset, group_offset, width)` for every lane unit (`width` bytes) of the
-/// first `n` rows of a group of `nb` super-blocks: where each piece of the row-major rows
-/// goes in the packed group.
-fn for_each_unit(l: &KLayout, nb: usize, n: usize, mut f: impl FnMut(usize, usize, usize)) {
-    let row_bytes = nb * l.block;
-    // Rows innermost: the group is written (or read) in order, each row sequentially.
+impl Field {
+    /// Bytes of one row in a lane: 2 for an f16, else 4.
+    fn width(&self) -> usize {
+        self.len.min(4)
+    }
+
+    /// Offset of the 16 rows' copies of this field of super-block `b` in a group of `nb`.
+    fn base(&self, l: &KLayout, nb: usize, b: usize) -> usize {
+        match self.at {
+            Place::Chunk(at) => b * l.chunk + at,
+            Place::Tail => nb * l.chunk + b * GROUP_ROWS * self.len,
+        }
+    }
+}
+
+/// The largest K-quant block (Q6_K), for the per-super-block staging rows.
+const MAX_BLOCK: usize = 210;
+
+/// Packs `n` ≤ 16 rows of `ty` (`src`, row-major, `cols` columns) into the group `out`
+/// (lanes past `n` are left as they are). `ty` must be a K-quant [`is_kquant`] accepts.
+///
+/// Packing runs over every CPU matrix at load, so it works a super-block at a time: the 16
+/// rows' blocks are staged (one sequential copy each), then each field's registers are
+/// written in order, a lane unit at a time, with the unit's size known at compile time.
+pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
+    let l = layout(ty).expect("pack_group is called for packed K-quants only");
+    let nb = cols / QK_K;
+    let rows: Vec<&[u8]> = src[..n * nb * l.block].chunks_exact(nb * l.block).collect();
+    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
     for b in 0..nb {
-        for field in l.fields {
-            let width = field.len.min(4);
-            let base = match field.at {
-                Place::Chunk(at) => b * l.chunk + at,
-                Place::Tail => nb * l.chunk + b * GROUP_ROWS * field.len,
-            };
-            for u in 0..field.len / width {
-                for r in 0..n {
-                    let src = r * row_bytes + b * l.block + field.src + u * width;
-                    let dst = base + u * GROUP_ROWS * width + r * width;
-                    f(src, dst, width);
-                }
+        for (st, row) in stage.iter_mut().zip(&rows) {
+            st[..l.block].copy_from_slice(&row[b * l.block..(b + 1) * l.block]);
+        }
+        for f in l.fields {
+            let dst = &mut out[f.base(l, nb, b)..][..GROUP_ROWS * f.len];
+            match f.width() {
+                4 => scatter::<4>(f.src, &stage[..n], dst),
+                _ => scatter::<2>(f.src, &stage[..n], dst),
             }
         }
     }
 }
 
-/// Packs `n` ≤ 16 rows of `ty` (`src`, row-major, `cols` columns) into the group `out`.
-/// `ty` must be a K-quant [`is_kquant`] accepts.
-pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
-    let l = layout(ty).expect("pack_group is called for packed K-quants only");
-    for_each_unit(l, cols / QK_K, n, |s, d, w| {
-        out[d..d + w].copy_from_slice(&src[s..s + w])
-    });
+/// `dst` (one field's registers): unit u of lane r = bytes `at + W·u..` of `stage[r]`.
+fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8]) {
+    for (u, reg) in dst.chunks_exact_mut(GROUP_ROWS * W).enumerate() {
+        for (lane, st) in reg.chunks_exact_mut(W).zip(stage) {
+            let from: &[u8; W] = st[at + W * u..][..W].try_into().expect("W bytes");
+            lane.copy_from_slice(from);
+        }
+    }
 }
 
 /// The inverse of [`pack_group`]: the group's first `n` rows into `dst` (row-major).
 pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
     let l = layout(ty).expect("unpack_group is called for packed K-quants only");
-    for_each_unit(l, cols / QK_K, n, |s, d, w| {
-        dst[s..s + w].copy_from_slice(&src[d..d + w])
-    });
+    let nb = cols / QK_K;
+    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
+    for b in 0..nb {
+        for f in l.fields {
+            let from = &src[f.base(l, nb, b)..][..GROUP_ROWS * f.len];
+            match f.width() {
+                4 => gather::<4>(f.src, from, &mut stage[..n]),
+                _ => gather::<2>(f.src, from, &mut stage[..n]),
+            }
+        }
+        let rows = dst[..n * nb * l.block].chunks_exact_mut(nb * l.block);
+        for (row, st) in rows.zip(&stage) {
+            row[b * l.block..(b + 1) * l.block].copy_from_slice(&st[..l.block]);
+        }
+    }
+}
+
+/// The inverse of [`scatter`].
+fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) {
+    for (u, reg) in src.chunks_exact(GROUP_ROWS * W).enumerate() {
+        for (lane, st) in reg.chunks_exact(W).zip(stage.iter_mut()) {
+            st[at + W * u..][..W].copy_from_slice(lane);
+        }
+    }
 }
 
 /// The integer sums each (token, super-block) of the call starts from, for K-quant
@@ -206,20 +247,65 @@ pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
 mod tests {
     use super::*;
 
-    /// Every byte of a group is written once: the fields tile the group exactly.
+    /// Calls `f(row_offset, group_offset, width)` for every lane unit of the first `n` rows
+    /// of a group of `nb` super-blocks: the layout by its definition (module docs).
+    fn for_each_unit(l: &KLayout, nb: usize, n: usize, mut f: impl FnMut(usize, usize, usize)) {
+        for r in 0..n {
+            for b in 0..nb {
+                for field in l.fields {
+                    let w = field.width();
+                    for u in 0..field.len / w {
+                        let src = r * nb * l.block + b * l.block + field.src + u * w;
+                        let dst = field.base(l, nb, b) + u * GROUP_ROWS * w + r * w;
+                        f(src, dst, w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pseudo-random bytes (xorshift), reproducible.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// Every byte of a group has one place (the fields tile the group exactly), and
+    /// `pack_group`/`unpack_group` follow the definition.
     #[test]
-    fn fields_tile_the_group() {
+    fn packing_follows_the_layout_and_is_a_permutation() {
         for (ty, l) in [(GgmlType::Q4_K, &Q4_K), (GgmlType::Q6_K, &Q6_K)] {
             assert_eq!(l.block, ty.type_size());
+            assert!(l.block <= MAX_BLOCK);
             for nb in [1, 2, 3] {
-                let mut hits = vec![0u8; GROUP_ROWS * nb * l.block];
-                let mut read = vec![0u8; hits.len()];
+                let size = GROUP_ROWS * nb * l.block;
+                let (mut hits, mut read) = (vec![0u8; size], vec![0u8; size]);
                 for_each_unit(l, nb, GROUP_ROWS, |s, d, w| {
                     hits[d..d + w].iter_mut().for_each(|h| *h += 1);
                     read[s..s + w].iter_mut().for_each(|h| *h += 1);
                 });
                 assert!(hits.iter().all(|&h| h == 1), "{ty} nb {nb}: group bytes");
                 assert!(read.iter().all(|&h| h == 1), "{ty} nb {nb}: row bytes");
+                for n in [1, 5, GROUP_ROWS] {
+                    let src = bytes(n * nb * l.block, (nb * 31 + n) as u64);
+                    let mut want = vec![0u8; size];
+                    for_each_unit(l, nb, n, |s, d, w| {
+                        want[d..d + w].copy_from_slice(&src[s..s + w])
+                    });
+                    let mut got = vec![0u8; size];
+                    pack_group(ty, nb * QK_K, &src, n, &mut got);
+                    assert!(got == want, "{ty} {n} rows, nb {nb}");
+                    let mut back = vec![0u8; src.len()];
+                    unpack_group(ty, nb * QK_K, &got, n, &mut back);
+                    assert!(back == src, "{ty} {n} rows, nb {nb}: unpack");
+                }
             }
         }
     }
