@@ -312,10 +312,12 @@ fn packed_matrices_unpack_to_their_bytes() {
 /// Packed kernels against the reference twin on the same weights and activations.
 ///
 /// Tolerance: the packed path adds, per token, at most 2 float terms a block (the scale
-/// term; Q4_1 also the min term), each rounded ≤ 3 times (scale product, conversion, FMA
-/// product), into one accumulator (F16: two, then one add): within (2·nb + 4)·u·M of the
-/// exact value, M as derived at the top. The reference is within (nb + 21)·u·M, so
-/// |packed − reference| ≤ (3·nb + 25)·u·M.
+/// term; Q4_1 and Q4_K also the min term), each rounded ≤ 3 times (scale product,
+/// conversion, FMA product), into one accumulator (F16: two, then one add): within
+/// (2·nb + 4)·u·M of the exact value, M as derived at the top. (K-quants: a block is a
+/// super-block, whose sub-block scales are applied in i32, exactly, as the reference does;
+/// Q4_K's d/16 factor is a power of two, so it adds no rounding.) The reference is within
+/// (nb + 21)·u·M, so |packed − reference| ≤ (3·nb + 25)·u·M.
 #[test]
 fn packed_kernels_match_the_reference_twin() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
