@@ -312,12 +312,12 @@ fn packed_matrices_unpack_to_their_bytes() {
 /// Packed kernels against the reference twin on the same weights and activations.
 ///
 /// Tolerance: the packed path adds, per token, at most 2 float terms a block (the scale
-/// term; Q4_1 and Q4_K also the min term), each rounded ≤ 3 times (scale product,
+/// term; Q4_1, Q4_K and Q5_K also the min term), each rounded ≤ 3 times (scale product,
 /// conversion, FMA product), into one accumulator (F16: two, then one add): within
 /// (2·nb + 4)·u·M of the exact value, M as derived at the top. (K-quants: a block is a
 /// super-block, whose sub-block scales are applied in i32, exactly, as the reference does;
-/// Q4_K's d/16 factor is a power of two, so it adds no rounding.) The reference is within
-/// (nb + 21)·u·M, so |packed − reference| ≤ (3·nb + 25)·u·M.
+/// Q4_K's d/16 and Q5_K's d/2 factors are powers of two, so they add no rounding.) The
+/// reference is within (nb + 21)·u·M, so |packed − reference| ≤ (3·nb + 25)·u·M.
 #[test]
 fn packed_kernels_match_the_reference_twin() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
@@ -379,7 +379,7 @@ fn packed_shapes_are_checked() {
     let cols = 64;
     let w = vec![0u8; 3 * cols / ty.block_size() * ty.type_size()];
     assert!(PackedMatrix::new(isa, ty, &w[1..], 3, cols).is_err());
-    assert!(PackedMatrix::new(isa, GgmlType::Q5_K, &[0u8; 176], 1, 256)
+    assert!(PackedMatrix::new(isa, GgmlType::Q5_1, &[0u8; 24], 1, 32)
         .unwrap()
         .is_none());
     let p = PackedMatrix::new(isa, ty, &w, 3, cols).unwrap().unwrap();

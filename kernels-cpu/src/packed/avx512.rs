@@ -66,6 +66,7 @@ pub(super) unsafe fn group(
         GgmlType::Q4_K | GgmlType::Q6_K => {
             super::kquant512::group(ty, cols, g, tokens, t0, nt, out)
         }
+        GgmlType::Q5_K => super::kquant_q5_512::group(cols, g, tokens, t0, nt, out),
         _ => unreachable!("{ty} is not packed"),
     }
 }

@@ -144,7 +144,7 @@ impl Field {
 }
 
 /// The largest K-quant block (Q6_K), for the per-super-block staging rows.
-const MAX_BLOCK: usize = 210;
+pub(super) const MAX_BLOCK: usize = 210;
 
 /// Packs `n` ≤ 16 rows of `ty` (`src`, row-major, `cols` columns) into the group `out`
 /// (lanes past `n` are left as they are). `ty` must be a K-quant [`is_kquant`] accepts.
@@ -172,7 +172,7 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
 }
 
 /// `dst` (one field's registers): unit u of lane r = bytes `at + W·u..` of `stage[r]`.
-fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8]) {
+pub(super) fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8]) {
     for (u, reg) in dst.chunks_exact_mut(GROUP_ROWS * W).enumerate() {
         for (lane, st) in reg.chunks_exact_mut(W).zip(stage) {
             let from: &[u8; W] = st[at + W * u..][..W].try_into().expect("W bytes");
@@ -202,7 +202,7 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
 }
 
 /// The inverse of [`scatter`].
-fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) {
+pub(super) fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) {
     for (u, reg) in src.chunks_exact(GROUP_ROWS * W).enumerate() {
         for (lane, st) in reg.chunks_exact(W).zip(stage.iter_mut()) {
             st[at + W * u..][..W].copy_from_slice(lane);

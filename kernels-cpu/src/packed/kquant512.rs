@@ -82,7 +82,7 @@ unsafe fn splat(p: *const u8) -> __m512i {
 ///   activation pairs of `kquant::token_bias`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn q4_k_scales(p: *const u8) -> ([__m512i; 8], [__m512i; 4]) {
+pub(super) unsafe fn q4_k_scales(p: *const u8) -> ([__m512i; 8], [__m512i; 4]) {
     let low6 = _mm512_set1_epi32(0x3f3f_3f3f);
     let low4 = _mm512_set1_epi32(0x0f0f_0f0f);
     let low2 = _mm512_set1_epi32(0x0303_0303);
