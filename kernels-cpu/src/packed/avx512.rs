@@ -67,6 +67,8 @@ pub(super) unsafe fn group(
             super::kquant512::group(ty, cols, g, tokens, t0, nt, out)
         }
         GgmlType::Q5_K => super::kquant_q5_512::group(cols, g, tokens, t0, nt, out),
+        GgmlType::Q3_K => super::kquant_q3::q3_k(cols, g, tokens, t0, nt, out),
+        GgmlType::Q2_K => super::kquant_q2::q2_k(cols, g, tokens, t0, nt, out),
         _ => unreachable!("{ty} is not packed"),
     }
 }

@@ -37,7 +37,7 @@ pub(super) const Q6_K_QH: usize = 2304;
 
 /// Where a field of a GGUF block lives in the packed group.
 #[derive(Clone, Copy)]
-enum Place {
+pub(super) enum Place {
     /// At this offset in the super-block's chunk.
     Chunk(usize),
     /// After all chunks, one 16-row slot per super-block.
@@ -47,18 +47,18 @@ enum Place {
 /// One field of a GGUF block: `len` bytes at `src`; f16 fields (`len` 2) are 2 bytes a
 /// lane, the others 4.
 #[derive(Clone, Copy)]
-struct Field {
-    src: usize,
-    len: usize,
-    at: Place,
+pub(super) struct Field {
+    pub(super) src: usize,
+    pub(super) len: usize,
+    pub(super) at: Place,
 }
 
-struct KLayout {
+pub(super) struct KLayout {
     /// GGUF block bytes.
-    block: usize,
+    pub(super) block: usize,
     /// Bytes of a super-block chunk (16 rows' fields placed `Chunk`).
-    chunk: usize,
-    fields: &'static [Field],
+    pub(super) chunk: usize,
+    pub(super) fields: &'static [Field],
 }
 
 const Q4_K: KLayout = KLayout {
@@ -130,12 +130,12 @@ pub(super) fn is_kquant(ty: GgmlType) -> bool {
 
 impl Field {
     /// Bytes of one row in a lane: 2 for an f16, else 4.
-    fn width(&self) -> usize {
+    pub(super) fn width(&self) -> usize {
         self.len.min(4)
     }
 
     /// Offset of the 16 rows' copies of this field of super-block `b` in a group of `nb`.
-    fn base(&self, l: &KLayout, nb: usize, b: usize) -> usize {
+    pub(super) fn base(&self, l: &KLayout, nb: usize, b: usize) -> usize {
         match self.at {
             Place::Chunk(at) => b * l.chunk + at,
             Place::Tail => nb * l.chunk + b * GROUP_ROWS * self.len,

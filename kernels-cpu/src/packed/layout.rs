@@ -90,6 +90,9 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
     if super::kquant::is_kquant(ty) {
         return super::kquant::pack_group(ty, cols, src, n, out);
     }
+    if let Some(l) = super::kquant_q3::layout(ty) {
+        return super::kquant_q3::pack_fields(l, cols, src, n, out);
+    }
     if ty == GgmlType::Q5_K {
         return super::kquant_q5::pack_group(cols, src, n, out);
     }
@@ -159,6 +162,9 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
     if super::kquant::is_kquant(ty) {
         return super::kquant::unpack_group(ty, cols, src, n, dst);
     }
+    if let Some(l) = super::kquant_q3::layout(ty) {
+        return super::kquant_q3::unpack_fields(l, cols, src, n, dst);
+    }
     if ty == GgmlType::Q5_K {
         return super::kquant_q5::unpack_group(cols, src, n, dst);
     }
@@ -216,7 +222,8 @@ impl<'a> Tokens<'a> {
             _ => 0,
         };
         let kquant_bias = super::kquant::token_bias(ty, &rows)
-            .or_else(|| super::kquant_q5::token_bias(ty, &rows));
+            .or_else(|| super::kquant_q5::token_bias(ty, &rows))
+            .or_else(|| super::kquant_q3::token_bias(ty, &rows));
         let bias = if let Some(bias) = kquant_bias {
             bias
         } else if offset == 0 {

@@ -19,7 +19,8 @@
 //!   block (lane r = row r); then (Q4_1) the f16 mins likewise.
 //! - F16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
 //! - Q4_K, Q6_K: a chunk of whole registers per super-block (scales, then quants, 4 bytes
-//!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`.
+//!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`; Q3_K and
+//!   Q2_K in `kquant_q3` and `kquant_q2`.
 //!
 //! A group takes exactly the bytes its 16 rows take in the GGUF layout, so a matrix packs
 //! in place ([`pack_in_place`]: a device's copy of its weights becomes the packed copy, at
@@ -35,11 +36,13 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod kquant;
+#[cfg(target_arch = "x86_64")]
+mod kquant512;
+mod kquant_q2;
+mod kquant_q3;
 mod kquant_q5;
 #[cfg(target_arch = "x86_64")]
 mod kquant_q5_512;
-#[cfg(target_arch = "x86_64")]
-mod kquant512;
 mod layout;
 
 use rayon::prelude::*;
@@ -60,14 +63,15 @@ const TILE_TOKENS: usize = 8;
 #[derive(Clone, Copy)]
 struct Line([u8; 64]);
 
-/// Whether `ty` has packed kernels at `isa` (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K at VNNI;
-/// F16 at AVX-512).
+/// Whether `ty` has packed kernels at `isa` (Q4_0, Q4_1, Q8_0, Q2_K to Q6_K at VNNI; F16 at
+/// AVX-512).
 pub fn supports(ty: GgmlType, isa: Isa) -> bool {
     cfg!(target_arch = "x86_64")
         && isa.is_supported()
         && match ty {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => isa >= Isa::Vnni,
             GgmlType::Q4_K | GgmlType::Q6_K => isa >= Isa::Vnni,
+            GgmlType::Q2_K | GgmlType::Q3_K => isa >= Isa::Vnni,
             GgmlType::Q5_K => isa >= Isa::Vnni,
             GgmlType::F16 => isa >= Isa::Avx512,
             _ => false,
