@@ -184,10 +184,14 @@ mod kernel {
         let mut acc = [_mm512_setzero_ps(); NT];
         for b in 0..nb {
             let c = gp.add(b * Q2_K_CHUNK);
-            prefetch(c, Q2_K_CHUNK);
+            // The chunk in three steps: its head (d's, scales) and each half's quants before
+            // that half (measured ~10% faster in decode than the whole chunk at once, 8 of
+            // 10 interleaved runs; Q3_K measured no difference, Q4_K none).
+            prefetch(c, Q2_K_QS);
             let (sc, mins) = scales(c.add(Q2_K_SCALES));
             let mut isum = [_mm512_setzero_si512(); NT];
             for h in 0..2 {
+                prefetch(c.add(Q2_K_QS + 512 * h), 512);
                 let raw: [__m512i; 8] =
                     std::array::from_fn(|k| load(c.add(Q2_K_QS + 64 * (8 * h + k))));
                 for s in 0..4 {
