@@ -312,7 +312,7 @@ fn packed_matrices_unpack_to_their_bytes() {
 /// Packed kernels against the reference twin on the same weights and activations.
 ///
 /// Tolerance: the packed path adds, per token, at most 2 float terms a block (the scale
-/// term; Q4_1, Q4_K and Q5_K also the min term), each rounded ≤ 3 times (scale product,
+/// term; Q4_1, Q4_K, Q5_K and Q2_K also the min term), each rounded ≤ 3 times (scale product,
 /// conversion, FMA product), into one accumulator (F16: two, then one add): within
 /// (2·nb + 4)·u·M of the exact value, M as derived at the top. (K-quants: a block is a
 /// super-block, whose sub-block scales are applied in i32, exactly, as the reference does;

@@ -29,13 +29,17 @@
 //! times (tiles of 8, 4 and 1) and must give matvec's bits for every copy.
 //!
 //! *Tolerance of the group rows.* Per token, one accumulator takes k FMA terms a block
-//! (k = 1; Q4_1: 2, the scale term and the min term), blocks in order, starting at 0. A
-//! block's integer dot is exact and converts to f32 exactly (|Σ| ≤ 32·128·127 < 2²⁴), the
-//! scale product d_w·d_a rounds once, the min product m·s is exact inside its FMA, and each
-//! FMA rounds once. Recursive summation of N = k·nb terms with one rounding each is within
-//! γ_{N+1}·Σ|terms| ≤ (N + 2)·u·M of y_q (γ_n = n·u/(1 − n·u) ≤ (n + 1)·u for n ≤ 4000; M
-//! as above bounds Σ|terms|, the doubled offset/min of S_b covering the f16 s). So
-//! tol_q = (k·nb + 2)·u·M. F16: two FMA chains (even and odd k) of ⌈cols/2⌉ exact products
+//! (k = 1; Q4_1, Q4_K, Q5_K, Q2_K: 2, the scale term and the min term), blocks in order,
+//! starting at 0. A legacy block's integer dot is exact and converts to f32 exactly
+//! (|Σ| ≤ 32·128·127 < 2²⁴), the scale product d_w·d_a rounds once, the min product m·s
+//! is exact inside its FMA, and each FMA rounds once. Recursive summation of N = k·nb terms
+//! with one rounding each is within γ_{N+1}·Σ|terms| ≤ (N + 2)·u·M of y_q (γ_n =
+//! n·u/(1 − n·u) ≤ (n + 1)·u for n ≤ 4000; M as above bounds Σ|terms|, the doubled
+//! offset/min of S_b covering the f16 s). So tol_q = (k·nb + 2)·u·M. K-quants (a block is a
+//! super-block): the sub-block scales are applied exactly in i32, but the super-block's sum
+//! can pass 2²⁴, so its conversion rounds too, and the min term's product of the f32 sums
+//! rounds once: at most 2 more roundings of a term of size ≤ its share of M, so
+//! tol_q = (k·nb + 4)·u·M. F16: two FMA chains (even and odd k) of ⌈cols/2⌉ exact products
 //! each, then one add: within γ_{⌈cols/2⌉+1}·Σ|w_i·x_i|, so tol = (⌈cols/2⌉ + 2)·u·Σ|w_i·x_i|.
 //! Against y, the same quantization error as the row kernels is added (same quantized x).
 
@@ -178,6 +182,8 @@ fn tolerances(case: &MatvecCase, acts: &QuantizedActs, r: usize, path: Path) -> 
     let roundings = match (path, ty) {
         (Path::Rows, _) => nb + 21.0,
         (Path::Packed, GgmlType::Q4_1) => 2.0 * nb + 2.0,
+        (Path::Packed, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q2_K) => 2.0 * nb + 4.0,
+        (Path::Packed, GgmlType::Q3_K | GgmlType::Q6_K) => nb + 4.0,
         (Path::Packed, _) => nb + 2.0,
     };
     let tol_q = roundings * U * m;
