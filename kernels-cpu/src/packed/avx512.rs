@@ -49,11 +49,11 @@ pub(super) unsafe fn group(
 ) {
     debug_assert!(t0 + nt <= tokens.rows.len());
     macro_rules! by_tokens {
-        ($f:ident) => {
+        ($($f:ident)::+) => {
             match nt {
-                8 => $f::<8>(g, cols, tokens, t0, out),
-                4 => $f::<4>(g, cols, tokens, t0, out),
-                1 => $f::<1>(g, cols, tokens, t0, out),
+                8 => $($f)::+::<8>(g, cols, tokens, t0, out),
+                4 => $($f)::+::<4>(g, cols, tokens, t0, out),
+                1 => $($f)::+::<1>(g, cols, tokens, t0, out),
                 _ => unreachable!("tile of {nt} tokens"),
             }
         };
@@ -63,12 +63,11 @@ pub(super) unsafe fn group(
         GgmlType::Q4_0 => by_tokens!(q4_0),
         GgmlType::Q4_1 => by_tokens!(q4_1),
         GgmlType::F16 => by_tokens!(f16),
-        GgmlType::Q4_K | GgmlType::Q6_K => {
-            super::kquant512::group(ty, cols, g, tokens, t0, nt, out)
-        }
-        GgmlType::Q5_K => super::kquant_q5_512::group(cols, g, tokens, t0, nt, out),
-        GgmlType::Q3_K => super::kquant_q3::q3_k(cols, g, tokens, t0, nt, out),
-        GgmlType::Q2_K => super::kquant_q2::q2_k(cols, g, tokens, t0, nt, out),
+        GgmlType::Q4_K => by_tokens!(super::kquant512::q4_k),
+        GgmlType::Q6_K => by_tokens!(super::kquant512::q6_k),
+        GgmlType::Q5_K => by_tokens!(super::kquant_q5_512::q5_k),
+        GgmlType::Q3_K => by_tokens!(super::kquant_q3::q3_k),
+        GgmlType::Q2_K => by_tokens!(super::kquant_q2::q2_k),
         _ => unreachable!("{ty} is not packed"),
     }
 }

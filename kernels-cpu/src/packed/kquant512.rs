@@ -19,43 +19,8 @@ use super::kquant::{
 use super::layout::Tokens;
 use super::{GROUP_ROWS, TILE_TOKENS};
 use crate::formats::blocks::QK_K;
-use crate::formats::GgmlType;
 
 type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
-
-/// Group `g` (one packed group of `ty`, `cols` columns) times tokens `t0..t0 + nt` into
-/// `out[t]` (the group's 16 rows).
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VNNI and F16C; `g` is a whole group of a matrix of
-/// `cols` columns; `tokens` has rows `t0..t0 + nt` of `cols` Q8_K activations and their
-/// `bias` for `ty`; `nt` is 1, 4 or 8.
-pub(super) unsafe fn group(
-    ty: GgmlType,
-    cols: usize,
-    g: &[u8],
-    tokens: &Tokens,
-    t0: usize,
-    nt: usize,
-    out: &mut Out,
-) {
-    debug_assert!(t0 + nt <= tokens.rows.len());
-    macro_rules! by_tokens {
-        ($f:ident) => {
-            match nt {
-                8 => $f::<8>(g, cols, tokens, t0, out),
-                4 => $f::<4>(g, cols, tokens, t0, out),
-                1 => $f::<1>(g, cols, tokens, t0, out),
-                _ => unreachable!("tile of {nt} tokens"),
-            }
-        };
-    }
-    match ty {
-        GgmlType::Q4_K => by_tokens!(q4_k),
-        GgmlType::Q6_K => by_tokens!(q6_k),
-        _ => unreachable!("{ty} is not a packed K-quant"),
-    }
-}
 
 /// The 16 rows' f16 values at `p`, as f32.
 #[inline(always)]
@@ -119,7 +84,13 @@ pub(super) unsafe fn q4_k_scales(p: *const u8) -> ([__m512i; 8], [__m512i; 4]) {
 /// |16·isum| ≤ 8 sub-blocks · 63 · 32·240·128 < 2³¹. cvt(16·isum) = 16·cvt(isum) and
 /// (d/16)·d_a = (d·d_a)/16 exactly (powers of two), so the result is that of isum and d.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-unsafe fn q4_k<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+pub(super) unsafe fn q4_k<const NT: usize>(
+    g: &[u8],
+    cols: usize,
+    tk: &Tokens,
+    t0: usize,
+    out: &mut Out,
+) {
     let nb = cols / QK_K;
     debug_assert!(g.len() >= nb * Q4_K_CHUNK);
     debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 4);
@@ -200,7 +171,13 @@ unsafe fn q6_k_scales(p: *const u8) -> [__m512i; 16] {
 /// sub-block's dot starts at −32·bsum_j (`kquant::token_bias`): Σ (u − 32)·a, exact;
 /// |sc·Σ (u − 32)·a| ≤ 128·16·32·128 a sub-block, 16 of them: < 2³¹.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-unsafe fn q6_k<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+pub(super) unsafe fn q6_k<const NT: usize>(
+    g: &[u8],
+    cols: usize,
+    tk: &Tokens,
+    t0: usize,
+    out: &mut Out,
+) {
     let nb = cols / QK_K;
     debug_assert!(g.len() >= nb * (Q6_K_CHUNK + 32));
     debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 16);

@@ -136,30 +136,6 @@ mod kernel {
         (sc, mins)
     }
 
-    /// Group `g` (a packed Q2_K group of `cols` columns) times tokens `t0..t0 + nt` into
-    /// `out[t]` (the group's 16 rows).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 F/BW/VNNI and F16C; `g` is a whole group of a matrix of
-    /// `cols` columns; `tokens` has rows `t0..t0 + nt` of `cols` Q8_K activations and their
-    /// Q2_K `bias`; `nt` is 1, 4 or 8.
-    pub(in crate::packed) unsafe fn q2_k(
-        cols: usize,
-        g: &[u8],
-        tokens: &Tokens,
-        t0: usize,
-        nt: usize,
-        out: &mut Out,
-    ) {
-        debug_assert!(t0 + nt <= tokens.rows.len());
-        match nt {
-            8 => q2_k_tile::<8>(g, cols, tokens, t0, out),
-            4 => q2_k_tile::<4>(g, cols, tokens, t0, out),
-            1 => q2_k_tile::<1>(g, cols, tokens, t0, out),
-            _ => unreachable!("tile of {nt} tokens"),
-        }
-    }
-
     /// The quants of quarter s enter `vpdpbusd` masked in place, as 4^s·q (≤ 192, a u8),
     /// which saves a shift a register; the scales carry 4^(3 − s) instead (`scales`), so
     /// the super-block sum is exactly 64·isum: |isum| ≤ 16 sub-blocks · 15 · 16·3·128 <
@@ -168,8 +144,11 @@ mod kernel {
     /// Σ m_j·bsum_j (|m_j·bsum_j| ≤ 15·16·128, 16 of them) is exact too. The float part is
     /// the reference's two terms a super-block, each added by an FMA (the tolerance of
     /// `dot_twins`' packed test: at most 2 terms a block).
+    ///
+    /// # Safety
+    /// As `avx512::group`, for `NT` tokens.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-    unsafe fn q2_k_tile<const NT: usize>(
+    pub(in crate::packed) unsafe fn q2_k<const NT: usize>(
         g: &[u8],
         cols: usize,
         tk: &Tokens,

@@ -252,37 +252,12 @@ mod kernel {
         }
     }
 
-    /// Group `g` (a packed Q3_K group of `cols` columns) times tokens `t0..t0 + nt` into
-    /// `out[t]` (the group's 16 rows).
-    ///
-    /// The super-block's integer sum is the reference's `isum` exactly: per sub-block
-    /// |Σ (u − 4)·a| ≤ 16·4·128, times |sc − 32| ≤ 32, 16 sub-blocks: < 2²³. The float
-    /// part is the reference's one term a super-block, cvt(isum)·(d·d_a), added by an FMA
-    /// (the tolerance of `dot_twins`' packed test: at most 2 terms a block).
+    /// Group `g` (a packed Q3_K group) times `NT` tokens from `t0` into `out[t]`.
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F/BW/VNNI and F16C; `g` is a whole group of a matrix of
-    /// `cols` columns; `tokens` has rows `t0..t0 + nt` of `cols` Q8_K activations and their
-    /// Q3_K `bias`; `nt` is 1, 4 or 8.
-    pub(in crate::packed) unsafe fn q3_k(
-        cols: usize,
-        g: &[u8],
-        tokens: &Tokens,
-        t0: usize,
-        nt: usize,
-        out: &mut Out,
-    ) {
-        debug_assert!(t0 + nt <= tokens.rows.len());
-        match nt {
-            8 => q3_k_tile::<8>(g, cols, tokens, t0, out),
-            4 => q3_k_tile::<4>(g, cols, tokens, t0, out),
-            1 => q3_k_tile::<1>(g, cols, tokens, t0, out),
-            _ => unreachable!("tile of {nt} tokens"),
-        }
-    }
-
+    /// As `avx512::group`, for `NT` tokens.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-    unsafe fn q3_k_tile<const NT: usize>(
+    pub(in crate::packed) unsafe fn q3_k<const NT: usize>(
         g: &[u8],
         cols: usize,
         tk: &Tokens,

@@ -20,30 +20,6 @@ use crate::formats::blocks::QK_K;
 
 type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
 
-/// Group `g` (one packed Q5_K group, `cols` columns) times tokens `t0..t0 + nt` into
-/// `out[t]` (the group's 16 rows).
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VNNI and F16C; `g` is a whole group of a matrix of
-/// `cols` columns; `tokens` has rows `t0..t0 + nt` of `cols` Q8_K activations and their
-/// Q5_K `bias`; `nt` is 1, 4 or 8.
-pub(super) unsafe fn group(
-    cols: usize,
-    g: &[u8],
-    tokens: &Tokens,
-    t0: usize,
-    nt: usize,
-    out: &mut Out,
-) {
-    debug_assert!(t0 + nt <= tokens.rows.len());
-    match nt {
-        8 => q5_k::<8>(g, cols, tokens, t0, out),
-        4 => q5_k::<4>(g, cols, tokens, t0, out),
-        1 => q5_k::<1>(g, cols, tokens, t0, out),
-        _ => unreachable!("tile of {nt} tokens"),
-    }
-}
-
 /// The 16 rows' f16 values at `p`, as f32.
 #[inline(always)]
 unsafe fn halves(p: *const u8) -> __m512 {
@@ -130,7 +106,13 @@ unsafe fn pair_dots<const NT: usize, const I: usize>(
 /// < 2³¹. cvt(2·isum) = 2·cvt(isum) and (d/2)·d_a = (d·d_a)/2 exactly (powers of two), so
 /// the result is that of isum and d.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-unsafe fn q5_k<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+pub(super) unsafe fn q5_k<const NT: usize>(
+    g: &[u8],
+    cols: usize,
+    tk: &Tokens,
+    t0: usize,
+    out: &mut Out,
+) {
     let nb = cols / QK_K;
     debug_assert!(g.len() >= nb * CHUNK);
     debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 4);
