@@ -114,6 +114,8 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
             } else {
                 ty.to_string()
             };
+            // Packed kernels are written for the level asked for (`packed::supports`).
+            let level = if packed { isa.to_string() } else { level.clone() };
             let mut line = format!("| {name} | {level} |");
             let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, &stream)?;
             for (g, bw) in gbs.iter().zip(&read_bw) {
