@@ -115,7 +115,11 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
                 ty.to_string()
             };
             // Packed kernels are written for the level asked for (`packed::supports`).
-            let level = if packed { isa.to_string() } else { level.clone() };
+            let level = if packed {
+                isa.to_string()
+            } else {
+                level.clone()
+            };
             let mut line = format!("| {name} | {level} |");
             let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, &stream)?;
             for (g, bw) in gbs.iter().zip(&read_bw) {
