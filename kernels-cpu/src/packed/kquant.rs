@@ -1,5 +1,6 @@
-//! The packed group layout of the K-quants Q4_K and Q6_K, and the per-token integer sums
-//! their kernels (`kquant512`) start from.
+//! The packed group layout of the K-quants Q4_K and Q6_K (Q2_K, Q3_K and Q5_K define
+//! theirs beside their kernels, in the same terms), the packing of all five, and the
+//! per-token integer sums their kernels start from.
 //!
 //! A group holds, for each super-block b (256 columns) of its 16 rows, one chunk of whole
 //! 64-byte registers; within a chunk, a field of the GGUF block (its bytes 4j..4j + 4 of
@@ -115,9 +116,14 @@ const Q6_K: KLayout = KLayout {
     ],
 };
 
-fn layout(ty: GgmlType) -> Option<&'static KLayout> {
+/// The packed layout of a K-quant (Q2_K to Q6_K; the others' layouts are defined beside
+/// their kernels), `None` for the other formats.
+pub(super) fn layout(ty: GgmlType) -> Option<&'static KLayout> {
     match ty {
+        GgmlType::Q2_K => Some(&super::kquant_q2::Q2_K),
+        GgmlType::Q3_K => Some(&super::kquant_q3::Q3_K),
         GgmlType::Q4_K => Some(&Q4_K),
+        GgmlType::Q5_K => Some(&super::kquant_q5::Q5_K),
         GgmlType::Q6_K => Some(&Q6_K),
         _ => None,
     }
@@ -147,7 +153,8 @@ impl Field {
 pub(super) const MAX_BLOCK: usize = 210;
 
 /// Packs `n` ≤ 16 rows of `ty` (`src`, row-major, `cols` columns) into the group `out`
-/// (lanes past `n` are left as they are). `ty` must be a K-quant [`is_kquant`] accepts.
+/// (lanes past `n` are left as they are), by its [`layout`]. `ty` must be a K-quant
+/// [`is_kquant`] accepts.
 ///
 /// Packing runs over every CPU matrix at load, so it works a super-block at a time: the 16
 /// rows' blocks are staged (one sequential copy each), then each field's registers are
@@ -172,7 +179,7 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
 }
 
 /// `dst` (one field's registers): unit u of lane r = bytes `at + W·u..` of `stage[r]`.
-pub(super) fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8]) {
+fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8]) {
     for (u, reg) in dst.chunks_exact_mut(GROUP_ROWS * W).enumerate() {
         for (lane, st) in reg.chunks_exact_mut(W).zip(stage) {
             let from: &[u8; W] = st[at + W * u..][..W].try_into().expect("W bytes");
@@ -202,7 +209,7 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
 }
 
 /// The inverse of [`scatter`].
-pub(super) fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) {
+fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) {
     for (u, reg) in src.chunks_exact(GROUP_ROWS * W).enumerate() {
         for (lane, st) in reg.chunks_exact(W).zip(stage.iter_mut()) {
             st[at + W * u..][..W].copy_from_slice(lane);
@@ -217,10 +224,14 @@ pub(super) fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MA
 ///   (p0, p2), (p1, p3), (p4, p6), (p5, p7), the first of each pair in the low half.
 /// - Q6_K, 16 a super-block: −32·bsum_j, the start of sub-block j's integer dot, which
 ///   makes Σ (q − 32)·a exact from the unsigned quants q.
+/// - Q5_K: Q4_K's (its mins and their activation sums are Q4_K's).
+/// - Q3_K, 16 a super-block: −4·bsum_j, which makes Σ (u − 4)·a exact from the unsigned
+///   quants u = low + 4·hbit.
+/// - Q2_K: `kquant_q2::token_bias`.
 pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
     let blocks = rows.iter().flat_map(|a| a.q8_k);
     match ty {
-        GgmlType::Q4_K => Some(
+        GgmlType::Q4_K | GgmlType::Q5_K => Some(
             blocks
                 .flat_map(|y| {
                     let p = |j: usize| y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
@@ -239,6 +250,12 @@ pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
                 .flat_map(|y| y.bsums.map(|s| -32 * i32::from(s)))
                 .collect(),
         ),
+        GgmlType::Q3_K => Some(
+            blocks
+                .flat_map(|y| y.bsums.map(|s| -4 * i32::from(s)))
+                .collect(),
+        ),
+        GgmlType::Q2_K => Some(super::kquant_q2::token_bias(rows)),
         _ => None,
     }
 }

@@ -1,4 +1,4 @@
-//! The packed group layout of Q2_K and its kernel (packing by `kquant_q3::pack_fields`).
+//! The packed group layout of Q2_K (packed by `kquant::pack_group`) and its kernel.
 //!
 //! As for the other K-quants (`kquant`), a group holds, for each super-block b of its 16
 //! rows, one chunk of whole 64-byte registers (16 × 84 = 1344 bytes = 21 registers), each
@@ -215,7 +215,7 @@ mod kernel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::kquant_q3::{pack_fields, unpack_fields};
+    use super::super::kquant::{pack_group, unpack_group};
     use super::*;
     use crate::formats::blocks::QK_K;
     use crate::formats::GgmlType;
@@ -273,10 +273,10 @@ mod tests {
                     }
                 }
                 let mut got = vec![0u8; size];
-                pack_fields(l, nb * QK_K, &src, n, &mut got);
+                pack_group(GgmlType::Q2_K, nb * QK_K, &src, n, &mut got);
                 assert!(got == want, "{n} rows, nb {nb}");
                 let mut back = vec![0u8; src.len()];
-                unpack_fields(l, nb * QK_K, &got, n, &mut back);
+                unpack_group(GgmlType::Q2_K, nb * QK_K, &got, n, &mut back);
                 assert!(back == src, "{n} rows, nb {nb}: unpack");
             }
         }

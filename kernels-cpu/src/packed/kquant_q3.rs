@@ -1,5 +1,4 @@
-//! The packed group layout of Q3_K, its kernel, and the field-by-field packing that the
-//! layouts outside `kquant` (Q3_K here, Q2_K in `kquant_q2`) share.
+//! The packed group layout of Q3_K (packed by `kquant::pack_group`) and its kernel.
 //!
 //! As for the other K-quants (`kquant`), a group holds, for each super-block b of its 16
 //! rows, one chunk of whole 64-byte registers, each field's bytes 4j..4j + 4 of row r in
@@ -14,11 +13,8 @@
 //! the chunks, at the group's end, since 16 × 110 = 1760 is not whole registers. So a
 //! group takes exactly its rows' GGUF bytes, each byte in one place.
 
-use super::kquant::{gather, scatter, Field, KLayout, Place, MAX_BLOCK};
+use super::kquant::{Field, KLayout, Place};
 use super::GROUP_ROWS;
-use crate::dot::ActRow;
-use crate::formats::blocks::QK_K;
-use crate::formats::GgmlType;
 
 /// Bytes of a Q3_K super-block chunk (16 rows, without the d's).
 pub(super) const Q3_K_CHUNK: usize = GROUP_ROWS * 108;
@@ -27,7 +23,7 @@ pub(super) const Q3_K_SCALES: usize = 0;
 pub(super) const Q3_K_HMASK: usize = 192;
 pub(super) const Q3_K_QS: usize = 704;
 
-const Q3_K: KLayout = KLayout {
+pub(super) const Q3_K: KLayout = KLayout {
     block: 110,
     chunk: Q3_K_CHUNK,
     fields: &[
@@ -53,72 +49,6 @@ const Q3_K: KLayout = KLayout {
         },
     ],
 };
-
-/// The packed layout of `ty` if it is one of the K-quants packed field by field outside
-/// `kquant` (Q3_K, Q2_K).
-pub(super) fn layout(ty: GgmlType) -> Option<&'static KLayout> {
-    match ty {
-        GgmlType::Q3_K => Some(&Q3_K),
-        GgmlType::Q2_K => Some(&super::kquant_q2::Q2_K),
-        _ => None,
-    }
-}
-
-/// Packs `n` ≤ 16 rows (`src`, row-major, `cols` columns) into the group `out` by layout
-/// `l` (lanes past `n` are left as they are): a super-block at a time, the 16 rows' blocks
-/// staged, then each field's registers written in order (as `kquant::pack_group`).
-pub(super) fn pack_fields(l: &KLayout, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
-    let nb = cols / QK_K;
-    let rows: Vec<&[u8]> = src[..n * nb * l.block].chunks_exact(nb * l.block).collect();
-    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
-    for b in 0..nb {
-        for (st, row) in stage.iter_mut().zip(&rows) {
-            st[..l.block].copy_from_slice(&row[b * l.block..(b + 1) * l.block]);
-        }
-        for f in l.fields {
-            let dst = &mut out[f.base(l, nb, b)..][..GROUP_ROWS * f.len];
-            match f.width() {
-                4 => scatter::<4>(f.src, &stage[..n], dst),
-                _ => scatter::<2>(f.src, &stage[..n], dst),
-            }
-        }
-    }
-}
-
-/// The inverse of [`pack_fields`]: the group's first `n` rows into `dst` (row-major).
-pub(super) fn unpack_fields(l: &KLayout, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
-    let nb = cols / QK_K;
-    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
-    for b in 0..nb {
-        for f in l.fields {
-            let from = &src[f.base(l, nb, b)..][..GROUP_ROWS * f.len];
-            match f.width() {
-                4 => gather::<4>(f.src, from, &mut stage[..n]),
-                _ => gather::<2>(f.src, from, &mut stage[..n]),
-            }
-        }
-        let rows = dst[..n * nb * l.block].chunks_exact_mut(nb * l.block);
-        for (row, st) in rows.zip(&stage) {
-            row[b * l.block..(b + 1) * l.block].copy_from_slice(&st[..l.block]);
-        }
-    }
-}
-
-/// The integer sums each (token, super-block) starts from: for Q3_K, 16 a super-block,
-/// −4·bsum_j, the start of sub-block j's integer dot, which makes Σ (u − 4)·a exact from
-/// the unsigned quants u = low + 4·hbit; for Q2_K, `kquant_q2::token_bias`.
-pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
-    let blocks = rows.iter().flat_map(|a| a.q8_k);
-    match ty {
-        GgmlType::Q3_K => Some(
-            blocks
-                .flat_map(|y| y.bsums.map(|s| -4 * i32::from(s)))
-                .collect(),
-        ),
-        GgmlType::Q2_K => Some(super::kquant_q2::token_bias(rows)),
-        _ => None,
-    }
-}
 
 #[cfg(target_arch = "x86_64")]
 pub(super) use kernel::q3_k;
@@ -307,7 +237,10 @@ mod kernel {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kquant::{pack_group, unpack_group, MAX_BLOCK};
     use super::*;
+    use crate::formats::blocks::QK_K;
+    use crate::formats::GgmlType;
 
     /// Pseudo-random bytes (xorshift), reproducible.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -338,7 +271,7 @@ mod tests {
     /// Every byte of a group has one place, and packing/unpacking follow the definition.
     #[test]
     fn q3_k_packing_follows_the_layout_and_unpacks() {
-        let l = layout(GgmlType::Q3_K).unwrap();
+        let l = &Q3_K;
         assert_eq!(l.block, GgmlType::Q3_K.type_size());
         assert!(l.block <= MAX_BLOCK);
         for nb in [1, 2, 3] {
@@ -363,10 +296,10 @@ mod tests {
                     }
                 }
                 let mut got = vec![0u8; size];
-                pack_fields(l, nb * QK_K, &src, n, &mut got);
+                pack_group(GgmlType::Q3_K, nb * QK_K, &src, n, &mut got);
                 assert!(got == want, "{n} rows, nb {nb}");
                 let mut back = vec![0u8; src.len()];
-                unpack_fields(l, nb * QK_K, &got, n, &mut back);
+                unpack_group(GgmlType::Q3_K, nb * QK_K, &got, n, &mut back);
                 assert!(back == src, "{n} rows, nb {nb}: unpack");
             }
         }

@@ -1,4 +1,4 @@
-//! The packed group layout of Q5_K, and its per-token integer sums.
+//! The packed group layout of Q5_K (packed by `kquant::pack_group`).
 //!
 //! As for Q4_K (`kquant`), a group holds one chunk of whole 64-byte registers per
 //! super-block b (256 columns) of its 16 rows, 2816 bytes = 16 × 176; in it, each field of
@@ -14,11 +14,8 @@
 //!
 //! Packing is a permutation of the group's bytes, as for the other K-quants.
 
-use super::kquant::{gather, scatter, MAX_BLOCK};
+use super::kquant::{Field, KLayout, Place, MAX_BLOCK};
 use super::GROUP_ROWS;
-use crate::dot::ActRow;
-use crate::formats::blocks::QK_K;
-use crate::formats::GgmlType;
 
 /// Bytes of a Q5_K block (one row's super-block).
 const BLOCK: usize = 176;
@@ -34,67 +31,45 @@ pub(super) const SCALES: usize = 64;
 pub(super) const QH: usize = 256;
 pub(super) const QS: usize = 768;
 
-/// The fields of a GGUF block: (offset in the block, bytes, offset in the chunk). Each
-/// field's 16 copies take `GROUP_ROWS` × bytes at its chunk offset, in block order.
-const FIELDS: [(usize, usize, usize); 5] = [
-    (0, 2, D),
-    (2, 2, DMIN),
-    (4, 12, SCALES),
-    (16, 32, QH),
-    (48, 128, QS),
-];
-
-/// Packs `n` ≤ 16 rows of Q5_K (`src`, row-major, `cols` columns) into the group `out`
-/// (lanes past `n` are left as they are), a super-block at a time as `kquant` does.
-pub(super) fn pack_group(cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
-    let nb = cols / QK_K;
-    let rows: Vec<&[u8]> = src[..n * nb * BLOCK].chunks_exact(nb * BLOCK).collect();
-    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
-    for b in 0..nb {
-        for (st, row) in stage.iter_mut().zip(&rows) {
-            st[..BLOCK].copy_from_slice(&row[b * BLOCK..(b + 1) * BLOCK]);
-        }
-        for (at, len, to) in FIELDS {
-            let dst = &mut out[b * CHUNK + to..][..GROUP_ROWS * len];
-            match len {
-                2 => scatter::<2>(at, &stage[..n], dst),
-                _ => scatter::<4>(at, &stage[..n], dst),
-            }
-        }
-    }
-}
-
-/// The inverse of [`pack_group`]: the group's first `n` rows into `dst` (row-major).
-pub(super) fn unpack_group(cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
-    let nb = cols / QK_K;
-    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
-    for b in 0..nb {
-        for (at, len, from) in FIELDS {
-            let from = &src[b * CHUNK + from..][..GROUP_ROWS * len];
-            match len {
-                2 => gather::<2>(at, from, &mut stage[..n]),
-                _ => gather::<4>(at, from, &mut stage[..n]),
-            }
-        }
-        let rows = dst[..n * nb * BLOCK].chunks_exact_mut(nb * BLOCK);
-        for (row, st) in rows.zip(&stage) {
-            row[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&st[..BLOCK]);
-        }
-    }
-}
-
-/// Q5_K's per-(token, super-block) sums: its mins and their activation sums are Q4_K's,
-/// so the same i16 pairs (`kquant::token_bias`). `None` for the other formats.
-pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
-    match ty {
-        GgmlType::Q5_K => super::kquant::token_bias(GgmlType::Q4_K, rows),
-        _ => None,
-    }
-}
+/// The fields of a GGUF block, each at its chunk offset.
+pub(super) const Q5_K: KLayout = KLayout {
+    block: BLOCK,
+    chunk: CHUNK,
+    fields: &[
+        Field {
+            src: 0,
+            len: 2,
+            at: Place::Chunk(D),
+        },
+        Field {
+            src: 2,
+            len: 2,
+            at: Place::Chunk(DMIN),
+        },
+        Field {
+            src: 4,
+            len: 12,
+            at: Place::Chunk(SCALES),
+        },
+        Field {
+            src: 16,
+            len: 32,
+            at: Place::Chunk(QH),
+        },
+        Field {
+            src: 48,
+            len: 128,
+            at: Place::Chunk(QS),
+        },
+    ],
+};
 
 #[cfg(test)]
 mod tests {
+    use super::super::kquant::{pack_group, unpack_group};
     use super::*;
+    use crate::formats::blocks::QK_K;
+    use crate::formats::GgmlType;
 
     /// Pseudo-random bytes (xorshift), reproducible.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -110,7 +85,7 @@ mod tests {
     }
 
     /// Where byte `i` of a row's super-block goes in its chunk, for row `r`: the layout by
-    /// the module docs' words, field by field (not through `FIELDS`).
+    /// the module docs' words, field by field (not through `Q5_K`).
     fn place(i: usize, r: usize) -> usize {
         match i {
             0..2 => 2 * r + i,
@@ -142,10 +117,10 @@ mod tests {
                     }
                 }
                 let mut got = vec![0u8; want.len()];
-                pack_group(nb * QK_K, &src, n, &mut got);
+                pack_group(GgmlType::Q5_K, nb * QK_K, &src, n, &mut got);
                 assert!(got == want, "{n} rows, nb {nb}");
                 let mut back = vec![0u8; src.len()];
-                unpack_group(nb * QK_K, &got, n, &mut back);
+                unpack_group(GgmlType::Q5_K, nb * QK_K, &got, n, &mut back);
                 assert!(back == src, "{n} rows, nb {nb}: unpack");
             }
         }

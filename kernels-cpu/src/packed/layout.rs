@@ -90,12 +90,6 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
     if super::kquant::is_kquant(ty) {
         return super::kquant::pack_group(ty, cols, src, n, out);
     }
-    if let Some(l) = super::kquant_q3::layout(ty) {
-        return super::kquant_q3::pack_fields(l, cols, src, n, out);
-    }
-    if ty == GgmlType::Q5_K {
-        return super::kquant_q5::pack_group(cols, src, n, out);
-    }
     let rb = row_bytes(ty, cols);
     let rows = src[..n * rb].chunks_exact(rb.max(1));
     match legacy(ty) {
@@ -162,12 +156,6 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
     if super::kquant::is_kquant(ty) {
         return super::kquant::unpack_group(ty, cols, src, n, dst);
     }
-    if let Some(l) = super::kquant_q3::layout(ty) {
-        return super::kquant_q3::unpack_fields(l, cols, src, n, dst);
-    }
-    if ty == GgmlType::Q5_K {
-        return super::kquant_q5::unpack_group(cols, src, n, dst);
-    }
     let rb = row_bytes(ty, cols);
     match legacy(ty) {
         Some(l) => {
@@ -221,10 +209,7 @@ impl<'a> Tokens<'a> {
             GgmlType::Q4_0 => 8,
             _ => 0,
         };
-        let kquant_bias = super::kquant::token_bias(ty, &rows)
-            .or_else(|| super::kquant_q5::token_bias(ty, &rows))
-            .or_else(|| super::kquant_q3::token_bias(ty, &rows));
-        let bias = if let Some(bias) = kquant_bias {
+        let bias = if let Some(bias) = super::kquant::token_bias(ty, &rows) {
             bias
         } else if offset == 0 {
             Vec::new()
