@@ -13,7 +13,8 @@ use super::{GROUP_ROWS, TILE_TOKENS};
 use crate::dot::PREFETCH_AHEAD;
 use crate::formats::GgmlType;
 
-type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
+/// A tile's results: `out[t][r]`, token t, row r of the group.
+pub(super) type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
 
 /// Runs `$body` with `$t` = 0, 1, … NT − 1 (constants), unrolled by hand: LLVM does not
 /// unroll a block's 8-token loop (its body is large) and then keeps the 8 accumulators in
@@ -102,16 +103,30 @@ pub(super) fn prefetch_scales(p: *const u8, bytes: usize, group: usize) {
     }
 }
 
-/// The 16 rows' f16 values (scales or mins) at `p`, as f32.
+// The small helpers every packed kernel (here and in the K-quant files) uses.
+
+/// The 16 rows' f16 values (scales, mins, d's) at `p`, as f32.
 #[inline(always)]
-unsafe fn halves(p: *const u8) -> __m512 {
+pub(super) unsafe fn halves(p: *const u8) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+}
+
+/// The 64-byte register at `p` (any alignment).
+#[inline(always)]
+pub(super) unsafe fn load(p: *const u8) -> __m512i {
+    _mm512_loadu_si512(p.cast())
+}
+
+/// The i32 at `p` (4 activation bytes, or a precomputed sum) in every lane.
+#[inline(always)]
+pub(super) unsafe fn splat(p: *const u8) -> __m512i {
+    _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
 }
 
 /// Token activation bytes 4i..4i + 4 of the block at `qs`, in every lane.
 #[inline(always)]
 unsafe fn word(qs: *const i8, i: usize) -> __m512i {
-    _mm512_set1_epi32(qs.add(4 * i).cast::<i32>().read_unaligned())
+    splat(qs.add(4 * i).cast())
 }
 
 /// A tile's per-token activation pointers, taken once a group (the block loop then reads

@@ -12,32 +12,12 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{prefetch, prefetch_scales};
+use super::avx512::{halves, load, prefetch, prefetch_scales, splat, Out};
 use super::kquant::{
     Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_CHUNK, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
 };
 use super::layout::Tokens;
-use super::{GROUP_ROWS, TILE_TOKENS};
 use crate::formats::blocks::QK_K;
-
-type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
-
-/// The 16 rows' f16 values at `p`, as f32.
-#[inline(always)]
-unsafe fn halves(p: *const u8) -> __m512 {
-    _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
-}
-
-#[inline(always)]
-unsafe fn load(p: *const u8) -> __m512i {
-    _mm512_loadu_si512(p.cast())
-}
-
-/// The i32 at `p` (4 activation bytes, or a precomputed sum) in every lane.
-#[inline(always)]
-unsafe fn splat(p: *const u8) -> __m512i {
-    _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
-}
 
 /// Q4_K's sub-block scales and mins of the 16 rows, from the 3 scale registers at `p`
 /// (lane r: row r's 12 scale bytes), with the word rule of `k_scales` run lane-parallel:

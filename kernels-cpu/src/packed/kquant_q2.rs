@@ -77,28 +77,8 @@ mod kernel {
 
     use super::{Q2_K_CHUNK, Q2_K_D, Q2_K_DMIN, Q2_K_QS, Q2_K_SCALES};
     use crate::formats::blocks::QK_K;
-    use crate::packed::avx512::prefetch;
+    use crate::packed::avx512::{halves, load, prefetch, splat, Out};
     use crate::packed::layout::Tokens;
-    use crate::packed::{GROUP_ROWS, TILE_TOKENS};
-
-    type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
-
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m512i {
-        _mm512_loadu_si512(p.cast())
-    }
-
-    /// The i32 at `p` (4 activation bytes, or a precomputed sum) in every lane.
-    #[inline(always)]
-    unsafe fn splat(p: *const u8) -> __m512i {
-        _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
-    }
-
-    /// The 16 rows' f16 values at `p`, as f32.
-    #[inline(always)]
-    unsafe fn halves(p: *const u8) -> __m512 {
-        _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
-    }
 
     /// Q2_K's sub-block scales and mins of the 16 rows, from the 4 scale registers at `p`
     /// (lane r of register k: row r's scale bytes 4k..4k + 4):

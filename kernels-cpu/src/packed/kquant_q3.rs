@@ -59,22 +59,8 @@ mod kernel {
 
     use super::{Q3_K_CHUNK, Q3_K_HMASK, Q3_K_QS, Q3_K_SCALES};
     use crate::formats::blocks::QK_K;
-    use crate::packed::avx512::{prefetch, prefetch_scales};
+    use crate::packed::avx512::{halves, load, prefetch, prefetch_scales, splat, Out};
     use crate::packed::layout::Tokens;
-    use crate::packed::{GROUP_ROWS, TILE_TOKENS};
-
-    type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
-
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m512i {
-        _mm512_loadu_si512(p.cast())
-    }
-
-    /// The i32 at `p` (4 activation bytes, or a precomputed sum) in every lane.
-    #[inline(always)]
-    unsafe fn splat(p: *const u8) -> __m512i {
-        _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
-    }
 
     /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows, from the 3 scale
     /// registers at `p` (lane r: row r's 12 scale bytes), lane-parallel: scale j's low
@@ -223,7 +209,7 @@ mod kernel {
             dot!(q, 1, 1);
             dot!(q, 1, 2);
             dot!(q, 1, 3);
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(ds.add(32 * b).cast()));
+            let dw = halves(ds.add(32 * b));
             for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
                 let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);

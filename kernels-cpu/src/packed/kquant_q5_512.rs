@@ -11,31 +11,11 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::prefetch;
+use super::avx512::{halves, load, prefetch, splat, Out};
 use super::kquant512::q4_k_scales;
 use super::kquant_q5::{CHUNK, D, DMIN, QH, QS, SCALES};
 use super::layout::Tokens;
-use super::{GROUP_ROWS, TILE_TOKENS};
 use crate::formats::blocks::QK_K;
-
-type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
-
-/// The 16 rows' f16 values at `p`, as f32.
-#[inline(always)]
-unsafe fn halves(p: *const u8) -> __m512 {
-    _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
-}
-
-#[inline(always)]
-unsafe fn load(p: *const u8) -> __m512i {
-    _mm512_loadu_si512(p.cast())
-}
-
-/// The i32 at `p` (4 activation bytes, or a precomputed sum) in every lane.
-#[inline(always)]
-unsafe fn splat(p: *const u8) -> __m512i {
-    _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
-}
 
 /// The `qh` register at `p` with bits 2I and 2I + 1 of each byte moved to bits 4 and 5
 /// (16-bit shifts: the bits that cross into a byte from its neighbour are never read).
