@@ -14,16 +14,17 @@ use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::shape::check_shape;
 
-/// `y`'s cells, written by the parallel tasks (each its own rows, so never the same cell).
+/// `y`'s cells, written by the parallel tasks (each its own rows, so never the same cell);
+/// also the packed kernels' (`packed::run`).
 #[derive(Clone, Copy)]
-struct Cells(*mut f32);
-// SAFETY: tasks write disjoint cells of one live `&mut [f32]` (see the call site).
+pub(crate) struct Cells(pub(crate) *mut f32);
+// SAFETY: tasks write disjoint cells of one live `&mut [f32]` (see the call sites).
 unsafe impl Send for Cells {}
 unsafe impl Sync for Cells {}
 
 impl Cells {
     /// The cell at index `i`; the caller keeps `i` inside the slice.
-    fn at(self, i: usize) -> *mut f32 {
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }

@@ -262,6 +262,7 @@ pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_bytes as bytes;
     use super::*;
 
     /// Calls `f(row_offset, group_offset, width)` for every lane unit of the first `n` rows
@@ -279,19 +280,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Pseudo-random bytes (xorshift), reproducible.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 32) as u8
-            })
-            .collect()
     }
 
     /// Every byte of a group has one place (the fields tile the group exactly), and

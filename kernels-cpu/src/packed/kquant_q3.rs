@@ -224,22 +224,10 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::super::kquant::{pack_group, unpack_group, MAX_BLOCK};
+    use super::super::test_bytes as bytes;
     use super::*;
     use crate::formats::blocks::QK_K;
     use crate::formats::GgmlType;
-
-    /// Pseudo-random bytes (xorshift), reproducible.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 32) as u8
-            })
-            .collect()
-    }
 
     /// Where byte `i` of row r's super-block b goes in a group of `nb` super-blocks: the
     /// layout by its definition (module docs), written out without `KLayout`.

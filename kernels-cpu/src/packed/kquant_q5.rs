@@ -67,22 +67,10 @@ pub(super) const Q5_K: KLayout = KLayout {
 #[cfg(test)]
 mod tests {
     use super::super::kquant::{pack_group, unpack_group};
+    use super::super::test_bytes as bytes;
     use super::*;
     use crate::formats::blocks::QK_K;
     use crate::formats::GgmlType;
-
-    /// Pseudo-random bytes (xorshift), reproducible.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 32) as u8
-            })
-            .collect()
-    }
 
     /// Where byte `i` of a row's super-block goes in its chunk, for row `r`: the layout by
     /// the module docs' words, field by field (not through `Q5_K`).

@@ -228,20 +228,8 @@ impl<'a> Tokens<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_bytes as bytes;
     use super::*;
-
-    /// Pseudo-random bytes (xorshift), reproducible.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 32) as u8
-            })
-            .collect()
-    }
 
     /// The layout by its definition (module docs of `packed`), byte by byte.
     fn packed_by_definition(ty: GgmlType, cols: usize, src: &[u8], n: usize) -> Vec<u8> {

@@ -51,6 +51,7 @@ use crate::act::QuantizedActs;
 use crate::dot;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
+use crate::matmul::Cells;
 
 /// Rows in a packed group: one per 32-bit lane of a 512-bit register.
 pub const GROUP_ROWS: usize = 16;
@@ -296,20 +297,6 @@ fn check(m: &Packed, acts: &QuantizedActs, n: usize, y: &[f32]) -> Result<(), Fo
     Ok(())
 }
 
-/// `y`'s cells, written by the parallel tasks (each its own rows, so never the same cell).
-#[derive(Clone, Copy)]
-struct Cells(*mut f32);
-// SAFETY: tasks write disjoint cells of one live `&mut [f32]` (see `run`).
-unsafe impl Send for Cells {}
-unsafe impl Sync for Cells {}
-
-impl Cells {
-    /// The cell at index `i`; the caller keeps `i` inside the slice.
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
 /// Runs every group over every token, groups split into parallel tasks; the row-major tail
 /// rows go to the row kernel, in the last task.
 fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
@@ -411,4 +398,18 @@ fn kernel(
         let _ = (m, g, tokens, t0, nt, out);
         unreachable!("PackedMatrix::supports is false off x86_64");
     }
+}
+
+/// Pseudo-random bytes (xorshift), reproducible: the layout tests' rows.
+#[cfg(test)]
+fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
 }
