@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod matvec;
 pub mod ops;
 pub mod packed;
+mod prefetch;
 mod shape;
 
 pub use act::{quantize_acts, QuantizedActs};

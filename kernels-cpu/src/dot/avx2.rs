@@ -11,6 +11,7 @@ use std::arch::x86_64::*;
 
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::GgmlType;
+use crate::prefetch;
 
 pub fn kernel(ty: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
@@ -126,6 +127,7 @@ macro_rules! legacy_kernel {
             let mut side = 0.0f32;
             for b in 0..nb {
                 let blk = wp.add(b * ts);
+                prefetch::ahead(blk, ts);
                 let dw = f16_head(blk);
                 let p = udot32($unpack(blk), _mm256_loadu_si256(qs.add(32 * b).cast()));
                 let s = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
@@ -181,6 +183,7 @@ unsafe fn q8_0(w: &[u8], a: &ActRow) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     for b in 0..nb {
         let blk = wp.add(b * 34);
+        prefetch::ahead(blk, 34);
         let q = _mm256_loadu_si256(blk.add(2).cast());
         let x = _mm256_loadu_si256(qs.add(32 * b).cast());
         let p = udot32(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
@@ -201,6 +204,7 @@ macro_rules! float_kernel {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = 0;
             while i + 32 <= n {
+                prefetch::ahead(wp.add(i * $bytes), 32 * $bytes);
                 for (k, acc) in acc.iter_mut().enumerate() {
                     let j = i + 8 * k;
                     *acc =

@@ -12,6 +12,7 @@ use super::avx2::{f16_at, hsum};
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::blocks::BlockQ8K;
 use crate::formats::GgmlType;
+use crate::prefetch;
 
 pub fn kernel(ty: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
@@ -86,6 +87,7 @@ macro_rules! k_kernel {
             let mut side = 0.0f32;
             for b in 0..nb {
                 let y = a.q8_k.get_unchecked(b);
+                prefetch::ahead(w.as_ptr().add(b * ts), ts);
                 let (u, sc, d, s) = $unpack(w.as_ptr().add(b * ts), y);
                 let isum = scaled_idot(&u, sc, y.qs.as_ptr());
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(y.d * d), acc);

@@ -20,6 +20,7 @@ use super::avx2::{f16_head, unpack_q4_0, unpack_q4_1, unpack_q5_0, unpack_q5_1};
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::GgmlType;
 use crate::isa::Isa;
+use crate::prefetch;
 
 pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
     use GgmlType::*;
@@ -42,26 +43,6 @@ pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
 }
 // SAFETY (all kernels in this file): `dot::kernel` hands these out only at levels the CPU
 // supports (`Vnni` kernels only with AVX-512 VNNI); reads are bounded by `row_blocks`.
-
-/// How far ahead of its reads a row kernel asks for weights. A matvec streams the whole
-/// matrix once (rows are contiguous, so the stream runs on into the next rows); the hardware
-/// prefetcher alone left decode 25-35% short, and asking ahead closed most of it. Measured
-/// on SmolLM2 decode, 1 thread: 768 B < 1.5 KB < 3 KB ≈ 6 KB ≈ 12 KB (Q4_1 65 → 89 → ~100
-/// tok/s from none to 1.5 to 3 KB; Q8_0, F16 +15%, flat past 3 KB).
-pub(crate) const PREFETCH_AHEAD: usize = 3072;
-
-/// Prefetches the `bytes` (a step's span, at most a few lines) at `PREFETCH_AHEAD` past
-/// `p`. A prefetch never faults, so reaching past the matrix is harmless.
-#[inline(always)]
-fn prefetch_ahead(p: *const u8, bytes: usize) {
-    let ahead = p.wrapping_add(PREFETCH_AHEAD);
-    let mut off = 0;
-    while off < bytes {
-        // SAFETY: prefetching does not access memory architecturally.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off).cast()) };
-        off += 64;
-    }
-}
 
 /// Lane indices [2p ×8, 2p+1 ×8] for pair p = 0.
 #[inline]
@@ -149,7 +130,7 @@ macro_rules! legacy_rows {
                 ));
                 for q in 0..4 {
                     let blk = base.add(4 * q * ts);
-                    prefetch_ahead(blk, 4 * ts);
+                    prefetch::ahead(blk, 4 * ts);
                     let raw = _mm512_permutex2var_epi16(
                         _mm512_loadu_si512(blk.add(qs_off).cast()),
                         gather,
@@ -227,7 +208,7 @@ macro_rules! q8_0_rows {
                 let mut lanes = pair_index0();
                 for p in 0..8 {
                     let blk = base.add(2 * p * 34);
-                    prefetch_ahead(blk, 68);
+                    prefetch::ahead(blk, 68);
                     let wv = _mm512_inserti64x4::<1>(
                         _mm512_castsi256_si512(_mm256_loadu_si256(blk.add(2).cast())),
                         _mm256_loadu_si256(blk.add(36).cast()),
@@ -361,7 +342,7 @@ macro_rules! float_rows {
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut i = 0;
             while i + 64 <= n {
-                prefetch_ahead(wp.add(i * $bytes), 64 * $bytes);
+                prefetch::ahead(wp.add(i * $bytes), 64 * $bytes);
                 for (k, acc) in acc.iter_mut().enumerate() {
                     let j = i + 16 * k;
                     *acc =

@@ -15,6 +15,7 @@ use super::avx2::f16_at;
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::GgmlType;
 use crate::isa::Isa;
+use crate::prefetch;
 
 pub fn kernel(ty: GgmlType, level: Isa) -> Option<DotFn> {
     use GgmlType::*;
@@ -79,6 +80,7 @@ macro_rules! k_family {
             let mut side = _mm_setzero_ps();
             for b in 0..nb {
                 let blk = w.as_ptr().add(b * 144);
+                prefetch::ahead(blk, 144);
                 let y = a.q8_k.get_unchecked(b);
                 let (sc, m) = scales_mins(&std::ptr::read_unaligned(blk.add(4).cast()));
                 let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(
@@ -142,6 +144,7 @@ macro_rules! k_family {
             let mut side = _mm_setzero_ps();
             for b in 0..nb {
                 let blk = w.as_ptr().add(b * 176);
+                prefetch::ahead(blk, 176);
                 let y = a.q8_k.get_unchecked(b);
                 let (sc, m) = scales_mins(&std::ptr::read_unaligned(blk.add(4).cast()));
                 let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(
@@ -214,6 +217,7 @@ macro_rules! k_family {
             for b in 0..nb {
                 // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108.
                 let blk = w.as_ptr().add(b * 110);
+                prefetch::ahead(blk, 110);
                 let y = a.q8_k.get_unchecked(b);
                 let a0 = std::ptr::read_unaligned(blk.add(96).cast::<u32>());
                 let a1 = std::ptr::read_unaligned(blk.add(100).cast::<u32>());
@@ -293,6 +297,7 @@ macro_rules! k_family {
             let mut acc = _mm512_setzero_ps();
             for b in 0..nb {
                 let blk = w.as_ptr().add(b * 210);
+                prefetch::ahead(blk, 210);
                 let y = a.q8_k.get_unchecked(b);
                 let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192).cast()));
                 let sc = _mm512_castsi256_si512(sc16);

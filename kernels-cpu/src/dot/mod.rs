@@ -21,9 +21,6 @@ pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod tile512;
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use avx512::PREFETCH_AHEAD;
-
 use crate::formats::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::formats::GgmlType;
 use crate::isa::Isa;

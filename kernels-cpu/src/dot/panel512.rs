@@ -18,9 +18,9 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::avx512::PREFETCH_AHEAD;
 use super::{ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::GgmlType;
+use crate::prefetch;
 
 /// Blocks per panel group: one per 32-bit lane.
 const GROUP: usize = 16;
@@ -104,12 +104,7 @@ impl Panel {
                 let base = w.as_ptr().add(r * row_bytes + g * GROUP * ts);
                 // The weights come from memory here, in gathers the hardware prefetcher does
                 // not follow: ask for the group PREFETCH_AHEAD on (never faults).
-                let mut off = 0;
-                while off < GROUP * ts {
-                    let p = base.wrapping_add(PREFETCH_AHEAD + off);
-                    _mm_prefetch::<_MM_HINT_T0>(p.cast());
-                    off += 64;
-                }
+                prefetch::ahead(base, GROUP * ts);
                 let at = (r * groups + g) * GROUP;
                 let q = self.quants.as_mut_ptr().add(at * WORDS);
                 let head = gather16(base, 0, idx, m);

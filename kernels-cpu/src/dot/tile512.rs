@@ -17,9 +17,9 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_head, unpack_q4_0};
-use super::avx512::PREFETCH_AHEAD;
 use super::{row_blocks, ActRow, TILE_ROWS};
 use crate::formats::GgmlType;
+use crate::prefetch::PREFETCH_AHEAD;
 
 type Acc<const NT: usize> = [[__m512; NT]; TILE_ROWS];
 type Out<const NT: usize> = [[f32; NT]; TILE_ROWS];

@@ -10,7 +10,6 @@ use std::arch::x86_64::*;
 
 use super::layout::{scales_at, Tokens};
 use super::{GROUP_ROWS, TILE_TOKENS};
-use crate::dot::PREFETCH_AHEAD;
 use crate::formats::GgmlType;
 
 /// A tile's results: `out[t][r]`, token t, row r of the group.
@@ -73,37 +72,13 @@ pub(super) unsafe fn group(
     }
 }
 
-/// Prefetches `bytes` (whole lines) at `PREFETCH_AHEAD` past `p`: the group stream is
-/// contiguous across groups, so this also fetches the next group's start. A prefetch never
-/// faults, so reaching past the matrix is harmless.
-#[inline(always)]
-pub(super) fn prefetch(p: *const u8, bytes: usize) {
-    prefetch_to::<_MM_HINT_T0>(p, bytes)
-}
-
-/// As [`prefetch`], into L2 only (`prefetcht1`). Q2_K's kernel, the one with the most
-/// work per weight byte, decodes faster so: 9.0–9.6 → 10.2–11.4 GB/s from memory with one
-/// thread (512 MiB, 6 interleaved runs); for the other formats it measured no clear gain
-/// and cost in-cache speed (Q8_0 73 → 62 GB/s), so they keep [`prefetch`].
-#[inline(always)]
-pub(super) fn prefetch_l2(p: *const u8, bytes: usize) {
-    prefetch_to::<_MM_HINT_T1>(p, bytes)
-}
-
-#[inline(always)]
-fn prefetch_to<const HINT: i32>(p: *const u8, bytes: usize) {
-    let ahead = p.wrapping_add(PREFETCH_AHEAD);
-    let mut off = 0;
-    while off < bytes {
-        // SAFETY: prefetching does not access memory architecturally.
-        unsafe { _mm_prefetch::<HINT>(ahead.wrapping_add(off).cast()) };
-        off += 64;
-    }
-}
+/// Prefetches `bytes` at `PREFETCH_AHEAD` past `p` (`prefetch::ahead`): the group stream
+/// is contiguous across groups, so this also fetches the next group's start.
+pub(super) use crate::prefetch::ahead as prefetch;
 
 /// Prefetches a group's scale region (`bytes` at `p`) and the next group's (`group` bytes
 /// on). The scales lie after all of a group's quants, so the stream prefetch (which runs
-/// `PREFETCH_AHEAD` past the quants being read) reaches them only near the group's end:
+/// `prefetch::PREFETCH_AHEAD` past the quants being read) reaches them only near the group's end:
 /// without this, every block's scale load waited on memory in decode.
 #[inline(always)]
 pub(super) fn prefetch_scales(p: *const u8, bytes: usize, group: usize) {
