@@ -49,20 +49,23 @@ pub(super) unsafe fn group(
 ) {
     debug_assert!(t0 + nt <= tokens.rows.len());
     macro_rules! by_tokens {
-        ($($f:ident)::+) => {
+        ($($f:ident)::+ $(, $flag:literal)?) => {
             match nt {
-                8 => $($f)::+::<8>(g, cols, tokens, t0, out),
-                4 => $($f)::+::<4>(g, cols, tokens, t0, out),
-                1 => $($f)::+::<1>(g, cols, tokens, t0, out),
+                8 => $($f)::+::<8 $(, $flag)?>(g, cols, tokens, t0, out),
+                4 => $($f)::+::<4 $(, $flag)?>(g, cols, tokens, t0, out),
+                1 => $($f)::+::<1 $(, $flag)?>(g, cols, tokens, t0, out),
                 _ => unreachable!("tile of {nt} tokens"),
             }
         };
     }
     match ty {
         GgmlType::Q8_0 => by_tokens!(q8_0),
-        GgmlType::Q4_0 => by_tokens!(q4_0),
-        GgmlType::Q4_1 => by_tokens!(q4_1),
-        GgmlType::F16 => by_tokens!(f16),
+        GgmlType::Q4_0 => by_tokens!(nibbles_d, false),
+        GgmlType::Q5_0 => by_tokens!(nibbles_d, true),
+        GgmlType::Q4_1 => by_tokens!(nibbles_dm, false),
+        GgmlType::Q5_1 => by_tokens!(nibbles_dm, true),
+        GgmlType::F16 => by_tokens!(halves16, false),
+        GgmlType::BF16 => by_tokens!(halves16, true),
         GgmlType::Q4_K => by_tokens!(super::kquant512::q4_k),
         GgmlType::Q6_K => by_tokens!(super::kquant512::q6_k),
         GgmlType::Q5_K => by_tokens!(super::kquant_q5_512::q5_k),
@@ -197,6 +200,45 @@ unsafe fn nibbles(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
     )
 }
 
+/// Q5_0/Q5_1: the quants u = nibble + 16·h of a block's 4 nibble registers at `q`, laid
+/// out as [`nibbles`], each byte's fifth bit h taken from the fifth register (`q + 256`,
+/// `layout::spread_qh`: bit K of a byte belongs to nibble register K, low nibbles' K =
+/// 0..4, high nibbles' 4..8), moved to 0x10 by one 16-bit shift (bit K of each byte to bit
+/// 4 of the same byte).
+#[inline(always)]
+unsafe fn nibbles5(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+    let (m, bit) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+    let raw: [__m512i; 4] = std::array::from_fn(|j| load(q.add(64 * j)));
+    let h = load(q.add(256));
+    let fifth = [
+        _mm512_slli_epi16::<4>(h),
+        _mm512_slli_epi16::<3>(h),
+        _mm512_slli_epi16::<2>(h),
+        _mm512_slli_epi16::<1>(h),
+        h,
+        _mm512_srli_epi16::<1>(h),
+        _mm512_srli_epi16::<2>(h),
+        _mm512_srli_epi16::<3>(h),
+    ]
+    .map(|v| _mm512_and_si512(v, bit));
+    // (a & 0x0F) | b, b holding bit 4 only: 0xEC is a & c | b.
+    let join = |a, b| _mm512_ternarylogic_epi32::<0xEC>(a, b, m);
+    (
+        std::array::from_fn(|j| join(raw[j], fifth[j])),
+        std::array::from_fn(|j| join(_mm512_srli_epi16::<4>(raw[j]), fifth[4 + j])),
+    )
+}
+
+/// A nibble format's block at `q`: Q4 (`FIFTH` false, 4 registers) or Q5 (5 registers).
+#[inline(always)]
+unsafe fn nibble_block<const FIFTH: bool>(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+    if FIFTH {
+        nibbles5(q)
+    } else {
+        nibbles(q)
+    }
+}
+
 /// Σ nibble·activation of one block for one token (its block quants at `qs`), starting at
 /// `start`.
 #[inline(always)]
@@ -210,19 +252,37 @@ unsafe fn nibble_dot(start: i32, lo: &[__m512i; 4], hi: &[__m512i; 4], qs: *cons
     _mm512_add_epi32(s0, s1)
 }
 
+/// Bytes of a nibble format's block in the group's quant region (16 rows): Q4's 4
+/// registers, Q5's 5.
+const fn nibble_region<const FIFTH: bool>() -> usize {
+    if FIFTH {
+        320
+    } else {
+        256
+    }
+}
+
+/// Q4_0 (`FIFTH` false) and Q5_0 (true): w = d·(u − o), the −o·Σq in the token's bias.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn q4_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+unsafe fn nibbles_d<const NT: usize, const FIFTH: bool>(
+    g: &[u8],
+    cols: usize,
+    tk: &Tokens,
+    t0: usize,
+    out: &mut Out,
+) {
     let nb = cols / 32;
-    debug_assert!(g.len() >= scales_at(16, nb) + nb * 32);
+    let region = nibble_region::<FIFTH>();
+    debug_assert!(g.len() >= scales_at(region / 16, nb) + nb * 32);
     let gp = g.as_ptr();
-    let scales = gp.add(scales_at(16, nb));
+    let scales = gp.add(scales_at(region / 16, nb));
     prefetch_scales(scales, 32 * nb, g.len());
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
-        let q = gp.add(b * 256);
-        prefetch(q, 256);
-        let (lo, hi) = nibbles(q);
+        let q = gp.add(b * region);
+        prefetch(q, region);
+        let (lo, hi) = nibble_block::<FIFTH>(q);
         let dw = halves(scales.add(32 * b));
         each_token!(NT, t, {
             let s = nibble_dot(*a.bias[t].add(b), &lo, &hi, a.qs[t].add(32 * b));
@@ -235,20 +295,28 @@ unsafe fn q4_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     }
 }
 
+/// Q4_1 (`FIFTH` false) and Q5_1 (true): w = d·u + m.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn q4_1<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+unsafe fn nibbles_dm<const NT: usize, const FIFTH: bool>(
+    g: &[u8],
+    cols: usize,
+    tk: &Tokens,
+    t0: usize,
+    out: &mut Out,
+) {
     let nb = cols / 32;
-    debug_assert!(g.len() >= scales_at(16, nb) + nb * 64);
+    let region = nibble_region::<FIFTH>();
+    debug_assert!(g.len() >= scales_at(region / 16, nb) + nb * 64);
     let gp = g.as_ptr();
-    let scales = gp.add(scales_at(16, nb));
+    let scales = gp.add(scales_at(region / 16, nb));
     let mins = scales.add(32 * nb);
     prefetch_scales(scales, 64 * nb, g.len());
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
-        let q = gp.add(b * 256);
-        prefetch(q, 256);
-        let (lo, hi) = nibbles(q);
+        let q = gp.add(b * region);
+        prefetch(q, region);
+        let (lo, hi) = nibble_block::<FIFTH>(q);
         let dw = halves(scales.add(32 * b));
         let mw = halves(mins.add(32 * b));
         each_token!(NT, t, {
@@ -264,8 +332,32 @@ unsafe fn q4_1<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     }
 }
 
+/// The 16 rows' BF16 values at `p`, as f32 (exact: a bf16 is an f32's high half).
+#[inline(always)]
+unsafe fn bf16s(p: *const u8) -> __m512 {
+    let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
+}
+
+/// The 16 rows' element at `p`: F16 (`BF` false) or BF16 (true).
+#[inline(always)]
+unsafe fn element<const BF: bool>(p: *const u8) -> __m512 {
+    if BF {
+        bf16s(p)
+    } else {
+        halves(p)
+    }
+}
+
+/// F16 (`BF` false) and BF16 (true), f32 activations.
 #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
-unsafe fn f16<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
+unsafe fn halves16<const NT: usize, const BF: bool>(
+    g: &[u8],
+    cols: usize,
+    tk: &Tokens,
+    t0: usize,
+    out: &mut Out,
+) {
     debug_assert!(g.len() >= cols * 32);
     let gp = g.as_ptr();
     // Two accumulators a token (even and odd k): one FMA chain per token would wait on the
@@ -276,8 +368,8 @@ unsafe fn f16<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, ou
     for p in 0..pairs {
         let at = gp.add(64 * p);
         prefetch(at, 64);
-        let w0 = halves(at);
-        let w1 = halves(at.add(32));
+        let w0 = element::<BF>(at);
+        let w1 = element::<BF>(at.add(32));
         let k = 2 * p;
         each_token!(NT, t, {
             acc[t][0] = _mm512_fmadd_ps(w0, _mm512_set1_ps(*x[t].add(k)), acc[t][0]);
@@ -286,7 +378,7 @@ unsafe fn f16<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, ou
     }
     if cols % 2 == 1 {
         let k = cols - 1;
-        let w = halves(gp.add(32 * k));
+        let w = element::<BF>(gp.add(32 * k));
         for t in 0..NT {
             acc[t][0] = _mm512_fmadd_ps(w, _mm512_set1_ps(*x[t].add(k)), acc[t][0]);
         }

@@ -8,14 +8,23 @@ use crate::formats::{FormatError, GgmlType};
 
 /// How a legacy block is split into the packed group's regions.
 struct Legacy {
-    /// Bytes before the quants in a GGUF block: d (and Q4_1's m), f16 each.
+    /// Bytes before the quants in a GGUF block: d (and Q4_1's/Q5_1's m), f16 each.
     head: usize,
-    /// Quant bytes of a block (one row): 32 (Q8_0) or 16 (nibbles).
+    /// Quant bytes of a block (one row) in the group's quant region: 32 (Q8_0), 16
+    /// (nibbles), 20 (Q5: `qh` then the nibbles in the GGUF block; packed as the nibbles'
+    /// 4 registers, then `qh` as a fifth, bit-transposed by [`spread_qh`]).
     quants: usize,
     /// XORed into every quant byte: Q8_0 stores q + 128 (unsigned for `vpdpbusd`).
     flip: u8,
-    /// Q4_1: a min per block.
+    /// Q4_1, Q5_1: a min per block.
     mins: bool,
+}
+
+impl Legacy {
+    /// Q5_0/Q5_1: a `qh` word before the nibbles.
+    fn fifth_bits(&self) -> bool {
+        self.quants == 20
+    }
 }
 
 fn legacy(ty: GgmlType) -> Option<Legacy> {
@@ -23,6 +32,8 @@ fn legacy(ty: GgmlType) -> Option<Legacy> {
         GgmlType::Q8_0 => (2, 32, 0x80, false),
         GgmlType::Q4_0 => (2, 16, 0, false),
         GgmlType::Q4_1 => (4, 16, 0, true),
+        GgmlType::Q5_0 => (2, 20, 0, false),
+        GgmlType::Q5_1 => (4, 20, 0, true),
         _ => return None,
     };
     Some(Legacy {
@@ -31,6 +42,39 @@ fn legacy(ty: GgmlType) -> Option<Legacy> {
         flip,
         mins,
     })
+}
+
+/// A Q5 block's `qh` (bit e: the fifth bit of element e) as the packed kernels read it:
+/// bit K of byte i is the fifth bit of element 4K + i, the element that byte i of nibble
+/// register K (K < 4: the low nibbles' register K, else the high nibbles' register K − 4)
+/// holds; so one shift by 4 − K puts every byte's bit at 0x10.
+pub(super) fn spread_qh(qh: u32) -> u32 {
+    // Bits 0..4 of a nibble to bits 0, 8, 16, 24.
+    const SPREAD: [u32; 16] = {
+        let mut t = [0u32; 16];
+        let mut n = 0;
+        while n < 16 {
+            let mut i = 0;
+            while i < 4 {
+                t[n] |= ((n as u32 >> i) & 1) << (8 * i);
+                i += 1;
+            }
+            n += 1;
+        }
+        t
+    };
+    (0..8).fold(0, |t, k| t | SPREAD[(qh >> (4 * k)) as usize & 0xF] << k)
+}
+
+/// The inverse of [`spread_qh`].
+pub(super) fn gather_qh(t: u32) -> u32 {
+    let mut qh = 0;
+    for k in 0..8 {
+        for i in 0..4 {
+            qh |= ((t >> (8 * i + k)) & 1) << (4 * k + i);
+        }
+    }
+    qh
 }
 
 /// Bytes of one row of `cols` elements in the GGUF layout.
@@ -94,7 +138,7 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
     let rows = src[..n * rb].chunks_exact(rb.max(1));
     match legacy(ty) {
         Some(l) => pack_legacy(&l, ty.type_size(), cols / 32, rows, out),
-        None => pack_f16(cols, rows, out),
+        None => pack_halves(cols, rows, out),
     }
 }
 
@@ -114,9 +158,15 @@ fn pack_legacy<'a>(
         for (r, row) in blocks.iter_mut().enumerate() {
             let blk = row.next().expect("a row has nb blocks");
             let (head, q) = blk.split_at(l.head);
+            let word = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let (qh, q) = q.split_at(if l.fifth_bits() { 4 } else { 0 });
             for (j, w) in q.chunks_exact(4).enumerate() {
-                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) ^ flip;
-                regs[64 * j + 4 * r..64 * j + 4 * r + 4].copy_from_slice(&v.to_ne_bytes());
+                let v = word(w) ^ flip;
+                regs[64 * j + 4 * r..64 * j + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            if l.fifth_bits() {
+                let v = spread_qh(word(qh)).to_le_bytes();
+                regs[64 * 4 + 4 * r..64 * 4 + 4 * r + 4].copy_from_slice(&v);
             }
             let at = (b * GROUP_ROWS + r) * 2;
             scales[at..at + 2].copy_from_slice(&head[..2]);
@@ -127,8 +177,8 @@ fn pack_legacy<'a>(
     }
 }
 
-/// F16: 16 columns of the 16 rows at a time, a 16×16 transpose of halves.
-fn pack_f16<'a>(cols: usize, rows: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) {
+/// F16, BF16: 16 columns of the 16 rows at a time, a 16×16 transpose of halves.
+fn pack_halves<'a>(cols: usize, rows: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) {
     const K: usize = 16;
     let rows: Vec<&[u8]> = rows.collect();
     let whole = cols / K * K;
@@ -172,11 +222,17 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
                         let m = mins + (b * GROUP_ROWS + r) * 2;
                         blk[2..4].copy_from_slice(&src[m..m + 2]);
                     }
-                    for (j, word) in blk[l.head..].chunks_exact_mut(4).enumerate() {
+                    let lane = |j: usize| {
                         let at = (b * l.quants / 4 + j) * 64 + r * 4;
-                        for (o, &v) in word.iter_mut().zip(&src[at..at + 4]) {
-                            *o = v ^ l.flip;
-                        }
+                        u32::from_le_bytes(src[at..at + 4].try_into().expect("4 bytes"))
+                    };
+                    let (qh, qs) = blk[l.head..].split_at_mut(if l.fifth_bits() { 4 } else { 0 });
+                    for (j, word) in qs.chunks_exact_mut(4).enumerate() {
+                        let v = lane(j) ^ u32::from_ne_bytes([l.flip; 4]);
+                        word.copy_from_slice(&v.to_le_bytes());
+                    }
+                    if l.fifth_bits() {
+                        qh.copy_from_slice(&gather_qh(lane(4)).to_le_bytes());
                     }
                 }
             }
@@ -195,8 +251,9 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
 /// The activations of one call as the packed kernels read them.
 pub(super) struct Tokens<'a> {
     pub(super) rows: Vec<ActRow<'a>>,
-    /// Q8_0, Q4_0 weights: −o·Σq of each (token, block) (o the offset the stored quants
-    /// carry: 128, 8), the start of the block's integer dot, which makes it exact.
+    /// Q8_0, Q4_0, Q5_0 weights: −o·Σq of each (token, block) (o the offset the stored
+    /// quants carry: 128, 8, 16), the start of the block's integer dot, which makes it
+    /// exact.
     pub(super) bias: Vec<i32>,
 }
 
@@ -207,6 +264,7 @@ impl<'a> Tokens<'a> {
         let offset = match ty {
             GgmlType::Q8_0 => 128,
             GgmlType::Q4_0 => 8,
+            GgmlType::Q5_0 => 16,
             _ => 0,
         };
         let bias = if let Some(bias) = super::kquant::token_bias(ty, &rows) {
@@ -241,9 +299,17 @@ mod tests {
                 Some(l) => {
                     let nb = cols / 32;
                     let scales = scales_at(l.quants, nb);
+                    let qh = if l.fifth_bits() { 4 } else { 0 };
                     for (b, blk) in row.chunks_exact(ty.type_size()).enumerate() {
-                        for (i, &q) in blk[l.head..].iter().enumerate() {
-                            out[(b * l.quants / 4 + i / 4) * 64 + 4 * r + i % 4] = q ^ l.flip;
+                        let reg = |j: usize| (b * l.quants / 4 + j) * 64 + 4 * r;
+                        for (i, &q) in blk[l.head + qh..].iter().enumerate() {
+                            out[reg(i / 4) + i % 4] = q ^ l.flip;
+                        }
+                        // Q5: the fifth bit of element e at bit e / 4 of byte e % 4 of the
+                        // fifth register's lane.
+                        for e in 0..8 * qh {
+                            let bit = (blk[l.head + e / 8] >> (e % 8)) & 1;
+                            out[reg(4) + e % 4] |= bit << (e / 4);
                         }
                         for h in 0..l.head {
                             let region = scales + (h / 2) * nb * GROUP_ROWS * 2;
@@ -268,6 +334,9 @@ mod tests {
             (GgmlType::Q8_0, 576),
             (GgmlType::Q4_0, 96),
             (GgmlType::Q4_1, 576),
+            (GgmlType::Q5_0, 64),
+            (GgmlType::Q5_1, 96),
+            (GgmlType::BF16, 33),
             (GgmlType::F16, 1),
             (GgmlType::F16, 33),
             (GgmlType::F16, 577),
@@ -285,6 +354,20 @@ mod tests {
                 unpack_group(ty, cols, &out, n, &mut back);
                 assert_eq!(back, src, "{ty} {n}x{cols}");
             }
+        }
+    }
+
+    #[test]
+    fn spread_qh_puts_element_4k_plus_i_at_bit_k_of_byte_i() {
+        for e in 0..32 {
+            assert_eq!(spread_qh(1 << e), 1 << (8 * (e % 4) + e / 4), "element {e}");
+        }
+        let mut x = 0x9E37_79B9u32;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            assert_eq!(gather_qh(spread_qh(x)), x);
         }
     }
 }

@@ -5,19 +5,21 @@
 //! reductions, a gather of the block scales and scalar work for the blocks that do not fill
 //! a register: on SmolLM2's 576-wide rows that fixed cost is as large as the multiply-adds,
 //! and decode ran at ~80% of the read bandwidth (Q8_0) with the core busy, so memory and
-//! compute did not overlap. Here a register holds the same 4 bytes (Q8_0, Q4_0, Q4_1) or the
-//! same element (F16) of 16 rows; the token's value is broadcast to all lanes, so a few
+//! compute did not overlap. Here a register holds the same 4 bytes (the legacy formats) or
+//! the same element (F16, BF16) of 16 rows; the token's value is broadcast to all lanes, so a few
 //! `vpdpbusd` (or FMAs) give 16 rows' block dots at once, the scales of 16 rows are one
 //! load, and a group's 16 results are one store. The same kernels run prefill, reusing each
 //! group's weight registers for up to 8 tokens.
 //!
 //! Layout of a group (`nb` blocks a row, rows r = 0..16 of the group):
-//! - Q8_0, Q4_0, Q4_1: the quants of block b of the 16 rows, as 64-byte registers: register
-//!   j lane r holds bytes 4j..4j+4 of row r's block b (Q8_0: `q + 128`, unsigned; the
-//!   nibble formats: the raw `qs` bytes, low nibbles elements 4j.., high 16 + 4j..), 8
-//!   registers a block (Q8_0) or 4 (nibbles); then, after all blocks, the f16 scales, 16 a
-//!   block (lane r = row r); then (Q4_1) the f16 mins likewise.
-//! - F16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
+//! - Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: the quants of block b of the 16 rows, as 64-byte
+//!   registers: register j lane r holds bytes 4j..4j+4 of row r's block b (Q8_0: `q + 128`,
+//!   unsigned; the nibble formats: the raw `qs` bytes, low nibbles elements 4j.., high
+//!   16 + 4j..), 8 registers a block (Q8_0) or 4 (nibbles), and for Q5 a fifth: lane r is
+//!   row r's `qh`, its bits transposed so that bit K of byte i is the fifth bit of nibble
+//!   register K's byte i (`layout::spread_qh`); then, after all blocks, the f16 scales, 16
+//!   a block (lane r = row r); then (Q4_1, Q5_1) the f16 mins likewise.
+//! - F16, BF16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
 //! - Q4_K, Q6_K: a chunk of whole registers per super-block (scales, then quants, 4 bytes
 //!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`; Q3_K and
 //!   Q2_K in `kquant_q3` and `kquant_q2`.
@@ -64,17 +66,18 @@ const TILE_TOKENS: usize = 8;
 #[derive(Clone, Copy)]
 struct Line([u8; 64]);
 
-/// Whether `ty` has packed kernels at `isa` (Q4_0, Q4_1, Q8_0, Q2_K to Q6_K at VNNI; F16 at
-/// AVX-512).
+/// Whether `ty` has packed kernels at `isa` (the legacy formats and Q2_K to Q6_K at VNNI;
+/// F16 and BF16 at AVX-512).
 pub fn supports(ty: GgmlType, isa: Isa) -> bool {
     cfg!(target_arch = "x86_64")
         && isa.is_supported()
         && match ty {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => isa >= Isa::Vnni,
+            GgmlType::Q5_0 | GgmlType::Q5_1 => isa >= Isa::Vnni,
             GgmlType::Q4_K | GgmlType::Q6_K => isa >= Isa::Vnni,
             GgmlType::Q2_K | GgmlType::Q3_K => isa >= Isa::Vnni,
             GgmlType::Q5_K => isa >= Isa::Vnni,
-            GgmlType::F16 => isa >= Isa::Avx512,
+            GgmlType::F16 | GgmlType::BF16 => isa >= Isa::Avx512,
             _ => false,
         }
 }
