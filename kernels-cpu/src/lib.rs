@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod matvec;
 pub mod ops;
 pub mod packed;
+#[cfg(target_arch = "x86_64")]
 mod prefetch;
 mod shape;
 

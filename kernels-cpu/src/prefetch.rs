@@ -3,7 +3,6 @@
 //! A matvec streams its matrix once; the hardware prefetcher alone left decode 25–35%
 //! short, and asking ahead closed most of it.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
 
 /// How far ahead of its reads a kernel asks for weights (rows and groups are contiguous,
@@ -17,10 +16,7 @@ pub(crate) const PREFETCH_AHEAD: usize = 3072;
 /// matrix is harmless.
 #[inline(always)]
 pub(crate) fn ahead(p: *const u8, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    lines::<_MM_HINT_T0>(p, bytes);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, bytes);
+    lines::<_MM_HINT_T0>(p, bytes)
 }
 
 /// As [`ahead`], into L2 only (`prefetcht1`). Packed Q2_K, the kernel with the most work
@@ -29,13 +25,10 @@ pub(crate) fn ahead(p: *const u8, bytes: usize) {
 /// in-cache speed (Q8_0 73 → 62 GB/s), so they ask for L1.
 #[inline(always)]
 pub(crate) fn ahead_l2(p: *const u8, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    lines::<_MM_HINT_T1>(p, bytes);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, bytes);
+    lines::<_MM_HINT_T1>(p, bytes)
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The lines of `bytes` at `PREFETCH_AHEAD` past `p`, with hint `HINT`.
 #[inline(always)]
 fn lines<const HINT: i32>(p: *const u8, bytes: usize) {
     let at = p.wrapping_add(PREFETCH_AHEAD);
