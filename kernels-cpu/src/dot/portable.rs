@@ -1,15 +1,31 @@
-//! Portable dot products written with `wide`, for CPUs without a dedicated path.
+//! Portable dot products written with `wide` (SSE2 on x86-64 by default, NEON on aarch64),
+//! for CPUs without a dedicated path.
 //!
-//! Blocks are decoded to signed quants (offset already applied) with scalar bit operations
-//! the compiler vectorizes, then dotted 16 at a time in i16 lanes (`i16x16::dot`, a
-//! multiply-add of pairs into i32) and scaled in f32 per block, as the reference does.
+//! Quantized formats work on 16-bit words: 16 bytes loaded as 8 words hold 16 quants, the
+//! even-numbered ones in the low bytes and the odd ones in the high bytes (little-endian, as
+//! the block layouts are). One shift and one mask per word vector extract a field (a nibble,
+//! two bits, a high bit, a signed byte) of the even or of the odd bytes as i16 lanes, for
+//! the weights and the activation quants alike, so nothing is widened byte by byte and no
+//! element is touched by scalar code; `i16x8::dot` (a multiply-add of lane pairs into i32)
+//! then dots even with even and odd with odd.
+//!
+//! Block dots are exact in i32, as in the reference: legacy quants (|q| ≤ 31 after the
+//! offset) times activations (|a| ≤ 128); K-quants multiply each quant by its sub-block's
+//! scale in i16 first (|q·sc| ≤ 32·128 = 4096, Q6_K's worst case) and add a super-block's
+//! lanes in i32 (64 products of ≤ 2¹⁹ a lane). Each block's (K: super-block's) i32 lanes
+//! are converted to f32 and scaled by d_w·d_a into f32 lane accumulators, which are summed
+//! across lanes once per row; mins (Q4_1, Q5_1, K-quants) go into one f32 side sum. So
+//! floats differ from the reference only in summation order (tolerance: `dot_twins.rs`).
+//!
+//! f16 values (scales, F16 weights) are converted inline: the bits moved into f32 position
+//! are the value times 2⁻¹¹², for normals, subnormals and zeros alike, so one exact
+//! multiply finishes the job; only Inf/NaN (exponent 31) need another path.
 
 use half::f16;
-use wide::{f32x8, i16x16, i32x8, i8x16};
+use wide::{f32x4, f32x8, i16x8, i32x4, i32x8, u16x8};
 
-use super::reference::k_scale_min;
 use super::{row_blocks, ActRow, DotFn};
-use crate::formats::blocks::*;
+use crate::formats::blocks::BlockQ8K;
 use crate::formats::float::f32_from_bf16_bits;
 use crate::formats::GgmlType;
 
@@ -33,264 +49,414 @@ pub fn kernel(ty: GgmlType) -> Option<DotFn> {
     })
 }
 
-fn block<B: Block>(w: &[u8], i: usize) -> B {
-    let size = std::mem::size_of::<B>();
-    bytemuck::pod_read_unaligned(&w[i * size..(i + 1) * size])
+// ---- words and fields ----
+
+/// The first 16 bytes of `b` as 8 words.
+#[inline(always)]
+fn words(b: &[u8]) -> i16x8 {
+    bytemuck::pod_read_unaligned(&b[..16])
 }
 
-/// Σ q·a over 16 signed quants, in i32 lanes.
-#[inline]
-fn dot16(q: &[i8], a: &[i8]) -> i32x8 {
-    let q = i16x16::from_i8x16(i8x16::from(<[i8; 16]>::try_from(&q[..16]).expect("16")));
-    let a = i16x16::from_i8x16(i8x16::from(<[i8; 16]>::try_from(&a[..16]).expect("16")));
-    q.dot(a)
+/// The first 16 activation quants of `a` as 8 words.
+#[inline(always)]
+fn act_words(a: &[i8]) -> i16x8 {
+    words(bytemuck::cast_slice(&a[..16]))
 }
 
-#[inline]
-fn dot32(q: &[i8; 32], a: &[i8]) -> i32 {
-    (dot16(&q[..16], &a[..16]) + dot16(&q[16..], &a[16..32])).reduce_add()
+/// The signed bytes of `w`: [even bytes, odd bytes] as i16 lanes.
+#[inline(always)]
+fn split_i8(w: i16x8) -> [i16x8; 2] {
+    [(w << 8) >> 8, w >> 8]
 }
 
-fn nibbles(qs: &[u8; 16], qh: u32, offset: i8) -> [i8; 32] {
-    let mut q = [0i8; 32];
-    for j in 0..16 {
-        let h0 = ((qh >> j) & 1) as u8;
-        let h1 = ((qh >> (j + 16)) & 1) as u8;
-        q[j] = ((qs[j] & 0xF) | (h0 << 4)) as i8 - offset;
-        q[j + 16] = ((qs[j] >> 4) | (h1 << 4)) as i8 - offset;
+/// The `width`-bit field at bit `from` of every byte of `w`, moved to bit `to` (all other
+/// bits zero): [even bytes, odd bytes] as i16 lanes. The arithmetic shifts bring in sign
+/// bits only above the field, where the mask clears them.
+#[inline(always)]
+fn split_field(w: i16x8, from: u32, width: u32, to: u32) -> [i16x8; 2] {
+    let mask = i16x8::splat((((1u32 << width) - 1) << to) as i16);
+    let even = if from >= to {
+        w >> (from - to)
+    } else {
+        w << (to - from)
+    };
+    [even & mask, (w >> (from + 8 - to)) & mask]
+}
+
+/// Two 16-byte halves' [even, odd] pairs as the four vectors of 32 quants.
+#[inline(always)]
+fn halves(half: impl Fn(usize) -> [i16x8; 2]) -> [i16x8; 4] {
+    let ([a, b], [c, d]) = (half(0), half(1));
+    [a, b, c, d]
+}
+
+/// `(x | y) − offset` lane by lane: a low field, its high bits, the format's offset.
+#[inline(always)]
+fn combine(x: [i16x8; 4], y: [i16x8; 4], offset: i16) -> [i16x8; 4] {
+    let o = i16x8::splat(offset);
+    std::array::from_fn(|i| (x[i] | y[i]) - o)
+}
+
+/// An f16 (as bits) as f32, exactly as `half` converts it.
+#[inline(always)]
+fn f16_bits_to_f32(h: u16) -> f32 {
+    if h & 0x7C00 == 0x7C00 {
+        return f16::from_bits(h).to_f32();
     }
-    q
+    let bits = (u32::from(h & 0x8000) << 16) | (u32::from(h & 0x7FFF) << 13);
+    f32::from_bits(bits) * TWO_POW_112
 }
 
-fn legacy(nb: usize, a: &ActRow, block: impl Fn(usize) -> ([i8; 32], f32, f32)) -> f32 {
-    let mut sum = 0.0f32;
-    for b in 0..nb {
-        let (q, d, m) = block(b);
-        sum += dot32(&q, &a.qs[32 * b..]) as f32 * (d * a.d[b]) + m * a.dsum[b];
+/// 2¹¹²: f16 bits in f32 position read as 2⁻¹¹² times the f16 value.
+const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
+
+/// The f16 at byte `off` of `b` as f32.
+#[inline(always)]
+fn f16_at(b: &[u8], off: usize) -> f32 {
+    f16_bits_to_f32(u16::from_le_bytes([b[off], b[off + 1]]))
+}
+
+// ---- legacy formats (32-element blocks, Q8_0/Q8_1 activations) ----
+
+/// Σ q·a over one block as 4 i32 lanes: `q` is [even, odd] of elements 0–15, then of
+/// 16–31, `a` the block's 32 activation quants.
+#[inline(always)]
+fn block_dot(q: [i16x8; 4], a: &[i8]) -> i32x4 {
+    let [e0, o0] = split_i8(act_words(&a[..16]));
+    let [e1, o1] = split_i8(act_words(&a[16..32]));
+    (q[0].dot(e0) + q[1].dot(o0)) + (q[2].dot(e1) + q[3].dot(o1))
+}
+
+/// A legacy row: `decode(block)` gives the block's signed quants (offset applied), d and
+/// its min (0 for formats without); `MIN` says whether the format has mins (added as
+/// m·s, s the activation block's `dsum`).
+#[inline(always)]
+fn legacy_row<const TS: usize, const MIN: bool>(
+    ty: GgmlType,
+    w: &[u8],
+    a: &ActRow,
+    decode: impl Fn(&[u8; TS]) -> ([i16x8; 4], f32, f32),
+) -> f32 {
+    let nb = row_blocks(ty, w, a);
+    let (blocks, _) = w.as_chunks::<TS>();
+    let acts = a.qs[..32 * nb].chunks_exact(32).zip(a.d).zip(a.dsum);
+    let mut acc = f32x4::ZERO;
+    let mut side = 0.0f32;
+    for (blk, ((qa, &da), &s)) in blocks.iter().zip(acts) {
+        let (q, d, m) = decode(blk);
+        acc += block_dot(q, qa).round_float() * f32x4::splat(d * da);
+        if MIN {
+            side += m * s;
+        }
     }
-    sum
+    acc.reduce_add() + side
+}
+
+/// A legacy block's 16 nibble bytes: low nibbles are elements 0–15, high ones 16–31.
+#[inline(always)]
+fn nibbles(qs: &[u8]) -> [i16x8; 4] {
+    let w = words(qs);
+    let ([e0, o0], [e1, o1]) = (split_field(w, 0, 4, 0), split_field(w, 4, 4, 0));
+    [e0, o0, e1, o1]
+}
+
+/// 16 where bit j of the little-endian `qh` is set, for element j, in [`nibbles`] order.
+#[inline(always)]
+fn fifth_bits(qh: &[u8]) -> [i16x8; 4] {
+    // Lane k of the even vector is element 2k (bit 2k), of the odd one element 2k + 1.
+    const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
+    const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
+    let bit = |bits: [u8; 2], lanes: [i16; 8]| {
+        let m = i16x8::from(lanes);
+        (i16x8::splat(i16::from_le_bytes(bits)) & m).simd_eq(m) & i16x8::splat(16)
+    };
+    let (lo, hi) = ([qh[0], qh[1]], [qh[2], qh[3]]);
+    [bit(lo, EVEN), bit(lo, ODD), bit(hi, EVEN), bit(hi, ODD)]
 }
 
 fn q4_0(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q4_0, w, a);
-    legacy(nb, a, |i| {
-        let b: BlockQ4_0 = block(w, i);
-        (nibbles(&b.qs, 0, 8), b.d.to_f32(), 0.0)
+    // d at 0, qs at 2.
+    legacy_row::<18, false>(GgmlType::Q4_0, w, a, |b| {
+        let q = nibbles(&b[2..]).map(|v| v - i16x8::splat(8));
+        (q, f16_at(b, 0), 0.0)
     })
 }
 
 fn q4_1(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q4_1, w, a);
-    legacy(nb, a, |i| {
-        let b: BlockQ4_1 = block(w, i);
-        (nibbles(&b.qs, 0, 0), b.d.to_f32(), b.m.to_f32())
+    // d at 0, m at 2, qs at 4.
+    legacy_row::<20, true>(GgmlType::Q4_1, w, a, |b| {
+        (nibbles(&b[4..]), f16_at(b, 0), f16_at(b, 2))
     })
 }
 
 fn q5_0(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q5_0, w, a);
-    legacy(nb, a, |i| {
-        let b: BlockQ5_0 = block(w, i);
-        (
-            nibbles(&b.qs, u32::from_le_bytes(b.qh), 16),
-            b.d.to_f32(),
-            0.0,
-        )
+    // d at 0, qh at 2, qs at 6.
+    legacy_row::<22, false>(GgmlType::Q5_0, w, a, |b| {
+        let q = combine(nibbles(&b[6..]), fifth_bits(&b[2..]), 16);
+        (q, f16_at(b, 0), 0.0)
     })
 }
 
 fn q5_1(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q5_1, w, a);
-    legacy(nb, a, |i| {
-        let b: BlockQ5_1 = block(w, i);
-        (
-            nibbles(&b.qs, u32::from_le_bytes(b.qh), 0),
-            b.d.to_f32(),
-            b.m.to_f32(),
-        )
+    // d at 0, m at 2, qh at 4, qs at 8.
+    legacy_row::<24, true>(GgmlType::Q5_1, w, a, |b| {
+        let q = combine(nibbles(&b[8..]), fifth_bits(&b[4..]), 0);
+        (q, f16_at(b, 0), f16_at(b, 2))
     })
 }
 
 fn q8_0(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q8_0, w, a);
-    legacy(nb, a, |i| {
-        let b: BlockQ8_0 = block(w, i);
-        (b.qs, b.d.to_f32(), 0.0)
+    // d at 0, qs at 2.
+    legacy_row::<34, false>(GgmlType::Q8_0, w, a, |b| {
+        let q = halves(|h| split_i8(words(&b[2 + 16 * h..])));
+        (q, f16_at(b, 0), 0.0)
     })
 }
 
-/// A K-quant super-block decoded: signed quants, one integer scale per 16, d, and the
-/// min term dmin·Σ m_j·bsum_j (0 for formats without mins).
-struct KDecoded {
-    q: [i8; 256],
-    sc: [i32; 16],
-    d: f32,
-    min_term: f32,
+// ---- K-quants (256-element super-blocks, Q8_K activations) ----
+
+/// Σ_j sc_j·Σ_{i∈j} q_i·a_i over one super-block as 4 i32 lanes: `group(g)` gives the
+/// quants of elements 32g..32g+32 (sub-blocks 2g and 2g + 1) as [`block_dot`]'s `q`, `sc`
+/// the 16 sub-block scales.
+#[inline(always)]
+fn scaled_idot(group: impl Fn(usize) -> [i16x8; 4], sc: &[i16; 16], a: &[i8; 256]) -> i32x4 {
+    let mut acc = i32x4::ZERO;
+    for g in 0..8 {
+        let q = group(g);
+        for h in 0..2 {
+            let [e, o] = split_i8(act_words(&a[32 * g + 16 * h..]));
+            let s = i16x8::splat(sc[2 * g + h]);
+            acc += (q[2 * h] * s).dot(e) + (q[2 * h + 1] * s).dot(o);
+        }
+    }
+    acc
 }
 
-fn k_row(nb: usize, a: &ActRow, decode: impl Fn(usize, &BlockQ8K) -> KDecoded) -> f32 {
-    let mut sum = 0.0f32;
-    for b in 0..nb {
-        let y = &a.q8_k[b];
-        let k = decode(b, y);
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += k.sc[j] * dot16(&k.q[16 * j..], &y.qs[16 * j..]).reduce_add();
-        }
-        sum += y.d * (k.d * isum as f32 - k.min_term);
+/// Σ_j m_j·bsum_j over the 16 sums of 16 activations.
+#[inline(always)]
+fn bsum_dot(m: [i16; 16], bsums: &[i16; 16]) -> i32 {
+    let v = |x: &[i16]| i16x8::from(<[i16; 8]>::try_from(x).expect("8 lanes"));
+    (v(&m[..8]).dot(v(&bsums[..8])) + v(&m[8..]).dot(v(&bsums[8..]))).reduce_add()
+}
+
+/// A K-quant row: `block(bytes, y)` gives a super-block's Σ sc·q·a lanes, its d and its
+/// min term dmin·Σ m_j·bsum_j (0 without mins); the super-block contributes
+/// y.d·d·Σ − y.d·min.
+#[inline(always)]
+fn k_row<const TS: usize>(
+    ty: GgmlType,
+    w: &[u8],
+    a: &ActRow,
+    block: impl Fn(&[u8; TS], &BlockQ8K) -> (i32x4, f32, f32),
+) -> f32 {
+    row_blocks(ty, w, a);
+    let (blocks, _) = w.as_chunks::<TS>();
+    let mut acc = f32x4::ZERO;
+    let mut side = 0.0f32;
+    for (blk, y) in blocks.iter().zip(a.q8_k) {
+        let (isum, d, min) = block(blk, y);
+        acc += isum.round_float() * f32x4::splat(y.d * d);
+        side += y.d * min;
     }
-    sum
+    acc.reduce_add() - side
+}
+
+/// Scales of sub-blocks of 32 (Q4_K/Q5_K) repeated for both halves of 16.
+#[inline(always)]
+fn per_16(v: [u8; 8]) -> [i16; 16] {
+    std::array::from_fn(|j| i16::from(v[j / 2]))
+}
+
+/// The 8 six-bit scales and 8 mins of Q4_K/Q5_K from their 12 bytes.
+#[inline(always)]
+fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0xF) | ((s[j] >> 6) << 4);
+        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+    (sc, m)
 }
 
 fn q2_k(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q2_K, w, a);
-    k_row(nb, a, |i, y| {
-        let b: BlockQ2K = block(w, i);
-        let mut q = [0i8; 256];
-        for (e, q) in q.iter_mut().enumerate() {
-            let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
-            *q = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
-        }
-        let mins: i32 = (0..16)
-            .map(|j| i32::from(b.scales[j] >> 4) * i32::from(y.bsums[j]))
-            .sum();
-        KDecoded {
-            q,
-            sc: b.scales.map(|s| i32::from(s & 0xF)),
-            d: b.d.to_f32(),
-            min_term: b.dmin.to_f32() * mins as f32,
-        }
+    // scales[16] at 0, qs[64] at 16, d at 80, dmin at 82. Group 4h + s is bits 2s of
+    // qs[32h..32h + 32].
+    k_row::<84>(GgmlType::Q2_K, w, a, |b, y| {
+        let sc = std::array::from_fn(|j| i16::from(b[j] & 0xF));
+        let mins = std::array::from_fn(|j| i16::from(b[j] >> 4));
+        let group = |g: usize| {
+            let (h, s) = (g / 4, (g % 4) as u32);
+            halves(|c| split_field(words(&b[16 + 32 * h + 16 * c..]), 2 * s, 2, 0))
+        };
+        let min = f16_at(b, 82) * bsum_dot(mins, &y.bsums) as f32;
+        (scaled_idot(group, &sc, &y.qs), f16_at(b, 80), min)
     })
 }
 
 fn q3_k(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q3_K, w, a);
-    k_row(nb, a, |i, _| {
-        let b: BlockQ3K = block(w, i);
-        let mut q = [0i8; 256];
-        for (e, q) in q.iter_mut().enumerate() {
-            let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
-            let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
-            let high = (b.hmask[l] >> (4 * h + s)) & 1;
-            *q = low - if high == 1 { 0 } else { 4 };
-        }
-        let s = &b.scales;
-        let mut sc = [0i32; 16];
-        for (j, sc) in sc.iter_mut().enumerate() {
+    // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108. Low bits as Q2_K; the high
+    // bit of group g is bit g of hmask; q = low | high << 2, minus 4.
+    k_row::<110>(GgmlType::Q3_K, w, a, |b, y| {
+        let s = &b[96..108];
+        let sc = std::array::from_fn(|j| {
             let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
             let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-            *sc = i32::from(low | (high << 4)) - 32;
-        }
-        KDecoded {
-            q,
-            sc,
-            d: b.d.to_f32(),
-            min_term: 0.0,
-        }
+            i16::from(low | (high << 4)) - 32
+        });
+        let group = |g: usize| {
+            let (h, s) = (g / 4, (g % 4) as u32);
+            let low = halves(|c| split_field(words(&b[32 + 32 * h + 16 * c..]), 2 * s, 2, 0));
+            let high = halves(|c| split_field(words(&b[16 * c..]), g as u32, 1, 2));
+            combine(low, high, 4)
+        };
+        (scaled_idot(group, &sc, &y.qs), f16_at(b, 108), 0.0)
     })
 }
 
-fn q45_k(d: f16, dmin: f16, scales: &[u8; 12], q: [i8; 256], y: &BlockQ8K) -> KDecoded {
-    let mut sc = [0i32; 16];
-    let mut mins = 0i32;
-    for j in 0..8 {
-        let (s, m) = k_scale_min(j, scales);
-        sc[2 * j] = i32::from(s);
-        sc[2 * j + 1] = i32::from(s);
-        mins += i32::from(m) * (i32::from(y.bsums[2 * j]) + i32::from(y.bsums[2 * j + 1]));
-    }
-    KDecoded {
-        q,
-        sc,
-        d: d.to_f32(),
-        min_term: dmin.to_f32() * mins as f32,
-    }
-}
-
 fn q4_k(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q4_K, w, a);
-    k_row(nb, a, |i, y| {
-        let b: BlockQ4K = block(w, i);
-        let mut q = [0i8; 256];
-        for (e, q) in q.iter_mut().enumerate() {
-            let byte = b.qs[32 * (e / 64) + e % 32];
-            *q = (if (e / 32) % 2 == 0 {
-                byte & 0xF
-            } else {
-                byte >> 4
-            }) as i8;
-        }
-        q45_k(b.d, b.dmin, &b.scales, q, y)
+    // d at 0, dmin at 2, scales[12] at 4, qs[128] at 16. Group 2k + n is nibble n of
+    // qs[32k..32k + 32].
+    k_row::<144>(GgmlType::Q4_K, w, a, |b, y| {
+        let (sc, m) = scales_mins(&b[4..16]);
+        let group = |g: usize| {
+            let (k, n) = (g / 2, (g % 2) as u32);
+            halves(|c| split_field(words(&b[16 + 32 * k + 16 * c..]), 4 * n, 4, 0))
+        };
+        let min = f16_at(b, 2) * bsum_dot(per_16(m), &y.bsums) as f32;
+        (scaled_idot(group, &per_16(sc), &y.qs), f16_at(b, 0), min)
     })
 }
 
 fn q5_k(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q5_K, w, a);
-    k_row(nb, a, |i, y| {
-        let b: BlockQ5K = block(w, i);
-        let mut q = [0i8; 256];
-        for (e, q) in q.iter_mut().enumerate() {
-            let byte = b.qs[32 * (e / 64) + e % 32];
-            let low = if (e / 32) % 2 == 0 {
-                byte & 0xF
-            } else {
-                byte >> 4
-            };
-            *q = (low | (((b.qh[e % 32] >> (e / 32)) & 1) << 4)) as i8;
-        }
-        q45_k(b.d, b.dmin, &b.scales, q, y)
+    // d at 0, dmin at 2, scales[12] at 4, qh[32] at 16, qs[128] at 48. Nibbles as Q4_K;
+    // the fifth bit of group g is bit g of qh.
+    k_row::<176>(GgmlType::Q5_K, w, a, |b, y| {
+        let (sc, m) = scales_mins(&b[4..16]);
+        let group = |g: usize| {
+            let (k, n) = (g / 2, (g % 2) as u32);
+            let low = halves(|c| split_field(words(&b[48 + 32 * k + 16 * c..]), 4 * n, 4, 0));
+            let high = halves(|c| split_field(words(&b[16 + 16 * c..]), g as u32, 1, 4));
+            combine(low, high, 0)
+        };
+        let min = f16_at(b, 2) * bsum_dot(per_16(m), &y.bsums) as f32;
+        (scaled_idot(group, &per_16(sc), &y.qs), f16_at(b, 0), min)
     })
 }
 
 fn q6_k(w: &[u8], a: &ActRow) -> f32 {
-    let nb = row_blocks(GgmlType::Q6_K, w, a);
-    k_row(nb, a, |i, _| {
-        let b: BlockQ6K = block(w, i);
-        let mut q = [0i8; 256];
-        for (e, q) in q.iter_mut().enumerate() {
-            let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
-            let byte = b.ql[64 * h + 32 * (s % 2) + l];
-            let low = if s < 2 { byte & 0xF } else { byte >> 4 };
-            *q = (low | (((b.qh[32 * h + l] >> (2 * s)) & 3) << 4)) as i8 - 32;
-        }
-        KDecoded {
-            q,
-            sc: b.scales.map(i32::from),
-            d: b.d.to_f32(),
-            min_term: 0.0,
-        }
+    // ql[128] at 0, qh[64] at 128, scales[16] (i8) at 192, d at 208. Group 4h + s: nibble
+    // s / 2 of ql[64h + 32(s % 2)..][..32], bits 2s of qh[32h..32h + 32] above it; minus 32.
+    k_row::<210>(GgmlType::Q6_K, w, a, |b, y| {
+        let sc = std::array::from_fn(|j| i16::from(b[192 + j] as i8));
+        let group = |g: usize| {
+            let (h, s) = (g / 4, g % 4);
+            let ql = 64 * h + 32 * (s % 2);
+            let low = halves(|c| split_field(words(&b[ql + 16 * c..]), 4 * (s / 2) as u32, 4, 0));
+            let qh = 128 + 32 * h;
+            let high = halves(|c| split_field(words(&b[qh + 16 * c..]), 2 * s as u32, 2, 4));
+            combine(low, high, 32)
+        };
+        (scaled_idot(group, &sc, &y.qs), f16_at(b, 208), 0.0)
     })
 }
 
-/// Σ w·x with 8 f32 lanes; `wf(i)` is weight i as f32.
-fn float_dot(n: usize, x: &[f32], wf: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = f32x8::splat(0.0);
-    let full = n / 8 * 8;
-    for i in (0..full).step_by(8) {
-        let wv = f32x8::from(std::array::from_fn::<f32, 8, _>(|k| wf(i + k)));
-        let xv = f32x8::from(<[f32; 8]>::try_from(&x[i..i + 8]).expect("8"));
-        acc = wv.mul_add(xv, acc);
+// ---- float formats (F32 activations) ----
+
+/// Σ w·x with four f32x8 accumulators; `load(i)` gives weights 8i..8i + 8 as f32,
+/// `scalar(i)` weight i (for the tail of fewer than 8).
+#[inline(always)]
+fn float_dot(
+    n: usize,
+    x: &[f32],
+    load: impl Fn(usize) -> f32x8,
+    scalar: impl Fn(usize) -> f32,
+) -> f32 {
+    let xv = |i: usize| {
+        bytemuck::pod_read_unaligned::<f32x8>(bytemuck::cast_slice(&x[8 * i..8 * i + 8]))
+    };
+    let chunks = n / 8;
+    let mut acc = [f32x8::ZERO; 4];
+    let mut i = 0;
+    while i + 4 <= chunks {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = load(i + k).mul_add(xv(i + k), *acc);
+        }
+        i += 4;
     }
-    acc.reduce_add() + (full..n).map(|i| wf(i) * x[i]).sum::<f32>()
+    while i < chunks {
+        acc[0] = load(i).mul_add(xv(i), acc[0]);
+        i += 1;
+    }
+    let sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])).reduce_add();
+    sum + (8 * chunks..n).map(|j| scalar(j) * x[j]).sum::<f32>()
+}
+
+/// 8 consecutive u16 of `w` from element `i` (bytes 2i..2i + 16).
+#[inline(always)]
+fn u16x8_at(w: &[u8], i: usize) -> u16x8 {
+    bytemuck::pod_read_unaligned(&w[2 * i..2 * i + 16])
+}
+
+/// [`f16_bits_to_f32`] for 8 lanes (Inf/NaN lanes blended in from the bits).
+#[inline(always)]
+fn f16x8_to_f32(h: u16x8) -> f32x8 {
+    let x = i32x8::from_u16x8(h);
+    let bits = ((x & i32x8::splat(0x8000)) << 16) | ((x & i32x8::splat(0x7FFF)) << 13);
+    let finite = bytemuck::cast::<i32x8, f32x8>(bits) * f32x8::splat(TWO_POW_112);
+    // Exponent 31: f32 exponent 255, same mantissa and sign.
+    let special = (x & i32x8::splat(0x7C00)).simd_eq(i32x8::splat(0x7C00));
+    let inf_nan = bytemuck::cast::<i32x8, f32x8>(bits | i32x8::splat(0x7000_0000));
+    bytemuck::cast::<i32x8, f32x8>(special).select(inf_nan, finite)
 }
 
 fn f32_dot(w: &[u8], a: &ActRow) -> f32 {
     let n = row_blocks(GgmlType::F32, w, a);
-    float_dot(n, a.x, |i| {
-        f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
-    })
+    float_dot(
+        n,
+        a.x,
+        |i| bytemuck::pod_read_unaligned(&w[32 * i..32 * i + 32]),
+        |i| f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]),
+    )
 }
 
 fn f16_dot(w: &[u8], a: &ActRow) -> f32 {
     let n = row_blocks(GgmlType::F16, w, a);
-    float_dot(n, a.x, |i| {
-        f16::from_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])).to_f32()
-    })
+    float_dot(
+        n,
+        a.x,
+        |i| f16x8_to_f32(u16x8_at(w, 8 * i)),
+        |i| f16_at(w, 2 * i),
+    )
 }
 
 fn bf16_dot(w: &[u8], a: &ActRow) -> f32 {
     let n = row_blocks(GgmlType::BF16, w, a);
-    float_dot(n, a.x, |i| {
-        f32_from_bf16_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]))
-    })
+    float_dot(
+        n,
+        a.x,
+        |i| bytemuck::cast(i32x8::from_u16x8(u16x8_at(w, 8 * i)) << 16),
+        |i| f32_from_bf16_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every f16 bit pattern converts as `half` does (NaNs: to some NaN).
+    #[test]
+    fn f16_conversion_matches_half() {
+        let same = |got: f32, want: f32| {
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+        };
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            assert!(same(f16_bits_to_f32(h), want), "{h:#06x}");
+            let v = f16x8_to_f32(u16x8::splat(h)).to_array();
+            assert!(v.iter().all(|&g| same(g, want)), "{h:#06x} (8 lanes)");
+        }
+    }
 }
