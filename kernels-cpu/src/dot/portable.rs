@@ -10,12 +10,14 @@
 //! then dots even with even and odd with odd.
 //!
 //! Block dots are exact in i32, as in the reference: legacy quants (|q| ≤ 31 after the
-//! offset) times activations (|a| ≤ 128); K-quants multiply each quant by its sub-block's
-//! scale in i16 first (|q·sc| ≤ 32·128 = 4096, Q6_K's worst case) and add a super-block's
-//! lanes in i32 (64 products of ≤ 2¹⁹ a lane). Each block's (K: super-block's) i32 lanes
-//! are converted to f32 and scaled by d_w·d_a into f32 lane accumulators, which are summed
-//! across lanes once per row; mins (Q4_1, Q5_1, K-quants) go into one f32 side sum. So
-//! floats differ from the reference only in summation order (tolerance: `dot_twins.rs`).
+//! offset) times activations (|a| ≤ 128) through `dot`; K-quants form the products q·a in
+//! i16, add those that share a sub-block scale there, and multiply-add them with the scale
+//! into i32 (bounds at [`scaled_idot`]); Q3_K's and Q6_K's offsets come off in i32 as
+//! o·Σ sc_j·bsum_j, from the activation's exact per-16 sums. Each block's (K: super-block's)
+//! i32 lanes are converted to f32 and scaled by d_w·d_a into f32 lane accumulators, which
+//! are summed across lanes once per row; mins (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) go into one f32
+//! side sum. So results differ from the reference only in f32 rounding and summation order
+//! (the tolerance derived in `tests/dot_twins.rs` covers both).
 //!
 //! f16 values (scales, F16 weights) are converted inline: the bits moved into f32 position
 //! are the value times 2⁻¹¹², for normals, subnormals and zeros alike, so one exact
@@ -69,18 +71,32 @@ fn split_i8(w: i16x8) -> [i16x8; 2] {
     [(w << 8) >> 8, w >> 8]
 }
 
-/// The `width`-bit field at bit `from` of every byte of `w`, moved to bit `to` (all other
-/// bits zero): [even bytes, odd bytes] as i16 lanes. The arithmetic shifts bring in sign
-/// bits only above the field, where the mask clears them.
+/// The `width`-bit field at bit `from` of every byte of `w`, moved to bit `to` of the same
+/// byte (all other bits zero). The arithmetic shift brings sign bits in only above the
+/// high byte's field, where the mask clears them.
 #[inline(always)]
-fn split_field(w: i16x8, from: u32, width: u32, to: u32) -> [i16x8; 2] {
-    let mask = i16x8::splat((((1u32 << width) - 1) << to) as i16);
-    let even = if from >= to {
+fn field(w: i16x8, from: u32, width: u32, to: u32) -> i16x8 {
+    let mask = i16x8::splat((0x0101 * (((1u32 << width) - 1) << to)) as i16);
+    let moved = if from >= to {
         w >> (from - to)
     } else {
         w << (to - from)
     };
-    [even & mask, (w >> (from + 8 - to)) & mask]
+    moved & mask
+}
+
+/// [`field`] split at once: [even bytes, odd bytes] as i16 lanes, each shifted from `w`
+/// directly (fewer instructions than [`split_u8`] after [`field`] where one field is all).
+#[inline(always)]
+fn split_field(w: i16x8, from: u32, width: u32) -> [i16x8; 2] {
+    let mask = i16x8::splat(((1u32 << width) - 1) as i16);
+    [(w >> from) & mask, (w >> (from + 8)) & mask]
+}
+
+/// The bytes of `w`, each below 128: [even bytes, odd bytes] as i16 lanes.
+#[inline(always)]
+fn split_u8(w: i16x8) -> [i16x8; 2] {
+    [w & i16x8::splat(0xFF), w >> 8]
 }
 
 /// Two 16-byte halves' [even, odd] pairs as the four vectors of 32 quants.
@@ -156,7 +172,7 @@ fn legacy_row<const TS: usize, const MIN: bool>(
 #[inline(always)]
 fn nibbles(qs: &[u8]) -> [i16x8; 4] {
     let w = words(qs);
-    let ([e0, o0], [e1, o1]) = (split_field(w, 0, 4, 0), split_field(w, 4, 4, 0));
+    let ([e0, o0], [e1, o1]) = (split_field(w, 0, 4), split_field(w, 4, 4));
     [e0, o0, e1, o1]
 }
 
@@ -215,21 +231,44 @@ fn q8_0(w: &[u8], a: &ActRow) -> f32 {
 
 // ---- K-quants (256-element super-blocks, Q8_K activations) ----
 
+/// A super-block's integer scales: one per 16 elements (Q2_K, Q3_K, Q6_K) or per 32 (Q4_K,
+/// Q5_K).
+enum SubScales {
+    Of16([i16; 16]),
+    Of32([i16; 8]),
+}
+
 /// Σ_j sc_j·Σ_{i∈j} q_i·a_i over one super-block as 4 i32 lanes: `group(g)` gives the
-/// quants of elements 32g..32g+32 (sub-blocks 2g and 2g + 1) as [`block_dot`]'s `q`, `sc`
-/// the 16 sub-block scales.
+/// quants of elements 32g..32g+32 as [`block_dot`]'s `q`.
+///
+/// The products q·a are formed in i16 and those sharing a scale added there first (two per
+/// lane for scales of 16, four for 32: |Σ| ≤ 2·63·128 (Q6_K before its offset) or 4·31·128
+/// (Q5_K), < 2¹⁵), so each scale costs one multiply-add into i32 (|pair| ≤ 2·16128·128,
+/// a lane's 16 of them far from 2³¹).
 #[inline(always)]
-fn scaled_idot(group: impl Fn(usize) -> [i16x8; 4], sc: &[i16; 16], a: &[i8; 256]) -> i32x4 {
-    let mut acc = i32x4::ZERO;
-    for g in 0..8 {
+fn scaled_idot(group: impl Fn(usize) -> [i16x8; 4], sc: &SubScales, a: &[i8; 256]) -> i32x4 {
+    let step = |g: usize| {
         let q = group(g);
-        for h in 0..2 {
-            let [e, o] = split_i8(act_words(&a[32 * g + 16 * h..]));
-            let s = i16x8::splat(sc[2 * g + h]);
-            acc += (q[2 * h] * s).dot(e) + (q[2 * h + 1] * s).dot(o);
+        let [e0, o0] = split_i8(act_words(&a[32 * g..]));
+        let [e1, o1] = split_i8(act_words(&a[32 * g + 16..]));
+        let (p0, p1) = (q[0] * e0 + q[1] * o0, q[2] * e1 + q[3] * o1);
+        match sc {
+            SubScales::Of16(s) => {
+                p0.dot(i16x8::splat(s[2 * g])) + p1.dot(i16x8::splat(s[2 * g + 1]))
+            }
+            SubScales::Of32(s) => (p0 + p1).dot(i16x8::splat(s[g])),
         }
-    }
-    acc
+    };
+    // Unrolled by hand: each group's shift counts are then constants (a loop the compiler
+    // keeps rolled shifts by register and branches on the shift direction).
+    let mut acc = step(0);
+    acc += step(1);
+    acc += step(2);
+    acc += step(3);
+    acc += step(4);
+    acc += step(5);
+    acc += step(6);
+    acc + step(7)
 }
 
 /// Σ_j m_j·bsum_j over the 16 sums of 16 activations.
@@ -261,7 +300,13 @@ fn k_row<const TS: usize>(
     acc.reduce_add() - side
 }
 
-/// Scales of sub-blocks of 32 (Q4_K/Q5_K) repeated for both halves of 16.
+/// Scales or mins of Q4_K/Q5_K as i16.
+#[inline(always)]
+fn wide_u8(v: [u8; 8]) -> [i16; 8] {
+    v.map(i16::from)
+}
+
+/// Mins of sub-blocks of 32 repeated for both of their `bsums` (one per 16).
 #[inline(always)]
 fn per_16(v: [u8; 8]) -> [i16; 16] {
     std::array::from_fn(|j| i16::from(v[j / 2]))
@@ -289,16 +334,21 @@ fn q2_k(w: &[u8], a: &ActRow) -> f32 {
         let mins = std::array::from_fn(|j| i16::from(b[j] >> 4));
         let group = |g: usize| {
             let (h, s) = (g / 4, (g % 4) as u32);
-            halves(|c| split_field(words(&b[16 + 32 * h + 16 * c..]), 2 * s, 2, 0))
+            halves(|c| split_field(words(&b[16 + 32 * h + 16 * c..]), 2 * s, 2))
         };
         let min = f16_at(b, 82) * bsum_dot(mins, &y.bsums) as f32;
-        (scaled_idot(group, &sc, &y.qs), f16_at(b, 80), min)
+        (
+            scaled_idot(group, &SubScales::Of16(sc), &y.qs),
+            f16_at(b, 80),
+            min,
+        )
     })
 }
 
 fn q3_k(w: &[u8], a: &ActRow) -> f32 {
     // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108. Low bits as Q2_K; the high
-    // bit of group g is bit g of hmask; q = low | high << 2, minus 4.
+    // bit of group g is bit g of hmask; q = u − 4 with u = low | high << 2, the 4 taken
+    // off as 4·Σ sc·bsum.
     k_row::<110>(GgmlType::Q3_K, w, a, |b, y| {
         let s = &b[96..108];
         let sc = std::array::from_fn(|j| {
@@ -308,11 +358,14 @@ fn q3_k(w: &[u8], a: &ActRow) -> f32 {
         });
         let group = |g: usize| {
             let (h, s) = (g / 4, (g % 4) as u32);
-            let low = halves(|c| split_field(words(&b[32 + 32 * h + 16 * c..]), 2 * s, 2, 0));
-            let high = halves(|c| split_field(words(&b[16 * c..]), g as u32, 1, 2));
-            combine(low, high, 4)
+            halves(|c| {
+                let low = field(words(&b[32 + 32 * h + 16 * c..]), 2 * s, 2, 0);
+                split_u8(low | field(words(&b[16 * c..]), g as u32, 1, 2))
+            })
         };
-        (scaled_idot(group, &sc, &y.qs), f16_at(b, 108), 0.0)
+        let isum = scaled_idot(group, &SubScales::Of16(sc), &y.qs);
+        let offset = 4 * bsum_dot(sc, &y.bsums);
+        (isum - i32x4::from([offset, 0, 0, 0]), f16_at(b, 108), 0.0)
     })
 }
 
@@ -323,10 +376,14 @@ fn q4_k(w: &[u8], a: &ActRow) -> f32 {
         let (sc, m) = scales_mins(&b[4..16]);
         let group = |g: usize| {
             let (k, n) = (g / 2, (g % 2) as u32);
-            halves(|c| split_field(words(&b[16 + 32 * k + 16 * c..]), 4 * n, 4, 0))
+            halves(|c| split_field(words(&b[16 + 32 * k + 16 * c..]), 4 * n, 4))
         };
         let min = f16_at(b, 2) * bsum_dot(per_16(m), &y.bsums) as f32;
-        (scaled_idot(group, &per_16(sc), &y.qs), f16_at(b, 0), min)
+        (
+            scaled_idot(group, &SubScales::Of32(wide_u8(sc)), &y.qs),
+            f16_at(b, 0),
+            min,
+        )
     })
 }
 
@@ -337,29 +394,38 @@ fn q5_k(w: &[u8], a: &ActRow) -> f32 {
         let (sc, m) = scales_mins(&b[4..16]);
         let group = |g: usize| {
             let (k, n) = (g / 2, (g % 2) as u32);
-            let low = halves(|c| split_field(words(&b[48 + 32 * k + 16 * c..]), 4 * n, 4, 0));
-            let high = halves(|c| split_field(words(&b[16 + 16 * c..]), g as u32, 1, 4));
-            combine(low, high, 0)
+            halves(|c| {
+                let low = field(words(&b[48 + 32 * k + 16 * c..]), 4 * n, 4, 0);
+                split_u8(low | field(words(&b[16 + 16 * c..]), g as u32, 1, 4))
+            })
         };
         let min = f16_at(b, 2) * bsum_dot(per_16(m), &y.bsums) as f32;
-        (scaled_idot(group, &per_16(sc), &y.qs), f16_at(b, 0), min)
+        (
+            scaled_idot(group, &SubScales::Of32(wide_u8(sc)), &y.qs),
+            f16_at(b, 0),
+            min,
+        )
     })
 }
 
 fn q6_k(w: &[u8], a: &ActRow) -> f32 {
     // ql[128] at 0, qh[64] at 128, scales[16] (i8) at 192, d at 208. Group 4h + s: nibble
-    // s / 2 of ql[64h + 32(s % 2)..][..32], bits 2s of qh[32h..32h + 32] above it; minus 32.
+    // s / 2 of ql[64h + 32(s % 2)..][..32], bits 2s of qh[32h..32h + 32] above it; minus 32,
+    // taken off as 32·Σ sc·bsum.
     k_row::<210>(GgmlType::Q6_K, w, a, |b, y| {
         let sc = std::array::from_fn(|j| i16::from(b[192 + j] as i8));
         let group = |g: usize| {
             let (h, s) = (g / 4, g % 4);
             let ql = 64 * h + 32 * (s % 2);
-            let low = halves(|c| split_field(words(&b[ql + 16 * c..]), 4 * (s / 2) as u32, 4, 0));
             let qh = 128 + 32 * h;
-            let high = halves(|c| split_field(words(&b[qh + 16 * c..]), 2 * s as u32, 2, 4));
-            combine(low, high, 32)
+            halves(|c| {
+                let low = field(words(&b[ql + 16 * c..]), 4 * (s / 2) as u32, 4, 0);
+                split_u8(low | field(words(&b[qh + 16 * c..]), 2 * s as u32, 2, 4))
+            })
         };
-        (scaled_idot(group, &sc, &y.qs), f16_at(b, 208), 0.0)
+        let isum = scaled_idot(group, &SubScales::Of16(sc), &y.qs);
+        let offset = 32 * bsum_dot(sc, &y.bsums);
+        (isum - i32x4::from([offset, 0, 0, 0]), f16_at(b, 208), 0.0)
     })
 }
 
