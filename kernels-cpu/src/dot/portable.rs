@@ -129,7 +129,7 @@ const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
 /// The f16 at byte `off` of `b` as f32.
 #[inline(always)]
 fn f16_at(b: &[u8], off: usize) -> f32 {
-    f16_bits_to_f32(u16::from_le_bytes([b[off], b[off + 1]]))
+    f16_bits_to_f32(u16_at(b, off))
 }
 
 // ---- legacy formats (32-element blocks, Q8_0/Q8_1 activations) ----
@@ -143,90 +143,143 @@ fn block_dot(q: [i16x8; 4], a: &[i8]) -> i32x4 {
     (q[0].dot(e0) + q[1].dot(o0)) + (q[2].dot(e1) + q[3].dot(o1))
 }
 
-/// A legacy row: `decode(block)` gives the block's signed quants (offset applied), d and
-/// its min (0 for formats without); `MIN` says whether the format has mins (added as
+/// A legacy row: `load(block)` reads a block's fields (its quant bytes as words, its f16
+/// header as bits), `decode` turns them into the block's signed quants (offset applied), d
+/// and its min (0 for formats without); `MIN` says whether the format has mins (added as
 /// m·s, s the activation block's `dsum`).
+///
+/// Each block is loaded one iteration before it is used: while a block computes, the next
+/// one's loads are already in flight, which measured (x86, 256 MiB from memory) 1.6–1.9x
+/// faster than loading at the use where the hardware prefetcher does not keep up.
 #[inline(always)]
-fn legacy_row<const TS: usize, const MIN: bool>(
+fn legacy_row<const TS: usize, const MIN: bool, R: Copy>(
     ty: GgmlType,
     w: &[u8],
     a: &ActRow,
-    decode: impl Fn(&[u8; TS]) -> ([i16x8; 4], f32, f32),
+    load: impl Fn(&[u8; TS]) -> R,
+    decode: impl Fn(R) -> ([i16x8; 4], f32, f32),
 ) -> f32 {
     let nb = row_blocks(ty, w, a);
     let (blocks, _) = w.as_chunks::<TS>();
-    let acts = a.qs[..32 * nb].chunks_exact(32).zip(a.d).zip(a.dsum);
+    let (qs, da, dsum) = (&a.qs[..32 * nb], &a.d[..nb], &a.dsum[..nb]);
     let mut acc = f32x4::ZERO;
     let mut side = 0.0f32;
-    for (blk, ((qa, &da), &s)) in blocks.iter().zip(acts) {
-        let (q, d, m) = decode(blk);
-        acc += block_dot(q, qa).round_float() * f32x4::splat(d * da);
+    let Some(first) = blocks.first() else {
+        return 0.0;
+    };
+    let mut next = load(first);
+    for b in 0..nb {
+        let cur = next;
+        next = load(&blocks[(b + 1).min(nb - 1)]);
+        let (q, d, m) = decode(cur);
+        let dot = block_dot(q, &qs[32 * b..32 * b + 32]);
+        acc += dot.round_float() * f32x4::splat(d * da[b]);
         if MIN {
-            side += m * s;
+            side += m * dsum[b];
         }
     }
     acc.reduce_add() + side
 }
 
-/// A legacy block's 16 nibble bytes: low nibbles are elements 0–15, high ones 16–31.
+/// The u16 at byte `off` of `b` (an f16's bits).
 #[inline(always)]
-fn nibbles(qs: &[u8]) -> [i16x8; 4] {
-    let w = words(qs);
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+/// The u32 at byte `off` of `b` (a legacy block's fifth bits).
+#[inline(always)]
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// A legacy block's 16 nibble bytes as words: low nibbles are elements 0–15, high ones
+/// 16–31.
+#[inline(always)]
+fn nibbles(w: i16x8) -> [i16x8; 4] {
     let ([e0, o0], [e1, o1]) = (split_field(w, 0, 4), split_field(w, 4, 4));
     [e0, o0, e1, o1]
 }
 
-/// 16 where bit j of the little-endian `qh` is set, for element j, in [`nibbles`] order.
+/// 16 where bit j of `qh` is set, for element j, in [`nibbles`] order.
 #[inline(always)]
-fn fifth_bits(qh: &[u8]) -> [i16x8; 4] {
+fn fifth_bits(qh: u32) -> [i16x8; 4] {
     // Lane k of the even vector is element 2k (bit 2k), of the odd one element 2k + 1.
     const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
     const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
-    let bit = |bits: [u8; 2], lanes: [i16; 8]| {
+    let bit = |bits: u32, lanes: [i16; 8]| {
         let m = i16x8::from(lanes);
-        (i16x8::splat(i16::from_le_bytes(bits)) & m).simd_eq(m) & i16x8::splat(16)
+        (i16x8::splat(bits as u16 as i16) & m).simd_eq(m) & i16x8::splat(16)
     };
-    let (lo, hi) = ([qh[0], qh[1]], [qh[2], qh[3]]);
+    let (lo, hi) = (qh, qh >> 16);
     [bit(lo, EVEN), bit(lo, ODD), bit(hi, EVEN), bit(hi, ODD)]
 }
 
 fn q4_0(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, qs at 2.
-    legacy_row::<18, false>(GgmlType::Q4_0, w, a, |b| {
-        let q = nibbles(&b[2..]).map(|v| v - i16x8::splat(8));
-        (q, f16_at(b, 0), 0.0)
-    })
+    legacy_row::<18, false, _>(
+        GgmlType::Q4_0,
+        w,
+        a,
+        |b| (u16_at(b, 0), words(&b[2..])),
+        |(d, qs)| {
+            let q = nibbles(qs).map(|v| v - i16x8::splat(8));
+            (q, f16_bits_to_f32(d), 0.0)
+        },
+    )
 }
 
 fn q4_1(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, m at 2, qs at 4.
-    legacy_row::<20, true>(GgmlType::Q4_1, w, a, |b| {
-        (nibbles(&b[4..]), f16_at(b, 0), f16_at(b, 2))
-    })
+    legacy_row::<20, true, _>(
+        GgmlType::Q4_1,
+        w,
+        a,
+        |b| (u16_at(b, 0), u16_at(b, 2), words(&b[4..])),
+        |(d, m, qs)| (nibbles(qs), f16_bits_to_f32(d), f16_bits_to_f32(m)),
+    )
 }
 
 fn q5_0(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, qh at 2, qs at 6.
-    legacy_row::<22, false>(GgmlType::Q5_0, w, a, |b| {
-        let q = combine(nibbles(&b[6..]), fifth_bits(&b[2..]), 16);
-        (q, f16_at(b, 0), 0.0)
-    })
+    legacy_row::<22, false, _>(
+        GgmlType::Q5_0,
+        w,
+        a,
+        |b| (u16_at(b, 0), u32_at(b, 2), words(&b[6..])),
+        |(d, qh, qs)| {
+            let q = combine(nibbles(qs), fifth_bits(qh), 16);
+            (q, f16_bits_to_f32(d), 0.0)
+        },
+    )
 }
 
 fn q5_1(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, m at 2, qh at 4, qs at 8.
-    legacy_row::<24, true>(GgmlType::Q5_1, w, a, |b| {
-        let q = combine(nibbles(&b[8..]), fifth_bits(&b[4..]), 0);
-        (q, f16_at(b, 0), f16_at(b, 2))
-    })
+    legacy_row::<24, true, _>(
+        GgmlType::Q5_1,
+        w,
+        a,
+        |b| (u16_at(b, 0), u16_at(b, 2), u32_at(b, 4), words(&b[8..])),
+        |(d, m, qh, qs)| {
+            let q = combine(nibbles(qs), fifth_bits(qh), 0);
+            (q, f16_bits_to_f32(d), f16_bits_to_f32(m))
+        },
+    )
 }
 
 fn q8_0(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, qs at 2.
-    legacy_row::<34, false>(GgmlType::Q8_0, w, a, |b| {
-        let q = halves(|h| split_i8(words(&b[2 + 16 * h..])));
-        (q, f16_at(b, 0), 0.0)
-    })
+    legacy_row::<34, false, _>(
+        GgmlType::Q8_0,
+        w,
+        a,
+        |b| (u16_at(b, 0), words(&b[2..]), words(&b[18..])),
+        |(d, lo, hi)| {
+            let ([e0, o0], [e1, o1]) = (split_i8(lo), split_i8(hi));
+            ([e0, o0, e1, o1], f16_bits_to_f32(d), 0.0)
+        },
+    )
 }
 
 // ---- K-quants (256-element super-blocks, Q8_K activations) ----
@@ -431,30 +484,37 @@ fn q6_k(w: &[u8], a: &ActRow) -> f32 {
 
 // ---- float formats (F32 activations) ----
 
-/// Σ w·x with four f32x8 accumulators; `load(i)` gives weights 8i..8i + 8 as f32,
-/// `scalar(i)` weight i (for the tail of fewer than 8).
+/// Σ w·x with four f32x8 accumulators: `raw(i)` loads weights 8i..8i + 8, `convert` makes
+/// them f32, `scalar(i)` gives weight i (for the tail of fewer than 8).
+///
+/// Each 32 weights are loaded one iteration before they are used, as in [`legacy_row`].
 #[inline(always)]
-fn float_dot(
+fn float_dot<R: Copy>(
     n: usize,
     x: &[f32],
-    load: impl Fn(usize) -> f32x8,
+    raw: impl Fn(usize) -> R,
+    convert: impl Fn(R) -> f32x8,
     scalar: impl Fn(usize) -> f32,
 ) -> f32 {
     let xv = |i: usize| {
         bytemuck::pod_read_unaligned::<f32x8>(bytemuck::cast_slice(&x[8 * i..8 * i + 8]))
     };
     let chunks = n / 8;
+    let quads = chunks / 4;
     let mut acc = [f32x8::ZERO; 4];
-    let mut i = 0;
-    while i + 4 <= chunks {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            *acc = load(i + k).mul_add(xv(i + k), *acc);
+    if quads > 0 {
+        let load4 = |q: usize| [raw(4 * q), raw(4 * q + 1), raw(4 * q + 2), raw(4 * q + 3)];
+        let mut next = load4(0);
+        for q in 0..quads {
+            let cur = next;
+            next = load4((q + 1).min(quads - 1));
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc = convert(cur[k]).mul_add(xv(4 * q + k), *acc);
+            }
         }
-        i += 4;
     }
-    while i < chunks {
-        acc[0] = load(i).mul_add(xv(i), acc[0]);
-        i += 1;
+    for i in 4 * quads..chunks {
+        acc[0] = convert(raw(i)).mul_add(xv(i), acc[0]);
     }
     let sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])).reduce_add();
     sum + (8 * chunks..n).map(|j| scalar(j) * x[j]).sum::<f32>()
@@ -484,6 +544,7 @@ fn f32_dot(w: &[u8], a: &ActRow) -> f32 {
         n,
         a.x,
         |i| bytemuck::pod_read_unaligned(&w[32 * i..32 * i + 32]),
+        |v| v,
         |i| f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]),
     )
 }
@@ -493,7 +554,8 @@ fn f16_dot(w: &[u8], a: &ActRow) -> f32 {
     float_dot(
         n,
         a.x,
-        |i| f16x8_to_f32(u16x8_at(w, 8 * i)),
+        |i| u16x8_at(w, 8 * i),
+        f16x8_to_f32,
         |i| f16_at(w, 2 * i),
     )
 }
@@ -503,7 +565,8 @@ fn bf16_dot(w: &[u8], a: &ActRow) -> f32 {
     float_dot(
         n,
         a.x,
-        |i| bytemuck::cast(i32x8::from_u16x8(u16x8_at(w, 8 * i)) << 16),
+        |i| u16x8_at(w, 8 * i),
+        |h| bytemuck::cast(i32x8::from_u16x8(h) << 16),
         |i| f32_from_bf16_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])),
     )
 }
