@@ -72,8 +72,9 @@ fn split_i8(w: i16x8) -> [i16x8; 2] {
 }
 
 /// The `width`-bit field at bit `from` of every byte of `w`, moved to bit `to` of the same
-/// byte (all other bits zero). The arithmetic shift brings sign bits in only above the
-/// high byte's field, where the mask clears them.
+/// byte (all other bits zero). As the field lies within its byte (from + width ≤ 8), no
+/// bit of the other byte can shift into a field position, and the arithmetic shift's sign
+/// bits land only above the high byte's field, where the mask clears them.
 #[inline(always)]
 fn field(w: i16x8, from: u32, width: u32, to: u32) -> i16x8 {
     let mask = i16x8::splat((0x0101 * (((1u32 << width) - 1) << to)) as i16);
