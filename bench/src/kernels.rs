@@ -7,11 +7,12 @@
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
+use strata_engine::huge::HugeBytes;
 use strata_kernels_cpu::act::quantize_acts_isa;
 use strata_kernels_cpu::isa::{self, Isa};
 use strata_kernels_cpu::matmul::matmul_quantized_isa;
 use strata_kernels_cpu::matvec::matvec_quantized_isa;
-use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, PackedMatrix};
+use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, Packed};
 use strata_kernels_cpu::{dot, FormatError, GgmlType, QuantizedActs};
 
 #[derive(ClapArgs)]
@@ -79,7 +80,12 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
         .map(|&t| Ok((t, rayon::ThreadPoolBuilder::new().num_threads(t).build()?)))
         .collect::<Result<_, BoxError>>()?;
 
-    let stream: Vec<u64> = vec![1; args.stream_mib << 17];
+    // On huge pages, as the weights (`Weights::new`) and as the engine's buffers. On this
+    // VM one core reads 18-20 GB/s from 2 MiB pages and only 12-14 from 4 KiB ones (two-level
+    // page walks): a 4 KiB reference would understate what the engine's memory gives.
+    let mut stream = HugeBytes::zeroed(args.stream_mib << 20);
+    stream.bytes_mut().fill(1);
+    let stream: &[u64] = bytemuck::cast_slice(stream.bytes());
     println!(
         "ISA level: {isa}; matvec {} MiB of weights, {} columns; read reference: {} MiB buffer, \
          measured alternately with each format's matvecs (same thread count)",
@@ -121,7 +127,7 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
                 level.clone()
             };
             let mut line = format!("| {name} | {level} |");
-            let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, &stream)?;
+            let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, stream)?;
             for (g, bw) in gbs.iter().zip(&read_bw) {
                 line += &format!(
                     " {:.1} | {:.1} | {:.0}% |",
@@ -141,14 +147,14 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
 }
 
 /// A benchmark matrix: the row-major bytes, or packed as the engine loads it.
-enum Weights {
-    Rows {
-        ty: GgmlType,
-        w: Vec<u8>,
-        rows: usize,
-        cols: usize,
-    },
-    Packed(PackedMatrix),
+/// A matrix in the row layout or packed, in a buffer on huge pages as the engine holds its
+/// weights (`strata_engine::huge`).
+struct Weights {
+    ty: GgmlType,
+    w: HugeBytes,
+    rows: usize,
+    cols: usize,
+    packed: bool,
 }
 
 impl Weights {
@@ -161,35 +167,36 @@ impl Weights {
         cols: usize,
         packed: bool,
     ) -> Result<Weights, BoxError> {
-        let w: Vec<u8> = row.iter().copied().cycle().take(rows * row.len()).collect();
-        if !packed {
-            return Ok(Weights::Rows { ty, w, rows, cols });
+        let mut w = HugeBytes::zeroed(rows * row.len());
+        for dst in w.bytes_mut().chunks_exact_mut(row.len()) {
+            dst.copy_from_slice(row);
         }
-        let p = PackedMatrix::new(isa, ty, &w, rows, cols)?
-            .ok_or_else(|| format!("{ty} has no packed kernels at {isa}"))?;
-        Ok(Weights::Packed(p))
+        if packed && !packed::pack_in_place(isa, ty, w.bytes_mut(), rows, cols)? {
+            return Err(format!("{ty} has no packed kernels at {isa}").into());
+        }
+        Ok(Weights {
+            ty,
+            w,
+            rows,
+            cols,
+            packed,
+        })
     }
 
     /// y = acts · Wᵀ (matvec for one token, matmul for more).
     fn mul(&self, isa: Isa, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), FormatError> {
-        match self {
-            Weights::Rows { ty, w, rows, cols } if acts.n() == 1 => {
-                matvec_quantized_isa(isa, *ty, w, *rows, *cols, acts, y)
-            }
-            Weights::Rows { ty, w, rows, cols } => {
-                matmul_quantized_isa(isa, *ty, w, *rows, *cols, acts, y)
-            }
-            Weights::Packed(p) if acts.n() == 1 => matvec_packed(&p.view(), acts, y),
-            Weights::Packed(p) => matmul_packed(&p.view(), acts, y),
+        let (ty, w, rows, cols) = (self.ty, self.w.bytes(), self.rows, self.cols);
+        match (self.packed, acts.n()) {
+            (false, 1) => matvec_quantized_isa(isa, ty, w, rows, cols, acts, y),
+            (false, _) => matmul_quantized_isa(isa, ty, w, rows, cols, acts, y),
+            (true, 1) => matvec_packed(&Packed::new(ty, rows, cols, w)?, acts, y),
+            (true, _) => matmul_packed(&Packed::new(ty, rows, cols, w)?, acts, y),
         }
     }
 
     /// Bytes of the weights (the same in both layouts).
     fn bytes(&self) -> usize {
-        match self {
-            Weights::Rows { w, .. } => w.len(),
-            Weights::Packed(p) => p.view().bytes().len(),
-        }
+        self.w.bytes().len()
     }
 }
 

@@ -12,13 +12,13 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use bytemuck::{Pod, Zeroable};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
 use crate::alloc::{BufferKind, Ledger, Reservation};
 use crate::cuda::CudaAccel;
 use crate::device::DeviceId;
 use crate::gguf::GgufFile;
+use crate::huge::HugeBytes;
 use crate::load::LoadError;
 use crate::model::{BlockWeights, Matrix, Model};
 use crate::plan::{parse_bytes, Device, DeviceKind, PlanModel, Role, TensorCost};
@@ -125,40 +125,9 @@ impl From<CudaAccel> for Accelerator {
     }
 }
 
-/// 32 bytes, 16-aligned: the unit of a device buffer. Every tensor offset is a multiple of
-/// the file's alignment (32), so each tensor is at least 16-aligned, more than any kernel
-/// needs (they take any alignment; f32 vectors need 4). Not 32: the allocator zeroes an
-/// over-aligned (> 16) allocation by writing it, which faults its pages in as 4 KiB pages
-/// before [`huge_zeroed`] can ask for huge ones.
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C, align(16))]
-struct Chunk([u8; 32]);
-
-/// `n` zeroed chunks, allocated zeroed (fresh pages, not written here) and, on Linux, marked
-/// for transparent huge pages before anything touches them: the weights copied into such a
-/// buffer are streamed through at every token, and 2 MiB pages spare the page walks of
-/// 4 KiB ones. Decode of SmolLM2 on one thread (runs interleaved, 22:26 UTC): F16 42 → 55
-/// tokens/s, Q4_1 ~150 → ~170.
-fn huge_zeroed(n: usize) -> Vec<Chunk> {
-    let v: Vec<Chunk> = bytemuck::zeroed_vec(n);
-    #[cfg(target_os = "linux")]
-    {
-        let (start, len) = (v.as_ptr() as usize, n * 32);
-        let page = 4096;
-        let (lo, hi) = (start.next_multiple_of(page), (start + len) / page * page);
-        if hi > lo {
-            // SAFETY: advice on pages of this live allocation; MADV_HUGEPAGE changes how they
-            // are backed, never their contents. Best effort: an error leaves 4 KiB pages.
-            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
-        }
-    }
-    v
-}
-
 /// Bytes on a device, reserved on its ledger account for as long as they live.
 pub struct DeviceBuffer {
-    chunks: Vec<Chunk>,
-    len: usize,
+    mem: HugeBytes,
     _reservation: Reservation,
 }
 
@@ -174,18 +143,17 @@ impl DeviceBuffer {
         let reservation = ledger.reserve(device, kind, bytes, what)?;
         let len = usize::try_from(bytes).map_err(|_| LoadError::TooLarge { bytes })?;
         Ok(DeviceBuffer {
-            chunks: huge_zeroed(len.div_ceil(32)),
-            len,
+            mem: HugeBytes::zeroed(len),
             _reservation: reservation,
         })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.chunks)[..self.len]
+        self.mem.bytes()
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.chunks)[..self.len]
+        self.mem.bytes_mut()
     }
 }
 

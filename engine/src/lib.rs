@@ -9,6 +9,7 @@ pub mod cuda;
 pub mod device;
 pub mod generate;
 pub mod gguf;
+pub mod huge;
 pub mod load;
 pub mod model;
 pub mod plan;
