@@ -29,7 +29,7 @@ use wide::{f32x4, f32x8, i16x8, i32x4, i32x8, u16x8};
 use super::{row_blocks, ActRow, DotFn};
 use crate::formats::blocks::BlockQ8K;
 use crate::formats::float::f32_from_bf16_bits;
-use crate::formats::GgmlType;
+use crate::formats::{k_scales, GgmlType};
 
 pub fn kernel(ty: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
@@ -369,15 +369,7 @@ fn per_16(v: [u8; 8]) -> [i16; 16] {
 /// The 8 six-bit scales and 8 mins of Q4_K/Q5_K from their 12 bytes.
 #[inline(always)]
 fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut m = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 63;
-        m[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 0xF) | ((s[j] >> 6) << 4);
-        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-    }
-    (sc, m)
+    k_scales::unpack(s[..12].try_into().expect("12 scale bytes"))
 }
 
 fn q2_k(w: &[u8], a: &ActRow) -> f32 {
