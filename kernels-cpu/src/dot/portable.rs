@@ -13,11 +13,13 @@
 //! offset) times activations (|a| ≤ 128) through `dot`; K-quants form the products q·a in
 //! i16, add those that share a sub-block scale there, and multiply-add them with the scale
 //! into i32 (bounds at [`scaled_idot`]); Q3_K's and Q6_K's offsets come off in i32 as
-//! o·Σ sc_j·bsum_j, from the activation's exact per-16 sums. Each block's (K: super-block's)
-//! i32 lanes are converted to f32 and scaled by d_w·d_a into f32 lane accumulators, which
-//! are summed across lanes once per row; mins (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) go into one f32
-//! side sum. So results differ from the reference only in f32 rounding and summation order
-//! (the tolerance derived in `tests/dot_twins.rs` covers both).
+//! o·Σ sc_j·bsum_j, from the activation's exact per-16 sums. Without mins, each block's
+//! i32 lanes are converted to f32 and scaled by d_w·d_a into f32 lane accumulators, summed
+//! across lanes once per row. With mins (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) each block's (K:
+//! super-block's) dot is summed to one i32 and combined with its min term before the row
+//! sum, in the reference's order: the two largely cancel, and two separate row-long sums
+//! lost the digits SmolLM2's logits need. So results differ from the reference only in f32
+//! rounding and summation order (the tolerance derived in `tests/dot_twins.rs` covers it).
 //!
 //! f16 values (scales, F16 weights) are converted inline: the bits moved into f32 position
 //! are the value times 2⁻¹¹², for normals, subnormals and zeros alike, so one exact
@@ -164,7 +166,7 @@ fn legacy_row<const TS: usize, const MIN: bool, R: Copy>(
     let (blocks, _) = w.as_chunks::<TS>();
     let (qs, da, dsum) = (&a.qs[..32 * nb], &a.d[..nb], &a.dsum[..nb]);
     let mut acc = f32x4::ZERO;
-    let mut side = 0.0f32;
+    let mut sum = 0.0f32;
     let Some(first) = blocks.first() else {
         return 0.0;
     };
@@ -174,12 +176,15 @@ fn legacy_row<const TS: usize, const MIN: bool, R: Copy>(
         next = load(&blocks[(b + 1).min(nb - 1)]);
         let (q, d, m) = decode(cur);
         let dot = block_dot(q, &qs[32 * b..32 * b + 32]);
-        acc += dot.round_float() * f32x4::splat(d * da[b]);
         if MIN {
-            side += m * dsum[b];
+            // Combined per block, in the reference's order (see `k_row`: d·Σ and the min
+            // term largely cancel).
+            sum += dot.reduce_add() as f32 * (d * da[b]) + m * dsum[b];
+        } else {
+            acc += dot.round_float() * f32x4::splat(d * da[b]);
         }
     }
-    acc.reduce_add() + side
+    acc.reduce_add() + sum
 }
 
 /// The u16 at byte `off` of `b` (an f16's bits).
@@ -344,14 +349,16 @@ fn k_row<const TS: usize>(
 ) -> f32 {
     row_blocks(ty, w, a);
     let (blocks, _) = w.as_chunks::<TS>();
-    let mut acc = f32x4::ZERO;
-    let mut side = 0.0f32;
+    // Per super-block, in the reference's order: the scaled sum and the min term largely
+    // cancel, so they are combined before the row sum (kept apart, the two row-long sums
+    // grow large and their difference loses the digits the engine's logits need: SmolLM2's
+    // golden test moved 1.45 logit from the packed kernels so).
+    let mut sum = 0.0f32;
     for (blk, y) in blocks.iter().zip(a.q8_k) {
         let (isum, d, min) = block(blk, y);
-        acc += isum.round_float() * f32x4::splat(y.d * d);
-        side += y.d * min;
+        sum += y.d * d * isum.reduce_add() as f32 - y.d * min;
     }
-    acc.reduce_add() - side
+    sum
 }
 
 /// Scales or mins of Q4_K/Q5_K as i16.
