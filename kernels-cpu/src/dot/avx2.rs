@@ -123,24 +123,37 @@ macro_rules! legacy_kernel {
             let (wp, qs) = (w.as_ptr(), a.qs.as_ptr());
             let m_off: Option<usize> = $m;
             let mut acc = [_mm256_setzero_ps(); 2];
-            // Σ d_w·dsum_a (offset formats) or Σ m_w·s_a (min formats), in f32.
-            let mut side = 0.0f32;
             for b in 0..nb {
                 let blk = wp.add(b * ts);
                 prefetch::ahead(blk, ts);
                 let dw = f16_head(blk);
-                let p = udot32($unpack(blk), _mm256_loadu_si256(qs.add(32 * b).cast()));
+                let u = $unpack(blk);
+                let x = _mm256_loadu_si256(qs.add(32 * b).cast());
                 let s = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
-                acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[0]);
-                acc.swap(0, 1);
                 let m: Option<usize> = m_off;
-                side += match m {
-                    Some(off) => f16_head(blk.add(off)),
-                    None => dw,
-                } * *a.dsum.get_unchecked(b);
+                match m {
+                    // Offset formats: the block's whole dot Σ (u − o)·a in i32, exact (the
+                    // sign trick of `q8_0`), so nothing is left to cancel in f32.
+                    None => {
+                        let q = _mm256_sub_epi8(u, _mm256_set1_epi8($o));
+                        let p = udot32(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+                        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[0]);
+                    }
+                    // Min formats: the block's m_w·s_a, an eighth in each lane (exact), joins
+                    // its dot there, off the accumulator's chain. The two largely cancel:
+                    // kept as two row-long sums they lost the digits the engine's logits
+                    // need (greedy SmolLM2 Q4_1 text left the reference's).
+                    Some(off) => {
+                        let side = f16_head(blk.add(off)) * *a.dsum.get_unchecked(b);
+                        let p = udot32(u, x);
+                        let v =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, _mm256_set1_ps(0.125 * side));
+                        acc[0] = _mm256_add_ps(acc[0], v);
+                    }
+                }
+                acc.swap(0, 1);
             }
-            let sign = if m_off.is_some() { 1.0 } else { -($o as f32) };
-            hsum(_mm256_add_ps(acc[0], acc[1])) + sign * side
+            hsum(_mm256_add_ps(acc[0], acc[1]))
         }
     };
 }

@@ -84,16 +84,18 @@ macro_rules! k_kernel {
             let nb = row_blocks(GgmlType::$ty, w, a);
             let ts = GgmlType::$ty.type_size();
             let mut acc = _mm256_setzero_ps();
-            let mut side = 0.0f32;
             for b in 0..nb {
                 let y = a.q8_k.get_unchecked(b);
                 prefetch::ahead(w.as_ptr().add(b * ts), ts);
                 let (u, sc, d, s) = $unpack(w.as_ptr().add(b * ts), y);
                 let isum = scaled_idot(&u, sc, y.qs.as_ptr());
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(y.d * d), acc);
-                side += y.d * s;
+                // The side term, an eighth in each lane (exact), joins the super-block's
+                // dot there (they largely cancel; see the legacy kernels in `avx2`).
+                let side = _mm256_set1_ps(-0.125 * y.d * s);
+                let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(y.d * d), side);
+                acc = _mm256_add_ps(acc, v);
             }
-            hsum(acc) - side
+            hsum(acc)
         }
     };
 }
