@@ -96,7 +96,10 @@ fn smollm2_matches_the_reference_forward_pass() {
             .unwrap();
         let fast = isa::active();
         isa::force(Isa::Portable).unwrap();
-        let logits_ref = Runner::new(&model, opts).unwrap().eval_all(&seq).unwrap();
+        let logits_ref = Runner::new(&model, opts.clone())
+            .unwrap()
+            .eval_all(&seq)
+            .unwrap();
         isa::force(fast).unwrap();
         let spread = worst_between(&logits, &logits_ref, n_vocab, &case["top_ggml"]);
         eprintln!("{prompt:?}: our {fast:?} vs Portable kernels: {spread:.4}");
@@ -104,6 +107,25 @@ fn smollm2_matches_the_reference_forward_pass() {
             spread <= S_MAX,
             "{prompt:?}: rounding spread {spread} above S_MAX"
         );
+        // The other x86 levels this CPU has (what a CPU without AVX-512 or VNNI runs) are
+        // held to the same bounds: within S of the portable level and TOL_GGML of the
+        // reference.
+        for level in Isa::supported() {
+            if level <= Isa::Portable || level == fast {
+                continue;
+            }
+            isa::force(level).unwrap();
+            let l = Runner::new(&model, opts.clone())
+                .unwrap()
+                .eval_all(&seq)
+                .unwrap();
+            isa::force(fast).unwrap();
+            let spread = worst_between(&l, &logits_ref, n_vocab, &case["top_ggml"]);
+            let d = worst_logit_diff(&l, n_vocab, &case["top_ggml"]);
+            eprintln!("{prompt:?}: {level:?} vs Portable {spread:.4}, vs ggml mode {d:.4}");
+            assert!(spread <= S_MAX, "{prompt:?}: {level:?} spread {spread}");
+            assert!(d <= TOL_GGML, "{prompt:?}: {level:?} {d} vs the ggml mode");
+        }
         let d_ggml = worst_logit_diff(&logits, n_vocab, &case["top_ggml"]);
         let d_float = worst_logit_diff(&logits, n_vocab, &case["top_float"]);
         eprintln!("{prompt:?}: worst logit difference {d_ggml:.4} vs ggml mode, {d_float:.4} vs float mode");
