@@ -115,6 +115,31 @@ pub(super) unsafe fn splat(p: *const u8) -> __m512i {
     _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
 }
 
+/// One super-block of a K-quant with mins (Q2_K, Q4_K, Q5_K) added to a token's
+/// accumulator: acc + isum·(dw·da) − (Σ_j m_j·p_j)·(mw·da), `isum` the super-block's exact
+/// scaled integer dot, `mins` the rows' mins as i16 pairs, `p` the token's matching
+/// activation-sum pairs (4 bytes a register, `kquant::token_bias`), `dw`/`mw` the rows' d
+/// and dmin in f32, `da` the token's d. Σ m_j·p_j is exact in i32 (each format's bound at
+/// its kernel); the float part is the reference's two terms, each added by an FMA.
+#[inline(always)]
+pub(super) unsafe fn add_super_block<const M: usize>(
+    acc: __m512,
+    isum: __m512i,
+    mins: &[__m512i; M],
+    p: *const u8,
+    dw: __m512,
+    mw: __m512,
+    da: f32,
+) -> __m512 {
+    let da = _mm512_set1_ps(da);
+    let mut m = _mm512_setzero_si512();
+    for (i, mins) in mins.iter().enumerate() {
+        m = _mm512_dpwssd_epi32(m, *mins, splat(p.add(4 * i)));
+    }
+    let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), acc);
+    _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(mw, da), acc)
+}
+
 /// Token activation bytes 4i..4i + 4 of the block at `qs`, in every lane.
 #[inline(always)]
 unsafe fn word(qs: *const i8, i: usize) -> __m512i {

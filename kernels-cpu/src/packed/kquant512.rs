@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{halves, load, prefetch, prefetch_scales, splat, Out};
+use super::avx512::{add_super_block, halves, load, prefetch, prefetch_scales, splat, Out};
 use super::kquant::{
     Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_CHUNK, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
 };
@@ -114,15 +114,10 @@ pub(super) unsafe fn q4_k<const NT: usize>(
         let dw = _mm512_mul_ps(halves(c.add(Q4_K_D)), sixteenth);
         let mw = halves(c.add(Q4_K_DMIN));
         for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
-            let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
+            let da = tk.rows[t0 + t].q8_k.get_unchecked(b).d;
             let p = tk.bias.as_ptr().add(((t0 + t) * nb + b) * 4).cast::<u8>();
             // Σ m_j·p_j: |m_j·p_j| ≤ 63·32·128, 8 of them: exact.
-            let mut m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[0], splat(p));
-            m = _mm512_dpwssd_epi32(m, mins[1], splat(p.add(4)));
-            m = _mm512_dpwssd_epi32(m, mins[2], splat(p.add(8)));
-            m = _mm512_dpwssd_epi32(m, mins[3], splat(p.add(12)));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);
-            *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(mw, da), *acc);
+            *acc = add_super_block(*acc, isum, &mins, p, dw, mw, da);
         }
     }
     for (o, a) in out.iter_mut().zip(acc) {

@@ -77,7 +77,7 @@ mod kernel {
 
     use super::{Q2_K_CHUNK, Q2_K_D, Q2_K_DMIN, Q2_K_QS, Q2_K_SCALES};
     use crate::formats::blocks::QK_K;
-    use crate::packed::avx512::{halves, load, splat, Out};
+    use crate::packed::avx512::{add_super_block, halves, load, splat, Out};
     use crate::packed::layout::Tokens;
     use crate::prefetch::ahead_l2;
 
@@ -178,14 +178,9 @@ mod kernel {
             let dw = _mm512_mul_ps(halves(c.add(Q2_K_D)), sixty_fourth);
             let mw = halves(c.add(Q2_K_DMIN));
             for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
-                let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
+                let da = tk.rows[t0 + t].q8_k.get_unchecked(b).d;
                 let p = tk.bias.as_ptr().add(((t0 + t) * nb + b) * 8).cast::<u8>();
-                let mut m = _mm512_setzero_si512();
-                for (i, mins) in mins.iter().enumerate() {
-                    m = _mm512_dpwssd_epi32(m, *mins, splat(p.add(4 * i)));
-                }
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);
-                *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(mw, da), *acc);
+                *acc = add_super_block(*acc, isum, &mins, p, dw, mw, da);
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {

@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{halves, load, prefetch, splat, Out};
+use super::avx512::{add_super_block, halves, load, prefetch, splat, Out};
 use super::kquant512::q4_k_scales;
 use super::kquant_q5::{CHUNK, D, DMIN, QH, QS, SCALES};
 use super::layout::Tokens;
@@ -118,15 +118,10 @@ pub(super) unsafe fn q5_k<const NT: usize>(
         let dw = _mm512_mul_ps(halves(c.add(D)), half);
         let mw = halves(c.add(DMIN));
         for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
-            let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
+            let da = tk.rows[t0 + t].q8_k.get_unchecked(b).d;
             let p = tk.bias.as_ptr().add(((t0 + t) * nb + b) * 4).cast::<u8>();
             // Σ m_j·p_j: |m_j·p_j| ≤ 63·32·128, 8 of them: exact.
-            let mut m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[0], splat(p));
-            m = _mm512_dpwssd_epi32(m, mins[1], splat(p.add(4)));
-            m = _mm512_dpwssd_epi32(m, mins[2], splat(p.add(8)));
-            m = _mm512_dpwssd_epi32(m, mins[3], splat(p.add(12)));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);
-            *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(mw, da), *acc);
+            *acc = add_super_block(*acc, isum, &mins, p, dw, mw, da);
         }
     }
     for (o, a) in out.iter_mut().zip(acc) {
