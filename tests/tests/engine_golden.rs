@@ -90,17 +90,19 @@ fn smollm2_matches_the_reference_forward_pass() {
         let seq = ids(&case["teacher_forced_ids"]);
         let mut opts = RunnerOptions::cpu(model.cfg.n_layer, 128);
         opts.all_logits = true;
-        let logits = Runner::new(&model, opts.clone())
-            .unwrap()
-            .eval_all(&seq)
-            .unwrap();
         let fast = isa::active();
-        isa::force(Isa::Portable).unwrap();
-        let logits_ref = Runner::new(&model, opts.clone())
-            .unwrap()
-            .eval_all(&seq)
-            .unwrap();
-        isa::force(fast).unwrap();
+        // The logits at ISA level `level` (the process level is restored after).
+        let logits_at = |level: Isa| {
+            isa::force(level).unwrap();
+            let l = Runner::new(&model, opts.clone())
+                .unwrap()
+                .eval_all(&seq)
+                .unwrap();
+            isa::force(fast).unwrap();
+            l
+        };
+        let logits = logits_at(fast);
+        let logits_ref = logits_at(Isa::Portable);
         let spread = worst_between(&logits, &logits_ref, n_vocab, &case["top_ggml"]);
         eprintln!("{prompt:?}: our {fast:?} vs Portable kernels: {spread:.4}");
         assert!(
@@ -114,12 +116,7 @@ fn smollm2_matches_the_reference_forward_pass() {
             if level <= Isa::Portable || level == fast {
                 continue;
             }
-            isa::force(level).unwrap();
-            let l = Runner::new(&model, opts.clone())
-                .unwrap()
-                .eval_all(&seq)
-                .unwrap();
-            isa::force(fast).unwrap();
+            let l = logits_at(level);
             let spread = worst_between(&l, &logits_ref, n_vocab, &case["top_ggml"]);
             let d = worst_logit_diff(&l, n_vocab, &case["top_ggml"]);
             eprintln!("{prompt:?}: {level:?} vs Portable {spread:.4}, vs ggml mode {d:.4}");
