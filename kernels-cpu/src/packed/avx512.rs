@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::layout::{scales_at, Tokens};
+use super::layout::{Tokens, Units};
 use super::{GROUP_ROWS, TILE_TOKENS};
 use crate::formats::GgmlType;
 
@@ -29,6 +29,36 @@ macro_rules! each_token {
             $body
         })*
     };
+}
+
+/// Runs `$body` for each block `$b` of a legacy group at `$gp` (`$nb` blocks in the units
+/// `$u`, `layout::Units`), in memory order, with `$q` pointing at its quant registers and
+/// `$h` at its heads; each unit is prefetched as it starts (a group is one stream).
+macro_rules! each_block {
+    ($gp:expr, $nb:expr, $u:expr, |$q:ident, $h:ident, $b:ident| $body:block) => {{
+        let (gp, nb, u): (*const u8, usize, Units) = ($gp, $nb, $u);
+        debug_assert!(u.per == 1 || u.per == 2);
+        let full = nb / u.per;
+        for n in 0..full {
+            let base = gp.add(u.bytes(n * u.per));
+            prefetch(base, u.bytes(u.per));
+            for i in 0..u.per {
+                let ($q, $h, $b) = (
+                    base.add(i * u.region),
+                    base.add(u.per * u.region + i * u.heads),
+                    n * u.per + i,
+                );
+                $body
+            }
+        }
+        if full * u.per < nb {
+            // The last unit, one block short.
+            let base = gp.add(u.bytes(full * u.per));
+            prefetch(base, u.bytes(1));
+            let ($q, $h, $b) = (base, base.add(u.region), nb - 1);
+            $body
+        }
+    }};
 }
 
 /// Group `g` (one packed group of `ty`, `cols` columns) times tokens `t0..t0 + nt` into
@@ -192,22 +222,18 @@ unsafe fn q8_0_token(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
     let nb = cols / 32;
-    debug_assert!(g.len() >= scales_at(32, nb) + nb * 32);
-    let gp = g.as_ptr();
-    let scales = gp.add(scales_at(32, nb));
-    prefetch_scales(scales, 32 * nb, g.len());
+    let units = Units::new(32, false);
+    debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
-    for b in 0..nb {
-        let q = gp.add(b * 512);
-        prefetch(q, 512);
+    each_block!(g.as_ptr(), nb, units, |q, h, b| {
         let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_loadu_si512(q.add(64 * j).cast()));
-        let dw = halves(scales.add(32 * b));
+        let dw = halves(h);
         each_token!(NT, t, {
             let (qs, bias, da) = (a.qs[t].add(32 * b), *a.bias[t].add(b), *a.d[t].add(b));
             acc[t] = q8_0_token(acc[t], &w, dw, qs, bias, da);
         });
-    }
+    });
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
     }
@@ -277,13 +303,12 @@ unsafe fn nibble_dot(start: i32, lo: &[__m512i; 4], hi: &[__m512i; 4], qs: *cons
     _mm512_add_epi32(s0, s1)
 }
 
-/// Bytes of a nibble format's block in the group's quant region (16 rows): Q4's 4
-/// registers, Q5's 5.
-const fn nibble_region<const FIFTH: bool>() -> usize {
+/// A nibble format's block bytes a row: Q4's 16, Q5's 20 (the fifth register).
+const fn nibble_quants<const FIFTH: bool>() -> usize {
     if FIFTH {
-        320
+        20
     } else {
-        256
+        16
     }
 }
 
@@ -297,24 +322,19 @@ unsafe fn nibbles_d<const NT: usize, const FIFTH: bool>(
     out: &mut Out,
 ) {
     let nb = cols / 32;
-    let region = nibble_region::<FIFTH>();
-    debug_assert!(g.len() >= scales_at(region / 16, nb) + nb * 32);
-    let gp = g.as_ptr();
-    let scales = gp.add(scales_at(region / 16, nb));
-    prefetch_scales(scales, 32 * nb, g.len());
+    let units = Units::new(nibble_quants::<FIFTH>(), false);
+    debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
-    for b in 0..nb {
-        let q = gp.add(b * region);
-        prefetch(q, region);
+    each_block!(g.as_ptr(), nb, units, |q, h, b| {
         let (lo, hi) = nibble_block::<FIFTH>(q);
-        let dw = halves(scales.add(32 * b));
+        let dw = halves(h);
         each_token!(NT, t, {
             let s = nibble_dot(*a.bias[t].add(b), &lo, &hi, a.qs[t].add(32 * b));
             let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
         });
-    }
+    });
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
     }
@@ -330,20 +350,14 @@ unsafe fn nibbles_dm<const NT: usize, const FIFTH: bool>(
     out: &mut Out,
 ) {
     let nb = cols / 32;
-    let region = nibble_region::<FIFTH>();
-    debug_assert!(g.len() >= scales_at(region / 16, nb) + nb * 64);
-    let gp = g.as_ptr();
-    let scales = gp.add(scales_at(region / 16, nb));
-    let mins = scales.add(32 * nb);
-    prefetch_scales(scales, 64 * nb, g.len());
+    let units = Units::new(nibble_quants::<FIFTH>(), true);
+    debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
-    for b in 0..nb {
-        let q = gp.add(b * region);
-        prefetch(q, region);
+    each_block!(g.as_ptr(), nb, units, |q, h, b| {
         let (lo, hi) = nibble_block::<FIFTH>(q);
-        let dw = halves(scales.add(32 * b));
-        let mw = halves(mins.add(32 * b));
+        let dw = halves(h);
+        let mw = halves(h.add(32));
         each_token!(NT, t, {
             // w = d·u + m: Σ w·x = d·d_a·Σ u·q + m·s (s = d_a·Σq, the Q8_1 block's sum).
             let s = nibble_dot(0, &lo, &hi, a.qs[t].add(32 * b));
@@ -351,7 +365,7 @@ unsafe fn nibbles_dm<const NT: usize, const FIFTH: bool>(
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
             acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum[t].add(b)), acc[t]);
         });
-    }
+    });
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
     }

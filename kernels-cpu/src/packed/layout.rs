@@ -118,9 +118,49 @@ pub(super) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     GROUP_ROWS * row_bytes(ty, cols)
 }
 
-/// Offset of the scales (then the mins) in a legacy group of `nb` blocks.
-pub(super) fn scales_at(quants: usize, nb: usize) -> usize {
-    nb * GROUP_ROWS * quants
+/// Where a legacy group's blocks lie: the group is a run of units of [`Units::per`] blocks
+/// (the last unit takes what is left), each unit the quant registers of its blocks, block
+/// after block, then their heads (the 16 rows' f16 d's, 32 bytes, and with a min the 16
+/// m's after them), block after block. Q8_0, Q4_0 and Q5_0 (32 bytes of heads a block) put
+/// two blocks in a unit, the others one, so every full unit is whole 64-byte lines and a
+/// group is one stream, read front to back.
+#[derive(Clone, Copy)]
+pub(super) struct Units {
+    /// Blocks a full unit holds: 2 or 1.
+    pub(super) per: usize,
+    /// Bytes of one block's quant registers (16 rows): 512 (Q8_0), 256 (Q4), 320 (Q5).
+    pub(super) region: usize,
+    /// Bytes of one block's heads (16 rows): 32, or 64 with mins.
+    pub(super) heads: usize,
+}
+
+impl Units {
+    /// The units of `quants` bytes a row-block (32, 16 or 20), `mins` whether a block has a
+    /// min besides its d.
+    pub(super) const fn new(quants: usize, mins: bool) -> Units {
+        let heads = if mins { 64 } else { 32 };
+        Units {
+            per: 64 / heads,
+            region: GROUP_ROWS * quants,
+            heads,
+        }
+    }
+
+    /// Bytes of a unit of `k` blocks.
+    pub(super) const fn bytes(self, k: usize) -> usize {
+        k * (self.region + self.heads)
+    }
+
+    /// Offsets of block `b`'s quant registers and heads in a group of `nb` blocks.
+    pub(super) fn block(self, nb: usize, b: usize) -> (usize, usize) {
+        let (u, i) = (b / self.per, b % self.per);
+        let start = self.bytes(u * self.per);
+        let k = self.per.min(nb - u * self.per);
+        (
+            start + i * self.region,
+            start + k * self.region + i * self.heads,
+        )
+    }
 }
 
 /// Packs `n` ≤ 16 rows (`src`, row-major) into the group `out` (lanes past `n` are left as
@@ -149,12 +189,11 @@ fn pack_legacy<'a>(
     rows: impl Iterator<Item = &'a [u8]>,
     out: &mut [u8],
 ) {
-    let words = l.quants / 4;
+    let units = Units::new(l.quants, l.mins);
     let flip = u32::from_ne_bytes([l.flip; 4]);
-    let (quants, sides) = out.split_at_mut(scales_at(l.quants, nb));
-    let (scales, mins) = sides.split_at_mut(nb * GROUP_ROWS * 2);
     let mut blocks: Vec<_> = rows.map(|r| r.chunks_exact(block_bytes)).collect();
-    for (b, regs) in quants.chunks_exact_mut(64 * words).take(nb).enumerate() {
+    for b in 0..nb {
+        let (qa, ha) = units.block(nb, b);
         for (r, row) in blocks.iter_mut().enumerate() {
             let blk = row.next().expect("a row has nb blocks");
             let (head, q) = blk.split_at(l.head);
@@ -162,16 +201,17 @@ fn pack_legacy<'a>(
             let (qh, q) = q.split_at(if l.fifth_bits() { 4 } else { 0 });
             for (j, w) in q.chunks_exact(4).enumerate() {
                 let v = word(w) ^ flip;
-                regs[64 * j + 4 * r..64 * j + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
+                let at = qa + 64 * j + 4 * r;
+                out[at..at + 4].copy_from_slice(&v.to_le_bytes());
             }
             if l.fifth_bits() {
-                let v = spread_qh(word(qh)).to_le_bytes();
-                regs[64 * 4 + 4 * r..64 * 4 + 4 * r + 4].copy_from_slice(&v);
+                let at = qa + 64 * 4 + 4 * r;
+                out[at..at + 4].copy_from_slice(&spread_qh(word(qh)).to_le_bytes());
             }
-            let at = (b * GROUP_ROWS + r) * 2;
-            scales[at..at + 2].copy_from_slice(&head[..2]);
-            if l.mins {
-                mins[at..at + 2].copy_from_slice(&head[2..4]);
+            // d, then (Q4_1, Q5_1) m, each a 32-byte register of the 16 rows.
+            for (h, half) in head.chunks_exact(2).enumerate() {
+                let at = ha + 32 * h + 2 * r;
+                out[at..at + 2].copy_from_slice(half);
             }
         }
     }
@@ -211,19 +251,17 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
         Some(l) => {
             let nb = cols / 32;
             let bb = ty.type_size();
-            let scales = scales_at(l.quants, nb);
-            let mins = scales + nb * GROUP_ROWS * 2;
+            let units = Units::new(l.quants, l.mins);
             for r in 0..n {
                 for b in 0..nb {
                     let blk = &mut dst[r * rb + b * bb..r * rb + (b + 1) * bb];
-                    let s = scales + (b * GROUP_ROWS + r) * 2;
-                    blk[..2].copy_from_slice(&src[s..s + 2]);
-                    if l.mins {
-                        let m = mins + (b * GROUP_ROWS + r) * 2;
-                        blk[2..4].copy_from_slice(&src[m..m + 2]);
+                    let (qa, ha) = units.block(nb, b);
+                    for (h, half) in blk[..l.head].chunks_exact_mut(2).enumerate() {
+                        let at = ha + 32 * h + 2 * r;
+                        half.copy_from_slice(&src[at..at + 2]);
                     }
                     let lane = |j: usize| {
-                        let at = (b * l.quants / 4 + j) * 64 + r * 4;
+                        let at = qa + j * 64 + r * 4;
                         u32::from_le_bytes(src[at..at + 4].try_into().expect("4 bytes"))
                     };
                     let (qh, qs) = blk[l.head..].split_at_mut(if l.fifth_bits() { 4 } else { 0 });
@@ -298,10 +336,18 @@ mod tests {
             match legacy(ty) {
                 Some(l) => {
                     let nb = cols / 32;
-                    let scales = scales_at(l.quants, nb);
+                    // Units of two blocks when a block's heads are 32 bytes (d only), else
+                    // of one; the last unit takes what is left. A unit: its blocks' quant
+                    // registers, then their heads (d's, then m's: 32 bytes each).
+                    let (per, region) = (if l.mins { 1 } else { 2 }, 16 * l.quants);
+                    let heads = 32 * l.head / 2;
                     let qh = if l.fifth_bits() { 4 } else { 0 };
                     for (b, blk) in row.chunks_exact(ty.type_size()).enumerate() {
-                        let reg = |j: usize| (b * l.quants / 4 + j) * 64 + 4 * r;
+                        let unit = b / per * per * (region + heads);
+                        let in_unit = per.min(nb - b / per * per);
+                        let quants = unit + b % per * region;
+                        let head = unit + in_unit * region + b % per * heads;
+                        let reg = |j: usize| quants + j * 64 + 4 * r;
                         for (i, &q) in blk[l.head + qh..].iter().enumerate() {
                             out[reg(i / 4) + i % 4] = q ^ l.flip;
                         }
@@ -312,8 +358,7 @@ mod tests {
                             out[reg(4) + e % 4] |= bit << (e / 4);
                         }
                         for h in 0..l.head {
-                            let region = scales + (h / 2) * nb * GROUP_ROWS * 2;
-                            out[region + (b * GROUP_ROWS + r) * 2 + h % 2] = blk[h];
+                            out[head + 32 * (h / 2) + 2 * r + h % 2] = blk[h];
                         }
                     }
                 }
@@ -332,9 +377,12 @@ mod tests {
         let cases = [
             (GgmlType::Q8_0, 32),
             (GgmlType::Q8_0, 576),
+            (GgmlType::Q8_0, 96),
             (GgmlType::Q4_0, 96),
+            (GgmlType::Q4_0, 128),
             (GgmlType::Q4_1, 576),
             (GgmlType::Q5_0, 64),
+            (GgmlType::Q5_0, 160),
             (GgmlType::Q5_1, 96),
             (GgmlType::BF16, 33),
             (GgmlType::F16, 1),
