@@ -3,12 +3,13 @@
 //! A matvec streams its matrix once; the hardware prefetcher alone left decode 25–35%
 //! short, and asking ahead closed most of it.
 
-use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1, _MM_HINT_T2};
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T2};
 
 /// How far ahead of its reads a kernel asks for weights into L2 (rows and groups are
 /// contiguous, so the stream runs on into the next ones). Measured on SmolLM2 decode, 1
-/// thread, with one L1 prefetch: 768 B < 1.5 KB < 3 KB ≈ 6 KB ≈ 12 KB (Q4_1 65 → 89 → ~100
-/// tok/s from none to 1.5 to 3 KB; Q8_0, F16 +15%, flat past 3 KB).
+/// thread, when this was the only prefetch (into L1): 768 B < 1.5 KB < 3 KB ≈ 6 KB ≈ 12 KB
+/// (Q4_1 65 → 89 → ~100 tok/s from none to 1.5 to 3 KB; Q8_0, F16 +15%, flat past 3 KB);
+/// with the L1 request below, 3 KB stayed best of 2, 3, 4 and 6 KB (`bench kernels`).
 pub(crate) const PREFETCH_AHEAD: usize = 3072;
 
 /// How far ahead a kernel asks for the lines it reads soon into L1, from L2 where the
@@ -28,15 +29,6 @@ pub(crate) const PREFETCH_NEAR: usize = 1024;
 pub(crate) fn ahead(p: *const u8, bytes: usize) {
     lines::<_MM_HINT_T2>(p.wrapping_add(PREFETCH_AHEAD), bytes);
     lines::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_NEAR), bytes);
-}
-
-/// As [`ahead`], into L2 only (`prefetcht1`). Packed Q2_K, the kernel with the most work
-/// per weight byte, decodes faster so: 9.0–9.6 → 10.2–11.4 GB/s from memory with one thread
-/// (512 MiB, 6 interleaved runs); the other packed formats measured no clear gain and lost
-/// in-cache speed (Q8_0 73 → 62 GB/s), so they ask for L1.
-#[inline(always)]
-pub(crate) fn ahead_l2(p: *const u8, bytes: usize) {
-    lines::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_AHEAD), bytes)
 }
 
 /// The lines of `bytes` at `at`, with hint `HINT`.

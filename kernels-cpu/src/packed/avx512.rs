@@ -110,7 +110,7 @@ pub(super) unsafe fn group(
 pub(super) use crate::prefetch::ahead as prefetch;
 
 /// Prefetches a group's scale region (`bytes` at `p`) and the next group's (`group` bytes
-/// on). The scales lie after all of a group's quants, so the stream prefetch (which runs
+/// on): Q6_K and Q3_K keep their d's after all of a group's chunks, so the stream prefetch (which runs
 /// `prefetch::PREFETCH_AHEAD` past the quants being read) reaches them only near the group's end:
 /// without this, every block's scale load waited on memory in decode.
 #[inline(always)]

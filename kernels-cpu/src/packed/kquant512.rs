@@ -82,11 +82,12 @@ pub(super) unsafe fn q4_k<const NT: usize>(
         let c = gp.add(b * Q4_K_CHUNK);
         // The whole chunk at once, as the other packed kernels do per block: spreading
         // it over the chunk's four steps measured no faster in decode (often slower).
-        prefetch(c, Q4_K_CHUNK);
+        prefetch(c, Q4_K_QS);
         let (sc, mins) = q4_k_scales(c.add(Q4_K_SCALES));
         let mut isum = [_mm512_setzero_si512(); NT];
         for i in 0..4 {
             let q = c.add(Q4_K_QS + 8 * 64 * i);
+            prefetch(q, 512);
             let raw: [__m512i; 8] = std::array::from_fn(|k| load(q.add(64 * k)));
             let lo = raw.map(|r| _mm512_and_si512(r, low4));
             let hi = raw.map(|r| _mm512_and_si512(r, high4));
@@ -162,14 +163,17 @@ pub(super) unsafe fn q6_k<const NT: usize>(
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let c = gp.add(b * Q6_K_CHUNK);
-        prefetch(c, Q6_K_CHUNK);
+        prefetch(c, Q6_K_QL);
         let sc = q6_k_scales(c.add(Q6_K_SCALES));
         let mut isum = [_mm512_setzero_si512(); NT];
         for h in 0..2 {
             let ql = c.add(Q6_K_QL + 16 * 64 * h);
+            prefetch(c.add(Q6_K_QH + 8 * 64 * h), 8 * 64);
+            prefetch(ql, 8 * 64);
             let qh: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q6_K_QH + 64 * (8 * h + k))));
             let q = Quarter { tk, t0, b, nb };
             q.dot(h, 0, &q6_k_quarter::<0>(ql, &qh), &sc, &mut isum);
+            prefetch(ql.add(8 * 64), 8 * 64);
             q.dot(h, 1, &q6_k_quarter::<1>(ql, &qh), &sc, &mut isum);
             q.dot(h, 2, &q6_k_quarter::<2>(ql, &qh), &sc, &mut isum);
             q.dot(h, 3, &q6_k_quarter::<3>(ql, &qh), &sc, &mut isum);

@@ -79,7 +79,7 @@ mod kernel {
     use crate::formats::blocks::QK_K;
     use crate::packed::avx512::{add_super_block, halves, load, splat, Out};
     use crate::packed::layout::Tokens;
-    use crate::prefetch::ahead_l2;
+    use crate::prefetch;
 
     /// Q2_K's sub-block scales and mins of the 16 rows, from the 4 scale registers at `p`
     /// (lane r of register k: row r's scale bytes 4k..4k + 4):
@@ -147,11 +147,11 @@ mod kernel {
             // The chunk in three steps: its head (d's, scales) and each half's quants before
             // that half (measured ~10% faster in decode than the whole chunk at once, 8 of
             // 10 interleaved runs; Q3_K measured no difference, Q4_K none).
-            ahead_l2(c, Q2_K_QS);
+            prefetch::ahead(c, Q2_K_QS);
             let (sc, mins) = scales(c.add(Q2_K_SCALES));
             let mut isum = [_mm512_setzero_si512(); NT];
             for h in 0..2 {
-                ahead_l2(c.add(Q2_K_QS + 512 * h), 512);
+                prefetch::ahead(c.add(Q2_K_QS + 512 * h), 512);
                 let raw: [__m512i; 8] =
                     std::array::from_fn(|k| load(c.add(Q2_K_QS + 64 * (8 * h + k))));
                 for s in 0..4 {

@@ -189,7 +189,9 @@ mod kernel {
         let mut acc = [_mm512_setzero_ps(); NT];
         for b in 0..nb {
             let c = gp.add(b * Q3_K_CHUNK);
-            prefetch(c, Q3_K_CHUNK);
+            // Up to the first half's quants now, the second half's as it starts: the whole
+            // chunk at once was slower from memory (two-level prefetch, `prefetch::ahead`).
+            prefetch(c, Q3_K_QS + 512);
             let sc = q3_k_scales(c.add(Q3_K_SCALES));
             let hm: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q3_K_HMASK + 64 * k)));
             let mut isum = [_mm512_setzero_si512(); NT];
@@ -204,6 +206,7 @@ mod kernel {
             dot!(q, 0, 1);
             dot!(q, 0, 2);
             dot!(q, 0, 3);
+            prefetch(c.add(Q3_K_QS + 512), 512);
             let q: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q3_K_QS + 64 * (8 + k))));
             dot!(q, 1, 0);
             dot!(q, 1, 1);

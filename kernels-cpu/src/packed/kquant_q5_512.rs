@@ -63,6 +63,7 @@ unsafe fn pair_dots<const NT: usize, const I: usize>(
     sc: &[__m512i; 8],
     isum: &mut [__m512i; NT],
 ) {
+    prefetch(c.add(QS + 64 * 8 * I), 64 * 8);
     let (even, odd) = pair::<I>(c);
     for (x, isum) in x.iter().zip(isum.iter_mut()) {
         let x = x.add(64 * I);
@@ -101,7 +102,9 @@ pub(super) unsafe fn q5_k<const NT: usize>(
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let c = gp.add(b * CHUNK);
-        prefetch(c, CHUNK);
+        // The head and qh now, each pair's quants as it starts (`pair_dots`): the whole
+        // chunk at once was slower from memory (two-level prefetch, `prefetch::ahead`).
+        prefetch(c, QS);
         let (mut sc, mins) = q4_k_scales(c.add(SCALES));
         for i in 0..4 {
             sc[2 * i] = _mm512_srli_epi32::<3>(sc[2 * i]);

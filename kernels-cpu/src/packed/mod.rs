@@ -17,8 +17,11 @@
 //!   unsigned; the nibble formats: the raw `qs` bytes, low nibbles elements 4j.., high
 //!   16 + 4j..), 8 registers a block (Q8_0) or 4 (nibbles), and for Q5 a fifth: lane r is
 //!   row r's `qh`, its bits transposed so that bit K of byte i is the fifth bit of nibble
-//!   register K's byte i (`layout::spread_qh`); then, after all blocks, the f16 scales, 16
-//!   a block (lane r = row r); then (Q4_1, Q5_1) the f16 mins likewise.
+//!   register K's byte i (`layout::spread_qh`). A block's heads are the 16 rows' f16 d's
+//!   (32 bytes, lane r = row r) and (Q4_1, Q5_1) their m's likewise. Blocks go in units
+//!   (`layout::Units`): two blocks (Q8_0, Q4_0, Q5_0) or one (Q4_1, Q5_1), the unit's
+//!   quant registers then its heads, so every full unit is whole 64-byte lines and the group
+//!   is one stream front to back (the last unit of an odd `nb` holds one block).
 //! - F16, BF16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
 //! - Q4_K, Q6_K: a chunk of whole registers per super-block (scales, then quants, 4 bytes
 //!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`; Q3_K and
