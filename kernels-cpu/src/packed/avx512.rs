@@ -41,8 +41,8 @@ macro_rules! each_block {
         let full = nb / u.per;
         for n in 0..full {
             let base = gp.add(u.bytes(n * u.per));
-            prefetch(base, u.bytes(u.per));
             for i in 0..u.per {
+                prefetch(base.add(i * (u.region + u.heads)), u.region + u.heads);
                 let ($q, $h, $b) = (
                     base.add(i * u.region),
                     base.add(u.per * u.region + i * u.heads),
