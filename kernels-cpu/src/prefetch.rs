@@ -31,6 +31,13 @@ pub(crate) fn ahead(p: *const u8, bytes: usize) {
     lines::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_NEAR), bytes);
 }
 
+/// Prefetches the line at `p` into L1: a field a kernel reads further ahead than
+/// [`ahead`] reaches (a packed unit's tail, past its chunks).
+#[inline(always)]
+pub(crate) fn line(p: *const u8) {
+    lines::<_MM_HINT_T0>(p, 1)
+}
+
 /// The lines of `bytes` at `at`, with hint `HINT`.
 #[inline(always)]
 fn lines<const HINT: i32>(at: *const u8, bytes: usize) {

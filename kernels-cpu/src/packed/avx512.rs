@@ -109,22 +109,6 @@ pub(super) unsafe fn group(
 /// is contiguous across groups, so this also fetches the next group's start.
 pub(super) use crate::prefetch::ahead as prefetch;
 
-/// Prefetches a group's scale region (`bytes` at `p`) and the next group's (`group` bytes
-/// on): Q6_K and Q3_K keep their d's after all of a group's chunks, so the stream prefetch (which runs
-/// `prefetch::PREFETCH_AHEAD` past the quants being read) reaches them only near the group's end:
-/// without this, every block's scale load waited on memory in decode.
-#[inline(always)]
-pub(super) fn prefetch_scales(p: *const u8, bytes: usize, group: usize) {
-    for at in [p, p.wrapping_add(group)] {
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: prefetching does not access memory architecturally.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast()) };
-            off += 64;
-        }
-    }
-}
-
 // The small helpers every packed kernel (here and in the K-quant files) uses.
 
 /// The 16 rows' f16 values (scales, mins, d's) at `p`, as f32.

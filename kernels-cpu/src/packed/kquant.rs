@@ -10,12 +10,18 @@
 //!   registers, the 128 `qs` bytes as 32 registers (register 8i + k: elements 4k..4k + 4
 //!   of sub-block 2i in the low nibbles, of 2i + 1 in the high ones).
 //! - Q6_K (3328 bytes): the 16 i8 scales as 4 registers, `ql` as 32 registers, `qh` as
-//!   16; the d's (32 bytes a super-block) follow all the chunks, at the group's end, so
-//!   that every chunk stays whole registers (16 × 210 = 3360 is not).
+//!   16; the d's (32 bytes a super-block) are a chunk's tail, kept apart so that every
+//!   chunk stays whole registers (16 × 210 = 3360 is not).
+//!
+//! A layout with a tail (Q6_K, Q3_K) puts its super-blocks in units of two
+//! (`layout::Units`): the two chunks, then their two tails (64 bytes, a line), so the
+//! group is one stream of whole lines, read front to back; the last unit of an odd `nb`
+//! holds one super-block (chunk, then tail).
 //!
 //! So a group takes exactly its rows' GGUF bytes, and every byte has one place: packing is
 //! a permutation of the group's bytes.
 
+use super::layout::Units;
 use super::GROUP_ROWS;
 use crate::dot::ActRow;
 use crate::formats::blocks::QK_K;
@@ -41,7 +47,7 @@ pub(super) const Q6_K_QH: usize = 2304;
 pub(super) enum Place {
     /// At this offset in the super-block's chunk.
     Chunk(usize),
-    /// After all chunks, one 16-row slot per super-block.
+    /// In the unit's tail, after its chunks (`KLayout::units`).
     Tail,
 }
 
@@ -89,7 +95,7 @@ const Q4_K: KLayout = KLayout {
     ],
 };
 
-const Q6_K: KLayout = KLayout {
+pub(super) const Q6_K: KLayout = KLayout {
     block: 210,
     chunk: Q6_K_CHUNK,
     fields: &[
@@ -142,9 +148,31 @@ impl Field {
 
     /// Offset of the 16 rows' copies of this field of super-block `b` in a group of `nb`.
     pub(super) fn base(&self, l: &KLayout, nb: usize, b: usize) -> usize {
+        let (chunk, tail) = l.units().block(nb, b);
         match self.at {
-            Place::Chunk(at) => b * l.chunk + at,
-            Place::Tail => nb * l.chunk + b * GROUP_ROWS * self.len,
+            Place::Chunk(at) => chunk + at,
+            Place::Tail => tail,
+        }
+    }
+}
+
+impl KLayout {
+    /// The units its super-blocks go in: one a unit without a tail field; with one (at most
+    /// one, an f16: 32 bytes for the 16 rows), two, so that the unit's tails fill a line.
+    pub(super) const fn units(&self) -> Units {
+        let mut tail = 0;
+        let mut i = 0;
+        while i < self.fields.len() {
+            if let Place::Tail = self.fields[i].at {
+                assert!(tail == 0 && self.fields[i].len == 2, "one f16 tail field");
+                tail = GROUP_ROWS * 2;
+            }
+            i += 1;
+        }
+        Units {
+            per: if tail == 0 { 1 } else { 2 },
+            region: self.chunk,
+            heads: tail,
         }
     }
 }

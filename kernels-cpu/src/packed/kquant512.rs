@@ -12,9 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{add_super_block, halves, load, prefetch, prefetch_scales, splat, Out};
+use super::avx512::{add_super_block, halves, load, prefetch, splat, Out};
 use super::kquant::{
-    Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_CHUNK, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
+    Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
 };
 use super::layout::Tokens;
 use crate::formats::blocks::QK_K;
@@ -155,14 +155,18 @@ pub(super) unsafe fn q6_k<const NT: usize>(
     out: &mut Out,
 ) {
     let nb = cols / QK_K;
-    debug_assert!(g.len() >= nb * (Q6_K_CHUNK + 32));
+    let units = Q6_K.units();
+    debug_assert!(g.len() >= units.bytes(nb));
     debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 16);
     let gp = g.as_ptr();
-    let ds = gp.add(nb * Q6_K_CHUNK);
-    prefetch_scales(ds, 32 * nb, g.len());
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
-        let c = gp.add(b * Q6_K_CHUNK);
+        let (c, ds) = units.block(nb, b);
+        let (c, ds) = (gp.add(c), gp.add(ds));
+        if b % units.per == 0 {
+            // The unit's d's, a line past its chunks.
+            crate::prefetch::line(ds);
+        }
         prefetch(c, Q6_K_QL);
         let sc = q6_k_scales(c.add(Q6_K_SCALES));
         let mut isum = [_mm512_setzero_si512(); NT];
@@ -178,7 +182,7 @@ pub(super) unsafe fn q6_k<const NT: usize>(
             q.dot(h, 2, &q6_k_quarter::<2>(ql, &qh), &sc, &mut isum);
             q.dot(h, 3, &q6_k_quarter::<3>(ql, &qh), &sc, &mut isum);
         }
-        let dw = halves(ds.add(32 * b));
+        let dw = halves(ds);
         for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
             let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);

@@ -57,9 +57,9 @@ pub(super) use kernel::q3_k;
 mod kernel {
     use std::arch::x86_64::*;
 
-    use super::{Q3_K_CHUNK, Q3_K_HMASK, Q3_K_QS, Q3_K_SCALES};
+    use super::{Q3_K, Q3_K_HMASK, Q3_K_QS, Q3_K_SCALES};
     use crate::formats::blocks::QK_K;
-    use crate::packed::avx512::{halves, load, prefetch, prefetch_scales, splat, Out};
+    use crate::packed::avx512::{halves, load, prefetch, splat, Out};
     use crate::packed::layout::Tokens;
 
     /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows, from the 3 scale
@@ -181,14 +181,18 @@ mod kernel {
         out: &mut Out,
     ) {
         let nb = cols / QK_K;
-        debug_assert!(g.len() >= nb * (Q3_K_CHUNK + 32));
+        let units = Q3_K.units();
+        debug_assert!(g.len() >= units.bytes(nb));
         debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 16);
         let gp = g.as_ptr();
-        let ds = gp.add(nb * Q3_K_CHUNK);
-        prefetch_scales(ds, 32 * nb, g.len());
         let mut acc = [_mm512_setzero_ps(); NT];
         for b in 0..nb {
-            let c = gp.add(b * Q3_K_CHUNK);
+            let (c, ds) = units.block(nb, b);
+            let (c, ds) = (gp.add(c), gp.add(ds));
+            if b % units.per == 0 {
+                // The unit's d's, a line past its chunks.
+                crate::prefetch::line(ds);
+            }
             // Up to the first half's quants now, the second half's as it starts: the whole
             // chunk at once was slower from memory (two-level prefetch, `prefetch::ahead`).
             prefetch(c, Q3_K_QS + 512);
@@ -212,7 +216,7 @@ mod kernel {
             dot!(q, 1, 1);
             dot!(q, 1, 2);
             dot!(q, 1, 3);
-            let dw = halves(ds.add(32 * b));
+            let dw = halves(ds);
             for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
                 let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);
@@ -233,15 +237,19 @@ mod tests {
     use crate::formats::GgmlType;
 
     /// Where byte `i` of row r's super-block b goes in a group of `nb` super-blocks: the
-    /// layout by its definition (module docs), written out without `KLayout`.
+    /// layout by its definition (module docs), written out without `KLayout`: super-blocks
+    /// in pairs, the pair's two chunks then its two d slots (the last pair of an odd `nb`
+    /// one super-block: chunk, then d's).
     fn q3_k_place(nb: usize, b: usize, r: usize, i: usize) -> usize {
-        let chunk = b * Q3_K_CHUNK;
+        let pair = b / 2 * (2 * Q3_K_CHUNK + 64);
+        let in_pair = if b / 2 * 2 + 1 < nb { 2 } else { 1 };
+        let chunk = pair + b % 2 * Q3_K_CHUNK;
         let lane = |at: usize, j: usize| at + (j / 4) * 64 + 4 * r + j % 4;
         match i {
             0..32 => chunk + lane(Q3_K_HMASK, i),
             32..96 => chunk + lane(Q3_K_QS, i - 32),
             96..108 => chunk + lane(Q3_K_SCALES, i - 96),
-            _ => nb * Q3_K_CHUNK + 32 * b + 2 * r + (i - 108),
+            _ => pair + in_pair * Q3_K_CHUNK + 32 * (b % 2) + 2 * r + (i - 108),
         }
     }
 

@@ -118,19 +118,21 @@ pub(super) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     GROUP_ROWS * row_bytes(ty, cols)
 }
 
-/// Where a legacy group's blocks lie: the group is a run of units of [`Units::per`] blocks
-/// (the last unit takes what is left), each unit the quant registers of its blocks, block
-/// after block, then their heads (the 16 rows' f16 d's, 32 bytes, and with a min the 16
-/// m's after them), block after block. Q8_0, Q4_0 and Q5_0 (32 bytes of heads a block) put
-/// two blocks in a unit, the others one, so every full unit is whole 64-byte lines and a
-/// group is one stream, read front to back.
+/// Where a legacy group's blocks (or a K-quant group's super-blocks, `KLayout::units`)
+/// lie: the group is a run of units of [`Units::per`] blocks (the last unit takes what is
+/// left), each unit the quant registers of its blocks, block after block, then their heads
+/// (the 16 rows' f16 d's, 32 bytes, and with a min the 16 m's after them), block after
+/// block. Q8_0, Q4_0 and Q5_0 (32 bytes of heads a block) put two blocks in a unit, the
+/// others one, so every full unit is whole 64-byte lines and a group is one stream, read
+/// front to back.
 #[derive(Clone, Copy)]
 pub(super) struct Units {
     /// Blocks a full unit holds: 2 or 1.
     pub(super) per: usize,
-    /// Bytes of one block's quant registers (16 rows): 512 (Q8_0), 256 (Q4), 320 (Q5).
+    /// Bytes of one block's quant registers (16 rows): 512 (Q8_0), 256 (Q4), 320 (Q5); a
+    /// K-quant's chunk.
     pub(super) region: usize,
-    /// Bytes of one block's heads (16 rows): 32, or 64 with mins.
+    /// Bytes of one block's heads (16 rows): 32, or 64 with mins; a K-quant's tail (0 or 32).
     pub(super) heads: usize,
 }
 
