@@ -33,7 +33,8 @@ macro_rules! each_token {
 
 /// Runs `$body` for each block `$b` of a legacy group at `$gp` (`$nb` blocks in the units
 /// `$u`, `layout::Units`), in memory order, with `$q` pointing at its quant registers and
-/// `$h` at its heads; each unit is prefetched as it starts (a group is one stream).
+/// `$h` at its heads; each block asks for its share of its unit's lines (a group is one
+/// stream).
 macro_rules! each_block {
     ($gp:expr, $nb:expr, $u:expr, |$q:ident, $h:ident, $b:ident| $body:block) => {{
         let (gp, nb, u): (*const u8, usize, Units) = ($gp, $nb, $u);
@@ -41,8 +42,11 @@ macro_rules! each_block {
         let full = nb / u.per;
         for n in 0..full {
             let base = gp.add(u.bytes(n * u.per));
+            let lines = u.bytes(u.per) / 64;
             for i in 0..u.per {
-                prefetch(base.add(i * (u.region + u.heads)), u.region + u.heads);
+                // Block i asks for its share of the unit's lines, each line once.
+                let (from, to) = (i * lines / u.per, (i + 1) * lines / u.per);
+                prefetch(base.add(64 * from), 64 * (to - from));
                 let ($q, $h, $b) = (
                     base.add(i * u.region),
                     base.add(u.per * u.region + i * u.heads),
