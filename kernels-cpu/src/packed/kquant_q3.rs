@@ -62,10 +62,11 @@ mod kernel {
     use crate::packed::avx512::{halves, load, prefetch, splat, Out};
     use crate::packed::layout::Tokens;
 
-    /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows, from the 3 scale
-    /// registers at `p` (lane r: row r's 12 scale bytes), lane-parallel: scale j's low
-    /// nibble is nibble j / 8 of byte j % 8, its top two bits bits 2·(j / 4) of byte
-    /// 8 + j % 4; so byte i of `s[m]` below is scale 4m + i.
+    /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows, each an i16 in
+    /// the low half of its lane, the high half zero (for `vpmaddwd`, `quarter_dot`), from
+    /// the 3 scale registers at `p` (lane r: row r's 12 scale bytes), lane-parallel: scale
+    /// j's low nibble is nibble j / 8 of byte j % 8, its top two bits bits 2·(j / 4) of
+    /// byte 8 + j % 4; so byte i of `s[m]` below is scale 4m + i.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn q3_k_scales(p: *const u8) -> [__m512i; 16] {
@@ -85,6 +86,7 @@ mod kernel {
             _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32::<4>(w1), low4), top(3)),
         ];
         let (byte, off) = (_mm512_set1_epi32(0xFF), _mm512_set1_epi32(32));
+        let low16 = _mm512_set1_epi32(0xFFFF);
         let mut sc = [_mm512_setzero_si512(); 16];
         for (m, s) in s.into_iter().enumerate() {
             sc[4 * m] = _mm512_sub_epi32(_mm512_and_si512(s, byte), off);
@@ -94,7 +96,7 @@ mod kernel {
                 _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32::<16>(s), byte), off);
             sc[4 * m + 3] = _mm512_sub_epi32(_mm512_srli_epi32::<24>(s), off);
         }
-        sc
+        sc.map(|v| _mm512_and_si512(v, low16))
     }
 
     /// The unsigned three-bit quants u = low + 4·hbit (0..=7) of quarter s of half h
@@ -135,7 +137,9 @@ mod kernel {
 
     /// Adds quarter s of half h (quants `u`, sub-blocks j = 8h + 2s and j + 1) times each
     /// token of the tile, scaled, to its `isum`. Each sub-block's dot starts at −4·bsum_j
-    /// (`token_bias`): Σ (u − 4)·a, exact.
+    /// (`token_bias`): D = Σ (u − 4)·a, exact, and |D| ≤ 16·4·128 = 2¹³, an i16 (its lane's
+    /// high half the sign); `vpmaddwd` against the scale (an i16 over a zero high half,
+    /// `q3_k_scales`) gives D·sc exactly, one uop where `vpmulld` takes two.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn quarter_dot<const NT: usize>(
@@ -161,8 +165,8 @@ mod kernel {
                 s1 = _mm512_dpbusd_epi32(s1, u[4 + k], splat(x.add(16 + 4 * k)));
             }
             let s = _mm512_add_epi32(
-                _mm512_mullo_epi32(s0, sc[j]),
-                _mm512_mullo_epi32(s1, sc[j + 1]),
+                _mm512_madd_epi16(s0, sc[j]),
+                _mm512_madd_epi16(s1, sc[j + 1]),
             );
             *isum = _mm512_add_epi32(*isum, s);
         }
