@@ -9,8 +9,9 @@
 //! - Q4_K (2304 bytes = 16 × 144): the 16 d's, the 16 dmin's, the 12 scale bytes as 3
 //!   registers, the 128 `qs` bytes as 32 registers (register 8i + k: elements 4k..4k + 4
 //!   of sub-block 2i in the low nibbles, of 2i + 1 in the high ones).
-//! - Q6_K (3328 bytes): the 16 i8 scales as 4 registers, `ql` as 32 registers, `qh` as
-//!   16; the d's (32 bytes a super-block) are a chunk's tail, kept apart so that every
+//! - Q6_K (3328 bytes): the 16 i8 scales as 4 registers, then per half h (elements
+//!   128h..128h + 128) its 32 `qh` bytes as 8 registers and its 64 `ql` bytes as 16, in
+//!   the order the kernel reads them; the d's (32 bytes a super-block) are a chunk's tail, kept apart so that every
 //!   chunk stays whole registers (16 × 210 = 3360 is not).
 //!
 //! A layout with a tail (Q6_K, Q3_K) puts its super-blocks in units of two
@@ -37,10 +38,13 @@ pub(super) const Q4_K_D: usize = 0;
 pub(super) const Q4_K_DMIN: usize = 32;
 pub(super) const Q4_K_SCALES: usize = 64;
 pub(super) const Q4_K_QS: usize = 256;
-/// Q6_K chunk offsets: scales, ql, qh.
+/// Q6_K chunk offsets: scales, then each half (`Q6_K_HALF` bytes from `Q6_K_HALVES`): its
+/// qh, then its ql.
 pub(super) const Q6_K_SCALES: usize = 0;
-pub(super) const Q6_K_QL: usize = 256;
-pub(super) const Q6_K_QH: usize = 2304;
+pub(super) const Q6_K_HALVES: usize = 256;
+pub(super) const Q6_K_HALF: usize = 1536;
+pub(super) const Q6_K_QH: usize = 0;
+pub(super) const Q6_K_QL: usize = 512;
 
 /// Where a field of a GGUF block lives in the packed group.
 #[derive(Clone, Copy)]
@@ -101,13 +105,23 @@ pub(super) const Q6_K: KLayout = KLayout {
     fields: &[
         Field {
             src: 0,
-            len: 128,
-            at: Place::Chunk(Q6_K_QL),
+            len: 64,
+            at: Place::Chunk(Q6_K_HALVES + Q6_K_QL),
+        },
+        Field {
+            src: 64,
+            len: 64,
+            at: Place::Chunk(Q6_K_HALVES + Q6_K_HALF + Q6_K_QL),
         },
         Field {
             src: 128,
-            len: 64,
-            at: Place::Chunk(Q6_K_QH),
+            len: 32,
+            at: Place::Chunk(Q6_K_HALVES + Q6_K_QH),
+        },
+        Field {
+            src: 160,
+            len: 32,
+            at: Place::Chunk(Q6_K_HALVES + Q6_K_HALF + Q6_K_QH),
         },
         Field {
             src: 192,

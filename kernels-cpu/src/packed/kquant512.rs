@@ -14,7 +14,8 @@ use std::arch::x86_64::*;
 
 use super::avx512::{add_super_block, halves, load, prefetch, splat, Out};
 use super::kquant::{
-    Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
+    Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K, Q6_K_HALF, Q6_K_HALVES, Q6_K_QH,
+    Q6_K_QL, Q6_K_SCALES,
 };
 use super::layout::Tokens;
 use crate::formats::blocks::QK_K;
@@ -167,14 +168,15 @@ pub(super) unsafe fn q6_k<const NT: usize>(
             // The unit's d's, a line past its chunks.
             crate::prefetch::line(ds);
         }
-        prefetch(c, Q6_K_QL);
+        prefetch(c, Q6_K_HALVES);
         let sc = q6_k_scales(c.add(Q6_K_SCALES));
         let mut isum = [_mm512_setzero_si512(); NT];
         for h in 0..2 {
-            let ql = c.add(Q6_K_QL + 16 * 64 * h);
-            prefetch(c.add(Q6_K_QH + 8 * 64 * h), 8 * 64);
-            prefetch(ql, 8 * 64);
-            let qh: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q6_K_QH + 64 * (8 * h + k))));
+            // The half's bytes in the order they are read: qh, then ql in two parts.
+            let half = c.add(Q6_K_HALVES + Q6_K_HALF * h);
+            let ql = half.add(Q6_K_QL);
+            prefetch(half, Q6_K_QL + 8 * 64);
+            let qh: [__m512i; 8] = std::array::from_fn(|k| load(half.add(Q6_K_QH + 64 * k)));
             let q = Quarter { tk, t0, b, nb };
             q.dot(h, 0, &q6_k_quarter::<0>(ql, &qh), &sc, &mut isum);
             prefetch(ql.add(8 * 64), 8 * 64);
