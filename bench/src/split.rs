@@ -43,12 +43,11 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global()
-            .map_err(|e| format!("cannot start {t} threads: {e}"))?;
-    }
+    // On a pool worker, as `generate` runs (`pool::on_pool`).
+    strata_engine::pool::on_pool(args.threads.map(|t| t.max(1)), || run_in_pool(args))
+}
+
+fn run_in_pool(args: &Args) -> Result<(), String> {
     let accels: Vec<Accelerator> = match &args.pose_gpus {
         Some(t) => PseudoAccel::parse_list(t)?
             .into_iter()

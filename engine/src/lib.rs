@@ -13,6 +13,7 @@ pub mod huge;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod pool;
 pub mod runner;
 pub mod sampler;
 pub mod tokenizer;

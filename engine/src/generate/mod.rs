@@ -45,6 +45,19 @@ pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    let threads = match args.threads {
+        Some(0) => return Err("--threads must be at least 1".into()),
+        Some(t) => t,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    // The whole run on a pool worker (`pool::on_pool`: a parallel op started from outside
+    // the pool costs a handoff; with one thread that took 18% of decode).
+    crate::pool::on_pool(Some(threads), || run_in_pool(args, threads))
+}
+
+fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
     // Posing devices when asked for, else the CUDA devices the driver shows (unless
     // `-ngl 0`); none usable means everything runs on the CPU.
     let posing = args.pose_gpus.is_some();
@@ -98,18 +111,6 @@ fn run(args: &Args) -> Result<(), String> {
     if args.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let threads = match args.threads {
-        Some(0) => return Err("--threads must be at least 1".into()),
-        Some(t) => t,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
-
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
