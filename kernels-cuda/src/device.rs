@@ -36,6 +36,8 @@ pub fn unavailable_reason() -> Option<String> {
     match device_count() {
         Ok(0) => Some("the CUDA driver reports no devices".to_string()),
         Ok(_) => ptx::missing_kernels_reason().map(str::to_string),
+        // The reason itself: callers wrap it in `Unavailable` again ("no CUDA device: …").
+        Err(CudaError::Unavailable(why)) => Some(why),
         Err(e) => Some(e.to_string()),
     }
 }
