@@ -109,8 +109,9 @@ pub(super) unsafe fn group(
     }
 }
 
-/// Prefetches `bytes` at `PREFETCH_AHEAD` past `p` (`prefetch::ahead`): the group stream
-/// is contiguous across groups, so this also fetches the next group's start.
+/// Prefetches the lines of `bytes` at `p`, into L2 3 KB and into L1 1 KB before they are
+/// read (`prefetch::ahead`): the groups are contiguous, so near a group's end this fetches
+/// the next group's start.
 pub(super) use crate::prefetch::ahead as prefetch;
 
 // The small helpers every packed kernel (here and in the K-quant files) uses.
