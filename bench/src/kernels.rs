@@ -146,9 +146,8 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// A benchmark matrix: the row-major bytes, or packed as the engine loads it.
-/// A matrix in the row layout or packed, in a buffer on huge pages as the engine holds its
-/// weights (`strata_engine::huge`).
+/// A benchmark matrix in the row layout or packed as the engine loads it, in a buffer on
+/// huge pages as the engine holds its weights (`strata_engine::huge`).
 struct Weights {
     ty: GgmlType,
     w: HugeBytes,

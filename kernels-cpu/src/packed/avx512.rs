@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::layout::{Tokens, Units};
+use super::layout::{legacy_units, Tokens, Units};
 use super::{GROUP_ROWS, TILE_TOKENS};
 use crate::formats::GgmlType;
 
@@ -211,7 +211,7 @@ unsafe fn q8_0_token(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out) {
     let nb = cols / 32;
-    let units = Units::new(32, false);
+    let units = const { legacy_units(GgmlType::Q8_0) };
     debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
@@ -292,15 +292,6 @@ unsafe fn nibble_dot(start: i32, lo: &[__m512i; 4], hi: &[__m512i; 4], qs: *cons
     _mm512_add_epi32(s0, s1)
 }
 
-/// A nibble format's block bytes a row: Q4's 16, Q5's 20 (the fifth register).
-const fn nibble_quants<const FIFTH: bool>() -> usize {
-    if FIFTH {
-        20
-    } else {
-        16
-    }
-}
-
 /// Q4_0 (`FIFTH` false) and Q5_0 (true): w = d·(u − o), the −o·Σq in the token's bias.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 unsafe fn nibbles_d<const NT: usize, const FIFTH: bool>(
@@ -311,7 +302,13 @@ unsafe fn nibbles_d<const NT: usize, const FIFTH: bool>(
     out: &mut Out,
 ) {
     let nb = cols / 32;
-    let units = Units::new(nibble_quants::<FIFTH>(), false);
+    let units = const {
+        legacy_units(if FIFTH {
+            GgmlType::Q5_0
+        } else {
+            GgmlType::Q4_0
+        })
+    };
     debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
@@ -339,7 +336,13 @@ unsafe fn nibbles_dm<const NT: usize, const FIFTH: bool>(
     out: &mut Out,
 ) {
     let nb = cols / 32;
-    let units = Units::new(nibble_quants::<FIFTH>(), true);
+    let units = const {
+        legacy_units(if FIFTH {
+            GgmlType::Q5_1
+        } else {
+            GgmlType::Q4_1
+        })
+    };
     debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];

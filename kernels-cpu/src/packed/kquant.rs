@@ -11,8 +11,8 @@
 //!   of sub-block 2i in the low nibbles, of 2i + 1 in the high ones).
 //! - Q6_K (3328 bytes): the 16 i8 scales as 4 registers, then per half h (elements
 //!   128h..128h + 128) its 32 `qh` bytes as 8 registers and its 64 `ql` bytes as 16, in
-//!   the order the kernel reads them; the d's (32 bytes a super-block) are a chunk's tail, kept apart so that every
-//!   chunk stays whole registers (16 × 210 = 3360 is not).
+//!   the order the kernel reads them; the d's (32 bytes a super-block) are a chunk's
+//!   tail, kept apart so that every chunk stays whole registers (16 × 210 = 3360 is not).
 //!
 //! A layout with a tail (Q6_K, Q3_K) puts its super-blocks in units of two
 //! (`layout::Units`): the two chunks, then their two tails (64 bytes, a line), so the

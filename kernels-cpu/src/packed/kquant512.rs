@@ -81,8 +81,8 @@ pub(super) unsafe fn q4_k<const NT: usize>(
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let c = gp.add(b * Q4_K_CHUNK);
-        // The whole chunk at once, as the other packed kernels do per block: spreading
-        // it over the chunk's four steps measured no faster in decode (often slower).
+        // The head now, each quarter's quants as it starts: with the two-level prefetch
+        // (`prefetch::ahead`) the whole chunk at once was slower from memory.
         prefetch(c, Q4_K_QS);
         let (sc, mins) = q4_k_scales(c.add(Q4_K_SCALES));
         let mut isum = [_mm512_setzero_si512(); NT];

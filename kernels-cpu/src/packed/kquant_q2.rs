@@ -146,7 +146,7 @@ mod kernel {
             let c = gp.add(b * Q2_K_CHUNK);
             // The chunk in three steps: its head (d's, scales) and each half's quants before
             // that half (measured ~10% faster in decode than the whole chunk at once, 8 of
-            // 10 interleaved runs; Q3_K measured no difference, Q4_K none).
+            // 10 interleaved runs; the other K-quants step likewise).
             prefetch::ahead(c, Q2_K_QS);
             let (sc, mins) = scales(c.add(Q2_K_SCALES));
             let mut isum = [_mm512_setzero_si512(); NT];

@@ -27,7 +27,7 @@ impl Legacy {
     }
 }
 
-fn legacy(ty: GgmlType) -> Option<Legacy> {
+const fn legacy(ty: GgmlType) -> Option<Legacy> {
     let (head, quants, flip, mins) = match ty {
         GgmlType::Q8_0 => (2, 32, 0x80, false),
         GgmlType::Q4_0 => (2, 16, 0, false),
@@ -42,6 +42,15 @@ fn legacy(ty: GgmlType) -> Option<Legacy> {
         flip,
         mins,
     })
+}
+
+/// The units a legacy format's packed group is laid out in ([`Units`]): what the kernels
+/// walk, from the same table packing follows.
+pub(super) const fn legacy_units(ty: GgmlType) -> Units {
+    match legacy(ty) {
+        Some(l) => Units::new(l.quants, l.mins),
+        None => panic!("not a legacy format"),
+    }
 }
 
 /// A Q5 block's `qh` (bit e: the fifth bit of element e) as the packed kernels read it:
@@ -139,7 +148,7 @@ pub(super) struct Units {
 impl Units {
     /// The units of `quants` bytes a row-block (32, 16 or 20), `mins` whether a block has a
     /// min besides its d.
-    pub(super) const fn new(quants: usize, mins: bool) -> Units {
+    const fn new(quants: usize, mins: bool) -> Units {
         let heads = if mins { 64 } else { 32 };
         Units {
             per: 64 / heads,
