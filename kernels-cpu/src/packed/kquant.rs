@@ -10,9 +10,10 @@
 //!   registers, the 128 `qs` bytes as 32 registers (register 8i + k: elements 4k..4k + 4
 //!   of sub-block 2i in the low nibbles, of 2i + 1 in the high ones).
 //! - Q6_K (3328 bytes): the 16 i8 scales as 4 registers, then per half h (elements
-//!   128h..128h + 128) its 32 `qh` bytes as 8 registers and its 64 `ql` bytes as 16, in
-//!   the order the kernel reads them; the d's (32 bytes a super-block) are a chunk's
-//!   tail, kept apart so that every chunk stays whole registers (16 × 210 = 3360 is not).
+//!   128h..128h + 128) its 32 `qh` bytes as 8 registers and its 64 `ql` bytes as 16, then
+//!   recoded in place ([`recode_q6_k_half`]: bits move, not bytes); the d's (32 bytes a
+//!   super-block) are a chunk's tail, kept apart so that every chunk stays whole
+//!   registers (16 × 210 = 3360 is not).
 //!
 //! A layout with a tail (Q6_K, Q3_K) puts its super-blocks in units of two
 //! (`layout::Units`): the two chunks, then their two tails (64 bytes, a line), so the
@@ -20,7 +21,8 @@
 //! holds one super-block (chunk, then tail).
 //!
 //! So a group takes exactly its rows' GGUF bytes, and every byte has one place: packing is
-//! a permutation of the group's bytes.
+//! a permutation of the group's bytes (for Q6_K, followed by the recoding of its halves, a
+//! bijection of each half's bits).
 
 use super::layout::Units;
 use super::GROUP_ROWS;
@@ -45,6 +47,8 @@ pub(super) const Q6_K_HALVES: usize = 256;
 pub(super) const Q6_K_HALF: usize = 1536;
 pub(super) const Q6_K_QH: usize = 0;
 pub(super) const Q6_K_QL: usize = 512;
+/// Bytes of one recoded Q6_K triple (registers A_k, B_k, C_k; [`recode_q6_k_half`]).
+pub(super) const Q6_K_TRIPLE: usize = 192;
 
 /// Where a field of a GGUF block lives in the packed group.
 #[derive(Clone, Copy)]
@@ -217,6 +221,73 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
                 _ => scatter::<2>(f.src, &stage[..n], dst),
             }
         }
+        if ty == GgmlType::Q6_K {
+            for half in q6_k_halves(out, nb, b) {
+                recode_q6_k_half(half);
+            }
+        }
+    }
+}
+
+/// The two halves of Q6_K super-block `b` in the group `g` of `nb` super-blocks.
+fn q6_k_halves(g: &mut [u8], nb: usize, b: usize) -> std::slice::ChunksExactMut<'_, u8> {
+    let at = Q6_K.units().block(nb, b).0 + Q6_K_HALVES;
+    g[at..at + 2 * Q6_K_HALF].chunks_exact_mut(Q6_K_HALF)
+}
+
+/// Recodes a Q6_K half as placed by its fields (8 `qh` registers, 16 `ql`) into 8 triples
+/// of registers A_k, B_k, C_k (k = 0..8, `Q6_K_TRIPLE` bytes each, in order), lane r
+/// byte i of each holding row r's elements l = 4k + i of the four quarters (e_s, element
+/// 32s + l of the half, 6 bits, unsigned):
+///
+/// A = e_0 | (e_3 & 3) << 6,  B = e_1 | (e_3 >> 2 & 3) << 6,  C = e_2 | (e_3 >> 4) << 6.
+///
+/// So quarters 0–2 are one mask each (`& 0x3F`) and quarter 3 comes out in place, as
+/// 4·e_3, from the three tops (`kquant512::q6_k_pass`): five operations where the ql/qh
+/// split took twelve (a shift for every nibble and 2-bit field but the first).
+pub(super) fn recode_q6_k_half(half: &mut [u8]) {
+    let mut placed = [0u8; Q6_K_HALF];
+    placed.copy_from_slice(&half[..Q6_K_HALF]);
+    // Byte l of a row's qh (or ql) field sits in register l / 4, lane r, byte l % 4.
+    let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+    for r in 0..GROUP_ROWS {
+        for l in 0..32 {
+            let h = placed[at(Q6_K_QH, l, r)];
+            let (lo, hi) = (placed[at(Q6_K_QL, l, r)], placed[at(Q6_K_QL, l + 32, r)]);
+            let e = [
+                lo & 0xF | (h & 3) << 4,
+                hi & 0xF | (h >> 2 & 3) << 4,
+                lo >> 4 | (h >> 4 & 3) << 4,
+                hi >> 4 | (h >> 6) << 4,
+            ];
+            let t = Q6_K_TRIPLE * (l / 4) + 4 * r + l % 4;
+            half[t] = e[0] | (e[3] & 3) << 6;
+            half[t + 64] = e[1] | (e[3] >> 2 & 3) << 6;
+            half[t + 128] = e[2] | (e[3] >> 4) << 6;
+        }
+    }
+}
+
+/// The inverse of [`recode_q6_k_half`].
+fn decode_q6_k_half(half: &mut [u8]) {
+    let mut coded = [0u8; Q6_K_HALF];
+    coded.copy_from_slice(&half[..Q6_K_HALF]);
+    let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+    for r in 0..GROUP_ROWS {
+        for l in 0..32 {
+            let t = Q6_K_TRIPLE * (l / 4) + 4 * r + l % 4;
+            let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
+            let e = [
+                a & 0x3F,
+                b & 0x3F,
+                c & 0x3F,
+                a >> 6 | (b >> 6) << 2 | (c >> 6) << 4,
+            ];
+            half[at(Q6_K_QL, l, r)] = e[0] & 0xF | (e[2] & 0xF) << 4;
+            half[at(Q6_K_QL, l + 32, r)] = e[1] & 0xF | (e[3] & 0xF) << 4;
+            half[at(Q6_K_QH, l, r)] =
+                e[0] >> 4 | (e[1] >> 4) << 2 | (e[2] >> 4) << 4 | (e[3] >> 4) << 6;
+        }
     }
 }
 
@@ -234,6 +305,19 @@ fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8])
 pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
     let l = layout(ty).expect("unpack_group is called for packed K-quants only");
     let nb = cols / QK_K;
+    let decoded;
+    let src = if ty == GgmlType::Q6_K {
+        let mut g = src[..l.units().bytes(nb)].to_vec();
+        for b in 0..nb {
+            for half in q6_k_halves(&mut g, nb, b) {
+                decode_q6_k_half(half);
+            }
+        }
+        decoded = g;
+        &decoded[..]
+    } else {
+        src
+    };
     let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
     for b in 0..nb {
         for f in l.fields {
@@ -264,8 +348,9 @@ fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) 
 /// - Q4_K, 4 a super-block: the mins' activation sums as i16 pairs for `vpdpwssd`, p_j =
 ///   bsum_2j + bsum_2j+1 (the 32 activations of sub-block j; |p_j| ≤ 32·128, an i16):
 ///   (p0, p2), (p1, p3), (p4, p6), (p5, p7), the first of each pair in the low half.
-/// - Q6_K, 16 a super-block: −32·bsum_j, the start of sub-block j's integer dot, which
-///   makes Σ (q − 32)·a exact from the unsigned quants q.
+/// - Q6_K, 16 a super-block: −32·f_j·bsum_j, the start of sub-block j's integer dot, which
+///   makes f_j·Σ (q − 32)·a exact from the unsigned quants q, entered as f_j·q: f_j = 4 for
+///   the last quarter of each half (j mod 8 ≥ 6, `recode_q6_k_half`), else 1.
 /// - Q5_K: Q4_K's (its mins and their activation sums are Q4_K's).
 /// - Q3_K, 16 a super-block: −4·bsum_j, which makes Σ (u − 4)·a exact from the unsigned
 ///   quants u = low + 4·hbit.
@@ -289,7 +374,10 @@ pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
         ),
         GgmlType::Q6_K => Some(
             blocks
-                .flat_map(|y| y.bsums.map(|s| -32 * i32::from(s)))
+                .flat_map(|y| {
+                    let f = |j: usize| if j % 8 >= 6 { 4 } else { 1 };
+                    std::array::from_fn::<i32, 16, _>(|j| -32 * f(j) * i32::from(y.bsums[j]))
+                })
                 .collect(),
         ),
         GgmlType::Q3_K => Some(
@@ -325,7 +413,7 @@ mod tests {
     }
 
     /// Every byte of a group has one place (the fields tile the group exactly), and
-    /// `pack_group`/`unpack_group` follow the definition.
+    /// `pack_group`/`unpack_group` follow the definition (Q6_K's: placed, then recoded).
     #[test]
     fn packing_follows_the_layout_and_is_a_permutation() {
         for (ty, l) in [(GgmlType::Q4_K, &Q4_K), (GgmlType::Q6_K, &Q6_K)] {
@@ -346,6 +434,11 @@ mod tests {
                     for_each_unit(l, nb, n, |s, d, w| {
                         want[d..d + w].copy_from_slice(&src[s..s + w])
                     });
+                    if ty == GgmlType::Q6_K {
+                        for b in 0..nb {
+                            q6_k_halves(&mut want, nb, b).for_each(recode_q6_k_half);
+                        }
+                    }
                     let mut got = vec![0u8; size];
                     pack_group(ty, nb * QK_K, &src, n, &mut got);
                     assert!(got == want, "{ty} {n} rows, nb {nb}");
@@ -355,5 +448,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A recoded Q6_K half gives every element its GGUF value (ggml's `dequantize_row_q6_K`
+    /// indexing: element l + 32s of the half from ql[l] / ql[l + 32] and qh[l] bits 2s),
+    /// by the kernel's rule: quarters 0–2 masked, quarter 3 as 4·e from the three tops.
+    #[test]
+    fn q6_k_recoding_keeps_every_element() {
+        let placed = bytes(Q6_K_HALF, 7);
+        let mut coded = placed.clone();
+        recode_q6_k_half(&mut coded);
+        let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+        for r in 0..GROUP_ROWS {
+            for l in 0..32 {
+                let (ql, qh) = (
+                    |i: usize| placed[at(Q6_K_QL, i, r)],
+                    placed[at(Q6_K_QH, l, r)],
+                );
+                let want = [
+                    ql(l) & 0xF | (qh & 3) << 4,
+                    ql(l + 32) & 0xF | (qh >> 2 & 3) << 4,
+                    ql(l) >> 4 | (qh >> 4 & 3) << 4,
+                    ql(l + 32) >> 4 | (qh >> 6 & 3) << 4,
+                ];
+                let t = Q6_K_TRIPLE * (l / 4) + 4 * r + l % 4;
+                let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
+                let got = [
+                    a & 0x3F,
+                    b & 0x3F,
+                    c & 0x3F,
+                    ((a >> 4) & 0x0C | (b >> 2) & 0x30 | c & 0xC0) / 4,
+                ];
+                assert_eq!(got, want, "row {r}, l {l}");
+            }
+        }
+        let mut back = coded;
+        decode_q6_k_half(&mut back);
+        assert!(back == placed);
     }
 }

@@ -14,8 +14,8 @@ use std::arch::x86_64::*;
 
 use super::avx512::{add_super_block, halves, load, prefetch, splat, Out};
 use super::kquant::{
-    Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K, Q6_K_HALF, Q6_K_HALVES, Q6_K_QH,
-    Q6_K_QL, Q6_K_SCALES,
+    Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K, Q6_K_HALF, Q6_K_HALVES, Q6_K_SCALES,
+    Q6_K_TRIPLE,
 };
 use super::layout::Tokens;
 use crate::formats::blocks::QK_K;
@@ -128,7 +128,9 @@ pub(super) unsafe fn q4_k<const NT: usize>(
 }
 
 /// Q6_K's 16 sub-block scales (i8) of the 16 rows, sign-extended, from the 4 scale
-/// registers at `p` (lane r: row r's scale bytes 4k..4k + 4 in register k).
+/// registers at `p` (lane r: row r's scale bytes 4k..4k + 4 in register k); times 4 but
+/// for the last quarter of each half (j mod 8 ≥ 6), whose quants enter the dot as 4·q
+/// (`q6_k_pass`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn q6_k_scales(p: *const u8) -> [__m512i; 16] {
@@ -140,13 +142,21 @@ unsafe fn q6_k_scales(p: *const u8) -> [__m512i; 16] {
         sc[4 * k + 2] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(w));
         sc[4 * k + 3] = _mm512_srai_epi32::<24>(w);
     }
+    for (j, sc) in sc.iter_mut().enumerate() {
+        if j % 8 < 6 {
+            *sc = _mm512_slli_epi32::<2>(*sc);
+        }
+    }
     sc
 }
 
-/// Q6_K: for half h, quarter s (elements 128h + 32s..+32, sub-blocks 8h + 2s and
-/// 8h + 2s + 1), the unsigned quants (`q6_k_quarter`) go through `vpdpbusd`; each
-/// sub-block's dot starts at −32·bsum_j (`kquant::token_bias`): Σ (u − 32)·a, exact;
-/// |sc·Σ (u − 32)·a| ≤ 128·16·32·128 a sub-block, 16 of them: < 2³¹.
+/// Q6_K: for half h, registers k = 4p..4p + 4 of its four quarters (`q6_k_pass`; quarter
+/// s of pass p is sub-block j = 8h + 2s + p) go through `vpdpbusd` as unsigned quants,
+/// quarter 3's as 4·q; each sub-block's dot starts at −32·f_j·bsum_j (`kquant::token_bias`,
+/// f_j the quants' factor): f_j·Σ (q − 32)·a, exact. The scales carry 4/f_j
+/// (`q6_k_scales`), so the super-block sum is 4·isum, exact: |sc·Σ (q − 32)·a| ≤
+/// 128·16·32·128 = 2²³ a sub-block, 16 of them, times 4: < 2³¹. cvt(4·isum) = 4·cvt(isum)
+/// and (d/4)·d_a = (d·d_a)/4 exactly (powers of two), so the result is that of isum and d.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
 pub(super) unsafe fn q6_k<const NT: usize>(
     g: &[u8],
@@ -160,6 +170,7 @@ pub(super) unsafe fn q6_k<const NT: usize>(
     debug_assert!(g.len() >= units.bytes(nb));
     debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 16);
     let gp = g.as_ptr();
+    let quarter = _mm512_set1_ps(0.25);
     let mut acc = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         let (c, ds) = units.block(nb, b);
@@ -172,19 +183,33 @@ pub(super) unsafe fn q6_k<const NT: usize>(
         let sc = q6_k_scales(c.add(Q6_K_SCALES));
         let mut isum = [_mm512_setzero_si512(); NT];
         for h in 0..2 {
-            // The half's 24 lines are asked for one at a time through its first three
-            // quarters (`q6_k_quarter`), between their loads: asked for in bursts (16 lines,
-            // then 8) the kernel read 75% of the read reference from memory, spread 82–87%.
             let half = c.add(Q6_K_HALVES + Q6_K_HALF * h);
-            let ql = half.add(Q6_K_QL);
-            let qh: [__m512i; 8] = std::array::from_fn(|k| load(half.add(Q6_K_QH + 64 * k)));
-            let q = Quarter { tk, t0, b, nb };
-            q.dot(h, 0, &q6_k_quarter::<0>(ql, &qh, half), &sc, &mut isum);
-            q.dot(h, 1, &q6_k_quarter::<1>(ql, &qh, half), &sc, &mut isum);
-            q.dot(h, 2, &q6_k_quarter::<2>(ql, &qh, half), &sc, &mut isum);
-            q.dot(h, 3, &q6_k_quarter::<3>(ql, &qh, half), &sc, &mut isum);
+            for p in 0..2 {
+                let pass = half.add(4 * Q6_K_TRIPLE * p);
+                let u = q6_k_pass(pass);
+                for (t, isum) in isum.iter_mut().enumerate() {
+                    let t = t0 + t;
+                    let x = tk.rows[t].q8_k.get_unchecked(b).qs.as_ptr();
+                    let x = x.add(128 * h + 16 * p).cast::<u8>();
+                    let bias = tk.bias.as_ptr().add((t * nb + b) * 16 + 8 * h + p);
+                    for s in 0..4 {
+                        let mut d = splat(bias.add(2 * s).cast());
+                        for (k, q) in u.iter().enumerate() {
+                            // The pass's 12 lines, one a step of the first token's dots:
+                            // asked for three at a time as each triple was loaded, the
+                            // kernel read 15.8 GB/s from memory where this reads 16.2-16.8.
+                            if t == t0 && 4 * s + k < 12 {
+                                prefetch(pass.add(64 * (4 * s + k)), 64);
+                            }
+                            d = _mm512_dpbusd_epi32(d, q[s], splat(x.add(32 * s + 4 * k)));
+                        }
+                        let j = 8 * h + 2 * s + p;
+                        *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(d, sc[j]));
+                    }
+                }
+            }
         }
-        let dw = halves(ds);
+        let dw = _mm512_mul_ps(halves(ds), quarter);
         for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
             let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);
@@ -195,78 +220,31 @@ pub(super) unsafe fn q6_k<const NT: usize>(
     }
 }
 
-/// The unsigned six-bit quants of quarter `S` of a Q6_K half (`ql`: its 16 ql registers,
-/// `qh`: its 8 qh registers): u = (nibble S / 2 of ql register 8(S % 2) + k) | (bits
-/// 2S..2S + 2 of qh register k) << 4, for k = 0..8 (4 elements each). Quarters 0..3
-/// prefetch line 8S + k of the `half` at their step k (`prefetch`).
+/// The quants of pass `t` of a recoded Q6_K half (its triples k = 4p..4p + 4 at `t`,
+/// `kquant::recode_q6_k_half`): `u[k][s]` = quarter s's register 4p + k, quarters 0–2
+/// masked (q), quarter 3 assembled in place from the three tops (4·q).
 #[inline(always)]
-unsafe fn q6_k_quarter<const S: usize>(
-    ql: *const u8,
-    qh: &[__m512i; 8],
-    half: *const u8,
-) -> [__m512i; 8] {
-    let (low4, bits45) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-    let mut u = [_mm512_setzero_si512(); 8];
+unsafe fn q6_k_pass(t: *const u8) -> [[__m512i; 4]; 4] {
+    let low6 = _mm512_set1_epi8(0x3F);
+    let (b23, b45, b67) = (
+        _mm512_set1_epi8(0x0C),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(0xC0u8 as i8),
+    );
+    let mut u = [[_mm512_setzero_si512(); 4]; 4];
     for (k, u) in u.iter_mut().enumerate() {
-        if S < 3 {
-            prefetch(half.add(64 * (8 * S + k)), 64);
-        }
-        let l = load(ql.add(64 * (8 * (S % 2) + k)));
-        let low = if S < 2 {
-            _mm512_and_si512(l, low4)
-        } else {
-            _mm512_and_si512(_mm512_srli_epi16::<4>(l), low4)
-        };
-        let high = match S {
-            0 => _mm512_slli_epi16::<4>(qh[k]),
-            1 => _mm512_slli_epi16::<2>(qh[k]),
-            2 => qh[k],
-            _ => _mm512_srli_epi16::<2>(qh[k]),
-        };
-        // low | (high & 0x30) in one `vpternlogd`: a | (b & c) over the truth tables
-        // a = 0xF0, b = 0xCC, c = 0xAA.
-        *u = _mm512_ternarylogic_epi32::<0xF8>(low, high, bits45);
+        let at = t.add(Q6_K_TRIPLE * k);
+        let (a, b, c) = (load(at), load(at.add(64)), load(at.add(128)));
+        // 4·q₃ = (a >> 4 & 0x0C) | (b >> 2 & 0x30) | (c & 0xC0); 0xE4 is "m ? x : y" for
+        // (x, y, m).
+        let top = _mm512_and_si512(_mm512_srli_epi16::<4>(a), b23);
+        let top = _mm512_ternarylogic_epi32::<0xE4>(_mm512_srli_epi16::<2>(b), top, b45);
+        *u = [
+            _mm512_and_si512(a, low6),
+            _mm512_and_si512(b, low6),
+            _mm512_and_si512(c, low6),
+            _mm512_ternarylogic_epi32::<0xE4>(c, top, b67),
+        ];
     }
     u
-}
-
-/// One Q6_K super-block's tokens of a tile, for the quarter dots.
-struct Quarter<'t, 'a> {
-    tk: &'t Tokens<'a>,
-    t0: usize,
-    b: usize,
-    nb: usize,
-}
-
-impl Quarter<'_, '_> {
-    /// Adds quarter s of half h (quants `u`) times each token, scaled, to its `isum`.
-    #[inline(always)]
-    unsafe fn dot<const NT: usize>(
-        &self,
-        h: usize,
-        s: usize,
-        u: &[__m512i; 8],
-        sc: &[__m512i; 16],
-        isum: &mut [__m512i; NT],
-    ) {
-        let j = 8 * h + 2 * s;
-        for (t, isum) in isum.iter_mut().enumerate() {
-            let t = self.t0 + t;
-            let x = self.tk.rows[t].q8_k.get_unchecked(self.b).qs.as_ptr();
-            let x = x.add(128 * h + 32 * s).cast::<u8>();
-            let p = self.tk.bias.as_ptr().add((t * self.nb + self.b) * 16 + j);
-            let p = p.cast::<u8>();
-            let mut s0 = splat(p);
-            let mut s1 = splat(p.add(4));
-            for k in 0..4 {
-                s0 = _mm512_dpbusd_epi32(s0, u[k], splat(x.add(4 * k)));
-                s1 = _mm512_dpbusd_epi32(s1, u[4 + k], splat(x.add(16 + 4 * k)));
-            }
-            let s = _mm512_add_epi32(
-                _mm512_mullo_epi32(s0, sc[j]),
-                _mm512_mullo_epi32(s1, sc[j + 1]),
-            );
-            *isum = _mm512_add_epi32(*isum, s);
-        }
-    }
 }
