@@ -105,21 +105,21 @@ pub(super) unsafe fn group(
 ) {
     debug_assert!(t0 + nt <= tokens.rows.len());
     macro_rules! by_tokens {
-        ($($f:ident)::+ $(, $flag:literal)?) => {
+        ($($f:ident)::+ $(, $flag:literal)*) => {
             match nt {
-                8 => $($f)::+::<8 $(, $flag)?>(g, cols, tokens, t0, out),
-                4 => $($f)::+::<4 $(, $flag)?>(g, cols, tokens, t0, out),
-                1 => $($f)::+::<1 $(, $flag)?>(g, cols, tokens, t0, out),
+                8 => $($f)::+::<8 $(, $flag)*>(g, cols, tokens, t0, out),
+                4 => $($f)::+::<4 $(, $flag)*>(g, cols, tokens, t0, out),
+                1 => $($f)::+::<1 $(, $flag)*>(g, cols, tokens, t0, out),
                 _ => unreachable!("tile of {nt} tokens"),
             }
         };
     }
     match ty {
         GgmlType::Q8_0 => by_tokens!(q8_0),
-        GgmlType::Q4_0 => by_tokens!(nibbles_d, false),
-        GgmlType::Q5_0 => by_tokens!(nibbles_d, true),
-        GgmlType::Q4_1 => by_tokens!(nibbles_dm, false),
-        GgmlType::Q5_1 => by_tokens!(nibbles_dm, true),
+        GgmlType::Q4_0 => by_tokens!(nibble_blocks, false, false),
+        GgmlType::Q5_0 => by_tokens!(nibble_blocks, false, true),
+        GgmlType::Q4_1 => by_tokens!(nibble_blocks, true, false),
+        GgmlType::Q5_1 => by_tokens!(nibble_blocks, true, true),
         GgmlType::F16 => by_tokens!(halves16, false),
         GgmlType::BF16 => by_tokens!(halves16, true),
         GgmlType::Q4_K => by_tokens!(super::kquant512::q4_k),
@@ -298,16 +298,6 @@ unsafe fn nibbles5(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
     )
 }
 
-/// A nibble format's block at `q`: Q4 (`FIFTH` false, 4 registers) or Q5 (5 registers).
-#[inline(always)]
-unsafe fn nibble_block<const FIFTH: bool>(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
-    if FIFTH {
-        nibbles5(q)
-    } else {
-        nibbles(q)
-    }
-}
-
 /// Σ nibble·activation of one block for one token (its block quants at `qs`), starting at
 /// `start`; asks for the block's `share` (the first token's) a part a step.
 #[inline(always)]
@@ -330,9 +320,12 @@ unsafe fn nibble_dot(
     _mm512_add_epi32(s0, s1)
 }
 
-/// Q4_0 (`FIFTH` false) and Q5_0 (true): w = d·(u − o), the −o·Σq in the token's bias.
+/// Q4_0, Q5_0 (`MINS` false): w = d·(u − o), the −o·Σq in the token's bias; Q4_1, Q5_1
+/// (true): w = d·u + m, so Σ w·x = d·d_a·Σ u·q + m·s (s = d_a·Σq, the Q8_1 block's sum).
+/// Q4_0 a pair at a time (`Units::paired`), an odd last block alone; the others a block at
+/// a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn nibbles_d<const NT: usize, const FIFTH: bool>(
+unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
     g: &[u8],
     cols: usize,
     tk: &Tokens,
@@ -341,66 +334,101 @@ unsafe fn nibbles_d<const NT: usize, const FIFTH: bool>(
 ) {
     let nb = cols / 32;
     let units = const {
-        legacy_units(if FIFTH {
-            GgmlType::Q5_0
-        } else {
-            GgmlType::Q4_0
+        legacy_units(match (MINS, FIFTH) {
+            (false, false) => GgmlType::Q4_0,
+            (true, false) => GgmlType::Q4_1,
+            (false, true) => GgmlType::Q5_0,
+            (true, true) => GgmlType::Q5_1,
         })
     };
     debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
-    each_block!(g.as_ptr(), nb, units, |q, h, b, share| {
-        let (lo, hi) = nibble_block::<FIFTH>(q);
-        let dw = halves(h);
-        each_token!(NT, t, {
-            let share = (t == 0).then_some(share);
-            let s = nibble_dot(*a.bias[t].add(b), &lo, &hi, a.qs[t].add(32 * b), share);
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+    if !units.paired() {
+        each_block!(g.as_ptr(), nb, units, |q, h, b, share| {
+            let (lo, hi) = if FIFTH { nibbles5(q) } else { nibbles(q) };
+            block_tokens::<NT, MINS>(&mut acc, &a, [&lo, &hi], (h, 1.0), b, Some(share));
         });
-    });
+    } else {
+        let gp = g.as_ptr();
+        for n in 0..nb / 2 {
+            let (q, b) = (gp.add(units.bytes(2 * n)), 2 * n);
+            let h = q.add(2 * units.region);
+            // Each block asks for half of the pair's lines.
+            let lines = units.bytes(2) / 64;
+            let share = |i: usize| Share {
+                at: q.add(64 * (i * lines / 2)),
+                lines: (i + 1) * lines / 2 - i * lines / 2,
+            };
+            // Block A's quants masked, B's in place (16·u, `Units::paired`): B's sum is 16
+            // times its dot, and its d's carry 1/16 (exact: powers of two).
+            let (low4, high4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0xF0u8 as i8));
+            let raw: [__m512i; 8] = std::array::from_fn(|k| load(q.add(64 * k)));
+            let half = |m, i: usize| -> [__m512i; 4] {
+                std::array::from_fn(|j| _mm512_and_si512(raw[4 * i + j], m))
+            };
+            let qa = [half(low4, 0), half(low4, 1)];
+            block_tokens::<NT, MINS>(&mut acc, &a, [&qa[0], &qa[1]], (h, 1.0), b, Some(share(0)));
+            let qb = [half(high4, 0), half(high4, 1)];
+            let hb = h.add(units.heads);
+            block_tokens::<NT, MINS>(
+                &mut acc,
+                &a,
+                [&qb[0], &qb[1]],
+                (hb, 16.0),
+                b + 1,
+                Some(share(1)),
+            );
+        }
+        if nb % 2 == 1 {
+            let q = gp.add(units.bytes(nb - 1));
+            prefetch(q, units.bytes(1));
+            let (lo, hi) = nibbles(q);
+            block_tokens::<NT, MINS>(
+                &mut acc,
+                &a,
+                [&lo, &hi],
+                (q.add(units.region), 1.0),
+                nb - 1,
+                None,
+            );
+        }
+    }
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
     }
 }
 
-/// Q4_1 (`FIFTH` false) and Q5_1 (true): w = d·u + m.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn nibbles_dm<const NT: usize, const FIFTH: bool>(
-    g: &[u8],
-    cols: usize,
-    tk: &Tokens,
-    t0: usize,
-    out: &mut Out,
+/// Adds block `b` (quants `q`: elements 0..16, then 16..32, entered as f·u; heads at `h.0`,
+/// f = `h.1`) times each token of the tile to its accumulator, asking for `share` a part a
+/// step of the first token's dot. Q4/Q5 `_0` (`MINS` false) start each dot at f times the
+/// token's bias; the float part is the same for every f: cvt(f·s) = f·cvt(s) and
+/// (d/f)·d_a = (d·d_a)/f exactly (f a power of two), and the mins are not scaled.
+#[inline(always)]
+unsafe fn block_tokens<const NT: usize, const MINS: bool>(
+    acc: &mut [__m512; NT],
+    a: &TileActs<NT>,
+    q: [&[__m512i; 4]; 2],
+    (h, f): (*const u8, f32),
+    b: usize,
+    share: Option<Share>,
 ) {
-    let nb = cols / 32;
-    let units = const {
-        legacy_units(if FIFTH {
-            GgmlType::Q5_1
+    let dw = _mm512_mul_ps(halves(h), _mm512_set1_ps(1.0 / f));
+    let mw = if MINS { halves(h.add(32)) } else { dw };
+    each_token!(NT, t, {
+        let start = if MINS {
+            0
         } else {
-            GgmlType::Q4_1
-        })
-    };
-    debug_assert!(g.len() >= units.bytes(nb));
-    let a = TileActs::<NT>::new(tk, t0, nb);
-    let mut acc = [_mm512_setzero_ps(); NT];
-    each_block!(g.as_ptr(), nb, units, |q, h, b, share| {
-        let (lo, hi) = nibble_block::<FIFTH>(q);
-        let dw = halves(h);
-        let mw = halves(h.add(32));
-        each_token!(NT, t, {
-            // w = d·u + m: Σ w·x = d·d_a·Σ u·q + m·s (s = d_a·Σq, the Q8_1 block's sum).
-            let share = (t == 0).then_some(share);
-            let s = nibble_dot(0, &lo, &hi, a.qs[t].add(32 * b), share);
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+            *a.bias[t].add(b) * f as i32
+        };
+        let share = if t == 0 { share } else { None };
+        let s = nibble_dot(start, q[0], q[1], a.qs[t].add(32 * b), share);
+        let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+        if MINS {
             acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum[t].add(b)), acc[t]);
-        });
+        }
     });
-    for (o, a) in out.iter_mut().zip(acc) {
-        _mm512_storeu_ps(o.as_mut_ptr(), a);
-    }
 }
 
 /// The 16 rows' BF16 values at `p`, as f32 (exact: a bf16 is an f32's high half).

@@ -21,7 +21,9 @@
 //!   (32 bytes, lane r = row r) and (Q4_1, Q5_1) their m's likewise. Blocks go in units
 //!   (`layout::Units`): two blocks (Q8_0, Q4_0, Q5_0) or one (Q4_1, Q5_1), the unit's
 //!   quant registers then its heads, so every full unit is whole 64-byte lines and the group
-//!   is one stream front to back (the last unit of an odd `nb` holds one block).
+//!   is one stream front to back (the last unit of an odd `nb` holds one block). A full
+//!   Q4_0 unit pairs its two blocks in 8 registers instead, one in the low nibbles and one
+//!   in the high (`layout::Units::paired`).
 //! - F16, BF16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
 //! - Q4_K, Q6_K: a chunk of whole registers per super-block (scales, then quants, 4 bytes
 //!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`; Q3_K and
