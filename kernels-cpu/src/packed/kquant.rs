@@ -221,12 +221,42 @@ pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &
                 _ => scatter::<2>(f.src, &stage[..n], dst),
             }
         }
-        if ty == GgmlType::Q6_K {
-            for half in q6_k_halves(out, nb, b) {
-                recode_q6_k_half(half);
+        recode(ty, out, nb, b, false);
+    }
+}
+
+/// Recodes (`back` false) or decodes the bits of super-block `b`'s chunk in the group `g`
+/// of `nb` super-blocks, for the formats whose kernels read their quants recoded: Q6_K's
+/// halves ([`recode_q6_k_half`]) and Q3_K's quants (`kquant_q3::recode`). The other
+/// formats' chunks stay as their fields placed them.
+pub(super) fn recode(ty: GgmlType, g: &mut [u8], nb: usize, b: usize, back: bool) {
+    match ty {
+        GgmlType::Q6_K => {
+            for half in q6_k_halves(g, nb, b) {
+                if back {
+                    decode_q6_k_half(half)
+                } else {
+                    recode_q6_k_half(half)
+                }
             }
         }
+        GgmlType::Q3_K => {
+            use super::kquant_q3::{self, Q3_K_HMASK, Q3_K_QUANTS};
+            let at = kquant_q3::Q3_K.units().block(nb, b).0 + Q3_K_HMASK;
+            let quants = &mut g[at..at + Q3_K_QUANTS];
+            if back {
+                kquant_q3::decode(quants)
+            } else {
+                kquant_q3::recode(quants)
+            }
+        }
+        _ => {}
     }
+}
+
+/// Whether [`recode`] changes `ty`'s chunks.
+fn recoded(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q6_K | GgmlType::Q3_K)
 }
 
 /// The two halves of Q6_K super-block `b` in the group `g` of `nb` super-blocks.
@@ -306,12 +336,10 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
     let l = layout(ty).expect("unpack_group is called for packed K-quants only");
     let nb = cols / QK_K;
     let decoded;
-    let src = if ty == GgmlType::Q6_K {
+    let src = if recoded(ty) {
         let mut g = src[..l.units().bytes(nb)].to_vec();
         for b in 0..nb {
-            for half in q6_k_halves(&mut g, nb, b) {
-                decode_q6_k_half(half);
-            }
+            recode(ty, &mut g, nb, b, true);
         }
         decoded = g;
         &decoded[..]
@@ -352,8 +380,8 @@ fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) 
 ///   makes f_j·Σ (q − 32)·a exact from the unsigned quants q, entered as f_j·q: f_j = 4 for
 ///   the last quarter of each half (j mod 8 ≥ 6, `recode_q6_k_half`), else 1.
 /// - Q5_K: Q4_K's (its mins and their activation sums are Q4_K's).
-/// - Q3_K, 16 a super-block: −4·bsum_j, which makes Σ (u − 4)·a exact from the unsigned
-///   quants u = low + 4·hbit.
+/// - Q3_K, 16 a super-block: −4·f_j·bsum_j, which makes f_j·Σ (u − 4)·a exact from the
+///   unsigned quants u = low + 4·hbit, entered as f_j·u (`kquant_q3::FACTORS`).
 /// - Q2_K: `kquant_q2::token_bias`.
 pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
     let blocks = rows.iter().flat_map(|a| a.q8_k);
@@ -382,7 +410,10 @@ pub(super) fn token_bias(ty: GgmlType, rows: &[ActRow]) -> Option<Vec<i32>> {
         ),
         GgmlType::Q3_K => Some(
             blocks
-                .flat_map(|y| y.bsums.map(|s| -4 * i32::from(s)))
+                .flat_map(|y| {
+                    let f = |j: usize| super::kquant_q3::FACTORS[j % 8];
+                    std::array::from_fn::<i32, 16, _>(|j| -4 * f(j) * i32::from(y.bsums[j]))
+                })
                 .collect(),
         ),
         GgmlType::Q2_K => Some(super::kquant_q2::token_bias(rows)),
@@ -434,10 +465,8 @@ mod tests {
                     for_each_unit(l, nb, n, |s, d, w| {
                         want[d..d + w].copy_from_slice(&src[s..s + w])
                     });
-                    if ty == GgmlType::Q6_K {
-                        for b in 0..nb {
-                            q6_k_halves(&mut want, nb, b).for_each(recode_q6_k_half);
-                        }
+                    for b in 0..nb {
+                        recode(ty, &mut want, nb, b, false);
                     }
                     let mut got = vec![0u8; size];
                     pack_group(ty, nb * QK_K, &src, n, &mut got);

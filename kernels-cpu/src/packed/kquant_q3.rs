@@ -7,7 +7,10 @@
 //! - `hmask` (32 bytes) as 8 registers (offset 192): lane r of register k holds
 //!   `hmask[4k..4k + 4]`, the third bits of elements 128h + 32s + 4k + i (bit 4h + s);
 //! - `qs` (64 bytes) as 16 registers (offset 704): register 8h + k holds `qs[32h + 4k..]`,
-//!   elements 128h + 32s + 4k + i at bit shift 2s.
+//!   elements 128h + 32s + 4k + i at bit shift 2s;
+//!
+//! then the 24 registers of `hmask` and `qs` are recoded in place ([`recode`]: bits move,
+//! not bytes) into 8 sets of 3 registers, in the order the kernel reads them.
 //!
 //! 16 × 108 = 1728 bytes a chunk; the 16 rows' d's (f16, 32 bytes a super-block) follow all
 //! the chunks, at the group's end, since 16 × 110 = 1760 is not whole registers. So a
@@ -22,6 +25,94 @@ pub(super) const Q3_K_CHUNK: usize = GROUP_ROWS * 108;
 pub(super) const Q3_K_SCALES: usize = 0;
 pub(super) const Q3_K_HMASK: usize = 192;
 pub(super) const Q3_K_QS: usize = 704;
+/// Bytes of a chunk's quants (`hmask` and `qs`, from `Q3_K_HMASK`), placed or recoded.
+pub(super) const Q3_K_QUANTS: usize = 1536;
+/// Bytes of one recoded set (registers A, B, C; [`recode`]).
+pub(super) const Q3_K_SET: usize = 192;
+
+/// The factor each sub-block's quants enter the dot with, by sub-block j mod 8 ([`recode`]:
+/// g0..g7 of a set).
+pub(super) const FACTORS: [i32; 8] = [1, 8, 32, 1, 8, 16, 1, 8];
+
+/// Row r's quant u = low + 4·hbit (0..=7) of element e of a super-block, from its placed
+/// `hmask` and `qs` registers (`quants`, from `Q3_K_HMASK`): ggml's `dequantize_row_q3_K`
+/// indexing, element 128h + 32s + l from bits 2s of `qs[32h + l]` and bit 4h + s of
+/// `hmask[l]`.
+fn placed_quant(quants: &[u8], r: usize, e: usize) -> u8 {
+    let at = |field: usize, l: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+    let (h, s, l) = (e / 128, e % 128 / 32, e % 32);
+    let low = quants[at(Q3_K_QS - Q3_K_HMASK, 32 * h + l)] >> (2 * s) & 3;
+    let hbit = quants[at(0, l)] >> (4 * h + s) & 1;
+    low | hbit << 2
+}
+
+/// The byte of set `k` at lane r, byte i, in a recoded chunk's quants.
+fn set_at(k: usize, r: usize, i: usize) -> usize {
+    Q3_K_SET * k + 4 * r + i
+}
+
+/// The 8 quants g_n of set k, lane r, byte i: register k mod 4 (elements 4(k mod 4) + i) of
+/// sub-blocks 8(k / 4) + n.
+fn set_elements(k: usize, i: usize) -> [usize; 8] {
+    std::array::from_fn(|n| 16 * (8 * (k / 4) + n) + 4 * (k % 4) + i)
+}
+
+/// Recodes a chunk's quants as placed by the fields (8 `hmask` registers, then 16 `qs`)
+/// into 8 sets of registers A, B, C (set k at `Q3_K_SET`·k), lane r byte i of set k
+/// holding row r's quants g_n ([`set_elements`]):
+///
+/// A = g0 | g1 << 3 | (g2 & 3) << 6,  B = g3 | g4 << 3 | (g5 & 3) << 6,
+/// C = g6 | g7 << 3 | (g5 >> 2) << 6 | (g2 >> 2) << 7.
+///
+/// So six of the eight are one mask each, in place (g or 8·g), and g2, g5 a shift, a mask
+/// and a select (32·g2, 16·g5; [`FACTORS`]): twelve operations for 8 quant registers where
+/// the `hmask`/`qs` split took about 29 (shifts for the low bits and the high bit of most).
+pub(super) fn recode(quants: &mut [u8]) {
+    let mut placed = [0u8; Q3_K_QUANTS];
+    placed.copy_from_slice(&quants[..Q3_K_QUANTS]);
+    for r in 0..super::GROUP_ROWS {
+        for k in 0..8 {
+            for i in 0..4 {
+                let g = set_elements(k, i).map(|e| placed_quant(&placed, r, e));
+                let t = set_at(k, r, i);
+                quants[t] = g[0] | g[1] << 3 | (g[2] & 3) << 6;
+                quants[t + 64] = g[3] | g[4] << 3 | (g[5] & 3) << 6;
+                quants[t + 128] = g[6] | g[7] << 3 | (g[5] >> 2) << 6 | (g[2] >> 2) << 7;
+            }
+        }
+    }
+}
+
+/// The inverse of [`recode`].
+pub(super) fn decode(quants: &mut [u8]) {
+    let mut coded = [0u8; Q3_K_QUANTS];
+    coded.copy_from_slice(&quants[..Q3_K_QUANTS]);
+    quants[..Q3_K_QUANTS].fill(0);
+    let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+    for r in 0..super::GROUP_ROWS {
+        for k in 0..8 {
+            for i in 0..4 {
+                let t = set_at(k, r, i);
+                let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
+                let g = [
+                    a & 7,
+                    a >> 3 & 7,
+                    a >> 6 | (c >> 7) << 2,
+                    b & 7,
+                    b >> 3 & 7,
+                    b >> 6 | (c >> 6 & 1) << 2,
+                    c & 7,
+                    c >> 3 & 7,
+                ];
+                for (e, u) in set_elements(k, i).into_iter().zip(g) {
+                    let (h, s, l) = (e / 128, e % 128 / 32, e % 32);
+                    quants[at(Q3_K_QS - Q3_K_HMASK, 32 * h + l, r)] |= (u & 3) << (2 * s);
+                    quants[at(0, l, r)] |= (u >> 2) << (4 * h + s);
+                }
+            }
+        }
+    }
+}
 
 pub(super) const Q3_K: KLayout = KLayout {
     block: 110,
@@ -57,16 +148,17 @@ pub(super) use kernel::q3_k;
 mod kernel {
     use std::arch::x86_64::*;
 
-    use super::{Q3_K, Q3_K_HMASK, Q3_K_QS, Q3_K_SCALES};
+    use super::{FACTORS, Q3_K, Q3_K_HMASK, Q3_K_SCALES, Q3_K_SET};
     use crate::formats::blocks::QK_K;
     use crate::packed::avx512::{halves, load, prefetch, splat, Out};
     use crate::packed::layout::Tokens;
 
-    /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows, each an i16 in
-    /// the low half of its lane, the high half zero (for `vpmaddwd`, `quarter_dot`), from
-    /// the 3 scale registers at `p` (lane r: row r's 12 scale bytes), lane-parallel: scale
-    /// j's low nibble is nibble j / 8 of byte j % 8, its top two bits bits 2·(j / 4) of
-    /// byte 8 + j % 4; so byte i of `s[m]` below is scale 4m + i.
+    /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows as i32, times
+    /// 32 / f_j (sub-block j's quants enter the dot as f_j·u, [`FACTORS`]; where f_j is 1,
+    /// as an i16 in the low half of its lane, the high half zero), from the 3
+    /// scale registers at `p` (lane r: row r's 12 scale bytes), lane-parallel: scale j's low
+    /// nibble is nibble j / 8 of byte j % 8, its top two bits bits 2·(j / 4) of byte
+    /// 8 + j % 4; so byte i of `s[m]` below is scale 4m + i.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn q3_k_scales(p: *const u8) -> [__m512i; 16] {
@@ -86,7 +178,6 @@ mod kernel {
             _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32::<4>(w1), low4), top(3)),
         ];
         let (byte, off) = (_mm512_set1_epi32(0xFF), _mm512_set1_epi32(32));
-        let low16 = _mm512_set1_epi32(0xFFFF);
         let mut sc = [_mm512_setzero_si512(); 16];
         for (m, s) in s.into_iter().enumerate() {
             sc[4 * m] = _mm512_sub_epi32(_mm512_and_si512(s, byte), off);
@@ -96,83 +187,123 @@ mod kernel {
                 _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32::<16>(s), byte), off);
             sc[4 * m + 3] = _mm512_sub_epi32(_mm512_srli_epi32::<24>(s), off);
         }
-        sc.map(|v| _mm512_and_si512(v, low16))
-    }
-
-    /// The unsigned three-bit quants u = low + 4·hbit (0..=7) of quarter s of half h
-    /// (elements 128h + 32s..+32): low = bits 2s..2s + 2 of `q[k]` (the half's qs
-    /// registers), hbit = bit 4h + s of `hm[k]`, for k = 0..8 (4 elements each).
-    #[inline(always)]
-    unsafe fn quarter<const H: usize, const S: usize>(
-        q: &[__m512i; 8],
-        hm: &[__m512i; 8],
-    ) -> [__m512i; 8] {
-        let (three, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
-        let mut u = [_mm512_setzero_si512(); 8];
-        for (k, u) in u.iter_mut().enumerate() {
-            let low = match S {
-                0 => q[k],
-                1 => _mm512_srli_epi32::<2>(q[k]),
-                2 => _mm512_srli_epi32::<4>(q[k]),
-                _ => _mm512_srli_epi32::<6>(q[k]),
+        let low16 = _mm512_set1_epi32(0xFFFF);
+        for (j, sc) in sc.iter_mut().enumerate() {
+            *sc = match 32 / FACTORS[j % 8] {
+                // An i16 over a zero high half, for `vpmaddwd` (`scale_dots`).
+                32 => _mm512_and_si512(_mm512_slli_epi32::<5>(*sc), low16),
+                4 => _mm512_slli_epi32::<2>(*sc),
+                2 => _mm512_slli_epi32::<1>(*sc),
+                _ => *sc,
             };
-            let low = _mm512_and_si512(low, three);
-            // Bit 4h + s of each byte to bit 2 (the bits a 32-bit shift moves across bytes
-            // are masked off by `four`).
-            let high = match 4 * H + S {
-                0 => _mm512_slli_epi32::<2>(hm[k]),
-                1 => _mm512_slli_epi32::<1>(hm[k]),
-                2 => hm[k],
-                3 => _mm512_srli_epi32::<1>(hm[k]),
-                4 => _mm512_srli_epi32::<2>(hm[k]),
-                5 => _mm512_srli_epi32::<3>(hm[k]),
-                6 => _mm512_srli_epi32::<4>(hm[k]),
-                _ => _mm512_srli_epi32::<5>(hm[k]),
-            };
-            // low | (high & 4) in one `vpternlogd` (a | (b & c)).
-            *u = _mm512_ternarylogic_epi32::<0xF8>(low, high, four);
         }
-        u
+        sc
     }
 
-    /// Adds quarter s of half h (quants `u`, sub-blocks j = 8h + 2s and j + 1) times each
-    /// token of the tile, scaled, to its `isum`. Each sub-block's dot starts at −4·bsum_j
-    /// (`token_bias`): D = Σ (u − 4)·a, exact, and |D| ≤ 16·4·128 = 2¹³, an i16 (its lane's
-    /// high half the sign); `vpmaddwd` against the scale (an i16 over a zero high half,
-    /// `q3_k_scales`) gives D·sc exactly, one uop where `vpmulld` takes two.
+    /// The 8 quant registers g_n of the recoded set at `p` (`recode`), as f_n·u.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn quarter_dot<const NT: usize>(
+    unsafe fn set_quants(p: *const u8) -> [__m512i; 8] {
+        let (a, b, c) = (load(p), load(p.add(64)), load(p.add(128)));
+        let (low3, mid3) = (_mm512_set1_epi8(7), _mm512_set1_epi8(0x38));
+        let (b56, b7) = (_mm512_set1_epi8(0x60), _mm512_set1_epi8(0x80u8 as i8));
+        let (b45, b6) = (_mm512_set1_epi8(0x30), _mm512_set1_epi8(0x40));
+        // 32·g2 = (a >> 1 & 0x60) | (c & 0x80), 16·g5 = (b >> 2 & 0x30) | (c & 0x40); 0xE4
+        // is "m ? x : y" for (x, y, m).
+        let g2 = _mm512_and_si512(_mm512_srli_epi16::<1>(a), b56);
+        let g2 = _mm512_ternarylogic_epi32::<0xE4>(c, g2, b7);
+        let g5 = _mm512_and_si512(_mm512_srli_epi16::<2>(b), b45);
+        let g5 = _mm512_ternarylogic_epi32::<0xE4>(c, g5, b6);
+        [
+            _mm512_and_si512(a, low3),
+            _mm512_and_si512(a, mid3),
+            g2,
+            _mm512_and_si512(b, low3),
+            _mm512_and_si512(b, mid3),
+            g5,
+            _mm512_and_si512(c, low3),
+            _mm512_and_si512(c, mid3),
+        ]
+    }
+
+    /// The running dots of `P` tokens from `t0` for half h of super-block b (sub-blocks
+    /// 8h..8h + 8), at their starts: the tokens' biases (`kquant::token_bias`).
+    #[inline(always)]
+    unsafe fn start_dots<const P: usize>(
         tk: &Tokens,
         t0: usize,
         b: usize,
         nb: usize,
-        (h, s): (usize, usize),
-        u: &[__m512i; 8],
-        sc: &[__m512i; 16],
-        isum: &mut [__m512i; NT],
-    ) {
-        let j = 8 * h + 2 * s;
-        for (t, isum) in isum.iter_mut().enumerate() {
-            let t = t0 + t;
-            let x = tk.rows[t].q8_k.get_unchecked(b).qs.as_ptr();
-            let x = x.add(128 * h + 32 * s).cast::<u8>();
-            let p = tk.bias.as_ptr().add((t * nb + b) * 16 + j).cast::<u8>();
-            let mut s0 = splat(p);
-            let mut s1 = splat(p.add(4));
-            for k in 0..4 {
-                s0 = _mm512_dpbusd_epi32(s0, u[k], splat(x.add(4 * k)));
-                s1 = _mm512_dpbusd_epi32(s1, u[4 + k], splat(x.add(16 + 4 * k)));
+        h: usize,
+    ) -> [[__m512i; 8]; P] {
+        let mut dots = [[_mm512_setzero_si512(); 8]; P];
+        for (t, dots) in dots.iter_mut().enumerate() {
+            let p = tk.bias.as_ptr().add(((t0 + t) * nb + b) * 16 + 8 * h);
+            for (n, dot) in dots.iter_mut().enumerate() {
+                *dot = splat(p.add(n).cast());
             }
-            let s = _mm512_add_epi32(
-                _mm512_madd_epi16(s0, sc[j]),
-                _mm512_madd_epi16(s1, sc[j + 1]),
-            );
-            *isum = _mm512_add_epi32(*isum, s);
+        }
+        dots
+    }
+
+    /// Adds set k of half h (quants `q`) to the running dots of `P` tokens from `t0`; with
+    /// `lines`, asks for the set's 3 lines at the first token's first 3 steps.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn add_set<const P: usize>(
+        tk: &Tokens,
+        t0: usize,
+        b: usize,
+        h: usize,
+        k: usize,
+        q: &[__m512i; 8],
+        lines: Option<*const u8>,
+        dots: &mut [[__m512i; 8]; P],
+    ) {
+        let x: [*const u8; P] = std::array::from_fn(|t| {
+            let x = tk.rows[t0 + t].q8_k.get_unchecked(b).qs.as_ptr();
+            x.add(128 * h + 4 * k).cast::<u8>()
+        });
+        for (n, q) in q.iter().enumerate() {
+            if let (Some(set), true) = (lines, n < 3) {
+                prefetch(set.add(64 * n), 64);
+            }
+            for (dots, x) in dots.iter_mut().zip(x) {
+                dots[n] = _mm512_dpbusd_epi32(dots[n], *q, splat(x.add(16 * n)));
+            }
+        }
+    }
+
+    /// Adds each token's finished dots of half h, times their scales, to its `isum`: by
+    /// `vpmaddwd` (one uop where `vpmulld` takes two) where the quants entered unscaled (f
+    /// 1: |D| ≤ 2¹³ is an i16, its lane's high half the sign, against the scale's zero high
+    /// half), else `vpmulld`.
+    #[inline(always)]
+    unsafe fn scale_dots<const P: usize>(
+        isum: &mut [__m512i],
+        dots: [[__m512i; 8]; P],
+        sc: &[__m512i; 16],
+        h: usize,
+    ) {
+        for (isum, dots) in isum.iter_mut().zip(dots) {
+            for (n, dot) in dots.into_iter().enumerate() {
+                let s = if FACTORS[n] == 1 {
+                    _mm512_madd_epi16(dot, sc[8 * h + n])
+                } else {
+                    _mm512_mullo_epi32(dot, sc[8 * h + n])
+                };
+                *isum = _mm512_add_epi32(*isum, s);
+            }
         }
     }
 
     /// Group `g` (a packed Q3_K group) times `NT` tokens from `t0` into `out[t]`.
+    ///
+    /// Per half h, each token keeps the dots of sub-blocks 8h..8h + 8 (one accumulator
+    /// each) over the half's 4 sets; sub-block j's starts at −4·f_j·bsum_j
+    /// (`kquant::token_bias`): D = f_j·Σ (u − 4)·a, exact, |D| ≤ 32·16·4·128 = 2¹⁸. Times
+    /// its scale (·32 / f_j, `q3_k_scales`), summed: 32·isum, exact (|sc·Σ (u − 4)·a| ≤
+    /// 32·2¹³ a sub-block, 16 of them, times 32: 2²⁷). cvt(32·isum) = 32·cvt(isum) and
+    /// (d/32)·d_a = (d·d_a)/32 exactly (powers of two), so the result is that of isum and d.
     ///
     /// # Safety
     /// As `avx512::group`, for `NT` tokens.
@@ -189,6 +320,7 @@ mod kernel {
         debug_assert!(g.len() >= units.bytes(nb));
         debug_assert!(tk.bias.len() >= (t0 + NT) * nb * 16);
         let gp = g.as_ptr();
+        let thirty_second = _mm512_set1_ps(1.0 / 32.0);
         let mut acc = [_mm512_setzero_ps(); NT];
         for b in 0..nb {
             let (c, ds) = units.block(nb, b);
@@ -197,30 +329,37 @@ mod kernel {
                 // The unit's d's, a line past its chunks.
                 crate::prefetch::line(ds);
             }
-            // Up to the first half's quants now, the second half's as it starts: the whole
-            // chunk at once was slower from memory (two-level prefetch, `prefetch::ahead`).
-            prefetch(c, Q3_K_QS + 512);
+            prefetch(c, Q3_K_HMASK);
             let sc = q3_k_scales(c.add(Q3_K_SCALES));
-            let hm: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q3_K_HMASK + 64 * k)));
             let mut isum = [_mm512_setzero_si512(); NT];
-            let q: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q3_K_QS + 64 * k)));
-            macro_rules! dot {
-                ($q:ident, $h:literal, $s:literal) => {
-                    let u = quarter::<$h, $s>(&$q, &hm);
-                    quarter_dot(tk, t0, b, nb, ($h, $s), &u, &sc, &mut isum);
-                };
+            for h in 0..2 {
+                let sets = c.add(Q3_K_HMASK + 4 * Q3_K_SET * h);
+                if NT == 1 {
+                    // Decode: each set's quants straight into the token's 8 running dots,
+                    // its 3 lines asked for one a step.
+                    let mut dots = start_dots::<1>(tk, t0, b, nb, h);
+                    for k in 0..4 {
+                        let set = sets.add(Q3_K_SET * k);
+                        add_set(tk, t0, b, h, k, &set_quants(set), Some(set), &mut dots);
+                    }
+                    scale_dots(&mut isum, dots, &sc, h);
+                } else {
+                    // Prefill: the half's 32 quant registers once, then each token's dots
+                    // (8 tokens' 64 running dots do not fit the register file: streaming
+                    // the sets through all 8 ran 40% slower, two tokens at a time 17%).
+                    prefetch(sets, 4 * Q3_K_SET);
+                    let q: [[__m512i; 8]; 4] =
+                        std::array::from_fn(|k| set_quants(sets.add(Q3_K_SET * k)));
+                    for (t, isum) in isum.iter_mut().enumerate() {
+                        let mut dots = start_dots::<1>(tk, t0 + t, b, nb, h);
+                        for (k, q) in q.iter().enumerate() {
+                            add_set(tk, t0 + t, b, h, k, q, None, &mut dots);
+                        }
+                        scale_dots(std::slice::from_mut(isum), dots, &sc, h);
+                    }
+                }
             }
-            dot!(q, 0, 0);
-            dot!(q, 0, 1);
-            dot!(q, 0, 2);
-            dot!(q, 0, 3);
-            prefetch(c.add(Q3_K_QS + 512), 512);
-            let q: [__m512i; 8] = std::array::from_fn(|k| load(c.add(Q3_K_QS + 64 * (8 + k))));
-            dot!(q, 1, 0);
-            dot!(q, 1, 1);
-            dot!(q, 1, 2);
-            dot!(q, 1, 3);
-            let dw = halves(ds);
+            let dw = _mm512_mul_ps(halves(ds), thirty_second);
             for (t, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
                 let da = _mm512_set1_ps(tk.rows[t0 + t].q8_k.get_unchecked(b).d);
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), *acc);
@@ -234,7 +373,7 @@ mod kernel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::kquant::{pack_group, unpack_group, MAX_BLOCK};
+    use super::super::kquant::{pack_group, recode, unpack_group, MAX_BLOCK};
     use super::super::test_bytes as bytes;
     use super::*;
     use crate::formats::blocks::QK_K;
@@ -257,7 +396,8 @@ mod tests {
         }
     }
 
-    /// Every byte of a group has one place, and packing/unpacking follow the definition.
+    /// Every byte of a group has one place (before the quants are recoded), and
+    /// packing/unpacking follow the definition.
     #[test]
     fn q3_k_packing_follows_the_layout_and_unpacks() {
         let l = &Q3_K;
@@ -284,6 +424,9 @@ mod tests {
                         }
                     }
                 }
+                for b in 0..nb {
+                    recode(GgmlType::Q3_K, &mut want, nb, b, false);
+                }
                 let mut got = vec![0u8; size];
                 pack_group(GgmlType::Q3_K, nb * QK_K, &src, n, &mut got);
                 assert!(got == want, "{n} rows, nb {nb}");
@@ -292,5 +435,39 @@ mod tests {
                 assert!(back == src, "{n} rows, nb {nb}: unpack");
             }
         }
+    }
+
+    /// A recoded chunk gives every element its GGUF quant (`placed_quant`, ggml's indexing)
+    /// by the kernel's rule (`set_quants`): g0, g1, g3, g4, g6, g7 masked in place, g2 and
+    /// g5 from their low bits and the top bits of C; and decodes back.
+    #[test]
+    fn q3_k_recoding_keeps_every_element() {
+        let placed = bytes(Q3_K_QUANTS, 11);
+        let mut coded = placed.clone();
+        super::recode(&mut coded);
+        for r in 0..GROUP_ROWS {
+            for k in 0..8 {
+                for i in 0..4 {
+                    let t = set_at(k, r, i);
+                    let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
+                    let got = [
+                        a & 7,
+                        a & 0x38,
+                        (a >> 1) & 0x60 | c & 0x80,
+                        b & 7,
+                        b & 0x38,
+                        (b >> 2) & 0x30 | c & 0x40,
+                        c & 7,
+                        c & 0x38,
+                    ];
+                    for (n, e) in set_elements(k, i).into_iter().enumerate() {
+                        let want = placed_quant(&placed, r, e) as i32 * FACTORS[n];
+                        assert_eq!(got[n] as i32, want, "row {r}, set {k}, byte {i}, g{n}");
+                    }
+                }
+            }
+        }
+        super::decode(&mut coded);
+        assert!(coded == placed);
     }
 }
