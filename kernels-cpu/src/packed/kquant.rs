@@ -276,47 +276,70 @@ fn q6_k_halves(g: &mut [u8], nb: usize, b: usize) -> std::slice::ChunksExactMut<
 /// 4·e_3, from the three tops (`kquant512::q6_k_pass`): five operations where the ql/qh
 /// split took twelve (a shift for every nibble and 2-bit field but the first).
 pub(super) fn recode_q6_k_half(half: &mut [u8]) {
+    const NIB: u32 = 0x0F0F_0F0F;
+    const TWO: u32 = 0x0303_0303;
     let mut placed = [0u8; Q6_K_HALF];
     placed.copy_from_slice(&half[..Q6_K_HALF]);
-    // Byte l of a row's qh (or ql) field sits in register l / 4, lane r, byte l % 4.
-    let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+    // Lane r of register k (bytes l = 4k..4k + 4) of a field, as one word.
+    let word = |at: usize| u32::from_le_bytes(placed[at..at + 4].try_into().expect("4 bytes"));
     for r in 0..GROUP_ROWS {
-        for l in 0..32 {
-            let h = placed[at(Q6_K_QH, l, r)];
-            let (lo, hi) = (placed[at(Q6_K_QL, l, r)], placed[at(Q6_K_QL, l + 32, r)]);
+        for k in 0..8 {
+            let h = word(Q6_K_QH + 64 * k + 4 * r);
+            let (lo, hi) = (
+                word(Q6_K_QL + 64 * k + 4 * r),
+                word(Q6_K_QL + 64 * (k + 8) + 4 * r),
+            );
             let e = [
-                lo & 0xF | (h & 3) << 4,
-                hi & 0xF | (h >> 2 & 3) << 4,
-                lo >> 4 | (h >> 4 & 3) << 4,
-                hi >> 4 | (h >> 6) << 4,
+                lo & NIB | (h & TWO) << 4,
+                hi & NIB | (h >> 2 & TWO) << 4,
+                lo >> 4 & NIB | (h >> 4 & TWO) << 4,
+                hi >> 4 & NIB | (h >> 6 & TWO) << 4,
             ];
-            let t = Q6_K_TRIPLE * (l / 4) + 4 * r + l % 4;
-            half[t] = e[0] | (e[3] & 3) << 6;
-            half[t + 64] = e[1] | (e[3] >> 2 & 3) << 6;
-            half[t + 128] = e[2] | (e[3] >> 4) << 6;
+            let coded = [
+                e[0] | (e[3] & TWO) << 6,
+                e[1] | (e[3] >> 2 & TWO) << 6,
+                e[2] | (e[3] >> 4 & TWO) << 6,
+            ];
+            for (j, v) in coded.into_iter().enumerate() {
+                let at = Q6_K_TRIPLE * k + 64 * j + 4 * r;
+                half[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
         }
     }
 }
 
 /// The inverse of [`recode_q6_k_half`].
 fn decode_q6_k_half(half: &mut [u8]) {
+    const NIB: u32 = 0x0F0F_0F0F;
+    const TWO: u32 = 0x0303_0303;
+    const SIX: u32 = 0x3F3F_3F3F;
     let mut coded = [0u8; Q6_K_HALF];
     coded.copy_from_slice(&half[..Q6_K_HALF]);
-    let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+    let word = |at: usize| u32::from_le_bytes(coded[at..at + 4].try_into().expect("4 bytes"));
     for r in 0..GROUP_ROWS {
-        for l in 0..32 {
-            let t = Q6_K_TRIPLE * (l / 4) + 4 * r + l % 4;
-            let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
+        for k in 0..8 {
+            let at = |j: usize| Q6_K_TRIPLE * k + 64 * j + 4 * r;
+            let (a, b, c) = (word(at(0)), word(at(1)), word(at(2)));
             let e = [
-                a & 0x3F,
-                b & 0x3F,
-                c & 0x3F,
-                a >> 6 | (b >> 6) << 2 | (c >> 6) << 4,
+                a & SIX,
+                b & SIX,
+                c & SIX,
+                a >> 6 & TWO | (b >> 6 & TWO) << 2 | (c >> 6 & TWO) << 4,
             ];
-            half[at(Q6_K_QL, l, r)] = e[0] & 0xF | (e[2] & 0xF) << 4;
-            half[at(Q6_K_QL, l + 32, r)] = e[1] & 0xF | (e[3] & 0xF) << 4;
-            half[at(Q6_K_QH, l, r)] =
-                e[0] >> 4 | (e[1] >> 4) << 2 | (e[2] >> 4) << 4 | (e[3] >> 4) << 6;
+            let placed = [
+                (Q6_K_QL + 64 * k, e[0] & NIB | (e[2] & NIB) << 4),
+                (Q6_K_QL + 64 * (k + 8), e[1] & NIB | (e[3] & NIB) << 4),
+                (
+                    Q6_K_QH + 64 * k,
+                    e[0] >> 4 & TWO
+                        | (e[1] >> 4 & TWO) << 2
+                        | (e[2] >> 4 & TWO) << 4
+                        | (e[3] >> 4 & TWO) << 6,
+                ),
+            ];
+            for (at, v) in placed {
+                half[at + 4 * r..at + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
+            }
         }
     }
 }

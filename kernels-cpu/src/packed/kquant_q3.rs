@@ -34,32 +34,25 @@ pub(super) const Q3_K_SET: usize = 192;
 /// g0..g7 of a set).
 pub(super) const FACTORS: [i32; 8] = [1, 8, 32, 1, 8, 16, 1, 8];
 
-/// Row r's quant u = low + 4·hbit (0..=7) of element e of a super-block, from its placed
-/// `hmask` and `qs` registers (`quants`, from `Q3_K_HMASK`): ggml's `dequantize_row_q3_K`
-/// indexing, element 128h + 32s + l from bits 2s of `qs[32h + l]` and bit 4h + s of
-/// `hmask[l]`.
-fn placed_quant(quants: &[u8], r: usize, e: usize) -> u8 {
-    let at = |field: usize, l: usize| field + 64 * (l / 4) + 4 * r + l % 4;
-    let (h, s, l) = (e / 128, e % 128 / 32, e % 32);
-    let low = quants[at(Q3_K_QS - Q3_K_HMASK, 32 * h + l)] >> (2 * s) & 3;
-    let hbit = quants[at(0, l)] >> (4 * h + s) & 1;
-    low | hbit << 2
+/// The u32 at byte `at` of a chunk's quants.
+fn word(quants: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(quants[at..at + 4].try_into().expect("4 bytes"))
 }
 
-/// The byte of set `k` at lane r, byte i, in a recoded chunk's quants.
-fn set_at(k: usize, r: usize, i: usize) -> usize {
-    Q3_K_SET * k + 4 * r + i
-}
+/// Bytes 0..4 of every lane byte (as u32 masks).
+const BITS1: u32 = 0x0101_0101;
+const BITS2: u32 = 0x0303_0303;
+const BITS3: u32 = 0x0707_0707;
 
-/// The 8 quants g_n of set k, lane r, byte i: register k mod 4 (elements 4(k mod 4) + i) of
-/// sub-blocks 8(k / 4) + n.
-fn set_elements(k: usize, i: usize) -> [usize; 8] {
-    std::array::from_fn(|n| 16 * (8 * (k / 4) + n) + 4 * (k % 4) + i)
+/// Lane r's word of placed register `reg` (the 8 `hmask` registers, then the 16 `qs`).
+fn lane(reg: usize, r: usize) -> usize {
+    64 * reg + 4 * r
 }
 
 /// Recodes a chunk's quants as placed by the fields (8 `hmask` registers, then 16 `qs`)
 /// into 8 sets of registers A, B, C (set k at `Q3_K_SET`·k), lane r byte i of set k
-/// holding row r's quants g_n ([`set_elements`]):
+/// holding row r's quants g_n = u (low + 4·hbit, 0..=7) of element 4(k mod 4) + i of
+/// sub-block 8(k / 4) + n:
 ///
 /// A = g0 | g1 << 3 | (g2 & 3) << 6,  B = g3 | g4 << 3 | (g5 & 3) << 6,
 /// C = g6 | g7 << 3 | (g5 >> 2) << 6 | (g2 >> 2) << 7.
@@ -67,17 +60,35 @@ fn set_elements(k: usize, i: usize) -> [usize; 8] {
 /// So six of the eight are one mask each, in place (g or 8·g), and g2, g5 a shift, a mask
 /// and a select (32·g2, 16·g5; [`FACTORS`]): twelve operations for 8 quant registers where
 /// the `hmask`/`qs` split took about 29 (shifts for the low bits and the high bit of most).
+///
+/// Element 128h + 32s + l (ggml's `dequantize_row_q3_K`) has its low bits at 2s of
+/// `qs[32h + l]` and its high bit at 4h + s of `hmask[l]`; sub-block 8h + n is s = n / 2,
+/// l = 16·(n mod 2) + …, so a lane's four bytes i are one word of each register.
 pub(super) fn recode(quants: &mut [u8]) {
     let mut placed = [0u8; Q3_K_QUANTS];
     placed.copy_from_slice(&quants[..Q3_K_QUANTS]);
     for r in 0..super::GROUP_ROWS {
         for k in 0..8 {
-            for i in 0..4 {
-                let g = set_elements(k, i).map(|e| placed_quant(&placed, r, e));
-                let t = set_at(k, r, i);
-                quants[t] = g[0] | g[1] << 3 | (g[2] & 3) << 6;
-                quants[t + 64] = g[3] | g[4] << 3 | (g[5] & 3) << 6;
-                quants[t + 128] = g[6] | g[7] << 3 | (g[5] >> 2) << 6 | (g[2] >> 2) << 7;
+            let (h, kk) = (k / 4, k % 4);
+            let g: [u32; 8] = std::array::from_fn(|n| {
+                let s = n / 2;
+                let low = word(&placed, lane(8 + 8 * h + 4 * (n % 2) + kk, r)) >> (2 * s) & BITS2;
+                let high = word(&placed, lane(4 * (n % 2) + kk, r)) >> (4 * h + s) & BITS1;
+                low | high << 2
+            });
+            let set = |j: usize, v: u32| {
+                let at = Q3_K_SET * k + 64 * j + 4 * r;
+                (at, v)
+            };
+            for (at, v) in [
+                set(0, g[0] | g[1] << 3 | (g[2] & BITS2) << 6),
+                set(1, g[3] | g[4] << 3 | (g[5] & BITS2) << 6),
+                set(
+                    2,
+                    g[6] | g[7] << 3 | (g[5] >> 2 & BITS1) << 6 | (g[2] >> 2 & BITS1) << 7,
+                ),
+            ] {
+                quants[at..at + 4].copy_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -88,27 +99,41 @@ pub(super) fn decode(quants: &mut [u8]) {
     let mut coded = [0u8; Q3_K_QUANTS];
     coded.copy_from_slice(&quants[..Q3_K_QUANTS]);
     quants[..Q3_K_QUANTS].fill(0);
-    let at = |field: usize, l: usize, r: usize| field + 64 * (l / 4) + 4 * r + l % 4;
     for r in 0..super::GROUP_ROWS {
         for k in 0..8 {
-            for i in 0..4 {
-                let t = set_at(k, r, i);
-                let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
-                let g = [
-                    a & 7,
-                    a >> 3 & 7,
-                    a >> 6 | (c >> 7) << 2,
-                    b & 7,
-                    b >> 3 & 7,
-                    b >> 6 | (c >> 6 & 1) << 2,
-                    c & 7,
-                    c >> 3 & 7,
-                ];
-                for (e, u) in set_elements(k, i).into_iter().zip(g) {
-                    let (h, s, l) = (e / 128, e % 128 / 32, e % 32);
-                    quants[at(Q3_K_QS - Q3_K_HMASK, 32 * h + l, r)] |= (u & 3) << (2 * s);
-                    quants[at(0, l, r)] |= (u >> 2) << (4 * h + s);
-                }
+            let (h, kk) = (k / 4, k % 4);
+            let at = |j: usize| Q3_K_SET * k + 64 * j + 4 * r;
+            let (a, b, c) = (
+                word(&coded, at(0)),
+                word(&coded, at(1)),
+                word(&coded, at(2)),
+            );
+            let g = [
+                a & BITS3,
+                a >> 3 & BITS3,
+                a >> 6 & BITS2 | (c >> 7 & BITS1) << 2,
+                b & BITS3,
+                b >> 3 & BITS3,
+                b >> 6 & BITS2 | (c >> 6 & BITS1) << 2,
+                c & BITS3,
+                c >> 3 & BITS3,
+            ];
+            for (n, g) in g.into_iter().enumerate() {
+                let s = n / 2;
+                let or = |quants: &mut [u8], at: usize, v: u32| {
+                    let v = word(quants, at) | v;
+                    quants[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                };
+                or(
+                    quants,
+                    lane(8 + 8 * h + 4 * (n % 2) + kk, r),
+                    (g & BITS2) << (2 * s),
+                );
+                or(
+                    quants,
+                    lane(4 * (n % 2) + kk, r),
+                    (g >> 2 & BITS1) << (4 * h + s),
+                );
             }
         }
     }
@@ -437,6 +462,22 @@ mod tests {
         }
     }
 
+    /// Row r's quant u = low + 4·hbit (0..=7) of element e of a super-block from its placed
+    /// quants, byte by byte: ggml's `dequantize_row_q3_K` indexing, element 128h + 32s + l
+    /// from bits 2s of `qs[32h + l]` and bit 4h + s of `hmask[l]`.
+    fn placed_quant(quants: &[u8], r: usize, e: usize) -> u8 {
+        let at = |field: usize, l: usize| field + 64 * (l / 4) + 4 * r + l % 4;
+        let (h, s, l) = (e / 128, e % 128 / 32, e % 32);
+        let low = quants[at(Q3_K_QS - Q3_K_HMASK, 32 * h + l)] >> (2 * s) & 3;
+        let hbit = quants[at(0, l)] >> (4 * h + s) & 1;
+        low | hbit << 2
+    }
+
+    /// The elements of g0..g7 at set k, byte i: register k mod 4 of sub-blocks 8(k / 4) + n.
+    fn set_elements(k: usize, i: usize) -> [usize; 8] {
+        std::array::from_fn(|n| 16 * (8 * (k / 4) + n) + 4 * (k % 4) + i)
+    }
+
     /// A recoded chunk gives every element its GGUF quant (`placed_quant`, ggml's indexing)
     /// by the kernel's rule (`set_quants`): g0, g1, g3, g4, g6, g7 masked in place, g2 and
     /// g5 from their low bits and the top bits of C; and decodes back.
@@ -448,7 +489,7 @@ mod tests {
         for r in 0..GROUP_ROWS {
             for k in 0..8 {
                 for i in 0..4 {
-                    let t = set_at(k, r, i);
+                    let t = Q3_K_SET * k + 4 * r + i;
                     let (a, b, c) = (coded[t], coded[t + 64], coded[t + 128]);
                     let got = [
                         a & 7,
