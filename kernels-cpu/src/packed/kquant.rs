@@ -265,6 +265,23 @@ fn q6_k_halves(g: &mut [u8], nb: usize, b: usize) -> std::slice::ChunksExactMut<
     g[at..at + 2 * Q6_K_HALF].chunks_exact_mut(Q6_K_HALF)
 }
 
+/// Masks of the low 1, 2, 3, 4 and 6 bits of each byte of a lane word.
+pub(super) const LOW1: u32 = 0x0101_0101;
+pub(super) const LOW2: u32 = 0x0303_0303;
+pub(super) const LOW3: u32 = 0x0707_0707;
+pub(super) const LOW4: u32 = 0x0F0F_0F0F;
+pub(super) const LOW6: u32 = 0x3F3F_3F3F;
+
+/// The lane word (4 bytes, little-endian: one row's bytes in a register) at `at`.
+pub(super) fn lane_word(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Writes `v` as the lane word at `at`.
+pub(super) fn set_lane_word(bytes: &mut [u8], at: usize, v: u32) {
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
 /// Recodes a Q6_K half as placed by its fields (8 `qh` registers, 16 `ql`) into 8 triples
 /// of registers A_k, B_k, C_k (k = 0..8, `Q6_K_TRIPLE` bytes each, in order), lane r
 /// byte i of each holding row r's elements l = 4k + i of the four quarters (e_s, element
@@ -276,33 +293,27 @@ fn q6_k_halves(g: &mut [u8], nb: usize, b: usize) -> std::slice::ChunksExactMut<
 /// 4·e_3, from the three tops (`kquant512::q6_k_pass`): five operations where the ql/qh
 /// split took twelve (a shift for every nibble and 2-bit field but the first).
 pub(super) fn recode_q6_k_half(half: &mut [u8]) {
-    const NIB: u32 = 0x0F0F_0F0F;
-    const TWO: u32 = 0x0303_0303;
     let mut placed = [0u8; Q6_K_HALF];
     placed.copy_from_slice(&half[..Q6_K_HALF]);
-    // Lane r of register k (bytes l = 4k..4k + 4) of a field, as one word.
-    let word = |at: usize| u32::from_le_bytes(placed[at..at + 4].try_into().expect("4 bytes"));
     for r in 0..GROUP_ROWS {
+        // Lane r of register k: bytes l = 4k..4k + 4 of a field.
         for k in 0..8 {
-            let h = word(Q6_K_QH + 64 * k + 4 * r);
-            let (lo, hi) = (
-                word(Q6_K_QL + 64 * k + 4 * r),
-                word(Q6_K_QL + 64 * (k + 8) + 4 * r),
-            );
+            let h = lane_word(&placed, Q6_K_QH + 64 * k + 4 * r);
+            let lo = lane_word(&placed, Q6_K_QL + 64 * k + 4 * r);
+            let hi = lane_word(&placed, Q6_K_QL + 64 * (k + 8) + 4 * r);
             let e = [
-                lo & NIB | (h & TWO) << 4,
-                hi & NIB | (h >> 2 & TWO) << 4,
-                lo >> 4 & NIB | (h >> 4 & TWO) << 4,
-                hi >> 4 & NIB | (h >> 6 & TWO) << 4,
+                lo & LOW4 | (h & LOW2) << 4,
+                hi & LOW4 | (h >> 2 & LOW2) << 4,
+                lo >> 4 & LOW4 | (h >> 4 & LOW2) << 4,
+                hi >> 4 & LOW4 | (h >> 6 & LOW2) << 4,
             ];
             let coded = [
-                e[0] | (e[3] & TWO) << 6,
-                e[1] | (e[3] >> 2 & TWO) << 6,
-                e[2] | (e[3] >> 4 & TWO) << 6,
+                e[0] | (e[3] & LOW2) << 6,
+                e[1] | (e[3] >> 2 & LOW2) << 6,
+                e[2] | (e[3] >> 4 & LOW2) << 6,
             ];
             for (j, v) in coded.into_iter().enumerate() {
-                let at = Q6_K_TRIPLE * k + 64 * j + 4 * r;
-                half[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                set_lane_word(half, Q6_K_TRIPLE * k + 64 * j + 4 * r, v);
             }
         }
     }
@@ -310,36 +321,31 @@ pub(super) fn recode_q6_k_half(half: &mut [u8]) {
 
 /// The inverse of [`recode_q6_k_half`].
 fn decode_q6_k_half(half: &mut [u8]) {
-    const NIB: u32 = 0x0F0F_0F0F;
-    const TWO: u32 = 0x0303_0303;
-    const SIX: u32 = 0x3F3F_3F3F;
     let mut coded = [0u8; Q6_K_HALF];
     coded.copy_from_slice(&half[..Q6_K_HALF]);
-    let word = |at: usize| u32::from_le_bytes(coded[at..at + 4].try_into().expect("4 bytes"));
     for r in 0..GROUP_ROWS {
         for k in 0..8 {
             let at = |j: usize| Q6_K_TRIPLE * k + 64 * j + 4 * r;
-            let (a, b, c) = (word(at(0)), word(at(1)), word(at(2)));
+            let [a, b, c] = [0, 1, 2].map(|j| lane_word(&coded, at(j)));
             let e = [
-                a & SIX,
-                b & SIX,
-                c & SIX,
-                a >> 6 & TWO | (b >> 6 & TWO) << 2 | (c >> 6 & TWO) << 4,
+                a & LOW6,
+                b & LOW6,
+                c & LOW6,
+                a >> 6 & LOW2 | (b >> 6 & LOW2) << 2 | (c >> 6 & LOW2) << 4,
             ];
-            let placed = [
-                (Q6_K_QL + 64 * k, e[0] & NIB | (e[2] & NIB) << 4),
-                (Q6_K_QL + 64 * (k + 8), e[1] & NIB | (e[3] & NIB) << 4),
-                (
-                    Q6_K_QH + 64 * k,
-                    e[0] >> 4 & TWO
-                        | (e[1] >> 4 & TWO) << 2
-                        | (e[2] >> 4 & TWO) << 4
-                        | (e[3] >> 4 & TWO) << 6,
-                ),
-            ];
-            for (at, v) in placed {
-                half[at + 4 * r..at + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
-            }
+            let top = |e: u32| e >> 4 & LOW2;
+            let qh = top(e[0]) | top(e[1]) << 2 | top(e[2]) << 4 | top(e[3]) << 6;
+            set_lane_word(
+                half,
+                Q6_K_QL + 64 * k + 4 * r,
+                e[0] & LOW4 | (e[2] & LOW4) << 4,
+            );
+            set_lane_word(
+                half,
+                Q6_K_QL + 64 * (k + 8) + 4 * r,
+                e[1] & LOW4 | (e[3] & LOW4) << 4,
+            );
+            set_lane_word(half, Q6_K_QH + 64 * k + 4 * r, qh);
         }
     }
 }

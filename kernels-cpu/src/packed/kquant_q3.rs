@@ -16,7 +16,7 @@
 //! the chunks, at the group's end, since 16 × 110 = 1760 is not whole registers. So a
 //! group takes exactly its rows' GGUF bytes, each byte in one place.
 
-use super::kquant::{Field, KLayout, Place};
+use super::kquant::{lane_word, set_lane_word, Field, KLayout, Place, LOW1, LOW2, LOW3};
 use super::GROUP_ROWS;
 
 /// Bytes of a Q3_K super-block chunk (16 rows, without the d's).
@@ -33,16 +33,6 @@ pub(super) const Q3_K_SET: usize = 192;
 /// The factor each sub-block's quants enter the dot with, by sub-block j mod 8 ([`recode`]:
 /// g0..g7 of a set).
 pub(super) const FACTORS: [i32; 8] = [1, 8, 32, 1, 8, 16, 1, 8];
-
-/// The u32 at byte `at` of a chunk's quants.
-fn word(quants: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(quants[at..at + 4].try_into().expect("4 bytes"))
-}
-
-/// Bytes 0..4 of every lane byte (as u32 masks).
-const BITS1: u32 = 0x0101_0101;
-const BITS2: u32 = 0x0303_0303;
-const BITS3: u32 = 0x0707_0707;
 
 /// Lane r's word of placed register `reg` (the 8 `hmask` registers, then the 16 `qs`).
 fn lane(reg: usize, r: usize) -> usize {
@@ -72,23 +62,17 @@ pub(super) fn recode(quants: &mut [u8]) {
             let (h, kk) = (k / 4, k % 4);
             let g: [u32; 8] = std::array::from_fn(|n| {
                 let s = n / 2;
-                let low = word(&placed, lane(8 + 8 * h + 4 * (n % 2) + kk, r)) >> (2 * s) & BITS2;
-                let high = word(&placed, lane(4 * (n % 2) + kk, r)) >> (4 * h + s) & BITS1;
-                low | high << 2
+                let low = lane_word(&placed, lane(8 + 8 * h + 4 * (n % 2) + kk, r)) >> (2 * s);
+                let high = lane_word(&placed, lane(4 * (n % 2) + kk, r)) >> (4 * h + s);
+                low & LOW2 | (high & LOW1) << 2
             });
-            let set = |j: usize, v: u32| {
-                let at = Q3_K_SET * k + 64 * j + 4 * r;
-                (at, v)
-            };
-            for (at, v) in [
-                set(0, g[0] | g[1] << 3 | (g[2] & BITS2) << 6),
-                set(1, g[3] | g[4] << 3 | (g[5] & BITS2) << 6),
-                set(
-                    2,
-                    g[6] | g[7] << 3 | (g[5] >> 2 & BITS1) << 6 | (g[2] >> 2 & BITS1) << 7,
-                ),
-            ] {
-                quants[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            let coded = [
+                g[0] | g[1] << 3 | (g[2] & LOW2) << 6,
+                g[3] | g[4] << 3 | (g[5] & LOW2) << 6,
+                g[6] | g[7] << 3 | (g[5] >> 2 & LOW1) << 6 | (g[2] >> 2 & LOW1) << 7,
+            ];
+            for (j, v) in coded.into_iter().enumerate() {
+                set_lane_word(quants, Q3_K_SET * k + 64 * j + 4 * r, v);
             }
         }
     }
@@ -102,37 +86,26 @@ pub(super) fn decode(quants: &mut [u8]) {
     for r in 0..super::GROUP_ROWS {
         for k in 0..8 {
             let (h, kk) = (k / 4, k % 4);
-            let at = |j: usize| Q3_K_SET * k + 64 * j + 4 * r;
-            let (a, b, c) = (
-                word(&coded, at(0)),
-                word(&coded, at(1)),
-                word(&coded, at(2)),
-            );
+            let [a, b, c] = [0, 1, 2].map(|j| lane_word(&coded, Q3_K_SET * k + 64 * j + 4 * r));
             let g = [
-                a & BITS3,
-                a >> 3 & BITS3,
-                a >> 6 & BITS2 | (c >> 7 & BITS1) << 2,
-                b & BITS3,
-                b >> 3 & BITS3,
-                b >> 6 & BITS2 | (c >> 6 & BITS1) << 2,
-                c & BITS3,
-                c >> 3 & BITS3,
+                a & LOW3,
+                a >> 3 & LOW3,
+                a >> 6 & LOW2 | (c >> 7 & LOW1) << 2,
+                b & LOW3,
+                b >> 3 & LOW3,
+                b >> 6 & LOW2 | (c >> 6 & LOW1) << 2,
+                c & LOW3,
+                c >> 3 & LOW3,
             ];
             for (n, g) in g.into_iter().enumerate() {
                 let s = n / 2;
-                let or = |quants: &mut [u8], at: usize, v: u32| {
-                    let v = word(quants, at) | v;
-                    quants[at..at + 4].copy_from_slice(&v.to_le_bytes());
-                };
-                or(
+                let qs = lane(8 + 8 * h + 4 * (n % 2) + kk, r);
+                let hm = lane(4 * (n % 2) + kk, r);
+                set_lane_word(quants, qs, lane_word(quants, qs) | (g & LOW2) << (2 * s));
+                set_lane_word(
                     quants,
-                    lane(8 + 8 * h + 4 * (n % 2) + kk, r),
-                    (g & BITS2) << (2 * s),
-                );
-                or(
-                    quants,
-                    lane(4 * (n % 2) + kk, r),
-                    (g >> 2 & BITS1) << (4 * h + s),
+                    hm,
+                    lane_word(quants, hm) | (g >> 2 & LOW1) << (4 * h + s),
                 );
             }
         }
