@@ -4,8 +4,10 @@
 //! Per super-block, the group's scales are unpacked lane-parallel once and serve every
 //! token of the tile. Each sub-block's dot is exact in i32 (`vpdpbusd` of unsigned quants
 //! and the token's broadcast activation words), is multiplied by its sub-block scale in
-//! i32 (`vpmulld`) and summed over the super-block, exactly: the same integer as the
-//! reference's `isum`. Only then does the float part run, as in the reference: Q4_K adds
+//! i32 (`vpmulld`) and summed over the super-block, exactly: the reference's `isum` times a
+//! power of two (quants that enter in place, as 16·q or 4·q, and scales that carry the
+//! rest), which the float scale undoes exactly. Only then does the float part run, as in
+//! the reference: Q4_K adds
 //! two terms a super-block, cvt(isum)·(d·d_a) and −cvt(Σ m_j·p_j)·(dmin·d_a); Q6_K one.
 //! Each token has its own accumulators and the same operations whatever `NT` is, so decode
 //! and prefill agree bit for bit.

@@ -27,7 +27,9 @@
 //! - F16, BF16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
 //! - Q4_K, Q6_K: a chunk of whole registers per super-block (scales, then quants, 4 bytes
 //!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`; Q3_K and
-//!   Q2_K in `kquant_q3` and `kquant_q2`.
+//!   Q2_K in `kquant_q3` and `kquant_q2`. Q6_K's and Q3_K's quants are then recoded in
+//!   place, bits moved within a chunk (`kquant::recode`), so that most come out of one
+//!   mask.
 //!
 //! A group takes exactly the bytes its 16 rows take in the GGUF layout, so a matrix packs
 //! in place ([`pack_in_place`]: a device's copy of its weights becomes the packed copy, at
