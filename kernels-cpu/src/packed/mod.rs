@@ -39,7 +39,7 @@
 //! Every (row, token) result comes from the same operations whatever the number of tokens
 //! in the call (each token has its own accumulators), so matvec and matmul agree bit for
 //! bit; they differ from the row kernels only in the order of the float sums. The reference
-//! twin is the row-major reference kernel on the same weights ([`PackedMatrix::unpack`]
+//! twin is the row-major reference kernel on the same weights ([`Packed::unpack`]
 //! gives them back exactly).
 
 #[cfg(target_arch = "x86_64")]
