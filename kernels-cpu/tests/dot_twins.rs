@@ -316,7 +316,8 @@ fn packed_matrices_unpack_to_their_bytes() {
 /// conversion, FMA product), into one accumulator (F16: two, then one add): within
 /// (2·nb + 4)·u·M of the exact value, M as derived at the top. (K-quants: a block is a
 /// super-block, whose sub-block scales are applied in i32, exactly, as the reference does;
-/// Q4_K's d/16 and Q5_K's d/2 factors are powers of two, so they add no rounding.) The
+/// the d/16 (Q4_K, Q4_0's paired blocks), d/2 (Q5_K), d/4 (Q6_K) and d/32 (Q3_K) factors
+/// are powers of two, so they add no rounding.) The
 /// reference is within (nb + 21)·u·M, so |packed − reference| ≤ (3·nb + 25)·u·M.
 #[test]
 fn packed_kernels_match_the_reference_twin() {
