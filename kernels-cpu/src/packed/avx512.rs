@@ -31,6 +31,23 @@ macro_rules! each_token {
     };
 }
 
+/// A block's dot steps (`$step(j)` for j < `$n`) as the tile's tokens take them: decode
+/// (`$nt` 1) loads each step's registers at its dot, so the first touch of each line comes
+/// with the work on it (loaded all ahead of the dots, Q4_K read 15.8–16.0 GB/s from memory
+/// where this reads 16.9–17.2); a prefill tile loads them once for all its tokens. A macro,
+/// so that the closures are the kernel's own (with its target features).
+macro_rules! steps {
+    ($nt:expr, $n:literal, $step:expr, $zero:expr) => {{
+        let step = $step;
+        let shared: [_; $n] = if $nt > 1 {
+            std::array::from_fn(&step)
+        } else {
+            [$zero; $n]
+        };
+        move |j: usize| if $nt > 1 { shared[j] } else { step(j) }
+    }};
+}
+
 /// Runs `$body` for each block `$b` of a legacy group at `$gp` (`$nb` blocks in the units
 /// `$u`, `layout::Units`), in memory order, with `$q` pointing at its quant registers,
 /// `$h` at its heads and `$s` its [`Share`] of its unit's lines (a group is one stream),
@@ -208,14 +225,14 @@ impl<const NT: usize> TileActs<NT> {
     }
 }
 
-/// One token's Q8_0 block dot into `acc`: `w` the block's 8 registers, `dw` the rows'
+/// One token's Q8_0 block dot into `acc`: `w(j)` the block's register j, `dw` the rows'
 /// scales, `qs` the token's block quants, `bias` its −128·Σq, `da` its block d; asks for
 /// the block's `share` (the first token's) a part a step.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn q8_0_token(
     acc: __m512,
-    w: &[__m512i; 8],
+    w: &impl Fn(usize) -> __m512i,
     dw: __m512,
     qs: *const i8,
     bias: i32,
@@ -229,8 +246,8 @@ unsafe fn q8_0_token(
         if let Some(share) = share {
             share.step(j / 2, 4);
         }
-        s0 = _mm512_dpbusd_epi32(s0, w[j], word(qs, j));
-        s1 = _mm512_dpbusd_epi32(s1, w[j + 1], word(qs, j + 1));
+        s0 = _mm512_dpbusd_epi32(s0, w(j), word(qs, j));
+        s1 = _mm512_dpbusd_epi32(s1, w(j + 1), word(qs, j + 1));
     }
     let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), d, acc)
@@ -244,7 +261,7 @@ unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
     each_block!(g.as_ptr(), nb, units, |q, h, b, share| {
-        let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_loadu_si512(q.add(64 * j).cast()));
+        let w = steps!(NT, 8, |j| load(q.add(64 * j)), _mm512_setzero_si512());
         let dw = halves(h);
         each_token!(NT, t, {
             let (qs, bias, da) = (a.qs[t].add(32 * b), *a.bias[t].add(b), *a.d[t].add(b));
@@ -257,54 +274,45 @@ unsafe fn q8_0<const NT: usize>(g: &[u8], cols: usize, tk: &Tokens, t0: usize, o
     }
 }
 
-/// The low and high nibbles of a nibble block's 4 registers: lane r of `lo[j]` holds
-/// elements 4j..4j + 4 of row r, `hi[j]` elements 16 + 4j...
+/// Step j of a Q4 block's dot (its 4 registers at `q`): the low nibbles of register j
+/// (lane r: elements 4j..4j + 4 of row r) and its high nibbles (elements 16 + 4j..).
 #[inline(always)]
-unsafe fn nibbles(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+unsafe fn nibbles(q: *const u8, j: usize) -> (__m512i, __m512i) {
     let m = _mm512_set1_epi8(0x0F);
-    let raw: [__m512i; 4] = std::array::from_fn(|j| _mm512_loadu_si512(q.add(64 * j).cast()));
+    let r = load(q.add(64 * j));
     (
-        raw.map(|r| _mm512_and_si512(r, m)),
-        raw.map(|r| _mm512_and_si512(_mm512_srli_epi16::<4>(r), m)),
+        _mm512_and_si512(r, m),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(r), m),
     )
 }
 
-/// Q5_0/Q5_1: the quants u = nibble + 16·h of a block's 4 nibble registers at `q`, laid
-/// out as [`nibbles`], each byte's fifth bit h taken from the fifth register (`q + 256`,
-/// `layout::spread_qh`: bit K of a byte belongs to nibble register K, low nibbles' K =
-/// 0..4, high nibbles' 4..8), moved to 0x10 by one 16-bit shift (bit K of each byte to bit
-/// 4 of the same byte).
+/// Step j of a Q5_0/Q5_1 block's dot: the quants u = nibble + 16·h of its nibble
+/// register j at `q`, laid out as [`nibbles`], each byte's fifth bit h taken from the
+/// fifth register (`q + 256`, `layout::spread_qh`: bit K of a byte belongs to nibble
+/// register K, low nibbles' K = 0..4, high nibbles' 4..8), moved to 0x10 by one 16-bit
+/// shift (bit K of each byte to bit 4 of the same byte).
 #[inline(always)]
-unsafe fn nibbles5(q: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+unsafe fn nibbles5(q: *const u8, j: usize) -> (__m512i, __m512i) {
     let (m, bit) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
-    let raw: [__m512i; 4] = std::array::from_fn(|j| load(q.add(64 * j)));
-    let h = load(q.add(256));
-    let fifth = [
-        _mm512_slli_epi16::<4>(h),
-        _mm512_slli_epi16::<3>(h),
-        _mm512_slli_epi16::<2>(h),
-        _mm512_slli_epi16::<1>(h),
-        h,
-        _mm512_srli_epi16::<1>(h),
-        _mm512_srli_epi16::<2>(h),
-        _mm512_srli_epi16::<3>(h),
-    ]
-    .map(|v| _mm512_and_si512(v, bit));
-    // (a & 0x0F) | b, b holding bit 4 only: 0xEC is a & c | b.
-    let join = |a, b| _mm512_ternarylogic_epi32::<0xEC>(a, b, m);
-    (
-        std::array::from_fn(|j| join(raw[j], fifth[j])),
-        std::array::from_fn(|j| join(_mm512_srli_epi16::<4>(raw[j]), fifth[4 + j])),
-    )
+    let (r, h) = (load(q.add(64 * j)), load(q.add(256)));
+    let (low, high) = match j {
+        0 => (_mm512_slli_epi16::<4>(h), h),
+        1 => (_mm512_slli_epi16::<3>(h), _mm512_srli_epi16::<1>(h)),
+        2 => (_mm512_slli_epi16::<2>(h), _mm512_srli_epi16::<2>(h)),
+        _ => (_mm512_slli_epi16::<1>(h), _mm512_srli_epi16::<3>(h)),
+    };
+    // (a & 0x0F) | (b & 0x10): 0xEC is a & c | b over (a, b & 0x10, c = 0x0F).
+    let join = |a, b| _mm512_ternarylogic_epi32::<0xEC>(a, _mm512_and_si512(b, bit), m);
+    (join(r, low), join(_mm512_srli_epi16::<4>(r), high))
 }
 
 /// Σ nibble·activation of one block for one token (its block quants at `qs`), starting at
-/// `start`; asks for the block's `share` (the first token's) a part a step.
+/// `start`: step j takes `quants(j)`, elements 4j..4j + 4 and 16 + 4j..; asks for the
+/// block's `share` (the first token's) a part a step.
 #[inline(always)]
 unsafe fn nibble_dot(
     start: i32,
-    lo: &[__m512i; 4],
-    hi: &[__m512i; 4],
+    quants: &impl Fn(usize) -> (__m512i, __m512i),
     qs: *const i8,
     share: Option<Share>,
 ) -> __m512i {
@@ -314,8 +322,9 @@ unsafe fn nibble_dot(
         if let Some(share) = share {
             share.step(j, 4);
         }
-        s0 = _mm512_dpbusd_epi32(s0, lo[j], word(qs, j));
-        s1 = _mm512_dpbusd_epi32(s1, hi[j], word(qs, 4 + j));
+        let (lo, hi) = quants(j);
+        s0 = _mm512_dpbusd_epi32(s0, lo, word(qs, j));
+        s1 = _mm512_dpbusd_epi32(s1, hi, word(qs, 4 + j));
     }
     _mm512_add_epi32(s0, s1)
 }
@@ -344,13 +353,16 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
     debug_assert!(g.len() >= units.bytes(nb));
     let a = TileActs::<NT>::new(tk, t0, nb);
     let mut acc = [_mm512_setzero_ps(); NT];
+    let zero = (_mm512_setzero_si512(), _mm512_setzero_si512());
     if !units.paired() {
         each_block!(g.as_ptr(), nb, units, |q, h, b, share| {
-            let (lo, hi) = if FIFTH { nibbles5(q) } else { nibbles(q) };
-            block_tokens::<NT, MINS>(&mut acc, &a, [&lo, &hi], (h, 1.0), b, Some(share));
+            let step = |j| if FIFTH { nibbles5(q, j) } else { nibbles(q, j) };
+            let quants = steps!(NT, 4, step, zero);
+            block_tokens::<NT, MINS>(&mut acc, &a, quants, (h, 1.0), b, Some(share));
         });
     } else {
         let gp = g.as_ptr();
+        let (low4, high4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0xF0u8 as i8));
         for n in 0..nb / 2 {
             let (q, b) = (gp.add(units.bytes(2 * n)), 2 * n);
             let h = q.add(2 * units.region);
@@ -361,37 +373,26 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
                 lines: (i + 1) * lines / 2 - i * lines / 2,
             };
             // Block A's quants masked, B's in place (16·u, `Units::paired`): B's sum is 16
-            // times its dot, and its d's carry 1/16 (exact: powers of two).
-            let (low4, high4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0xF0u8 as i8));
-            let raw: [__m512i; 8] = std::array::from_fn(|k| load(q.add(64 * k)));
-            let half = |m, i: usize| -> [__m512i; 4] {
-                std::array::from_fn(|j| _mm512_and_si512(raw[4 * i + j], m))
+            // times its dot, and its d's carry 1/16 (exact: powers of two). Step j takes
+            // registers j and 4 + j (elements 4j.. and 16 + 4j..).
+            let pair = |m| {
+                move |j: usize| {
+                    let (r0, r1) = (load(q.add(64 * j)), load(q.add(64 * (4 + j))));
+                    (_mm512_and_si512(r0, m), _mm512_and_si512(r1, m))
+                }
             };
-            let qa = [half(low4, 0), half(low4, 1)];
-            block_tokens::<NT, MINS>(&mut acc, &a, [&qa[0], &qa[1]], (h, 1.0), b, Some(share(0)));
-            let qb = [half(high4, 0), half(high4, 1)];
-            let hb = h.add(units.heads);
-            block_tokens::<NT, MINS>(
-                &mut acc,
-                &a,
-                [&qb[0], &qb[1]],
-                (hb, 16.0),
-                b + 1,
-                Some(share(1)),
-            );
+            let quants = steps!(NT, 4, pair(low4), zero);
+            block_tokens::<NT, MINS>(&mut acc, &a, quants, (h, 1.0), b, Some(share(0)));
+            let quants = steps!(NT, 4, pair(high4), zero);
+            let hb = (h.add(units.heads), 16.0);
+            block_tokens::<NT, MINS>(&mut acc, &a, quants, hb, b + 1, Some(share(1)));
         }
         if nb % 2 == 1 {
             let q = gp.add(units.bytes(nb - 1));
             prefetch(q, units.bytes(1));
-            let (lo, hi) = nibbles(q);
-            block_tokens::<NT, MINS>(
-                &mut acc,
-                &a,
-                [&lo, &hi],
-                (q.add(units.region), 1.0),
-                nb - 1,
-                None,
-            );
+            let quants = steps!(NT, 4, |j| nibbles(q, j), zero);
+            let h = (q.add(units.region), 1.0);
+            block_tokens::<NT, MINS>(&mut acc, &a, quants, h, nb - 1, None);
         }
     }
     for (o, a) in out.iter_mut().zip(acc) {
@@ -399,8 +400,8 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
     }
 }
 
-/// Adds block `b` (quants `q`: elements 0..16, then 16..32, entered as f·u; heads at `h.0`,
-/// f = `h.1`) times each token of the tile to its accumulator, asking for `share` a part a
+/// Adds block `b` (step j's quants `quants(j)`, entered as f·u, [`nibble_dot`]; heads at
+/// `h.0`, f = `h.1`) times each token of the tile to its accumulator, asking for `share` a part a
 /// step of the first token's dot. Q4/Q5 `_0` (`MINS` false) start each dot at f times the
 /// token's bias; the float part is the same for every f: cvt(f·s) = f·cvt(s) and
 /// (d/f)·d_a = (d·d_a)/f exactly (f a power of two), and the mins are not scaled.
@@ -408,7 +409,7 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
 unsafe fn block_tokens<const NT: usize, const MINS: bool>(
     acc: &mut [__m512; NT],
     a: &TileActs<NT>,
-    q: [&[__m512i; 4]; 2],
+    quants: impl Fn(usize) -> (__m512i, __m512i),
     (h, f): (*const u8, f32),
     b: usize,
     share: Option<Share>,
@@ -422,7 +423,7 @@ unsafe fn block_tokens<const NT: usize, const MINS: bool>(
             *a.bias[t].add(b) * f as i32
         };
         let share = if t == 0 { share } else { None };
-        let s = nibble_dot(start, q[0], q[1], a.qs[t].add(32 * b), share);
+        let s = nibble_dot(start, &quants, a.qs[t].add(32 * b), share);
         let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
         if MINS {
