@@ -210,11 +210,13 @@ pub(super) unsafe fn q6_k<const NT: usize>(
                     for s in 0..4 {
                         let mut d = splat(bias.add(2 * s).cast());
                         for (k, q) in u.iter().enumerate() {
-                            // The pass's 12 lines, one a step of the first token's dots:
-                            // asked for three at a time as each triple was loaded, the
-                            // kernel read 15.8 GB/s from memory where this reads 16.2-16.8.
-                            if t == t0 && 4 * s + k < 12 {
-                                prefetch(pass.add(64 * (4 * s + k)), 64);
+                            // The pass's 12 lines over its 16 steps (three of every four)
+                            // of the first token's dots: three at a time as each triple was
+                            // loaded read 15.8 GB/s from memory, one a step over the first
+                            // 12 steps 15.5-16.4, over all 16 16.2-17.1.
+                            let step = 4 * s + k;
+                            if t == t0 && step % 4 != 3 {
+                                prefetch(pass.add(64 * (step - step / 4)), 64);
                             }
                             d = _mm512_dpbusd_epi32(d, q[s], splat(x.add(32 * s + 4 * k)));
                         }
