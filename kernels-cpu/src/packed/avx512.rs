@@ -33,9 +33,10 @@ macro_rules! each_token {
 
 /// A block's dot steps (`$step(j)` for j < `$n`) as the tile's tokens take them: decode
 /// (`$nt` 1) loads each step's registers at its dot, so the first touch of each line comes
-/// with the work on it (loaded all ahead of the dots, Q4_K read 15.8–16.0 GB/s from memory
-/// where this reads 16.9–17.2); a prefill tile loads them once for all its tokens. A macro,
-/// so that the closures are the kernel's own (with its target features).
+/// with the work on it (Q4_K's kernel does the same: there it read 16.9–17.2 GB/s from
+/// memory against 15.8–16.0 with the registers loaded ahead of the dots; for the legacy
+/// formats it measured the same within noise); a prefill tile loads them once for all its
+/// tokens. A macro, so that the closures are the kernel's own (with its target features).
 macro_rules! steps {
     ($nt:expr, $n:literal, $step:expr, $zero:expr) => {{
         let step = $step;
