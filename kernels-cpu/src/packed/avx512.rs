@@ -402,9 +402,9 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
 }
 
 /// Adds block `b` (step j's quants `quants(j)`, entered as f·u, [`nibble_dot`]; heads at
-/// `h.0`, f = `h.1`) times each token of the tile to its accumulator, asking for `share` a part a
-/// step of the first token's dot. Q4/Q5 `_0` (`MINS` false) start each dot at f times the
-/// token's bias; the float part is the same for every f: cvt(f·s) = f·cvt(s) and
+/// `h.0`, f = `h.1`) times each token of the tile to its accumulator, asking for `share` a
+/// part a step of the first token's dot. Q4/Q5 `_0` (`MINS` false) start each dot at f
+/// times the token's bias; the float part is the same for every f: cvt(f·s) = f·cvt(s) and
 /// (d/f)·d_a = (d·d_a)/f exactly (f a power of two), and the mins are not scaled.
 #[inline(always)]
 unsafe fn block_tokens<const NT: usize, const MINS: bool>(
