@@ -33,10 +33,10 @@ macro_rules! each_token {
 
 /// A block's dot steps (`$step(j)` for j < `$n`) as the tile's tokens take them: decode
 /// (`$nt` 1) loads each step's registers at its dot, so the first touch of each line comes
-/// with the work on it (Q4_K's kernel does the same: there it read 16.9–17.2 GB/s from
-/// memory against 15.8–16.0 with the registers loaded ahead of the dots; for the legacy
-/// formats it measured the same within noise); a prefill tile loads them once for all its
-/// tokens. A macro, so that the closures are the kernel's own (with its target features).
+/// with the work on it (Q4_K read 16.9–17.2 GB/s from memory so against 15.8–16.0 with
+/// the registers loaded ahead of the dots; the legacy formats the same within noise); a
+/// prefill tile loads them once for all its tokens. A macro, so that the closures are the
+/// kernel's own (with its target features).
 macro_rules! steps {
     ($nt:expr, $n:literal, $step:expr, $zero:expr) => {{
         let step = $step;
@@ -48,6 +48,7 @@ macro_rules! steps {
         move |j: usize| if $nt > 1 { shared[j] } else { step(j) }
     }};
 }
+pub(super) use steps;
 
 /// Runs `$body` for each block `$b` of a legacy group at `$gp` (`$nb` blocks in the units
 /// `$u`, `layout::Units`), in memory order, with `$q` pointing at its quant registers,
@@ -60,18 +61,17 @@ macro_rules! each_block {
         let full = nb / u.per;
         for n in 0..full {
             let base = gp.add(u.bytes(n * u.per));
-            let lines = u.bytes(u.per) / 64;
+            let unit = Share {
+                at: base,
+                lines: u.bytes(u.per) / 64,
+            };
             for i in 0..u.per {
                 // Block i's share of the unit's lines, each line once.
-                let (from, to) = (i * lines / u.per, (i + 1) * lines / u.per);
                 let ($q, $h, $b, $s) = (
                     base.add(i * u.region),
                     base.add(u.per * u.region + i * u.heads),
                     n * u.per + i,
-                    Share {
-                        at: base.add(64 * from),
-                        lines: to - from,
-                    },
+                    unit.part(i, u.per),
                 );
                 $body
             }
@@ -94,14 +94,24 @@ struct Share {
 }
 
 impl Share {
-    /// Asks for part `k` of `steps` (`prefetch`): lines k·n / steps..(k + 1)·n / steps.
+    /// Part i of `parts`: lines i·n / parts..(i + 1)·n / parts, each line in one part.
+    #[inline(always)]
+    fn part(self, i: usize, parts: usize) -> Share {
+        let (from, to) = (i * self.lines / parts, (i + 1) * self.lines / parts);
+        Share {
+            at: self.at.wrapping_add(64 * from),
+            lines: to - from,
+        }
+    }
+
+    /// Asks for part `k` of `steps` (`prefetch`).
     /// With a block's lines asked for at once as it started, Q4_1/Q5_1 packed read 16.0-16.2
     /// GB/s from memory at 1 thread where one part a step of the dot reads 16.4-16.8 (Q8_0
     /// +1-2%, Q4_0/Q5_0 the same).
     #[inline(always)]
     fn step(self, k: usize, steps: usize) {
-        let (from, to) = (k * self.lines / steps, (k + 1) * self.lines / steps);
-        prefetch(self.at.wrapping_add(64 * from), 64 * (to - from));
+        let part = self.part(k, steps);
+        prefetch(part.at, 64 * part.lines);
     }
 }
 
@@ -368,10 +378,9 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
             let (q, b) = (gp.add(units.bytes(2 * n)), 2 * n);
             let h = q.add(2 * units.region);
             // Each block asks for half of the pair's lines.
-            let lines = units.bytes(2) / 64;
-            let share = |i: usize| Share {
-                at: q.add(64 * (i * lines / 2)),
-                lines: (i + 1) * lines / 2 - i * lines / 2,
+            let unit = Share {
+                at: q,
+                lines: units.bytes(2) / 64,
             };
             // Block A's quants masked, B's in place (16·u, `Units::paired`): B's sum is 16
             // times its dot, and its d's carry 1/16 (exact: powers of two). Step j takes
@@ -383,10 +392,10 @@ unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
                 }
             };
             let quants = steps!(NT, 4, pair(low4), zero);
-            block_tokens::<NT, MINS>(&mut acc, &a, quants, (h, 1.0), b, Some(share(0)));
+            block_tokens::<NT, MINS>(&mut acc, &a, quants, (h, 1.0), b, Some(unit.part(0, 2)));
             let quants = steps!(NT, 4, pair(high4), zero);
             let hb = (h.add(units.heads), 16.0);
-            block_tokens::<NT, MINS>(&mut acc, &a, quants, hb, b + 1, Some(share(1)));
+            block_tokens::<NT, MINS>(&mut acc, &a, quants, hb, b + 1, Some(unit.part(1, 2)));
         }
         if nb % 2 == 1 {
             let q = gp.add(units.bytes(nb - 1));

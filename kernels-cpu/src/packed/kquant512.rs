@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{add_super_block, halves, load, prefetch, splat, Out};
+use super::avx512::{add_super_block, halves, load, prefetch, splat, steps, Out};
 use super::kquant::{
     Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K, Q6_K_HALF, Q6_K_HALVES, Q6_K_SCALES,
     Q6_K_TRIPLE,
@@ -91,18 +91,13 @@ pub(super) unsafe fn q4_k<const NT: usize>(
         let mut isum = [_mm512_setzero_si512(); NT];
         for i in 0..4 {
             let q = c.add(Q4_K_QS + 8 * 64 * i);
-            // Register k's low and high nibbles. Decode loads each register at its dots
-            // (loaded all 8 ahead of them, it read 15.2-15.8 GB/s from memory where this
-            // reads 15.8-17.2); a prefill tile shares the 8 among its tokens.
+            // Register k's low and high nibbles, loaded at its dots in decode (`steps!`).
             let nibbles = |k: usize| {
                 let r = load(q.add(64 * k));
                 (_mm512_and_si512(r, low4), _mm512_and_si512(r, high4))
             };
-            let shared: [(__m512i, __m512i); 8] = if NT > 1 {
-                std::array::from_fn(nibbles)
-            } else {
-                [(_mm512_setzero_si512(), _mm512_setzero_si512()); 8]
-            };
+            let zero = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let nibbles = steps!(NT, 8, nibbles, zero);
             for (t, isum) in isum.iter_mut().enumerate() {
                 let x = tk.rows[t0 + t]
                     .q8_k
@@ -113,11 +108,11 @@ pub(super) unsafe fn q4_k<const NT: usize>(
                 let x = x.cast::<u8>();
                 let mut s_lo = _mm512_setzero_si512();
                 let mut s_hi = _mm512_setzero_si512();
-                for (k, shared) in shared.iter().enumerate() {
+                for k in 0..8 {
                     if t == 0 {
                         prefetch(q.add(64 * k), 64);
                     }
-                    let (lo, hi) = if NT > 1 { *shared } else { nibbles(k) };
+                    let (lo, hi) = nibbles(k);
                     s_lo = _mm512_dpbusd_epi32(s_lo, lo, splat(x.add(4 * k)));
                     s_hi = _mm512_dpbusd_epi32(s_hi, hi, splat(x.add(32 + 4 * k)));
                 }

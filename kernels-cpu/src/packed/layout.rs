@@ -25,11 +25,6 @@ impl Legacy {
     fn fifth_bits(&self) -> bool {
         self.quants == 20
     }
-
-    /// Q4_0: the blocks of a full unit share their registers ([`Units::paired`]).
-    fn paired(&self) -> bool {
-        self.quants == 16 && !self.mins
-    }
 }
 
 const fn legacy(ty: GgmlType) -> Option<Legacy> {
@@ -176,6 +171,13 @@ impl Units {
         self.region == GROUP_ROWS * 16 && self.heads == 32
     }
 
+    /// Where block `b`'s pair registers start, when it shares them with the other block of
+    /// a full unit ([`Units::paired`]); `None` for a block that has its own (every block of
+    /// an unpaired format, and a paired format's odd last block).
+    fn pair_start(self, nb: usize, b: usize) -> Option<usize> {
+        (self.paired() && b / 2 * 2 + 1 < nb).then(|| self.bytes(b / 2 * 2))
+    }
+
     /// Bytes of a unit of `k` blocks.
     pub(super) const fn bytes(self, k: usize) -> usize {
         k * (self.region + self.heads)
@@ -225,14 +227,14 @@ fn pack_legacy<'a>(
     let word = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
     for b in 0..nb {
         let (qa, ha) = units.block(nb, b);
-        let pair = l.paired() && b / 2 * 2 + 1 < nb;
+        let pair = units.pair_start(nb, b);
         for (r, row) in blocks.iter_mut().enumerate() {
             let blk = row.next().expect("a row has nb blocks");
             let (head, q) = blk.split_at(l.head);
             let (qh, q) = q.split_at(if l.fifth_bits() { 4 } else { 0 });
-            if pair {
+            if let Some(start) = pair {
                 // Block A (b even) fills the low nibbles, B the high ones, after it.
-                let (start, high) = (qa - b % 2 * units.region, b % 2 == 1);
+                let high = b % 2 == 1;
                 for (j, w) in q.chunks_exact(4).enumerate() {
                     let w = word(w);
                     let halves = [w & 0x0F0F_0F0F, w >> 4 & 0x0F0F_0F0F];
@@ -311,9 +313,8 @@ pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst:
                         u32::from_le_bytes(src[at..at + 4].try_into().expect("4 bytes"))
                     };
                     let (qh, qs) = blk[l.head..].split_at_mut(if l.fifth_bits() { 4 } else { 0 });
-                    if l.paired() && b / 2 * 2 + 1 < nb {
+                    if let Some(start) = units.pair_start(nb, b) {
                         // The inverse of `pack_legacy`'s pairs.
-                        let start = qa - b % 2 * units.region;
                         let pair = |k: usize| {
                             let at = start + k * 64 + r * 4;
                             let w = u32::from_le_bytes(src[at..at + 4].try_into().expect("4"));
