@@ -25,6 +25,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into a reader that stops early (`bench kernels | head`) ends the run
+    // quietly, as it does for other command-line tools, instead of a panic at the next
+    // print (Rust ignores SIGPIPE, so that print would fail with a broken pipe).
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let result = match Cli::parse().command {
         Command::Kernels(args) => kernels::run(&args),
         Command::Plan(args) => plan::run(&args),

@@ -96,3 +96,27 @@ fn bad_flags_are_errors_that_say_what_is_wrong() {
         stderr(&o)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_reader_that_stops_early_ends_the_run_quietly() {
+    use std::process::Stdio;
+    // A pipe whose reading end is closed before bench starts: its first print meets a
+    // broken pipe whatever the timing.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = bench()
+        .arg("plan")
+        .arg("-m")
+        .arg(deepseek())
+        .args(["--host-mem", "1TiB", "--gpus", "8x80GiB"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    // Before: `bench kernels` panicked at its next print, `bench plan` printed an error.
+    let err = stderr(&o);
+    assert!(err.is_empty(), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{err}");
+}
