@@ -46,6 +46,9 @@ pub struct Args {
     /// Skip matmul (bandwidth only).
     #[arg(long)]
     no_matmul: bool,
+    /// Print every timed pass's read and matvec GB/s to stderr (the table keeps the best).
+    #[arg(long)]
+    passes: bool,
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -199,24 +202,20 @@ impl Weights {
     }
 }
 
-/// Bytes per second read by summing `buf` (split over the pool's threads), best of `reps`
-/// passes, each pass once plainly and once with software prefetch (the matvec kernels
-/// prefetch; a reference that did not would understate what the memory gives them).
-fn read_bandwidth(buf: &[u64], reps: usize) -> f64 {
+/// Bytes per second read by summing `buf` (split over the pool's threads) in one pass,
+/// plainly and then with software prefetch (the matvec kernels prefetch; a reference that
+/// did not would understate what the memory gives them): `[plain, prefetched]`.
+fn read_pass(buf: &[u64]) -> [f64; 2] {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
     let chunk = buf.len().div_ceil(threads);
-    let mut best = 0.0f64;
-    for _ in 0..reps.max(1) {
-        for prefetch in [false, true] {
-            let start = Instant::now();
-            let sum: u64 = buf.par_chunks(chunk).map(|c| sum_words(c, prefetch)).sum();
-            let secs = start.elapsed().as_secs_f64();
-            std::hint::black_box(sum);
-            best = best.max(std::mem::size_of_val(buf) as f64 / secs);
-        }
-    }
-    best
+    [false, true].map(|prefetch| {
+        let start = Instant::now();
+        let sum: u64 = buf.par_chunks(chunk).map(|c| sum_words(c, prefetch)).sum();
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        std::mem::size_of_val(buf) as f64 / secs
+    })
 }
 
 /// Sum of the words: with AVX2, four 32-byte loads per step into independent
@@ -333,11 +332,23 @@ fn measure_format(
         // Reference reads and matvecs alternate, so both see the same machine state (other
         // processes come and go); the best of each is kept.
         let (mut best, mut best_read) = (f64::INFINITY, 0.0f64);
-        for _ in 0..args.reps.max(1) + 1 {
-            best_read = best_read.max(pool.install(|| read_bandwidth(stream, 0)));
+        for pass in 0..args.reps.max(1) + 1 {
+            let read = pool.install(|| read_pass(stream));
+            best_read = best_read.max(read[0]).max(read[1]);
             let start = Instant::now();
             pool.install(|| w.mul(isa, &acts, &mut y))?;
-            best = best.min(start.elapsed().as_secs_f64());
+            let secs = start.elapsed().as_secs_f64();
+            best = best.min(secs);
+            if args.passes {
+                eprintln!(
+                    "{ty}{} {}T pass {pass}: read {:.1} GB/s plain, {:.1} prefetched; matvec {:.1}",
+                    if packed { " packed" } else { "" },
+                    pool.current_num_threads(),
+                    read[0] / 1e9,
+                    read[1] / 1e9,
+                    w.bytes() as f64 / secs / 1e9
+                );
+            }
         }
         gbs.push(w.bytes() as f64 / best);
         read_bw.push(best_read);
