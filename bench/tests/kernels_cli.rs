@@ -30,7 +30,7 @@ fn passes_prints_every_timed_pass_and_the_table_keeps_the_best() {
     );
     assert!(o.status.success(), "{err}");
     // Row layout first, then packed where the CPU has the packed kernels; reps + 1 passes
-    // each (the first warms up).
+    // each, every one a candidate for the table's best.
     let mut best = 0.0f64;
     for pass in 0..3 {
         let line = err
