@@ -50,7 +50,7 @@ for t in "$here"/tests/*; do
     fi
 done
 
-step "cuda-bench" 90 "$out/bandwidth.md" "$here/bin/cuda-bench"
+step "cuda-bench" 120 "$out/bandwidth.md" "$here/bin/cuda-bench"
 
 # With the model in models/ (the test above needs it too): tokens/s per num_gpu with each
 # device's busy share, and generate's text with every layer on the GPU against the CPU's.
@@ -60,7 +60,9 @@ if [[ -f "$model" && -x "$here/bin/bench" ]]; then
     step "bench split" 150 "$out/split.md" bash -c "
         '$here/bin/bench' split -m '$model' --num-gpu 0,8,15,23,30,31 -p 128 -n 64 &&
         echo && echo 'Without CUDA graphs (STRATA_CUDA_GRAPHS=0):' &&
-        STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
+        STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64 &&
+        echo && echo 'Matvec L2 prefetch of 1024 bytes a row (STRATA_MATVEC_PREFETCH=1024):' &&
+        STRATA_MATVEC_PREFETCH=1024 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
     step "generate -ngl auto / 0" 60 "$out/generate.txt" bash -c "
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&

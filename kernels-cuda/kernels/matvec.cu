@@ -15,7 +15,21 @@
 //
 // Batched: gridDim.y vectors share the launch (x and y advance by one vector each), which
 // serves small batches; large batches go to matmul.cu.
+//
+// `prefetch` (bytes, 0 = off): before anything else, each warp (float kernels: each CTA)
+// asks L2 for the first `prefetch` bytes of each of its rows, one request per 128-byte line,
+// so that DRAM starts on the weights while the CTA stages x and waits at its barrier, and a
+// lane's first loads find their lines on the way. The results do not depend on it.
 #include "formats.cuh"
+
+// Asks L2 for the lines of bytes [p, p + n), `lanes` threads sharing the requests (this
+// thread is number `t` of them).
+__device__ __forceinline__ void prefetch_l2(const uint8_t* p, int n, int t, int lanes) {
+    const uint64_t end = (uint64_t)p + n;
+    for (uint64_t a = ((uint64_t)p & ~(uint64_t)127) + 128 * t; a < end; a += 128 * lanes) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+    }
+}
 
 #define MV_WARPS 8
 #define MV_THREADS (MV_WARPS * WARP_SIZE)
@@ -59,9 +73,17 @@ __device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const bloc
 #define MATVEC_QUANT(name, qk, bytes)                                                          \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
         matvec_##name(const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,         \
-                      float* __restrict__ y, int ncols, int nrows) {                           \
+                      float* __restrict__ y, int ncols, int nrows, int prefetch) {             \
         const int nsub = ncols / 32;                                                           \
         int* sumxs = (int*)matvec_x_words + nsub * 9;                                          \
+        const int lane = threadIdx.x % WARP_SIZE;                                              \
+        const int row = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_RPW(qk);        \
+        const int row_bytes = nsub / MV_SUBS(qk) * bytes;                                      \
+        if (prefetch > 0) {                                                                    \
+            _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) if (row + r < nrows)        \
+                prefetch_l2(w + (int64_t)(row + r) * row_bytes, min(prefetch, row_bytes),     \
+                            lane, WARP_SIZE);                                                  \
+        }                                                                                      \
         {                                                                                      \
             const uint32_t* xg = (const uint32_t*)(x + (int64_t)blockIdx.y * nsub);            \
             for (int i = threadIdx.x; i < nsub * 9; i += MV_THREADS) matvec_x_words[i] = xg[i]; \
@@ -72,11 +94,8 @@ __device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const bloc
                 __syncthreads();                                                               \
             }                                                                                  \
         }                                                                                      \
-        const int lane = threadIdx.x % WARP_SIZE;                                              \
-        const int row = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_RPW(qk);        \
         if (row >= nrows) return;                                                              \
         const block_q8_1* xs = (const block_q8_1*)matvec_x_words;                              \
-        const int row_bytes = nsub / MV_SUBS(qk) * bytes;                                      \
         /* rows past the end read the last row again and are not written */                    \
         const uint8_t* wr[MV_RPW(qk)];                                                         \
         float acc[MV_RPW(qk)];                                                                 \
@@ -130,10 +149,12 @@ __device__ __forceinline__ float dot4_bf16(const uint8_t* w, const float4 xv) {
 #define MATVEC_FLOAT(name, one, bytes)                                                         \
     extern "C" __global__ void __launch_bounds__(MV_FLOAT_THREADS)                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,              \
-                      float* __restrict__ y, int ncols, int nrows) {                          \
+                      float* __restrict__ y, int ncols, int nrows, int prefetch) {            \
         const int row = blockIdx.x;                                                            \
         if (row >= nrows) return;                                                              \
         const uint8_t* wrow = w + (int64_t)row * ncols * bytes;                                \
+        if (prefetch > 0)                                                                      \
+            prefetch_l2(wrow, min(prefetch, ncols * bytes), threadIdx.x, MV_FLOAT_THREADS);    \
         const float* xv = x + (int64_t)blockIdx.y * ncols;                                     \
         float acc = 0.0f;                                                                      \
         _Pragma("unroll 4") for (int c = 4 * threadIdx.x; c < ncols; c += 4 * MV_FLOAT_THREADS) {\

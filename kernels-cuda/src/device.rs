@@ -5,6 +5,7 @@
 //! here checks `is_culib_present` before any other driver call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -84,6 +85,9 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Bytes of each weight row that a matvec asks L2 for before it starts (matvec.cu's
+    /// `prefetch`; 0 = off).
+    matvec_prefetch: AtomicU32,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -120,6 +124,7 @@ impl Gpu {
             ctx,
             stream,
             modules: Mutex::new(HashMap::new()),
+            matvec_prefetch: AtomicU32::new(0),
         })
     }
 
@@ -138,6 +143,19 @@ impl Gpu {
 
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// Makes every later matvec launch ask L2 for the first `bytes` of each weight row
+    /// before its first instruction that waits (matvec.cu's `prefetch`); 0, the default,
+    /// turns that off. Results are bit for bit the same either way; only the speed can
+    /// differ, which `cuda-bench` measures side by side. A CUDA graph keeps the setting
+    /// its launches were captured with.
+    pub fn set_matvec_prefetch(&self, bytes: u32) {
+        self.matvec_prefetch.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn matvec_prefetch(&self) -> i32 {
+        i32::try_from(self.matvec_prefetch.load(Ordering::Relaxed)).unwrap_or(i32::MAX)
     }
 
     /// Waits for everything queued on this device's stream.

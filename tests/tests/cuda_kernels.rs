@@ -12,7 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_kernels_cpu::ops::{self, KvCache, KvType, KvView, Rope};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
-use strata_kernels_cuda::{q8_1_bytes, AttentionShape, DeviceBuffer, Gpu, RopeParams};
+use strata_kernels_cuda::{
+    q8_1_bytes, read_probe_sums, AttentionShape, DeviceBuffer, Gpu, RopeParams,
+};
 use strata_tests::cuda_check::{offsets16, same_bits};
 use strata_tests::golden;
 
@@ -266,6 +268,61 @@ fn matvec_batch_equals_one_vector_at_a_time() {
             );
         }
     }
+}
+
+#[test]
+fn matvec_prefetch_changes_no_bit() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(12);
+    // 37 rows: a last CTA with spare warps (and, for the 2-rows-a-warp formats, a warp with
+    // one row past the end, which must not prefetch it).
+    let (rows, cols, nvec) = (37, 512, 2);
+    for ty in GgmlType::WEIGHTS {
+        let w = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
+        let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
+        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
+        let mut run = |prefetch: u32| {
+            gpu.set_matvec_prefetch(prefetch);
+            let mut y = gpu.zeros::<f32>(rows * nvec).unwrap();
+            gpu.matvec(ty, &w, &x, &mut xq, &mut y, cols, rows, nvec)
+                .unwrap();
+            y.to_host(&gpu).unwrap()
+        };
+        let off = run(0);
+        // Part of a row (not a whole number of lines), and more than a row.
+        for prefetch in [200, 1 << 20] {
+            assert_eq!(run(prefetch), off, "{ty} prefetch {prefetch}");
+        }
+    }
+    gpu.set_matvec_prefetch(0);
+}
+
+#[test]
+fn read_probe_sums_every_word() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(13);
+    // Not a whole number of CTAs (16 KiB each): the last CTA reads a partial span.
+    for words in [1usize, 1000, 4096 * 3 + 17] {
+        let bytes: Vec<u8> = (0..words * 16).map(|_| r.random()).collect();
+        let want = bytes.chunks_exact(4).fold(0u32, |a, c| {
+            a.wrapping_add(u32::from_le_bytes(c.try_into().unwrap()))
+        });
+        let data = gpu.upload(&bytes).unwrap();
+        let mut sums = gpu.zeros::<u32>(read_probe_sums(bytes.len())).unwrap();
+        gpu.read_words(&data, &mut sums).unwrap();
+        let got = sums
+            .to_host(&gpu)
+            .unwrap()
+            .into_iter()
+            .fold(0u32, u32::wrapping_add);
+        assert_eq!(got, want, "{words} words");
+    }
+    let odd = gpu.zeros::<u8>(24).unwrap();
+    let mut sums = gpu.zeros::<u32>(8).unwrap();
+    let e = gpu.read_words(&odd, &mut sums).unwrap_err();
+    assert!(e.to_string().contains("24 bytes"), "{e}");
+    gpu.empty_kernel().unwrap();
+    gpu.synchronize().unwrap();
 }
 
 /// Random weights of `ty` made by the CPU quantizer from random floats.

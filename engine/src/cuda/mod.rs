@@ -82,9 +82,20 @@ pub struct CudaDevice {
 }
 
 impl CudaDevice {
+    /// The matvec kernels' L2 prefetch (`Gpu::set_matvec_prefetch`) is off unless
+    /// `STRATA_MATVEC_PREFETCH=<bytes per row>` says otherwise (a trial setting that
+    /// `cuda-bench` and `scripts/gpu-check.sh` measure; not yet chosen by measurement).
     pub fn new(ordinal: usize) -> Result<CudaDevice, CudaError> {
+        let gpu = Gpu::new(ordinal)?;
+        if let Ok(v) = std::env::var("STRATA_MATVEC_PREFETCH") {
+            let bytes = v.trim().parse::<u32>().map_err(|_| CudaError::Shape {
+                op: "STRATA_MATVEC_PREFETCH",
+                what: format!("{v:?} is not a byte count (a whole number ≥ 0)"),
+            })?;
+            gpu.set_matvec_prefetch(bytes);
+        }
         Ok(CudaDevice {
-            gpu: Gpu::new(ordinal)?,
+            gpu,
             blocks: BTreeMap::new(),
             output: None,
             scratch: None,

@@ -1,7 +1,8 @@
 //! Matvec bandwidth for every weight format on the first CUDA device, next to the device's
 //! measured copy bandwidth in the same run.
 //!
-//! `cuda-bench [--iters N] [--csv] [--format NAME]`: for each format (or only NAME) and each
+//! `cuda-bench [--iters N] [--csv] [--format NAME] [--prefetch B,B,...]`: for each format
+//! (or only NAME) and each
 //! shape (4096×4096, 14336×4096), the time of one matvec on q8_1 (or f32) activations already
 //! on the device, and the bytes it must read (weights + activations + output) per second.
 //! The ratio is to a 256 MiB device-to-device copy in the same run, counted as read + write
@@ -13,20 +14,30 @@
 //! (Timing one copy again and again let 4096×4096 matrices sit in L2: F16 showed 128% of
 //! the copy bandwidth.) Without a device it says so and exits 0.
 //!
+//! Beside each matvec, on the same weight copies: `read`, a kernel that only reads the same
+//! bytes (coalesced 16-byte loads, probe.cu), so "% of read" is what the matvec's own work
+//! costs over reading; and the launch floor, an empty kernel back to back. Then the matvec
+//! again with each `--prefetch` setting (bytes of each row asked of L2 before the kernel's
+//! first wait, `Gpu::set_matvec_prefetch`; default 0, 1024 and 8192): every setting and the
+//! read are timed in two alternating rounds, and each cell is the faster round's mean.
+//!
 //! Then prefill: the tensor-core matmul of each format at 4096×4096 on 512 tokens (f32
 //! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch).
 
 use strata_kernels_cpu::GgmlType;
-use strata_kernels_cuda::{q8_1_bytes, DeviceBuffer, Gpu, GpuTimer};
+use strata_kernels_cuda::{q8_1_bytes, read_probe_sums, DeviceBuffer, Gpu, GpuTimer};
 
 const SHAPES: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
 /// Weight bytes touched between two uses of one weight copy (see the module comment).
 const ROTATE_BYTES: usize = 512 << 20;
+/// Timed rounds per cell (alternating between the read and the prefetch settings).
+const ROUNDS: usize = 2;
 
 fn main() {
     let mut iters = 50usize;
     let mut csv = false;
     let mut only: Option<GgmlType> = None;
+    let mut prefetch = vec![0u32, 1024, 8192];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -45,8 +56,29 @@ fn main() {
                     None => fail(&format!("--format {name:?} is not a weight format")),
                 }
             }
+            "--prefetch" => {
+                let list = args.next().unwrap_or_default();
+                match list
+                    .split(',')
+                    .map(|v| v.trim().parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(mut v) if !v.is_empty() => {
+                        // The first setting is the table's (the engine runs with 0).
+                        if v[0] != 0 {
+                            v.insert(0, 0);
+                        }
+                        prefetch = v;
+                    }
+                    _ => fail(&format!(
+                        "--prefetch takes bytes per row as a comma-separated list, not {list:?}"
+                    )),
+                }
+            }
             "-h" | "--help" => {
-                println!("usage: cuda-bench [--iters N] [--csv] [--format NAME]");
+                println!(
+                    "usage: cuda-bench [--iters N] [--csv] [--format NAME] [--prefetch B,B,...]"
+                );
                 return;
             }
             other => fail(&format!("unknown argument {other:?} (try --help)")),
@@ -59,7 +91,7 @@ fn main() {
             return;
         }
     };
-    if let Err(e) = run(&gpu, iters, csv, only) {
+    if let Err(e) = run(&gpu, iters, csv, only, &prefetch) {
         fail(&e.to_string());
     }
 }
@@ -74,14 +106,20 @@ fn run(
     iters: usize,
     csv: bool,
     only: Option<GgmlType>,
+    prefetch: &[u32],
 ) -> Result<(), strata_kernels_cuda::CudaError> {
     let info = gpu.info()?;
     let mut busy = Busy::new(gpu)?;
     let copy = busy.bandwidth(gpu, iters)?;
-    // Device time the timed launches queue behind (see `time_matvec`).
+    // Device time the timed launches queue behind (see `Rotation::time`).
     let lead_us = QUEUE_COPIES as f64 * busy.bytes() as f64 / (copy * 1e3);
+    let empty_us = time_empty(gpu, &mut busy, iters)?;
     if csv {
-        println!("format,rows,cols,bytes,us,gb_per_s,ratio_to_copy,host_us_per_launch");
+        println!(
+            "format,rows,cols,bytes,kernel,us,gb_per_s,ratio_to_copy,ratio_to_read,\
+             host_us_per_launch"
+        );
+        println!("empty,0,0,0,empty,{empty_us:.2},0,0,0,0");
     } else {
         println!(
             "device {} ({}, cc {}.{}, {:.1} GiB)\n",
@@ -92,6 +130,7 @@ fn run(
             info.total_bytes as f64 / (1u64 << 30) as f64
         );
         println!("device copy bandwidth (256 MiB, read + write): {copy:.1} GB/s");
+        println!("empty kernel, back to back: {empty_us:.2} µs a launch");
         println!(
             "matvec: launches cycle over weight copies, >= {} MiB touched between two uses \
              of one copy (not L2-resident); the timed launches queue behind {lead_us:.0} µs \
@@ -99,37 +138,92 @@ fn run(
              the host's side; * = the host fell behind the device in that row)\n",
             ROTATE_BYTES >> 20
         );
-        println!("| format | rows × cols | MiB read | µs | GB/s | % of copy | host µs/launch |");
-        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "read = a kernel that only reads the same weight bytes (coalesced 16-byte loads); \
+             % of read = read µs / matvec µs. Each cell: the faster of {ROUNDS} alternating \
+             rounds of {iters} launches\n"
+        );
+        println!(
+            "| format | rows × cols | MiB read | µs | GB/s | % of copy | read µs | % of read \
+             | host µs/launch |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
     }
+    let mut trials = Vec::new();
     for ty in GgmlType::WEIGHTS {
         if only.is_some_and(|t| t != ty) {
             continue;
         }
         for (rows, cols) in SHAPES {
-            let t = time_matvec(gpu, &mut busy, ty, rows, cols, iters)?;
-            let gbs = t.bytes as f64 / (t.us * 1e3);
+            let mut rot = Rotation::new(gpu, ty, rows, cols)?;
+            let mut best = vec![f64::INFINITY; prefetch.len()];
+            let mut read_us = rot.can_read().then_some(f64::INFINITY);
+            let mut host_us = 0.0f64;
+            for _ in 0..ROUNDS {
+                if let Some(r) = read_us.as_mut() {
+                    *r = r.min(rot.time(gpu, &mut busy, Kernel::Read, iters)?.0);
+                }
+                for (b, &p) in best.iter_mut().zip(prefetch) {
+                    let (us, host) = rot.time(gpu, &mut busy, Kernel::Matvec(p), iters)?;
+                    *b = b.min(us);
+                    if p == 0 {
+                        host_us = host_us.max(host);
+                    }
+                }
+            }
+            gpu.set_matvec_prefetch(0);
+            let us = best[0];
+            let bytes = rot.bytes();
+            let gbs = bytes as f64 / (us * 1e3);
             // The host fell behind if queuing all launches took longer than the lead plus
             // the device's own time for them.
-            let starved = t.host_us * iters as f64 > lead_us + t.us * iters as f64;
+            let starved = host_us * iters as f64 > lead_us + us * iters as f64;
             if csv {
-                println!(
-                    "{ty},{rows},{cols},{},{:.2},{gbs:.1},{:.3},{:.2}",
-                    t.bytes,
-                    t.us,
-                    gbs / copy,
-                    t.host_us
-                );
+                let line = |kernel: &str, us: f64| {
+                    let gbs = bytes as f64 / (us * 1e3);
+                    let of_read = read_us.map_or(0.0, |r| r / us);
+                    println!(
+                        "{ty},{rows},{cols},{bytes},{kernel},{us:.2},{gbs:.1},{:.3},{of_read:.3},\
+                         {host_us:.2}",
+                        gbs / copy
+                    );
+                };
+                if let Some(r) = read_us {
+                    line("read", r);
+                }
+                for (&p, &us) in prefetch.iter().zip(&best) {
+                    line(&format!("matvec_prefetch_{p}"), us);
+                }
             } else {
+                let (read, of_read) = match read_us {
+                    Some(r) => (format!("{r:.1}"), format!("{:.0}%", 100.0 * r / us)),
+                    None => ("-".to_string(), "-".to_string()),
+                };
                 println!(
-                    "| {ty} | {rows} × {cols} | {:.1} | {:.1} | {gbs:.0} | {:.0}% | {:.1}{} |",
-                    t.bytes as f64 / (1u64 << 20) as f64,
-                    t.us,
+                    "| {ty} | {rows} × {cols} | {:.1} | {us:.1} | {gbs:.0} | {:.0}% | {read} | \
+                     {of_read} | {host_us:.1}{} |",
+                    bytes as f64 / (1u64 << 20) as f64,
                     100.0 * gbs / copy,
-                    t.host_us,
                     if starved { " *" } else { "" }
                 );
+                trials.push((ty, rows, cols, bytes, best));
             }
+        }
+    }
+    if !csv && prefetch.len() > 1 {
+        println!(
+            "\nmatvec µs by prefetch (bytes of each row asked of L2 before the kernel's first \
+             wait; % of copy in brackets)\n"
+        );
+        let head: Vec<String> = prefetch.iter().map(|p| format!("{p} B")).collect();
+        println!("| format | rows × cols | {} |", head.join(" | "));
+        println!("|---|---|{}", "---|".repeat(prefetch.len()));
+        for (ty, rows, cols, bytes, best) in trials {
+            let cells: Vec<String> = best
+                .iter()
+                .map(|&us| format!("{us:.1} ({:.0}%)", 100.0 * bytes as f64 / (us * 1e3) / copy))
+                .collect();
+            println!("| {ty} | {rows} × {cols} | {} |", cells.join(" | "));
         }
     }
     if !csv {
@@ -223,70 +317,144 @@ impl Busy {
     }
 }
 
-struct Timing {
-    /// Mean device µs of one matvec.
-    us: f64,
-    /// Bytes one matvec reads and writes.
-    bytes: usize,
-    /// Mean host µs to queue one matvec.
-    host_us: f64,
-}
-
-/// One matvec's device time, cycling over weight copies.
-fn time_matvec(
+/// Mean device µs of one empty kernel, launched back to back behind the copies.
+fn time_empty(
     gpu: &Gpu,
     busy: &mut Busy,
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
     iters: usize,
-) -> Result<Timing, strata_kernels_cuda::CudaError> {
-    let wbytes = rows * cols / ty.block_size() * ty.type_size();
-    // Random bytes: the timing of these kernels does not depend on the values. The copies
-    // are made on the device (uploading 512 MiB per row would dominate the run).
-    let first = gpu.upload(&random_bytes(wbytes, ty.id() as u64 + 1))?;
-    let ncopies = ROTATE_BYTES.div_ceil(wbytes).max(2);
-    let mut ws = Vec::with_capacity(ncopies);
-    for _ in 1..ncopies {
-        let mut c = gpu.zeros::<u8>(wbytes)?;
-        c.copy_within_device(gpu, 0, &first, 0, wbytes)?;
-        ws.push(c);
-    }
-    ws.push(first);
-    let x = gpu.upload(&vec![0.5f32; cols])?;
-    let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, 1))?;
-    let mut y = gpu.zeros::<f32>(rows)?;
-    let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-    gpu.quantize_q8_1(&x, &mut xq, cols, 1)?;
-    let mut once = |w: &DeviceBuffer<u8>, y: &mut DeviceBuffer<f32>| {
-        if float {
-            gpu.matvec(ty, w, &x, &mut xq, y, cols, rows, 1)
-        } else {
-            gpu.matvec_q8_1(ty, w, &xq, y, cols, rows, 1)
-        }
-    };
-    // One full cycle first: each timed launch then reads a copy last touched a cycle ago.
-    for w in &ws {
-        once(w, &mut y)?;
-    }
-    // Device work ahead of the timer, so that the host queues launches while the device is
-    // busy and the events measure the kernels back to back, not the host's launch rate.
+) -> Result<f64, strata_kernels_cuda::CudaError> {
+    gpu.empty_kernel()?; // loads the module
     for _ in 0..QUEUE_COPIES {
         busy.copy(gpu)?;
     }
     let t = GpuTimer::start(gpu)?;
-    let host = std::time::Instant::now();
-    for i in 0..iters {
-        once(&ws[i % ncopies], &mut y)?;
+    for _ in 0..iters {
+        gpu.empty_kernel()?;
     }
-    let host_us = host.elapsed().as_secs_f64() * 1e6 / iters as f64;
-    let ms = t.stop(gpu)? as f64;
-    let act = if float { cols * 4 } else { q8_1_bytes(cols, 1) };
-    Ok(Timing {
-        us: ms * 1e3 / iters as f64,
-        bytes: wbytes + act + rows * 4,
-        host_us,
-    })
+    Ok(t.stop(gpu)? as f64 * 1e3 / iters as f64)
+}
+
+/// What [`Rotation::time`] launches.
+#[derive(Clone, Copy)]
+enum Kernel {
+    /// The read probe over the weight bytes.
+    Read,
+    /// The matvec with this many prefetch bytes per row.
+    Matvec(u32),
+}
+
+/// One format and shape: enough copies of random weights to rotate over (see the module
+/// comment), and the activations and output.
+struct Rotation {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    ws: Vec<DeviceBuffer<u8>>,
+    x: DeviceBuffer<f32>,
+    xq: DeviceBuffer<u8>,
+    y: DeviceBuffer<f32>,
+    sums: DeviceBuffer<u32>,
+}
+
+impl Rotation {
+    fn new(
+        gpu: &Gpu,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Rotation, strata_kernels_cuda::CudaError> {
+        let wbytes = rows * cols / ty.block_size() * ty.type_size();
+        // Random bytes: the timing of these kernels does not depend on the values. The
+        // copies are made on the device (uploading 512 MiB per row would dominate the run).
+        let first = gpu.upload(&random_bytes(wbytes, ty.id() as u64 + 1))?;
+        let ncopies = ROTATE_BYTES.div_ceil(wbytes).max(2);
+        let mut ws = Vec::with_capacity(ncopies);
+        for _ in 1..ncopies {
+            let mut c = gpu.zeros::<u8>(wbytes)?;
+            c.copy_within_device(gpu, 0, &first, 0, wbytes)?;
+            ws.push(c);
+        }
+        ws.push(first);
+        let x = gpu.upload(&vec![0.5f32; cols])?;
+        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, 1))?;
+        gpu.quantize_q8_1(&x, &mut xq, cols, 1)?;
+        Ok(Rotation {
+            ty,
+            rows,
+            cols,
+            ws,
+            x,
+            xq,
+            y: gpu.zeros::<f32>(rows)?,
+            sums: gpu.zeros::<u32>(read_probe_sums(wbytes))?,
+        })
+    }
+
+    fn float(&self) -> bool {
+        matches!(self.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
+    /// Whether the read probe can take the weights (a whole number of 16-byte words).
+    fn can_read(&self) -> bool {
+        self.ws[0].len().is_multiple_of(16)
+    }
+
+    /// Bytes one matvec reads and writes: weights, activations, output.
+    fn bytes(&self) -> usize {
+        let act = if self.float() {
+            self.cols * 4
+        } else {
+            q8_1_bytes(self.cols, 1)
+        };
+        self.ws[0].len() + act + self.rows * 4
+    }
+
+    fn once(
+        &mut self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        i: usize,
+    ) -> Result<(), strata_kernels_cuda::CudaError> {
+        let (ty, rows, cols) = (self.ty, self.rows, self.cols);
+        let w = &self.ws[i % self.ws.len()];
+        match kernel {
+            Kernel::Read => gpu.read_words(w, &mut self.sums),
+            Kernel::Matvec(_) if self.float() => {
+                gpu.matvec(ty, w, &self.x, &mut self.xq, &mut self.y, cols, rows, 1)
+            }
+            Kernel::Matvec(_) => gpu.matvec_q8_1(ty, w, &self.xq, &mut self.y, cols, rows, 1),
+        }
+    }
+
+    /// Mean device µs and host µs of one launch of `kernel`, cycling over the copies.
+    fn time(
+        &mut self,
+        gpu: &Gpu,
+        busy: &mut Busy,
+        kernel: Kernel,
+        iters: usize,
+    ) -> Result<(f64, f64), strata_kernels_cuda::CudaError> {
+        if let Kernel::Matvec(p) = kernel {
+            gpu.set_matvec_prefetch(p);
+        }
+        // One full cycle first: each timed launch then reads a copy last touched a cycle ago.
+        for i in 0..self.ws.len() {
+            self.once(gpu, kernel, i)?;
+        }
+        // Device work ahead of the timer, so that the host queues launches while the device
+        // is busy and the events measure the kernels back to back, not the host's launch rate.
+        for _ in 0..QUEUE_COPIES {
+            busy.copy(gpu)?;
+        }
+        let t = GpuTimer::start(gpu)?;
+        let host = std::time::Instant::now();
+        for i in 0..iters {
+            self.once(gpu, kernel, i)?;
+        }
+        let host_us = host.elapsed().as_secs_f64() * 1e6 / iters as f64;
+        let ms = t.stop(gpu)? as f64;
+        Ok((ms * 1e3 / iters as f64, host_us))
+    }
 }
 
 /// xorshift64*: fast, reproducible filler.

@@ -154,10 +154,17 @@ impl Gpu {
             block_dim: (threads, 1, 1),
             shared_mem_bytes: shared,
         };
+        let prefetch = self.matvec_prefetch();
         let f = self.function("matvec", name)?;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(w).arg(x).arg(y.slice_mut()).arg(&nc).arg(&nr);
-        // SAFETY: matvec.cu's kernels all take (w, x, y, ncols, nrows); sizes checked by callers.
+        b.arg(w)
+            .arg(x)
+            .arg(y.slice_mut())
+            .arg(&nc)
+            .arg(&nr)
+            .arg(&prefetch);
+        // SAFETY: matvec.cu's kernels all take (w, x, y, ncols, nrows, prefetch); sizes
+        // checked by callers; the prefetch requests stay inside each row.
         unsafe { b.launch(cfg) }.during(OP)?;
         Ok(())
     }
