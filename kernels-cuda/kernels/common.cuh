@@ -96,6 +96,13 @@ __device__ __forceinline__ int dp4a(int a, int b, int c) {
     return d;
 }
 
+// The 32 bits of hi:lo starting at bit `sh` (0 ≤ sh ≤ 32: 32 gives hi).
+__device__ __forceinline__ uint32_t funnel_r(uint32_t lo, uint32_t hi, int sh) {
+    uint32_t d;
+    asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(lo), "r"(hi), "r"(sh));
+    return d;
+}
+
 #endif  // !STRATA_HOST_CHECK
 
 // Byte-wise v − k for bytes 0 ≤ v < 2k ≤ 128, giving signed bytes (−k … k−1) with no
@@ -117,6 +124,84 @@ __device__ __forceinline__ uint32_t load_u32_a4(const uint8_t* p) {
 }
 __device__ __forceinline__ uint16_t load_u16(const uint8_t* p) {
     return *(const uint16_t*)p;
+}
+
+// Fewer, wider loads. The matvec kernels' speed follows the load instructions they issue per
+// weight byte (docs/gpu-results.md: on an H100 the formats' marginal read rates fall in the
+// order of their loads per byte), so the dot products read blocks through these instead of
+// one 16-bit load per half-word.
+//
+// A span of bytes at a 2-byte aligned address, read as R aligned 32-bit words: raw[0] is the
+// word at or below the span's start, sh the start's offset in it in bits (0 or 16). The
+// first word may begin 2 bytes before the span: still inside the allocation, whose start is
+// 256-byte aligned. The last word may end 2 bytes past the span: span_mid only where that is
+// still inside the same block, span_end (a span that ends the block) reads it as 16 bits
+// when only its low half belongs to the block.
+template <int R>
+struct Span {
+    uint32_t raw[R];
+    int sh;
+};
+
+template <int R>
+__device__ __forceinline__ Span<R> span_mid(const uint8_t* p) {
+    Span<R> s;
+    // Stepping back from p (not masking the integer address) keeps p's address space: the
+    // compiler then emits global loads, not generic ones.
+    const int back = (int)((uint64_t)p & 2);
+    const uint32_t* q = (const uint32_t*)(p - back);
+    s.sh = back * 8;
+#pragma unroll
+    for (int i = 0; i < R; ++i) s.raw[i] = q[i];
+    return s;
+}
+
+template <int R>
+__device__ __forceinline__ Span<R> span_end(const uint8_t* p) {
+    Span<R> s;
+    // Stepping back from p (not masking the integer address) keeps p's address space: the
+    // compiler then emits global loads, not generic ones.
+    const int back = (int)((uint64_t)p & 2);
+    const uint32_t* q = (const uint32_t*)(p - back);
+    s.sh = back * 8;
+#pragma unroll
+    for (int i = 0; i < R - 1; ++i) s.raw[i] = q[i];
+    s.raw[R - 1] = s.sh ? q[R - 1] : (uint32_t)load_u16((const uint8_t*)(q + R - 1));
+    return s;
+}
+
+// The little-endian u32 (u16) at even byte offset o of the span.
+template <int R>
+__device__ __forceinline__ uint32_t span_u32(const Span<R>& s, int o) {
+    return funnel_r(s.raw[o / 4], s.raw[o / 4 + 1], s.sh + 8 * (o % 4));
+}
+template <int R>
+__device__ __forceinline__ uint32_t span_u16(const Span<R>& s, int o) {
+    return span_u32(s, o) & 0xFFFFu;
+}
+
+// N·4 words from 16-byte aligned p (Q4_K and Q5_K blocks, 144 and 176 bytes, keep rows of a
+// 256-byte aligned matrix 16-byte aligned): N 128-bit loads.
+template <int N>
+__device__ __forceinline__ void load_words_a16(const uint8_t* p, uint32_t (&w)[4 * N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const uint4 v = ((const uint4*)p)[i];
+        w[4 * i] = v.x;
+        w[4 * i + 1] = v.y;
+        w[4 * i + 2] = v.z;
+        w[4 * i + 3] = v.w;
+    }
+}
+// N·2 words from 8-byte aligned p (Q5_1's 24-byte blocks).
+template <int N>
+__device__ __forceinline__ void load_words_a8(const uint8_t* p, uint32_t (&w)[2 * N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const uint2 v = ((const uint2*)p)[i];
+        w[2 * i] = v.x;
+        w[2 * i + 1] = v.y;
+    }
 }
 
 // The activation block the quantized matvec kernels read: 32 values as int8 with one f16

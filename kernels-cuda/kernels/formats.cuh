@@ -152,20 +152,27 @@ __device__ __forceinline__ uint32_t bits_to_byte_bit4(uint32_t v) {
     return ((v & 1u) << 4) | ((v & 2u) << 11) | ((v & 4u) << 18) | ((v & 8u) << 25);
 }
 
-// Σ (q−8)·xq over the block, q the nibbles of the four ints of qs.
+// Each dot product reads its sub-block with the fewest loads its alignment allows (common.cuh:
+// Span, load_words_a8/a16): Q4_0, Q5_0, Q8_0 whole 2-byte aligned blocks as aligned words;
+// Q3_K and Q6_K their 32-byte spans likewise; Q4_1, Q2_K 32-bit words; Q5_1 64-bit words;
+// Q4_K, Q5_K 128-bit words.
+
+// Σ (q−8)·xq over the block, q the nibbles of the four ints of qs. Block: d @0, qs @2.
 __device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    const Span<5> w = span_end<5>(b);
     int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        const uint32_t v = load_u32_a2(b + 2 + 4 * k);
+        const uint32_t v = span_u32(w, 2 + 4 * k);
         sumi = dp4a(bytes_minus(v & 0x0F0F0F0Fu, 8), xq_int(x, k), sumi);
         sumi = dp4a(bytes_minus((v >> 4) & 0x0F0F0F0Fu, 8), xq_int(x, k + 4), sumi);
     }
-    return f16_to_f32(load_u16(b)) * f16_to_f32(x->d) * (float)sumi;
+    return f16_to_f32(span_u16(w, 0)) * f16_to_f32(x->d) * (float)sumi;
 }
 
-// Σ (q·d + m)·xq·dx = d·dx·Σ q·xq + m·s.
+// Σ (q·d + m)·xq·dx = d·dx·Σ q·xq + m·s. Block (4-byte aligned): d @0, m @2, qs @4.
 __device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    const uint32_t dm = load_u32_a4(b);
     int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -173,51 +180,60 @@ __device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const b
         sumi = dp4a((int)(v & 0x0F0F0F0Fu), xq_int(x, k), sumi);
         sumi = dp4a((int)((v >> 4) & 0x0F0F0F0Fu), xq_int(x, k + 4), sumi);
     }
-    const float d = f16_to_f32(load_u16(b)), m = f16_to_f32(load_u16(b + 2));
+    const float d = f16_to_f32(dm & 0xFFFF), m = f16_to_f32(dm >> 16);
     return d * f16_to_f32(x->d) * (float)sumi + m * f16_to_f32(x->s);
 }
 
+// Block: d @0, qh @2, qs @6.
 __device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
-    const uint32_t qh = load_u32_a2(b + 2);
+    const Span<6> w = span_end<6>(b);
+    const uint32_t qh = span_u32(w, 2);
     int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        const uint32_t v = load_u32_a2(b + 6 + 4 * k);
+        const uint32_t v = span_u32(w, 6 + 4 * k);
         const uint32_t lo = (v & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (4 * k));
         const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (16 + 4 * k));
         sumi = dp4a(bytes_minus(lo, 16), xq_int(x, k), sumi);
         sumi = dp4a(bytes_minus(hi, 16), xq_int(x, k + 4), sumi);
     }
-    return f16_to_f32(load_u16(b)) * f16_to_f32(x->d) * (float)sumi;
+    return f16_to_f32(span_u16(w, 0)) * f16_to_f32(x->d) * (float)sumi;
 }
 
+// Block (8-byte aligned): d @0, m @2, qh @4, qs @8.
 __device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
-    const uint32_t qh = load_u32_a4(b + 4);
+    uint32_t w[6];
+    load_words_a8<3>(b, w);
+    const uint32_t qh = w[1];
     int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        const uint32_t v = load_u32_a4(b + 8 + 4 * k);
+        const uint32_t v = w[2 + k];
         const uint32_t lo = (v & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (4 * k));
         const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (16 + 4 * k));
         sumi = dp4a((int)lo, xq_int(x, k), sumi);
         sumi = dp4a((int)hi, xq_int(x, k + 4), sumi);
     }
-    const float d = f16_to_f32(load_u16(b)), m = f16_to_f32(load_u16(b + 2));
+    const float d = f16_to_f32(w[0] & 0xFFFF), m = f16_to_f32(w[0] >> 16);
     return d * f16_to_f32(x->d) * (float)sumi + m * f16_to_f32(x->s);
 }
 
+// Block: d @0, qs @2.
 __device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+    const Span<9> w = span_end<9>(b);
     int sumi = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) sumi = dp4a((int)load_u32_a2(b + 2 + 4 * k), xq_int(x, k), sumi);
-    return f16_to_f32(load_u16(b)) * f16_to_f32(x->d) * (float)sumi;
+    for (int k = 0; k < 8; ++k) sumi = dp4a((int)span_u32(w, 2 + 4 * k), xq_int(x, k), sumi);
+    return f16_to_f32(span_u16(w, 0)) * f16_to_f32(x->d) * (float)sumi;
 }
 
 // Q2_K sub-block s of 32 = two scale groups of 16 (2s, 2s+1): bytes qs[32·(s/4) …] shifted by
-// 2·(s%4). The min needs Σxq per group of 16: dp4a with all-ones bytes.
+// 2·(s%4). The min needs Σxq per group of 16: dp4a with all-ones bytes. Block (4-byte
+// aligned): scales @0, qs @16, d @80, dmin @82.
 __device__ __forceinline__ float dot_q2_k(const uint8_t* b, int s, const block_q8_1* x) {
     const uint8_t* qs = b + 16 + 32 * (s / 4);
     const int shift = 2 * (s % 4);
+    const uint32_t scales = load_u16(b + 2 * s);
     float acc_d = 0.0f, acc_m = 0.0f;
 #pragma unroll
     for (int g = 0; g < 2; ++g) {
@@ -228,29 +244,44 @@ __device__ __forceinline__ float dot_q2_k(const uint8_t* b, int s, const block_q
             sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x03030303u), xv, sumi);
             sumx = dp4a(0x01010101, xv, sumx);
         }
-        const int sc = b[2 * s + g];
+        const int sc = (scales >> (8 * g)) & 0xFF;
         acc_d += (float)((sc & 0xF) * sumi);
         acc_m += (float)((sc >> 4) * sumx);
     }
-    const float d = f16_to_f32(load_u16(b + 80)), dmin = f16_to_f32(load_u16(b + 82));
+    const uint32_t dd = load_u32_a4(b + 80);
+    const float d = f16_to_f32(dd & 0xFFFF), dmin = f16_to_f32(dd >> 16);
     return f16_to_f32(x->d) * (d * acc_d - dmin * acc_m);
 }
 
-// Q3_K sub-block s: h = s/4, j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4.
+// Q3_K's scales 2s and 2s + 1 (minus 32; see scale_q3_k) from two 16-bit loads: their low
+// nibbles are in adjacent bytes (2s % 8, + 1; high nibbles for s ≥ 4), their high bit
+// pairs in bytes 8 + 2s % 4 and + 1, at bits 2·(s/2).
+__device__ __forceinline__ void scales_q3_k_pair(const uint8_t* sc, int s, int* s0, int* s1) {
+    const uint32_t lo = load_u16(sc + (2 * s) % 8) >> (s >= 4 ? 4 : 0);
+    const uint32_t hi = load_u16(sc + 8 + (2 * s) % 4) >> (2 * (s / 2));
+    *s0 = (int)((lo & 0xF) | ((hi & 3) << 4)) - 32;
+    *s1 = (int)(((lo >> 8) & 0xF) | (((hi >> 8) & 3) << 4)) - 32;
+}
+
+// Q3_K sub-block s: h = s/4, j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4. Block:
+// hmask @0, qs @32, scales @96, d @108 (2-byte aligned; both 32-byte spans end well inside it).
 __device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const block_q8_1* x) {
     const int h = s / 4, j = s % 4;
-    const uint8_t* qs = b + 32 + 32 * h;
+    const Span<9> hm = span_mid<9>(b);
+    const Span<9> qs = span_mid<9>(b + 32 + 32 * h);
+    int sc[2];
+    scales_q3_k_pair(b + 96, s, &sc[0], &sc[1]);
     int acc = 0;
 #pragma unroll
     for (int g = 0; g < 2; ++g) {
         int sumi = 0;
 #pragma unroll
         for (int k = 4 * g; k < 4 * g + 4; ++k) {
-            const uint32_t q2 = (load_u32_a2(qs + 4 * k) >> (2 * j)) & 0x03030303u;
-            const uint32_t hb = (load_u32_a2(b + 4 * k) >> (4 * h + j)) & 0x01010101u;
+            const uint32_t q2 = (span_u32(qs, 4 * k) >> (2 * j)) & 0x03030303u;
+            const uint32_t hb = (span_u32(hm, 4 * k) >> (4 * h + j)) & 0x01010101u;
             sumi = dp4a(bytes_minus(q2 | (hb << 2), 4), xq_int(x, k), sumi);
         }
-        acc += scale_q3_k(b + 96, 2 * s + g) * sumi;
+        acc += sc[g] * sumi;
     }
     return f16_to_f32(load_u16(b + 108)) * f16_to_f32(x->d) * (float)acc;
 }
@@ -263,65 +294,80 @@ __device__ __forceinline__ int sum_xq(const block_q8_1* x) {
     return sumx;
 }
 
+// scale_min_k4 from the 12 scale bytes as three words (the last three words of a Q4_K/Q5_K
+// block's first 16 bytes), without per-lane branches.
+__device__ __forceinline__ void scale_min_k4_words(int j, const uint32_t* q, int* sc, int* m) {
+    const int sh = 8 * (j & 3);
+    const uint32_t a0 = q[0] >> sh, a1 = q[1] >> sh, a2 = q[2] >> sh;
+    *sc = (int)(j < 4 ? (a0 & 63) : ((a2 & 0xF) | ((a0 >> 2) & 0x30)));
+    *m = (int)(j < 4 ? (a1 & 63) : (((a2 >> 4) & 0xF) | ((a1 >> 2) & 0x30)));
+}
+
 // Q4_K sub-block s: one scale and min for all 32: dx·(d·sc·Σq·xq − dmin·m·Σxq). The K-quant
 // mins take Σxq exactly (one more dp4a) rather than q8_1's f16-rounded s, so the only
-// difference from dequantize-then-dot is f32 rounding.
+// difference from dequantize-then-dot is f32 rounding. Block (16-byte aligned): d @0, dmin
+// @2, scales @4, qs @16; 128-bit loads.
 // dot_q4_k with sumx = sum_xq(x) given: it is the same for every row, so the matvec kernel
 // computes it once per block of x.
 __device__ __forceinline__ float dot_q4_k_sumx(const uint8_t* b, int s, const block_q8_1* x,
                                                int sumx) {
-    const uint8_t* qs = b + 16 + 32 * (s / 2);
+    uint32_t head[4], q[8];
+    load_words_a16<1>(b, head);
+    load_words_a16<2>(b + 16 + 32 * (s / 2), q);
     const int shift = 4 * (s & 1);
     int sumi = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-        sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x0F0F0F0Fu), xq_int(x, k), sumi);
-    }
+    for (int k = 0; k < 8; ++k) sumi = dp4a((int)((q[k] >> shift) & 0x0F0F0F0Fu), xq_int(x, k), sumi);
     int sc, m;
-    scale_min_k4(s, b + 4, &sc, &m);
-    const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
+    scale_min_k4_words(s, head + 1, &sc, &m);
+    const float d = f16_to_f32(head[0] & 0xFFFF), dmin = f16_to_f32(head[0] >> 16);
     return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
 }
 __device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const block_q8_1* x) {
     return dot_q4_k_sumx(b, s, x, sum_xq(x));
 }
 
+// Block (16-byte aligned): d @0, dmin @2, scales @4, qh @16, qs @48; 128-bit loads.
 __device__ __forceinline__ float dot_q5_k(const uint8_t* b, int s, const block_q8_1* x) {
-    const uint8_t* qs = b + 48 + 32 * (s / 2);
+    uint32_t head[4], qh[8], q[8];
+    load_words_a16<1>(b, head);
+    load_words_a16<2>(b + 16, qh);
+    load_words_a16<2>(b + 48 + 32 * (s / 2), q);
     const int shift = 4 * (s & 1);
     int sumi = 0, sumx = 0;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const int xv = xq_int(x, k);
-        const uint32_t lo = (load_u32_a4(qs + 4 * k) >> shift) & 0x0F0F0F0Fu;
-        const uint32_t hb = (load_u32_a4(b + 16 + 4 * k) >> s) & 0x01010101u;
+        const uint32_t lo = (q[k] >> shift) & 0x0F0F0F0Fu;
+        const uint32_t hb = (qh[k] >> s) & 0x01010101u;
         sumi = dp4a((int)(lo | (hb << 4)), xv, sumi);
         sumx = dp4a(0x01010101, xv, sumx);
     }
     int sc, m;
-    scale_min_k4(s, b + 4, &sc, &m);
-    const float d = f16_to_f32(load_u16(b)), dmin = f16_to_f32(load_u16(b + 2));
+    scale_min_k4_words(s, head + 1, &sc, &m);
+    const float d = f16_to_f32(head[0] & 0xFFFF), dmin = f16_to_f32(head[0] >> 16);
     return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
 }
 
-// Q6_K sub-block s: h = s/4, j = s%4; two scale groups of 16 (8h + 2j, +1).
+// Q6_K sub-block s: h = s/4, j = s%4; two scale groups of 16 (8h + 2j, +1). Block (2-byte
+// aligned): ql @0, qh @128, scales @192, d @208; both 32-byte spans end inside it.
 __device__ __forceinline__ float dot_q6_k(const uint8_t* b, int s, const block_q8_1* x) {
     const int h = s / 4, j = s % 4;
-    const uint8_t* ql = b + 64 * h + 32 * (j & 1);
-    const uint8_t* qh = b + 128 + 32 * h;
+    const Span<9> ql = span_mid<9>(b + 64 * h + 32 * (j & 1));
+    const Span<9> qh = span_mid<9>(b + 128 + 32 * h);
     const int lshift = j >= 2 ? 4 : 0;
-    const int8_t* scales = (const int8_t*)(b + 192);
+    const uint32_t scales = load_u16(b + 192 + 8 * h + 2 * j);
     int acc = 0;
 #pragma unroll
     for (int g = 0; g < 2; ++g) {
         int sumi = 0;
 #pragma unroll
         for (int k = 4 * g; k < 4 * g + 4; ++k) {
-            const uint32_t lo = (load_u32_a2(ql + 4 * k) >> lshift) & 0x0F0F0F0Fu;
-            const uint32_t hi = (load_u32_a2(qh + 4 * k) >> (2 * j)) & 0x03030303u;
+            const uint32_t lo = (span_u32(ql, 4 * k) >> lshift) & 0x0F0F0F0Fu;
+            const uint32_t hi = (span_u32(qh, 4 * k) >> (2 * j)) & 0x03030303u;
             sumi = dp4a(bytes_minus(lo | (hi << 4), 32), xq_int(x, k), sumi);
         }
-        acc += (int)scales[8 * h + 2 * j + g] * sumi;
+        acc += (int)(int8_t)(scales >> (8 * g)) * sumi;
     }
     return f16_to_f32(load_u16(b + 208)) * f16_to_f32(x->d) * (float)acc;
 }

@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_tests::cuda_check::{offsets16, same_bits};
 use strata_tests::golden;
@@ -23,18 +26,30 @@ fn build_checker(dir: &Path) -> Option<PathBuf> {
     }
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
     let exe = dir.join("formats_check");
-    let out = Command::new(&cxx)
-        .args([
-            "-std=c++17",
-            "-O1",
-            "-ffp-contract=off",
-            "-Wall",
-            "-Wno-unknown-pragmas",
-        ])
-        .args(["-DSTRATA_HOST_CHECK", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output();
+    let compile = |extra: &[&str]| {
+        Command::new(&cxx)
+            .args([
+                "-std=c++17",
+                "-O1",
+                "-ffp-contract=off",
+                "-Wall",
+                "-Wno-unknown-pragmas",
+            ])
+            .args(extra)
+            .args(["-DSTRATA_HOST_CHECK", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output()
+    };
+    // With AddressSanitizer where the compiler has it: a kernel read past a block's bytes
+    // (the dot products read blocks as aligned words) then fails the run.
+    let out = match compile(&["-fsanitize=address", "-fno-omit-frame-pointer"]) {
+        Ok(o) if o.status.success() => Ok(o),
+        _ => {
+            println!("note: formats_check built without AddressSanitizer (not available)");
+            compile(&[])
+        }
+    };
     match out {
         Err(e) => {
             println!("skipped: no C++ compiler ({cxx}: {e})");
@@ -140,40 +155,78 @@ fn format_arithmetic_matches_golden_on_the_host() {
             let mut xhat = vec![0.0f32; cols];
             dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
             let (wf, y) = run(&exe, &dir, ty, rows, cols, &case.w, &xq);
-            for r in 0..rows {
-                let wr = &wf[r * cols..(r + 1) * cols];
-                // Legacy formats: golden y_q (same activation blocks, Q4_1/Q5_1 with the f16
-                // s). K-quants take Σxq exactly: the f64 product of dequantized W and x̂.
-                let want = if ty.is_k_quant() {
-                    wr.iter()
-                        .zip(&xhat)
-                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                        .sum::<f64>()
+            // Legacy formats: golden y_q (same activation blocks, Q4_1/Q5_1 with the f16
+            // s). K-quants take Σxq exactly: the f64 product of dequantized W and x̂.
+            let want = |r: usize, exact: f64| {
+                if ty.is_k_quant() {
+                    exact
                 } else {
                     case.y_q[r]
-                };
-                // nsub terms summed in order, each ≤ 4 roundings over a scale part and an
-                // offset part bounded by Σ(|w| + |b|)|x̂| and |b|·Σ|x̂| (b: the offset of
-                // each group of 16, w = a·q + b): (nsub + 4)·u·Σ(|w| + 2|b|)|x̂|.
-                let row_bytes = cols / ty.block_size() * ty.type_size();
-                let mut mag = 0.0f64;
-                for blk in 0..cols / ty.block_size() {
-                    let bytes = &case.w[r * row_bytes + blk * ty.type_size()..][..ty.type_size()];
-                    let b = offsets16(ty, bytes);
-                    for e in 0..ty.block_size() {
-                        let i = blk * ty.block_size() + e;
-                        mag += (f64::from(wr[i]).abs() + 2.0 * b[e / 16].abs())
-                            * f64::from(xhat[i]).abs();
-                    }
                 }
-                let tol = ((cols / 32) as f64 + 4.0) * U * mag + U * want.abs() + f64::MIN_POSITIVE;
-                let diff = (f64::from(y[r]) - want).abs();
-                assert!(
-                    diff <= tol,
-                    "{ty} {rows}x{cols} row {r}: host dot {} vs {want} (|diff| {diff:e} > {tol:e})",
-                    y[r]
-                );
+            };
+            check_rows(ty, rows, cols, &case.w, &wf, &xhat, &y, want);
+        }
+
+        // An odd number of 2-byte aligned blocks, so that the matrix ends 2 bytes past a
+        // 4-byte boundary: the last block's reads must stop at its end (AddressSanitizer,
+        // where the checker was built with it, fails the run on a read past the buffer).
+        if ty.type_size() % 4 == 2 {
+            let mut r = ChaCha8Rng::seed_from_u64(ty.id() as u64);
+            let (rows, cols) = (3, 3 * ty.block_size());
+            let f: Vec<f32> = (0..rows * cols).map(|_| r.random::<f32>() - 0.5).collect();
+            let x: Vec<f32> = (0..cols).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+            let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
+            quantize(ty, &f, &mut w).unwrap();
+            let mut xq = vec![0u8; cols / 32 * 36];
+            quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
+            let mut xhat = vec![0.0f32; cols];
+            dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
+            let (wf, y) = run(&exe, &dir, ty, rows, cols, &w, &xq);
+            // These formats have no min: the kernel's sum is the exact product, rounded.
+            check_rows(ty, rows, cols, &w, &wf, &xhat, &y, |_, exact| exact);
+        }
+    }
+}
+
+/// Each row's host dot product against `want(row, exact f64 product of W and x̂)`.
+#[allow(clippy::too_many_arguments)]
+fn check_rows(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    w: &[u8],
+    wf: &[f32],
+    xhat: &[f32],
+    y: &[f32],
+    want: impl Fn(usize, f64) -> f64,
+) {
+    for r in 0..rows {
+        let wr = &wf[r * cols..(r + 1) * cols];
+        let exact = wr
+            .iter()
+            .zip(xhat)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum::<f64>();
+        let want = want(r, exact);
+        // nsub terms summed in order, each ≤ 4 roundings over a scale part and an offset
+        // part bounded by Σ(|w| + |b|)|x̂| and |b|·Σ|x̂| (b: the offset of each group of 16,
+        // w = a·q + b): (nsub + 4)·u·Σ(|w| + 2|b|)|x̂|.
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        let mut mag = 0.0f64;
+        for blk in 0..cols / ty.block_size() {
+            let bytes = &w[r * row_bytes + blk * ty.type_size()..][..ty.type_size()];
+            let b = offsets16(ty, bytes);
+            for e in 0..ty.block_size() {
+                let i = blk * ty.block_size() + e;
+                mag += (f64::from(wr[i]).abs() + 2.0 * b[e / 16].abs()) * f64::from(xhat[i]).abs();
             }
         }
+        let tol = ((cols / 32) as f64 + 4.0) * U * mag + U * want.abs() + f64::MIN_POSITIVE;
+        let diff = (f64::from(y[r]) - want).abs();
+        assert!(
+            diff <= tol,
+            "{ty} {rows}x{cols} row {r}: host dot {} vs {want} (|diff| {diff:e} > {tol:e})",
+            y[r]
+        );
     }
 }
