@@ -37,7 +37,7 @@ static void write_f32(const char* path, const std::vector<float>& v) {
 }
 
 typedef float (*dequant_fn)(const uint8_t*, int);
-typedef float (*dot_fn)(const uint8_t*, int, const block_q8_1*);
+typedef float (*dot_fn)(const uint8_t*, int, const xblock*);
 
 int main(int argc, char** argv) {
     if (argc != 8) {
@@ -87,8 +87,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "formats_check: %s has %zu bytes, expected %ld\n", argv[5], xq_bytes.size(), nsub * 36);
         return 2;
     }
-    std::vector<block_q8_1> xq(nsub);
-    std::memcpy(xq.data(), xq_bytes.data(), xq_bytes.size());
+    std::vector<block_q8_1> xg(nsub);
+    std::memcpy(xg.data(), xq_bytes.data(), xq_bytes.size());
+    // As the matvec kernels stage x in shared memory.
+    std::vector<xblock> xq(nsub);
+    for (long i = 0; i < nsub; ++i) xq[i] = make_xblock(&xg[i]);
     std::vector<float> y(rows);
     for (long r = 0; r < rows; ++r) {
         const uint8_t* wr = w.data() + r * row_bytes;

@@ -3,6 +3,7 @@
 //                                 arithmetic as the CPU reference (kernels-cpu/src/formats)
 //   dot_<fmt>(block, sub, x)      Σ over the 32 weights of sub-block `sub` (weights
 //                                 32·sub … 32·sub+31 of the block) times the q8_1 block x
+//                                 (as an xblock)
 // Layouts: /work/shared/FORMATS.md, kernels-cpu/src/formats/blocks.rs (sizes asserted there).
 // Products that the CPU reference rounds separately are written with __fmul_rn so that the
 // compiler does not fuse them into an FMA: dequantization is then bit-exact with the CPU.
@@ -141,10 +142,51 @@ __device__ __forceinline__ float dequant_q6_k(const uint8_t* b, int e) {
 }
 
 // ---- dot products of 32 weights with one q8_1 block (dp4a) --------------------------------
-// x->qs is 4-byte aligned (the q8_1 buffer is 36-byte blocks from a 256-byte aligned start).
+// The q8_1 block of x as the matvec kernels keep it in shared memory, made once per block by
+// make_xblock: 48 bytes, 16-byte aligned, so that a lane reads it with three 128-bit loads
+// (the global q8_1 layout, 36 bytes, allows only 32-bit ones); d and s widened to f32
+// (exactly), and the sums of each half of the values (what the K-quant mins multiply) made
+// once per block of x instead of once per row.
+struct alignas(16) xblock {
+    float d, s;
+    int sum0, sum1;  // Σ qs[0..16), Σ qs[16..32)
+    int qs[8];
+};
 
-__device__ __forceinline__ int xq_int(const block_q8_1* x, int k) {
-    return ((const int*)x->qs)[k];
+__device__ __forceinline__ xblock make_xblock(const block_q8_1* g) {
+    xblock x;
+    x.d = f16_to_f32(g->d);
+    x.s = f16_to_f32(g->s);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) x.qs[k] = ((const int*)g->qs)[k];
+    x.sum0 = 0;
+    x.sum1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        x.sum0 = dp4a(0x01010101, x.qs[k], x.sum0);
+        x.sum1 = dp4a(0x01010101, x.qs[k + 4], x.sum1);
+    }
+    return x;
+}
+
+// An xblock in registers, read with three 128-bit loads (the compiler left to itself splits
+// them into 32-bit ones).
+struct xregs {
+    float d, s;
+    int sum0, sum1;
+    int qs[8];
+};
+__device__ __forceinline__ xregs load_x(const xblock* p) {
+    uint32_t w[12];
+    load_words_a16<3>((const uint8_t*)p, w);
+    xregs x;
+    x.d = __uint_as_float(w[0]);
+    x.s = __uint_as_float(w[1]);
+    x.sum0 = (int)w[2];
+    x.sum1 = (int)w[3];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) x.qs[k] = (int)w[4 + k];
+    return x;
 }
 
 // Spreads bits 0..3 of v into bit 4 of bytes 0..3.
@@ -158,34 +200,37 @@ __device__ __forceinline__ uint32_t bits_to_byte_bit4(uint32_t v) {
 // Q4_K, Q5_K 128-bit words.
 
 // Σ (q−8)·xq over the block, q the nibbles of the four ints of qs. Block: d @0, qs @2.
-__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*sub*/, const xblock* xp) {
+    const xregs x = load_x(xp);
     const Span<5> w = span_end<5>(b);
     int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
         const uint32_t v = span_u32(w, 2 + 4 * k);
-        sumi = dp4a(bytes_minus(v & 0x0F0F0F0Fu, 8), xq_int(x, k), sumi);
-        sumi = dp4a(bytes_minus((v >> 4) & 0x0F0F0F0Fu, 8), xq_int(x, k + 4), sumi);
+        sumi = dp4a(bytes_minus(v & 0x0F0F0F0Fu, 8), x.qs[k], sumi);
+        sumi = dp4a(bytes_minus((v >> 4) & 0x0F0F0F0Fu, 8), x.qs[k + 4], sumi);
     }
-    return f16_to_f32(span_u16(w, 0)) * f16_to_f32(x->d) * (float)sumi;
+    return f16_to_f32(span_u16(w, 0)) * x.d * (float)sumi;
 }
 
 // Σ (q·d + m)·xq·dx = d·dx·Σ q·xq + m·s. Block (4-byte aligned): d @0, m @2, qs @4.
-__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const xblock* xp) {
+    const xregs x = load_x(xp);
     const uint32_t dm = load_u32_a4(b);
     int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
         const uint32_t v = load_u32_a4(b + 4 + 4 * k);
-        sumi = dp4a((int)(v & 0x0F0F0F0Fu), xq_int(x, k), sumi);
-        sumi = dp4a((int)((v >> 4) & 0x0F0F0F0Fu), xq_int(x, k + 4), sumi);
+        sumi = dp4a((int)(v & 0x0F0F0F0Fu), x.qs[k], sumi);
+        sumi = dp4a((int)((v >> 4) & 0x0F0F0F0Fu), x.qs[k + 4], sumi);
     }
     const float d = f16_to_f32(dm & 0xFFFF), m = f16_to_f32(dm >> 16);
-    return d * f16_to_f32(x->d) * (float)sumi + m * f16_to_f32(x->s);
+    return d * x.d * (float)sumi + m * x.s;
 }
 
 // Block: d @0, qh @2, qs @6.
-__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const xblock* xp) {
+    const xregs x = load_x(xp);
     const Span<6> w = span_end<6>(b);
     const uint32_t qh = span_u32(w, 2);
     int sumi = 0;
@@ -194,14 +239,15 @@ __device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const b
         const uint32_t v = span_u32(w, 6 + 4 * k);
         const uint32_t lo = (v & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (4 * k));
         const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (16 + 4 * k));
-        sumi = dp4a(bytes_minus(lo, 16), xq_int(x, k), sumi);
-        sumi = dp4a(bytes_minus(hi, 16), xq_int(x, k + 4), sumi);
+        sumi = dp4a(bytes_minus(lo, 16), x.qs[k], sumi);
+        sumi = dp4a(bytes_minus(hi, 16), x.qs[k + 4], sumi);
     }
-    return f16_to_f32(span_u16(w, 0)) * f16_to_f32(x->d) * (float)sumi;
+    return f16_to_f32(span_u16(w, 0)) * x.d * (float)sumi;
 }
 
 // Block (8-byte aligned): d @0, m @2, qh @4, qs @8.
-__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const xblock* xp) {
+    const xregs x = load_x(xp);
     uint32_t w[6];
     load_words_a8<3>(b, w);
     const uint32_t qh = w[1];
@@ -211,46 +257,47 @@ __device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const b
         const uint32_t v = w[2 + k];
         const uint32_t lo = (v & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (4 * k));
         const uint32_t hi = ((v >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4(qh >> (16 + 4 * k));
-        sumi = dp4a((int)lo, xq_int(x, k), sumi);
-        sumi = dp4a((int)hi, xq_int(x, k + 4), sumi);
+        sumi = dp4a((int)lo, x.qs[k], sumi);
+        sumi = dp4a((int)hi, x.qs[k + 4], sumi);
     }
     const float d = f16_to_f32(w[0] & 0xFFFF), m = f16_to_f32(w[0] >> 16);
-    return d * f16_to_f32(x->d) * (float)sumi + m * f16_to_f32(x->s);
+    return d * x.d * (float)sumi + m * x.s;
 }
 
 // Block: d @0, qs @2.
-__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*sub*/, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*sub*/, const xblock* xp) {
+    const xregs x = load_x(xp);
     const Span<9> w = span_end<9>(b);
     int sumi = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) sumi = dp4a((int)span_u32(w, 2 + 4 * k), xq_int(x, k), sumi);
-    return f16_to_f32(span_u16(w, 0)) * f16_to_f32(x->d) * (float)sumi;
+    for (int k = 0; k < 8; ++k) sumi = dp4a((int)span_u32(w, 2 + 4 * k), x.qs[k], sumi);
+    return f16_to_f32(span_u16(w, 0)) * x.d * (float)sumi;
 }
 
 // Q2_K sub-block s of 32 = two scale groups of 16 (2s, 2s+1): bytes qs[32·(s/4) …] shifted by
-// 2·(s%4). The min needs Σxq per group of 16: dp4a with all-ones bytes. Block (4-byte
+// 2·(s%4). The min needs Σxq per group of 16: x's half sums. Block (4-byte
 // aligned): scales @0, qs @16, d @80, dmin @82.
-__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int s, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int s, const xblock* xp) {
+    const xregs x = load_x(xp);
     const uint8_t* qs = b + 16 + 32 * (s / 4);
     const int shift = 2 * (s % 4);
     const uint32_t scales = load_u16(b + 2 * s);
     float acc_d = 0.0f, acc_m = 0.0f;
 #pragma unroll
     for (int g = 0; g < 2; ++g) {
-        int sumi = 0, sumx = 0;
+        int sumi = 0;
 #pragma unroll
         for (int k = 4 * g; k < 4 * g + 4; ++k) {
-            const int xv = xq_int(x, k);
-            sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x03030303u), xv, sumi);
-            sumx = dp4a(0x01010101, xv, sumx);
+            sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x03030303u), x.qs[k], sumi);
         }
+        const int sumx = g ? x.sum1 : x.sum0;
         const int sc = (scales >> (8 * g)) & 0xFF;
         acc_d += (float)((sc & 0xF) * sumi);
         acc_m += (float)((sc >> 4) * sumx);
     }
     const uint32_t dd = load_u32_a4(b + 80);
     const float d = f16_to_f32(dd & 0xFFFF), dmin = f16_to_f32(dd >> 16);
-    return f16_to_f32(x->d) * (d * acc_d - dmin * acc_m);
+    return x.d * (d * acc_d - dmin * acc_m);
 }
 
 // Q3_K's scales 2s and 2s + 1 (minus 32; see scale_q3_k) from two 16-bit loads: their low
@@ -265,7 +312,8 @@ __device__ __forceinline__ void scales_q3_k_pair(const uint8_t* sc, int s, int* 
 
 // Q3_K sub-block s: h = s/4, j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4. Block:
 // hmask @0, qs @32, scales @96, d @108 (2-byte aligned; both 32-byte spans end well inside it).
-__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const xblock* xp) {
+    const xregs x = load_x(xp);
     const int h = s / 4, j = s % 4;
     const Span<9> hm = span_mid<9>(b);
     const Span<9> qs = span_mid<9>(b + 32 + 32 * h);
@@ -279,19 +327,11 @@ __device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const block_q
         for (int k = 4 * g; k < 4 * g + 4; ++k) {
             const uint32_t q2 = (span_u32(qs, 4 * k) >> (2 * j)) & 0x03030303u;
             const uint32_t hb = (span_u32(hm, 4 * k) >> (4 * h + j)) & 0x01010101u;
-            sumi = dp4a(bytes_minus(q2 | (hb << 2), 4), xq_int(x, k), sumi);
+            sumi = dp4a(bytes_minus(q2 | (hb << 2), 4), x.qs[k], sumi);
         }
         acc += sc[g] * sumi;
     }
-    return f16_to_f32(load_u16(b + 108)) * f16_to_f32(x->d) * (float)acc;
-}
-
-// Σ of the 32 int8 values of a q8_1 block (exact; what the K-quant mins multiply).
-__device__ __forceinline__ int sum_xq(const block_q8_1* x) {
-    int sumx = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) sumx = dp4a(0x01010101, xq_int(x, k), sumx);
-    return sumx;
+    return f16_to_f32(load_u16(b + 108)) * x.d * (float)acc;
 }
 
 // scale_min_k4 from the 12 scale bytes as three words (the last three words of a Q4_K/Q5_K
@@ -304,54 +344,50 @@ __device__ __forceinline__ void scale_min_k4_words(int j, const uint32_t* q, int
 }
 
 // Q4_K sub-block s: one scale and min for all 32: dx·(d·sc·Σq·xq − dmin·m·Σxq). The K-quant
-// mins take Σxq exactly (one more dp4a) rather than q8_1's f16-rounded s, so the only
+// mins take Σxq exactly (x's half sums) rather than q8_1's f16-rounded s, so the only
 // difference from dequantize-then-dot is f32 rounding. Block (16-byte aligned): d @0, dmin
 // @2, scales @4, qs @16; 128-bit loads.
-// dot_q4_k with sumx = sum_xq(x) given: it is the same for every row, so the matvec kernel
-// computes it once per block of x.
-__device__ __forceinline__ float dot_q4_k_sumx(const uint8_t* b, int s, const block_q8_1* x,
-                                               int sumx) {
+__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const xblock* xp) {
+    const xregs x = load_x(xp);
     uint32_t head[4], q[8];
     load_words_a16<1>(b, head);
     load_words_a16<2>(b + 16 + 32 * (s / 2), q);
     const int shift = 4 * (s & 1);
     int sumi = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) sumi = dp4a((int)((q[k] >> shift) & 0x0F0F0F0Fu), xq_int(x, k), sumi);
+    for (int k = 0; k < 8; ++k) sumi = dp4a((int)((q[k] >> shift) & 0x0F0F0F0Fu), x.qs[k], sumi);
     int sc, m;
     scale_min_k4_words(s, head + 1, &sc, &m);
     const float d = f16_to_f32(head[0] & 0xFFFF), dmin = f16_to_f32(head[0] >> 16);
-    return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
-}
-__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const block_q8_1* x) {
-    return dot_q4_k_sumx(b, s, x, sum_xq(x));
+    return x.d * (d * (float)(sc * sumi) - dmin * (float)(m * (x.sum0 + x.sum1)));
 }
 
 // Block (16-byte aligned): d @0, dmin @2, scales @4, qh @16, qs @48; 128-bit loads.
-__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int s, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int s, const xblock* xp) {
+    const xregs x = load_x(xp);
     uint32_t head[4], qh[8], q[8];
     load_words_a16<1>(b, head);
     load_words_a16<2>(b + 16, qh);
     load_words_a16<2>(b + 48 + 32 * (s / 2), q);
     const int shift = 4 * (s & 1);
-    int sumi = 0, sumx = 0;
+    int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-        const int xv = xq_int(x, k);
         const uint32_t lo = (q[k] >> shift) & 0x0F0F0F0Fu;
         const uint32_t hb = (qh[k] >> s) & 0x01010101u;
-        sumi = dp4a((int)(lo | (hb << 4)), xv, sumi);
-        sumx = dp4a(0x01010101, xv, sumx);
+        sumi = dp4a((int)(lo | (hb << 4)), x.qs[k], sumi);
     }
+    const int sumx = x.sum0 + x.sum1;
     int sc, m;
     scale_min_k4_words(s, head + 1, &sc, &m);
     const float d = f16_to_f32(head[0] & 0xFFFF), dmin = f16_to_f32(head[0] >> 16);
-    return f16_to_f32(x->d) * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
+    return x.d * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
 }
 
 // Q6_K sub-block s: h = s/4, j = s%4; two scale groups of 16 (8h + 2j, +1). Block (2-byte
 // aligned): ql @0, qh @128, scales @192, d @208; both 32-byte spans end inside it.
-__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int s, const block_q8_1* x) {
+__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int s, const xblock* xp) {
+    const xregs x = load_x(xp);
     const int h = s / 4, j = s % 4;
     const Span<9> ql = span_mid<9>(b + 64 * h + 32 * (j & 1));
     const Span<9> qh = span_mid<9>(b + 128 + 32 * h);
@@ -365,11 +401,11 @@ __device__ __forceinline__ float dot_q6_k(const uint8_t* b, int s, const block_q
         for (int k = 4 * g; k < 4 * g + 4; ++k) {
             const uint32_t lo = (span_u32(ql, 4 * k) >> lshift) & 0x0F0F0F0Fu;
             const uint32_t hi = (span_u32(qh, 4 * k) >> (2 * j)) & 0x03030303u;
-            sumi = dp4a(bytes_minus(lo | (hi << 4), 32), xq_int(x, k), sumi);
+            sumi = dp4a(bytes_minus(lo | (hi << 4), 32), x.qs[k], sumi);
         }
         acc += (int)(int8_t)(scales >> (8 * g)) * sumi;
     }
-    return f16_to_f32(load_u16(b + 208)) * f16_to_f32(x->d) * (float)acc;
+    return f16_to_f32(load_u16(b + 208)) * x.d * (float)acc;
 }
 
 // X-macro over the quantized weight formats: (name, elements per block, bytes per block).

@@ -1,17 +1,20 @@
 // Matrix × vector for decode: y[r] = Σ_c W[r, c]·x[c] for every weight format.
 //
 // Quantized weights read q8_1 activations (quantize.cu) and multiply with dp4a through
-// formats.cuh's dot_<fmt> (one 32-weight sub-block against one q8_1 block). One warp takes
+// formats.cuh's dot_<fmt> (one 32-weight sub-block against one block of x). One warp takes
 // MV_RPW rows (lane i takes sub-blocks i, i + 32, …), MV_WARPS warps per CTA, a warp-shuffle
-// sum per row (no block barrier in the reduction). The CTA first copies its vector's q8_1
-// blocks into shared memory (coalesced 32-bit words, one barrier); the lanes read them from
-// there (a lane's block is 9 words after its neighbour's: 32 lanes, 32 banks), and the rows
-// of a warp share each read. For Q4_K it also computes each block's Σxq there once.
+// sum per row (no block barrier in the reduction). The CTA first makes its vector's xblocks
+// in shared memory (formats.cuh: 48 bytes each, 16-byte aligned, d and s as f32, the half
+// sums made once; one barrier); the lanes read them there with 128-bit loads (a lane's block
+// is 48 bytes after its neighbour's: each quarter-warp's eight 16-byte reads fall in distinct
+// banks), and the rows of a warp share each read.
 //
-// Measured on an H100 (docs/gpu-results.md, run 2), this shape is within a few percent of
-// the first version (one 128-thread CTA per row): a version that staged W through shared
-// memory with aligned 32-bit words, and one with 4 warps per CTA, were no faster. The
-// quantized kernels are not limited by their load instructions; see the doc for what is.
+// Load instructions per weight byte are what this design minimises: on an H100 (docs/
+// gpu-results.md, run 2) the formats' marginal read rates fell in the order of their loads
+// (global and shared) per byte — Q4_1/Q5_1 ~0.55 a byte at 100%+ of the copy bandwidth, Q4_0/
+// Q8_0 ~0.7 at 91–96%, Q6_K/Q4_K ~1.1–1.3 at 71–75%, Q2_K/Q3_K ~2.1 at 45–61% — and a
+// version that moved W's 16-bit loads from global to shared memory (as many loads) was no
+// faster. Shapes measured no faster there: one 128-thread CTA per row, 4 warps per CTA.
 //
 // Batched: gridDim.y vectors share the launch (x and y advance by one vector each), which
 // serves small batches; large batches go to matmul.cu.
@@ -34,33 +37,8 @@ __device__ __forceinline__ void prefetch_l2(const uint8_t* p, int n, int t, int 
 #define MV_WARPS 8
 #define MV_THREADS (MV_WARPS * WARP_SIZE)
 
-// The q8_1 blocks of the CTA's vector, then Σxq of each block (launch: ncols / 32 · 40 bytes
-// of dynamic shared memory).
-extern __shared__ uint32_t matvec_x_words[];
-
-// The format's dot product given Σxq of the x block: Q4_K takes it precomputed (the same
-// for every row: 60% → 62% of copy bandwidth at 14336 × 4096 on an H100); the others compute
-// what they need themselves (Q5_K measured 60% → 59% with it, so it keeps its own dp4a).
-#define MV_DOT_PLAIN(name)                                                                     \
-    __device__ __forceinline__ float mv_dot_##name(const uint8_t* b, int s,                    \
-                                                   const block_q8_1* x, int /*sumx*/) {        \
-        return dot_##name(b, s, x);                                                            \
-    }
-MV_DOT_PLAIN(q4_0)
-MV_DOT_PLAIN(q4_1)
-MV_DOT_PLAIN(q5_0)
-MV_DOT_PLAIN(q5_1)
-MV_DOT_PLAIN(q8_0)
-MV_DOT_PLAIN(q2_k)
-MV_DOT_PLAIN(q3_k)
-MV_DOT_PLAIN(q6_k)
-MV_DOT_PLAIN(q5_k)
-__device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const block_q8_1* x,
-                                             int sumx) {
-    return dot_q4_k_sumx(b, s, x, sumx);
-}
-// Whether the format uses the precomputed Σxq.
-#define MV_NEEDS_SUMX(qk, bytes) ((bytes) == BYTES_Q4_K)
+// The xblocks of the CTA's vector (launch: ncols / 32 · 48 bytes of dynamic shared memory).
+extern __shared__ uint4 matvec_x_words[];
 
 // Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
 #define MV_SUBS(qk) ((qk) / 32)
@@ -69,13 +47,18 @@ __device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const bloc
 // (Q6_K spills at sm_90). kernels-cuda/src/ops/matvec.rs launches to match.
 #define MV_RPW(qk) ((qk) == 32 ? 2 : 1)
 
+// Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
+// whose sub-blocks hold more words in registers (two cost Q6_K 74 registers at sm_90, too few
+// warps per SM).
+#define MV_UNROLL(qk) ((qk) == 32 ? 2 : 1)
+
 // W: [nrows, ncols] in the format; x: [nvec, ncols/32] q8_1; y: [nvec, nrows].
 #define MATVEC_QUANT(name, qk, bytes)                                                          \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                   \
         matvec_##name(const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,         \
                       float* __restrict__ y, int ncols, int nrows, int prefetch) {             \
         const int nsub = ncols / 32;                                                           \
-        int* sumxs = (int*)matvec_x_words + nsub * 9;                                          \
+        xblock* xs = (xblock*)matvec_x_words;                                                  \
         const int lane = threadIdx.x % WARP_SIZE;                                              \
         const int row = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_RPW(qk);        \
         const int row_bytes = nsub / MV_SUBS(qk) * bytes;                                      \
@@ -85,17 +68,11 @@ __device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const bloc
                             lane, WARP_SIZE);                                                  \
         }                                                                                      \
         {                                                                                      \
-            const uint32_t* xg = (const uint32_t*)(x + (int64_t)blockIdx.y * nsub);            \
-            for (int i = threadIdx.x; i < nsub * 9; i += MV_THREADS) matvec_x_words[i] = xg[i]; \
+            const block_q8_1* xg = x + (int64_t)blockIdx.y * nsub;                             \
+            for (int i = threadIdx.x; i < nsub; i += MV_THREADS) xs[i] = make_xblock(xg + i);  \
             __syncthreads();                                                                   \
-            if (MV_NEEDS_SUMX(qk, bytes)) {                                                    \
-                const block_q8_1* xb = (const block_q8_1*)matvec_x_words;                      \
-                for (int i = threadIdx.x; i < nsub; i += MV_THREADS) sumxs[i] = sum_xq(xb + i);\
-                __syncthreads();                                                               \
-            }                                                                                  \
         }                                                                                      \
         if (row >= nrows) return;                                                              \
-        const block_q8_1* xs = (const block_q8_1*)matvec_x_words;                              \
         /* rows past the end read the last row again and are not written */                    \
         const uint8_t* wr[MV_RPW(qk)];                                                         \
         float acc[MV_RPW(qk)];                                                                 \
@@ -103,11 +80,11 @@ __device__ __forceinline__ float mv_dot_q4_k(const uint8_t* b, int s, const bloc
             wr[r] = w + (int64_t)min(row + r, nrows - 1) * row_bytes;                          \
             acc[r] = 0.0f;                                                                     \
         }                                                                                      \
-        _Pragma("unroll 2") for (int sub = lane; sub < nsub; sub += WARP_SIZE) {               \
+        constexpr int mv_unroll = MV_UNROLL(qk);                                               \
+        _Pragma("unroll (mv_unroll)") for (int sub = lane; sub < nsub; sub += WARP_SIZE) {     \
             const int off = sub / MV_SUBS(qk) * bytes;                                         \
-            const int sumx = MV_NEEDS_SUMX(qk, bytes) ? sumxs[sub] : 0;                        \
             _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
-                acc[r] += mv_dot_##name(wr[r] + off, sub % MV_SUBS(qk), xs + sub, sumx);       \
+                acc[r] += dot_##name(wr[r] + off, sub % MV_SUBS(qk), xs + sub);                \
         }                                                                                      \
         _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
             const float v = warp_sum(acc[r]);                                                  \

@@ -16,11 +16,11 @@ fn quant_rows_per_cta(ty: GgmlType) -> usize {
 }
 /// matvec.cu's MV_FLOAT_THREADS: one CTA of this many threads per row of float weights.
 const FLOAT_THREADS: u32 = 128;
-/// Shared memory the quantized kernels take for one vector: its q8_1 blocks (36 bytes per 32
-/// columns) and each block's Σxq (4 bytes). A CTA may use 48 KiB without opting in: 39 321
-/// columns (Llama-70B's 28 672 fit).
+/// Shared memory the quantized kernels take for one vector: one 48-byte xblock (formats.cuh)
+/// per 32 columns. A CTA may use 48 KiB without opting in: 32 768 columns (Llama-70B's
+/// 28 672 fit).
 const MAX_X_SHARED_BYTES: usize = 48 << 10;
-const X_SHARED_BYTES_PER_BLOCK: usize = 36 + 4;
+const X_SHARED_BYTES_PER_BLOCK: usize = 48;
 /// The widest row (columns) the quantized matvec kernels take: the q8_1 vector and its sums
 /// must fit [`MAX_X_SHARED_BYTES`].
 pub const MATVEC_MAX_COLS: usize = MAX_X_SHARED_BYTES / X_SHARED_BYTES_PER_BLOCK * 32;
