@@ -9,6 +9,10 @@
 #   gpu-bundle/tests/<name>        release test binaries of the GPU tests
 #   gpu-bundle/golden/data/        the golden data those tests read (via STRATA_ROOT)
 #
+#   gpu-bundle/bin/cuda-bench-base cuda-bench built from git revision $STRATA_GPU_BASE, when set
+#                                  (gpu-check.sh runs it between two runs of cuda-bench, so
+#                                  one GPU call compares the kernels before and after a change)
+#
 # usage: scripts/gpu-bundle.sh [OUT_DIR]
 # STRATA_GPU_TESTS overrides the list of tests/tests/*.rs targets bundled (space-separated).
 set -euo pipefail
@@ -29,6 +33,20 @@ mkdir -p "$out/bin" "$out/tests" "$out/golden"
 echo "gpu-bundle: building cuda-bench (release)"
 cargo build --release --quiet -p strata-kernels-cuda --bin cuda-bench
 cp "$CARGO_TARGET_DIR/release/cuda-bench" "$out/bin/"
+
+if [[ -n "${STRATA_GPU_BASE:-}" ]]; then
+    base_rev="$(git -C "$root" rev-parse --short "$STRATA_GPU_BASE")"
+    base_src="$CARGO_TARGET_DIR/gpu-base-src"
+    echo "gpu-bundle: building cuda-bench at $base_rev (release), for the side-by-side run"
+    git -C "$root" worktree remove --force "$base_src" 2>/dev/null || rm -rf "$base_src"
+    git -C "$root" worktree prune
+    git -C "$root" worktree add --quiet --detach "$base_src" "$base_rev"
+    (cd "$base_src" && STRATA_CUDA_DIR="$root/.cuda" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/gpu-base" \
+        cargo build --release --quiet -p strata-kernels-cuda --bin cuda-bench)
+    cp "$CARGO_TARGET_DIR/gpu-base/release/cuda-bench" "$out/bin/cuda-bench-base"
+    echo "$base_rev" > "$out/cuda-bench-base.rev"
+    git -C "$root" worktree remove --force "$base_src"
+fi
 
 echo "gpu-bundle: building bench (release)"
 if cargo build --release --quiet -p strata-bench --bins; then
@@ -74,7 +92,7 @@ chmod +x "$out/gpu-check.sh"
 if command -v strip >/dev/null 2>&1; then
     strip --strip-debug "$out"/bin/* "$out"/tests/*
 fi
-for b in "$out"/bin/cuda-bench "$out"/bin/generate "$out"/tests/*; do
+for b in "$out"/bin/cuda-bench* "$out"/bin/generate "$out"/tests/*; do
     if ! grep -q -a "\.target sm_" "$b"; then
         echo "gpu-bundle: $b has no embedded PTX (built without NVRTC?)" >&2
         exit 1

@@ -50,12 +50,30 @@ for t in "$here"/tests/*; do
     fi
 done
 
+tmp="$(mktemp -d)"
 step "cuda-bench" 120 "$out/bandwidth.md" "$here/bin/cuda-bench"
+
+# A base build (gpu-bundle.sh with STRATA_GPU_BASE): its matvecs, then this build's again, so
+# that drift between the runs shows; both appended to bandwidth.md.
+if [[ -x "$here/bin/cuda-bench-base" ]]; then
+    base_rev="$(cat "$here/cuda-bench-base.rev" 2>/dev/null || echo unknown)"
+    step "cuda-bench base $base_rev" 120 "$tmp/base.md" "$here/bin/cuda-bench-base" --prefetch 0
+    step "cuda-bench again" 120 "$tmp/again.md" "$here/bin/cuda-bench" --prefetch 0
+    {
+        echo
+        echo "## Base build $base_rev, right after (--prefetch 0)"
+        echo
+        cat "$tmp/base.md"
+        echo
+        echo "## This build again, right after the base (--prefetch 0)"
+        echo
+        cat "$tmp/again.md"
+    } >> "$out/bandwidth.md"
+fi
 
 # With the model in models/ (the test above needs it too): tokens/s per num_gpu with each
 # device's busy share, and generate's text with every layer on the GPU against the CPU's.
 model="$here/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-tmp="$(mktemp -d)"
 if [[ -f "$model" && -x "$here/bin/bench" ]]; then
     step "bench split" 150 "$out/split.md" bash -c "
         '$here/bin/bench' split -m '$model' --num-gpu 0,8,15,23,30,31 -p 128 -n 64 &&

@@ -1,8 +1,8 @@
 //! Matvec bandwidth for every weight format on the first CUDA device, next to the device's
 //! measured copy bandwidth in the same run.
 //!
-//! `cuda-bench [--iters N] [--csv] [--format NAME] [--prefetch B,B,...]`: for each format
-//! (or only NAME) and each
+//! `cuda-bench [--iters N] [--csv] [--format NAME,...] [--prefetch B,B,...]`: for each format
+//! (or only those named) and each
 //! shape (4096×4096, 14336×4096), the time of one matvec on q8_1 (or f32) activations already
 //! on the device, and the bytes it must read (weights + activations + output) per second.
 //! The ratio is to a 256 MiB device-to-device copy in the same run, counted as read + write
@@ -36,7 +36,7 @@ const ROUNDS: usize = 2;
 fn main() {
     let mut iters = 50usize;
     let mut csv = false;
-    let mut only: Option<GgmlType> = None;
+    let mut only: Option<Vec<GgmlType>> = None;
     let mut prefetch = vec![0u32, 1024, 8192];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -47,14 +47,18 @@ fn main() {
             },
             "--csv" => csv = true,
             "--format" => {
-                let name = args.next().unwrap_or_default();
-                match GgmlType::WEIGHTS
-                    .into_iter()
-                    .find(|t| t.name().eq_ignore_ascii_case(&name))
-                {
-                    Some(t) => only = Some(t),
-                    None => fail(&format!("--format {name:?} is not a weight format")),
+                let list = args.next().unwrap_or_default();
+                let mut v = Vec::new();
+                for name in list.split(',').map(str::trim) {
+                    match GgmlType::WEIGHTS
+                        .into_iter()
+                        .find(|t| t.name().eq_ignore_ascii_case(name))
+                    {
+                        Some(t) => v.push(t),
+                        None => fail(&format!("--format {name:?} is not a weight format")),
+                    }
                 }
+                only = Some(v);
             }
             "--prefetch" => {
                 let list = args.next().unwrap_or_default();
@@ -77,7 +81,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: cuda-bench [--iters N] [--csv] [--format NAME] [--prefetch B,B,...]"
+                    "usage: cuda-bench [--iters N] [--csv] [--format NAME,...] [--prefetch B,B,...]"
                 );
                 return;
             }
@@ -91,7 +95,7 @@ fn main() {
             return;
         }
     };
-    if let Err(e) = run(&gpu, iters, csv, only, &prefetch) {
+    if let Err(e) = run(&gpu, iters, csv, only.as_deref(), &prefetch) {
         fail(&e.to_string());
     }
 }
@@ -105,7 +109,7 @@ fn run(
     gpu: &Gpu,
     iters: usize,
     csv: bool,
-    only: Option<GgmlType>,
+    only: Option<&[GgmlType]>,
     prefetch: &[u32],
 ) -> Result<(), strata_kernels_cuda::CudaError> {
     let info = gpu.info()?;
@@ -151,7 +155,7 @@ fn run(
     }
     let mut trials = Vec::new();
     for ty in GgmlType::WEIGHTS {
-        if only.is_some_and(|t| t != ty) {
+        if only.is_some_and(|o| !o.contains(&ty)) {
             continue;
         }
         for (rows, cols) in SHAPES {
@@ -235,7 +239,7 @@ fn run(
         println!("|---|---|---|");
     }
     for ty in GgmlType::WEIGHTS {
-        if only.is_some_and(|t| t != ty) {
+        if only.is_some_and(|o| !o.contains(&ty)) {
             continue;
         }
         let us = time_matmul(gpu, ty, iters.min(20))?;
