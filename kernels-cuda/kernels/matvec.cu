@@ -10,11 +10,14 @@
 // banks), and the rows of a warp share each read.
 //
 // Load instructions per weight byte are what this design minimises: on an H100 (docs/
-// gpu-results.md, run 2) the formats' marginal read rates fell in the order of their loads
-// (global and shared) per byte — Q4_1/Q5_1 ~0.55 a byte at 100%+ of the copy bandwidth, Q4_0/
-// Q8_0 ~0.7 at 91–96%, Q6_K/Q4_K ~1.1–1.3 at 71–75%, Q2_K/Q3_K ~2.1 at 45–61% — and a
-// version that moved W's 16-bit loads from global to shared memory (as many loads) was no
-// faster. Shapes measured no faster there: one 128-thread CTA per row, 4 warps per CTA.
+// gpu-results.md, run 2) the formats' marginal read rates fell in the order of the loads
+// (global and shared, counted in the SASS by scripts/sass-loads.sh) the kernels then issued
+// per weight byte of a row — Q5_1/Q4_1 0.44–0.48 at ~107% of the copy bandwidth, Q8_0/Q5_0/
+// Q4_0 0.63–0.75 at 91–98%, Q4_K/Q5_K/Q6_K 1.3–1.7 at 71–75%, Q2_K 2.0 at 61%, Q3_K 3.5 at
+// 45% — and a version that moved W's 16-bit loads from global to shared memory (as many
+// loads) was no faster. Now 0.19–0.42 for the legacy formats, Q4_K/Q5_K 0.33–0.36, Q6_K 0.88,
+// Q2_K 1.24, Q3_K 1.75 (not yet measured on a GPU). Shapes measured no faster there: one
+// 128-thread CTA per row, 4 warps per CTA.
 //
 // Batched: gridDim.y vectors share the launch (x and y advance by one vector each), which
 // serves small batches; large batches go to matmul.cu.
