@@ -4,7 +4,7 @@
 //
 // W_FILE: ROWS × COLS weights of FMT (ggml block bytes); DEQUANT_OUT gets every element as
 // f32 through dequant_<fmt>. For quantized formats XQ_FILE holds COLS/32 q8_1 blocks and
-// Y_OUT gets, per row, Σ over sub-blocks of dot_<fmt> (the matvec kernel's terms, summed in
+// Y_OUT gets, per row, Σ over units of dot_<fmt> (the matvec kernel's terms, summed in
 // order). For float formats, or XQ_FILE "-", only the dequantization runs.
 #include <cstdio>
 #include <cstdlib>
@@ -96,7 +96,10 @@ int main(int argc, char** argv) {
     for (long r = 0; r < rows; ++r) {
         const uint8_t* wr = w.data() + r * row_bytes;
         float acc = 0.0f;
-        for (long i = 0; i < nsub; ++i) acc += dot(wr + (i / (qk / 32)) * bytes, (int)(i % (qk / 32)), &xq[i]);
+        // Units in the order a lane of the matvec kernel takes them.
+        const long subs = qk / 32, upb = UNITS_PER_BLOCK(qk);
+        for (long blk = 0; blk < nsub / subs; ++blk)
+            for (long u = 0; u < upb; ++u) acc += dot(wr + blk * bytes, (int)u, &xq[blk * subs]);
         y[r] = acc;
     }
     write_f32(argv[7], y);

@@ -1,9 +1,10 @@
 // Weight formats on the GPU: for each, the block size, the bytes per block, and
 //   dequant_<fmt>(block, e)       element e (0 ≤ e < block size) as f32, the same
 //                                 arithmetic as the CPU reference (kernels-cpu/src/formats)
-//   dot_<fmt>(block, sub, x)      Σ over the 32 weights of sub-block `sub` (weights
-//                                 32·sub … 32·sub+31 of the block) times the q8_1 block x
-//                                 (as an xblock)
+//   dot_<fmt>(block, u, x)        Σ over the weights of unit u of the block times x (its
+//                                 q8_1 blocks as xblocks, x[0] the block's first): for
+//                                 the legacy formats the whole block (u = 0), for the
+//                                 K-quants the two 32-weight sub-blocks of unit u (0..3)
 // Layouts: /work/shared/FORMATS.md, kernels-cpu/src/formats/blocks.rs (sizes asserted there).
 // Products that the CPU reference rounds separately are written with __fmul_rn so that the
 // compiler does not fuse them into an FMA: dequantization is then bit-exact with the CPU.
@@ -200,7 +201,7 @@ __device__ __forceinline__ uint32_t bits_to_byte_bit4(uint32_t v) {
 // Q4_K, Q5_K 128-bit words.
 
 // Σ (q−8)·xq over the block, q the nibbles of the four ints of qs. Block: d @0, qs @2.
-__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*sub*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*u*/, const xblock* xp) {
     const xregs x = load_x(xp);
     const Span<5> w = span_end<5>(b);
     int sumi = 0;
@@ -214,7 +215,7 @@ __device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*sub*/, const x
 }
 
 // Σ (q·d + m)·xq·dx = d·dx·Σ q·xq + m·s. Block (4-byte aligned): d @0, m @2, qs @4.
-__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*u*/, const xblock* xp) {
     const xregs x = load_x(xp);
     const uint32_t dm = load_u32_a4(b);
     int sumi = 0;
@@ -229,7 +230,7 @@ __device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*sub*/, const x
 }
 
 // Block: d @0, qh @2, qs @6.
-__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*u*/, const xblock* xp) {
     const xregs x = load_x(xp);
     const Span<6> w = span_end<6>(b);
     const uint32_t qh = span_u32(w, 2);
@@ -246,7 +247,7 @@ __device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*sub*/, const x
 }
 
 // Block (8-byte aligned): d @0, m @2, qh @4, qs @8.
-__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*u*/, const xblock* xp) {
     const xregs x = load_x(xp);
     uint32_t w[6];
     load_words_a8<3>(b, w);
@@ -265,7 +266,7 @@ __device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*sub*/, const x
 }
 
 // Block: d @0, qs @2.
-__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*sub*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*u*/, const xblock* xp) {
     const xregs x = load_x(xp);
     const Span<9> w = span_end<9>(b);
     int sumi = 0;
@@ -274,30 +275,42 @@ __device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*sub*/, const x
     return f16_to_f32(span_u16(w, 0)) * x.d * (float)sumi;
 }
 
-// Q2_K sub-block s of 32 = two scale groups of 16 (2s, 2s+1): bytes qs[32·(s/4) …] shifted by
-// 2·(s%4). The min needs Σxq per group of 16: x's half sums. Block (4-byte
-// aligned): scales @0, qs @16, d @80, dmin @82.
-__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int s, const xblock* xp) {
-    const xregs x = load_x(xp);
-    const uint8_t* qs = b + 16 + 32 * (s / 4);
-    const int shift = 2 * (s % 4);
-    const uint32_t scales = load_u16(b + 2 * s);
-    float acc_d = 0.0f, acc_m = 0.0f;
+// The K-quant dot products take a unit of two sub-blocks (units u = 0..3 of a super-block),
+// the two that share the most bytes, so that those are loaded once for both: see each
+// function. x points at the super-block's first xblock.
+
+// Q2_K unit u: sub-blocks 2u, 2u + 1, each two scale groups of 16 (scales 4u … 4u + 3, one
+// 32-bit load); both read qs[32·(u/2) …], shifted by 4·(u%2) and 4·(u%2) + 2. The min needs
+// Σxq per group of 16: x's half sums. Block (4-byte aligned): scales @0, qs @16, d @80,
+// dmin @82.
+__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int u, const xblock* xb) {
+    uint32_t q[8];
 #pragma unroll
-    for (int g = 0; g < 2; ++g) {
-        int sumi = 0;
-#pragma unroll
-        for (int k = 4 * g; k < 4 * g + 4; ++k) {
-            sumi = dp4a((int)((load_u32_a4(qs + 4 * k) >> shift) & 0x03030303u), x.qs[k], sumi);
-        }
-        const int sumx = g ? x.sum1 : x.sum0;
-        const int sc = (scales >> (8 * g)) & 0xFF;
-        acc_d += (float)((sc & 0xF) * sumi);
-        acc_m += (float)((sc >> 4) * sumx);
-    }
+    for (int k = 0; k < 8; ++k) q[k] = load_u32_a4(b + 16 + 32 * (u / 2) + 4 * k);
+    const uint32_t scales = load_u32_a4(b + 4 * u);
     const uint32_t dd = load_u32_a4(b + 80);
     const float d = f16_to_f32(dd & 0xFFFF), dmin = f16_to_f32(dd >> 16);
-    return x.d * (d * acc_d - dmin * acc_m);
+    float r = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const xregs x = load_x(xb + 2 * u + i);
+        const int shift = 4 * (u % 2) + 2 * i;
+        float acc_d = 0.0f, acc_m = 0.0f;
+#pragma unroll
+        for (int g = 0; g < 2; ++g) {
+            int sumi = 0;
+#pragma unroll
+            for (int k = 4 * g; k < 4 * g + 4; ++k) {
+                sumi = dp4a((int)((q[k] >> shift) & 0x03030303u), x.qs[k], sumi);
+            }
+            const int sumx = g ? x.sum1 : x.sum0;
+            const int sc = (scales >> (8 * (2 * i + g))) & 0xFF;
+            acc_d += (float)((sc & 0xF) * sumi);
+            acc_m += (float)((sc >> 4) * sumx);
+        }
+        r += x.d * (d * acc_d - dmin * acc_m);
+    }
+    return r;
 }
 
 // Q3_K's scales 2s and 2s + 1 (minus 32; see scale_q3_k) from two 16-bit loads: their low
@@ -310,28 +323,36 @@ __device__ __forceinline__ void scales_q3_k_pair(const uint8_t* sc, int s, int* 
     *s1 = (int)(((lo >> 8) & 0xF) | (((hi >> 8) & 3) << 4)) - 32;
 }
 
-// Q3_K sub-block s: h = s/4, j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4. Block:
-// hmask @0, qs @32, scales @96, d @108 (2-byte aligned; both 32-byte spans end well inside it).
-__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int s, const xblock* xp) {
-    const xregs x = load_x(xp);
-    const int h = s / 4, j = s % 4;
+// Q3_K unit u: sub-blocks s = 2u, 2u + 1, both with h = u/2 (one hmask span, one qs span);
+// j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4. Block: hmask @0, qs @32, scales @96,
+// d @108 (2-byte aligned; both 32-byte spans end well inside it).
+__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int u, const xblock* xb) {
+    const int h = u / 2;
     const Span<9> hm = span_mid<9>(b);
     const Span<9> qs = span_mid<9>(b + 32 + 32 * h);
-    int sc[2];
-    scales_q3_k_pair(b + 96, s, &sc[0], &sc[1]);
-    int acc = 0;
+    const float d = f16_to_f32(load_u16(b + 108));
+    float r = 0.0f;
 #pragma unroll
-    for (int g = 0; g < 2; ++g) {
-        int sumi = 0;
+    for (int i = 0; i < 2; ++i) {
+        const int s = 2 * u + i, j = 2 * (u % 2) + i;
+        const xregs x = load_x(xb + s);
+        int sc[2];
+        scales_q3_k_pair(b + 96, s, &sc[0], &sc[1]);
+        int acc = 0;
 #pragma unroll
-        for (int k = 4 * g; k < 4 * g + 4; ++k) {
-            const uint32_t q2 = (span_u32(qs, 4 * k) >> (2 * j)) & 0x03030303u;
-            const uint32_t hb = (span_u32(hm, 4 * k) >> (4 * h + j)) & 0x01010101u;
-            sumi = dp4a(bytes_minus(q2 | (hb << 2), 4), x.qs[k], sumi);
+        for (int g = 0; g < 2; ++g) {
+            int sumi = 0;
+#pragma unroll
+            for (int k = 4 * g; k < 4 * g + 4; ++k) {
+                const uint32_t q2 = (span_u32(qs, 4 * k) >> (2 * j)) & 0x03030303u;
+                const uint32_t hb = (span_u32(hm, 4 * k) >> (4 * h + j)) & 0x01010101u;
+                sumi = dp4a(bytes_minus(q2 | (hb << 2), 4), x.qs[k], sumi);
+            }
+            acc += sc[g] * sumi;
         }
-        acc += sc[g] * sumi;
+        r += d * x.d * (float)acc;
     }
-    return f16_to_f32(load_u16(b + 108)) * x.d * (float)acc;
+    return r;
 }
 
 // scale_min_k4 from the 12 scale bytes as three words (the last three words of a Q4_K/Q5_K
@@ -343,70 +364,93 @@ __device__ __forceinline__ void scale_min_k4_words(int j, const uint32_t* q, int
     *m = (int)(j < 4 ? (a1 & 63) : (((a2 >> 4) & 0xF) | ((a1 >> 2) & 0x30)));
 }
 
-// Q4_K sub-block s: one scale and min for all 32: dx·(d·sc·Σq·xq − dmin·m·Σxq). The K-quant
-// mins take Σxq exactly (x's half sums) rather than q8_1's f16-rounded s, so the only
-// difference from dequantize-then-dot is f32 rounding. Block (16-byte aligned): d @0, dmin
-// @2, scales @4, qs @16; 128-bit loads.
-__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int s, const xblock* xp) {
-    const xregs x = load_x(xp);
+// Q4_K unit u: sub-blocks 2u (low nibbles) and 2u + 1 (high) of the same 32 bytes qs[32u …],
+// each with one scale and min: dx·(d·sc·Σq·xq − dmin·m·Σxq). The K-quant mins take Σxq
+// exactly (x's half sums) rather than q8_1's f16-rounded s, so the only difference from
+// dequantize-then-dot is f32 rounding. Block (16-byte aligned): d @0, dmin @2, scales @4,
+// qs @16; 128-bit loads.
+__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int u, const xblock* xb) {
     uint32_t head[4], q[8];
     load_words_a16<1>(b, head);
-    load_words_a16<2>(b + 16 + 32 * (s / 2), q);
-    const int shift = 4 * (s & 1);
-    int sumi = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) sumi = dp4a((int)((q[k] >> shift) & 0x0F0F0F0Fu), x.qs[k], sumi);
-    int sc, m;
-    scale_min_k4_words(s, head + 1, &sc, &m);
+    load_words_a16<2>(b + 16 + 32 * u, q);
     const float d = f16_to_f32(head[0] & 0xFFFF), dmin = f16_to_f32(head[0] >> 16);
-    return x.d * (d * (float)(sc * sumi) - dmin * (float)(m * (x.sum0 + x.sum1)));
+    float r = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const xregs x = load_x(xb + 2 * u + i);
+        int sumi = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) sumi = dp4a((int)((q[k] >> (4 * i)) & 0x0F0F0F0Fu), x.qs[k], sumi);
+        int sc, m;
+        scale_min_k4_words(2 * u + i, head + 1, &sc, &m);
+        r += x.d * (d * (float)(sc * sumi) - dmin * (float)(m * (x.sum0 + x.sum1)));
+    }
+    return r;
 }
 
-// Block (16-byte aligned): d @0, dmin @2, scales @4, qh @16, qs @48; 128-bit loads.
-__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int s, const xblock* xp) {
-    const xregs x = load_x(xp);
+// Q5_K unit u: as Q4_K, the fifth bits from qh (bit s of each byte, all 32 bytes for every
+// sub-block). Block (16-byte aligned): d @0, dmin @2, scales @4, qh @16, qs @48; 128-bit
+// loads.
+__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int u, const xblock* xb) {
     uint32_t head[4], qh[8], q[8];
     load_words_a16<1>(b, head);
     load_words_a16<2>(b + 16, qh);
-    load_words_a16<2>(b + 48 + 32 * (s / 2), q);
-    const int shift = 4 * (s & 1);
-    int sumi = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-        const uint32_t lo = (q[k] >> shift) & 0x0F0F0F0Fu;
-        const uint32_t hb = (qh[k] >> s) & 0x01010101u;
-        sumi = dp4a((int)(lo | (hb << 4)), x.qs[k], sumi);
-    }
-    const int sumx = x.sum0 + x.sum1;
-    int sc, m;
-    scale_min_k4_words(s, head + 1, &sc, &m);
+    load_words_a16<2>(b + 48 + 32 * u, q);
     const float d = f16_to_f32(head[0] & 0xFFFF), dmin = f16_to_f32(head[0] >> 16);
-    return x.d * (d * (float)(sc * sumi) - dmin * (float)(m * sumx));
-}
-
-// Q6_K sub-block s: h = s/4, j = s%4; two scale groups of 16 (8h + 2j, +1). Block (2-byte
-// aligned): ql @0, qh @128, scales @192, d @208; both 32-byte spans end inside it.
-__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int s, const xblock* xp) {
-    const xregs x = load_x(xp);
-    const int h = s / 4, j = s % 4;
-    const Span<9> ql = span_mid<9>(b + 64 * h + 32 * (j & 1));
-    const Span<9> qh = span_mid<9>(b + 128 + 32 * h);
-    const int lshift = j >= 2 ? 4 : 0;
-    const uint32_t scales = load_u16(b + 192 + 8 * h + 2 * j);
-    int acc = 0;
+    float r = 0.0f;
 #pragma unroll
-    for (int g = 0; g < 2; ++g) {
+    for (int i = 0; i < 2; ++i) {
+        const int s = 2 * u + i;
+        const xregs x = load_x(xb + s);
         int sumi = 0;
 #pragma unroll
-        for (int k = 4 * g; k < 4 * g + 4; ++k) {
-            const uint32_t lo = (span_u32(ql, 4 * k) >> lshift) & 0x0F0F0F0Fu;
-            const uint32_t hi = (span_u32(qh, 4 * k) >> (2 * j)) & 0x03030303u;
-            sumi = dp4a(bytes_minus(lo | (hi << 4), 32), x.qs[k], sumi);
+        for (int k = 0; k < 8; ++k) {
+            const uint32_t lo = (q[k] >> (4 * i)) & 0x0F0F0F0Fu;
+            const uint32_t hb = (qh[k] >> s) & 0x01010101u;
+            sumi = dp4a((int)(lo | (hb << 4)), x.qs[k], sumi);
         }
-        acc += (int)(int8_t)(scales >> (8 * g)) * sumi;
+        int sc, m;
+        scale_min_k4_words(s, head + 1, &sc, &m);
+        r += x.d * (d * (float)(sc * sumi) - dmin * (float)(m * (x.sum0 + x.sum1)));
     }
-    return f16_to_f32(load_u16(b + 208)) * x.d * (float)acc;
+    return r;
 }
+
+// Q6_K unit u: h = u/2, sub-blocks j = u%2 (low nibbles) and j + 2 (high) of row half h: the
+// same ql span (64h + 32·(u%2)) and qh span (128 + 32h); value (lo | hi << 4) − 32, two
+// scale groups of 16 per sub-block (scales 8h + 2j, +1). Block (2-byte aligned): ql @0,
+// qh @128, scales @192, d @208; both 32-byte spans end inside it.
+__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int u, const xblock* xb) {
+    const int h = u / 2;
+    const Span<9> ql = span_mid<9>(b + 64 * h + 32 * (u % 2));
+    const Span<9> qh = span_mid<9>(b + 128 + 32 * h);
+    const float d = f16_to_f32(load_u16(b + 208));
+    float r = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int j = u % 2 + 2 * i;
+        const xregs x = load_x(xb + 4 * h + j);
+        const uint32_t scales = load_u16(b + 192 + 8 * h + 2 * j);
+        int acc = 0;
+#pragma unroll
+        for (int g = 0; g < 2; ++g) {
+            int sumi = 0;
+#pragma unroll
+            for (int k = 4 * g; k < 4 * g + 4; ++k) {
+                const uint32_t lo = (span_u32(ql, 4 * k) >> (4 * i)) & 0x0F0F0F0Fu;
+                const uint32_t hi = (span_u32(qh, 4 * k) >> (2 * j)) & 0x03030303u;
+                sumi = dp4a(bytes_minus(lo | (hi << 4), 32), x.qs[k], sumi);
+            }
+            acc += (int)(int8_t)(scales >> (8 * g)) * sumi;
+        }
+        r += d * x.d * (float)acc;
+    }
+    return r;
+}
+
+// Units (dot_<fmt> calls) per block: the legacy formats' block is one; a K-quant super-block
+// is four units of two sub-blocks.
+#define UNITS_PER_BLOCK(qk) ((qk) == 32 ? 1 : 4)
 
 // X-macro over the quantized weight formats: (name, elements per block, bytes per block).
 #define FOR_EACH_QUANT(X)       \

@@ -2,7 +2,8 @@
 //
 // Quantized weights read q8_1 activations (quantize.cu) and multiply with dp4a through
 // formats.cuh's dot_<fmt> (one 32-weight sub-block against one block of x). One warp takes
-// MV_RPW rows (lane i takes sub-blocks i, i + 32, …), MV_WARPS warps per CTA, a warp-shuffle
+// MV_RPW rows (lane i takes units i, i + 32, …: a legacy block, or a pair of K-quant
+// sub-blocks that share bytes, see formats.cuh), MV_WARPS warps per CTA, a warp-shuffle
 // sum per row (no block barrier in the reduction). The CTA first makes its vector's xblocks
 // in shared memory (formats.cuh: 48 bytes each, 16-byte aligned, d and s as f32, the half
 // sums made once; one barrier); the lanes read them there with 128-bit loads (a lane's block
@@ -15,8 +16,8 @@
 // per weight byte of a row — Q5_1/Q4_1 0.44–0.48 at ~107% of the copy bandwidth, Q8_0/Q5_0/
 // Q4_0 0.63–0.75 at 91–98%, Q4_K/Q5_K/Q6_K 1.3–1.7 at 71–75%, Q2_K 2.0 at 61%, Q3_K 3.5 at
 // 45% — and a version that moved W's 16-bit loads from global to shared memory (as many
-// loads) was no faster. Now 0.19–0.42 for the legacy formats, Q4_K/Q5_K 0.33–0.36, Q6_K 0.88,
-// Q2_K 1.24, Q3_K 1.75 (not yet measured on a GPU). Shapes measured no faster there: one
+// loads) was no faster. Now 0.19–0.42 for the legacy formats, Q4_K/Q5_K 0.25, Q6_K 0.51,
+// Q2_K 0.76, Q3_K 1.05 (not yet measured on a GPU). Shapes measured no faster there: one
 // 128-thread CTA per row, 4 warps per CTA.
 //
 // Batched: gridDim.y vectors share the launch (x and y advance by one vector each), which
@@ -51,8 +52,8 @@ extern __shared__ uint4 matvec_x_words[];
 #define MV_RPW(qk) ((qk) == 32 ? 2 : 1)
 
 // Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
-// whose sub-blocks hold more words in registers (two cost Q6_K 74 registers at sm_90, too few
-// warps per SM).
+// whose units hold more words in registers (two sub-blocks a unit; two iterations of single
+// sub-blocks already cost Q6_K 74 registers at sm_90, too few warps per SM).
 #define MV_UNROLL(qk) ((qk) == 32 ? 2 : 1)
 
 // W: [nrows, ncols] in the format; x: [nvec, ncols/32] q8_1; y: [nvec, nrows].
@@ -83,11 +84,12 @@ extern __shared__ uint4 matvec_x_words[];
             wr[r] = w + (int64_t)min(row + r, nrows - 1) * row_bytes;                          \
             acc[r] = 0.0f;                                                                     \
         }                                                                                      \
-        constexpr int mv_unroll = MV_UNROLL(qk);                                               \
-        _Pragma("unroll (mv_unroll)") for (int sub = lane; sub < nsub; sub += WARP_SIZE) {     \
-            const int off = sub / MV_SUBS(qk) * bytes;                                         \
+        constexpr int mv_unroll = MV_UNROLL(qk), upb = UNITS_PER_BLOCK(qk);                    \
+        _Pragma("unroll (mv_unroll)") for (int u = lane; u < nsub / MV_SUBS(qk) * upb;         \
+                                           u += WARP_SIZE) {                                    \
+            const int blk = u / upb;                                                           \
             _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
-                acc[r] += dot_##name(wr[r] + off, sub % MV_SUBS(qk), xs + sub);                \
+                acc[r] += dot_##name(wr[r] + blk * bytes, u % upb, xs + blk * MV_SUBS(qk));    \
         }                                                                                      \
         _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
             const float v = warp_sum(acc[r]);                                                  \
