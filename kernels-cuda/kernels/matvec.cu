@@ -1,9 +1,9 @@
 // Matrix × vector for decode: y[r] = Σ_c W[r, c]·x[c] for every weight format.
 //
 // Quantized weights read q8_1 activations (quantize.cu) and multiply with dp4a through
-// formats.cuh's dot_<fmt> (one 32-weight sub-block against one block of x). One warp takes
-// MV_RPW rows (lane i takes units i, i + 32, …: a legacy block, or a pair of K-quant
-// sub-blocks that share bytes, see formats.cuh), MV_WARPS warps per CTA, a warp-shuffle
+// formats.cuh's dot_<fmt> (one unit — a legacy block, or a pair of K-quant sub-blocks that
+// share bytes — against its blocks of x). One warp takes MV_RPW rows (lane i takes units
+// i, i + 32, …), MV_WARPS warps per CTA, a warp-shuffle
 // sum per row (no block barrier in the reduction). The CTA first makes its vector's xblocks
 // in shared memory (formats.cuh: 48 bytes each, 16-byte aligned, d and s as f32, the half
 // sums made once; one barrier); the lanes read them there with 128-bit loads (a lane's block
