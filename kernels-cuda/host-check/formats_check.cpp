@@ -4,14 +4,15 @@
 //
 // W_FILE: ROWS × COLS weights of FMT (ggml block bytes); DEQUANT_OUT gets every element as
 // f32 through dequant_<fmt>. For quantized formats XQ_FILE holds COLS/32 q8_1 blocks and
-// Y_OUT gets, per row, Σ over units of dot_<fmt> (the matvec kernel's terms, summed in
-// order). For float formats, or XQ_FILE "-", only the dequantization runs.
+// Y_OUT gets W·x as the matvec kernel makes it: its staging of x and its lanes' loops over
+// dot_<fmt> (matvec_lane.cuh), the 32 lanes of each warp added. For float formats, or
+// XQ_FILE "-", only the dequantization runs.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "../kernels/formats.cuh"
+#include "../kernels/matvec_lane.cuh"
 
 static std::vector<uint8_t> read_file(const char* path) {
     std::vector<uint8_t> v;
@@ -37,7 +38,7 @@ static void write_f32(const char* path, const std::vector<float>& v) {
 }
 
 typedef float (*dequant_fn)(const uint8_t*, int);
-typedef float (*dot_fn)(const uint8_t*, int, const xblock*);
+typedef void (*lane_fn_t)(const uint8_t*, const xblock*, int, int, int, int, float*);
 
 int main(int argc, char** argv) {
     if (argc != 8) {
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
     const std::string fmt = argv[1];
     const long rows = std::atol(argv[2]), cols = std::atol(argv[3]);
     dequant_fn dq = nullptr;
-    dot_fn dot = nullptr;
+    lane_fn_t lane_fn = nullptr;
     long qk = 0, bytes = 0;
 #define DQ(name, k, b)         \
     if (fmt == #name) {        \
@@ -56,9 +57,9 @@ int main(int argc, char** argv) {
         bytes = b;             \
     }
     FOR_EACH_FORMAT(DQ)
-#define DOT(name, k, b) \
-    if (fmt == #name) dot = dot_##name;
-    FOR_EACH_QUANT(DOT)
+#define LANE(name, k, b) \
+    if (fmt == #name) lane_fn = mv_lane_##name;
+    FOR_EACH_QUANT(LANE)
     if (!dq || rows <= 0 || cols <= 0 || cols % qk != 0) {
         std::fprintf(stderr, "formats_check: bad format or shape %s %ld x %ld\n", argv[1], rows, cols);
         return 2;
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
         deq[i] = dq(w.data() + r * row_bytes + (c / qk) * bytes, (int)(c % qk));
     }
     write_f32(argv[6], deq);
-    if (!dot || std::string(argv[5]) == "-") return 0;
+    if (!lane_fn || std::string(argv[5]) == "-") return 0;
 
     // q8_1 blocks are 36 bytes; copy into aligned storage as the device buffer would be.
     const std::vector<uint8_t> xq_bytes = read_file(argv[5]);
@@ -89,18 +90,21 @@ int main(int argc, char** argv) {
     }
     std::vector<block_q8_1> xg(nsub);
     std::memcpy(xg.data(), xq_bytes.data(), xq_bytes.size());
-    // As the matvec kernels stage x in shared memory.
-    std::vector<xblock> xq(nsub);
-    for (long i = 0; i < nsub; ++i) xq[i] = make_xblock(&xg[i]);
+    // The matvec kernel's own steps (matvec_lane.cuh): every thread of a CTA stages its share
+    // of x, then each warp's lanes make their partial sums of the warp's rows, added here in
+    // lane order (the kernel's warp_sum adds the same 32 terms in a butterfly).
+    std::vector<xblock> xs(nsub);
+    for (int t = 0; t < MV_THREADS; ++t) mv_stage_x(xs.data(), xg.data(), (int)nsub, t, MV_THREADS);
+    const int rpw = (int)MV_RPW(qk);
     std::vector<float> y(rows);
-    for (long r = 0; r < rows; ++r) {
-        const uint8_t* wr = w.data() + r * row_bytes;
-        float acc = 0.0f;
-        // Units in the order a lane of the matvec kernel takes them.
-        const long subs = qk / 32, upb = UNITS_PER_BLOCK(qk);
-        for (long blk = 0; blk < nsub / subs; ++blk)
-            for (long u = 0; u < upb; ++u) acc += dot(wr + blk * bytes, (int)u, &xq[blk * subs]);
-        y[r] = acc;
+    for (long row = 0; row < rows; row += rpw) {
+        float sum[2] = {0.0f, 0.0f};
+        for (int lane = 0; lane < WARP_SIZE; ++lane) {
+            float acc[2] = {0.0f, 0.0f};
+            lane_fn(w.data(), xs.data(), (int)cols, (int)rows, (int)row, lane, acc);
+            for (int r = 0; r < rpw; ++r) sum[r] += acc[r];
+        }
+        for (int r = 0; r < rpw && row + r < rows; ++r) y[row + r] = sum[r];
     }
     write_f32(argv[7], y);
     return 0;

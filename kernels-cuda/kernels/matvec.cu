@@ -27,7 +27,7 @@
 // asks L2 for the first `prefetch` bytes of each of its rows, one request per 128-byte line,
 // so that DRAM starts on the weights while the CTA stages x and waits at its barrier, and a
 // lane's first loads find their lines on the way. The results do not depend on it.
-#include "formats.cuh"
+#include "matvec_lane.cuh"
 
 // Asks L2 for the lines of bytes [p, p + n), `lanes` threads sharing the requests (this
 // thread is number `t` of them).
@@ -38,23 +38,8 @@ __device__ __forceinline__ void prefetch_l2(const uint8_t* p, int n, int t, int 
     }
 }
 
-#define MV_WARPS 8
-#define MV_THREADS (MV_WARPS * WARP_SIZE)
-
 // The xblocks of the CTA's vector (launch: ncols / 32 · 48 bytes of dynamic shared memory).
 extern __shared__ uint4 matvec_x_words[];
-
-// Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
-#define MV_SUBS(qk) ((qk) / 32)
-// Rows per warp: they share each x block read from shared memory. Two for the legacy
-// formats; one for the K-quants, whose dot products need too many registers for two
-// (Q6_K spills at sm_90). kernels-cuda/src/ops/matvec.rs launches to match.
-#define MV_RPW(qk) ((qk) == 32 ? 2 : 1)
-
-// Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
-// whose units hold more words in registers (two sub-blocks a unit; two iterations of single
-// sub-blocks already cost Q6_K 74 registers at sm_90, too few warps per SM).
-#define MV_UNROLL(qk) ((qk) == 32 ? 2 : 1)
 
 // W: [nrows, ncols] in the format; x: [nvec, ncols/32] q8_1; y: [nvec, nrows].
 #define MATVEC_QUANT(name, qk, bytes)                                                          \
@@ -71,26 +56,11 @@ extern __shared__ uint4 matvec_x_words[];
                 prefetch_l2(w + (int64_t)(row + r) * row_bytes, min(prefetch, row_bytes),     \
                             lane, WARP_SIZE);                                                  \
         }                                                                                      \
-        {                                                                                      \
-            const block_q8_1* xg = x + (int64_t)blockIdx.y * nsub;                             \
-            for (int i = threadIdx.x; i < nsub; i += MV_THREADS) xs[i] = make_xblock(xg + i);  \
-            __syncthreads();                                                                   \
-        }                                                                                      \
+        mv_stage_x(xs, x + (int64_t)blockIdx.y * nsub, nsub, threadIdx.x, MV_THREADS);         \
+        __syncthreads();                                                                       \
         if (row >= nrows) return;                                                              \
-        /* rows past the end read the last row again and are not written */                    \
-        const uint8_t* wr[MV_RPW(qk)];                                                         \
         float acc[MV_RPW(qk)];                                                                 \
-        _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
-            wr[r] = w + (int64_t)min(row + r, nrows - 1) * row_bytes;                          \
-            acc[r] = 0.0f;                                                                     \
-        }                                                                                      \
-        constexpr int mv_unroll = MV_UNROLL(qk), upb = UNITS_PER_BLOCK(qk);                    \
-        _Pragma("unroll (mv_unroll)") for (int u = lane; u < nsub / MV_SUBS(qk) * upb;         \
-                                           u += WARP_SIZE) {                                    \
-            const int blk = u / upb;                                                           \
-            _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
-                acc[r] += dot_##name(wr[r] + blk * bytes, u % upb, xs + blk * MV_SUBS(qk));    \
-        }                                                                                      \
+        mv_lane_##name(w, xs, ncols, nrows, row, lane, acc);                                   \
         _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
             const float v = warp_sum(acc[r]);                                                  \
             if (lane == 0 && row + r < nrows) y[(int64_t)blockIdx.y * nrows + row + r] = v;    \

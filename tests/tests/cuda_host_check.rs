@@ -1,9 +1,11 @@
 //! The CUDA kernels' per-format arithmetic (kernels-cuda/kernels/formats.cuh: dequant_<fmt>
-//! and the dp4a dot_<fmt> of the matvec kernels) compiled as host C++ and checked against
-//! golden data, so that a layout or bit-twiddling mistake shows up on machines with no GPU.
-//! The device primitives are swapped for exact host equivalents (host-check/host_shim.hpp);
-//! what this cannot check (launch shapes, shared memory, warp reductions) is left to
-//! cuda_kernels.rs on a GPU. Skipped where no C++ compiler is installed.
+//! and the dp4a dot_<fmt> of the matvec kernels) and the quantized matvec kernels' own steps
+//! (matvec_lane.cuh: each thread's staging of x, each lane's loop over its units of each
+//! row) compiled as host C++ and checked against golden data, so that a layout, indexing or
+//! bit-twiddling mistake shows up on machines with no GPU. The device primitives are swapped
+//! for exact host equivalents (host-check/host_shim.hpp); what this cannot check (launch
+//! shapes, shared memory as the hardware does it, warp shuffles, the driver's JIT) is left
+//! to cuda_kernels.rs on a GPU. Skipped where no C++ compiler is installed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,7 +149,8 @@ fn format_arithmetic_matches_golden_on_the_host() {
         if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
             continue;
         }
-        // dot_<fmt> summed over a row: the matvec kernel's terms, on q8_1 activations.
+        // The matvec kernel's steps over a row (its lanes' dot_<fmt> terms), on q8_1
+        // activations.
         for case in golden::matvec_cases(ty).unwrap_or_else(|e| panic!("{e}")) {
             let (rows, cols) = (case.rows, case.cols);
             let mut xq = vec![0u8; cols / 32 * 36];

@@ -1,0 +1,52 @@
+// The two steps of a quantized matvec CTA that involve no other thread's registers, kept out
+// of matvec.cu's kernels so that host-check/formats_check.cpp runs the very same code on the
+// host (each thread's staging, then each lane's partial sums; the host adds the 32 lanes as
+// the kernel's warp_sum does): the kernels' indexing — rows per warp, units per lane, the
+// blocks of x each unit reads — is then checked against golden without a GPU.
+#pragma once
+#include "formats.cuh"
+
+// Warps per CTA of the quantized kernels (kernels-cuda/src/ops/matvec.rs launches to match).
+#define MV_WARPS 8
+#define MV_THREADS (MV_WARPS * WARP_SIZE)
+
+// Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
+#define MV_SUBS(qk) ((qk) / 32)
+// Rows per warp: they share each x block read from shared memory. Two for the legacy
+// formats; one for the K-quants, whose dot products need too many registers for two
+// (Q6_K spills at sm_90). kernels-cuda/src/ops/matvec.rs launches to match.
+#define MV_RPW(qk) ((qk) == 32 ? 2 : 1)
+// Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
+// whose units hold more words in registers (two sub-blocks a unit; two iterations of single
+// sub-blocks already cost Q6_K 74 registers at sm_90, too few warps per SM).
+#define MV_UNROLL(qk) ((qk) == 32 ? 2 : 1)
+
+// Step 1: thread t of the CTA's `threads` makes its share of the vector's xblocks.
+__device__ __forceinline__ void mv_stage_x(xblock* xs, const block_q8_1* xg, int nsub, int t,
+                                           int threads) {
+    for (int i = t; i < nsub; i += threads) xs[i] = make_xblock(xg + i);
+}
+
+// Step 2: lane `lane`'s partial sums acc[0 .. MV_RPW) of rows row, row + 1, … (row < nrows; a
+// row past the end reads the last row again, and its sum is not used). Units i, i + 32, …
+// of the row: a legacy block, or a pair of K-quant sub-blocks (formats.cuh).
+#define MV_LANE(name, qk, bytes)                                                               \
+    __device__ __forceinline__ void mv_lane_##name(const uint8_t* w, const xblock* xs,          \
+                                                   int ncols, int nrows, int row, int lane,     \
+                                                   float* acc) {                               \
+        const int nsub = ncols / 32;                                                           \
+        const int row_bytes = nsub / MV_SUBS(qk) * bytes;                                      \
+        const uint8_t* wr[MV_RPW(qk)];                                                         \
+        _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
+            wr[r] = w + (int64_t)(row + r < nrows ? row + r : nrows - 1) * row_bytes;          \
+            acc[r] = 0.0f;                                                                     \
+        }                                                                                      \
+        constexpr int mv_unroll = MV_UNROLL(qk), upb = UNITS_PER_BLOCK(qk);                    \
+        _Pragma("unroll (mv_unroll)") for (int u = lane; u < nsub / MV_SUBS(qk) * upb;         \
+                                           u += WARP_SIZE) {                                    \
+            const int blk = u / upb;                                                           \
+            _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
+                acc[r] += dot_##name(wr[r] + blk * bytes, u % upb, xs + blk * MV_SUBS(qk));    \
+        }                                                                                      \
+    }
+FOR_EACH_QUANT(MV_LANE)
