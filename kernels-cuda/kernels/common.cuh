@@ -143,21 +143,10 @@ struct Span {
     int sh;
 };
 
-template <int R>
-__device__ __forceinline__ Span<R> span_mid(const uint8_t* p) {
-    Span<R> s;
-    // Stepping back from p (not masking the integer address) keeps p's address space: the
-    // compiler then emits global loads, not generic ones.
-    const int back = (int)((uint64_t)p & 2);
-    const uint32_t* q = (const uint32_t*)(p - back);
-    s.sh = back * 8;
-#pragma unroll
-    for (int i = 0; i < R; ++i) s.raw[i] = q[i];
-    return s;
-}
-
-template <int R>
-__device__ __forceinline__ Span<R> span_end(const uint8_t* p) {
+// ENDS_BLOCK: the span ends its block (span_end), else a word past it is still in the block
+// (span_mid).
+template <int R, bool ENDS_BLOCK>
+__device__ __forceinline__ Span<R> load_span(const uint8_t* p) {
     Span<R> s;
     // Stepping back from p (not masking the integer address) keeps p's address space: the
     // compiler then emits global loads, not generic ones.
@@ -166,8 +155,16 @@ __device__ __forceinline__ Span<R> span_end(const uint8_t* p) {
     s.sh = back * 8;
 #pragma unroll
     for (int i = 0; i < R - 1; ++i) s.raw[i] = q[i];
-    s.raw[R - 1] = s.sh ? q[R - 1] : (uint32_t)load_u16((const uint8_t*)(q + R - 1));
+    s.raw[R - 1] = !ENDS_BLOCK || s.sh ? q[R - 1] : (uint32_t)load_u16((const uint8_t*)(q + R - 1));
     return s;
+}
+template <int R>
+__device__ __forceinline__ Span<R> span_mid(const uint8_t* p) {
+    return load_span<R, false>(p);
+}
+template <int R>
+__device__ __forceinline__ Span<R> span_end(const uint8_t* p) {
+    return load_span<R, true>(p);
 }
 
 // The little-endian u32 (u16) at even byte offset o of the span.
