@@ -90,10 +90,12 @@ fn main() {
     }
     let gpu = match Gpu::first() {
         Ok(g) => g,
-        Err(e) => {
-            println!("skipped: no CUDA device ({e})");
+        // "skipped: no CUDA device: <why>"; a device that is there but fails is an error.
+        Err(e @ strata_kernels_cuda::CudaError::Unavailable(_)) => {
+            println!("skipped: {e}");
             return;
         }
+        Err(e) => fail(&e.to_string()),
     };
     if let Err(e) = run(&gpu, iters, csv, only.as_deref(), &prefetch) {
         fail(&e.to_string());
