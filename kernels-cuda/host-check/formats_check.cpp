@@ -39,6 +39,7 @@ static void write_f32(const char* path, const std::vector<float>& v) {
 
 typedef float (*dequant_fn)(const uint8_t*, int);
 typedef void (*lane_fn_t)(const uint8_t*, const xblock*, int, int, int, int, float*);
+typedef void (*stage_fn_t)(xblock*, const block_q8_1*, int, int, int);
 
 int main(int argc, char** argv) {
     if (argc != 8) {
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     const long rows = std::atol(argv[2]), cols = std::atol(argv[3]);
     dequant_fn dq = nullptr;
     lane_fn_t lane_fn = nullptr;
+    stage_fn_t stage_fn = nullptr;
     long qk = 0, bytes = 0;
 #define DQ(name, k, b)         \
     if (fmt == #name) {        \
@@ -57,8 +59,11 @@ int main(int argc, char** argv) {
         bytes = b;             \
     }
     FOR_EACH_FORMAT(DQ)
-#define LANE(name, k, b) \
-    if (fmt == #name) lane_fn = mv_lane_##name;
+#define LANE(name, k, b)        \
+    if (fmt == #name) {         \
+        lane_fn = mv_lane_##name; \
+        stage_fn = mv_stage_##name; \
+    }
     FOR_EACH_QUANT(LANE)
     if (!dq || rows <= 0 || cols <= 0 || cols % qk != 0) {
         std::fprintf(stderr, "formats_check: bad format or shape %s %ld x %ld\n", argv[1], rows, cols);
@@ -94,7 +99,7 @@ int main(int argc, char** argv) {
     // of x, then each warp's lanes make their partial sums of the warp's rows, added here in
     // lane order (the kernel's warp_sum adds the same 32 terms in a butterfly).
     std::vector<xblock> xs(nsub);
-    for (int t = 0; t < MV_THREADS; ++t) mv_stage_x(xs.data(), xg.data(), (int)nsub, t, MV_THREADS);
+    for (int t = 0; t < MV_THREADS; ++t) stage_fn(xs.data(), xg.data(), (int)nsub, t, MV_THREADS);
     const int rpw = (int)MV_RPW(qk);
     std::vector<float> y(rows);
     for (long row = 0; row < rows; row += rpw) {

@@ -1,10 +1,10 @@
 // Weight formats on the GPU: for each, the block size, the bytes per block, and
 //   dequant_<fmt>(block, e)       element e (0 ≤ e < block size) as f32, the same
 //                                 arithmetic as the CPU reference (kernels-cpu/src/formats)
-//   dot_<fmt>(block, u, x)        Σ over the weights of unit u of the block times x (its
-//                                 q8_1 blocks as xblocks, x[0] the block's first): for
-//                                 the legacy formats the whole block (u = 0), for the
-//                                 K-quants the two 32-weight sub-blocks of unit u (0..3)
+//   dot_<fmt>(block, u, x, xs)    Σ over the weights of unit u of the block times x (its
+//                                 q8_1 blocks as xblocks): for the legacy formats the whole
+//                                 block (u = 0) times x[0], for the K-quants the two
+//                                 32-weight sub-blocks i of unit u (0..3) times x[i·xs]
 // Layouts: /work/shared/FORMATS.md, kernels-cpu/src/formats/blocks.rs (sizes asserted there).
 // Products that the CPU reference rounds separately are written with __fmul_rn so that the
 // compiler does not fuse them into an FMA: dequantization is then bit-exact with the CPU.
@@ -201,7 +201,8 @@ __device__ __forceinline__ uint32_t bits_to_byte_bit4(uint32_t v) {
 // Q4_K, Q5_K 128-bit words.
 
 // Σ (q−8)·xq over the block, q the nibbles of the four ints of qs. Block: d @0, qs @2.
-__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*u*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*u*/, const xblock* xp,
+                                            int /*xstride*/) {
     const xregs x = load_x(xp);
     const Span<5> w = span_end<5>(b);
     int sumi = 0;
@@ -215,7 +216,8 @@ __device__ __forceinline__ float dot_q4_0(const uint8_t* b, int /*u*/, const xbl
 }
 
 // Σ (q·d + m)·xq·dx = d·dx·Σ q·xq + m·s. Block (4-byte aligned): d @0, m @2, qs @4.
-__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*u*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*u*/, const xblock* xp,
+                                            int /*xstride*/) {
     const xregs x = load_x(xp);
     const uint32_t dm = load_u32_a4(b);
     int sumi = 0;
@@ -230,7 +232,8 @@ __device__ __forceinline__ float dot_q4_1(const uint8_t* b, int /*u*/, const xbl
 }
 
 // Block: d @0, qh @2, qs @6.
-__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*u*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*u*/, const xblock* xp,
+                                            int /*xstride*/) {
     const xregs x = load_x(xp);
     const Span<6> w = span_end<6>(b);
     const uint32_t qh = span_u32(w, 2);
@@ -247,7 +250,8 @@ __device__ __forceinline__ float dot_q5_0(const uint8_t* b, int /*u*/, const xbl
 }
 
 // Block (8-byte aligned): d @0, m @2, qh @4, qs @8.
-__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*u*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*u*/, const xblock* xp,
+                                            int /*xstride*/) {
     const xregs x = load_x(xp);
     uint32_t w[6];
     load_words_a8<3>(b, w);
@@ -266,7 +270,8 @@ __device__ __forceinline__ float dot_q5_1(const uint8_t* b, int /*u*/, const xbl
 }
 
 // Block: d @0, qs @2.
-__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*u*/, const xblock* xp) {
+__device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*u*/, const xblock* xp,
+                                            int /*xstride*/) {
     const xregs x = load_x(xp);
     const Span<9> w = span_end<9>(b);
     int sumi = 0;
@@ -277,13 +282,18 @@ __device__ __forceinline__ float dot_q8_0(const uint8_t* b, int /*u*/, const xbl
 
 // The K-quant dot products take a unit of two sub-blocks (units u = 0..3 of a super-block),
 // the two that share the most bytes, so that those are loaded once for both: see each
-// function. x points at the super-block's first xblock.
+// function. Sub-block i (0, 1) of the unit reads x's block at xb + i·xstride: the matvec
+// kernel stores the units' first sub-blocks' xblocks in unit order, then their second ones
+// (unit_sub_<fmt> says which sub-block is which), so that the 32 lanes, taking consecutive
+// units, read consecutive xblocks: no shared-memory bank conflicts (with xblocks in their
+// natural order a lane's were two apart, a 2-way conflict on every read).
 
 // Q2_K unit u: sub-blocks 2u, 2u + 1, each two scale groups of 16 (scales 4u … 4u + 3, one
 // 32-bit load); both read qs[32·(u/2) …], shifted by 4·(u%2) and 4·(u%2) + 2. The min needs
 // Σxq per group of 16: x's half sums. Block (4-byte aligned): scales @0, qs @16, d @80,
 // dmin @82.
-__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int u, const xblock* xb) {
+__device__ __forceinline__ float dot_q2_k(const uint8_t* b, int u, const xblock* xb,
+                                            int xstride) {
     uint32_t q[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) q[k] = load_u32_a4(b + 16 + 32 * (u / 2) + 4 * k);
@@ -293,7 +303,7 @@ __device__ __forceinline__ float dot_q2_k(const uint8_t* b, int u, const xblock*
     float r = 0.0f;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const xregs x = load_x(xb + 2 * u + i);
+        const xregs x = load_x(xb + i * xstride);
         const int shift = 4 * (u % 2) + 2 * i;
         float acc_d = 0.0f, acc_m = 0.0f;
 #pragma unroll
@@ -326,7 +336,8 @@ __device__ __forceinline__ void scales_q3_k_pair(const uint8_t* sc, int s, int* 
 // Q3_K unit u: sub-blocks s = 2u, 2u + 1, both with h = u/2 (one hmask span, one qs span);
 // j = s%4; value = ((qs >> 2j) & 3) + 4·hbit − 4. Block: hmask @0, qs @32, scales @96,
 // d @108 (2-byte aligned; both 32-byte spans end well inside it).
-__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int u, const xblock* xb) {
+__device__ __forceinline__ float dot_q3_k(const uint8_t* b, int u, const xblock* xb,
+                                            int xstride) {
     const int h = u / 2;
     const Span<9> hm = span_mid<9>(b);
     const Span<9> qs = span_mid<9>(b + 32 + 32 * h);
@@ -335,7 +346,7 @@ __device__ __forceinline__ float dot_q3_k(const uint8_t* b, int u, const xblock*
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int s = 2 * u + i, j = 2 * (u % 2) + i;
-        const xregs x = load_x(xb + s);
+        const xregs x = load_x(xb + i * xstride);
         int sc[2];
         scales_q3_k_pair(b + 96, s, &sc[0], &sc[1]);
         int acc = 0;
@@ -369,7 +380,8 @@ __device__ __forceinline__ void scale_min_k4_words(int j, const uint32_t* q, int
 // exactly (x's half sums) rather than q8_1's f16-rounded s, so the only difference from
 // dequantize-then-dot is f32 rounding. Block (16-byte aligned): d @0, dmin @2, scales @4,
 // qs @16; 128-bit loads.
-__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int u, const xblock* xb) {
+__device__ __forceinline__ float dot_q4_k(const uint8_t* b, int u, const xblock* xb,
+                                            int xstride) {
     uint32_t head[4], q[8];
     load_words_a16<1>(b, head);
     load_words_a16<2>(b + 16 + 32 * u, q);
@@ -377,7 +389,7 @@ __device__ __forceinline__ float dot_q4_k(const uint8_t* b, int u, const xblock*
     float r = 0.0f;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const xregs x = load_x(xb + 2 * u + i);
+        const xregs x = load_x(xb + i * xstride);
         int sumi = 0;
 #pragma unroll
         for (int k = 0; k < 8; ++k) sumi = dp4a((int)((q[k] >> (4 * i)) & 0x0F0F0F0Fu), x.qs[k], sumi);
@@ -391,7 +403,8 @@ __device__ __forceinline__ float dot_q4_k(const uint8_t* b, int u, const xblock*
 // Q5_K unit u: as Q4_K, the fifth bits from qh (bit s of each byte, all 32 bytes for every
 // sub-block). Block (16-byte aligned): d @0, dmin @2, scales @4, qh @16, qs @48; 128-bit
 // loads.
-__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int u, const xblock* xb) {
+__device__ __forceinline__ float dot_q5_k(const uint8_t* b, int u, const xblock* xb,
+                                            int xstride) {
     uint32_t head[4], qh[8], q[8];
     load_words_a16<1>(b, head);
     load_words_a16<2>(b + 16, qh);
@@ -401,7 +414,7 @@ __device__ __forceinline__ float dot_q5_k(const uint8_t* b, int u, const xblock*
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int s = 2 * u + i;
-        const xregs x = load_x(xb + s);
+        const xregs x = load_x(xb + i * xstride);
         int sumi = 0;
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
@@ -420,7 +433,8 @@ __device__ __forceinline__ float dot_q5_k(const uint8_t* b, int u, const xblock*
 // same ql span (64h + 32·(u%2)) and qh span (128 + 32h); value (lo | hi << 4) − 32, two
 // scale groups of 16 per sub-block (scales 8h + 2j, +1). Block (2-byte aligned): ql @0,
 // qh @128, scales @192, d @208; both 32-byte spans end inside it.
-__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int u, const xblock* xb) {
+__device__ __forceinline__ float dot_q6_k(const uint8_t* b, int u, const xblock* xb,
+                                            int xstride) {
     const int h = u / 2;
     const Span<9> ql = span_mid<9>(b + 64 * h + 32 * (u % 2));
     const Span<9> qh = span_mid<9>(b + 128 + 32 * h);
@@ -429,7 +443,7 @@ __device__ __forceinline__ float dot_q6_k(const uint8_t* b, int u, const xblock*
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int j = u % 2 + 2 * i;
-        const xregs x = load_x(xb + 4 * h + j);
+        const xregs x = load_x(xb + i * xstride);
         const uint32_t scales = load_u16(b + 192 + 8 * h + 2 * j);
         int acc = 0;
 #pragma unroll
@@ -451,6 +465,30 @@ __device__ __forceinline__ float dot_q6_k(const uint8_t* b, int u, const xblock*
 // Units (dot_<fmt> calls) per block: the legacy formats' block is one; a K-quant super-block
 // is four units of two sub-blocks.
 #define UNITS_PER_BLOCK(qk) ((qk) == 32 ? 1 : 4)
+
+// Which unit u of its block sub-block s belongs to, and as which of the unit's sub-blocks i.
+__device__ __forceinline__ void unit_sub_pairs(int s, int* u, int* i) {  // 2u, 2u + 1
+    *u = s / 2;
+    *i = s % 2;
+}
+__device__ __forceinline__ void unit_sub_q6_k(int s, int* u, int* i) {  // 4h + j, j and j + 2
+    *u = 2 * (s / 4) + s % 2;
+    *i = (s % 4) / 2;
+}
+__device__ __forceinline__ void unit_sub_legacy(int /*s*/, int* u, int* i) {
+    *u = 0;
+    *i = 0;
+}
+#define UNIT_SUB_q4_0 unit_sub_legacy
+#define UNIT_SUB_q4_1 unit_sub_legacy
+#define UNIT_SUB_q5_0 unit_sub_legacy
+#define UNIT_SUB_q5_1 unit_sub_legacy
+#define UNIT_SUB_q8_0 unit_sub_legacy
+#define UNIT_SUB_q2_k unit_sub_pairs
+#define UNIT_SUB_q3_k unit_sub_pairs
+#define UNIT_SUB_q4_k unit_sub_pairs
+#define UNIT_SUB_q5_k unit_sub_pairs
+#define UNIT_SUB_q6_k unit_sub_q6_k
 
 // X-macro over the quantized weight formats: (name, elements per block, bytes per block).
 #define FOR_EACH_QUANT(X)       \

@@ -6,9 +6,10 @@
 // i, i + 32, …), MV_WARPS warps per CTA, a warp-shuffle
 // sum per row (no block barrier in the reduction). The CTA first makes its vector's xblocks
 // in shared memory (formats.cuh: 48 bytes each, 16-byte aligned, d and s as f32, the half
-// sums made once; one barrier); the lanes read them there with 128-bit loads (a lane's block
-// is 48 bytes after its neighbour's: each quarter-warp's eight 16-byte reads fall in distinct
-// banks), and the rows of a warp share each read.
+// sums made once; one barrier), in the order the lanes take them (matvec_lane.cuh); the lanes
+// read them there with 128-bit loads (a lane's block is 48 bytes after its neighbour's: each
+// quarter-warp's eight 16-byte reads fall in distinct banks), and the rows of a warp share
+// each read.
 //
 // Load instructions per weight byte are what this design minimises: on an H100 (docs/
 // gpu-results.md, run 2) the formats' marginal read rates fell in the order of the loads
@@ -56,7 +57,7 @@ extern __shared__ uint4 matvec_x_words[];
                 prefetch_l2(w + (int64_t)(row + r) * row_bytes, min(prefetch, row_bytes),     \
                             lane, WARP_SIZE);                                                  \
         }                                                                                      \
-        mv_stage_x(xs, x + (int64_t)blockIdx.y * nsub, nsub, threadIdx.x, MV_THREADS);         \
+        mv_stage_##name(xs, x + (int64_t)blockIdx.y * nsub, nsub, threadIdx.x, MV_THREADS);    \
         __syncthreads();                                                                       \
         if (row >= nrows) return;                                                              \
         float acc[MV_RPW(qk)];                                                                 \

@@ -21,15 +21,25 @@
 // sub-blocks already cost Q6_K 74 registers at sm_90, too few warps per SM).
 #define MV_UNROLL(qk) ((qk) == 32 ? 2 : 1)
 
-// Step 1: thread t of the CTA's `threads` makes its share of the vector's xblocks.
-__device__ __forceinline__ void mv_stage_x(xblock* xs, const block_q8_1* xg, int nsub, int t,
-                                           int threads) {
-    for (int i = t; i < nsub; i += threads) xs[i] = make_xblock(xg + i);
-}
+// Step 1: thread t of the CTA's `threads` makes its share of the vector's xblocks, in the
+// order the lanes read them: unit by unit, the units' first sub-blocks, then (K-quants)
+// their second ones (formats.cuh, unit_sub_<fmt>).
+#define MV_STAGE(name, qk, bytes)                                                              \
+    __device__ __forceinline__ void mv_stage_##name(xblock* xs, const block_q8_1* xg,           \
+                                                    int nsub, int t, int threads) {            \
+        const int nunit = nsub / MV_SUBS(qk) * UNITS_PER_BLOCK(qk);                            \
+        for (int n = t; n < nsub; n += threads) {                                              \
+            int u, i;                                                                          \
+            UNIT_SUB_##name(n % MV_SUBS(qk), &u, &i);                                          \
+            xs[i * nunit + n / MV_SUBS(qk) * UNITS_PER_BLOCK(qk) + u] = make_xblock(xg + n);   \
+        }                                                                                      \
+    }
+FOR_EACH_QUANT(MV_STAGE)
 
 // Step 2: lane `lane`'s partial sums acc[0 .. MV_RPW) of rows row, row + 1, … (row < nrows; a
-// row past the end reads the last row again, and its sum is not used). Units i, i + 32, …
-// of the row: a legacy block, or a pair of K-quant sub-blocks (formats.cuh).
+// row past the end reads the last row again, and its sum is not used). Units lane,
+// lane + 32, … of the row: a legacy block, or a pair of K-quant sub-blocks (formats.cuh),
+// whose xblocks step 1 put at xs[unit] and xs[nunit + unit].
 #define MV_LANE(name, qk, bytes)                                                               \
     __device__ __forceinline__ void mv_lane_##name(const uint8_t* w, const xblock* xs,          \
                                                    int ncols, int nrows, int row, int lane,     \
@@ -42,11 +52,10 @@ __device__ __forceinline__ void mv_stage_x(xblock* xs, const block_q8_1* xg, int
             acc[r] = 0.0f;                                                                     \
         }                                                                                      \
         constexpr int mv_unroll = MV_UNROLL(qk), upb = UNITS_PER_BLOCK(qk);                    \
-        _Pragma("unroll (mv_unroll)") for (int u = lane; u < nsub / MV_SUBS(qk) * upb;         \
-                                           u += WARP_SIZE) {                                    \
-            const int blk = u / upb;                                                           \
+        const int nunit = nsub / MV_SUBS(qk) * upb;                                            \
+        _Pragma("unroll (mv_unroll)") for (int u = lane; u < nunit; u += WARP_SIZE) {          \
             _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r)                             \
-                acc[r] += dot_##name(wr[r] + blk * bytes, u % upb, xs + blk * MV_SUBS(qk));    \
+                acc[r] += dot_##name(wr[r] + u / upb * bytes, u % upb, xs + u, nunit);         \
         }                                                                                      \
     }
 FOR_EACH_QUANT(MV_LANE)
