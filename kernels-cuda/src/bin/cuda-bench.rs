@@ -16,7 +16,8 @@
 //!
 //! Beside each matvec, on the same weight copies: `read`, a kernel that only reads the same
 //! bytes (coalesced 16-byte loads, probe.cu), so "% of read" is what the matvec's own work
-//! costs over reading; and the launch floor, an empty kernel back to back. Then the matvec
+//! costs over reading; the matvec replayed from a CUDA graph (as decode runs); and the launch
+//! floor, an empty kernel back to back, eagerly and in a graph. Then the matvec
 //! again with each `--prefetch` setting (bytes of each row asked of L2 before the kernel's
 //! first wait, `Gpu::set_matvec_prefetch`; default 0, 1024 and 8192): every setting and the
 //! read are timed in two alternating rounds, and each cell is the faster round's mean.
@@ -119,13 +120,14 @@ fn run(
     let copy = busy.bandwidth(gpu, iters)?;
     // Device time the timed launches queue behind (see `Rotation::time`).
     let lead_us = QUEUE_COPIES as f64 * busy.bytes() as f64 / (copy * 1e3);
-    let empty_us = time_empty(gpu, &mut busy, iters)?;
+    let (empty_us, empty_graph_us) = time_empty(gpu, &mut busy, iters)?;
     if csv {
         println!(
             "format,rows,cols,bytes,kernel,us,gb_per_s,ratio_to_copy,ratio_to_read,\
              host_us_per_launch"
         );
         println!("empty,0,0,0,empty,{empty_us:.2},0,0,0,0");
+        println!("empty,0,0,0,empty_graph,{empty_graph_us:.2},0,0,0,0");
     } else {
         println!(
             "device {} ({}, cc {}.{}, {:.1} GiB)\n",
@@ -136,7 +138,10 @@ fn run(
             info.total_bytes as f64 / (1u64 << 30) as f64
         );
         println!("device copy bandwidth (256 MiB, read + write): {copy:.1} GB/s");
-        println!("empty kernel, back to back: {empty_us:.2} µs a launch");
+        println!(
+            "empty kernel, back to back: {empty_us:.2} µs a launch; {empty_graph_us:.2} µs \
+             inside a CUDA graph"
+        );
         println!(
             "matvec: launches cycle over weight copies, >= {} MiB touched between two uses \
              of one copy (not L2-resident); the timed launches queue behind {lead_us:.0} µs \
@@ -146,14 +151,15 @@ fn run(
         );
         println!(
             "read = a kernel that only reads the same weight bytes (coalesced 16-byte loads); \
-             % of read = read µs / matvec µs. Each cell: the faster of {ROUNDS} alternating \
-             rounds of {iters} launches\n"
+             % of read = read µs / matvec µs; graph µs = the matvec's launches replayed from \
+             one CUDA graph, as decode runs them. Each cell: the faster of {ROUNDS} \
+             alternating rounds of {iters} launches\n"
         );
         println!(
             "| format | rows × cols | MiB read | µs | GB/s | % of copy | read µs | % of read \
-             | host µs/launch |"
+             | graph µs | host µs/launch |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
     }
     let mut trials = Vec::new();
     for ty in GgmlType::WEIGHTS {
@@ -165,6 +171,7 @@ fn run(
             let mut best = vec![f64::INFINITY; prefetch.len()];
             let mut read_us = rot.can_read().then_some(f64::INFINITY);
             let mut host_us = 0.0f64;
+            let mut graph_us = f64::INFINITY;
             for _ in 0..ROUNDS {
                 if let Some(r) = read_us.as_mut() {
                     *r = r.min(rot.time(gpu, &mut busy, Kernel::Read, iters)?.0);
@@ -176,6 +183,8 @@ fn run(
                         host_us = host_us.max(host);
                     }
                 }
+                // After the eager launches: capture must find the kernels' module loaded.
+                graph_us = graph_us.min(rot.time_graph(gpu, &mut busy, iters)?);
             }
             gpu.set_matvec_prefetch(0);
             let us = best[0];
@@ -197,6 +206,7 @@ fn run(
                 if let Some(r) = read_us {
                     line("read", r);
                 }
+                line("matvec_graph", graph_us);
                 for (&p, &us) in prefetch.iter().zip(&best) {
                     line(&format!("matvec_prefetch_{p}"), us);
                 }
@@ -207,7 +217,7 @@ fn run(
                 };
                 println!(
                     "| {ty} | {rows} × {cols} | {:.1} | {us:.1} | {gbs:.0} | {:.0}% | {read} | \
-                     {of_read} | {host_us:.1}{} |",
+                     {of_read} | {graph_us:.1} | {host_us:.1}{} |",
                     bytes as f64 / (1u64 << 20) as f64,
                     100.0 * gbs / copy,
                     if starved { " *" } else { "" }
@@ -323,12 +333,13 @@ impl Busy {
     }
 }
 
-/// Mean device µs of one empty kernel, launched back to back behind the copies.
+/// Mean device µs of one empty kernel launched back to back behind the copies, and of one
+/// inside a CUDA graph of `iters` of them.
 fn time_empty(
     gpu: &Gpu,
     busy: &mut Busy,
     iters: usize,
-) -> Result<f64, strata_kernels_cuda::CudaError> {
+) -> Result<(f64, f64), strata_kernels_cuda::CudaError> {
     gpu.empty_kernel()?; // loads the module
     for _ in 0..QUEUE_COPIES {
         busy.copy(gpu)?;
@@ -337,7 +348,24 @@ fn time_empty(
     for _ in 0..iters {
         gpu.empty_kernel()?;
     }
-    Ok(t.stop(gpu)? as f64 * 1e3 / iters as f64)
+    let eager = t.stop(gpu)? as f64 * 1e3 / iters as f64;
+    let graph = gpu.capture(|| (0..iters).try_for_each(|_| gpu.empty_kernel()))?;
+    Ok((eager, time_graph_launch(gpu, busy, &graph)? / iters as f64))
+}
+
+/// Device µs of one launch of `graph` (after one untimed launch), queued behind the copies.
+fn time_graph_launch(
+    gpu: &Gpu,
+    busy: &mut Busy,
+    graph: &strata_kernels_cuda::GpuGraph,
+) -> Result<f64, strata_kernels_cuda::CudaError> {
+    graph.launch()?;
+    for _ in 0..QUEUE_COPIES {
+        busy.copy(gpu)?;
+    }
+    let t = GpuTimer::start(gpu)?;
+    graph.launch()?;
+    Ok(t.stop(gpu)? as f64 * 1e3)
 }
 
 /// What [`Rotation::time`] launches.
@@ -430,6 +458,22 @@ impl Rotation {
             }
             Kernel::Matvec(_) => gpu.matvec_q8_1(ty, w, &self.xq, &mut self.y, cols, rows, 1),
         }
+    }
+
+    /// Mean device µs of one matvec (prefetch 0) when `iters` of them, cycling over the
+    /// copies, are replayed from one CUDA graph.
+    fn time_graph(
+        &mut self,
+        gpu: &Gpu,
+        busy: &mut Busy,
+        iters: usize,
+    ) -> Result<f64, strata_kernels_cuda::CudaError> {
+        gpu.set_matvec_prefetch(0);
+        // Called after `time`: the module is loaded (no loading during a capture) and the
+        // copies cycled.
+        let graph =
+            gpu.capture(|| (0..iters).try_for_each(|i| self.once(gpu, Kernel::Matvec(0), i)))?;
+        Ok(time_graph_launch(gpu, busy, &graph)? / iters as f64)
     }
 
     /// Mean device µs and host µs of one launch of `kernel`, cycling over the copies.
