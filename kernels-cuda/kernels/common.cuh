@@ -113,12 +113,8 @@ __device__ __forceinline__ int bytes_minus(uint32_t v, uint32_t k) {
     return (int)((v + bias) ^ 0x80808080u);
 }
 
-// Little-endian loads from blocks that are only 2-byte aligned (Q4_0, Q5_0, Q8_0, Q3_K,
-// Q6_K have odd multiples of 2 as their size) or 4-byte aligned.
-__device__ __forceinline__ uint32_t load_u32_a2(const uint8_t* p) {
-    const uint16_t* q = (const uint16_t*)p;
-    return (uint32_t)q[0] | ((uint32_t)q[1] << 16);
-}
+// Little-endian loads at 4- and 2-byte aligned addresses (the 2-byte aligned blocks, Q4_0,
+// Q5_0, Q8_0, Q3_K and Q6_K, read their 32-bit values through Span below).
 __device__ __forceinline__ uint32_t load_u32_a4(const uint8_t* p) {
     return *(const uint32_t*)p;
 }
