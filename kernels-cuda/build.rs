@@ -58,22 +58,66 @@ fn main() {
     );
 
     let arch = std::env::var("STRATA_CUDA_ARCH").unwrap_or_else(|_| "compute_80".to_string());
-    let sources = kernel_sources(&kernels_dir);
+    let mut jobs: Vec<Job> = kernel_sources(&kernels_dir)
+        .into_iter()
+        .map(|src| Job {
+            stem: src
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("utf-8 kernel file name")
+                .to_string(),
+            src,
+            arch: arch.clone(),
+        })
+        .collect();
+    // matvec.cu again for sm_90 and later: its programmatic-dependent-launch steps
+    // (griddepcontrol) exist only there; `Gpu::set_matvec_pdl` loads this module.
+    if let Some(matvec) = jobs.iter().find(|j| j.stem == "matvec") {
+        let pdl_arch = if arch_number(&arch).is_some_and(|n| n >= 90) {
+            arch.clone()
+        } else {
+            "compute_90".to_string()
+        };
+        jobs.push(Job {
+            stem: "matvec_sm90".to_string(),
+            src: matvec.src.clone(),
+            arch: pdl_arch,
+        });
+    }
 
     let compiled = match find_nvrtc(&cuda_dir) {
         Some(nvrtc) => {
             println!("cargo:rerun-if-changed={}", nvrtc.watch.display());
-            Some(compile_all(&nvrtc, &kernels_dir, &sources, &arch, &out))
+            compile_all(&nvrtc, &kernels_dir, &jobs, &out);
+            true
         }
         None => {
             println!(
                 "cargo:warning=strata-kernels-cuda: NVRTC not found (no CUDA toolkit, no .cuda/ \
                  from scripts/fetch-cuda.sh): building CPU-only, without CUDA kernels"
             );
-            None
+            false
         }
     };
-    write_module_table(&out, compiled.as_deref(), &arch);
+    write_module_table(&out, compiled.then_some(&jobs[..]), &arch);
+}
+
+/// One PTX module to make: `src` compiled for virtual architecture `arch` into
+/// `OUT_DIR/<stem>.ptx`.
+struct Job {
+    stem: String,
+    src: PathBuf,
+    arch: String,
+}
+
+/// 80 for "compute_80", 90 for "compute_90a".
+fn arch_number(arch: &str) -> Option<u32> {
+    let digits: String = arch
+        .strip_prefix("compute_")?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// `kernels/*.cu`, sorted by name (the `.cuh` headers are included by them, not compiled).
@@ -153,14 +197,8 @@ fn find_lib(dir: &Path) -> Option<PathBuf> {
     names.into_iter().next()
 }
 
-/// Compiles each source to `OUT_DIR/<stem>.ptx`; returns the stems.
-fn compile_all(
-    nvrtc: &Nvrtc,
-    kernels_dir: &Path,
-    sources: &[PathBuf],
-    arch: &str,
-    out: &Path,
-) -> Vec<String> {
+/// Compiles each job to `OUT_DIR/<stem>.ptx`.
+fn compile_all(nvrtc: &Nvrtc, kernels_dir: &Path, jobs: &[Job], out: &Path) {
     // SAFETY: loading libnvrtc runs its initialisers, which have no preconditions. The
     // handle is leaked on purpose: cudarc looks the library up by soname for the rest of
     // this process and must find this one.
@@ -178,12 +216,12 @@ fn compile_all(
             nvrtc.lib.display()
         );
     }
-    let mut stems = Vec::new();
-    for src_path in sources {
-        let stem = src_path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("utf-8 kernel file name");
+    for Job {
+        stem,
+        src: src_path,
+        arch,
+    } in jobs
+    {
         let src = std::fs::read_to_string(src_path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", src_path.display()));
         let mut include_paths = vec![kernels_dir.display().to_string()];
@@ -218,15 +256,13 @@ fn compile_all(
         };
         let dst = out.join(format!("{stem}.ptx"));
         std::fs::write(&dst, ptx).unwrap_or_else(|e| panic!("writing {}: {e}", dst.display()));
-        stems.push(stem.to_string());
     }
-    stems
 }
 
 /// `OUT_DIR/modules.rs`: the PTX of every module, embedded with `include_str!`.
-fn write_module_table(out: &Path, compiled: Option<&[String]>, arch: &str) {
+fn write_module_table(out: &Path, compiled: Option<&[Job]>, arch: &str) {
     let mut s = String::new();
-    let stems = compiled.unwrap_or(&[]);
+    let jobs = compiled.unwrap_or(&[]);
     writeln!(
         s,
         "/// Whether NVRTC was found at build time and the kernels are embedded."
@@ -238,18 +274,22 @@ fn write_module_table(out: &Path, compiled: Option<&[String]>, arch: &str) {
         compiled.is_some()
     )
     .unwrap();
-    writeln!(s, "/// The virtual architecture the PTX was compiled for.").unwrap();
+    writeln!(
+        s,
+        "/// The virtual architecture of the PTX (`matvec_sm90`'s is in its `PtxModule::arch`)."
+    )
+    .unwrap();
     writeln!(s, "pub const ARCH: &str = {arch:?};").unwrap();
     writeln!(
         s,
-        "/// Every kernel module: (name = the `.cu` file's stem, PTX text)."
+        "/// Every kernel module: (name, virtual architecture, PTX text)."
     )
     .unwrap();
     writeln!(s, "pub const MODULES: &[PtxModule] = &[").unwrap();
-    for stem in stems {
+    for Job { stem, arch, .. } in jobs {
         writeln!(
             s,
-            "    PtxModule {{ name: {stem:?}, ptx: include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\")) }},"
+            "    PtxModule {{ name: {stem:?}, arch: {arch:?}, ptx: include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\")) }},"
         )
         .unwrap();
     }

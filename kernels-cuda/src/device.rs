@@ -5,7 +5,7 @@
 //! here checks `is_culib_present` before any other driver call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -13,6 +13,10 @@ use cudarc::nvrtc::Ptx;
 
 use crate::error::{CudaError, DriverContext};
 use crate::ptx;
+
+/// matvec.cu compiled for sm_90 and later (build.rs), the kernels that
+/// [`Gpu::set_matvec_pdl`] launches.
+pub(crate) const MATVEC_PDL_MODULE: &str = "matvec_sm90";
 
 /// What the driver says about one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +92,8 @@ pub struct Gpu {
     /// Bytes of each weight row that a matvec asks L2 for before it starts (matvec.cu's
     /// `prefetch`; 0 = off).
     matvec_prefetch: AtomicU32,
+    /// Whether matvecs launch with programmatic dependent launch (`set_matvec_pdl`).
+    matvec_pdl: AtomicBool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -125,6 +131,7 @@ impl Gpu {
             stream,
             modules: Mutex::new(HashMap::new()),
             matvec_prefetch: AtomicU32::new(0),
+            matvec_pdl: AtomicBool::new(false),
         })
     }
 
@@ -156,6 +163,46 @@ impl Gpu {
 
     pub(crate) fn matvec_prefetch(&self) -> i32 {
         i32::try_from(self.matvec_prefetch.load(Ordering::Relaxed)).unwrap_or(i32::MAX)
+    }
+
+    /// Why this device cannot launch matvecs with programmatic dependent launch, or `None`
+    /// if it can: that needs compute capability 9.0 or later and the `matvec_sm90` module.
+    pub fn matvec_pdl_unsupported(&self) -> Option<String> {
+        let (major, minor) = match self.ctx.compute_capability() {
+            Ok(cc) => cc,
+            Err(e) => return Some(format!("compute capability unknown: {e}")),
+        };
+        let cc = u32::try_from(major * 10 + minor).unwrap_or(0);
+        match ptx::module(MATVEC_PDL_MODULE).and_then(|m| m.min_compute_capability()) {
+            None => Some(format!("module {MATVEC_PDL_MODULE} is not embedded")),
+            Some(need) if cc < need => Some(format!(
+                "programmatic dependent launch needs compute capability {}.{} (this device                  has {major}.{minor})",
+                need / 10,
+                need % 10
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// Makes every later matvec launch with programmatic dependent launch (`on`) or plainly
+    /// (the default): each matvec may then start while the kernel before it in the stream
+    /// finishes, prefetching its weights, and waits for that kernel before it reads x
+    /// (matvec.cu). Results are bit for bit the same either way; `cuda-bench` measures the
+    /// speed. An error, and no change, where the device cannot (see
+    /// [`Gpu::matvec_pdl_unsupported`]). A CUDA graph keeps the setting its launches were
+    /// captured with.
+    pub fn set_matvec_pdl(&self, on: bool) -> Result<(), CudaError> {
+        if on {
+            if let Some(why) = self.matvec_pdl_unsupported() {
+                return Err(CudaError::Unavailable(why));
+            }
+        }
+        self.matvec_pdl.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn matvec_pdl(&self) -> bool {
+        self.matvec_pdl.load(Ordering::Relaxed)
     }
 
     /// Waits for everything queued on this device's stream.

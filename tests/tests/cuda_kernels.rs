@@ -298,6 +298,54 @@ fn matvec_prefetch_changes_no_bit() {
 }
 
 #[test]
+fn matvec_pdl_changes_no_bit() {
+    let Some(gpu) = gpu() else { return };
+    if let Some(why) = gpu.matvec_pdl_unsupported() {
+        assert!(gpu.set_matvec_pdl(true).is_err(), "accepted where {why}");
+        println!("skipped: {why}");
+        return;
+    }
+    let mut r = rng(13);
+    // A chain in which each matvec reads what the one before it wrote, so that a kernel
+    // reading x before its prerequisite finished would show: y1 = W1·x (the format), y2 =
+    // W2·y1 (f32, launched right behind W1's kernel), y3 = W3·y2 (the format again). 40 rows
+    // (f32 takes columns in fours), a last CTA with spare warps.
+    let (rows, cols, nvec) = (40, 512, 2);
+    let w2 = gpu
+        .upload(&weights(&mut r, GgmlType::F32, cols, rows))
+        .unwrap();
+    for ty in GgmlType::WEIGHTS {
+        let w1 = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
+        let w3 = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
+        let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
+        let mut results = Vec::new();
+        for (pdl, graph) in [(false, false), (true, false), (true, true)] {
+            gpu.set_matvec_pdl(pdl).unwrap();
+            let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
+            let mut y1 = gpu.zeros::<f32>(rows * nvec).unwrap();
+            let mut y2 = gpu.zeros::<f32>(cols * nvec).unwrap();
+            let mut y3 = gpu.zeros::<f32>(rows * nvec).unwrap();
+            let mut chain = || {
+                gpu.matvec(ty, &w1, &x, &mut xq, &mut y1, cols, rows, nvec)?;
+                gpu.matvec(GgmlType::F32, &w2, &y1, &mut xq, &mut y2, rows, cols, nvec)?;
+                gpu.matvec(ty, &w3, &y2, &mut xq, &mut y3, cols, rows, nvec)
+            };
+            if graph {
+                // Eager runs came first: the module is loaded before the capture.
+                gpu.capture(chain).unwrap().launch().unwrap();
+            } else {
+                chain().unwrap();
+            }
+            results.push((y1.to_host(&gpu).unwrap(), y3.to_host(&gpu).unwrap()));
+        }
+        gpu.set_matvec_pdl(false).unwrap();
+        assert!(results[0].1.iter().any(|&v| v != 0.0), "{ty}: y3 all zero");
+        assert_eq!(results[1], results[0], "{ty}: PDL launches");
+        assert_eq!(results[2], results[0], "{ty}: PDL launches in a CUDA graph");
+    }
+}
+
+#[test]
 fn read_probe_sums_every_word() {
     let Some(gpu) = gpu() else { return };
     let mut r = rng(13);

@@ -1,5 +1,6 @@
-//! Every embedded PTX module through `ptxas -v` for sm_80 and sm_90: fails on any ptxas
-//! error or register spill, prints the register count of every kernel. Needs no GPU, only
+//! Every embedded PTX module through `ptxas -v` for sm_80 and sm_90 (a module compiled for a
+//! later virtual architecture, such as `matvec_sm90`, only for those it runs on): fails on
+//! any ptxas error or register spill, prints the register count of every kernel. Needs no GPU, only
 //! the `ptxas` that `scripts/fetch-cuda.sh` unpacks into `.cuda/` (or a CUDA toolkit's).
 
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::Command;
 
 use strata_kernels_cuda::ptx;
 
-const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
+const ARCHS: [(&str, u32); 2] = [("sm_80", 80), ("sm_90", 90)];
 
 fn ptxas() -> Option<PathBuf> {
     let cuda_dir = std::env::var_os("STRATA_CUDA_DIR")
@@ -85,8 +86,15 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
     for m in ptx::MODULES {
         let file = dir.join(format!("{}.ptx", m.name));
         std::fs::write(&file, m.ptx).unwrap();
+        let min_cc = m
+            .min_compute_capability()
+            .unwrap_or_else(|| panic!("module {}: arch {:?} unreadable", m.name, m.arch));
         let mut per_arch = Vec::new();
-        for arch in ARCHS {
+        for (arch, cc) in ARCHS {
+            if cc < min_cc {
+                per_arch.push(Vec::new());
+                continue;
+            }
             let out = Command::new(&ptxas)
                 .args(["-v", "--gpu-name", arch, "-o", "/dev/null"])
                 .arg(&file)
@@ -116,18 +124,33 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
             per_arch.push(infos);
         }
         if per_arch.len() == 2 {
-            for k80 in &per_arch[0] {
-                let k90 = per_arch[1].iter().find(|k| k.name == k80.name);
-                let r90 = k90.map_or("?".to_string(), |k| k.registers.to_string());
-                let stack = k80.stack.max(k90.map_or(0, |k| k.stack));
+            // Kernels in the order of the first architecture that compiled them.
+            let names = per_arch
+                .iter()
+                .find(|v| !v.is_empty())
+                .into_iter()
+                .flatten();
+            for name in names.map(|k| &k.name) {
+                let ks: Vec<Option<&KernelInfo>> = per_arch
+                    .iter()
+                    .map(|v| v.iter().find(|k| &k.name == name))
+                    .collect();
+                let regs = |i: usize| match (ARCHS[i].1 < min_cc, ks[i]) {
+                    (true, _) => "-".to_string(),
+                    (false, Some(k)) => k.registers.to_string(),
+                    (false, None) => "?".to_string(),
+                };
+                let stack = ks.iter().flatten().map(|k| k.stack).max().unwrap_or(0);
                 let stack = if stack > 0 {
                     format!(" (stack {stack} B)")
                 } else {
                     String::new()
                 };
                 table += &format!(
-                    "| {} | {} | {}{stack} | {r90} |\n",
-                    m.name, k80.name, k80.registers
+                    "| {} | {name} | {}{stack} | {} |\n",
+                    m.name,
+                    regs(0),
+                    regs(1)
                 );
             }
         }

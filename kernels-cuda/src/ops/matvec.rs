@@ -1,7 +1,13 @@
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
+
+use cudarc::driver::{
+    sys, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig,
+    PushKernelArg,
+};
 use strata_kernels_cpu::GgmlType;
 
 use super::{as_i32, grid_yz, kernel_suffix, need, q8_1_bytes, weight_kernel};
+use crate::device::MATVEC_PDL_MODULE;
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
@@ -155,6 +161,19 @@ impl Gpu {
             shared_mem_bytes: shared,
         };
         let prefetch = self.matvec_prefetch();
+        if self.matvec_pdl() {
+            let f = self.function(MATVEC_PDL_MODULE, name)?;
+            let stream = self.stream();
+            let (wp, _w) = w.device_ptr(stream);
+            let (xp, _x) = x.device_ptr(stream);
+            let (yp, _y) = y.slice_mut().device_ptr_mut(stream);
+            let args = [wp, xp, yp];
+            let ints = [nc, nr, prefetch];
+            // SAFETY: the same kernel arguments as below, by address: the three device
+            // pointers, then (ncols, nrows, prefetch) as i32, all alive until the call
+            // returns (the driver copies them at launch).
+            return unsafe { launch_dependent(&f, stream, &cfg, &args, &ints) }.during(OP);
+        }
         let f = self.function("matvec", name)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(w)
@@ -168,4 +187,58 @@ impl Gpu {
         unsafe { b.launch(cfg) }.during(OP)?;
         Ok(())
     }
+}
+
+/// Launches `f` on `stream` with the programmatic-stream-serialization attribute
+/// (cuLaunchKernelEx), which lets it start before the kernel ahead of it in the stream
+/// completes; the kernel must wait (griddepcontrol.wait) before it touches what that kernel
+/// writes. Arguments: `ptrs` then `ints`, in that order.
+///
+/// # Safety
+///
+/// `f` must take exactly those arguments, and the pointers must be valid for what it does.
+unsafe fn launch_dependent(
+    f: &CudaFunction,
+    stream: &CudaStream,
+    cfg: &LaunchConfig,
+    ptrs: &[sys::CUdeviceptr],
+    ints: &[i32],
+) -> Result<(), DriverError> {
+    stream.context().bind_to_thread()?;
+    let mut params: Vec<*mut c_void> = ptrs
+        .iter()
+        .map(|p| p as *const sys::CUdeviceptr as *mut c_void)
+        .chain(ints.iter().map(|i| i as *const i32 as *mut c_void))
+        .collect();
+    // SAFETY: all-zero is a valid value of this plain C union.
+    let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+    value.programmaticStreamSerializationAllowed = 1;
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        value,
+    };
+    let config = sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: config, attr and params outlive the call; the caller vouches for the
+    // arguments.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &config,
+            f.cu_function(),
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()
 }
