@@ -81,6 +81,17 @@ if [[ -f "$model" && -x "$here/bin/bench" ]]; then
         STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64 &&
         echo && echo 'Matvec L2 prefetch of 1024 bytes a row (STRATA_MATVEC_PREFETCH=1024):' &&
         STRATA_MATVEC_PREFETCH=1024 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
+    # Programmatic dependent launch of the matvecs needs sm_90 or later.
+    cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)"
+    if [[ "${cc%%.*}" =~ ^[0-9]+$ ]] && (( ${cc%%.*} >= 9 )); then
+        step "bench split, PDL" 90 "$tmp/split-pdl.md" env STRATA_MATVEC_PDL=1 \
+            "$here/bin/bench" split -m "$model" --num-gpu 15,31 -p 128 -n 64
+        {
+            echo
+            echo 'Matvecs by programmatic dependent launch (STRATA_MATVEC_PDL=1):'
+            cat "$tmp/split-pdl.md"
+        } >> "$out/split.md"
+    fi
     step "generate -ngl auto / 0" 60 "$out/generate.txt" bash -c "
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&

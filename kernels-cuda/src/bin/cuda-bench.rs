@@ -21,6 +21,9 @@
 //! again with each `--prefetch` setting (bytes of each row asked of L2 before the kernel's
 //! first wait, `Gpu::set_matvec_prefetch`; default 0, 1024 and 8192): every setting and the
 //! read are timed in two alternating rounds, and each cell is the faster round's mean.
+//! On a device of compute capability 9.0 or later every setting is timed a second time with
+//! programmatic dependent launch (`Gpu::set_matvec_pdl`: each matvec may start while the one
+//! before it finishes, prefetching, and waits for it before reading x), and the graph too.
 //!
 //! Then prefill: the tensor-core matmul of each format at 4096×4096 on 512 tokens (f32
 //! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch).
@@ -116,6 +119,17 @@ fn run(
     prefetch: &[u32],
 ) -> Result<(), strata_kernels_cuda::CudaError> {
     let info = gpu.info()?;
+    let pdl_why = gpu.matvec_pdl_unsupported();
+    let pdl_ok = pdl_why.is_none();
+    let settings: Vec<Kernel> = [false, true]
+        .into_iter()
+        .filter(|&pdl| !pdl || pdl_ok)
+        .flat_map(|pdl| {
+            prefetch
+                .iter()
+                .map(move |&prefetch| Kernel::Matvec { prefetch, pdl })
+        })
+        .collect();
     let mut busy = Busy::new(gpu)?;
     let copy = busy.bandwidth(gpu, iters)?;
     // Device time the timed launches queue behind (see `Rotation::time`).
@@ -138,6 +152,9 @@ fn run(
             info.total_bytes as f64 / (1u64 << 30) as f64
         );
         println!("device copy bandwidth (256 MiB, read + write): {copy:.1} GB/s");
+        if let Some(why) = &pdl_why {
+            println!("no PDL columns: {why}");
+        }
         println!(
             "empty kernel, back to back: {empty_us:.2} µs a launch; {empty_graph_us:.2} µs \
              inside a CUDA graph"
@@ -157,9 +174,13 @@ fn run(
         );
         println!(
             "| format | rows × cols | MiB read | µs | GB/s | % of copy | read µs | % of read \
-             | graph µs | host µs/launch |"
+             | graph µs |{} host µs/launch |",
+            if pdl_ok { " graph µs, PDL |" } else { "" }
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "|---|---|---|---|---|---|---|---|---|{}---|",
+            if pdl_ok { "---|" } else { "" }
+        );
     }
     let mut trials = Vec::new();
     for ty in GgmlType::WEIGHTS {
@@ -168,25 +189,30 @@ fn run(
         }
         for (rows, cols) in SHAPES {
             let mut rot = Rotation::new(gpu, ty, rows, cols)?;
-            let mut best = vec![f64::INFINITY; prefetch.len()];
+            let mut best = vec![f64::INFINITY; settings.len()];
             let mut read_us = rot.can_read().then_some(f64::INFINITY);
             let mut host_us = 0.0f64;
-            let mut graph_us = f64::INFINITY;
+            let mut graph_us = [f64::INFINITY; 2];
             for _ in 0..ROUNDS {
                 if let Some(r) = read_us.as_mut() {
                     *r = r.min(rot.time(gpu, &mut busy, Kernel::Read, iters)?.0);
                 }
-                for (b, &p) in best.iter_mut().zip(prefetch) {
-                    let (us, host) = rot.time(gpu, &mut busy, Kernel::Matvec(p), iters)?;
+                for (b, &k) in best.iter_mut().zip(&settings) {
+                    let (us, host) = rot.time(gpu, &mut busy, k, iters)?;
                     *b = b.min(us);
-                    if p == 0 {
+                    if k == settings[0] {
                         host_us = host_us.max(host);
                     }
                 }
-                // After the eager launches: capture must find the kernels' module loaded.
-                graph_us = graph_us.min(rot.time_graph(gpu, &mut busy, iters)?);
+                // After the eager launches: capture must find the kernels' modules loaded.
+                for (g, pdl) in graph_us.iter_mut().zip([false, true]) {
+                    if !pdl || pdl_ok {
+                        *g = g.min(rot.time_graph(gpu, &mut busy, iters, pdl)?);
+                    }
+                }
             }
             gpu.set_matvec_prefetch(0);
+            gpu.set_matvec_pdl(false)?;
             let us = best[0];
             let bytes = rot.bytes();
             let gbs = bytes as f64 / (us * 1e3);
@@ -206,34 +232,43 @@ fn run(
                 if let Some(r) = read_us {
                     line("read", r);
                 }
-                line("matvec_graph", graph_us);
-                for (&p, &us) in prefetch.iter().zip(&best) {
-                    line(&format!("matvec_prefetch_{p}"), us);
+                line("matvec_graph", graph_us[0]);
+                if pdl_ok {
+                    line("matvec_graph_pdl", graph_us[1]);
+                }
+                for (k, &us) in settings.iter().zip(&best) {
+                    line(&k.csv_name(), us);
                 }
             } else {
                 let (read, of_read) = match read_us {
                     Some(r) => (format!("{r:.1}"), format!("{:.0}%", 100.0 * r / us)),
                     None => ("-".to_string(), "-".to_string()),
                 };
+                let graph_pdl = if pdl_ok {
+                    format!(" {:.1} |", graph_us[1])
+                } else {
+                    String::new()
+                };
                 println!(
                     "| {ty} | {rows} × {cols} | {:.1} | {us:.1} | {gbs:.0} | {:.0}% | {read} | \
-                     {of_read} | {graph_us:.1} | {host_us:.1}{} |",
+                     {of_read} | {:.1} |{graph_pdl} {host_us:.1}{} |",
                     bytes as f64 / (1u64 << 20) as f64,
                     100.0 * gbs / copy,
+                    graph_us[0],
                     if starved { " *" } else { "" }
                 );
                 trials.push((ty, rows, cols, bytes, best));
             }
         }
     }
-    if !csv && prefetch.len() > 1 {
+    if !csv && settings.len() > 1 {
         println!(
             "\nmatvec µs by prefetch (bytes of each row asked of L2 before the kernel's first \
-             wait; % of copy in brackets)\n"
+             wait) and launch (PDL = programmatic dependent launch); % of copy in brackets\n"
         );
-        let head: Vec<String> = prefetch.iter().map(|p| format!("{p} B")).collect();
+        let head: Vec<String> = settings.iter().map(Kernel::column).collect();
         println!("| format | rows × cols | {} |", head.join(" | "));
-        println!("|---|---|{}", "---|".repeat(prefetch.len()));
+        println!("|---|---|{}", "---|".repeat(settings.len()));
         for (ty, rows, cols, bytes, best) in trials {
             let cells: Vec<String> = best
                 .iter()
@@ -369,12 +404,45 @@ fn time_graph_launch(
 }
 
 /// What [`Rotation::time`] launches.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Kernel {
     /// The read probe over the weight bytes.
     Read,
-    /// The matvec with this many prefetch bytes per row.
-    Matvec(u32),
+    /// The matvec with this many prefetch bytes per row, with programmatic dependent
+    /// launch or without.
+    Matvec { prefetch: u32, pdl: bool },
+}
+
+impl Kernel {
+    fn column(&self) -> String {
+        match self {
+            Kernel::Read => "read".to_string(),
+            Kernel::Matvec { prefetch, pdl } => {
+                format!("{}{prefetch} B", if *pdl { "PDL, " } else { "" })
+            }
+        }
+    }
+
+    /// Sets the `Gpu` up for this kernel's matvec settings.
+    fn select(&self, gpu: &Gpu) -> Result<(), strata_kernels_cuda::CudaError> {
+        if let Kernel::Matvec { prefetch, pdl } = *self {
+            gpu.set_matvec_prefetch(prefetch);
+            gpu.set_matvec_pdl(pdl)?;
+        }
+        Ok(())
+    }
+
+    fn csv_name(&self) -> String {
+        match self {
+            Kernel::Read => "read".to_string(),
+            Kernel::Matvec { prefetch, pdl } => {
+                format!(
+                    "matvec_{}prefetch_{prefetch}",
+                    if *pdl { "pdl_" } else { "" }
+                )
+            }
+        }
+    }
 }
 
 /// One format and shape: enough copies of random weights to rotate over (see the module
@@ -453,26 +521,28 @@ impl Rotation {
         let w = &self.ws[i % self.ws.len()];
         match kernel {
             Kernel::Read => gpu.read_words(w, &mut self.sums),
-            Kernel::Matvec(_) if self.float() => {
+            Kernel::Matvec { .. } if self.float() => {
                 gpu.matvec(ty, w, &self.x, &mut self.xq, &mut self.y, cols, rows, 1)
             }
-            Kernel::Matvec(_) => gpu.matvec_q8_1(ty, w, &self.xq, &mut self.y, cols, rows, 1),
+            Kernel::Matvec { .. } => gpu.matvec_q8_1(ty, w, &self.xq, &mut self.y, cols, rows, 1),
         }
     }
 
-    /// Mean device µs of one matvec (prefetch 0) when `iters` of them, cycling over the
-    /// copies, are replayed from one CUDA graph.
+    /// Mean device µs of one matvec (prefetch 0, with programmatic dependent launch or
+    /// without) when `iters` of them, cycling over the copies, are replayed from one CUDA
+    /// graph.
     fn time_graph(
         &mut self,
         gpu: &Gpu,
         busy: &mut Busy,
         iters: usize,
+        pdl: bool,
     ) -> Result<f64, strata_kernels_cuda::CudaError> {
-        gpu.set_matvec_prefetch(0);
+        let k = Kernel::Matvec { prefetch: 0, pdl };
+        k.select(gpu)?;
         // Called after `time`: the module is loaded (no loading during a capture) and the
         // copies cycled.
-        let graph =
-            gpu.capture(|| (0..iters).try_for_each(|i| self.once(gpu, Kernel::Matvec(0), i)))?;
+        let graph = gpu.capture(|| (0..iters).try_for_each(|i| self.once(gpu, k, i)))?;
         Ok(time_graph_launch(gpu, busy, &graph)? / iters as f64)
     }
 
@@ -484,9 +554,7 @@ impl Rotation {
         kernel: Kernel,
         iters: usize,
     ) -> Result<(f64, f64), strata_kernels_cuda::CudaError> {
-        if let Kernel::Matvec(p) = kernel {
-            gpu.set_matvec_prefetch(p);
-        }
+        kernel.select(gpu)?;
         // One full cycle first: each timed launch then reads a copy last touched a cycle ago.
         for i in 0..self.ws.len() {
             self.once(gpu, kernel, i)?;
