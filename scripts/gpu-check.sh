@@ -31,6 +31,26 @@ step() { # name, timeout seconds, output file, command...
     printf '%-28s %-22s %4ss  %s\n' "$name" "$verdict" "$((end - start))" "$(basename "$file")" | tee -a "$summary"
 }
 
+# cuBLAS, for cuda-bench's prefill comparison and its test: cudarc opens libcublas by the
+# names libcublas.so or libcublas.so.12; the image's CUDA may have another soname (.13) or
+# keep it off the loader path. Point the loader at the first one found, linked as
+# libcublas.so (its own folder stays on the path for libcublasLt).
+blas_lib=""
+for f in /usr/local/cuda/lib64/libcublas.so* /usr/local/cuda/targets/*/lib/libcublas.so* \
+    /usr/local/cuda-*/lib64/libcublas.so* \
+    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so* \
+    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu1*/lib/libcublas.so*; do
+    [[ -f "$f" ]] && { blas_lib="$f"; break; }
+done
+if [[ -n "$blas_lib" ]]; then
+    blas_dir="$(mktemp -d)"
+    ln -s "$blas_lib" "$blas_dir/libcublas.so"
+    export LD_LIBRARY_PATH="$blas_dir:$(dirname "$blas_lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "cuBLAS: $blas_lib" | tee -a "$summary"
+else
+    echo "cuBLAS: none found; the cuBLAS test and columns are skipped" | tee -a "$summary"
+fi
+
 # At most 8 files come back from the device machine: keep RESULTS_DIR to 8.
 step nvidia-smi 30 "$out/nvidia-smi.txt" nvidia-smi
 {

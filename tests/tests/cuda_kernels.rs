@@ -396,40 +396,89 @@ fn matmul_matches_dequantized_product() {
         let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
         gpu.matmul(ty, &w, &xd, &mut y, cols, rows, ntok).unwrap();
         let got = y.to_host(&gpu).unwrap();
-        for t in 0..ntok {
-            for o in 0..rows {
-                let (wr, xt) = (&wf[o * cols..][..cols], &x[t * cols..][..cols]);
-                let want: f64 = wr
-                    .iter()
-                    .zip(xt)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                    .sum();
-                let mag: f64 = wr
-                    .iter()
-                    .zip(xt)
-                    .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
-                    .sum();
-                // Weights are dequantized exactly in f32, then each weight and activation is
-                // rounded to f16 (relative u_h = 2^-11 for normals, absolute ≤ 2^-25 below
-                // 2^-14): a product errs by (2·u_h + u_h²)·|w·x| + 2^-25·(|w| + |x|) + 2^-50.
-                // The tensor cores' f32 sums of `cols` exact products may truncate rather
-                // than round: at most (cols + 1)·2u·Σ|w·x| more.
-                let (uh, sub) = (2f64.powi(-11), 2f64.powi(-25));
-                let abs_sum: f64 = wr
-                    .iter()
-                    .zip(xt)
-                    .map(|(&a, &b)| f64::from(a.abs() + b.abs()))
-                    .sum();
-                let tol = (2.0 * uh + uh * uh + 2.0 * (cols + 1) as f64 * U) * mag
-                    + sub * abs_sum
-                    + cols as f64 * 2f64.powi(-50);
-                let g = f64::from(got[t * rows + o]);
-                assert!(
-                    (g - want).abs() <= tol,
-                    "{ty} token {t} row {o}: {g} vs {want} (tol {tol:e})"
-                );
-            }
+        check_f16_product(&format!("{ty}"), &wf, &x, &got, (rows, cols, ntok));
+    }
+}
+
+/// `got` (ntok × rows) against the f64 product of `wf` (rows × cols, dequantized exactly)
+/// and `x` (ntok × cols), within the bound of rounding both to f16 and summing in f32.
+fn check_f16_product(
+    what: &str,
+    wf: &[f32],
+    x: &[f32],
+    got: &[f32],
+    (rows, cols, ntok): (usize, usize, usize),
+) {
+    for t in 0..ntok {
+        for o in 0..rows {
+            let (wr, xt) = (&wf[o * cols..][..cols], &x[t * cols..][..cols]);
+            let want: f64 = wr
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let mag: f64 = wr
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                .sum();
+            // Weights are dequantized exactly in f32, then each weight and activation is
+            // rounded to f16 (relative u_h = 2^-11 for normals, absolute ≤ 2^-25 below
+            // 2^-14): a product errs by (2·u_h + u_h²)·|w·x| + 2^-25·(|w| + |x|) + 2^-50.
+            // The tensor cores' f32 sums of `cols` exact products may truncate rather
+            // than round: at most (cols + 1)·2u·Σ|w·x| more.
+            let (uh, sub) = (2f64.powi(-11), 2f64.powi(-25));
+            let abs_sum: f64 = wr
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| f64::from(a.abs() + b.abs()))
+                .sum();
+            let tol = (2.0 * uh + uh * uh + 2.0 * (cols + 1) as f64 * U) * mag
+                + sub * abs_sum
+                + cols as f64 * 2f64.powi(-50);
+            let g = f64::from(got[t * rows + o]);
+            assert!(
+                (g - want).abs() <= tol,
+                "{what} token {t} row {o}: {g} vs {want} (tol {tol:e})"
+            );
         }
+    }
+}
+
+#[test]
+fn cublas_gemm_f16_matches_dequantized_product() {
+    let Some(gpu) = gpu() else { return };
+    let blas = match gpu.blas() {
+        Ok(b) => b,
+        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => {
+            println!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("cuBLAS is installed but failed: {e}"),
+    };
+    let mut r = rng(14);
+    // The path cuda-bench measures against `matmul`: W and x made f16 by the dequantize
+    // kernels (x through F32's), then cuBLAS's f16 GEMM with f32 sums. Shapes off every
+    // power of two.
+    let (rows, cols, ntok) = (130, 512, 70);
+    for ty in GgmlType::WEIGHTS {
+        let wbytes = weights(&mut r, ty, rows, cols);
+        let mut wf = vec![0.0f32; rows * cols];
+        dequantize(ty, &wbytes, &mut wf).unwrap();
+        let x = randn(&mut r, cols * ntok, 1.0);
+        let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (w, xd) = (gpu.upload(&wbytes).unwrap(), gpu.upload(&xbytes).unwrap());
+        let mut w16 = gpu.zeros::<u16>(rows * cols).unwrap();
+        let mut x16 = gpu.zeros::<u16>(cols * ntok).unwrap();
+        gpu.dequantize_to_f16(ty, &w, &mut w16, rows * cols)
+            .unwrap();
+        gpu.dequantize_to_f16(GgmlType::F32, &xd, &mut x16, cols * ntok)
+            .unwrap();
+        let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
+        blas.gemm_f16(&gpu, &w16, &x16, &mut y, cols, rows, ntok)
+            .unwrap();
+        let got = y.to_host(&gpu).unwrap();
+        check_f16_product(&format!("cuBLAS {ty}"), &wf, &x, &got, (rows, cols, ntok));
     }
 }
 

@@ -26,7 +26,10 @@
 //! before it finishes, prefetching, and waits for it before reading x), and the graph too.
 //!
 //! Then prefill: the tensor-core matmul of each format at 4096×4096 on 512 tokens (f32
-//! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch).
+//! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch); and, where
+//! libcublas loads, the alternative of dequantizing W and x to f16 and multiplying with
+//! cuBLAS's f16 GEMM (f32 sums): the three launches together, and the GEMM alone (W kept in
+//! f16, at twice or more the memory of a quantized W).
 
 use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{q8_1_bytes, read_probe_sums, DeviceBuffer, Gpu, GpuTimer};
@@ -277,24 +280,75 @@ fn run(
             println!("| {ty} | {rows} × {cols} | {} |", cells.join(" | "));
         }
     }
+    // No libcublas here: the table without its columns; one that loads but fails: an error.
+    let (blas, no_blas) = match gpu.blas() {
+        Ok(b) => (Some(b), None),
+        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => (None, Some(e)),
+        Err(e) => return Err(e),
+    };
     if !csv {
         println!(
             "\nmatmul (prefill, tensor cores): {MM_ROWS} × {MM_COLS} weights on {MM_TOKENS} \
              f32 tokens\n"
         );
-        println!("| format | µs | TFLOP/s |");
-        println!("|---|---|---|");
+        match &no_blas {
+            None => {
+                println!(
+                    "cuBLAS = W and x dequantized to f16 by Strata's kernels, then cuBLAS's \
+                     f16 GEMM with f32 sums (µs of the three launches); GEMM only = W already \
+                     f16\n"
+                );
+                println!(
+                    "| format | µs | TFLOP/s | cuBLAS µs | TFLOP/s | GEMM only µs | TFLOP/s |"
+                );
+                println!("|---|---|---|---|---|---|---|");
+            }
+            Some(e) => {
+                println!("no cuBLAS columns: {e}\n");
+                println!("| format | µs | TFLOP/s |");
+                println!("|---|---|---|");
+            }
+        }
     }
+    let tflops = |us: f64| 2.0 * (MM_ROWS * MM_COLS * MM_TOKENS) as f64 / (us * 1e6);
     for ty in GgmlType::WEIGHTS {
         if only.is_some_and(|o| !o.contains(&ty)) {
             continue;
         }
-        let us = time_matmul(gpu, ty, iters.min(20))?;
-        let tflops = 2.0 * (MM_ROWS * MM_COLS * MM_TOKENS) as f64 / (us * 1e6);
+        let mut mm = Matmul::new(gpu, ty)?;
+        let n = iters.min(20);
+        let us = mm.time(gpu, n, |m| m.strata(gpu))?;
+        let cublas = match &blas {
+            Some(b) => Some((
+                mm.time(gpu, n, |m| m.cublas(gpu, b, true))?,
+                mm.time(gpu, n, |m| m.cublas(gpu, b, false))?,
+            )),
+            None => None,
+        };
         if csv {
-            println!("matmul_{ty},{MM_ROWS},{MM_COLS},{MM_TOKENS},{us:.2},{tflops:.2}");
+            println!(
+                "matmul_{ty},{MM_ROWS},{MM_COLS},{MM_TOKENS},{us:.2},{:.2}",
+                tflops(us)
+            );
+            if let Some((all, gemm)) = cublas {
+                println!(
+                    "matmul_cublas_{ty},{MM_ROWS},{MM_COLS},{MM_TOKENS},{all:.2},{:.2}",
+                    tflops(all)
+                );
+                println!(
+                    "matmul_cublas_gemm_{ty},{MM_ROWS},{MM_COLS},{MM_TOKENS},{gemm:.2},{:.2}",
+                    tflops(gemm)
+                );
+            }
         } else {
-            println!("| {ty} | {us:.1} | {tflops:.1} |");
+            let more = cublas.map_or(String::new(), |(all, gemm)| {
+                format!(
+                    " {all:.1} | {:.1} | {gemm:.1} | {:.1} |",
+                    tflops(all),
+                    tflops(gemm)
+                )
+            });
+            println!("| {ty} | {us:.1} | {:.1} |{more}", tflops(us));
         }
     }
     Ok(())
@@ -304,23 +358,70 @@ const MM_ROWS: usize = 4096;
 const MM_COLS: usize = 4096;
 const MM_TOKENS: usize = 512;
 
-/// Mean device µs of one matmul of `ty` weights (the matrix is read from L2 after the first
-/// launch: at 512 tokens the kernel's arithmetic, not its reading, sets the time).
-fn time_matmul(
-    gpu: &Gpu,
+/// One format's prefill operands: W (random bytes), x (f32, also as bytes for the f16
+/// conversion), y, and the f16 copies of W and x that the cuBLAS path makes.
+struct Matmul {
     ty: GgmlType,
-    iters: usize,
-) -> Result<f64, strata_kernels_cuda::CudaError> {
-    let wbytes = MM_ROWS * MM_COLS / ty.block_size() * ty.type_size();
-    let w = gpu.upload(&random_bytes(wbytes, ty.id() as u64 + 7))?;
-    let x = gpu.upload(&vec![0.25f32; MM_COLS * MM_TOKENS])?;
-    let mut y = gpu.zeros::<f32>(MM_ROWS * MM_TOKENS)?;
-    gpu.matmul(ty, &w, &x, &mut y, MM_COLS, MM_ROWS, MM_TOKENS)?; // warm-up
-    let t = GpuTimer::start(gpu)?;
-    for _ in 0..iters {
-        gpu.matmul(ty, &w, &x, &mut y, MM_COLS, MM_ROWS, MM_TOKENS)?;
+    w: DeviceBuffer<u8>,
+    x: DeviceBuffer<f32>,
+    xbytes: DeviceBuffer<u8>,
+    w16: DeviceBuffer<u16>,
+    x16: DeviceBuffer<u16>,
+    y: DeviceBuffer<f32>,
+}
+
+impl Matmul {
+    fn new(gpu: &Gpu, ty: GgmlType) -> Result<Matmul, strata_kernels_cuda::CudaError> {
+        let wbytes = MM_ROWS * MM_COLS / ty.block_size() * ty.type_size();
+        let x = vec![0.25f32; MM_COLS * MM_TOKENS];
+        let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(Matmul {
+            ty,
+            w: gpu.upload(&random_bytes(wbytes, ty.id() as u64 + 7))?,
+            x: gpu.upload(&x)?,
+            xbytes: gpu.upload(&xbytes)?,
+            w16: gpu.zeros::<u16>(MM_ROWS * MM_COLS)?,
+            x16: gpu.zeros::<u16>(MM_COLS * MM_TOKENS)?,
+            y: gpu.zeros::<f32>(MM_ROWS * MM_TOKENS)?,
+        })
     }
-    Ok(t.stop(gpu)? as f64 * 1e3 / iters as f64)
+
+    /// Strata's tensor-core matmul.
+    fn strata(&mut self, gpu: &Gpu) -> Result<(), strata_kernels_cuda::CudaError> {
+        let (ty, (c, r, t)) = (self.ty, (MM_COLS, MM_ROWS, MM_TOKENS));
+        gpu.matmul(ty, &self.w, &self.x, &mut self.y, c, r, t)
+    }
+
+    /// cuBLAS's f16 GEMM, after dequantizing W and x to f16 when `convert`.
+    fn cublas(
+        &mut self,
+        gpu: &Gpu,
+        blas: &strata_kernels_cuda::Blas,
+        convert: bool,
+    ) -> Result<(), strata_kernels_cuda::CudaError> {
+        let (c, r, t) = (MM_COLS, MM_ROWS, MM_TOKENS);
+        if convert {
+            gpu.dequantize_to_f16(self.ty, &self.w, &mut self.w16, r * c)?;
+            gpu.dequantize_to_f16(GgmlType::F32, &self.xbytes, &mut self.x16, c * t)?;
+        }
+        blas.gemm_f16(gpu, &self.w16, &self.x16, &mut self.y, c, r, t)
+    }
+
+    /// Mean device µs of `op` over `iters` runs, after one untimed run (W is read from L2
+    /// after that: 4096 × 4096 weights fit an H100's; prefill is compute-bound here).
+    fn time(
+        &mut self,
+        gpu: &Gpu,
+        iters: usize,
+        mut op: impl FnMut(&mut Matmul) -> Result<(), strata_kernels_cuda::CudaError>,
+    ) -> Result<f64, strata_kernels_cuda::CudaError> {
+        op(self)?;
+        let t = GpuTimer::start(gpu)?;
+        for _ in 0..iters {
+            op(self)?;
+        }
+        Ok(t.stop(gpu)? as f64 * 1e3 / iters as f64)
+    }
 }
 
 /// Copies queued before the timed launches of one row.
