@@ -68,6 +68,7 @@ fn main() {
                 .to_string(),
             src,
             arch: arch.clone(),
+            defines: Vec::new(),
         })
         .collect();
     // matvec.cu again for sm_90 and later: its programmatic-dependent-launch steps
@@ -78,11 +79,33 @@ fn main() {
         } else {
             "compute_90".to_string()
         };
+        let src = matvec.src.clone();
         jobs.push(Job {
             stem: "matvec_sm90".to_string(),
-            src: matvec.src.clone(),
+            src: src.clone(),
             arch: pdl_arch,
+            defines: Vec::new(),
         });
+        // And once per shape variant of the quantized kernels, for cuda-bench to compare.
+        for v in &MATVEC_VARIANTS[1..] {
+            jobs.push(Job {
+                stem: format!("matvec_{}", v.name),
+                src: src.clone(),
+                arch: arch.clone(),
+                defines: Vec::new(),
+            });
+        }
+    }
+    // Every matvec module gets its shape from the table (the header's defaults are only
+    // for the host check), so the launch geometry written below matches by construction.
+    for job in &mut jobs {
+        let name = match job.stem.as_str() {
+            "matvec" | "matvec_sm90" => Some(MATVEC_VARIANTS[0].name),
+            s => s.strip_prefix("matvec_"),
+        };
+        if let Some(v) = name.and_then(|n| MATVEC_VARIANTS.iter().find(|v| v.name == n)) {
+            job.defines = v.defines();
+        }
     }
 
     let compiled = match find_nvrtc(&cuda_dir) {
@@ -108,7 +131,94 @@ struct Job {
     stem: String,
     src: PathBuf,
     arch: String,
+    /// `-D` macros, as "NAME=VALUE".
+    defines: Vec<String>,
 }
+
+/// A shape of matvec.cu's quantized kernels (matvec_lane.cuh's macros).
+struct MatvecShape {
+    /// "default" for modules `matvec` and `matvec_sm90`, else module `matvec_<name>`.
+    name: &'static str,
+    /// Why this variant is worth timing (goes into the generated table's docs).
+    why: &'static str,
+    warps: u32,
+    rows_per_warp_legacy: u32,
+    rows_per_warp_k: u32,
+    unroll_legacy: u32,
+    unroll_k: u32,
+}
+
+impl MatvecShape {
+    fn defines(&self) -> Vec<String> {
+        vec![
+            format!("MV_WARPS={}", self.warps),
+            format!("MV_RPW_LEGACY={}", self.rows_per_warp_legacy),
+            format!("MV_RPW_K={}", self.rows_per_warp_k),
+            format!("MV_UNROLL_LEGACY={}", self.unroll_legacy),
+            format!("MV_UNROLL_K={}", self.unroll_k),
+        ]
+    }
+}
+
+/// The default shape first, then the variants cuda-bench times beside it (none has run on a
+/// GPU yet; each must compile without spills, which tests/tests/cuda_ptx.rs checks).
+const MATVEC_VARIANTS: &[MatvecShape] = &[
+    MatvecShape {
+        name: "default",
+        why:
+            "8 warps a CTA; legacy formats 2 rows a warp, 2 iterations in flight; K-quants 1 and 1",
+        warps: 8,
+        rows_per_warp_legacy: 2,
+        rows_per_warp_k: 1,
+        unroll_legacy: 2,
+        unroll_k: 1,
+    },
+    MatvecShape {
+        name: "w4",
+        why: "4 warps a CTA: twice the CTAs, so a finer last wave",
+        warps: 4,
+        rows_per_warp_legacy: 2,
+        rows_per_warp_k: 1,
+        unroll_legacy: 2,
+        unroll_k: 1,
+    },
+    MatvecShape {
+        name: "r4",
+        why: "legacy formats 4 rows a warp: each x read from shared memory serves 4 rows",
+        warps: 8,
+        rows_per_warp_legacy: 4,
+        rows_per_warp_k: 1,
+        unroll_legacy: 1,
+        unroll_k: 1,
+    },
+    MatvecShape {
+        name: "u4",
+        why: "legacy formats 4 iterations in flight: more bytes requested per lane",
+        warps: 8,
+        rows_per_warp_legacy: 2,
+        rows_per_warp_k: 1,
+        unroll_legacy: 4,
+        unroll_k: 1,
+    },
+    MatvecShape {
+        name: "k2",
+        why: "K-quants 2 units in flight (more registers, fewer warps an SM)",
+        warps: 8,
+        rows_per_warp_legacy: 2,
+        rows_per_warp_k: 1,
+        unroll_legacy: 2,
+        unroll_k: 2,
+    },
+    MatvecShape {
+        name: "kr2",
+        why: "K-quants 2 rows a warp: each x read serves 2 rows",
+        warps: 8,
+        rows_per_warp_legacy: 2,
+        rows_per_warp_k: 2,
+        unroll_legacy: 2,
+        unroll_k: 1,
+    },
+];
 
 /// 80 for "compute_80", 90 for "compute_90a".
 fn arch_number(arch: &str) -> Option<u32> {
@@ -220,6 +330,7 @@ fn compile_all(nvrtc: &Nvrtc, kernels_dir: &Path, jobs: &[Job], out: &Path) {
         stem,
         src: src_path,
         arch,
+        defines,
     } in jobs
     {
         let src = std::fs::read_to_string(src_path)
@@ -239,7 +350,10 @@ fn compile_all(nvrtc: &Nvrtc, kernels_dir: &Path, jobs: &[Job], out: &Path) {
                 "--ftz=false".to_string(),
                 "--prec-div=true".to_string(),
                 "--prec-sqrt=true".to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(defines.iter().map(|d| format!("-D{d}")))
+            .collect(),
             ..Default::default()
         };
         let ptx = match cudarc::nvrtc::compile_ptx_with_opts(&src, opts) {
@@ -290,6 +404,34 @@ fn write_module_table(out: &Path, compiled: Option<&[Job]>, arch: &str) {
         writeln!(
             s,
             "    PtxModule {{ name: {stem:?}, arch: {arch:?}, ptx: include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\")) }},"
+        )
+        .unwrap();
+    }
+    writeln!(s, "];").unwrap();
+    writeln!(
+        s,
+        "/// The shapes of the quantized matvec kernels: the default (module `matvec`, and \
+         `matvec_sm90`) first, then the variants (module `matvec_<name>`)."
+    )
+    .unwrap();
+    writeln!(s, "pub const MATVEC_SHAPES: &[MatvecShape] = &[").unwrap();
+    for v in MATVEC_VARIANTS {
+        let module = if v.name == "default" {
+            "matvec".to_string()
+        } else {
+            format!("matvec_{}", v.name)
+        };
+        writeln!(
+            s,
+            "    MatvecShape {{ name: {:?}, module: {module:?}, why: {:?}, warps: {}, \
+             rows_per_warp_legacy: {}, rows_per_warp_k: {}, unroll_legacy: {}, unroll_k: {} }},",
+            v.name,
+            v.why,
+            v.warps,
+            v.rows_per_warp_legacy,
+            v.rows_per_warp_k,
+            v.unroll_legacy,
+            v.unroll_k
         )
         .unwrap();
     }

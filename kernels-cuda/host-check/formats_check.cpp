@@ -101,11 +101,12 @@ int main(int argc, char** argv) {
     std::vector<xblock> xs(nsub);
     for (int t = 0; t < MV_THREADS; ++t) stage_fn(xs.data(), xg.data(), (int)nsub, t, MV_THREADS);
     const int rpw = (int)MV_RPW(qk);
+    static_assert(MV_RPW_LEGACY <= 8 && MV_RPW_K <= 8, "rows per warp: at most 8 here");
     std::vector<float> y(rows);
     for (long row = 0; row < rows; row += rpw) {
-        float sum[2] = {0.0f, 0.0f};
+        float sum[8] = {};
         for (int lane = 0; lane < WARP_SIZE; ++lane) {
-            float acc[2] = {0.0f, 0.0f};
+            float acc[8] = {};
             lane_fn(w.data(), xs.data(), (int)cols, (int)rows, (int)row, lane, acc);
             for (int r = 0; r < rpw; ++r) sum[r] += acc[r];
         }

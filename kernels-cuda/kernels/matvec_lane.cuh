@@ -6,20 +6,39 @@
 #pragma once
 #include "formats.cuh"
 
-// Warps per CTA of the quantized kernels (kernels-cuda/src/ops/matvec.rs launches to match).
+// The shape of the quantized kernels. The defaults below make module `matvec`; build.rs
+// compiles variants with other values (-D) as modules `matvec_<variant>`, which
+// kernels-cuda/src/ops/matvec.rs launches with the geometry build.rs records for each, and
+// cuda-bench times beside the default.
+//
+// Warps per CTA of the quantized kernels.
+#ifndef MV_WARPS
 #define MV_WARPS 8
+#endif
 #define MV_THREADS (MV_WARPS * WARP_SIZE)
+#ifndef MV_RPW_LEGACY
+#define MV_RPW_LEGACY 2
+#endif
+#ifndef MV_RPW_K
+#define MV_RPW_K 1
+#endif
+#ifndef MV_UNROLL_LEGACY
+#define MV_UNROLL_LEGACY 2
+#endif
+#ifndef MV_UNROLL_K
+#define MV_UNROLL_K 1
+#endif
 
 // Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
 #define MV_SUBS(qk) ((qk) / 32)
 // Rows per warp: they share each x block read from shared memory. Two for the legacy
 // formats; one for the K-quants, whose dot products need too many registers for two
-// (Q6_K spills at sm_90). kernels-cuda/src/ops/matvec.rs launches to match.
-#define MV_RPW(qk) ((qk) == 32 ? 2 : 1)
+// (Q6_K spills at sm_90).
+#define MV_RPW(qk) ((qk) == 32 ? MV_RPW_LEGACY : MV_RPW_K)
 // Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
 // whose units hold more words in registers (two sub-blocks a unit; two iterations of single
 // sub-blocks already cost Q6_K 74 registers at sm_90, too few warps per SM).
-#define MV_UNROLL(qk) ((qk) == 32 ? 2 : 1)
+#define MV_UNROLL(qk) ((qk) == 32 ? MV_UNROLL_LEGACY : MV_UNROLL_K)
 
 // Step 1: thread t of the CTA's `threads` makes its share of the vector's xblocks, in the
 // order the lanes read them: unit by unit, the units' first sub-blocks, then (K-quants)

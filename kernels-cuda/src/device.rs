@@ -5,7 +5,7 @@
 //! here checks `is_culib_present` before any other driver call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -94,6 +94,9 @@ pub struct Gpu {
     matvec_prefetch: AtomicU32,
     /// Whether matvecs launch with programmatic dependent launch (`set_matvec_pdl`).
     matvec_pdl: AtomicBool,
+    /// Index in `ptx::MATVEC_SHAPES` of the quantized matvec kernels' shape
+    /// (`set_matvec_shape`; 0, the default shape).
+    matvec_shape: AtomicUsize,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -132,6 +135,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             matvec_prefetch: AtomicU32::new(0),
             matvec_pdl: AtomicBool::new(false),
+            matvec_shape: AtomicUsize::new(0),
         })
     }
 
@@ -196,6 +200,15 @@ impl Gpu {
             if let Some(why) = self.matvec_pdl_unsupported() {
                 return Err(CudaError::Unavailable(why));
             }
+            if self.matvec_shape.load(Ordering::Relaxed) != 0 {
+                return Err(CudaError::shape(
+                    "set_matvec_pdl",
+                    format!(
+                        "PDL launches the default shape; matvec shape {} is set",
+                        self.matvec_shape().name
+                    ),
+                ));
+            }
         }
         self.matvec_pdl.store(on, Ordering::Relaxed);
         Ok(())
@@ -203,6 +216,34 @@ impl Gpu {
 
     pub(crate) fn matvec_pdl(&self) -> bool {
         self.matvec_pdl.load(Ordering::Relaxed)
+    }
+
+    /// Makes later quantized matvecs use the shape named `name` of
+    /// [`ptx::MATVEC_SHAPES`] ("default", or a variant that `cuda-bench` times beside it).
+    /// Results are bit for bit the same in every shape (each row's lanes take the same units
+    /// in the same order); only the speed differs. An error, and no change, for an unknown
+    /// name, or a variant while programmatic dependent launch is on.
+    pub fn set_matvec_shape(&self, name: &str) -> Result<(), CudaError> {
+        const OP: &str = "set_matvec_shape";
+        let Some(i) = ptx::MATVEC_SHAPES.iter().position(|s| s.name == name) else {
+            let known: Vec<&str> = ptx::MATVEC_SHAPES.iter().map(|s| s.name).collect();
+            return Err(CudaError::shape(
+                OP,
+                format!("no matvec shape {name:?} (known: {})", known.join(", ")),
+            ));
+        };
+        if i != 0 && self.matvec_pdl() {
+            return Err(CudaError::shape(
+                OP,
+                format!("PDL launches the default shape only, not {name:?}"),
+            ));
+        }
+        self.matvec_shape.store(i, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn matvec_shape(&self) -> &'static ptx::MatvecShape {
+        &ptx::MATVEC_SHAPES[self.matvec_shape.load(Ordering::Relaxed)]
     }
 
     /// Waits for everything queued on this device's stream.

@@ -13,6 +13,26 @@ pub struct PtxModule {
     pub ptx: &'static str,
 }
 
+/// One shape of the quantized matvec kernels (kernels/matvec_lane.cuh's macros), compiled
+/// as its own module by build.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatvecShape {
+    /// "default", or the variant's name.
+    pub name: &'static str,
+    /// The module that holds it.
+    pub module: &'static str,
+    /// What it changes, and why it may be faster.
+    pub why: &'static str,
+    /// Warps per CTA.
+    pub warps: u32,
+    /// Rows per warp, for the 32-weight legacy blocks and for the K-quants.
+    pub rows_per_warp_legacy: u32,
+    pub rows_per_warp_k: u32,
+    /// Iterations of a lane's loop in flight, likewise.
+    pub unroll_legacy: u32,
+    pub unroll_k: u32,
+}
+
 include!(concat!(env!("OUT_DIR"), "/modules.rs"));
 
 /// The embedded module named `name`.

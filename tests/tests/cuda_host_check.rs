@@ -19,15 +19,16 @@ use strata_tests::golden;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
-/// Builds host-check/formats_check.cpp; `None` (after saying why) if it cannot be built here.
-fn build_checker(dir: &Path) -> Option<PathBuf> {
+/// Builds host-check/formats_check.cpp (with `-D` macros `defines`, as `exe_name`); `None`
+/// (after saying why) if it cannot be built here.
+fn build_checker(dir: &Path, exe_name: &str, defines: &[String]) -> Option<PathBuf> {
     let src = strata_tests::root().join("kernels-cuda/host-check/formats_check.cpp");
     if !src.is_file() {
         println!("skipped: {} not found", src.display());
         return None;
     }
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
-    let exe = dir.join("formats_check");
+    let exe = dir.join(exe_name);
     let compile = |extra: &[&str]| {
         Command::new(&cxx)
             .args([
@@ -38,6 +39,7 @@ fn build_checker(dir: &Path) -> Option<PathBuf> {
                 "-Wno-unknown-pragmas",
             ])
             .args(extra)
+            .args(defines.iter().map(|d| format!("-D{d}")))
             .args(["-DSTRATA_HOST_CHECK", "-o"])
             .arg(&exe)
             .arg(&src)
@@ -128,7 +130,7 @@ fn run(
 fn format_arithmetic_matches_golden_on_the_host() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_host_check");
     std::fs::create_dir_all(&dir).unwrap();
-    let Some(exe) = build_checker(&dir) else {
+    let Some(exe) = build_checker(&dir, "formats_check", &[]) else {
         return;
     };
 
@@ -240,5 +242,63 @@ fn check_rows(
             "{ty} {rows}x{cols} row {r}: host dot {} vs {want} (|diff| {diff:e} > {tol:e})",
             y[r]
         );
+    }
+}
+
+#[test]
+fn matvec_shapes_give_the_default_bits_on_the_host() {
+    // Each variant shape of the quantized matvec kernels (build.rs compiles them as modules
+    // matvec_<name>; cuda-bench times them) runs its own staging and lane loop here and must
+    // give the default shape's bits: every row's lanes take the same units in the same order
+    // whatever the warps per CTA, rows per warp or iterations in flight.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_host_check_shapes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shapes = strata_kernels_cuda::ptx::MATVEC_SHAPES;
+    let mut exes = Vec::new();
+    for shape in shapes {
+        let defines = [
+            format!("MV_WARPS={}", shape.warps),
+            format!("MV_RPW_LEGACY={}", shape.rows_per_warp_legacy),
+            format!("MV_RPW_K={}", shape.rows_per_warp_k),
+            format!("MV_UNROLL_LEGACY={}", shape.unroll_legacy),
+            format!("MV_UNROLL_K={}", shape.unroll_k),
+        ];
+        let Some(exe) = build_checker(&dir, &format!("formats_check_{}", shape.name), &defines)
+        else {
+            return;
+        };
+        exes.push(exe);
+    }
+    for ty in GgmlType::WEIGHTS {
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            continue;
+        }
+        // Lanes take 5–6 units (171 legacy blocks; 21 K-quant super-blocks = 84 units: 2–3),
+        // so unrolled loops of 4 run whole and partly; 7 rows end in a partial row group.
+        let cols = if ty.block_size() == 32 {
+            171 * 32
+        } else {
+            21 * 256
+        };
+        let rows = 7;
+        let mut r = ChaCha8Rng::seed_from_u64(100 + ty.id() as u64);
+        let f: Vec<f32> = (0..rows * cols).map(|_| r.random::<f32>() - 0.5).collect();
+        let x: Vec<f32> = (0..cols).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+        let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
+        quantize(ty, &f, &mut w).unwrap();
+        let mut xq = vec![0u8; cols / 32 * 36];
+        quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
+        let (_, default) = run(&exes[0], &dir, ty, rows, cols, &w, &xq);
+        assert_eq!(default.len(), rows);
+        for (shape, exe) in shapes.iter().zip(&exes).skip(1) {
+            let (_, y) = run(exe, &dir, ty, rows, cols, &w, &xq);
+            let same =
+                y.len() == default.len() && y.iter().zip(&default).all(|(a, b)| same_bits(*a, *b));
+            assert!(
+                same,
+                "{ty} shape {}: {y:?} vs default {default:?}",
+                shape.name
+            );
+        }
     }
 }

@@ -298,6 +298,34 @@ fn matvec_prefetch_changes_no_bit() {
 }
 
 #[test]
+fn matvec_shapes_change_no_bit() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(15);
+    // Every lane takes 2–6 units (168 legacy blocks, 21 K-quant super-blocks = 84 units), so
+    // unrolled loops run whole and partial; 37 rows leave spare warps and partial row groups
+    // of 2 and 4; 2 vectors.
+    let (rows, cols, nvec) = (37, 5376, 2);
+    for ty in GgmlType::WEIGHTS {
+        let w = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
+        let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
+        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
+        let mut run = |shape: &str| {
+            gpu.set_matvec_shape(shape).unwrap();
+            let mut y = gpu.zeros::<f32>(rows * nvec).unwrap();
+            gpu.matvec(ty, &w, &x, &mut xq, &mut y, cols, rows, nvec)
+                .unwrap();
+            y.to_host(&gpu).unwrap()
+        };
+        let default = run("default");
+        for shape in &strata_kernels_cuda::ptx::MATVEC_SHAPES[1..] {
+            assert_eq!(run(shape.name), default, "{ty} shape {}", shape.name);
+        }
+    }
+    gpu.set_matvec_shape("default").unwrap();
+    assert!(gpu.set_matvec_shape("no such shape").is_err());
+}
+
+#[test]
 fn matvec_pdl_changes_no_bit() {
     let Some(gpu) = gpu() else { return };
     if let Some(why) = gpu.matvec_pdl_unsupported() {

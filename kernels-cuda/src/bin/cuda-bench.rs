@@ -24,6 +24,9 @@
 //! On a device of compute capability 9.0 or later every setting is timed a second time with
 //! programmatic dependent launch (`Gpu::set_matvec_pdl`: each matvec may start while the one
 //! before it finishes, prefetching, and waits for it before reading x), and the graph too.
+//! Each quantized format is also timed in every other shape of its kernels
+//! (`ptx::MATVEC_SHAPES`: warps per CTA, rows per warp, iterations in flight; build.rs
+//! compiles each as its own module), in the same alternating rounds.
 //!
 //! Then prefill: the tensor-core matmul of each format at 4096×4096 on 512 tokens (f32
 //! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch); and, where
@@ -32,7 +35,7 @@
 //! f16, at twice or more the memory of a quantized W).
 
 use strata_kernels_cpu::GgmlType;
-use strata_kernels_cuda::{q8_1_bytes, read_probe_sums, DeviceBuffer, Gpu, GpuTimer};
+use strata_kernels_cuda::{ptx, q8_1_bytes, read_probe_sums, DeviceBuffer, Gpu, GpuTimer};
 
 const SHAPES: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
 /// Weight bytes touched between two uses of one weight copy (see the module comment).
@@ -128,9 +131,20 @@ fn run(
         .into_iter()
         .filter(|&pdl| !pdl || pdl_ok)
         .flat_map(|pdl| {
-            prefetch
-                .iter()
-                .map(move |&prefetch| Kernel::Matvec { prefetch, pdl })
+            prefetch.iter().map(move |&prefetch| Kernel::Matvec {
+                prefetch,
+                pdl,
+                shape: "default",
+            })
+        })
+        .collect();
+    // The quantized kernels' other shapes (build.rs compiles each as a module), prefetch 0.
+    let variants: Vec<Kernel> = ptx::MATVEC_SHAPES[1..]
+        .iter()
+        .map(|s| Kernel::Matvec {
+            prefetch: 0,
+            pdl: false,
+            shape: s.name,
         })
         .collect();
     let mut busy = Busy::new(gpu)?;
@@ -192,7 +206,11 @@ fn run(
         }
         for (rows, cols) in SHAPES {
             let mut rot = Rotation::new(gpu, ty, rows, cols)?;
-            let mut best = vec![f64::INFINITY; settings.len()];
+            let mut row_settings = settings.clone();
+            if !rot.float() {
+                row_settings.extend(&variants);
+            }
+            let mut best = vec![f64::INFINITY; row_settings.len()];
             let mut read_us = rot.can_read().then_some(f64::INFINITY);
             let mut host_us = 0.0f64;
             let mut graph_us = [f64::INFINITY; 2];
@@ -200,7 +218,7 @@ fn run(
                 if let Some(r) = read_us.as_mut() {
                     *r = r.min(rot.time(gpu, &mut busy, Kernel::Read, iters)?.0);
                 }
-                for (b, &k) in best.iter_mut().zip(&settings) {
+                for (b, &k) in best.iter_mut().zip(&row_settings) {
                     let (us, host) = rot.time(gpu, &mut busy, k, iters)?;
                     *b = b.min(us);
                     if k == settings[0] {
@@ -214,8 +232,7 @@ fn run(
                     }
                 }
             }
-            gpu.set_matvec_prefetch(0);
-            gpu.set_matvec_pdl(false)?;
+            Kernel::DEFAULT.select(gpu)?;
             let us = best[0];
             let bytes = rot.bytes();
             let gbs = bytes as f64 / (us * 1e3);
@@ -239,7 +256,7 @@ fn run(
                 if pdl_ok {
                     line("matvec_graph_pdl", graph_us[1]);
                 }
-                for (k, &us) in settings.iter().zip(&best) {
+                for (k, &us) in row_settings.iter().zip(&best) {
                     line(&k.csv_name(), us);
                 }
             } else {
@@ -264,6 +281,33 @@ fn run(
             }
         }
     }
+    if !csv && !variants.is_empty() {
+        println!(
+            "\nquantized matvec µs by kernel shape (build.rs's variants of matvec.cu, prefetch 0, \
+             plain launches; % of copy in brackets):\n"
+        );
+        for s in ptx::MATVEC_SHAPES {
+            println!("- {}: {}", s.name, s.why);
+        }
+        let head: Vec<&str> = ptx::MATVEC_SHAPES.iter().map(|s| s.name).collect();
+        println!("\n| format | rows × cols | {} |", head.join(" | "));
+        println!("|---|---|{}", "---|".repeat(head.len()));
+        for (ty, rows, cols, bytes, best) in &trials {
+            if best.len() == settings.len() {
+                continue; // float weights: one shape
+            }
+            let cells: Vec<String> = std::iter::once(best[0])
+                .chain(best[settings.len()..].iter().copied())
+                .map(|us| {
+                    format!(
+                        "{us:.1} ({:.0}%)",
+                        100.0 * *bytes as f64 / (us * 1e3) / copy
+                    )
+                })
+                .collect();
+            println!("| {ty} | {rows} × {cols} | {} |", cells.join(" | "));
+        }
+    }
     if !csv && settings.len() > 1 {
         println!(
             "\nmatvec µs by prefetch (bytes of each row asked of L2 before the kernel's first \
@@ -273,7 +317,7 @@ fn run(
         println!("| format | rows × cols | {} |", head.join(" | "));
         println!("|---|---|{}", "---|".repeat(settings.len()));
         for (ty, rows, cols, bytes, best) in trials {
-            let cells: Vec<String> = best
+            let cells: Vec<String> = best[..settings.len()]
                 .iter()
                 .map(|&us| format!("{us:.1} ({:.0}%)", 100.0 * bytes as f64 / (us * 1e3) / copy))
                 .collect();
@@ -510,15 +554,27 @@ enum Kernel {
     /// The read probe over the weight bytes.
     Read,
     /// The matvec with this many prefetch bytes per row, with programmatic dependent
-    /// launch or without.
-    Matvec { prefetch: u32, pdl: bool },
+    /// launch or without, in the quantized kernels' shape of this name
+    /// (`ptx::MATVEC_SHAPES`).
+    Matvec {
+        prefetch: u32,
+        pdl: bool,
+        shape: &'static str,
+    },
 }
 
 impl Kernel {
+    /// The matvec as the engine runs it.
+    const DEFAULT: Kernel = Kernel::Matvec {
+        prefetch: 0,
+        pdl: false,
+        shape: "default",
+    };
+
     fn column(&self) -> String {
         match self {
             Kernel::Read => "read".to_string(),
-            Kernel::Matvec { prefetch, pdl } => {
+            Kernel::Matvec { prefetch, pdl, .. } => {
                 format!("{}{prefetch} B", if *pdl { "PDL, " } else { "" })
             }
         }
@@ -526,9 +582,17 @@ impl Kernel {
 
     /// Sets the `Gpu` up for this kernel's matvec settings.
     fn select(&self, gpu: &Gpu) -> Result<(), strata_kernels_cuda::CudaError> {
-        if let Kernel::Matvec { prefetch, pdl } = *self {
-            gpu.set_matvec_prefetch(prefetch);
+        if let Kernel::Matvec {
+            prefetch,
+            pdl,
+            shape,
+        } = *self
+        {
+            // PDL off first: it takes the default shape only.
+            gpu.set_matvec_pdl(false)?;
+            gpu.set_matvec_shape(shape)?;
             gpu.set_matvec_pdl(pdl)?;
+            gpu.set_matvec_prefetch(prefetch);
         }
         Ok(())
     }
@@ -536,9 +600,18 @@ impl Kernel {
     fn csv_name(&self) -> String {
         match self {
             Kernel::Read => "read".to_string(),
-            Kernel::Matvec { prefetch, pdl } => {
+            Kernel::Matvec {
+                prefetch,
+                pdl,
+                shape,
+            } => {
+                let shape = if *shape == "default" {
+                    String::new()
+                } else {
+                    format!("shape_{shape}_")
+                };
                 format!(
-                    "matvec_{}prefetch_{prefetch}",
+                    "matvec_{shape}{}prefetch_{prefetch}",
                     if *pdl { "pdl_" } else { "" }
                 )
             }
@@ -639,7 +712,11 @@ impl Rotation {
         iters: usize,
         pdl: bool,
     ) -> Result<f64, strata_kernels_cuda::CudaError> {
-        let k = Kernel::Matvec { prefetch: 0, pdl };
+        let k = Kernel::Matvec {
+            prefetch: 0,
+            pdl,
+            shape: "default",
+        };
         k.select(gpu)?;
         // Called after `time`: the module is loaded (no loading during a capture) and the
         // copies cycled.

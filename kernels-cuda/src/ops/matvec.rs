@@ -9,16 +9,19 @@ use strata_kernels_cpu::GgmlType;
 use super::{as_i32, grid_yz, kernel_suffix, need, q8_1_bytes, weight_kernel};
 use crate::device::MATVEC_PDL_MODULE;
 use crate::error::{CudaError, DriverContext};
+use crate::ptx::MatvecShape;
 use crate::{DeviceBuffer, Gpu};
 
 const OP: &str = "matvec";
-/// matvec.cu's MV_WARPS: warps per CTA of the quantized kernels.
-const WARPS: u32 = 8;
-/// Rows per CTA of the quantized kernels: matvec.cu's MV_RPW rows per warp (2 for the
-/// 32-weight legacy blocks, 1 for the K-quants).
-fn quant_rows_per_cta(ty: GgmlType) -> usize {
-    let per_warp = if ty.block_size() == 32 { 2 } else { 1 };
-    per_warp * WARPS as usize
+/// (threads, rows) per CTA of the quantized kernels of `shape` (build.rs compiled each
+/// module with its shape's MV_WARPS and MV_RPW).
+fn quant_cta(shape: &MatvecShape, ty: GgmlType) -> (u32, usize) {
+    let per_warp = if ty.block_size() == 32 {
+        shape.rows_per_warp_legacy
+    } else {
+        shape.rows_per_warp_k
+    };
+    (32 * shape.warps, (per_warp * shape.warps) as usize)
 }
 /// matvec.cu's MV_FLOAT_THREADS: one CTA of this many threads per row of float weights.
 const FLOAT_THREADS: u32 = 128;
@@ -101,7 +104,7 @@ impl Gpu {
             xq.slice(),
             y,
             (ncols, nrows, nvec),
-            (32 * WARPS, quant_rows_per_cta(ty)),
+            quant_cta(self.matvec_shape(), ty),
             x_shared as u32,
         )
     }
@@ -174,7 +177,7 @@ impl Gpu {
             // returns (the driver copies them at launch).
             return unsafe { launch_dependent(&f, stream, &cfg, &args, &ints) }.during(OP);
         }
-        let f = self.function("matvec", name)?;
+        let f = self.function(self.matvec_shape().module, name)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(w)
             .arg(x)
