@@ -187,12 +187,7 @@ fn format_arithmetic_matches_golden_on_the_host() {
             }
             let mut r = ChaCha8Rng::seed_from_u64(ty.id() as u64);
             for (rows, cols) in shapes {
-                let f: Vec<f32> = (0..rows * cols).map(|_| r.random::<f32>() - 0.5).collect();
-                let x: Vec<f32> = (0..cols).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
-                let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
-                quantize(ty, &f, &mut w).unwrap();
-                let mut xq = vec![0u8; cols / 32 * 36];
-                quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
+                let (w, xq) = random_case(&mut r, ty, rows, cols);
                 let mut xhat = vec![0.0f32; cols];
                 dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
                 let (wf, y) = run(&exe, &dir, ty, rows, cols, &w, &xq);
@@ -200,6 +195,17 @@ fn format_arithmetic_matches_golden_on_the_host() {
             }
         }
     }
+}
+
+/// Random `rows × cols` weights in `ty` and a random vector in q8_1.
+fn random_case(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
+    let f: Vec<f32> = (0..rows * cols).map(|_| r.random::<f32>() - 0.5).collect();
+    let x: Vec<f32> = (0..cols).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+    let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
+    quantize(ty, &f, &mut w).unwrap();
+    let mut xq = vec![0u8; cols / 32 * 36];
+    quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
+    (w, xq)
 }
 
 /// Each row's host dot product against `want(row, exact f64 product of W and x̂)`.
@@ -282,12 +288,7 @@ fn matvec_shapes_give_the_default_bits_on_the_host() {
         };
         let rows = 7;
         let mut r = ChaCha8Rng::seed_from_u64(100 + ty.id() as u64);
-        let f: Vec<f32> = (0..rows * cols).map(|_| r.random::<f32>() - 0.5).collect();
-        let x: Vec<f32> = (0..cols).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
-        let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
-        quantize(ty, &f, &mut w).unwrap();
-        let mut xq = vec![0u8; cols / 32 * 36];
-        quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
+        let (w, xq) = random_case(&mut r, ty, rows, cols);
         let (_, default) = run(&exes[0], &dir, ty, rows, cols, &w, &xq);
         assert_eq!(default.len(), rows);
         for (shape, exe) in shapes.iter().zip(&exes).skip(1) {

@@ -270,57 +270,60 @@ fn matvec_batch_equals_one_vector_at_a_time() {
     }
 }
 
-#[test]
-fn matvec_prefetch_changes_no_bit() {
-    let Some(gpu) = gpu() else { return };
-    let mut r = rng(12);
-    // 37 rows: a last CTA with spare warps (and, for the 2-rows-a-warp formats, a warp with
-    // one row past the end, which must not prefetch it).
-    let (rows, cols, nvec) = (37, 512, 2);
+/// For every weight format, `matvec` of random W and x (`rows × cols`, `nvec` vectors) after
+/// `set(s)` for each of `settings`: every setting must give the first one's bits.
+fn matvec_same_bits_under<S: Copy + std::fmt::Debug>(
+    gpu: &Gpu,
+    seed: u64,
+    (rows, cols, nvec): (usize, usize, usize),
+    settings: &[S],
+    set: impl Fn(S),
+) {
+    let mut r = rng(seed);
     for ty in GgmlType::WEIGHTS {
         let w = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
         let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
         let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
-        let mut run = |prefetch: u32| {
-            gpu.set_matvec_prefetch(prefetch);
+        let mut run = |s: S| {
+            set(s);
             let mut y = gpu.zeros::<f32>(rows * nvec).unwrap();
             gpu.matvec(ty, &w, &x, &mut xq, &mut y, cols, rows, nvec)
                 .unwrap();
-            y.to_host(&gpu).unwrap()
+            y.to_host(gpu).unwrap()
         };
-        let off = run(0);
-        // Part of a row (not a whole number of lines), and more than a row.
-        for prefetch in [200, 1 << 20] {
-            assert_eq!(run(prefetch), off, "{ty} prefetch {prefetch}");
+        let first = run(settings[0]);
+        for &s in &settings[1..] {
+            assert_eq!(run(s), first, "{ty} {s:?}");
         }
     }
+}
+
+#[test]
+fn matvec_prefetch_changes_no_bit() {
+    let Some(gpu) = gpu() else { return };
+    // 37 rows: a last CTA with spare warps (and, for the 2-rows-a-warp formats, a warp with
+    // one row past the end, which must not prefetch it). Prefetch of part of a row (not a
+    // whole number of lines), and of more than a row.
+    matvec_same_bits_under(&gpu, 12, (37, 512, 2), &[0, 200, 1 << 20], |p| {
+        gpu.set_matvec_prefetch(p)
+    });
     gpu.set_matvec_prefetch(0);
 }
 
 #[test]
 fn matvec_shapes_change_no_bit() {
     let Some(gpu) = gpu() else { return };
-    let mut r = rng(15);
     // Every lane takes 2–6 units (168 legacy blocks, 21 K-quant super-blocks = 84 units), so
     // unrolled loops run whole and partial; 37 rows leave spare warps and partial row groups
     // of 2 and 4; 2 vectors.
-    let (rows, cols, nvec) = (37, 5376, 2);
-    for ty in GgmlType::WEIGHTS {
-        let w = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
-        let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
-        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
-        let mut run = |shape: &str| {
-            gpu.set_matvec_shape(shape).unwrap();
-            let mut y = gpu.zeros::<f32>(rows * nvec).unwrap();
-            gpu.matvec(ty, &w, &x, &mut xq, &mut y, cols, rows, nvec)
-                .unwrap();
-            y.to_host(&gpu).unwrap()
-        };
-        let default = run("default");
-        for shape in &strata_kernels_cuda::ptx::MATVEC_SHAPES[1..] {
-            assert_eq!(run(shape.name), default, "{ty} shape {}", shape.name);
-        }
-    }
+    let names: Vec<&str> = strata_kernels_cuda::ptx::MATVEC_SHAPES
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names[0], "default");
+    matvec_same_bits_under(&gpu, 15, (37, 5376, 2), &names, |s| {
+        gpu.set_matvec_shape(s).unwrap()
+    });
     gpu.set_matvec_shape("default").unwrap();
     assert!(gpu.set_matvec_shape("no such shape").is_err());
 }
@@ -412,6 +415,17 @@ fn weights(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8
 #[test]
 fn matmul_matches_dequantized_product() {
     let Some(gpu) = gpu() else { return };
+    // Also the path cuda-bench measures against `matmul`, where libcublas loads: W and x
+    // made f16 by the dequantize kernels (x through F32's), then cuBLAS's f16 GEMM with f32
+    // sums.
+    let blas = match gpu.blas() {
+        Ok(b) => Some(b),
+        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => {
+            println!("note: the cuBLAS path is not checked here: {e}");
+            None
+        }
+        Err(e) => panic!("cuBLAS is installed but failed: {e}"),
+    };
     let mut r = rng(3);
     // 70 tokens and 130 rows cross tile edges (64); 512 columns are 16 k-steps.
     let (rows, cols, ntok) = (130, 512, 70);
@@ -425,6 +439,22 @@ fn matmul_matches_dequantized_product() {
         gpu.matmul(ty, &w, &xd, &mut y, cols, rows, ntok).unwrap();
         let got = y.to_host(&gpu).unwrap();
         check_f16_product(&format!("{ty}"), &wf, &x, &got, (rows, cols, ntok));
+
+        if let Some(blas) = &blas {
+            let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let xb = gpu.upload(&xbytes).unwrap();
+            let mut w16 = gpu.zeros::<u16>(rows * cols).unwrap();
+            let mut x16 = gpu.zeros::<u16>(cols * ntok).unwrap();
+            gpu.dequantize_to_f16(ty, &w, &mut w16, rows * cols)
+                .unwrap();
+            gpu.dequantize_to_f16(GgmlType::F32, &xb, &mut x16, cols * ntok)
+                .unwrap();
+            let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
+            blas.gemm_f16(&gpu, &w16, &x16, &mut y, cols, rows, ntok)
+                .unwrap();
+            let got = y.to_host(&gpu).unwrap();
+            check_f16_product(&format!("cuBLAS {ty}"), &wf, &x, &got, (rows, cols, ntok));
+        }
     }
 }
 
@@ -470,43 +500,6 @@ fn check_f16_product(
                 "{what} token {t} row {o}: {g} vs {want} (tol {tol:e})"
             );
         }
-    }
-}
-
-#[test]
-fn cublas_gemm_f16_matches_dequantized_product() {
-    let Some(gpu) = gpu() else { return };
-    let blas = match gpu.blas() {
-        Ok(b) => b,
-        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => {
-            println!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("cuBLAS is installed but failed: {e}"),
-    };
-    let mut r = rng(14);
-    // The path cuda-bench measures against `matmul`: W and x made f16 by the dequantize
-    // kernels (x through F32's), then cuBLAS's f16 GEMM with f32 sums. Shapes off every
-    // power of two.
-    let (rows, cols, ntok) = (130, 512, 70);
-    for ty in GgmlType::WEIGHTS {
-        let wbytes = weights(&mut r, ty, rows, cols);
-        let mut wf = vec![0.0f32; rows * cols];
-        dequantize(ty, &wbytes, &mut wf).unwrap();
-        let x = randn(&mut r, cols * ntok, 1.0);
-        let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let (w, xd) = (gpu.upload(&wbytes).unwrap(), gpu.upload(&xbytes).unwrap());
-        let mut w16 = gpu.zeros::<u16>(rows * cols).unwrap();
-        let mut x16 = gpu.zeros::<u16>(cols * ntok).unwrap();
-        gpu.dequantize_to_f16(ty, &w, &mut w16, rows * cols)
-            .unwrap();
-        gpu.dequantize_to_f16(GgmlType::F32, &xd, &mut x16, cols * ntok)
-            .unwrap();
-        let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
-        blas.gemm_f16(&gpu, &w16, &x16, &mut y, cols, rows, ntok)
-            .unwrap();
-        let got = y.to_host(&gpu).unwrap();
-        check_f16_product(&format!("cuBLAS {ty}"), &wf, &x, &got, (rows, cols, ntok));
     }
 }
 
