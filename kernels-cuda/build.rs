@@ -125,6 +125,10 @@ fn main() {
     write_module_table(&out, compiled.then_some(&jobs[..]), &arch);
 }
 
+/// The first bytes of every embedded module (ptx.rs's `PTX_MARKER`): scripts/gpu-bundle.sh
+/// looks for them to tell a binary with kernels from one built without NVRTC.
+const PTX_MARKER: &[u8] = b"STRATA-PTX-DEFLATE\0";
+
 /// One PTX module to make: `src` compiled for virtual architecture `arch` into
 /// `OUT_DIR/<stem>.ptx`.
 struct Job {
@@ -369,7 +373,12 @@ fn compile_all(nvrtc: &Nvrtc, kernels_dir: &Path, jobs: &[Job], out: &Path) {
             ),
         };
         let dst = out.join(format!("{stem}.ptx"));
-        std::fs::write(&dst, ptx).unwrap_or_else(|e| panic!("writing {}: {e}", dst.display()));
+        std::fs::write(&dst, &ptx).unwrap_or_else(|e| panic!("writing {}: {e}", dst.display()));
+        // What the crate embeds: the marker, then the PTX deflated (ptx.rs inflates it).
+        let mut z = PTX_MARKER.to_vec();
+        z.extend(miniz_oxide::deflate::compress_to_vec(ptx.as_bytes(), 9));
+        let dst = out.join(format!("{stem}.ptx.z"));
+        std::fs::write(&dst, z).unwrap_or_else(|e| panic!("writing {}: {e}", dst.display()));
     }
 }
 
@@ -403,7 +412,7 @@ fn write_module_table(out: &Path, compiled: Option<&[Job]>, arch: &str) {
     for Job { stem, arch, .. } in jobs {
         writeln!(
             s,
-            "    PtxModule {{ name: {stem:?}, arch: {arch:?}, ptx: include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\")) }},"
+            "    PtxModule {{ name: {stem:?}, arch: {arch:?}, deflated: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx.z\")) }},"
         )
         .unwrap();
     }

@@ -266,7 +266,7 @@ impl Gpu {
                 })?;
                 let m = self
                     .ctx
-                    .load_module(Ptx::from_src(src.ptx))
+                    .load_module(Ptx::from_src(src.ptx()?))
                     .during("loading PTX")?;
                 modules.insert(module, m.clone());
                 m

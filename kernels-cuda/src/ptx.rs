@@ -1,4 +1,6 @@
-//! The PTX that `build.rs` compiled from `kernels/*.cu` and embedded in the crate.
+//! The PTX that `build.rs` compiled from `kernels/*.cu` and embedded in the crate, deflated.
+
+use crate::error::CudaError;
 
 /// One compiled kernel file.
 #[derive(Debug, Clone, Copy)]
@@ -9,8 +11,8 @@ pub struct PtxModule {
     /// The virtual architecture of its PTX, e.g. `"compute_80"`: it runs on devices of that
     /// compute capability and later.
     pub arch: &'static str,
-    /// PTX text, NUL-free.
-    pub ptx: &'static str,
+    /// [`PTX_MARKER`], then the PTX text deflated ([`PtxModule::ptx`] gives the text).
+    pub deflated: &'static [u8],
 }
 
 /// One shape of the quantized matvec kernels (kernels/matvec_lane.cuh's macros), compiled
@@ -48,7 +50,28 @@ pub fn missing_kernels_reason() -> Option<&'static str> {
     )
 }
 
+/// The first bytes of every embedded module (build.rs writes them; scripts/gpu-bundle.sh
+/// greps binaries for them).
+pub const PTX_MARKER: &[u8] = b"STRATA-PTX-DEFLATE\0";
+
 impl PtxModule {
+    /// The PTX text (inflated from the embedded bytes; NUL-free).
+    pub fn ptx(&self) -> Result<String, CudaError> {
+        let corrupt = |why: String| {
+            CudaError::Unavailable(format!(
+                "embedded PTX of module {} is corrupt: {why}",
+                self.name
+            ))
+        };
+        let z = self
+            .deflated
+            .strip_prefix(PTX_MARKER)
+            .ok_or_else(|| corrupt("no marker".to_string()))?;
+        let bytes =
+            miniz_oxide::inflate::decompress_to_vec(z).map_err(|e| corrupt(e.to_string()))?;
+        String::from_utf8(bytes).map_err(|e| corrupt(e.to_string()))
+    }
+
     /// The least compute capability (major × 10 + minor) that runs this module, from
     /// `arch` ("compute_90a" → 90).
     pub fn min_compute_capability(&self) -> Option<u32> {
