@@ -6,10 +6,11 @@
 #pragma once
 #include "formats.cuh"
 
-// The shape of the quantized kernels. The defaults below make module `matvec`; build.rs
-// compiles variants with other values (-D) as modules `matvec_<variant>`, which
-// kernels-cuda/src/ops/matvec.rs launches with the geometry build.rs records for each, and
-// cuda-bench times beside the default.
+// The shape of the quantized kernels. build.rs passes these macros (-D) to every matvec
+// module from one table, which also gives kernels-cuda/src/ops/matvec.rs each module's launch
+// geometry: the default shape (modules `matvec`, `matvec_sm90`) and the variants that
+// cuda-bench times beside it (modules `matvec_<name>`). The values here are the default's,
+// for the host check.
 //
 // Warps per CTA of the quantized kernels.
 #ifndef MV_WARPS
@@ -32,8 +33,8 @@
 // Sub-blocks per block: 1 for the legacy formats, 8 for K-quants.
 #define MV_SUBS(qk) ((qk) / 32)
 // Rows per warp: they share each x block read from shared memory. Two for the legacy
-// formats; one for the K-quants, whose dot products need too many registers for two
-// (Q6_K spills at sm_90).
+// formats; one for the K-quants, whose dot products take many registers (two rows, the
+// kr2 variant: 68–80 at sm_90, 3 CTAs an SM).
 #define MV_RPW(qk) ((qk) == 32 ? MV_RPW_LEGACY : MV_RPW_K)
 // Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
 // whose units hold more words in registers (two sub-blocks a unit; two iterations of single
