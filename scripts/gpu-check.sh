@@ -103,7 +103,9 @@ if [[ -f "$model" && -x "$here/bin/bench" ]]; then
         STRATA_MATVEC_PREFETCH=1024 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
     # Programmatic dependent launch of the matvecs needs sm_90 or later.
     cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)"
+    pdl=""
     if [[ "${cc%%.*}" =~ ^[0-9]+$ ]] && (( ${cc%%.*} >= 9 )); then
+        pdl=1
         step "bench split, PDL" 90 "$tmp/split-pdl.md" env STRATA_MATVEC_PDL=1 \
             "$here/bin/bench" split -m "$model" --num-gpu 15,31 -p 128 -n 64
         {
@@ -116,6 +118,19 @@ if [[ -f "$model" && -x "$here/bin/bench" ]]; then
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&
         echo GPU: && cat '$tmp/gen-gpu.txt' && echo && echo CPU: && cat '$tmp/gen-cpu.txt'"
+    # The PDL kernels give the same bits, so the same greedy text (stdout; timings go to
+    # stderr): cmp fails the step otherwise.
+    if [[ -n "${pdl:-}" ]]; then
+        step "generate -ngl auto, PDL" 30 "$tmp/gen-pdl-step.txt" bash -c "
+            '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl auto > '$tmp/gen-plain.txt' &&
+            STRATA_MATVEC_PDL=1 '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl auto > '$tmp/gen-pdl.txt' &&
+            cmp '$tmp/gen-plain.txt' '$tmp/gen-pdl.txt'"
+        {
+            echo
+            echo 'GPU with STRATA_MATVEC_PDL=1 (must be the plain GPU text):'
+            cat "$tmp/gen-pdl.txt" "$tmp/gen-pdl-step.txt"
+        } >> "$out/generate.txt"
+    fi
 else
     echo "  note: no model at $model: bench split and generate skipped" | tee -a "$summary"
 fi
