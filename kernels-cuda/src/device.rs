@@ -180,7 +180,8 @@ impl Gpu {
         match ptx::module(MATVEC_PDL_MODULE).and_then(|m| m.min_compute_capability()) {
             None => Some(format!("module {MATVEC_PDL_MODULE} is not embedded")),
             Some(need) if cc < need => Some(format!(
-                "programmatic dependent launch needs compute capability {}.{} (this device                  has {major}.{minor})",
+                "programmatic dependent launch needs compute capability {}.{} (this device \
+                 has {major}.{minor})",
                 need / 10,
                 need % 10
             )),
