@@ -71,40 +71,33 @@ fn main() {
             defines: Vec::new(),
         })
         .collect();
-    // matvec.cu again for sm_90 and later: its programmatic-dependent-launch steps
-    // (griddepcontrol) exist only there; `Gpu::set_matvec_pdl` loads this module.
-    if let Some(matvec) = jobs.iter().find(|j| j.stem == "matvec") {
+    // Every matvec module gets its shape from MATVEC_VARIANTS (the header's defaults are only
+    // for the host check), so the launch geometry written below matches by construction.
+    if let Some(matvec) = jobs.iter_mut().find(|j| j.stem == "matvec") {
+        let default = &MATVEC_VARIANTS[0];
+        matvec.defines = default.defines();
+        let src = matvec.src.clone();
+        // matvec.cu again for sm_90 and later: its programmatic-dependent-launch steps
+        // (griddepcontrol) exist only there; `Gpu::set_matvec_pdl` loads this module.
         let pdl_arch = if arch_number(&arch).is_some_and(|n| n >= 90) {
             arch.clone()
         } else {
             "compute_90".to_string()
         };
-        let src = matvec.src.clone();
         jobs.push(Job {
-            stem: "matvec_sm90".to_string(),
+            stem: MATVEC_PDL_MODULE.to_string(),
             src: src.clone(),
             arch: pdl_arch,
-            defines: Vec::new(),
+            defines: default.defines(),
         });
         // And once per shape variant of the quantized kernels, for cuda-bench to compare.
         for v in &MATVEC_VARIANTS[1..] {
             jobs.push(Job {
-                stem: format!("matvec_{}", v.name),
+                stem: v.module(),
                 src: src.clone(),
                 arch: arch.clone(),
-                defines: Vec::new(),
+                defines: v.defines(),
             });
-        }
-    }
-    // Every matvec module gets its shape from the table (the header's defaults are only
-    // for the host check), so the launch geometry written below matches by construction.
-    for job in &mut jobs {
-        let name = match job.stem.as_str() {
-            "matvec" | "matvec_sm90" => Some(MATVEC_VARIANTS[0].name),
-            s => s.strip_prefix("matvec_"),
-        };
-        if let Some(v) = name.and_then(|n| MATVEC_VARIANTS.iter().find(|v| v.name == n)) {
-            job.defines = v.defines();
         }
     }
 
@@ -125,9 +118,12 @@ fn main() {
     write_module_table(&out, compiled.then_some(&jobs[..]), &arch);
 }
 
-/// The first bytes of every embedded module (ptx.rs's `PTX_MARKER`): scripts/gpu-bundle.sh
-/// looks for them to tell a binary with kernels from one built without NVRTC.
+/// The first bytes of every embedded module (written into modules.rs as `ptx::PTX_MARKER`):
+/// scripts/gpu-bundle.sh looks for them to tell a binary with kernels from one built
+/// without NVRTC.
 const PTX_MARKER: &[u8] = b"STRATA-PTX-DEFLATE\0";
+/// The module of matvec.cu compiled for sm_90 and later (modules.rs: `MATVEC_PDL_MODULE`).
+const MATVEC_PDL_MODULE: &str = "matvec_sm90";
 
 /// One PTX module to make: `src` compiled for virtual architecture `arch` into
 /// `OUT_DIR/<stem>.ptx`.
@@ -153,6 +149,15 @@ struct MatvecShape {
 }
 
 impl MatvecShape {
+    /// The module that holds this shape's kernels.
+    fn module(&self) -> String {
+        if self.name == "default" {
+            "matvec".to_string()
+        } else {
+            format!("matvec_{}", self.name)
+        }
+    }
+
     fn defines(&self) -> Vec<String> {
         vec![
             format!("MV_WARPS={}", self.warps),
@@ -405,14 +410,38 @@ fn write_module_table(out: &Path, compiled: Option<&[Job]>, arch: &str) {
     writeln!(s, "pub const ARCH: &str = {arch:?};").unwrap();
     writeln!(
         s,
-        "/// Every kernel module: (name, virtual architecture, PTX text)."
+        "/// The first bytes of every module's `deflated` (scripts/gpu-bundle.sh greps \
+         binaries for them)."
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "pub const PTX_MARKER: &[u8] = b{:?};",
+        std::str::from_utf8(PTX_MARKER).expect("ASCII marker")
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "/// matvec.cu compiled for sm_90 and later, the kernels `Gpu::set_matvec_pdl` launches."
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "pub const MATVEC_PDL_MODULE: &str = {MATVEC_PDL_MODULE:?};"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "/// Every kernel module: name, virtual architecture and its number, deflated PTX."
     )
     .unwrap();
     writeln!(s, "pub const MODULES: &[PtxModule] = &[").unwrap();
     for Job { stem, arch, .. } in jobs {
+        let min_cc = arch_number(arch);
         writeln!(
             s,
-            "    PtxModule {{ name: {stem:?}, arch: {arch:?}, deflated: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx.z\")) }},"
+            "    PtxModule {{ name: {stem:?}, arch: {arch:?}, min_compute_capability: {min_cc:?}, \
+             deflated: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx.z\")) }},"
         )
         .unwrap();
     }
@@ -425,17 +454,14 @@ fn write_module_table(out: &Path, compiled: Option<&[Job]>, arch: &str) {
     .unwrap();
     writeln!(s, "pub const MATVEC_SHAPES: &[MatvecShape] = &[").unwrap();
     for v in MATVEC_VARIANTS {
-        let module = if v.name == "default" {
-            "matvec".to_string()
-        } else {
-            format!("matvec_{}", v.name)
-        };
         writeln!(
             s,
-            "    MatvecShape {{ name: {:?}, module: {module:?}, why: {:?}, warps: {}, \
+            "    MatvecShape {{ name: {:?}, module: {:?}, why: {:?}, defines: &{:?}, warps: {}, \
              rows_per_warp_legacy: {}, rows_per_warp_k: {}, unroll_legacy: {}, unroll_k: {} }},",
             v.name,
+            v.module(),
             v.why,
+            v.defines(),
             v.warps,
             v.rows_per_warp_legacy,
             v.rows_per_warp_k,

@@ -12,11 +12,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{CudaError, DriverContext};
-use crate::ptx;
-
-/// matvec.cu compiled for sm_90 and later (build.rs), the kernels that
-/// [`Gpu::set_matvec_pdl`] launches.
-pub(crate) const MATVEC_PDL_MODULE: &str = "matvec_sm90";
+use crate::ptx::{self, MATVEC_PDL_MODULE};
 
 /// What the driver says about one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +173,7 @@ impl Gpu {
             Err(e) => return Some(format!("compute capability unknown: {e}")),
         };
         let cc = u32::try_from(major * 10 + minor).unwrap_or(0);
-        match ptx::module(MATVEC_PDL_MODULE).and_then(|m| m.min_compute_capability()) {
+        match ptx::module(MATVEC_PDL_MODULE).and_then(|m| m.min_compute_capability) {
             None => Some(format!("module {MATVEC_PDL_MODULE} is not embedded")),
             Some(need) if cc < need => Some(format!(
                 "programmatic dependent launch needs compute capability {}.{} (this device \

@@ -11,6 +11,9 @@ pub struct PtxModule {
     /// The virtual architecture of its PTX, e.g. `"compute_80"`: it runs on devices of that
     /// compute capability and later.
     pub arch: &'static str,
+    /// That compute capability as major × 10 + minor ("compute_90a" → 90), if `arch` reads
+    /// as one.
+    pub min_compute_capability: Option<u32>,
     /// [`PTX_MARKER`], then the PTX text deflated ([`PtxModule::ptx`] gives the text).
     pub deflated: &'static [u8],
 }
@@ -25,6 +28,8 @@ pub struct MatvecShape {
     pub module: &'static str,
     /// What it changes, and why it may be faster.
     pub why: &'static str,
+    /// The `-D` macros (NAME=VALUE) build.rs compiled its module with.
+    pub defines: &'static [&'static str],
     /// Warps per CTA.
     pub warps: u32,
     /// Rows per warp, for the 32-weight legacy blocks and for the K-quants.
@@ -50,10 +55,6 @@ pub fn missing_kernels_reason() -> Option<&'static str> {
     )
 }
 
-/// The first bytes of every embedded module (build.rs writes them; scripts/gpu-bundle.sh
-/// greps binaries for them).
-pub const PTX_MARKER: &[u8] = b"STRATA-PTX-DEFLATE\0";
-
 impl PtxModule {
     /// The PTX text (inflated from the embedded bytes; NUL-free).
     pub fn ptx(&self) -> Result<String, CudaError> {
@@ -70,17 +71,5 @@ impl PtxModule {
         let bytes =
             miniz_oxide::inflate::decompress_to_vec(z).map_err(|e| corrupt(e.to_string()))?;
         String::from_utf8(bytes).map_err(|e| corrupt(e.to_string()))
-    }
-
-    /// The least compute capability (major × 10 + minor) that runs this module, from
-    /// `arch` ("compute_90a" → 90).
-    pub fn min_compute_capability(&self) -> Option<u32> {
-        let digits: String = self
-            .arch
-            .strip_prefix("compute_")?
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
     }
 }

@@ -21,7 +21,7 @@ const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// Builds host-check/formats_check.cpp (with `-D` macros `defines`, as `exe_name`); `None`
 /// (after saying why) if it cannot be built here.
-fn build_checker(dir: &Path, exe_name: &str, defines: &[String]) -> Option<PathBuf> {
+fn build_checker(dir: &Path, exe_name: &str, defines: &[&str]) -> Option<PathBuf> {
     let src = strata_tests::root().join("kernels-cuda/host-check/formats_check.cpp");
     if !src.is_file() {
         println!("skipped: {} not found", src.display());
@@ -262,15 +262,9 @@ fn matvec_shapes_give_the_default_bits_on_the_host() {
     let shapes = strata_kernels_cuda::ptx::MATVEC_SHAPES;
     let mut exes = Vec::new();
     for shape in shapes {
-        let defines = [
-            format!("MV_WARPS={}", shape.warps),
-            format!("MV_RPW_LEGACY={}", shape.rows_per_warp_legacy),
-            format!("MV_RPW_K={}", shape.rows_per_warp_k),
-            format!("MV_UNROLL_LEGACY={}", shape.unroll_legacy),
-            format!("MV_UNROLL_K={}", shape.unroll_k),
-        ];
-        let Some(exe) = build_checker(&dir, &format!("formats_check_{}", shape.name), &defines)
-        else {
+        // The macros build.rs compiled the shape's module with.
+        let exe_name = format!("formats_check_{}", shape.name);
+        let Some(exe) = build_checker(&dir, &exe_name, shape.defines) else {
             return;
         };
         exes.push(exe);

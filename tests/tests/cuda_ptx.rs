@@ -87,7 +87,7 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
         let file = dir.join(format!("{}.ptx", m.name));
         std::fs::write(&file, m.ptx().unwrap()).unwrap();
         let min_cc = m
-            .min_compute_capability()
+            .min_compute_capability
             .unwrap_or_else(|| panic!("module {}: arch {:?} unreadable", m.name, m.arch));
         let mut per_arch = Vec::new();
         for (arch, cc) in ARCHS {

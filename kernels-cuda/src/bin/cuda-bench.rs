@@ -451,8 +451,8 @@ impl Matmul {
         blas.gemm_f16(gpu, &self.w16, &self.x16, &mut self.y, c, r, t)
     }
 
-    /// Mean device µs of `op` over `iters` runs, after one untimed run (W is read from L2
-    /// after that: 4096 × 4096 weights fit an H100's; prefill is compute-bound here).
+    /// Mean device µs of `op` over `iters` runs, after one untimed run (the same W each run,
+    /// so partly from L2: at 512 tokens the arithmetic, not the reading, sets the time).
     fn time(
         &mut self,
         gpu: &Gpu,

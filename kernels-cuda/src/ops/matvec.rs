@@ -7,9 +7,8 @@ use cudarc::driver::{
 use strata_kernels_cpu::GgmlType;
 
 use super::{as_i32, grid_yz, kernel_suffix, need, q8_1_bytes, weight_kernel};
-use crate::device::MATVEC_PDL_MODULE;
 use crate::error::{CudaError, DriverContext};
-use crate::ptx::MatvecShape;
+use crate::ptx::{MatvecShape, MATVEC_PDL_MODULE};
 use crate::{DeviceBuffer, Gpu};
 
 const OP: &str = "matvec";
