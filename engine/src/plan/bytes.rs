@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::PlanError;
+use super::error::PlanError;
 
 const UNITS: [(&str, u64); 13] = [
     ("b", 1),

@@ -8,7 +8,7 @@
 
 use strata_kernels_cpu::GgmlType;
 
-use super::PlanError;
+use super::error::PlanError;
 
 /// The part of the model a tensor belongs to; a part is never split across devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

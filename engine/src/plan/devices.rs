@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::bytes::parse_bytes;
-use super::PlanError;
+use super::error::PlanError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceKind {

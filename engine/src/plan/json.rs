@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::placement::Plan;
+use super::result::Plan;
 
 #[derive(Debug, Serialize)]
 pub struct PlanJson {

@@ -15,8 +15,9 @@
 //!   wide before it is expanded to `v_head_dim`. The FFN is the widest of the dense FFN
 //!   and the routed experts in use plus the shared ones.
 
-use super::model::HeaderSource;
-use super::{PlanError, RunSettings};
+use super::error::PlanError;
+use super::header::HeaderSource;
+use super::settings::RunSettings;
 use crate::buffers::kv_elem_bytes;
 
 /// The hyperparameters of a `deepseek2` model that size its buffers.

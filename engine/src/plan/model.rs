@@ -1,11 +1,11 @@
 //! What the planner needs from a model: every tensor costed, and how its KV cache and
 //! scratch are sized. Built from a GGUF header alone (header-only files work).
 
-use strata_kernels_cpu::GgmlType;
-
 use super::cost::{Role, TensorCost};
+use super::error::PlanError;
+use super::header::HeaderSource;
 use super::mla::MlaConfig;
-use super::{PlanError, RunSettings};
+use super::settings::RunSettings;
 use crate::buffers;
 use crate::config::{ModelConfig, ModelSource};
 use crate::gguf::{GgufFile, Metadata, TensorInfo};
@@ -144,42 +144,5 @@ impl PlanModel {
 
     pub fn total_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.bytes).sum()
-    }
-}
-
-/// A GGUF header seen through the config reader's [`ModelSource`].
-pub(crate) struct HeaderSource<'a> {
-    meta: &'a Metadata,
-    infos: &'a [TensorInfo],
-}
-
-impl HeaderSource<'_> {
-    pub(crate) fn uint(&self, key: &str) -> Option<usize> {
-        self.meta_uint(key).and_then(|v| usize::try_from(v).ok())
-    }
-
-    pub(crate) fn tensor_dims(&self, name: &str) -> Option<Vec<u64>> {
-        self.tensor_shape(name).map(|(_, d)| d)
-    }
-}
-
-impl ModelSource for HeaderSource<'_> {
-    fn meta_str(&self, key: &str) -> Option<String> {
-        self.meta.get_str(key).map(str::to_string)
-    }
-
-    fn meta_uint(&self, key: &str) -> Option<u64> {
-        self.meta.get(key).and_then(|v| v.as_u64())
-    }
-
-    fn meta_f32(&self, key: &str) -> Option<f32> {
-        self.meta.get(key).and_then(|v| v.as_f32())
-    }
-
-    fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {
-        self.infos
-            .iter()
-            .find(|t| t.name == name)
-            .map(|t| (t.ty, t.dims.clone()))
     }
 }

@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use super::placement::{over_budget_reason, runs, DevicePlan, Plan};
-use super::Bytes;
+use super::bytes::Bytes;
+use super::result::{runs, DevicePlan, Plan};
 
 /// `blocks 13-18 (6), output` / `blocks 0-2, 5 (4)` / `output` / `nothing`.
 pub fn describe_layers(blocks: &[usize], output: bool) -> String {
@@ -200,5 +200,21 @@ pub fn ollama_line(plan: &Plan) -> String {
         Bytes(weights),
         Bytes(kv),
         Bytes(cpu.scratch_bytes),
+    )
+}
+
+/// "CUDA0 would hold blocks 12-18 (7 blocks): 80.12 GiB > 79.50 GiB it may use".
+pub fn over_budget_reason(d: &DevicePlan) -> String {
+    format!(
+        "{} would hold {}: weights {} + KV {} + scratch {} = {} > {} it may use ({} free − \
+         margin)",
+        d.device.name,
+        describe_layers(&d.blocks, d.output),
+        Bytes(d.weights_bytes),
+        Bytes(d.kv_bytes),
+        Bytes(d.scratch_bytes),
+        Bytes(d.total_bytes()),
+        Bytes(d.budget_bytes),
+        Bytes(d.device.free_bytes),
     )
 }

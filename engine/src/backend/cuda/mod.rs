@@ -1,0 +1,289 @@
+//! The CUDA backend of an accelerator: a real GPU holds its blocks' weights, their f16 KV
+//! caches and its own scratch in device memory, and runs its blocks (and the output layer,
+//! if placed there) with `strata-kernels-cuda`. Activations cross to and from it only at
+//! the runner's explicit copies, as with any device.
+//!
+//! Arithmetic differs from the CPU's in the order of f32 sums and in one pairing: the GPU
+//! quantizes activations to q8_1 for every quantized weight format (ggml's CUDA choice),
+//! where the CPU uses Q8_K for K-quants; for the legacy formats the activation bytes are the
+//! CPU's. Batches of more than [`MATVEC_MAX_BATCH`] tokens (prefill) go through the tiled
+//! f32 matmul instead, on unquantized activations.
+
+mod forward;
+mod weights;
+
+use std::collections::{BTreeMap, HashMap};
+
+use strata_kernels_cpu::GgmlType;
+use strata_kernels_cuda::{CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM};
+
+use crate::backend::{Backend, BackendError, Holdings, Source, Unit};
+use crate::buffers::ScratchLayout;
+use crate::config::ModelConfig;
+use crate::ledger::{DeviceId, Ledger, Reservation};
+use crate::model::Model;
+use crate::plan::Role;
+use weights::{GpuBlock, GpuKv, GpuOutput, GpuScratch};
+
+/// Batches up to this many tokens run the matvec kernels once per token vector (sharing one
+/// q8_1 quantization of the input); larger ones the tiled matmul.
+pub const MATVEC_MAX_BATCH: usize = 8;
+
+/// One GPU's share of a run: the weights of its blocks and of the output layer (if placed
+/// there), its blocks' KV caches and its scratch, each reserved on the ledger.
+pub struct CudaBackend {
+    id: DeviceId,
+    ledger: Ledger,
+    gpu: Gpu,
+    blocks: BTreeMap<usize, GpuBlock>,
+    output: Option<GpuOutput>,
+    kvs: BTreeMap<usize, GpuKv>,
+    scratch: Option<GpuScratch>,
+    held: Vec<Reservation>,
+    /// Per range of blocks, the one-token decode step as a graph: `None` once the range
+    /// has run eagerly (kernels loaded), then the graph captured on the next step.
+    graphs: HashMap<(usize, usize), Option<GpuGraph>>,
+    /// Off with `STRATA_CUDA_GRAPHS=0`: every launch queued one by one.
+    use_graphs: bool,
+}
+
+impl CudaBackend {
+    /// The matvec kernels' L2 prefetch (`Gpu::set_matvec_prefetch`) is off unless
+    /// `STRATA_MATVEC_PREFETCH=<bytes per row>` says otherwise (a trial setting that
+    /// `cuda-bench` and `scripts/gpu-check.sh` measure; not yet chosen by measurement).
+    /// Likewise programmatic dependent launch of the matvecs (`Gpu::set_matvec_pdl`): off
+    /// unless `STRATA_MATVEC_PDL=1`, which is an error on a device before sm_90. And the
+    /// quantized matvec kernels' shape (`Gpu::set_matvec_shape`): `STRATA_MATVEC_SHAPE=<name>`
+    /// picks one of `cuda-bench`'s variants instead of the default.
+    pub fn new(id: DeviceId, ordinal: usize, ledger: &Ledger) -> Result<CudaBackend, CudaError> {
+        let gpu = Gpu::new(ordinal)?;
+        if let Ok(v) = std::env::var("STRATA_MATVEC_SHAPE") {
+            gpu.set_matvec_shape(v.trim())?;
+        }
+        if let Ok(v) = std::env::var("STRATA_MATVEC_PREFETCH") {
+            let bytes = v.trim().parse::<u32>().map_err(|_| CudaError::Shape {
+                op: "STRATA_MATVEC_PREFETCH",
+                what: format!("{v:?} is not a byte count (a whole number ≥ 0)"),
+            })?;
+            gpu.set_matvec_prefetch(bytes);
+        }
+        if let Ok(v) = std::env::var("STRATA_MATVEC_PDL") {
+            let on = match v.trim() {
+                "1" => true,
+                "0" => false,
+                _ => {
+                    return Err(CudaError::Shape {
+                        op: "STRATA_MATVEC_PDL",
+                        what: format!("{v:?} is neither 0 nor 1"),
+                    })
+                }
+            };
+            gpu.set_matvec_pdl(on)?;
+        }
+        Ok(CudaBackend {
+            id,
+            ledger: ledger.clone(),
+            gpu,
+            blocks: BTreeMap::new(),
+            output: None,
+            kvs: BTreeMap::new(),
+            scratch: None,
+            held: Vec::new(),
+            graphs: HashMap::new(),
+            use_graphs: std::env::var("STRATA_CUDA_GRAPHS").map_or(true, |v| v != "0"),
+        })
+    }
+
+    /// Why the GPU kernels cannot run a model of `cfg`, if they cannot: said at load, not at
+    /// the first token.
+    pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
+        let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.n_ff);
+        if cfg.head_dim > MAX_HEAD_DIM {
+            Some(format!(
+                "head_dim {} (the CUDA attention takes at most {MAX_HEAD_DIM})",
+                cfg.head_dim
+            ))
+        } else if !cfg.head_dim.is_multiple_of(2) || !cfg.n_rot.is_multiple_of(2) {
+            Some(format!(
+                "head_dim {} and n_rot {} (the CUDA RoPE rotates pairs)",
+                cfg.head_dim, cfg.n_rot
+            ))
+        } else if widest > MATVEC_MAX_COLS {
+            Some(format!(
+                "rows of {widest} values (the CUDA matvec takes at most {MATVEC_MAX_COLS})"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+impl Backend for CudaBackend {
+    fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError> {
+        let planned = src.plan_model.role_bytes(Role::Block(i));
+        self.upload_block(i, &src.model.blocks[i], planned)
+    }
+
+    fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
+        let planned = src
+            .plan_model
+            .output_tensors(false)
+            .iter()
+            .map(|t| t.bytes)
+            .sum();
+        let m = src.model;
+        self.upload_output(&m.output_norm, &m.output, planned)
+    }
+
+    fn hold_embedding(&mut self, _: &Source) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the token embedding on {}: the lookup runs on the host",
+            self.ledger.name(self.id)
+        )))
+    }
+
+    fn alloc_kv(
+        &mut self,
+        model: &Model,
+        i: usize,
+        n_ctx: usize,
+        kv_type: GgmlType,
+        bytes: u64,
+    ) -> Result<(), BackendError> {
+        if kv_type != GgmlType::F16 {
+            return Err(BackendError::Unsupported(format!(
+                "a {kv_type} KV cache on {} (the CUDA attention reads F16 caches)",
+                self.id
+            )));
+        }
+        self.kv_cache(i, &model.cfg, n_ctx, bytes)
+    }
+
+    fn alloc_scratch(&mut self, model: &Model, layout: ScratchLayout) -> Result<(), BackendError> {
+        self.allocate_scratch(&model.cfg, layout)
+    }
+
+    fn embed(&mut self, _: &Model, _: &[u32]) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(
+            "the embedding lookup runs on the host".into(),
+        ))
+    }
+
+    fn run(
+        &mut self,
+        model: &Model,
+        unit: &Unit,
+        n: usize,
+        pos: usize,
+    ) -> Result<(), BackendError> {
+        let cfg = &model.cfg;
+        match unit {
+            Unit::Blocks(range) => {
+                let rope = RopeParams {
+                    n_rot: cfg.n_rot,
+                    freq_base: cfg.rope_freq_base,
+                    freq_scale: cfg.rope_freq_scale,
+                    neox: cfg.arch.rope_neox(),
+                };
+                self.run_blocks(range.clone(), cfg, &rope, n, pos)?
+            }
+            Unit::Output { n_out } => self.run_output(cfg, n, *n_out)?,
+        }
+        Ok(())
+    }
+
+    fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
+        Ok(self.x_to_host(x)?)
+    }
+
+    fn write_x(&mut self, x: &[f32]) -> Result<(), BackendError> {
+        Ok(self.x_from_host(x)?)
+    }
+
+    fn host_x(&self) -> Option<&[f32]> {
+        None
+    }
+
+    fn read_logits(&self, out: &mut [f32]) -> Result<(), BackendError> {
+        Ok(self.logits_to_host(out)?)
+    }
+
+    fn host_logits(&self) -> Option<&[f32]> {
+        None
+    }
+
+    fn host_logits_mut(&mut self) -> Option<&mut [f32]> {
+        None
+    }
+
+    /// A GPU cache needs no clearing: attention reads positions below `pos` only.
+    fn reset(&mut self) {}
+
+    fn holdings(&self) -> Holdings {
+        Holdings {
+            blocks: self.blocks.keys().copied().collect(),
+            output: self.output.is_some(),
+            kv: self.kvs.keys().copied().collect(),
+            scratch: self.scratch.as_ref().map(|s| s.layout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Arch;
+
+    fn smollm2_like() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Llama,
+            n_layer: 30,
+            n_embd: 576,
+            n_ff: 1536,
+            n_head: 9,
+            n_head_kv: 3,
+            head_dim: 64,
+            n_rot: 64,
+            rms_eps: 1e-5,
+            rope_freq_base: 10000.0,
+            rope_freq_scale: 1.0,
+            n_ctx_train: 8192,
+            n_vocab: 49152,
+            tied_output: true,
+            qkv_bias: false,
+            qk_norm: false,
+        }
+    }
+
+    #[test]
+    fn models_the_kernels_cannot_run_are_named_at_load() {
+        assert_eq!(CudaBackend::unsupported(&smollm2_like()), None);
+        let wide_heads = ModelConfig {
+            head_dim: 512,
+            n_rot: 512,
+            ..smollm2_like()
+        };
+        let e = CudaBackend::unsupported(&wide_heads).unwrap();
+        assert!(e.contains("head_dim 512") && e.contains("256"), "{e}");
+        let odd_rot = ModelConfig {
+            n_rot: 33,
+            ..smollm2_like()
+        };
+        assert!(CudaBackend::unsupported(&odd_rot)
+            .unwrap()
+            .contains("n_rot 33"));
+        let huge_ff = ModelConfig {
+            n_ff: 65536,
+            ..smollm2_like()
+        };
+        let e = CudaBackend::unsupported(&huge_ff).unwrap();
+        assert!(
+            e.contains("65536") && e.contains(&MATVEC_MAX_COLS.to_string()),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! The weights a host-side device holds copies of: copied out of the mapped file into
+//! buffers reserved on its ledger account (as an upload to a GPU would be), each tensor at
+//! the aligned offset the plan costs, and repacked in place where the CPU kernels read a
+//! packed layout faster.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use strata_kernels_cpu::{isa, packed, GgmlType};
+
+use crate::backend::{BackendError, Source};
+use crate::gguf::GgufFile;
+use crate::huge::HugeBytes;
+use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
+use crate::model::{BlockWeights, Matrix};
+use crate::plan::{Role, TensorCost};
+
+/// Bytes on a device, reserved on its ledger account for as long as they live.
+pub struct DeviceBuffer {
+    mem: HugeBytes,
+    _reservation: Reservation,
+}
+
+impl DeviceBuffer {
+    /// Reserves `bytes` on `device`, then allocates them (zeroed).
+    pub fn allocate(
+        ledger: &Ledger,
+        device: DeviceId,
+        kind: BufferKind,
+        bytes: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<DeviceBuffer, BackendError> {
+        let reservation = ledger.reserve(device, kind, bytes, what)?;
+        let len = usize::try_from(bytes).map_err(|_| BackendError::TooLarge { bytes })?;
+        Ok(DeviceBuffer {
+            mem: HugeBytes::zeroed(len),
+            _reservation: reservation,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.mem.bytes()
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.mem.bytes_mut()
+    }
+}
+
+/// Where a matrix lies in a device buffer.
+#[derive(Debug, Clone, Copy)]
+struct MatSlot {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    off: usize,
+    len: usize,
+    /// Repacked in place for the packed kernels ([`Copied::pack`]).
+    packed: bool,
+}
+
+/// Where an f32 vector lies in a device buffer.
+#[derive(Debug, Clone, Copy)]
+struct VecSlot {
+    off: usize,
+    n: usize,
+}
+
+/// Tensors copied into one device buffer, each at the aligned offset the plan costs.
+struct Copied {
+    buf: DeviceBuffer,
+    at: HashMap<String, (usize, TensorCost)>,
+}
+
+impl Copied {
+    /// Copies `tensors` (in this order, each padded to the alignment as [`TensorCost`]
+    /// says) from the mapped `file` into one new buffer on `device`.
+    fn new(
+        ledger: &Ledger,
+        device: DeviceId,
+        file: &GgufFile,
+        tensors: &[&TensorCost],
+        what: impl FnOnce() -> String,
+    ) -> Result<Copied, BackendError> {
+        let total: u64 = tensors.iter().map(|t| t.bytes).sum();
+        let mut buf = DeviceBuffer::allocate(ledger, device, BufferKind::Weights, total, what)?;
+        let mut at = HashMap::new();
+        let mut off = 0usize;
+        for t in tensors {
+            let info = file.tensor(&t.name).ok_or_else(|| BackendError::Tensor {
+                name: t.name.clone(),
+                why: "not in the file".into(),
+            })?;
+            let data = file.tensor_data(info)?;
+            buf.bytes_mut()[off..off + data.len()].copy_from_slice(data);
+            file.release(info);
+            at.insert(t.name.clone(), (off, (*t).clone()));
+            off += t.bytes as usize;
+        }
+        Ok(Copied { buf, at })
+    }
+
+    fn mat(&self, name: &str, like: &Matrix) -> Result<MatSlot, BackendError> {
+        let (off, t) = self.get(name)?;
+        if t.ty != like.ty || t.data_bytes as usize != like.data.len() {
+            return Err(BackendError::Tensor {
+                name: name.into(),
+                why: format!(
+                    "copied as {} of {} bytes, bound as {}",
+                    t.ty, t.data_bytes, like.ty
+                ),
+            });
+        }
+        Ok(MatSlot {
+            ty: like.ty,
+            rows: like.rows,
+            cols: like.cols,
+            off,
+            len: like.data.len(),
+            packed: false,
+        })
+    }
+
+    /// Repacks the matrix at `s` in place (same bytes, so the ledger's count stands) if the
+    /// CPU kernels at the active ISA level have a packed layout for its format: the copy a
+    /// CPU-side device computes with is then read by the packed kernels.
+    fn pack(&mut self, s: &mut MatSlot, name: &str) -> Result<(), BackendError> {
+        let bytes = &mut self.buf.bytes_mut()[s.off..s.off + s.len];
+        s.packed =
+            packed::pack_in_place(isa::active(), s.ty, bytes, s.rows, s.cols).map_err(|e| {
+                BackendError::Tensor {
+                    name: name.into(),
+                    why: e.to_string(),
+                }
+            })?;
+        Ok(())
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<VecSlot, BackendError> {
+        let (off, t) = self.get(name)?;
+        // The device computes with the bytes it holds; the kernels take norm weights and
+        // biases as f32, so they must be stored as f32 (they are in every GGUF we know).
+        if t.ty != GgmlType::F32 || t.data_bytes as usize != n * 4 {
+            return Err(BackendError::Tensor {
+                name: name.into(),
+                why: format!(
+                    "an accelerator holds norm weights and biases as F32 ({n} values); the \
+                     file has {} of {} bytes",
+                    t.ty, t.data_bytes
+                ),
+            });
+        }
+        if off % 4 != 0 {
+            return Err(BackendError::Tensor {
+                name: name.into(),
+                why: format!("offset {off} in the device buffer is not 4-byte aligned"),
+            });
+        }
+        Ok(VecSlot { off, n })
+    }
+
+    fn get(&self, name: &str) -> Result<(usize, &TensorCost), BackendError> {
+        self.at
+            .get(name)
+            .map(|(o, t)| (*o, t))
+            .ok_or_else(|| BackendError::Tensor {
+                name: name.into(),
+                why: "the plan did not put it with its layer".into(),
+            })
+    }
+
+    fn matrix(&self, s: MatSlot) -> Matrix<'_> {
+        Matrix {
+            ty: s.ty,
+            rows: s.rows,
+            cols: s.cols,
+            data: &self.buf.bytes()[s.off..s.off + s.len],
+            packed: s.packed,
+        }
+    }
+
+    fn f32s(&self, s: VecSlot) -> &[f32] {
+        bytemuck::cast_slice(&self.buf.bytes()[s.off..s.off + s.n * 4])
+    }
+}
+
+struct BlockLayout {
+    attn_norm: VecSlot,
+    wq: MatSlot,
+    wk: MatSlot,
+    wv: MatSlot,
+    wo: MatSlot,
+    bq: Option<VecSlot>,
+    bk: Option<VecSlot>,
+    bv: Option<VecSlot>,
+    q_norm: Option<VecSlot>,
+    k_norm: Option<VecSlot>,
+    ffn_norm: VecSlot,
+    w_gate: MatSlot,
+    w_up: MatSlot,
+    w_down: MatSlot,
+}
+
+struct CopiedBlock {
+    mem: Copied,
+    layout: BlockLayout,
+}
+
+struct CopiedOutput {
+    mem: Copied,
+    norm: VecSlot,
+    output: MatSlot,
+}
+
+/// The weights a device holds copies of (the CPU only of what it reads packed; it reads the
+/// rest from the mapped file).
+#[derive(Default)]
+pub struct HostWeights {
+    blocks: BTreeMap<usize, CopiedBlock>,
+    output: Option<CopiedOutput>,
+}
+
+impl HostWeights {
+    /// Copies block `i`'s tensors (as the plan lists them) onto `device`.
+    pub fn copy_block(
+        &mut self,
+        src: &Source,
+        device: DeviceId,
+        i: usize,
+    ) -> Result<(), BackendError> {
+        let tensors: Vec<&TensorCost> = src.plan_model.tensors_of(Role::Block(i)).collect();
+        let mut mem = Copied::new(src.ledger, device, src.file, &tensors, || {
+            format!("weights of block {i}")
+        })?;
+        let w = &src.model.blocks[i];
+        let name = |s: &str| format!("blk.{i}.{s}");
+        let v = |s: &str, x: &[f32]| mem.vector(&name(s), x.len());
+        let ov = |s: &str, x: &Option<Cow<[f32]>>| x.as_ref().map(|x| v(s, x)).transpose();
+        let mut layout = BlockLayout {
+            attn_norm: v("attn_norm.weight", &w.attn_norm)?,
+            wq: mem.mat(&name("attn_q.weight"), &w.wq)?,
+            wk: mem.mat(&name("attn_k.weight"), &w.wk)?,
+            wv: mem.mat(&name("attn_v.weight"), &w.wv)?,
+            wo: mem.mat(&name("attn_output.weight"), &w.wo)?,
+            bq: ov("attn_q.bias", &w.bq)?,
+            bk: ov("attn_k.bias", &w.bk)?,
+            bv: ov("attn_v.bias", &w.bv)?,
+            q_norm: ov("attn_q_norm.weight", &w.q_norm)?,
+            k_norm: ov("attn_k_norm.weight", &w.k_norm)?,
+            ffn_norm: v("ffn_norm.weight", &w.ffn_norm)?,
+            w_gate: mem.mat(&name("ffn_gate.weight"), &w.w_gate)?,
+            w_up: mem.mat(&name("ffn_up.weight"), &w.w_up)?,
+            w_down: mem.mat(&name("ffn_down.weight"), &w.w_down)?,
+        };
+        let l = &mut layout;
+        for (slot, s) in [
+            (&mut l.wq, "attn_q.weight"),
+            (&mut l.wk, "attn_k.weight"),
+            (&mut l.wv, "attn_v.weight"),
+            (&mut l.wo, "attn_output.weight"),
+            (&mut l.w_gate, "ffn_gate.weight"),
+            (&mut l.w_up, "ffn_up.weight"),
+            (&mut l.w_down, "ffn_down.weight"),
+        ] {
+            mem.pack(slot, &name(s))?;
+        }
+        self.blocks.insert(i, CopiedBlock { mem, layout });
+        Ok(())
+    }
+
+    /// Copies the output layer (final norm, output matrix; `token_embd.weight` when tied)
+    /// onto `device`.
+    pub fn copy_output(&mut self, src: &Source, device: DeviceId) -> Result<(), BackendError> {
+        let tensors = src.plan_model.output_tensors(false);
+        let mut mem = Copied::new(src.ledger, device, src.file, &tensors, || {
+            "output layer weights".into()
+        })?;
+        let out_name = if src.plan_model.tied_output {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        };
+        let norm = mem.vector("output_norm.weight", src.model.output_norm.len())?;
+        let mut output = mem.mat(out_name, &src.model.output)?;
+        mem.pack(&mut output, out_name)?;
+        self.output = Some(CopiedOutput { mem, norm, output });
+        Ok(())
+    }
+
+    /// Block `i`'s weights in this device's memory, if it holds them.
+    pub fn block(&self, i: usize) -> Option<BlockWeights<'_>> {
+        let b = self.blocks.get(&i)?;
+        let (m, l) = (&b.mem, &b.layout);
+        let v = |s: VecSlot| Cow::Borrowed(m.f32s(s));
+        let ov = |s: Option<VecSlot>| s.map(v);
+        Some(BlockWeights {
+            attn_norm: v(l.attn_norm),
+            wq: m.matrix(l.wq),
+            wk: m.matrix(l.wk),
+            wv: m.matrix(l.wv),
+            wo: m.matrix(l.wo),
+            bq: ov(l.bq),
+            bk: ov(l.bk),
+            bv: ov(l.bv),
+            q_norm: ov(l.q_norm),
+            k_norm: ov(l.k_norm),
+            ffn_norm: v(l.ffn_norm),
+            w_gate: m.matrix(l.w_gate),
+            w_up: m.matrix(l.w_up),
+            w_down: m.matrix(l.w_down),
+        })
+    }
+
+    /// The output norm and projection in this device's memory, if it holds them.
+    pub fn output(&self) -> Option<(&[f32], Matrix<'_>)> {
+        let o = self.output.as_ref()?;
+        Some((o.mem.f32s(o.norm), o.mem.matrix(o.output)))
+    }
+
+    /// The blocks it holds copies of.
+    pub fn blocks(&self) -> Vec<usize> {
+        self.blocks.keys().copied().collect()
+    }
+}

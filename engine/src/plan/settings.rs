@@ -1,0 +1,85 @@
+//! The settings a plan is made for: how many layers go to the GPUs, and the run's sizes.
+
+use std::fmt;
+
+use strata_kernels_cpu::GgmlType;
+
+use super::error::PlanError;
+
+/// How many layers go to the GPUs, as `num_gpu` / `-ngl` count them: the output layer
+/// counts as one, so `Layers(k)` puts the last k−1 blocks and the output layer on GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumGpu {
+    /// As many as fit, last blocks first.
+    Auto,
+    Layers(usize),
+}
+
+impl NumGpu {
+    /// `auto`, or a non-negative layer count (`-1` means auto, as in Ollama).
+    pub fn parse(text: &str) -> Result<NumGpu, PlanError> {
+        match text.trim() {
+            "auto" | "-1" => Ok(NumGpu::Auto),
+            t => t
+                .parse()
+                .map(NumGpu::Layers)
+                .map_err(|_| PlanError::BadNumGpu {
+                    text: text.to_string(),
+                }),
+        }
+    }
+}
+
+impl fmt::Display for NumGpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NumGpu::Auto => f.write_str("auto"),
+            NumGpu::Layers(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// The settings that decide buffer sizes and placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Context length of each sequence (positions in the KV cache per sequence).
+    pub n_ctx: usize,
+    /// Logical batch: tokens submitted per call (llama.cpp's `-b`).
+    pub n_batch: usize,
+    /// Physical batch: tokens one forward pass processes at once; scratch is sized for it.
+    pub n_ubatch: usize,
+    /// Element type of the KV cache (F16 or F32).
+    pub kv_type: GgmlType,
+    /// Sequences decoded together; the KV cache holds `n_ctx` positions for each.
+    pub n_seq: usize,
+    /// Rows of logits one forward pass computes (1: only the last position).
+    pub n_outputs: usize,
+    pub num_gpu: NumGpu,
+    /// Bytes kept free on every GPU (for the driver, other processes, fragmentation).
+    pub margin: u64,
+    /// Proportions in which GPUs share the blocks; `None`: in proportion to free memory.
+    pub tensor_split: Option<Vec<f64>>,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_ubatch: 512,
+            kv_type: GgmlType::F16,
+            n_seq: 1,
+            n_outputs: 1,
+            num_gpu: NumGpu::Auto,
+            margin: 512 << 20,
+            tensor_split: None,
+        }
+    }
+}
+
+impl RunSettings {
+    /// Positions the KV cache of one block holds: `n_ctx` for each sequence.
+    pub fn kv_cells(&self) -> usize {
+        self.n_ctx * self.n_seq
+    }
+}
