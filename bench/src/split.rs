@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use strata_engine::accel::{Accelerator, PseudoAccel};
-use strata_engine::alloc::Ledger;
-use strata_engine::cuda::CudaAccel;
+use strata_engine::devices::CudaAccel;
+use strata_engine::devices::{Accelerator, PseudoAccel};
 use strata_engine::gguf::GgufFile;
+use strata_engine::ledger::Ledger;
 use strata_engine::load::{decode_settings, load};
 use strata_engine::model::Model;
 use strata_engine::plan::{host_free_bytes, Device, NumGpu};

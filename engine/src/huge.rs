@@ -1,5 +1,5 @@
 //! Zeroed byte buffers on transparent huge pages: where the weights a device computes from
-//! live (`accel::DeviceBuffer`), and what `bench kernels` measures in, so that both see the
+//! live (`backend::host`), and what `bench kernels` measures in, so that both see the
 //! same pages.
 
 use bytemuck::{Pod, Zeroable};

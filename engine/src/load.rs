@@ -8,55 +8,60 @@
 //! goes on. Each retry takes at least one layer off a device, so it ends: at worst with
 //! everything on the CPU, which has no budget to exceed.
 
-use strata_kernels_cpu::ops::KvCache;
-use strata_kernels_cpu::{isa, packed, GgmlType};
-use strata_kernels_cuda::CudaError;
+use std::time::Duration;
+
 use thiserror::Error;
 
-use crate::accel::Accelerator;
-use crate::alloc::{AllocError, BufferKind, DeviceMemory, Ledger};
+use crate::backend::{self, BackendError, Source};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
-use crate::cuda::CudaDevice;
-use crate::device::{DeviceId, Placement};
+use crate::devices::Accelerator;
 use crate::gguf::{GgufError, GgufFile};
-use crate::model::{Matrix, Model};
+use crate::ledger::{AllocError, DeviceId, Ledger};
+use crate::model::Model;
 use crate::plan::table::describe_layers;
-use crate::plan::{plan, Bytes, Device, NumGpu, Plan, PlanError, PlanModel, Role, RunSettings};
-use crate::runner::{BlockCache, DeviceState, RunError, Runner, RunnerOptions, Scratch};
+use crate::plan::{plan, Bytes, Device, NumGpu, Plan, PlanError, PlanModel, RunSettings};
+use crate::runner::{DeviceSlot, Placement, Runner, RunnerOptions};
 
 #[derive(Debug, Error)]
 pub enum LoadError {
+    /// A device refused an allocation: answered by re-planning ([`load`]).
     #[error(transparent)]
-    Alloc(#[from] AllocError),
+    Alloc(AllocError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(transparent)]
-    Run(#[from] RunError),
-    #[error(transparent)]
-    Cuda(#[from] CudaError),
-    #[error("tensor `{name}`: {why}")]
-    Tensor { name: String, why: String },
-    #[error("a buffer of {bytes} bytes does not fit in this machine's address space")]
-    TooLarge { bytes: u64 },
+    Backend(BackendError),
     #[error("the plan cannot be run: {0}")]
     Unsupported(String),
 }
 
-/// The device a plan's device index stands for: 0 is the CPU, i > 0 the accelerator i − 1.
-pub fn device_id(plan_index: usize) -> DeviceId {
-    match plan_index {
-        0 => DeviceId::Cpu,
-        i => DeviceId::Accel(i as u32 - 1),
+impl From<BackendError> for LoadError {
+    fn from(e: BackendError) -> LoadError {
+        match e {
+            BackendError::Alloc(e) => LoadError::Alloc(e),
+            BackendError::Unsupported(why) => LoadError::Unsupported(why),
+            e => LoadError::Backend(e),
+        }
+    }
+}
+
+impl From<AllocError> for LoadError {
+    fn from(e: AllocError) -> LoadError {
+        LoadError::Alloc(e)
     }
 }
 
 /// The runner's placement for a plan.
 pub fn placement(plan: &Plan) -> Placement {
     Placement {
-        blocks: plan.block_devices.iter().map(|&d| device_id(d)).collect(),
-        output: device_id(plan.output_device),
+        blocks: plan
+            .block_devices
+            .iter()
+            .map(|&d| DeviceId::from_plan_index(d))
+            .collect(),
+        output: DeviceId::from_plan_index(plan.output_device),
     }
 }
 
@@ -106,181 +111,69 @@ pub fn allocate<'m>(
     }
     let opts = runner_options(plan)?;
     let place = &opts.placement;
-    let mut devices: Vec<DeviceState> = Vec::new();
-    let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
-    let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
+    let kv_type = opts.kv_type;
+    if kv_type_of(kv_type).is_none() {
+        return Err(LoadError::Unsupported(format!(
+            "KV cache type {kv_type} (only F32 and F16)"
+        )));
+    }
+    let mut devices: Vec<DeviceSlot> = Vec::new();
     for id in place.devices() {
-        let cuda = match id {
+        let accel = match id {
             DeviceId::Cpu => None,
-            DeviceId::Accel(i) => match accels.get(i as usize) {
-                Some(Accelerator::Cuda(c)) => {
-                    if let Some(why) = CudaDevice::unsupported(cfg) {
-                        return Err(LoadError::Unsupported(format!(
-                            "layers on {}: {why}; run with -ngl 0",
-                            c.name()
-                        )));
-                    }
-                    Some(CudaDevice::new(c.ordinal)?)
-                }
-                Some(Accelerator::Posing(_)) => None,
-                None => {
-                    return Err(LoadError::Unsupported(format!(
-                        "the plan uses {id}, but {} accelerator(s) were given",
-                        accels.len()
-                    )))
-                }
-            },
+            DeviceId::Accel(i) => Some(accels.get(i as usize).ok_or_else(|| {
+                LoadError::Unsupported(format!(
+                    "the plan uses {id}, but {} accelerator(s) were given",
+                    accels.len()
+                ))
+            })?),
         };
-        devices.push(DeviceState {
+        devices.push(DeviceSlot {
             id,
-            scratch: Scratch::new(ScratchLayout::new(cfg, 0, 0)),
-            mem: DeviceMemory::new(ledger),
-            cuda,
-            busy: Default::default(),
+            backend: backend::open(id, accel, model, ledger)?,
+            busy: Duration::ZERO,
         });
     }
-    let state = |devices: &[DeviceState], id: DeviceId| -> usize {
+    let slot = |devices: &mut [DeviceSlot], id: DeviceId| -> usize {
         devices
             .iter()
             .position(|d| d.id == id)
             .expect("placed device")
     };
 
-    // Weights. The CPU reads its tensors from the mapped file (counted, not allocated),
-    // except those its kernels read faster repacked (`packed`): it copies the blocks and the
-    // output layer that have such matrices and repacks them in place, at the size the plan
-    // counted; with a tied output, that copy also serves the embedding lookup. An
-    // accelerator gets its own copy of each of its layers.
-    let cpu = state(&devices, DeviceId::Cpu);
-    let output_packs = place.output == DeviceId::Cpu && packs(&model.output);
-    let mut cpu_tensors: Vec<u64> = plan_model
-        .tensors_of(Role::Embedding)
-        .filter(|t| !(output_packs && cfg.tied_output && t.name == "token_embd.weight"))
-        .map(|t| t.bytes)
-        .collect();
+    // Weights: each device takes its blocks' and, after them, the output layer's; the CPU
+    // the token embedding last (a tied output it holds may serve the lookup).
+    let src = Source {
+        file,
+        plan_model,
+        model,
+        ledger,
+    };
     for (i, &dev) in place.blocks.iter().enumerate() {
-        if dev == DeviceId::Cpu {
-            let b = &model.blocks[i];
-            if [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
-                .into_iter()
-                .any(packs)
-            {
-                devices[cpu]
-                    .mem
-                    .weights
-                    .copy_block(ledger, dev, file, plan_model, model, i)?;
-            } else {
-                cpu_tensors.extend(plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes));
-            }
-        } else {
-            let d = state(&devices, dev);
-            let d = &mut devices[d];
-            match &mut d.cuda {
-                Some(gpu) => {
-                    let planned = plan_model.tensors_of(Role::Block(i)).map(|t| t.bytes).sum();
-                    let r = gpu.upload_block(ledger, dev, i, &model.blocks[i], planned)?;
-                    d.mem.held.push(r);
-                }
-                None => d
-                    .mem
-                    .weights
-                    .copy_block(ledger, dev, file, plan_model, model, i)?,
-            }
-        }
+        let d = slot(&mut devices, dev);
+        devices[d].backend.hold_block(&src, i)?;
         progress(i + 1);
     }
-    if output_packs {
-        devices[cpu]
-            .mem
-            .weights
-            .copy_output(ledger, DeviceId::Cpu, file, plan_model, model)?;
-    } else if place.output == DeviceId::Cpu {
-        cpu_tensors.extend(plan_model.output_tensors(true).iter().map(|t| t.bytes));
-    } else {
-        let d = state(&devices, place.output);
-        let d = &mut devices[d];
-        match &mut d.cuda {
-            Some(gpu) => {
-                let planned = plan_model
-                    .output_tensors(false)
-                    .iter()
-                    .map(|t| t.bytes)
-                    .sum();
-                let r = gpu.upload_output(
-                    ledger,
-                    place.output,
-                    &model.output_norm,
-                    &model.output,
-                    planned,
-                )?;
-                d.mem.held.push(r);
-            }
-            None => d
-                .mem
-                .weights
-                .copy_output(ledger, place.output, file, plan_model, model)?,
-        }
-    }
-    let mapped = ledger.reserve(
-        DeviceId::Cpu,
-        BufferKind::Weights,
-        cpu_tensors.iter().sum(),
-        || "mapped weights".into(),
-    )?;
-    devices[cpu].mem.held.push(mapped);
+    let d = slot(&mut devices, place.output);
+    devices[d].backend.hold_output(&src)?;
+    devices[0].backend.hold_embedding(&src)?;
 
     // KV caches, each on its block's device, sized by the function the planner used.
-    let kv_type = kv_type_of(opts.kv_type).ok_or_else(|| {
-        LoadError::Unsupported(format!("KV cache type {} (only F32 and F16)", opts.kv_type))
-    })?;
-    let per_block = kv_cache_bytes(cfg, opts.n_ctx, opts.kv_type);
-    let mut caches = Vec::with_capacity(cfg.n_layer);
+    let per_block = kv_cache_bytes(cfg, opts.n_ctx, kv_type);
     for (i, &dev) in place.blocks.iter().enumerate() {
-        let d = state(&devices, dev);
-        let d = &mut devices[d];
-        let (cache, r) = match &d.cuda {
-            Some(gpu) => {
-                if opts.kv_type != GgmlType::F16 {
-                    return Err(LoadError::Unsupported(format!(
-                        "a {} KV cache on {dev} (the CUDA attention reads F16 caches)",
-                        opts.kv_type
-                    )));
-                }
-                let (kv, r) = gpu.kv_cache(ledger, dev, i, cfg, opts.n_ctx, per_block)?;
-                (BlockCache::Cuda(kv), r)
-            }
-            None => {
-                let r = ledger.reserve(dev, BufferKind::Kv, per_block, || {
-                    format!("KV cache of block {i}")
-                })?;
-                let c = KvCache::new(kv_type, opts.n_ctx, cfg.n_head_kv, cfg.head_dim);
-                (BlockCache::Host(c), r)
-            }
-        };
-        caches.push(cache);
-        d.mem.held.push(r);
+        let d = slot(&mut devices, dev);
+        devices[d]
+            .backend
+            .alloc_kv(model, i, opts.n_ctx, kv_type, per_block)?;
     }
 
     // One scratch per device that runs anything (and the CPU's, which receives logits).
+    let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
+    let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
     for d in devices.iter_mut() {
-        let r = match &mut d.cuda {
-            Some(gpu) => gpu.allocate_scratch(ledger, d.id, cfg, layout)?,
-            None => {
-                let r = ledger.reserve(d.id, BufferKind::Scratch, layout.bytes(), || {
-                    "scratch".into()
-                })?;
-                d.scratch = Scratch::new(layout);
-                r
-            }
-        };
-        d.mem.held.push(r);
+        d.backend.alloc_scratch(model, layout)?;
     }
-    Ok(Runner::from_parts(model, opts, caches, devices))
-}
-
-/// Whether the CPU kernels read `m` repacked (see `strata_kernels_cpu::packed`).
-fn packs(m: &Matrix) -> bool {
-    packed::supports(m.ty, isa::active())
+    Ok(Runner::from_parts(model, opts, devices, ledger.clone()))
 }
 
 /// A loaded runner, the plan it follows, and the recoveries on the way there.

@@ -119,7 +119,7 @@ fn greedy_paris_with_timings_json_and_ngl_note() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.starts_with(" Paris."), "stdout: {out:?}");
     // Without a usable CUDA device the count is ignored, and the run says so.
-    let has_gpu = strata_engine::cuda::CudaAccel::discover().is_ok_and(|d| !d.is_empty());
+    let has_gpu = strata_engine::devices::CudaAccel::discover().is_ok_and(|d| !d.is_empty());
     assert_eq!(err.contains("--num-gpu 99 ignored"), !has_gpu, "{err}");
     assert!(err.contains("tokens/s"), "{err}");
     let t: serde_json::Value =

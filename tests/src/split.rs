@@ -1,8 +1,8 @@
 //! Helpers of the split tests: run settings, the ledger-vs-plan check, device boundaries.
 
-use strata_engine::accel::{Accelerator, PseudoAccel};
-use strata_engine::alloc::Ledger;
-use strata_engine::load::device_id;
+use strata_engine::devices::{Accelerator, PseudoAccel};
+use strata_engine::ledger::DeviceId;
+use strata_engine::ledger::Ledger;
 use strata_engine::plan::{NumGpu, Plan, RunSettings};
 use strata_kernels_cpu::GgmlType;
 
@@ -26,7 +26,7 @@ pub fn settings(num_gpu: NumGpu) -> RunSettings {
 /// cache and scratch bytes the plan gives it.
 pub fn assert_ledger_matches_plan(ledger: &Ledger, plan: &Plan, what: &str) {
     for (i, d) in plan.devices.iter().enumerate() {
-        let u = ledger.usage(device_id(i));
+        let u = ledger.usage(DeviceId::from_plan_index(i));
         assert_eq!(
             (u.weights, u.kv, u.scratch),
             (d.weights_bytes, d.kv_bytes, d.scratch_bytes),

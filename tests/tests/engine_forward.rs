@@ -3,8 +3,8 @@
 //! allocates exactly what `buffers` says.
 
 use strata_engine::buffers::{kv_cache_bytes, scratch_bytes, ScratchLayout};
-use strata_engine::device::DeviceId;
 use strata_engine::gguf::GgufFile;
+use strata_engine::ledger::DeviceId;
 use strata_engine::model::Model;
 use strata_engine::runner::{RunError, Runner, RunnerOptions};
 use strata_engine::tokenizer::Tokenizer;
@@ -119,9 +119,9 @@ fn runner_allocates_what_buffers_says() {
         );
         let layout = ScratchLayout::new(cfg, n_batch, n_out);
         assert_eq!(r.devices().len(), 1);
-        let s = &r.devices()[0].scratch;
-        assert_eq!(s.layout, layout);
-        assert_eq!(s.f32_bytes(), layout.f32_elems() as u64 * 4);
+        let held = r.devices()[0].backend.holdings();
+        assert_eq!(held.scratch, Some(layout));
+        assert_eq!(held.kv, (0..cfg.n_layer).collect::<Vec<_>>());
         assert_eq!(scratch_bytes(cfg, n_batch, n_ctx, n_out), layout.bytes());
     }
 }

@@ -1,13 +1,14 @@
 //! Allocation that matches the plan, recovery from failed allocations, and the copies at
 //! device boundaries, on CPU devices posing as accelerators.
 
-use strata_engine::accel::PseudoAccel;
-use strata_engine::alloc::Ledger;
-use strata_engine::device::{DeviceId, Placement};
+use strata_engine::devices::PseudoAccel;
 use strata_engine::gguf::GgufFile;
-use strata_engine::load::{device_id, load, LoadError};
+use strata_engine::ledger::DeviceId;
+use strata_engine::ledger::Ledger;
+use strata_engine::load::{load, LoadError};
 use strata_engine::model::{Matrix, Model};
 use strata_engine::plan::{Device, NumGpu, Plan, RunSettings};
+use strata_engine::runner::Placement;
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 use strata_tests::random_model::RandomModel;
@@ -43,6 +44,7 @@ fn accels(sizes_mib: &[u64]) -> Vec<PseudoAccel> {
 fn assert_copies_follow_plan(model: &Model, runner: &Runner, plan: &Plan) {
     let packs = |m: &Matrix| packed::supports(m.ty, isa::active());
     for d in runner.devices() {
+        let held = d.backend.holdings();
         let DeviceId::Accel(i) = d.id else {
             let b = &model.blocks;
             let want: Vec<usize> = plan.devices[0]
@@ -56,14 +58,14 @@ fn assert_copies_follow_plan(model: &Model, runner: &Runner, plan: &Plan) {
                         .any(packs)
                 })
                 .collect();
-            assert_eq!(d.mem.weights.blocks(), want, "CPU copies");
+            assert_eq!(held.blocks, want, "CPU copies");
             let output = plan.devices[0].output && packs(&model.output);
-            assert_eq!(d.mem.weights.output().is_some(), output, "CPU output copy");
+            assert_eq!(held.output, output, "CPU output copy");
             continue;
         };
         let planned = &plan.devices[i as usize + 1];
-        assert_eq!(d.mem.weights.blocks(), planned.blocks, "{}", d.id);
-        assert_eq!(d.mem.weights.output().is_some(), planned.output, "{}", d.id);
+        assert_eq!(held.blocks, planned.blocks, "{}", d.id);
+        assert_eq!(held.output, planned.output, "{}", d.id);
     }
 }
 
@@ -319,7 +321,7 @@ fn recovery_over_several_accelerators_and_the_output_layer() {
         "{}",
         loaded.recoveries[n]
     );
-    assert_eq!(ledger.usage(device_id(1)).total(), 0);
+    assert_eq!(ledger.usage(DeviceId::from_plan_index(1)).total(), 0);
     let mut runner = loaded.runner;
     assert_eq!(logits_of(&mut runner, &prompt), reference);
 }

@@ -13,10 +13,10 @@
 //! here are of 8 tokens, which the GPU runs through its matvec kernels on the same q8_1
 //! activations (not the f32 matmul that larger prefill batches take).
 
-use strata_engine::accel::Accelerator;
-use strata_engine::alloc::Ledger;
-use strata_engine::cuda::CudaAccel;
+use strata_engine::devices::Accelerator;
+use strata_engine::devices::CudaAccel;
 use strata_engine::gguf::GgufFile;
+use strata_engine::ledger::Ledger;
 use strata_engine::load::load;
 use strata_engine::model::Model;
 use strata_engine::plan::{Device, NumGpu};

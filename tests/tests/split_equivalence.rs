@@ -10,9 +10,9 @@
 //! every floating-point operation happens with the same operands in the same order. (On a
 //! real GPU, with other kernels, the same test needs a derived tolerance.)
 
-use strata_engine::accel::PseudoAccel;
-use strata_engine::alloc::Ledger;
+use strata_engine::devices::PseudoAccel;
 use strata_engine::gguf::GgufFile;
+use strata_engine::ledger::Ledger;
 use strata_engine::load::load;
 use strata_engine::model::Model;
 use strata_engine::plan::{Device, NumGpu};

@@ -13,10 +13,9 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::accel::{Accelerator, PseudoAccel};
-use crate::alloc::Ledger;
-use crate::cuda::CudaAccel;
+use crate::devices::{Accelerator, CudaAccel, PseudoAccel};
 use crate::gguf::GgufFile;
+use crate::ledger::Ledger;
 use crate::model::Model;
 use crate::plan::{host_free_bytes, Device, NumGpu};
 use crate::sampler::{Sampler, SamplerParams};

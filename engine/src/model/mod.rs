@@ -38,7 +38,7 @@ pub struct Matrix<'a> {
 }
 
 /// Norm weights and biases are f32: converted once at load (`Owned`), or borrowed from a
-/// device's own copy of the block ([`crate::accel`]).
+/// device's own copy of the block (`backend::host`).
 pub struct BlockWeights<'a> {
     pub attn_norm: Cow<'a, [f32]>,
     pub wq: Matrix<'a>,

@@ -1,21 +1,18 @@
-//! Runs the model: owns the KV caches (one per block, on the block's device) and one
-//! scratch per device, all allocated up front with the sizes [`crate::buffers`] gives, and
-//! feeds tokens through [`forward`] in batches of at most `n_batch`.
+//! Runs the model: one backend per device of the placement (each holding its blocks' KV
+//! caches and its scratch, allocated up front with the sizes [`crate::buffers`] gives), fed
+//! tokens through [`forward`] in batches of at most `n_batch`.
 
 mod forward;
-mod scratch;
 
-pub use scratch::Scratch;
+use std::time::Duration;
 
-use strata_kernels_cpu::ops::{KvCache, OpError};
-use strata_kernels_cpu::{FormatError, GgmlType};
-use strata_kernels_cuda::CudaError;
+use strata_kernels_cpu::GgmlType;
 use thiserror::Error;
 
-use crate::alloc::DeviceMemory;
+use crate::backend::host::HostBackend;
+use crate::backend::{Backend, BackendError};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
-use crate::cuda::{CudaDevice, GpuKv};
-use crate::device::{DeviceId, Placement};
+use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
 
 #[derive(Debug, Error)]
@@ -31,13 +28,37 @@ pub enum RunError {
     #[error("option {0}")]
     Options(String),
     #[error(transparent)]
-    Format(#[from] FormatError),
-    #[error(transparent)]
-    Op(#[from] OpError),
-    #[error(transparent)]
-    Cuda(#[from] CudaError),
-    #[error("block {block} runs on {device}, but its KV cache is not there")]
-    CacheElsewhere { block: usize, device: DeviceId },
+    Backend(#[from] BackendError),
+}
+
+/// Which device runs each block and the output layer (final norm + output projection).
+/// The token embedding lookup always runs on the CPU, where the memory map is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub blocks: Vec<DeviceId>,
+    pub output: DeviceId,
+}
+
+impl Placement {
+    /// Everything on the CPU.
+    pub fn all_cpu(n_layer: usize) -> Placement {
+        Placement {
+            blocks: vec![DeviceId::Cpu; n_layer],
+            output: DeviceId::Cpu,
+        }
+    }
+
+    /// The distinct devices used, in order of first use along the forward pass: always the
+    /// CPU first (the embedding lookup runs there and the logits come back to it).
+    pub fn devices(&self) -> Vec<DeviceId> {
+        let mut out = vec![DeviceId::Cpu];
+        for d in self.blocks.iter().chain(std::iter::once(&self.output)) {
+            if !out.contains(d) {
+                out.push(*d);
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,33 +86,22 @@ impl RunnerOptions {
     }
 }
 
-/// A device's share of the run: its scratch, its copies of weights (accelerators) and the
-/// reservations of its buffers. KV caches live with their blocks.
-///
-/// A CUDA device (`cuda` set) computes in its own memory: its host `scratch` is empty and
-/// its weights and scratch are in `cuda`.
-pub struct DeviceState {
+/// A device of the run: its backend, and the wall time the forward passes spent on its
+/// part (from the copy in to the copy out, which waits for a GPU's queued work) since the
+/// runner was built.
+pub struct DeviceSlot {
     pub id: DeviceId,
-    pub scratch: Scratch,
-    pub mem: DeviceMemory,
-    pub cuda: Option<CudaDevice>,
-    /// Wall time the forward passes spent on this device's part (from the copy in to the
-    /// copy out, which waits for a GPU's queued work), since the runner was built.
-    pub busy: std::time::Duration,
-}
-
-/// A block's KV cache, in the memory of the device that runs the block.
-pub enum BlockCache {
-    Host(KvCache),
-    Cuda(GpuKv),
+    pub backend: Box<dyn Backend>,
+    pub busy: Duration,
 }
 
 pub struct Runner<'m> {
     model: &'m Model<'m>,
     opts: RunnerOptions,
-    /// One per block, on `opts.placement.blocks[i]`.
-    caches: Vec<BlockCache>,
-    devices: Vec<DeviceState>,
+    /// One per device of the placement, the CPU first.
+    devices: Vec<DeviceSlot>,
+    /// Where every buffer is reserved and the copies at device boundaries are counted.
+    ledger: Ledger,
     /// Positions processed so far (the next token's position).
     pos: usize,
     /// Logits of the last forward call: `n_out × n_vocab`.
@@ -112,9 +122,12 @@ impl<'m> Runner<'m> {
                 "n_ctx and n_batch must be positive".into(),
             ));
         }
-        let kv_type = kv_type_of(opts.kv_type).ok_or_else(|| {
-            RunError::Options(format!("KV cache type {} (only F32 and F16)", opts.kv_type))
-        })?;
+        if kv_type_of(opts.kv_type).is_none() {
+            return Err(RunError::Options(format!(
+                "KV cache type {} (only F32 and F16)",
+                opts.kv_type
+            )));
+        }
         if let Some(d) = opts
             .placement
             .devices()
@@ -126,53 +139,36 @@ impl<'m> Runner<'m> {
                  strata_engine::load, which copies their weights and keeps their ledger"
             )));
         }
+        // The CPU alone, reading every weight from the mapped file.
+        let ledger = Ledger::new();
+        let mut cpu = HostBackend::new(DeviceId::Cpu, &ledger, true);
+        let per_block = kv_cache_bytes(cfg, opts.n_ctx, opts.kv_type);
+        for i in 0..cfg.n_layer {
+            cpu.alloc_kv(model, i, opts.n_ctx, opts.kv_type, per_block)?;
+        }
         let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
-        let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
-        let devices = opts
-            .placement
-            .devices()
-            .into_iter()
-            .map(|id| DeviceState {
-                id,
-                scratch: Scratch::new(layout),
-                mem: DeviceMemory::default(),
-                cuda: None,
-                busy: Default::default(),
-            })
-            .collect();
-        let caches = (0..cfg.n_layer)
-            .map(|_| {
-                BlockCache::Host(KvCache::new(
-                    kv_type,
-                    opts.n_ctx,
-                    cfg.n_head_kv,
-                    cfg.head_dim,
-                ))
-            })
-            .collect();
-        Ok(Runner {
-            model,
-            opts,
-            caches,
-            devices,
-            pos: 0,
-            n_out: 0,
-        })
+        cpu.alloc_scratch(model, ScratchLayout::new(cfg, opts.n_batch, n_outputs))?;
+        let devices = vec![DeviceSlot {
+            id: DeviceId::Cpu,
+            backend: Box::new(cpu),
+            busy: Duration::ZERO,
+        }];
+        Ok(Runner::from_parts(model, opts, devices, ledger))
     }
 
-    /// A runner over caches and device states allocated by [`crate::load`] (checked there
-    /// against the placement).
+    /// A runner over backends that hold every buffer of `opts` (allocated by
+    /// [`crate::load`], checked there against the placement), the CPU's first.
     pub(crate) fn from_parts(
         model: &'m Model<'m>,
         opts: RunnerOptions,
-        caches: Vec<BlockCache>,
-        devices: Vec<DeviceState>,
+        devices: Vec<DeviceSlot>,
+        ledger: Ledger,
     ) -> Runner<'m> {
         Runner {
             model,
             opts,
-            caches,
             devices,
+            ledger,
             pos: 0,
             n_out: 0,
         }
@@ -194,11 +190,8 @@ impl<'m> Runner<'m> {
     /// Forgets the context (buffers stay allocated).
     pub fn reset(&mut self) {
         self.pos = 0;
-        // A GPU cache needs no clearing: attention reads positions below `pos` only.
-        for c in &mut self.caches {
-            if let BlockCache::Host(c) = c {
-                c.clear();
-            }
+        for d in &mut self.devices {
+            d.backend.reset();
         }
     }
 
@@ -214,8 +207,8 @@ impl<'m> Runner<'m> {
             * per
     }
 
-    /// The scratch of each device.
-    pub fn devices(&self) -> &[DeviceState] {
+    /// The devices of the run, the CPU first.
+    pub fn devices(&self) -> &[DeviceSlot] {
         &self.devices
     }
 
@@ -240,7 +233,7 @@ impl<'m> Runner<'m> {
         let mut out = Vec::with_capacity(tokens.len() * n_vocab);
         for chunk in tokens.chunks(self.opts.n_batch) {
             self.run_batch(chunk)?;
-            out.extend_from_slice(&self.output_scratch().logits[..chunk.len() * n_vocab]);
+            out.extend_from_slice(&self.host_logits()[..chunk.len() * n_vocab]);
         }
         Ok(out)
     }
@@ -260,19 +253,17 @@ impl<'m> Runner<'m> {
         Ok(())
     }
 
-    /// The host's scratch: the logits always come back to it.
-    fn output_scratch(&self) -> &Scratch {
-        &self
-            .devices
-            .iter()
-            .find(|d| d.id == DeviceId::Cpu)
-            .expect("the CPU always has a scratch")
-            .scratch
+    /// The logits always come back to the CPU's (host) memory.
+    fn host_logits(&self) -> &[f32] {
+        self.devices[0]
+            .backend
+            .host_logits()
+            .expect("the CPU's backend holds its logits in host memory")
     }
 
     fn last_logits(&self) -> &[f32] {
         let n_vocab = self.model.cfg.n_vocab;
-        let logits = &self.output_scratch().logits;
+        let logits = self.host_logits();
         &logits[(self.n_out - 1) * n_vocab..self.n_out * n_vocab]
     }
 
@@ -285,8 +276,8 @@ impl<'m> Runner<'m> {
         forward::forward(
             self.model,
             &self.opts.placement,
-            &mut self.caches,
             &mut self.devices,
+            &self.ledger,
             tokens,
             self.pos,
             self.n_out,

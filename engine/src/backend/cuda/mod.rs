@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM};
 
-use crate::backend::{Backend, BackendError, Holdings, Source, Unit};
+use crate::backend::interface::{Backend, BackendError, Holdings, Source, Unit};
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{DeviceId, Ledger, Reservation};

@@ -6,7 +6,7 @@ use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{q8_1_bytes, CudaError, DeviceBuffer, DeviceRepr, Gpu, ValidAsZeroBits};
 
 use super::CudaBackend;
-use crate::backend::BackendError;
+use crate::backend::interface::BackendError;
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{AllocError, BufferKind, DeviceId, Ledger, Reservation};

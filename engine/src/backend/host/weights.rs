@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
-use crate::backend::{BackendError, Source};
+use crate::backend::interface::{BackendError, Source};
 use crate::gguf::GgufFile;
 use crate::huge::HugeBytes;
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};

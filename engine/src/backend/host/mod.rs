@@ -1,0 +1,262 @@
+//! The host backend: computes with the CPU kernels in host memory. It serves the CPU
+//! itself, which reads weights from the mapped file except the matrices its kernels read
+//! faster repacked, and CPU devices posing as GPUs, which copy every weight they run (as an
+//! upload would) and so exercise the split with a GPU's memory rules.
+
+mod block;
+mod scratch;
+mod weights;
+
+use std::collections::BTreeMap;
+
+use strata_kernels_cpu::ops::{self, KvCache, Rope};
+use strata_kernels_cpu::{isa, packed, GgmlType};
+
+use crate::backend::interface::{Backend, BackendError, Holdings, Source, Unit};
+use crate::buffers::{kv_type_of, ScratchLayout};
+use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
+use crate::model::{Matrix, Model};
+use scratch::Scratch;
+use weights::HostWeights;
+
+pub struct HostBackend {
+    id: DeviceId,
+    ledger: Ledger,
+    /// Reads the weights it has no copy of from the mapped file (the CPU). A posing device
+    /// does not: it copies all of its weights.
+    maps_file: bool,
+    weights: HostWeights,
+    caches: BTreeMap<usize, KvCache>,
+    scratch: Option<Scratch>,
+    /// Reservations of the buffers above and of the mapped bytes it reads.
+    held: Vec<Reservation>,
+}
+
+impl HostBackend {
+    pub fn new(id: DeviceId, ledger: &Ledger, maps_file: bool) -> HostBackend {
+        HostBackend {
+            id,
+            ledger: ledger.clone(),
+            maps_file,
+            weights: HostWeights::default(),
+            caches: BTreeMap::new(),
+            scratch: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// Reserves `bytes` of the mapped file that this device reads in place.
+    fn map(&mut self, bytes: u64, what: impl FnOnce() -> String) -> Result<(), BackendError> {
+        let r = self
+            .ledger
+            .reserve(self.id, BufferKind::Weights, bytes, what)?;
+        self.held.push(r);
+        Ok(())
+    }
+
+    fn scratch(&self) -> Result<&Scratch, BackendError> {
+        self.scratch
+            .as_ref()
+            .ok_or_else(|| missing(self.id, "scratch"))
+    }
+}
+
+fn missing(device: DeviceId, what: impl Into<String>) -> BackendError {
+    BackendError::Missing {
+        device,
+        what: what.into(),
+    }
+}
+
+/// Whether the CPU kernels read `m` repacked (see `strata_kernels_cpu::packed`).
+fn packs(m: &Matrix) -> bool {
+    packed::supports(m.ty, isa::active())
+}
+
+impl Backend for HostBackend {
+    fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError> {
+        let b = &src.model.blocks[i];
+        let matrices = [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down];
+        if self.maps_file && !matrices.into_iter().any(packs) {
+            let bytes = src.plan_model.role_bytes(crate::plan::Role::Block(i));
+            return self.map(bytes, || format!("mapped weights of block {i}"));
+        }
+        self.weights.copy_block(src, self.id, i)
+    }
+
+    fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
+        if self.maps_file && !packs(&src.model.output) {
+            let bytes = src
+                .plan_model
+                .output_tensors(true)
+                .iter()
+                .map(|t| t.bytes)
+                .sum();
+            return self.map(bytes, || "mapped output layer weights".into());
+        }
+        self.weights.copy_output(src, self.id)
+    }
+
+    fn hold_embedding(&mut self, src: &Source) -> Result<(), BackendError> {
+        // A tied output held packed also serves the lookup; the file's copy is not kept.
+        let served = src.model.cfg.tied_output && self.weights.output().is_some();
+        let bytes = src
+            .plan_model
+            .tensors_of(crate::plan::Role::Embedding)
+            .filter(|t| !(served && t.name == "token_embd.weight"))
+            .map(|t| t.bytes)
+            .sum();
+        self.map(bytes, || "mapped token embedding".into())
+    }
+
+    fn alloc_kv(
+        &mut self,
+        model: &Model,
+        i: usize,
+        n_ctx: usize,
+        kv_type: GgmlType,
+        bytes: u64,
+    ) -> Result<(), BackendError> {
+        let cfg = &model.cfg;
+        let t = kv_type_of(kv_type).ok_or_else(|| {
+            BackendError::Unsupported(format!("KV cache type {kv_type} (only F32 and F16)"))
+        })?;
+        let r = self.ledger.reserve(self.id, BufferKind::Kv, bytes, || {
+            format!("KV cache of block {i}")
+        })?;
+        let cache = KvCache::new(t, n_ctx, cfg.n_head_kv, cfg.head_dim);
+        self.held.push(r);
+        self.caches.insert(i, cache);
+        Ok(())
+    }
+
+    fn alloc_scratch(&mut self, _: &Model, layout: ScratchLayout) -> Result<(), BackendError> {
+        let r = self
+            .ledger
+            .reserve(self.id, BufferKind::Scratch, layout.bytes(), || {
+                "scratch".into()
+            })?;
+        self.scratch = Some(Scratch::new(layout));
+        self.held.push(r);
+        Ok(())
+    }
+
+    fn embed(&mut self, model: &Model, tokens: &[u32]) -> Result<(), BackendError> {
+        let emb = match self.weights.output() {
+            Some((_, m)) if model.cfg.tied_output && m.packed => m,
+            _ => model.token_embd,
+        };
+        let s = self
+            .scratch
+            .as_mut()
+            .ok_or_else(|| missing(self.id, "scratch"))?;
+        block::embed(emb, tokens, &mut s.x[..tokens.len() * model.cfg.n_embd])
+    }
+
+    fn run(
+        &mut self,
+        model: &Model,
+        unit: &Unit,
+        n: usize,
+        pos: usize,
+    ) -> Result<(), BackendError> {
+        let cfg = &model.cfg;
+        let id = self.id;
+        let s = self
+            .scratch
+            .as_mut()
+            .ok_or_else(|| missing(id, "scratch"))?;
+        match unit {
+            Unit::Blocks(range) => {
+                let rope = Rope {
+                    n_rot: cfg.n_rot,
+                    freq_base: cfg.rope_freq_base,
+                    freq_scale: cfg.rope_freq_scale,
+                    neox: cfg.arch.rope_neox(),
+                };
+                for i in range.clone() {
+                    let cache = self
+                        .caches
+                        .get_mut(&i)
+                        .ok_or_else(|| missing(id, format!("KV cache of block {i}")))?;
+                    // The block's weights where this device holds them: its own copy, or
+                    // the mapped file for the CPU.
+                    let copied;
+                    let w = match self.weights.block(i) {
+                        Some(c) => {
+                            copied = c;
+                            &copied
+                        }
+                        None if self.maps_file => &model.blocks[i],
+                        None => return Err(missing(id, format!("weights of block {i}"))),
+                    };
+                    block::cpu_block(cfg, w, s, cache, &rope, n, pos)?;
+                }
+                Ok(())
+            }
+            Unit::Output { n_out } => {
+                let (norm, w_out) = match self.weights.output() {
+                    Some(o) => o,
+                    None if self.maps_file => (&model.output_norm[..], model.output),
+                    None => return Err(missing(id, "output layer")),
+                };
+                let (e, n_out) = (cfg.n_embd, *n_out);
+                let xn = &mut s.xn[..n_out * e];
+                ops::rms_norm_rows(&s.x[(n - n_out) * e..n * e], norm, cfg.rms_eps, xn);
+                let logits = &mut s.logits[..n_out * cfg.n_vocab];
+                block::quantize_for(&mut s.acts, &w_out, xn, n_out)?;
+                block::mul(&w_out, &mut s.acts, xn, n_out, logits)
+            }
+        }
+    }
+
+    fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
+        x.copy_from_slice(&self.scratch()?.x[..x.len()]);
+        Ok(())
+    }
+
+    fn write_x(&mut self, x: &[f32]) -> Result<(), BackendError> {
+        let s = self
+            .scratch
+            .as_mut()
+            .ok_or_else(|| missing(self.id, "scratch"))?;
+        s.x[..x.len()].copy_from_slice(x);
+        Ok(())
+    }
+
+    fn host_x(&self) -> Option<&[f32]> {
+        self.scratch.as_ref().map(|s| &s.x[..])
+    }
+
+    fn read_logits(&self, out: &mut [f32]) -> Result<(), BackendError> {
+        out.copy_from_slice(&self.scratch()?.logits[..out.len()]);
+        Ok(())
+    }
+
+    fn host_logits(&self) -> Option<&[f32]> {
+        self.scratch.as_ref().map(|s| &s.logits[..])
+    }
+
+    fn host_logits_mut(&mut self) -> Option<&mut [f32]> {
+        self.scratch.as_mut().map(|s| &mut s.logits[..])
+    }
+
+    fn reset(&mut self) {
+        for c in self.caches.values_mut() {
+            c.clear();
+        }
+    }
+
+    fn holdings(&self) -> Holdings {
+        Holdings {
+            blocks: self.weights.blocks(),
+            output: self.weights.output().is_some(),
+            kv: self.caches.keys().copied().collect(),
+            scratch: self.scratch.as_ref().map(|s| s.layout),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The interface every backend implements, its error, and what it is given to load from.
+
+use std::ops::Range;
+
+use strata_kernels_cpu::ops::OpError;
+use strata_kernels_cpu::{FormatError, GgmlType};
+use strata_kernels_cuda::CudaError;
+use thiserror::Error;
+
+use crate::buffers::ScratchLayout;
+use crate::gguf::{GgufError, GgufFile};
+use crate::ledger::{AllocError, DeviceId, Ledger};
+use crate::model::Model;
+use crate::plan::PlanModel;
+
+/// What went wrong on a device: a refused allocation (which the loader answers by
+/// re-planning), a weight that cannot be copied or bound, a kernel's error.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Op(#[from] OpError),
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+    #[error("tensor `{name}`: {why}")]
+    Tensor { name: String, why: String },
+    #[error("a buffer of {bytes} bytes does not fit in this machine's address space")]
+    TooLarge { bytes: u64 },
+    /// The device cannot run what it was given (said at load, not at the first token).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{device} holds no {what}")]
+    Missing { device: DeviceId, what: String },
+}
+
+/// A piece of the model a backend holds weights for and runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unit {
+    /// Transformer blocks (consecutive, all on this device).
+    Blocks(Range<usize>),
+    /// Final norm and output projection on the last `n_out` rows of the batch.
+    Output { n_out: usize },
+}
+
+/// Where a backend's weights come from while loading: the mapped file, the plan's tensor
+/// list (with the bytes each costs) and the bound model; buffers are reserved on `ledger`.
+pub struct Source<'a, 'm> {
+    pub file: &'a GgufFile,
+    pub plan_model: &'a PlanModel,
+    pub model: &'a Model<'m>,
+    pub ledger: &'a Ledger,
+}
+
+/// What a backend holds now (for checks against the plan).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Blocks whose weights it holds its own copy of (the CPU reads the others from the
+    /// mapped file).
+    pub blocks: Vec<usize>,
+    /// It holds its own copy of the output layer.
+    pub output: bool,
+    /// Blocks whose KV caches it holds.
+    pub kv: Vec<usize>,
+    /// Its scratch, if allocated.
+    pub scratch: Option<ScratchLayout>,
+}
+
+/// One device's compute: the same operations on every kind of device.
+pub trait Backend {
+    fn id(&self) -> DeviceId;
+
+    /// Takes the weights of block `i` (copies them, uploads them, or reserves the mapped
+    /// bytes it will read).
+    fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError>;
+
+    /// Takes the output layer's weights.
+    fn hold_output(&mut self, src: &Source) -> Result<(), BackendError>;
+
+    /// Takes the token embedding for the lookup, after [`Backend::hold_output`] if the
+    /// output layer is here (a tied output may serve both). Only a host can look up rows.
+    fn hold_embedding(&mut self, src: &Source) -> Result<(), BackendError>;
+
+    /// Allocates block `i`'s KV cache of `n_ctx` positions as `kv_type`, `bytes` as the
+    /// plan counts it.
+    fn alloc_kv(
+        &mut self,
+        model: &Model,
+        i: usize,
+        n_ctx: usize,
+        kv_type: GgmlType,
+        bytes: u64,
+    ) -> Result<(), BackendError>;
+
+    /// Allocates the scratch `layout` describes.
+    fn alloc_scratch(&mut self, model: &Model, layout: ScratchLayout) -> Result<(), BackendError>;
+
+    /// The embedding rows of `tokens` into the residual stream.
+    fn embed(&mut self, model: &Model, tokens: &[u32]) -> Result<(), BackendError>;
+
+    /// Runs `unit` on the `n` rows of the residual stream it holds, at positions
+    /// `pos..pos + n`.
+    fn run(&mut self, model: &Model, unit: &Unit, n: usize, pos: usize)
+        -> Result<(), BackendError>;
+
+    /// The residual stream's first `x.len()` values, from the device into `x`.
+    fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError>;
+
+    /// `x` into the first values of the device's residual stream.
+    fn write_x(&mut self, x: &[f32]) -> Result<(), BackendError>;
+
+    /// The residual stream, where it is in host memory (read without a copy).
+    fn host_x(&self) -> Option<&[f32]>;
+
+    /// The first `out.len()` logits of the last [`Unit::Output`], from the device.
+    fn read_logits(&self, out: &mut [f32]) -> Result<(), BackendError>;
+
+    /// The logits buffer, where it is in host memory: where the logits of a run end.
+    fn host_logits(&self) -> Option<&[f32]>;
+    fn host_logits_mut(&mut self) -> Option<&mut [f32]>;
+
+    /// Forgets the context (buffers stay allocated).
+    fn reset(&mut self);
+
+    fn holdings(&self) -> Holdings;
+}
