@@ -19,7 +19,6 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 GEN=$TARGET/release/generate
 QUANT=$TARGET/release/quantize
 SHIPPED=models/SmolLM2-135M-Instruct.Q4_1.gguf
-PROMPT=/tmp/p128.txt
 LLAMA_BENCH=$ROOT/.llama-ref/build/bin/llama-bench
 
 LOAD_START=$(uptime | sed 's/.*load average: //')
@@ -35,20 +34,23 @@ if [ ! -f "$SHIPPED" ]; then
   echo "speed-table: $SHIPPED is missing; run scripts/fetch-model.sh" >&2
   exit 1
 fi
+
+# Everything the runs make (the other formats, the prompt, each run's JSON) lives in a
+# fresh temporary folder, removed at exit.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+PROMPT=$WORK/p128.txt
+
 # The other formats, made from the shipped file by our quantizer, every tensor (the token
-# embedding too) requantized; written under a temporary name so that an interrupted run
-# leaves no half file behind.
+# embedding too) requantized.
 for ty in Q4_0 Q8_0 F16; do
-  out=/tmp/smol-$ty.gguf
-  if [ ! -f "$out" ]; then
-    echo "speed-table: making $out" >&2
-    "$QUANT" "$SHIPPED" "$out.tmp" "$ty" --token-embedding-type "$ty" >&2
-    mv "$out.tmp" "$out"
-  fi
+  out=$WORK/smol-$ty.gguf
+  echo "speed-table: making $(basename "$out")" >&2
+  "$QUANT" "$SHIPPED" "$out" "$ty" --token-embedding-type "$ty" >&2
 done
-if [ ! -f "$PROMPT" ]; then
-  python3 -c "w=('the quick brown fox jumps over the lazy dog and then runs far away into a green forest where many birds sing '*20).split(); print(' '.join(w[:128]), end='')" > "$PROMPT"
-fi
+python3 -c "w=('the quick brown fox jumps over the lazy dog and then runs far away into a green forest where many birds sing '*20).split(); print(' '.join(w[:128]), end='')" > "$PROMPT"
 
 if [ -x "$LLAMA_BENCH" ]; then
   HAVE_LLAMA=1
@@ -56,11 +58,6 @@ else
   HAVE_LLAMA=0
   echo "speed-table: $LLAMA_BENCH is not built (scripts/llama-ref.sh builds it): Strata only" >&2
 fi
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-RESULTS=$WORK/results.tsv
-: > "$RESULTS"
 
 # Prints one figure read from a JSON file, or nothing (with the reason on stderr).
 #   json_figure strata FILE KEY COUNT_KEY COUNT   (generate's --timings-json)
@@ -117,7 +114,7 @@ run_llama() { # FILE THREADS TEST
   tail -n 3 "$WORK/llama.err" >&2
 }
 
-FILES="$SHIPPED /tmp/smol-Q4_0.gguf /tmp/smol-Q8_0.gguf /tmp/smol-F16.gguf"
+FILES="$SHIPPED $WORK/smol-Q4_0.gguf $WORK/smol-Q8_0.gguf $WORK/smol-F16.gguf"
 for file in $FILES; do
   for threads in 1 2; do
     for test in pp128 tg64; do

@@ -20,7 +20,7 @@ DATA = os.path.join(REPO, "golden", "data")
 
 QK_K = 256
 
-# ggml block size and bytes per block, as gguf lists them (checked against FORMATS.md).
+# ggml block size and bytes per block, as gguf lists them (checked against docs/formats.md).
 SIZES = {name: gguf.GGML_QUANT_SIZES[T[name]] for name in (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")}

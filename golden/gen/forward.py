@@ -9,7 +9,7 @@ from PyPI `tokenizers` built from the GGUF's own vocabulary and merges. Two mode
   values, and the products are float64.
 * ``ggml``: as ggml's CPU backend computes: before each weight product the activation row
   is quantized per 32-element block to the weight's activation type (Q8_1 for Q4_1/Q5_1,
-  Q8_0 for Q4_0/Q5_0/Q8_0; see shared/FORMATS.md), with C's round-half-away-from-zero and
+  Q8_0 for Q4_0/Q5_0/Q8_0; see docs/formats.md), with C's round-half-away-from-zero and
   f16 block scales, and for Q4_1/Q5_1 the weight's min multiplies the activation block's
   stored sum ``s = f16(d·Σq)`` as ggml's dot product does; K and V are stored as f16 (the
   KV cache type llama.cpp uses by default). Everything else (norms, rope, softmax) is
