@@ -120,3 +120,27 @@ fn a_reader_that_stops_early_ends_the_run_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{err}");
 }
+
+#[test]
+fn a_block_count_beyond_the_tensors_is_refused() {
+    let mut bytes = std::fs::read(deepseek()).unwrap();
+    let key = b"deepseek2.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "a u32 value");
+    bytes[at + 4..at + 8].copy_from_slice(&4_000_000_000u32.to_le_bytes());
+    let bad = std::env::temp_dir().join(format!("strata-plan-blocks-{}.gguf", std::process::id()));
+    std::fs::write(&bad, bytes).unwrap();
+    let o = bench()
+        .args(["plan", "-m"])
+        .arg(&bad)
+        .args(["--gpus", "8x80GiB", "--host-mem", "1TiB"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&bad);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("deepseek2.block_count") && e.contains("block 60"),
+        "{e}"
+    );
+}

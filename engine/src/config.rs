@@ -18,6 +18,41 @@ pub trait ModelSource {
     fn meta_f32(&self, key: &str) -> Option<f32>;
     /// `(type, dims with ne0 first)` of the tensor `name`, if present.
     fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)>;
+    /// One more than the highest `N` of the tensors named `blk.N.*` (0 if there are none):
+    /// what `block_count` is checked against before anything is sized by it.
+    fn blocks_present(&self) -> usize;
+}
+
+/// One more than the highest `N` among tensor names `blk.N.*`.
+pub fn blocks_in<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names
+        .filter_map(|n| {
+            n.strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `block_count` (read from `key`) if the file's tensors have that many blocks: a count
+/// beyond them would size lists and buffers by a number no tensor backs.
+pub fn check_block_count(key: &str, n_layer: usize, present: usize) -> Result<(), ConfigError> {
+    if n_layer > present {
+        let have = match present {
+            0 => "the file has no block tensors (blk.N.*)".to_string(),
+            n => format!(
+                "the file's tensors stop at block {} (blk.{}.*)",
+                n - 1,
+                n - 1
+            ),
+        };
+        return Err(bad(key, n_layer, &have));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +174,7 @@ impl ModelConfig {
         let k = |s: &str| format!("{a}.{s}");
 
         let n_layer = positive(src, &k("block_count"))?;
+        check_block_count(&k("block_count"), n_layer, src.blocks_present())?;
         let n_embd = positive(src, &k("embedding_length"))?;
         let n_ff = positive(src, &k("feed_forward_length"))?;
         let n_head = positive(src, &k("attention.head_count"))?;

@@ -203,3 +203,35 @@ fn ngl_auto_puts_every_layer_on_posing_gpus_with_the_same_text() {
         String::from_utf8_lossy(&cpu.stdout)
     );
 }
+
+/// A copy of `src` at `dst` with the u32 metadata value of `key` replaced by `value`.
+fn patch_u32(src: &std::path::Path, dst: &std::path::Path, key: &str, value: u32) {
+    let mut bytes = std::fs::read(src).unwrap();
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .expect("key in the file")
+        + key.len();
+    // The key is followed by its value type (u32: 4) and the value.
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(dst, bytes).unwrap();
+}
+
+#[test]
+fn a_block_count_beyond_the_tensors_is_named_at_once() {
+    let Some(m) = model() else { return };
+    let bad = std::env::temp_dir().join(format!("strata-blocks-{}.gguf", std::process::id()));
+    patch_u32(&m, &bad, "llama.block_count", 4_000_000_000);
+    let start = std::time::Instant::now();
+    let o = generate(&["-m", bad.to_str().unwrap(), "-p", "Hi", "-n", "1"]);
+    let _ = std::fs::remove_file(&bad);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("llama.block_count") && e.contains("4000000000") && e.contains("block 29"),
+        "{e}"
+    );
+    // Refused from the header, before anything is sized by the count.
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+}

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use strata_engine::config::{Arch, ConfigError, ModelConfig, ModelSource};
+use strata_engine::config::{blocks_in, Arch, ConfigError, ModelConfig, ModelSource};
 use strata_kernels_cpu::GgmlType;
 
 /// Metadata and tensor shapes in maps, so each test can break one thing.
@@ -26,6 +26,9 @@ impl ModelSource for Src {
     }
     fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {
         self.tensors.get(name).cloned()
+    }
+    fn blocks_present(&self) -> usize {
+        blocks_in(self.tensors.keys().map(String::as_str))
     }
 }
 
@@ -127,6 +130,16 @@ fn every_bad_input_is_a_named_error() {
             Err(ConfigError::MissingKey(key.into()))
         );
     }
+
+    // A count beyond the file's blocks is refused before anything is sized by it.
+    let mut s = good.clone();
+    s.uints.insert("llama.block_count".into(), 4_000_000_000);
+    let e = ModelConfig::from_source(&s).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::BadValue { key, value, why }
+            if key == "llama.block_count" && value == "4000000000" && why.contains("block 1")),
+        "{e}"
+    );
 
     let mut s = good.clone();
     s.floats.remove("llama.attention.layer_norm_rms_epsilon");

@@ -2,7 +2,7 @@
 
 use strata_kernels_cpu::GgmlType;
 
-use crate::config::ModelSource;
+use crate::config::{blocks_in, ModelSource};
 use crate::gguf::GgufFile;
 
 impl ModelSource for GgufFile {
@@ -20,5 +20,9 @@ impl ModelSource for GgufFile {
 
     fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {
         self.tensor(name).map(|t| (t.ty, t.dims.clone()))
+    }
+
+    fn blocks_present(&self) -> usize {
+        blocks_in(self.tensors().iter().map(|t| t.name.as_str()))
     }
 }

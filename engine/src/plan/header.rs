@@ -2,7 +2,7 @@
 
 use strata_kernels_cpu::GgmlType;
 
-use crate::config::ModelSource;
+use crate::config::{blocks_in, ModelSource};
 use crate::gguf::{Metadata, TensorInfo};
 
 /// A GGUF header seen through the config reader's [`ModelSource`].
@@ -39,5 +39,9 @@ impl ModelSource for HeaderSource<'_> {
             .iter()
             .find(|t| t.name == name)
             .map(|t| (t.ty, t.dims.clone()))
+    }
+
+    fn blocks_present(&self) -> usize {
+        blocks_in(self.infos.iter().map(|t| t.name.as_str()))
     }
 }

@@ -19,6 +19,7 @@ use super::error::PlanError;
 use super::header::HeaderSource;
 use super::settings::RunSettings;
 use crate::buffers::kv_elem_bytes;
+use crate::config::{check_block_count, ModelSource};
 
 /// The hyperparameters of a `deepseek2` model that size its buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +55,10 @@ impl MlaConfig {
             .ok_or_else(|| PlanError::Model {
                 why: "tensor 'token_embd.weight' is missing".into(),
             })? as usize;
+        let n_layer = need("block_count")?;
+        check_block_count(&key("block_count"), n_layer, src.blocks_present())?;
         Ok(MlaConfig {
-            n_layer: need("block_count")?,
+            n_layer,
             n_embd: need("embedding_length")?,
             n_head,
             key_length: need("attention.key_length")?,
