@@ -56,7 +56,39 @@ type BoxError = Box<dyn std::error::Error>;
 /// Per thread count: matvec bytes/s, reference read bytes/s; then matmul FLOP/s.
 type Measured = (Vec<f64>, Vec<f64>, Vec<f64>);
 
+/// Refuses values that would divide by zero, make an empty matrix or overflow a size.
+fn check(args: &Args) -> Result<(), BoxError> {
+    // 256 is the largest block of any format (the K-quants').
+    if args.cols == 0 || !args.cols.is_multiple_of(256) {
+        return Err(format!("--cols {}: must be a positive multiple of 256", args.cols).into());
+    }
+    for (flag, v) in [
+        ("--matvec-mib", args.matvec_mib),
+        ("--stream-mib", args.stream_mib),
+        ("--tokens", args.tokens),
+        ("--matmul-rows", args.matmul_rows),
+        ("--reps", args.reps),
+    ] {
+        if v == 0 {
+            return Err(format!("{flag} 0: must be positive").into());
+        }
+    }
+    if let Some(t) = args.threads.iter().find(|&&t| t == 0) {
+        return Err(format!("--threads {t}: must be positive").into());
+    }
+    Ok(())
+}
+
+/// `mib` MiB on huge pages, or an error naming `flag` if the size overflows or the system
+/// refuses the memory.
+fn huge_mib(mib: usize, flag: &str) -> Result<HugeBytes, BoxError> {
+    mib.checked_mul(1 << 20)
+        .and_then(HugeBytes::try_zeroed)
+        .ok_or_else(|| format!("{flag} {mib}: cannot allocate {mib} MiB").into())
+}
+
 pub fn run(args: &Args) -> Result<(), BoxError> {
+    check(args)?;
     let isa = match &args.isa {
         Some(name) => {
             let isa = Isa::parse(name)?;
@@ -86,7 +118,7 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
     // On huge pages, as the weights (`Weights::new`) and as the engine's buffers. On this
     // VM one core reads 18-20 GB/s from 2 MiB pages and only 12-14 from 4 KiB ones (two-level
     // page walks): a 4 KiB reference would understate what the engine's memory gives.
-    let mut stream = HugeBytes::zeroed(args.stream_mib << 20);
+    let mut stream = huge_mib(args.stream_mib, "--stream-mib")?;
     stream.bytes_mut().fill(1);
     let stream: &[u64] = bytemuck::cast_slice(stream.bytes());
     println!(
@@ -169,7 +201,10 @@ impl Weights {
         cols: usize,
         packed: bool,
     ) -> Result<Weights, BoxError> {
-        let mut w = HugeBytes::zeroed(rows * row.len());
+        let mut w = rows
+            .checked_mul(row.len())
+            .and_then(HugeBytes::try_zeroed)
+            .ok_or_else(|| format!("cannot allocate {rows} rows of {} bytes", row.len()))?;
         for dst in w.bytes_mut().chunks_exact_mut(row.len()) {
             dst.copy_from_slice(row);
         }
@@ -320,7 +355,11 @@ fn measure_format(
 ) -> Result<Measured, BoxError> {
     let cols = args.cols;
     let row = sample_row(ty, cols)?;
-    let rows = (args.matvec_mib << 20).div_ceil(row.len());
+    let bytes = args
+        .matvec_mib
+        .checked_mul(1 << 20)
+        .ok_or_else(|| format!("--matvec-mib {}: too large", args.matvec_mib))?;
+    let rows = bytes.div_ceil(row.len());
     let w = Weights::new(isa, ty, &row, rows, cols, packed)?;
     let x: Vec<f32> = (0..cols)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 /// file's alignment (32), so each tensor is at least 16-aligned, more than any kernel needs
 /// (they take any alignment; f32 vectors need 4). Not 32: the allocator zeroes an
 /// over-aligned (> 16) allocation by writing it, which faults its pages in as 4 KiB pages
-/// before [`HugeBytes::zeroed`] can ask for huge ones.
+/// before [`HugeBytes::try_zeroed`] can ask for huge ones.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(16))]
 struct Chunk([u8; 32]);
@@ -25,9 +25,11 @@ pub struct HugeBytes {
 }
 
 impl HugeBytes {
-    pub fn zeroed(len: usize) -> HugeBytes {
+    /// `len` zeroed bytes, or `None` if the allocator refuses them (the caller says so: a
+    /// refused allocation is a message, never an abort).
+    pub fn try_zeroed(len: usize) -> Option<HugeBytes> {
         let n = len.div_ceil(32);
-        let chunks: Vec<Chunk> = bytemuck::zeroed_vec(n);
+        let chunks: Vec<Chunk> = bytemuck::try_zeroed_vec(n).ok()?;
         #[cfg(target_os = "linux")]
         {
             let (start, bytes) = (chunks.as_ptr() as usize, n * 32);
@@ -40,7 +42,7 @@ impl HugeBytes {
                 unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
             }
         }
-        HugeBytes { chunks, len }
+        Some(HugeBytes { chunks, len })
     }
 
     pub fn bytes(&self) -> &[u8] {

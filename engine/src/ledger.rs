@@ -89,14 +89,10 @@ impl DeviceUsage {
     }
 }
 
+/// A buffer a device could not take: over its budget, or refused by its allocator (the
+/// driver, or the operating system) although the budget allowed it.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[error(
-    "allocation of {} ({what}) on {name} failed: {} in use + {} > its budget {}",
-    Bytes(*requested),
-    Bytes(*in_use),
-    Bytes(*requested),
-    Bytes(*budget)
-)]
+#[error("{}", self.describe())]
 pub struct AllocError {
     pub device: DeviceId,
     pub name: String,
@@ -106,6 +102,28 @@ pub struct AllocError {
     pub requested: u64,
     pub in_use: u64,
     pub budget: u64,
+    /// Why the allocator refused memory the budget allowed (`None`: over budget).
+    pub refused: Option<String>,
+}
+
+impl AllocError {
+    fn describe(&self) -> String {
+        let head = format!(
+            "allocation of {} ({}) on {} failed",
+            Bytes(self.requested),
+            self.what,
+            self.name
+        );
+        match &self.refused {
+            Some(why) => format!("{head}: {why} ({} in use)", Bytes(self.in_use)),
+            None => format!(
+                "{head}: {} in use + {} > its budget {}",
+                Bytes(self.in_use),
+                Bytes(self.requested),
+                Bytes(self.budget)
+            ),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -172,6 +190,7 @@ impl Ledger {
                 requested: bytes,
                 in_use: 0,
                 budget: 0,
+                refused: None,
             });
         };
         let in_use = acc.usage.total();
@@ -185,6 +204,7 @@ impl Ledger {
                     requested: bytes,
                     in_use,
                     budget,
+                    refused: None,
                 });
             }
         }
@@ -195,6 +215,30 @@ impl Ledger {
             kind,
             bytes,
         })
+    }
+
+    /// The error for `bytes` of `kind` that `device`'s allocator refused (`why`) although
+    /// the ledger allowed them: the device holds less than it reported, so the loader
+    /// re-plans as for a budget overrun (the budget taken as what is in use).
+    pub fn refusal(
+        &self,
+        device: DeviceId,
+        kind: BufferKind,
+        what: &str,
+        bytes: u64,
+        why: &str,
+    ) -> AllocError {
+        let in_use = self.usage(device).total();
+        AllocError {
+            device,
+            name: self.name(device),
+            kind,
+            what: what.to_string(),
+            requested: bytes,
+            in_use,
+            budget: in_use,
+            refused: Some(why.to_string()),
+        }
     }
 
     /// Counts one explicit copy of `bytes` into `device`.

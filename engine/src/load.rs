@@ -285,14 +285,16 @@ fn recovery_line(err: &AllocError, before: &Plan, after: &Plan, d: usize) -> Str
             ));
         }
     }
+    let why = match &err.refused {
+        Some(why) => format!("{why}; {} in use", Bytes(err.in_use)),
+        None => format!("{} in use, budget {}", Bytes(err.in_use), Bytes(err.budget)),
+    };
     format!(
-        "strata: allocation of {} ({}) on {} failed ({} in use, budget {}); moved {} and \
-         re-planned (num_gpu {} → {})",
+        "strata: allocation of {} ({}) on {} failed ({why}); moved {} and re-planned \
+         (num_gpu {} → {})",
         Bytes(err.requested),
         err.what,
         err.name,
-        Bytes(err.in_use),
-        Bytes(err.budget),
         moved.join(", "),
         before.num_gpu,
         after.num_gpu

@@ -235,3 +235,47 @@ fn a_block_count_beyond_the_tensors_is_named_at_once() {
     // Refused from the header, before anything is sized by the count.
     assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
 }
+
+/// The host refusing memory (here a limit on the address space) is a message naming the
+/// buffer and what to change, and exit status 1, never an abort.
+#[test]
+fn a_host_allocation_failure_is_a_message_not_an_abort() {
+    use std::os::unix::process::CommandExt;
+    let Some(m) = model() else { return };
+    let mut c = Command::new(env!("CARGO_BIN_EXE_generate"));
+    c.args([
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "Hi",
+        "-n",
+        "1",
+        "-c",
+        "8192",
+        "-t",
+        "1",
+    ]);
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            // 300 MiB of address space: enough to start and map the model, not for the
+            // weights, 8192 positions of KV cache and the scratch together.
+            let limit = libc::rlimit {
+                rlim_cur: 300 << 20,
+                rlim_max: 300 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().expect("run generate");
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(!e.contains("memory allocation of"), "{e}");
+    assert!(
+        e.contains("on CPU failed") && e.contains("refused") && e.contains("-c/--ctx-size"),
+        "{e}"
+    );
+}

@@ -29,8 +29,6 @@ pub enum BackendError {
     Cuda(#[from] CudaError),
     #[error("tensor `{name}`: {why}")]
     Tensor { name: String, why: String },
-    #[error("a buffer of {bytes} bytes does not fit in this machine's address space")]
-    TooLarge { bytes: u64 },
     /// The device cannot run what it was given (said at load, not at the first token).
     #[error("{0}")]
     Unsupported(String),

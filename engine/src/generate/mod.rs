@@ -15,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::devices::{Accelerator, CudaAccel, PseudoAccel};
 use crate::gguf::GgufFile;
-use crate::ledger::Ledger;
+use crate::ledger::{DeviceId, Ledger};
+use crate::load::LoadError;
 use crate::model::Model;
 use crate::plan::{host_free_bytes, Device, NumGpu};
 use crate::sampler::{Sampler, SamplerParams};
@@ -122,7 +123,8 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
     }
 
     let t_load = Instant::now();
-    let file = GgufFile::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    // The reader's errors name the file already.
+    let file = GgufFile::open(&args.model).map_err(|e| e.to_string())?;
     let n_layer_hint = file
         .metadata()
         .get_str("general.architecture")
@@ -173,7 +175,13 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
         &Ledger::new(),
         &mut |i| bar.set_position(i as u64),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| match &e {
+        LoadError::Alloc(a) if a.device == DeviceId::Cpu => format!(
+            "{e}\nThe host is out of memory: lower -c/--ctx-size (now {n_ctx}), or put layers \
+             on a GPU (-ngl)."
+        ),
+        _ => e.to_string(),
+    })?;
     bar.finish_and_clear();
     if args.verbose {
         eprint!("{}", crate::plan::table::render(&loaded.plan));

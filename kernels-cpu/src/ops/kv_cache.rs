@@ -45,11 +45,12 @@ enum Store {
 }
 
 impl Store {
-    fn new(ty: KvType, n: usize) -> Store {
-        match ty {
-            KvType::F32 => Store::F32(vec![0.0; n]),
-            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
-        }
+    /// `n` zeroed elements, or `None` if the allocator refuses them.
+    fn try_new(ty: KvType, n: usize) -> Option<Store> {
+        Some(match ty {
+            KvType::F32 => Store::F32(bytemuck::try_zeroed_vec(n).ok()?),
+            KvType::F16 => Store::F16(bytemuck::try_zeroed_vec(n).ok()?),
+        })
     }
 
     fn write(&mut self, at: usize, src: &[f32]) {
@@ -82,21 +83,35 @@ pub struct KvCache {
 
 impl KvCache {
     /// A zeroed cache of `n_ctx` positions. Allocates exactly [`KvCache::bytes`] of K and V.
+    /// Panics if the memory cannot be had; a loader uses [`KvCache::try_new`].
     pub fn new(ty: KvType, n_ctx: usize, n_kv_heads: usize, head_dim: usize) -> KvCache {
+        KvCache::try_new(ty, n_ctx, n_kv_heads, head_dim).unwrap_or_else(|| {
+            panic!("KvCache: cannot allocate {n_ctx} positions of {n_kv_heads} × {head_dim}")
+        })
+    }
+
+    /// [`KvCache::new`], or `None` where the allocator refuses the memory (or its size does
+    /// not fit the address space), so that the caller can say so instead of aborting.
+    pub fn try_new(
+        ty: KvType,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Option<KvCache> {
         assert!(
             n_kv_heads > 0 && head_dim > 0,
             "KvCache: n_kv_heads and head_dim must be > 0"
         );
-        let n = n_ctx * n_kv_heads * head_dim;
-        KvCache {
+        let n = n_ctx.checked_mul(n_kv_heads)?.checked_mul(head_dim)?;
+        Some(KvCache {
             ty,
             n_ctx,
             n_kv_heads,
             head_dim,
             len: 0,
-            k: Store::new(ty, n),
-            v: Store::new(ty, n),
-        }
+            k: Store::try_new(ty, n)?,
+            v: Store::try_new(ty, n)?,
+        })
     }
 
     /// Bytes of K plus V that [`KvCache::new`] allocates for these dimensions (the planner

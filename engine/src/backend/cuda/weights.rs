@@ -9,7 +9,7 @@ use super::CudaBackend;
 use crate::backend::interface::BackendError;
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
-use crate::ledger::{AllocError, BufferKind, DeviceId, Ledger, Reservation};
+use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
 use crate::model::{BlockWeights, Matrix};
 
 /// A weight matrix in device memory, in the file's format.
@@ -89,16 +89,11 @@ impl Alloc<'_> {
 
     /// The driver refused memory the ledger allowed: the device holds less than it reported.
     fn refused(&self, bytes: usize, e: CudaError) -> BackendError {
-        let in_use = self.ledger.usage(self.id).total();
-        BackendError::Alloc(AllocError {
-            device: self.id,
-            name: self.ledger.name(self.id),
-            kind: self.kind,
-            what: format!("{}; the CUDA driver refused {bytes} bytes: {e}", self.what),
-            requested: bytes as u64,
-            in_use,
-            budget: in_use,
-        })
+        let why = format!("the CUDA driver refused {bytes} bytes: {e}");
+        let r = self
+            .ledger
+            .refusal(self.id, self.kind, &self.what, bytes as u64, &why);
+        BackendError::Alloc(r)
     }
 
     fn upload<T: DeviceRepr>(&self, src: &[T]) -> Result<DeviceBuffer<T>, BackendError> {

@@ -125,22 +125,31 @@ impl Backend for HostBackend {
         let t = kv_type_of(kv_type).ok_or_else(|| {
             BackendError::Unsupported(format!("KV cache type {kv_type} (only F32 and F16)"))
         })?;
-        let r = self.ledger.reserve(self.id, BufferKind::Kv, bytes, || {
-            format!("KV cache of block {i}")
+        let what = format!("KV cache of block {i}");
+        let r = self
+            .ledger
+            .reserve(self.id, BufferKind::Kv, bytes, || what.clone())?;
+        let cache = KvCache::try_new(t, n_ctx, cfg.n_head_kv, cfg.head_dim).ok_or_else(|| {
+            let why = "the system refused the memory";
+            self.ledger
+                .refusal(self.id, BufferKind::Kv, &what, bytes, why)
         })?;
-        let cache = KvCache::new(t, n_ctx, cfg.n_head_kv, cfg.head_dim);
         self.held.push(r);
         self.caches.insert(i, cache);
         Ok(())
     }
 
     fn alloc_scratch(&mut self, _: &Model, layout: ScratchLayout) -> Result<(), BackendError> {
+        let bytes = layout.bytes();
         let r = self
             .ledger
-            .reserve(self.id, BufferKind::Scratch, layout.bytes(), || {
-                "scratch".into()
-            })?;
-        self.scratch = Some(Scratch::new(layout));
+            .reserve(self.id, BufferKind::Scratch, bytes, || "scratch".into())?;
+        let scratch = Scratch::try_new(layout).ok_or_else(|| {
+            let why = "the system refused the memory";
+            self.ledger
+                .refusal(self.id, BufferKind::Scratch, "scratch", bytes, why)
+        })?;
+        self.scratch = Some(scratch);
         self.held.push(r);
         Ok(())
     }

@@ -23,23 +23,24 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub fn new(layout: ScratchLayout) -> Scratch {
-        let z = |n: usize| vec![0.0f32; n];
-        Scratch {
+    /// The buffers of `layout`, zeroed, or `None` if the allocator refuses them.
+    pub fn try_new(layout: ScratchLayout) -> Option<Scratch> {
+        let z = |n: usize| bytemuck::try_zeroed_vec::<f32>(n).ok();
+        Some(Scratch {
             layout,
-            x: z(layout.x),
-            xn: z(layout.xn),
-            q: z(layout.q),
-            k: z(layout.k),
-            v: z(layout.v),
-            attn: z(layout.attn),
-            gate: z(layout.gate),
-            up: z(layout.up),
-            ff: z(layout.ff),
-            out: z(layout.out),
-            logits: z(layout.logits),
+            x: z(layout.x)?,
+            xn: z(layout.xn)?,
+            q: z(layout.q)?,
+            k: z(layout.k)?,
+            v: z(layout.v)?,
+            attn: z(layout.attn)?,
+            gate: z(layout.gate)?,
+            up: z(layout.up)?,
+            ff: z(layout.ff)?,
+            out: z(layout.out)?,
+            logits: z(layout.logits)?,
             acts: QuantizedActs::new(),
-        }
+        })
     }
 }
 
@@ -70,7 +71,7 @@ mod tests {
         };
         for (n_batch, n_out) in [(16, 1), (4, 4)] {
             let layout = ScratchLayout::new(&cfg, n_batch, n_out);
-            let s = Scratch::new(layout);
+            let s = Scratch::try_new(layout).unwrap();
             let held: usize = [
                 &s.x, &s.xn, &s.q, &s.k, &s.v, &s.attn, &s.gate, &s.up, &s.ff, &s.out, &s.logits,
             ]

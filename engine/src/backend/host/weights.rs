@@ -30,10 +30,16 @@ impl DeviceBuffer {
         bytes: u64,
         what: impl FnOnce() -> String,
     ) -> Result<DeviceBuffer, BackendError> {
-        let reservation = ledger.reserve(device, kind, bytes, what)?;
-        let len = usize::try_from(bytes).map_err(|_| BackendError::TooLarge { bytes })?;
+        let what = what();
+        let reservation = ledger.reserve(device, kind, bytes, || what.clone())?;
+        let mem = usize::try_from(bytes)
+            .ok()
+            .and_then(HugeBytes::try_zeroed)
+            .ok_or_else(|| {
+                ledger.refusal(device, kind, &what, bytes, "the system refused the memory")
+            })?;
         Ok(DeviceBuffer {
-            mem: HugeBytes::zeroed(len),
+            mem,
             _reservation: reservation,
         })
     }
