@@ -93,7 +93,8 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
         if args.pose_gpus.is_some() {
             settings.margin = 0;
         }
-        let host = Device::cpu(host_free_bytes().unwrap_or(0));
+        // Unknown host memory: no host limit.
+        let host = Device::cpu(host_free_bytes().unwrap_or(u64::MAX));
         let ledger = Ledger::new();
         let loaded = load(&file, &model, host, &accels, &settings, &ledger)
             .map_err(|e| format!("num_gpu {num_gpu}: {e}"))?;

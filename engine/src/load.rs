@@ -35,6 +35,21 @@ pub enum LoadError {
     Backend(BackendError),
     #[error("the plan cannot be run: {0}")]
     Unsupported(String),
+    /// The host's part of the plan needs more memory than the host has for it.
+    #[error(
+        "the plan needs {} of host memory ({}), more than the {} available\n{table}",
+        Bytes(*need),
+        parts,
+        Bytes(*available)
+    )]
+    HostMemory {
+        need: u64,
+        available: u64,
+        /// What the need is made of, e.g. "weights 1.2 GiB, KV cache 16 GiB, scratch …".
+        parts: String,
+        /// The plan, as a table.
+        table: String,
+    },
 }
 
 impl From<BackendError> for LoadError {
@@ -211,6 +226,9 @@ pub fn load_with_progress<'m>(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Loaded<'m>, LoadError> {
     let plan_model = PlanModel::from_gguf(file)?;
+    // The host's budget is enforced like a GPU's; u64::MAX means none is known.
+    let host_budget = (host.free_bytes != u64::MAX).then_some(host.free_bytes);
+    ledger.add_device(DeviceId::Cpu, "CPU", host_budget);
     let mut devices = vec![host];
     for (i, a) in accels.iter().enumerate() {
         ledger.add_device(DeviceId::Accel(i as u32), &a.name(), Some(a.budget()));
@@ -220,6 +238,7 @@ pub fn load_with_progress<'m>(
     let mut current = plan(&plan_model, &devices, &settings)?;
     let mut recoveries = Vec::new();
     loop {
+        check_host(&current)?;
         let err = match allocate(file, model, &plan_model, &current, accels, ledger, progress) {
             Ok(runner) => {
                 return Ok(Loaded {
@@ -260,6 +279,26 @@ pub fn load_with_progress<'m>(
         recoveries.push(line);
         current = next;
     }
+}
+
+/// Refuses a plan whose host part (weights it copies or reads mapped, KV caches, scratch)
+/// exceeds the host's budget, before anything is allocated.
+fn check_host(plan: &Plan) -> Result<(), LoadError> {
+    let cpu = &plan.devices[0];
+    if cpu.fits() {
+        return Ok(());
+    }
+    Err(LoadError::HostMemory {
+        need: cpu.total_bytes(),
+        available: cpu.budget_bytes,
+        parts: format!(
+            "weights {}, KV cache {}, scratch {}",
+            Bytes(cpu.weights_bytes),
+            Bytes(cpu.kv_bytes),
+            Bytes(cpu.scratch_bytes)
+        ),
+        table: crate::plan::table::render(plan),
+    })
 }
 
 /// `strata: allocation of 1.50 MiB (KV cache of block 3) on ACCEL0 failed (10.00 MiB in

@@ -279,3 +279,69 @@ fn a_host_allocation_failure_is_a_message_not_an_abort() {
         "{e}"
     );
 }
+
+/// The host's part of the plan is checked against its memory before anything is loaded:
+/// too little is refused with the plan and what to change; `--host-mem` overrides.
+#[test]
+fn a_plan_over_the_host_budget_is_refused_before_loading() {
+    let Some(m) = model() else { return };
+    let m = m.to_str().unwrap();
+    let o = generate(&[
+        "-m",
+        m,
+        "-p",
+        "Hi",
+        "-n",
+        "1",
+        "-c",
+        "512",
+        "--host-mem",
+        "50MiB",
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("of host memory") && e.contains("50.00 MiB available"),
+        "{e}"
+    );
+    assert!(e.contains("OVER") && e.contains("-c/--ctx-size"), "{e}");
+    let o = generate(&[
+        "-m",
+        m,
+        "-p",
+        "Hi",
+        "-n",
+        "1",
+        "-c",
+        "512",
+        "--host-mem",
+        "1GiB",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `-c 0` takes the training context; a huge one (patched here to 4M positions, ~92 GB of
+/// KV cache) is refused from the plan, not run into the kernel's OOM killer.
+#[test]
+fn a_training_context_too_large_for_the_host_is_refused() {
+    let Some(m) = model() else { return };
+    let bad = std::env::temp_dir().join(format!("strata-ctx-{}.gguf", std::process::id()));
+    patch_u32(&m, &bad, "llama.context_length", 4_000_000);
+    let o = generate(&[
+        "-m",
+        bad.to_str().unwrap(),
+        "-p",
+        "Hi",
+        "-n",
+        "1",
+        "-c",
+        "0",
+    ]);
+    let _ = std::fs::remove_file(&bad);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("of host memory") && e.contains("KV cache") && e.contains("(now 4000000)"),
+        "{e}"
+    );
+}

@@ -75,6 +75,11 @@ pub struct Args {
     /// allows less than it reports. `--num-gpu` then places layers on them.
     #[arg(long = "pose-gpus")]
     pub pose_gpus: Option<String>,
+    /// Host memory the plan may use (e.g. `16GiB`; default: what the system reports as
+    /// available). A plan needing more is refused before loading; a larger value loads it
+    /// anyway.
+    #[arg(long = "host-mem", value_parser = parse_host_mem)]
+    pub host_mem: Option<u64>,
     /// Wrap the prompt in the model's chat template (tokenizer.chat_template).
     #[arg(long = "chat")]
     pub chat: bool,
@@ -107,4 +112,8 @@ pub fn normalize_argv(args: impl IntoIterator<Item = String>) -> Vec<String> {
             }
         })
         .collect()
+}
+
+fn parse_host_mem(text: &str) -> Result<u64, String> {
+    crate::plan::parse_bytes(text).map_err(|e| e.to_string())
 }

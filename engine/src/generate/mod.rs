@@ -147,6 +147,12 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
     let n_ctx = if args.ctx_size == 0 {
         cfg.n_ctx_train
     } else {
+        if args.ctx_size > cfg.n_ctx_train {
+            eprintln!(
+                "note: -c {} is beyond the model's training context; using {}",
+                args.ctx_size, cfg.n_ctx_train
+            );
+        }
         args.ctx_size.min(cfg.n_ctx_train)
     };
     // Planned and allocated up front by the loader: on the CPU, or split onto the GPUs
@@ -160,7 +166,16 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
     if posing {
         settings.margin = 0;
     }
-    let host = Device::cpu(host_free_bytes().unwrap_or(0));
+    // The host's budget: what the system says is available, unless the user says; with
+    // neither, no limit (and a note).
+    let host_free = match args.host_mem {
+        Some(b) => b,
+        None => host_free_bytes().unwrap_or_else(|e| {
+            eprintln!("note: {e}; host memory is not checked");
+            u64::MAX
+        }),
+    };
+    let host = Device::cpu(host_free);
     // Copying, repacking (CPU) and uploading (GPUs) the blocks' weights, with a bar.
     let bar = ProgressBar::new(cfg.n_layer as u64).with_style(
         ProgressStyle::with_template("placing {bar:40} {pos}/{len} blocks")
@@ -179,6 +194,10 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
         LoadError::Alloc(a) if a.device == DeviceId::Cpu => format!(
             "{e}\nThe host is out of memory: lower -c/--ctx-size (now {n_ctx}), or put layers \
              on a GPU (-ngl)."
+        ),
+        LoadError::HostMemory { .. } => format!(
+            "{e}\nTo fit: lower -c/--ctx-size (now {n_ctx}), put layers on a GPU (-ngl), or \
+             free memory; --host-mem SIZE loads it anyway."
         ),
         _ => e.to_string(),
     })?;

@@ -380,10 +380,13 @@ fn build(
     let cpu = &plans[0];
     if !cpu.fits() {
         warnings.push(format!(
-            "CPU: the plan keeps {} in host memory ({} of it weights), more than the {} \
-             free: weights stay memory-mapped and are read from disk as needed, which is slow",
+            "CPU: the plan needs {} of host memory (weights {}, KV cache {}, scratch {}), more \
+             than the {} available: loading it is refused (lower the context, or put more \
+             layers on GPUs)",
             Bytes(cpu.total_bytes()),
             Bytes(cpu.weights_bytes),
+            Bytes(cpu.kv_bytes),
+            Bytes(cpu.scratch_bytes),
             Bytes(cpu.device.free_bytes),
         ));
     }
