@@ -73,7 +73,8 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
             NumGpu::Layers(n_layer + 1),
         ],
     };
-    let n_ctx = args.n_prompt + args.n_gen;
+    // `-p 0` (llama-bench: no prompt test) still starts decode from one token.
+    let n_ctx = args.n_prompt.max(1) + args.n_gen;
     println!(
         "model {} ({} blocks), pp{} tg{}, devices: CPU, {}\n",
         args.model.display(),
@@ -111,7 +112,10 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
         r.reset();
         let t = Instant::now();
         let mut l = r.eval(&prompt).map_err(|e| e.to_string())?.to_vec();
-        let pp = prompt.len() as f64 / t.elapsed().as_secs_f64();
+        let pp = match args.n_prompt {
+            0 => "-".to_string(),
+            _ => format!("{:.1}", prompt.len() as f64 / t.elapsed().as_secs_f64()),
+        };
 
         let before: Vec<_> = r.devices().iter().map(|d| d.busy).collect();
         let t = Instant::now();
@@ -134,7 +138,7 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
             })
             .collect();
         println!(
-            "| {num_gpu} | {} | {pp:.1} | {tg:.1} | {} |",
+            "| {num_gpu} | {} | {pp} | {tg:.1} | {} |",
             loaded.plan.num_gpu,
             busy.join(", ")
         );

@@ -46,6 +46,16 @@ fn main() -> ExitCode {
         output: args.output_type,
         fallback: !args.no_fallback,
     };
+    // Writing over the input would destroy the model being read (it is memory-mapped).
+    if let (Ok(i), Ok(o)) = (args.input.canonicalize(), args.output.canonicalize()) {
+        if i == o {
+            eprintln!(
+                "quantize: {} is both the input and the output; write to another file",
+                args.output.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let start = Instant::now();
     let report = match quantize_file(&args.input, &args.output, &opts) {
         Ok(r) => r,

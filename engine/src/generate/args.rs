@@ -11,7 +11,7 @@ pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 #[derive(Debug, Parser)]
 #[command(
     name = "generate",
-    about = "Generate text with a GGUF model (llama, qwen2, qwen3) on the CPU"
+    about = "Generate text with a GGUF model (llama, qwen2, qwen3) on the CPU and CUDA GPUs"
 )]
 pub struct Args {
     /// Model file (GGUF).
@@ -40,8 +40,8 @@ pub struct Args {
     /// CPU threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// Sampling temperature (0: greedy).
-    #[arg(long = "temp", default_value_t = 0.8)]
+    /// Sampling temperature (0 or below: greedy, as in llama.cpp).
+    #[arg(long = "temp", default_value_t = 0.8, allow_negative_numbers = true)]
     pub temp: f32,
     /// Keep the k most likely tokens (0: all).
     #[arg(long = "top-k", default_value_t = 40)]
@@ -55,10 +55,11 @@ pub struct Args {
     /// Penalty for repeating one of the last --repeat-last-n tokens (1.0: none).
     #[arg(long = "repeat-penalty", default_value_t = 1.0)]
     pub repeat_penalty: f32,
+    /// How many of the last tokens --repeat-penalty looks at.
     #[arg(long = "repeat-last-n", default_value_t = 64)]
     pub repeat_last_n: usize,
-    /// Random seed (default: from the clock; printed with --verbose).
-    #[arg(long = "seed")]
+    /// Random seed (default or -1: from the clock; printed with --verbose).
+    #[arg(long = "seed", allow_negative_numbers = true, value_parser = parse_seed)]
     pub seed: Option<u64>,
     /// Layers to put on GPUs (`-ngl`): a count, or `auto` (or -1) for as many as fit on the
     /// CUDA devices the driver shows (or on `--pose-gpus` devices); 0 keeps all on the CPU.
@@ -116,4 +117,22 @@ pub fn normalize_argv(args: impl IntoIterator<Item = String>) -> Vec<String> {
 
 fn parse_host_mem(text: &str) -> Result<u64, String> {
     crate::plan::parse_bytes(text).map_err(|e| e.to_string())
+}
+
+/// A seed, or -1 for one from the clock (llama.cpp's spelling of "random").
+fn parse_seed(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "-1" => Ok(clock_seed()),
+        t => t
+            .parse()
+            .map_err(|_| "expected a whole number ≥ 0, or -1 for a random seed".to_string()),
+    }
+}
+
+/// A seed from the clock: what a run without --seed (or with -1) uses.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

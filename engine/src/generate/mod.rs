@@ -36,7 +36,9 @@ pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
         }
     };
     match run(&args) {
-        Ok(()) => 0,
+        Ok(Ended::Done) => 0,
+        // What shells and llama.cpp use for a run ended by SIGINT.
+        Ok(Ended::Interrupted) => 130,
         Err(msg) => {
             eprintln!("error: {msg}");
             1
@@ -44,20 +46,33 @@ pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+/// How a run that did not fail ended.
+enum Ended {
+    Done,
+    /// Ctrl-C: what was generated so far is printed, with the timings.
+    Interrupted,
+}
+
+fn run(args: &Args) -> Result<Ended, String> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let threads = match args.threads {
         Some(0) => return Err("--threads must be at least 1".into()),
+        // More threads than CPUs only take turns spinning (hundreds of times slower).
+        Some(t) if t > cores => {
+            eprintln!("note: -t {t} is more than the {cores} CPUs here; using {cores}");
+            cores
+        }
         Some(t) => t,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        None => cores,
     };
     // The whole run on a pool worker (`pool::on_pool`: a parallel op started from outside
     // the pool costs a handoff; with one thread that took 18% of decode).
     crate::pool::on_pool(Some(threads), || run_in_pool(args, threads))
 }
 
-fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
+fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     // Posing devices when asked for, else the CUDA devices the driver shows (unless
     // `-ngl 0`); none usable means everything runs on the CPU.
     let posing = args.pose_gpus.is_some();
@@ -77,7 +92,9 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
             }
         },
     };
-    if !args.model.is_file() {
+    // A directory or a device is the reader's to name; a missing path is said here, with
+    // how to fetch the default model.
+    if !args.model.exists() {
         let mut msg = format!("model file not found: {}", args.model.display());
         if args.model.as_os_str() == DEFAULT_MODEL {
             msg.push_str(
@@ -93,11 +110,10 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
             .map_err(|e| format!("cannot read prompt file {}: {e}", f.display()))?,
         (None, None) => return Err("no prompt: give one with -p TEXT or -f FILE".into()),
     };
-    for (name, v) in [
-        ("--temp", args.temp),
-        ("--top-p", args.top_p),
-        ("--min-p", args.min_p),
-    ] {
+    if !args.temp.is_finite() {
+        return Err(format!("--temp {}: must be a number", args.temp));
+    }
+    for (name, v) in [("--top-p", args.top_p), ("--min-p", args.min_p)] {
         if !v.is_finite() || v < 0.0 {
             return Err(format!("{name} {v}: must be a number ≥ 0"));
         }
@@ -262,14 +278,10 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
             tokens.len()
         ));
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    });
+    let seed = args.seed.unwrap_or_else(args::clock_seed);
     let params = SamplerParams {
-        temperature: args.temp,
+        // Below 0 is greedy, as 0 is (llama.cpp's convention).
+        temperature: args.temp.max(0.0),
         top_k: args.top_k,
         top_p: args.top_p,
         min_p: args.min_p,
@@ -294,8 +306,17 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
         threads,
         ..Default::default()
     };
+    // The prompt a batch at a time (as the runner would cut it), so that Ctrl-C stops a
+    // long prefill between batches.
     let t_prompt = Instant::now();
-    let mut logits = runner.eval(&tokens).map_err(|e| e.to_string())?.to_vec();
+    let mut logits = Vec::new();
+    for chunk in tokens.chunks(args.batch_size) {
+        if stop.load(Ordering::SeqCst) {
+            eprintln!("interrupted during the prompt");
+            return Ok(Ended::Interrupted);
+        }
+        logits = runner.eval(chunk).map_err(|e| e.to_string())?.to_vec();
+    }
     timings.prompt_ms = t_prompt.elapsed().as_secs_f64() * 1000.0;
 
     let limit = if args.n_predict < 0 {
@@ -349,5 +370,9 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<(), String> {
         std::fs::write(path, json + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(())
+    Ok(if interrupted {
+        Ended::Interrupted
+    } else {
+        Ended::Done
+    })
 }

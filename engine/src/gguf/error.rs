@@ -22,6 +22,10 @@ pub enum GgufError {
     #[error("{source}")]
     Io { source: std::io::Error },
 
+    /// A directory, device, pipe or socket where a GGUF file was expected.
+    #[error("{what}, not a GGUF file")]
+    NotAFile { what: &'static str },
+
     #[error("not a GGUF file: magic at offset 0 is {found:02x?}, expected \"GGUF\"")]
     BadMagic { found: [u8; 4] },
 
