@@ -31,6 +31,13 @@ impl CudaAccel {
             .collect())
     }
 
+    /// Whether the driver shows a GPU that [`CudaAccel::discover`] cannot offer (a build
+    /// without kernels, a failing driver): a GPU a user would expect to be used.
+    pub fn present_but_unusable() -> bool {
+        strata_kernels_cuda::device_count().is_ok_and(|n| n > 0)
+            && strata_kernels_cuda::unavailable_reason().is_some()
+    }
+
     /// `CUDA0`, the name the plan and the ledger use.
     pub fn name(&self) -> String {
         format!("CUDA{}", self.ordinal)

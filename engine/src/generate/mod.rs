@@ -85,8 +85,15 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
         None => match CudaAccel::discover() {
             Ok(found) => found.into_iter().map(Accelerator::from).collect(),
             Err(e) => {
-                if let NumGpu::Layers(n) = args.num_gpu {
-                    eprintln!("note: --num-gpu {n} ignored ({e}): every layer runs on the CPU");
+                match args.num_gpu {
+                    NumGpu::Layers(n) => eprintln!(
+                        "note: --num-gpu {n} ignored ({e}): every layer runs on the CPU"
+                    ),
+                    // No GPU at all is a CPU run; a GPU this build cannot use is said.
+                    NumGpu::Auto if CudaAccel::present_but_unusable() => {
+                        eprintln!("note: {e}: every layer runs on the CPU")
+                    }
+                    NumGpu::Auto => {}
                 }
                 Vec::new()
             }
