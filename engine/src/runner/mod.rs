@@ -1,6 +1,6 @@
 //! Runs the model: one backend per device of the placement (each holding its blocks' KV
 //! caches and its scratch, allocated up front with the sizes [`crate::buffers`] gives), fed
-//! tokens through [`forward`] in batches of at most `n_batch`.
+//! tokens through `forward.rs` in batches of at most `n_batch`.
 
 mod forward;
 

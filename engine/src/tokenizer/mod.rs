@@ -1,7 +1,7 @@
 //! Text ↔ token ids, built from the GGUF's own vocabulary with the `tokenizers` crate.
 //!
 //! - `gpt2` vocabularies: byte-level BPE over the merges, split first by the regexes that
-//!   `tokenizer.ggml.pre` names ([`pretokenize`]).
+//!   `tokenizer.ggml.pre` names (`pretokenize.rs`).
 //! - `llama` (SentencePiece) vocabularies: BPE whose merge order comes from the pieces'
 //!   scores, spaces as `▁`, unknown bytes as `<0xXX>` tokens.
 //!
