@@ -16,6 +16,7 @@ pub mod huge;
 pub mod ledger;
 pub mod load;
 pub mod model;
+pub mod perplexity;
 pub mod plan;
 pub mod pool;
 pub mod runner;

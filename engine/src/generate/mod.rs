@@ -86,9 +86,9 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
             Ok(found) => found.into_iter().map(Accelerator::from).collect(),
             Err(e) => {
                 match args.num_gpu {
-                    NumGpu::Layers(n) => eprintln!(
-                        "note: --num-gpu {n} ignored ({e}): every layer runs on the CPU"
-                    ),
+                    NumGpu::Layers(n) => {
+                        eprintln!("note: --num-gpu {n} ignored ({e}): every layer runs on the CPU")
+                    }
                     // No GPU at all is a CPU run; a GPU this build cannot use is said.
                     NumGpu::Auto if CudaAccel::present_but_unusable() => {
                         eprintln!("note: {e}: every layer runs on the CPU")
