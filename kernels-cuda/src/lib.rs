@@ -23,8 +23,7 @@ pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 pub use device::{device_count, devices, driver_present, unavailable_reason, DeviceInfo, Gpu};
 pub use error::CudaError;
 pub use graph::GpuGraph;
-pub use ops::{
-    attention::AttentionShape, attention::MAX_HEAD_DIM, matvec::MATVEC_MAX_COLS, rope::RopeParams,
-};
-pub use ops::{q8_1_bytes, read_probe_sums};
+pub use ops::matvec::{matvec_config, MatvecShape, MATVEC_MAX_COLS};
+pub use ops::q8_1_bytes;
+pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
 pub use timer::GpuTimer;

@@ -82,38 +82,8 @@ pub struct CudaDevice {
 }
 
 impl CudaDevice {
-    /// The matvec kernels' L2 prefetch (`Gpu::set_matvec_prefetch`) is off unless
-    /// `STRATA_MATVEC_PREFETCH=<bytes per row>` says otherwise (a trial setting that
-    /// `cuda-bench` and `scripts/gpu-check.sh` measure; not yet chosen by measurement).
-    /// Likewise programmatic dependent launch of the matvecs (`Gpu::set_matvec_pdl`): off
-    /// unless `STRATA_MATVEC_PDL=1`, which is an error on a device before sm_90. And the
-    /// quantized matvec kernels' shape (`Gpu::set_matvec_shape`): `STRATA_MATVEC_SHAPE=<name>`
-    /// picks one of `cuda-bench`'s variants instead of the default.
     pub fn new(ordinal: usize) -> Result<CudaDevice, CudaError> {
         let gpu = Gpu::new(ordinal)?;
-        if let Ok(v) = std::env::var("STRATA_MATVEC_SHAPE") {
-            gpu.set_matvec_shape(v.trim())?;
-        }
-        if let Ok(v) = std::env::var("STRATA_MATVEC_PREFETCH") {
-            let bytes = v.trim().parse::<u32>().map_err(|_| CudaError::Shape {
-                op: "STRATA_MATVEC_PREFETCH",
-                what: format!("{v:?} is not a byte count (a whole number ≥ 0)"),
-            })?;
-            gpu.set_matvec_prefetch(bytes);
-        }
-        if let Ok(v) = std::env::var("STRATA_MATVEC_PDL") {
-            let on = match v.trim() {
-                "1" => true,
-                "0" => false,
-                _ => {
-                    return Err(CudaError::Shape {
-                        op: "STRATA_MATVEC_PDL",
-                        what: format!("{v:?} is neither 0 nor 1"),
-                    })
-                }
-            };
-            gpu.set_matvec_pdl(on)?;
-        }
         Ok(CudaDevice {
             gpu,
             blocks: BTreeMap::new(),
