@@ -13,6 +13,9 @@ use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::ptx::{self, PtxModule};
 use strata_kernels_cuda::Gpu;
 
+/// f32's unit roundoff, 2⁻²⁴: the tolerances of the CUDA checks are derived from it.
+pub const U: f64 = 1.0 / (1u64 << 24) as f64;
+
 /// The f16 at the start of `bytes`, as f32.
 pub fn f16_value(bytes: &[u8]) -> f32 {
     let mut v = [0.0f32];
@@ -75,6 +78,51 @@ pub fn weights(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Ve
     let mut b = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
     quantize(ty, &f, &mut b).unwrap_or_else(|e| panic!("quantize {ty}: {e}"));
     b
+}
+
+/// `got` (ntok × rows) against the f64 product of `wf` (rows × cols, dequantized exactly)
+/// and `x` (ntok × cols), within the bound of rounding both to f16 and summing in f32.
+pub fn check_f16_product(
+    what: &str,
+    wf: &[f32],
+    x: &[f32],
+    got: &[f32],
+    (rows, cols, ntok): (usize, usize, usize),
+) {
+    for t in 0..ntok {
+        for o in 0..rows {
+            let (wr, xt) = (&wf[o * cols..][..cols], &x[t * cols..][..cols]);
+            let want: f64 = wr
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let mag: f64 = wr
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                .sum();
+            // Weights are dequantized exactly in f32, then each weight and activation is
+            // rounded to f16 (relative u_h = 2^-11 for normals, absolute ≤ 2^-25 below
+            // 2^-14): a product errs by (2·u_h + u_h²)·|w·x| + 2^-25·(|w| + |x|) + 2^-50.
+            // The tensor cores' f32 sums of `cols` exact products may truncate rather
+            // than round: at most (cols + 1)·2u·Σ|w·x| more.
+            let (uh, sub) = (2f64.powi(-11), 2f64.powi(-25));
+            let abs_sum: f64 = wr
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| f64::from(a.abs() + b.abs()))
+                .sum();
+            let tol = (2.0 * uh + uh * uh + 2.0 * (cols + 1) as f64 * U) * mag
+                + sub * abs_sum
+                + cols as f64 * 2f64.powi(-50);
+            let g = f64::from(got[t * rows + o]);
+            assert!(
+                (g - want).abs() <= tol,
+                "{what} token {t} row {o}: {g} vs {want} (tol {tol:e})"
+            );
+        }
+    }
 }
 
 /// Builds kernels-cuda/host-check/formats_check.cpp (with `-D` macros `defines`, as

@@ -14,11 +14,9 @@ use rand_chacha::ChaCha8Rng;
 
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_tests::cuda_check::{
-    build_host_checker, offsets16, random_q8_1_case, run_host_checker, same_bits,
+    build_host_checker, offsets16, random_q8_1_case, run_host_checker, same_bits, U,
 };
 use strata_tests::golden;
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 #[test]
 fn format_arithmetic_matches_golden_on_the_host() {

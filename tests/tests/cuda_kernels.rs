@@ -11,10 +11,10 @@
 use strata_kernels_cpu::ops::{self, KvCache, KvType, KvView, Rope};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::{q8_1_bytes, AttentionShape, DeviceBuffer, Gpu, RopeParams};
-use strata_tests::cuda_check::{gpu, offsets16, randn, rng, same_bits, weights};
+use strata_tests::cuda_check::{
+    check_f16_product, gpu, offsets16, randn, rng, same_bits, weights, U,
+};
 use strata_tests::golden;
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 #[test]
 fn discovery_never_panics() {
@@ -249,17 +249,6 @@ fn matvec_batch_equals_one_vector_at_a_time() {
 #[test]
 fn matmul_matches_dequantized_product() {
     let Some(gpu) = gpu() else { return };
-    // Also the path cuda-bench measures against `matmul`, where libcublas loads: W and x
-    // made f16 by the dequantize kernels (x through F32's), then cuBLAS's f16 GEMM with f32
-    // sums.
-    let blas = match gpu.blas() {
-        Ok(b) => Some(b),
-        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => {
-            println!("note: the cuBLAS path is not checked here: {e}");
-            None
-        }
-        Err(e) => panic!("cuBLAS is installed but failed: {e}"),
-    };
     let mut r = rng(3);
     // 70 tokens and 130 rows cross tile edges (64); 512 columns are 16 k-steps.
     let (rows, cols, ntok) = (130, 512, 70);
@@ -273,67 +262,6 @@ fn matmul_matches_dequantized_product() {
         gpu.matmul(ty, &w, &xd, &mut y, cols, rows, ntok).unwrap();
         let got = y.to_host(&gpu).unwrap();
         check_f16_product(&format!("{ty}"), &wf, &x, &got, (rows, cols, ntok));
-
-        if let Some(blas) = &blas {
-            let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let xb = gpu.upload(&xbytes).unwrap();
-            let mut w16 = gpu.zeros::<u16>(rows * cols).unwrap();
-            let mut x16 = gpu.zeros::<u16>(cols * ntok).unwrap();
-            gpu.dequantize_to_f16(ty, &w, &mut w16, rows * cols)
-                .unwrap();
-            gpu.dequantize_to_f16(GgmlType::F32, &xb, &mut x16, cols * ntok)
-                .unwrap();
-            let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
-            blas.gemm_f16(&gpu, &w16, &x16, &mut y, cols, rows, ntok)
-                .unwrap();
-            let got = y.to_host(&gpu).unwrap();
-            check_f16_product(&format!("cuBLAS {ty}"), &wf, &x, &got, (rows, cols, ntok));
-        }
-    }
-}
-
-/// `got` (ntok × rows) against the f64 product of `wf` (rows × cols, dequantized exactly)
-/// and `x` (ntok × cols), within the bound of rounding both to f16 and summing in f32.
-fn check_f16_product(
-    what: &str,
-    wf: &[f32],
-    x: &[f32],
-    got: &[f32],
-    (rows, cols, ntok): (usize, usize, usize),
-) {
-    for t in 0..ntok {
-        for o in 0..rows {
-            let (wr, xt) = (&wf[o * cols..][..cols], &x[t * cols..][..cols]);
-            let want: f64 = wr
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum();
-            let mag: f64 = wr
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
-                .sum();
-            // Weights are dequantized exactly in f32, then each weight and activation is
-            // rounded to f16 (relative u_h = 2^-11 for normals, absolute ≤ 2^-25 below
-            // 2^-14): a product errs by (2·u_h + u_h²)·|w·x| + 2^-25·(|w| + |x|) + 2^-50.
-            // The tensor cores' f32 sums of `cols` exact products may truncate rather
-            // than round: at most (cols + 1)·2u·Σ|w·x| more.
-            let (uh, sub) = (2f64.powi(-11), 2f64.powi(-25));
-            let abs_sum: f64 = wr
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| f64::from(a.abs() + b.abs()))
-                .sum();
-            let tol = (2.0 * uh + uh * uh + 2.0 * (cols + 1) as f64 * U) * mag
-                + sub * abs_sum
-                + cols as f64 * 2f64.powi(-50);
-            let g = f64::from(got[t * rows + o]);
-            assert!(
-                (g - want).abs() <= tol,
-                "{what} token {t} row {o}: {g} vs {want} (tol {tol:e})"
-            );
-        }
     }
 }
 

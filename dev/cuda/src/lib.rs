@@ -9,10 +9,13 @@
 //! - [`Matvec::Trial`]: the product's kernel bodies with an L2 prefetch of each row and, on
 //!   sm_90 and later, programmatic dependent launch (kernels/matvec_trial.cu);
 //! - [`probe`]: an empty kernel and a pure read of the weight bytes, the floors a matvec's
-//!   time is measured against.
+//!   time is measured against;
+//! - [`blas`]: cuBLAS's f16 GEMM, the alternative for prefill that cuda-bench times beside
+//!   the product's `matmul`.
 //!
 //! A winner moves into kernels-cuda (its kernel, its launch) and out of here.
 
+pub mod blas;
 pub mod probe;
 pub mod shapes;
 

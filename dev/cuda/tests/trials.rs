@@ -1,14 +1,16 @@
 //! Every trial kernel gives the product kernel's bits, on a GPU (without one each test prints
 //! "skipped: no CUDA device (why)" and passes): the shape variants, the L2 prefetch, and
-//! programmatic dependent launch (sm_90 and later, in a chain and in a CUDA graph); and the
-//! probe kernels read what they are given.
+//! programmatic dependent launch (sm_90 and later, in a chain and in a CUDA graph); the
+//! probe kernels read what they are given; and cuBLAS's f16 GEMM, the prefill alternative
+//! cuda-bench times, is as close to the exact product as the product's `matmul` must be.
 
 use rand::Rng;
+use strata_dev_cuda::blas::{Blas, BlasError};
 use strata_dev_cuda::probe::{empty_kernel, read_probe_sums, read_words};
 use strata_dev_cuda::{pdl_unsupported, shapes, Matvec};
-use strata_kernels_cpu::GgmlType;
+use strata_kernels_cpu::{dequantize, GgmlType};
 use strata_kernels_cuda::{q8_1_bytes, Gpu};
-use strata_tests::cuda_check::{gpu, randn, rng, weights};
+use strata_tests::cuda_check::{check_f16_product, gpu, randn, rng, weights};
 
 /// For every weight format, y = W·x of random W and x (`rows × cols`, `nvec` vectors) by each
 /// of `launches`: each must give the product kernel's bits.
@@ -141,4 +143,42 @@ fn read_probe_sums_every_word() {
     assert!(e.to_string().contains("24 bytes"), "{e}");
     empty_kernel(&gpu).unwrap();
     gpu.synchronize().unwrap();
+}
+
+#[test]
+fn cublas_f16_gemm_matches_dequantized_product() {
+    let Some(gpu) = gpu() else { return };
+    // W and x made f16 by the product's dequantize kernels (x through F32's), then cuBLAS's
+    // f16 GEMM with f32 sums: what cuda-bench times beside `matmul`.
+    let blas = match Blas::new(&gpu) {
+        Ok(b) => b,
+        Err(BlasError::Missing(why)) => {
+            println!("note: the cuBLAS path is not checked here: {why}");
+            return;
+        }
+        Err(e) => panic!("cuBLAS is installed but failed: {e}"),
+    };
+    let mut r = rng(3);
+    // 70 tokens and 130 rows cross tile edges (64); 512 columns are 16 k-steps.
+    let (rows, cols, ntok) = (130, 512, 70);
+    for ty in GgmlType::WEIGHTS {
+        let wbytes = weights(&mut r, ty, rows, cols);
+        let x = randn(&mut r, cols * ntok, 1.0);
+        let w = gpu.upload(&wbytes).unwrap();
+        let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let xb = gpu.upload(&xbytes).unwrap();
+        let mut w16 = gpu.zeros::<u16>(rows * cols).unwrap();
+        let mut x16 = gpu.zeros::<u16>(cols * ntok).unwrap();
+        gpu.dequantize_to_f16(ty, &w, &mut w16, rows * cols)
+            .unwrap();
+        gpu.dequantize_to_f16(GgmlType::F32, &xb, &mut x16, cols * ntok)
+            .unwrap();
+        let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
+        blas.gemm_f16(&gpu, &w16, &x16, &mut y, cols, rows, ntok)
+            .unwrap();
+        let mut wf = vec![0.0f32; rows * cols];
+        dequantize(ty, &wbytes, &mut wf).unwrap();
+        let got = y.to_host(&gpu).unwrap();
+        check_f16_product(&format!("cuBLAS {ty}"), &wf, &x, &got, (rows, cols, ntok));
+    }
 }

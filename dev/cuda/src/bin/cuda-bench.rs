@@ -38,6 +38,7 @@
 //! cuBLAS's f16 GEMM (f32 sums): the three launches together, and the GEMM alone (W kept in
 //! f16, at twice or more the memory of a quantized W).
 
+use strata_dev_cuda::blas::{Blas, BlasError};
 use strata_dev_cuda::probe::{self, read_probe_sums};
 use strata_dev_cuda::{pdl_unsupported, shapes, Matvec};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
@@ -129,7 +130,7 @@ fn run(
     csv: bool,
     only: Option<&[GgmlType]>,
     prefetch: &[u32],
-) -> Result<(), strata_kernels_cuda::CudaError> {
+) -> Result<(), Box<dyn std::error::Error>> {
     let info = gpu.info()?;
     let pdl_why = pdl_unsupported(gpu);
     let pdl_ok = pdl_why.is_none();
@@ -340,10 +341,10 @@ fn run(
         }
     }
     // No libcublas here: the table without its columns; one that loads but fails: an error.
-    let (blas, no_blas) = match gpu.blas() {
+    let (blas, no_blas) = match Blas::new(gpu) {
         Ok(b) => (Some(b), None),
-        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => (None, Some(e)),
-        Err(e) => return Err(e),
+        Err(e @ BlasError::Missing(_)) => (None, Some(e)),
+        Err(e) => return Err(e.into()),
     };
     if !csv {
         println!(
@@ -546,12 +547,7 @@ impl Matmul {
     }
 
     /// cuBLAS's f16 GEMM, after dequantizing W and x to f16 when `convert`.
-    fn cublas(
-        &mut self,
-        gpu: &Gpu,
-        blas: &strata_kernels_cuda::Blas,
-        convert: bool,
-    ) -> Result<(), strata_kernels_cuda::CudaError> {
+    fn cublas(&mut self, gpu: &Gpu, blas: &Blas, convert: bool) -> Result<(), BlasError> {
         let (c, r, t) = (MM_COLS, MM_ROWS, MM_TOKENS);
         if convert {
             gpu.dequantize_to_f16(self.ty, &self.w, &mut self.w16, r * c)?;
@@ -562,12 +558,12 @@ impl Matmul {
 
     /// Mean device µs of `op` over `iters` runs, after one untimed run (the same W each run,
     /// so partly from L2: at 512 tokens the arithmetic, not the reading, sets the time).
-    fn time(
+    fn time<E: From<strata_kernels_cuda::CudaError>>(
         &mut self,
         gpu: &Gpu,
         iters: usize,
-        mut op: impl FnMut(&mut Matmul) -> Result<(), strata_kernels_cuda::CudaError>,
-    ) -> Result<f64, strata_kernels_cuda::CudaError> {
+        mut op: impl FnMut(&mut Matmul) -> Result<(), E>,
+    ) -> Result<f64, E> {
         op(self)?;
         let t = GpuTimer::start(gpu)?;
         for _ in 0..iters {
