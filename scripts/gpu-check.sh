@@ -33,15 +33,17 @@ step() { # name, timeout seconds, output file, command...
     printf '%-28s %-22s %4ss  %s\n' "$name" "$verdict" "$((end - start))" "$(basename "$file")" | tee -a "$summary"
 }
 
-# cuBLAS, for cuda-bench's prefill comparison and its test: cudarc opens libcublas by the
+# cuBLAS, for cuda-bench's prefill comparison and its test (dev/cuda): cudarc opens libcublas by the
 # names libcublas.so or libcublas.so.12; the image's CUDA may have another soname (.13) or
 # keep it off the loader path. Point the loader at the first one found, linked as
-# libcublas.so (its own folder stays on the path for libcublasLt).
+# libcublas.so (its own folder stays on the path for libcublasLt). Besides a CUDA toolkit,
+# the PyPI wheels that PyTorch installs carry it, in a virtual environment under /opt on
+# images built around PyTorch.
 blas_lib=""
 for f in /usr/local/cuda/lib64/libcublas.so* /usr/local/cuda/targets/*/lib/libcublas.so* \
     /usr/local/cuda-*/lib64/libcublas.so* \
-    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so* \
-    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu1*/lib/libcublas.so*; do
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so* \
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/cu1*/lib/libcublas.so*; do
     [[ -f "$f" ]] && { blas_lib="$f"; break; }
 done
 if [[ -n "$blas_lib" ]]; then
