@@ -33,9 +33,9 @@ step() { # name, timeout seconds, output file, command...
     printf '%-28s %-22s %4ss  %s\n' "$name" "$verdict" "$((end - start))" "$(basename "$file")" | tee -a "$summary"
 }
 
-# cuBLAS, for cuda-bench's prefill comparison and its test (dev/cuda): cudarc opens libcublas by the
-# names libcublas.so or libcublas.so.12; the image's CUDA may have another soname (.13) or
-# keep it off the loader path. Point the loader at the first one found, linked as
+# cuBLAS, for cuda-bench's prefill comparison and its test (dev/cuda): cudarc opens
+# libcublas by the names libcublas.so or libcublas.so.12; the image's CUDA may have another
+# soname (.13) or keep it off the loader path. Point the loader at the first one found, linked as
 # libcublas.so (its own folder stays on the path for libcublasLt). Besides a CUDA toolkit,
 # the PyPI wheels that PyTorch installs carry it, in a virtual environment under /opt on
 # images built around PyTorch.
