@@ -157,6 +157,12 @@ impl Matvec {
         dims: (usize, usize, usize),
     ) -> Result<(), CudaError> {
         const OP: &str = "dev matvec";
+        // Before its module is loaded: compute_90 PTX does not load on an older device.
+        if let Matvec::Trial { pdl: true, .. } = self {
+            if let Some(why) = pdl_unsupported(gpu) {
+                return Err(CudaError::Unavailable(why));
+            }
+        }
         let (name, cfg) = matvec_config(ty, &shape, w, (x_len, y.len()), dims)?;
         let int = |what: &str, v: usize| {
             i32::try_from(v).map_err(|_| CudaError::Shape {
@@ -172,9 +178,6 @@ impl Matvec {
                 prefetch,
                 pdl: true,
             } => {
-                if let Some(why) = pdl_unsupported(gpu) {
-                    return Err(CudaError::Unavailable(why));
-                }
                 let stream = gpu.stream();
                 let (wp, _w) = w.slice().device_ptr(stream);
                 let (xp, _x) = x.device_ptr(stream);
