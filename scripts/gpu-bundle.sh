@@ -3,10 +3,13 @@
 # Strata's CUDA side, into one git-ignored folder (default gpu-bundle/, under 60 MiB):
 #
 #   gpu-bundle/gpu-check.sh        run this there (a copy of scripts/gpu-check.sh)
-#   gpu-bundle/bin/cuda-bench      matvec bandwidth per format vs device copy bandwidth
+#   gpu-bundle/bin/cuda-bench      dev/cuda's bench: validates the trial matvec kernels against
+#                                  the product's and a CPU reference, then times each (GB/s)
+#                                  beside the product's and the device's copy bandwidth
 #   gpu-bundle/bin/bench           the workspace bench binary, when it builds
 #   gpu-bundle/bin/generate        the generate CLI
-#   gpu-bundle/tests/<name>        release test binaries of the GPU tests
+#   gpu-bundle/tests/<name>        release test binaries of the GPU tests (tests/ and dev/cuda's
+#                                  trials)
 #   gpu-bundle/golden/data/        the golden data those tests read (via STRATA_ROOT)
 #
 #   gpu-bundle/bin/cuda-bench-base cuda-bench built from git revision $STRATA_GPU_BASE, when set
@@ -14,7 +17,8 @@
 #                                  one GPU call compares the kernels before and after a change)
 #
 # usage: scripts/gpu-bundle.sh [OUT_DIR]
-# STRATA_GPU_TESTS overrides the list of tests/tests/*.rs targets bundled (space-separated).
+# STRATA_GPU_TESTS overrides the list of tests/tests/*.rs targets bundled (space-separated);
+# dev/cuda/tests/trials.rs is bundled either way.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +35,7 @@ rm -rf "$out"
 mkdir -p "$out/bin" "$out/tests" "$out/golden"
 
 echo "gpu-bundle: building cuda-bench (release)"
-cargo build --release --quiet -p strata-kernels-cuda --bin cuda-bench
+cargo build --release --quiet -p strata-dev-cuda --bin cuda-bench
 cp "$CARGO_TARGET_DIR/release/cuda-bench" "$out/bin/"
 
 if [[ -n "${STRATA_GPU_BASE:-}" ]]; then
@@ -41,8 +45,11 @@ if [[ -n "${STRATA_GPU_BASE:-}" ]]; then
     git -C "$root" worktree remove --force "$base_src" 2>/dev/null || rm -rf "$base_src"
     git -C "$root" worktree prune
     git -C "$root" worktree add --quiet --detach "$base_src" "$base_rev"
+    # cuda-bench lived in the kernel crate until it moved to dev/cuda.
+    base_pkg=strata-kernels-cuda
+    if [[ -f "$base_src/dev/cuda/Cargo.toml" ]]; then base_pkg=strata-dev-cuda; fi
     (cd "$base_src" && STRATA_CUDA_DIR="$root/.cuda" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/gpu-base" \
-        cargo build --release --quiet -p strata-kernels-cuda --bin cuda-bench)
+        cargo build --release --quiet -p "$base_pkg" --bin cuda-bench)
     cp "$CARGO_TARGET_DIR/gpu-base/release/cuda-bench" "$out/bin/cuda-bench-base"
     echo "$base_rev" > "$out/cuda-bench-base.rev"
     git -C "$root" worktree remove --force "$base_src"
@@ -61,11 +68,13 @@ echo "gpu-bundle: building generate (release)"
 cargo build --release --quiet -p strata-engine --bin generate
 cp "$CARGO_TARGET_DIR/release/generate" "$out/bin/"
 
-echo "gpu-bundle: building test binaries (release): $tests"
+echo "gpu-bundle: building test binaries (release): $tests, and dev/cuda's trials"
 test_args=()
 for t in $tests; do test_args+=(--test "$t"); done
 cargo test --release --quiet -p strata-tests --no-run --message-format=json "${test_args[@]}" \
     > "$out/.cargo-messages.json"
+cargo test --release --quiet -p strata-dev-cuda --no-run --message-format=json --test trials \
+    >> "$out/.cargo-messages.json"
 python3 - "$out/.cargo-messages.json" "$out/tests" <<'PY'
 import json, shutil, sys
 messages, dest = sys.argv[1], sys.argv[2]
@@ -94,7 +103,7 @@ if command -v strip >/dev/null 2>&1; then
 fi
 for b in "$out"/bin/cuda-bench* "$out"/bin/generate "$out"/tests/*; do
     # Each embedded (deflated) module starts with ptx.rs's PTX_MARKER; a base build from
-    # before session 10 embeds the PTX as text.
+    # before commit ad37a3a embeds the PTX as text.
     if ! grep -q -a -e "STRATA-PTX-DEFLATE" -e "\.target sm_" "$b"; then
         echo "gpu-bundle: $b has no embedded PTX (built without NVRTC?)" >&2
         exit 1

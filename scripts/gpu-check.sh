@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine with no Rust toolchain, from the folder scripts/gpu-bundle.sh made:
-# nvidia-smi, every bundled GPU test binary, and the matvec bandwidth table. Results go to
+# nvidia-smi, every bundled GPU test binary, and cuda-bench's matvec tables (the product's
+# kernel beside dev/cuda's trials: shapes, L2 prefetch, programmatic dependent launch, eager
+# and in a CUDA graph). Results go to
 # RESULTS_DIR; the whole run is bounded to well under 8 minutes by per-step timeouts.
 #
 # usage: ./gpu-check.sh RESULTS_DIR
@@ -31,15 +33,17 @@ step() { # name, timeout seconds, output file, command...
     printf '%-28s %-22s %4ss  %s\n' "$name" "$verdict" "$((end - start))" "$(basename "$file")" | tee -a "$summary"
 }
 
-# cuBLAS, for cuda-bench's prefill comparison and its test: cudarc opens libcublas by the
-# names libcublas.so or libcublas.so.12; the image's CUDA may have another soname (.13) or
-# keep it off the loader path. Point the loader at the first one found, linked as
-# libcublas.so (its own folder stays on the path for libcublasLt).
+# cuBLAS, for cuda-bench's prefill comparison and its test (dev/cuda): cudarc opens
+# libcublas by the names libcublas.so or libcublas.so.12; the image's CUDA may have another
+# soname (.13) or keep it off the loader path. Point the loader at the first one found, linked as
+# libcublas.so (its own folder stays on the path for libcublasLt). Besides a CUDA toolkit,
+# the PyPI wheels that PyTorch installs carry it, in a virtual environment under /opt on
+# images built around PyTorch.
 blas_lib=""
 for f in /usr/local/cuda/lib64/libcublas.so* /usr/local/cuda/targets/*/lib/libcublas.so* \
     /usr/local/cuda-*/lib64/libcublas.so* \
-    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so* \
-    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu1*/lib/libcublas.so*; do
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so* \
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/cu1*/lib/libcublas.so*; do
     [[ -f "$f" ]] && { blas_lib="$f"; break; }
 done
 if [[ -n "$blas_lib" ]]; then
@@ -51,14 +55,18 @@ else
     echo "cuBLAS: none found; the cuBLAS test and columns are skipped" | tee -a "$summary"
 fi
 
-# At most 8 files come back from the device machine: keep RESULTS_DIR to 8.
-step nvidia-smi 30 "$out/nvidia-smi.txt" nvidia-smi
+# At most 8 files come back from the device machine: keep RESULTS_DIR to 8 (summary.txt,
+# a file per test binary (3), bandwidth.md, split.md, generate.txt, memcheck.txt); the
+# device's description goes into summary.txt.
+tmp="$(mktemp -d)"
+step nvidia-smi 30 "$tmp/nvidia-smi.txt" nvidia-smi
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(uname -a)"
-} >> "$out/nvidia-smi.txt"
-nvidia-smi --query-gpu=index,name,memory.total,memory.free,driver_version,compute_cap \
-    --format=csv >> "$out/nvidia-smi.txt" 2>&1 || true
+    nvidia-smi --query-gpu=index,name,memory.total,memory.free,driver_version,compute_cap \
+        --format=csv 2>&1 || true
+    cat "$tmp/nvidia-smi.txt"
+} >> "$summary"
 
 for t in "$here"/tests/*; do
     [[ -x "$t" ]] || continue
@@ -70,7 +78,6 @@ for t in "$here"/tests/*; do
     fi
 done
 
-tmp="$(mktemp -d)"
 step "cuda-bench" 120 "$out/bandwidth.md" "$here/bin/cuda-bench"
 
 # A base build (gpu-bundle.sh with STRATA_GPU_BASE): its matvecs, then this build's again, so
@@ -98,39 +105,11 @@ if [[ -f "$model" && -x "$here/bin/bench" ]]; then
     step "bench split" 150 "$out/split.md" bash -c "
         '$here/bin/bench' split -m '$model' --num-gpu 0,8,15,23,30,31 -p 128 -n 64 &&
         echo && echo 'Without CUDA graphs (STRATA_CUDA_GRAPHS=0):' &&
-        STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64 &&
-        echo && echo 'Matvec L2 prefetch of 1024 bytes a row (STRATA_MATVEC_PREFETCH=1024):' &&
-        STRATA_MATVEC_PREFETCH=1024 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
-    # Programmatic dependent launch of the matvecs needs sm_90 or later.
-    cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)"
-    pdl=""
-    if [[ "${cc%%.*}" =~ ^[0-9]+$ ]] && (( ${cc%%.*} >= 9 )); then
-        pdl=1
-        step "bench split, PDL" 90 "$tmp/split-pdl.md" env STRATA_MATVEC_PDL=1 \
-            "$here/bin/bench" split -m "$model" --num-gpu 15,31 -p 128 -n 64
-        {
-            echo
-            echo 'Matvecs by programmatic dependent launch (STRATA_MATVEC_PDL=1):'
-            cat "$tmp/split-pdl.md"
-        } >> "$out/split.md"
-    fi
+        STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
     step "generate -ngl auto / 0" 60 "$out/generate.txt" bash -c "
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&
         echo GPU: && cat '$tmp/gen-gpu.txt' && echo && echo CPU: && cat '$tmp/gen-cpu.txt'"
-    # The PDL kernels give the same bits, so the same greedy text (stdout; timings go to
-    # stderr): cmp fails the step otherwise.
-    if [[ -n "${pdl:-}" ]]; then
-        step "generate -ngl auto, PDL" 30 "$tmp/gen-pdl-step.txt" bash -c "
-            '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl auto > '$tmp/gen-plain.txt' &&
-            STRATA_MATVEC_PDL=1 '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl auto > '$tmp/gen-pdl.txt' &&
-            cmp '$tmp/gen-plain.txt' '$tmp/gen-pdl.txt'"
-        {
-            echo
-            echo 'GPU with STRATA_MATVEC_PDL=1 (must be the plain GPU text):'
-            cat "$tmp/gen-pdl.txt" "$tmp/gen-pdl-step.txt"
-        } >> "$out/generate.txt"
-    fi
 else
     echo "  note: no model at $model: bench split and generate skipped" | tee -a "$summary"
 fi

@@ -8,7 +8,8 @@
 # Needs ptxas (scripts/fetch-cuda.sh) and cuobjdump + nvdisasm, which this fetches from PyPI
 # (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm; CUDA 13 tools, they read ptxas 12.9's
 # output) into the git-ignored .cuda/sass-tools/. The PTX is the one the build embeds, as
-# tests/tests/cuda_ptx.rs writes it out.
+# tests/tests/cuda_ptx.rs writes it out (dev/cuda/tests/ptx.rs, for dev/cuda's trial modules
+# such as matvec_w4 or matvec_trial).
 set -euo pipefail
 
 module="${1:-matvec}"
@@ -32,10 +33,14 @@ if [[ ! -x "$tools/nvidia/cu13/bin/cuobjdump" || ! -x "$tools/nvidia/cu13/bin/nv
 fi
 export PATH="$tools/nvidia/cu13/bin:$PATH"
 
-# cuda_ptx writes every embedded module's PTX to $CARGO_TARGET_DIR/tmp/cuda_ptx/.
-(cd "$root" && cargo test --quiet -p strata-tests --test cuda_ptx >/dev/null)
+# Both write every embedded module's PTX to $CARGO_TARGET_DIR/tmp/cuda_ptx/.
+(cd "$root" && cargo test --quiet -p strata-tests --test cuda_ptx >/dev/null &&
+    cargo test --quiet -p strata-dev-cuda --test ptx >/dev/null)
 ptx="$CARGO_TARGET_DIR/tmp/cuda_ptx/$module.ptx"
-[[ -f "$ptx" ]] || { echo "sass-loads: no $ptx (module names: kernels-cuda/kernels/*.cu)" >&2; exit 1; }
+[[ -f "$ptx" ]] || {
+    echo "sass-loads: no $ptx (modules: kernels-cuda/kernels/*.cu; dev/cuda/build.rs's)" >&2
+    exit 1
+}
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -5,7 +5,7 @@
 //                                 q8_1 blocks as xblocks): for the legacy formats the whole
 //                                 block (u = 0) times x[0], for the K-quants the two
 //                                 32-weight sub-blocks i of unit u (0..3) times x[i·xs]
-// Layouts: /work/shared/FORMATS.md, kernels-cpu/src/formats/blocks.rs (sizes asserted there).
+// Layouts: docs/formats.md, kernels-cpu/src/formats/blocks.rs (sizes asserted there).
 // Products that the CPU reference rounds separately are written with __fmul_rn so that the
 // compiler does not fuse them into an FMA: dequantization is then bit-exact with the CPU.
 #pragma once

@@ -6,11 +6,9 @@
 #pragma once
 #include "formats.cuh"
 
-// The shape of the quantized kernels. build.rs passes these macros (-D) to every matvec
-// module from one table, which also gives kernels-cuda/src/ops/matvec.rs each module's launch
-// geometry: the default shape (modules `matvec`, `matvec_sm90`) and the variants that
-// cuda-bench times beside it (modules `matvec_<name>`). The values here are the default's,
-// for the host check.
+// The shape of the quantized kernels. The values here are the product's (the module
+// `matvec`; kernels-cuda/src/ops/matvec.rs's `MatvecShape::DEFAULT` launches it with the same
+// geometry). dev/cuda compiles matvec.cu again with other values (-D) to time them beside it.
 //
 // Warps per CTA of the quantized kernels.
 #ifndef MV_WARPS
@@ -34,7 +32,7 @@
 #define MV_SUBS(qk) ((qk) / 32)
 // Rows per warp: they share each x block read from shared memory. Two for the legacy
 // formats; one for the K-quants, whose dot products take many registers (two rows, the
-// kr2 variant: 68–80 at sm_90, 3 CTAs an SM).
+// dev/cuda variant kr2: 68–80 at sm_90, 3 CTAs an SM).
 #define MV_RPW(qk) ((qk) == 32 ? MV_RPW_LEGACY : MV_RPW_K)
 // Iterations of a lane's loop in flight: two for the legacy formats; one for the K-quants,
 // whose units hold more words in registers (two sub-blocks a unit; two iterations of single

@@ -5,14 +5,13 @@
 //! here checks `is_culib_present` before any other driver call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{CudaError, DriverContext};
-use crate::ptx::{self, MATVEC_PDL_MODULE};
+use crate::ptx::{self, PtxModule};
 
 /// What the driver says about one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,15 +83,8 @@ fn info(ctx: &Arc<CudaContext>) -> Result<DeviceInfo, CudaError> {
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    /// Bytes of each weight row that a matvec asks L2 for before it starts (matvec.cu's
-    /// `prefetch`; 0 = off).
-    matvec_prefetch: AtomicU32,
-    /// Whether matvecs launch with programmatic dependent launch (`set_matvec_pdl`).
-    matvec_pdl: AtomicBool,
-    /// Index in `ptx::MATVEC_SHAPES` of the quantized matvec kernels' shape
-    /// (`set_matvec_shape`; 0, the default shape).
-    matvec_shape: AtomicUsize,
+    /// Loaded modules, by the address of their embedded PTX (unique per module).
+    modules: Mutex<HashMap<usize, Arc<CudaModule>>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -129,9 +121,6 @@ impl Gpu {
             ctx,
             stream,
             modules: Mutex::new(HashMap::new()),
-            matvec_prefetch: AtomicU32::new(0),
-            matvec_pdl: AtomicBool::new(false),
-            matvec_shape: AtomicUsize::new(0),
         })
     }
 
@@ -152,120 +141,41 @@ impl Gpu {
         &self.stream
     }
 
-    /// Makes every later matvec launch ask L2 for the first `bytes` of each weight row
-    /// before its first instruction that waits (matvec.cu's `prefetch`); 0, the default,
-    /// turns that off. Results are bit for bit the same either way; only the speed can
-    /// differ, which `cuda-bench` measures side by side. A CUDA graph keeps the setting
-    /// its launches were captured with.
-    pub fn set_matvec_prefetch(&self, bytes: u32) {
-        self.matvec_prefetch.store(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn matvec_prefetch(&self) -> i32 {
-        i32::try_from(self.matvec_prefetch.load(Ordering::Relaxed)).unwrap_or(i32::MAX)
-    }
-
-    /// Why this device cannot launch matvecs with programmatic dependent launch, or `None`
-    /// if it can: that needs compute capability 9.0 or later and the `matvec_sm90` module.
-    pub fn matvec_pdl_unsupported(&self) -> Option<String> {
-        let (major, minor) = match self.ctx.compute_capability() {
-            Ok(cc) => cc,
-            Err(e) => return Some(format!("compute capability unknown: {e}")),
-        };
-        let cc = u32::try_from(major * 10 + minor).unwrap_or(0);
-        match ptx::module(MATVEC_PDL_MODULE).and_then(|m| m.min_compute_capability) {
-            None => Some(format!("module {MATVEC_PDL_MODULE} is not embedded")),
-            Some(need) if cc < need => Some(format!(
-                "programmatic dependent launch needs compute capability {}.{} (this device \
-                 has {major}.{minor})",
-                need / 10,
-                need % 10
-            )),
-            Some(_) => None,
-        }
-    }
-
-    /// Makes every later matvec launch with programmatic dependent launch (`on`) or plainly
-    /// (the default): each matvec may then start while the kernel before it in the stream
-    /// finishes, prefetching its weights, and waits for that kernel before it reads x
-    /// (matvec.cu). Results are bit for bit the same either way; `cuda-bench` measures the
-    /// speed. An error, and no change, where the device cannot (see
-    /// [`Gpu::matvec_pdl_unsupported`]). A CUDA graph keeps the setting its launches were
-    /// captured with.
-    pub fn set_matvec_pdl(&self, on: bool) -> Result<(), CudaError> {
-        if on {
-            if let Some(why) = self.matvec_pdl_unsupported() {
-                return Err(CudaError::Unavailable(why));
-            }
-            if self.matvec_shape.load(Ordering::Relaxed) != 0 {
-                return Err(CudaError::shape(
-                    "set_matvec_pdl",
-                    format!(
-                        "PDL launches the default shape; matvec shape {} is set",
-                        self.matvec_shape().name
-                    ),
-                ));
-            }
-        }
-        self.matvec_pdl.store(on, Ordering::Relaxed);
-        Ok(())
-    }
-
-    pub(crate) fn matvec_pdl(&self) -> bool {
-        self.matvec_pdl.load(Ordering::Relaxed)
-    }
-
-    /// Makes later quantized matvecs use the shape named `name` of
-    /// [`ptx::MATVEC_SHAPES`] ("default", or a variant that `cuda-bench` times beside it).
-    /// Results are bit for bit the same in every shape (each row's lanes take the same units
-    /// in the same order); only the speed differs. An error, and no change, for an unknown
-    /// name, or a variant while programmatic dependent launch is on.
-    pub fn set_matvec_shape(&self, name: &str) -> Result<(), CudaError> {
-        const OP: &str = "set_matvec_shape";
-        let Some(i) = ptx::MATVEC_SHAPES.iter().position(|s| s.name == name) else {
-            let known: Vec<&str> = ptx::MATVEC_SHAPES.iter().map(|s| s.name).collect();
-            return Err(CudaError::shape(
-                OP,
-                format!("no matvec shape {name:?} (known: {})", known.join(", ")),
-            ));
-        };
-        if i != 0 && self.matvec_pdl() {
-            return Err(CudaError::shape(
-                OP,
-                format!("PDL launches the default shape only, not {name:?}"),
-            ));
-        }
-        self.matvec_shape.store(i, Ordering::Relaxed);
-        Ok(())
-    }
-
-    pub(crate) fn matvec_shape(&self) -> &'static ptx::MatvecShape {
-        &ptx::MATVEC_SHAPES[self.matvec_shape.load(Ordering::Relaxed)]
-    }
-
     /// Waits for everything queued on this device's stream.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.stream.synchronize().during("synchronize")
     }
 
-    /// Kernel `name` from module `module` (a `kernels/<module>.cu` file).
+    /// Kernel `name` from this crate's module `module` (a `kernels/<module>.cu` file).
     pub(crate) fn function(
         &self,
         module: &'static str,
         name: &str,
     ) -> Result<CudaFunction, CudaError> {
+        let m = ptx::module(module).ok_or_else(|| {
+            CudaError::Unavailable(format!("kernel module {module} is not embedded"))
+        })?;
+        self.kernel(m, name)
+    }
+
+    /// Kernel `name` from `module`, which is loaded on first use and kept. Besides this
+    /// crate's own modules, for dev/cuda's trials: they embed their variants of the kernels
+    /// as `PtxModule`s of their own and launch them on a `Gpu` through this.
+    pub fn kernel(
+        &self,
+        module: &'static PtxModule,
+        name: &str,
+    ) -> Result<CudaFunction, CudaError> {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let m = match modules.get(module) {
+        let key = module.deflated.as_ptr() as usize;
+        let m = match modules.get(&key) {
             Some(m) => m.clone(),
             None => {
-                let src = ptx::module(module).ok_or_else(|| {
-                    CudaError::Unavailable(format!("kernel module {module} is not embedded"))
-                })?;
                 let m = self
                     .ctx
-                    .load_module(Ptx::from_src(src.ptx()?))
+                    .load_module(Ptx::from_src(module.ptx()?))
                     .during("loading PTX")?;
-                modules.insert(module, m.clone());
+                modules.insert(key, m.clone());
                 m
             }
         };

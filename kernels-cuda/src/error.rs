@@ -16,14 +16,6 @@ pub enum CudaError {
         op: &'static str,
         err: cudarc::driver::DriverError,
     },
-    /// libcublas cannot be loaded here (the kernels themselves may still run).
-    #[error("no cuBLAS: {0}")]
-    NoBlas(String),
-    #[error("cuBLAS error in {op}: {err}")]
-    Blas {
-        op: &'static str,
-        err: cudarc::cublas::result::CublasError,
-    },
     #[error("{op}: {what}")]
     Shape { op: &'static str, what: String },
     #[error("{op}: format {ty} is not supported")]

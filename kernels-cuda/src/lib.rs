@@ -1,13 +1,12 @@
 //! Strata's GPU side: CUDA C kernels (`kernels/*.cu`) compiled to PTX at build time by
 //! NVRTC, embedded in the crate, and launched with cudarc. Same op list as the CPU crate:
 //! q8_1 activation quantization, matvec and matmul for every weight format, dequantize and
-//! get_rows, RMSNorm, RoPE, softmax, SwiGLU, add, and attention over an f16 KV cache; and,
-//! where libcublas is installed, cuBLAS's f16 GEMM ([`Blas`]) to measure `matmul` against.
+//! get_rows, RMSNorm, RoPE, softmax, SwiGLU, add, and attention over an f16 KV cache.
+//! Trial variants of these kernels, and cuBLAS to measure `matmul` against, are dev/cuda's.
 //!
 //! Nothing here panics for want of a GPU: [`unavailable_reason`] and [`Gpu::new`] say why
 //! CUDA cannot be used (no driver, no device, or "built without CUDA kernels").
 
-mod blas;
 mod buffer;
 mod device;
 mod error;
@@ -16,15 +15,13 @@ mod ops;
 pub mod ptx;
 mod timer;
 
-pub use blas::Blas;
 pub use buffer::DeviceBuffer;
 /// The element types a [`DeviceBuffer`] can hold (and be zeroed as).
 pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 pub use device::{device_count, devices, driver_present, unavailable_reason, DeviceInfo, Gpu};
 pub use error::CudaError;
 pub use graph::GpuGraph;
-pub use ops::{
-    attention::AttentionShape, attention::MAX_HEAD_DIM, matvec::MATVEC_MAX_COLS, rope::RopeParams,
-};
-pub use ops::{q8_1_bytes, read_probe_sums};
+pub use ops::matvec::{matvec_config, MatvecShape, MATVEC_MAX_COLS};
+pub use ops::q8_1_bytes;
+pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
 pub use timer::GpuTimer;

@@ -1,12 +1,14 @@
 //! The PTX that `build.rs` compiled from `kernels/*.cu` and embedded in the crate, deflated.
+//! dev/cuda's build script embeds its trial modules the same way, as `PtxModule`s that
+//! [`Gpu::kernel`](crate::Gpu::kernel) loads.
 
 use crate::error::CudaError;
 
 /// One compiled kernel file.
 #[derive(Debug, Clone, Copy)]
 pub struct PtxModule {
-    /// The `.cu` file's stem, e.g. `"matvec"`; `"matvec_sm90"` is matvec.cu compiled for
-    /// sm_90 and later (programmatic dependent launch).
+    /// The `.cu` file's stem, e.g. `"matvec"` (dev/cuda's trial modules have their own
+    /// names).
     pub name: &'static str,
     /// The virtual architecture of its PTX, e.g. `"compute_80"`: it runs on devices of that
     /// compute capability and later.
@@ -16,28 +18,6 @@ pub struct PtxModule {
     pub min_compute_capability: Option<u32>,
     /// [`PTX_MARKER`], then the PTX text deflated ([`PtxModule::ptx`] gives the text).
     pub deflated: &'static [u8],
-}
-
-/// One shape of the quantized matvec kernels (kernels/matvec_lane.cuh's macros), compiled
-/// as its own module by build.rs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MatvecShape {
-    /// "default", or the variant's name.
-    pub name: &'static str,
-    /// The module that holds it.
-    pub module: &'static str,
-    /// What it changes, and why it may be faster.
-    pub why: &'static str,
-    /// The `-D` macros (NAME=VALUE) build.rs compiled its module with.
-    pub defines: &'static [&'static str],
-    /// Warps per CTA.
-    pub warps: u32,
-    /// Rows per warp, for the 32-weight legacy blocks and for the K-quants.
-    pub rows_per_warp_legacy: u32,
-    pub rows_per_warp_k: u32,
-    /// Iterations of a lane's loop in flight, likewise.
-    pub unroll_legacy: u32,
-    pub unroll_k: u32,
 }
 
 include!(concat!(env!("OUT_DIR"), "/modules.rs"));

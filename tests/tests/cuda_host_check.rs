@@ -7,130 +7,21 @@
 //! shapes, shared memory as the hardware does it, warp shuffles, the driver's JIT) is left
 //! to cuda_kernels.rs on a GPU. Skipped where no C++ compiler is installed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
-use strata_tests::cuda_check::{offsets16, same_bits};
+use strata_tests::cuda_check::{
+    build_host_checker, offsets16, random_q8_1_case, run_host_checker, same_bits, U,
+};
 use strata_tests::golden;
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-/// Builds host-check/formats_check.cpp (with `-D` macros `defines`, as `exe_name`); `None`
-/// (after saying why) if it cannot be built here.
-fn build_checker(dir: &Path, exe_name: &str, defines: &[&str]) -> Option<PathBuf> {
-    let src = strata_tests::root().join("kernels-cuda/host-check/formats_check.cpp");
-    if !src.is_file() {
-        println!("skipped: {} not found", src.display());
-        return None;
-    }
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
-    let exe = dir.join(exe_name);
-    let compile = |extra: &[&str]| {
-        Command::new(&cxx)
-            .args([
-                "-std=c++17",
-                "-O1",
-                "-ffp-contract=off",
-                "-Wall",
-                "-Wno-unknown-pragmas",
-            ])
-            .args(extra)
-            .args(defines.iter().map(|d| format!("-D{d}")))
-            .args(["-DSTRATA_HOST_CHECK", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output()
-    };
-    // With AddressSanitizer where the compiler has it: a kernel read past a block's bytes
-    // (the dot products read blocks as aligned words) then fails the run.
-    let out = match compile(&["-fsanitize=address", "-fno-omit-frame-pointer"]) {
-        Ok(o) if o.status.success() => Ok(o),
-        _ => {
-            println!("note: formats_check built without AddressSanitizer (not available)");
-            compile(&[])
-        }
-    };
-    match out {
-        Err(e) => {
-            println!("skipped: no C++ compiler ({cxx}: {e})");
-            None
-        }
-        Ok(o) if !o.status.success() => {
-            panic!(
-                "{cxx} failed on {}:\n{}",
-                src.display(),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        }
-        Ok(_) => Some(exe),
-    }
-}
-
-fn name(ty: GgmlType) -> String {
-    ty.name().to_ascii_lowercase()
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Runs the checker; returns (dequantized W, y) (y empty for float formats).
-fn run(
-    exe: &Path,
-    dir: &Path,
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    w: &[u8],
-    xq: &[u8],
-) -> (Vec<f32>, Vec<f32>) {
-    let (wf, xf, df, yf) = (
-        dir.join("w.bin"),
-        dir.join("xq.bin"),
-        dir.join("deq.bin"),
-        dir.join("y.bin"),
-    );
-    std::fs::write(&wf, w).unwrap();
-    std::fs::write(&xf, xq).unwrap();
-    let _ = std::fs::remove_file(&yf);
-    // "-": no activations, dequantize only.
-    let xarg = if xq.is_empty() {
-        PathBuf::from("-")
-    } else {
-        xf
-    };
-    let out = Command::new(exe)
-        .arg(name(ty))
-        .arg(rows.to_string())
-        .arg(cols.to_string())
-        .args([&wf, &xarg, &df, &yf])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "formats_check {ty}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let y = if yf.is_file() {
-        read_f32(&yf)
-    } else {
-        Vec::new()
-    };
-    (read_f32(&df), y)
-}
 
 #[test]
 fn format_arithmetic_matches_golden_on_the_host() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_host_check");
-    std::fs::create_dir_all(&dir).unwrap();
-    let Some(exe) = build_checker(&dir, "formats_check", &[]) else {
+    let Some(exe) = build_host_checker(&dir, "formats_check", &[]) else {
         return;
     };
 
@@ -138,7 +29,7 @@ fn format_arithmetic_matches_golden_on_the_host() {
         // dequant_<fmt>: bit for bit with golden (as the CPU reference is).
         let case = golden::dequant_case(ty).unwrap_or_else(|e| panic!("{e}"));
         let n = case.values.len();
-        let (deq, _) = run(&exe, &dir, ty, 1, n, &case.blocks, &[]);
+        let (deq, _) = run_host_checker(&exe, &dir, ty, 1, n, &case.blocks, &[]);
         for (i, (&got, &want)) in deq.iter().zip(&case.values).enumerate() {
             assert!(
                 same_bits(got, want),
@@ -159,7 +50,7 @@ fn format_arithmetic_matches_golden_on_the_host() {
             quantize(GgmlType::Q8_1, &case.x, &mut xq).unwrap();
             let mut xhat = vec![0.0f32; cols];
             dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
-            let (wf, y) = run(&exe, &dir, ty, rows, cols, &case.w, &xq);
+            let (wf, y) = run_host_checker(&exe, &dir, ty, rows, cols, &case.w, &xq);
             // Legacy formats: golden y_q (same activation blocks, Q4_1/Q5_1 with the f16
             // s). K-quants take Σxq exactly: the f64 product of dequantized W and x̂.
             let want = |r: usize, exact: f64| {
@@ -187,25 +78,14 @@ fn format_arithmetic_matches_golden_on_the_host() {
             }
             let mut r = ChaCha8Rng::seed_from_u64(ty.id() as u64);
             for (rows, cols) in shapes {
-                let (w, xq) = random_case(&mut r, ty, rows, cols);
+                let (w, xq) = random_q8_1_case(&mut r, ty, rows, cols);
                 let mut xhat = vec![0.0f32; cols];
                 dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
-                let (wf, y) = run(&exe, &dir, ty, rows, cols, &w, &xq);
+                let (wf, y) = run_host_checker(&exe, &dir, ty, rows, cols, &w, &xq);
                 check_rows(ty, rows, cols, &w, &wf, &xhat, &y, |_, exact| exact);
             }
         }
     }
-}
-
-/// Random `rows × cols` weights in `ty` and a random vector in q8_1.
-fn random_case(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
-    let f: Vec<f32> = (0..rows * cols).map(|_| r.random::<f32>() - 0.5).collect();
-    let x: Vec<f32> = (0..cols).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
-    let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
-    quantize(ty, &f, &mut w).unwrap();
-    let mut xq = vec![0u8; cols / 32 * 36];
-    quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
-    (w, xq)
 }
 
 /// Each row's host dot product against `want(row, exact f64 product of W and x̂)`.
@@ -248,52 +128,5 @@ fn check_rows(
             "{ty} {rows}x{cols} row {r}: host dot {} vs {want} (|diff| {diff:e} > {tol:e})",
             y[r]
         );
-    }
-}
-
-#[test]
-fn matvec_shapes_give_the_default_bits_on_the_host() {
-    // Each variant shape of the quantized matvec kernels (build.rs compiles them as modules
-    // matvec_<name>; cuda-bench times them) runs its own staging and lane loop here and must
-    // give the default shape's bits: every row's lanes take the same units in the same order
-    // whatever the warps per CTA, rows per warp or iterations in flight.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_host_check_shapes");
-    std::fs::create_dir_all(&dir).unwrap();
-    let shapes = strata_kernels_cuda::ptx::MATVEC_SHAPES;
-    let mut exes = Vec::new();
-    for shape in shapes {
-        // The macros build.rs compiled the shape's module with.
-        let exe_name = format!("formats_check_{}", shape.name);
-        let Some(exe) = build_checker(&dir, &exe_name, shape.defines) else {
-            return;
-        };
-        exes.push(exe);
-    }
-    for ty in GgmlType::WEIGHTS {
-        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
-            continue;
-        }
-        // Lanes take 5–6 units (171 legacy blocks; 21 K-quant super-blocks = 84 units: 2–3),
-        // so unrolled loops of 4 run whole and partly; 7 rows end in a partial row group.
-        let cols = if ty.block_size() == 32 {
-            171 * 32
-        } else {
-            21 * 256
-        };
-        let rows = 7;
-        let mut r = ChaCha8Rng::seed_from_u64(100 + ty.id() as u64);
-        let (w, xq) = random_case(&mut r, ty, rows, cols);
-        let (_, default) = run(&exes[0], &dir, ty, rows, cols, &w, &xq);
-        assert_eq!(default.len(), rows);
-        for (shape, exe) in shapes.iter().zip(&exes).skip(1) {
-            let (_, y) = run(exe, &dir, ty, rows, cols, &w, &xq);
-            let same =
-                y.len() == default.len() && y.iter().zip(&default).all(|(a, b)| same_bits(*a, *b));
-            assert!(
-                same,
-                "{ty} shape {}: {y:?} vs default {default:?}",
-                shape.name
-            );
-        }
     }
 }

@@ -8,37 +8,13 @@
 //! product adds u relative. Where a kernel and its reference round the same way, the test
 //! asks for bit equality.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use strata_kernels_cpu::ops::{self, KvCache, KvType, KvView, Rope};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
-use strata_kernels_cuda::{
-    q8_1_bytes, read_probe_sums, AttentionShape, DeviceBuffer, Gpu, RopeParams,
+use strata_kernels_cuda::{q8_1_bytes, AttentionShape, DeviceBuffer, Gpu, RopeParams};
+use strata_tests::cuda_check::{
+    check_f16_product, gpu, offsets16, randn, rng, same_bits, weights, U,
 };
-use strata_tests::cuda_check::{offsets16, same_bits};
 use strata_tests::golden;
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-fn gpu() -> Option<Gpu> {
-    match Gpu::first() {
-        Ok(g) => Some(g),
-        Err(e) => {
-            println!("skipped: no CUDA device ({e})");
-            None
-        }
-    }
-}
-
-fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-fn randn(r: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
-        .collect()
-}
 
 #[test]
 fn discovery_never_panics() {
@@ -270,162 +246,9 @@ fn matvec_batch_equals_one_vector_at_a_time() {
     }
 }
 
-/// For every weight format, `matvec` of random W and x (`rows × cols`, `nvec` vectors) after
-/// `set(s)` for each of `settings`: every setting must give the first one's bits.
-fn matvec_same_bits_under<S: Copy + std::fmt::Debug>(
-    gpu: &Gpu,
-    seed: u64,
-    (rows, cols, nvec): (usize, usize, usize),
-    settings: &[S],
-    set: impl Fn(S),
-) {
-    let mut r = rng(seed);
-    for ty in GgmlType::WEIGHTS {
-        let w = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
-        let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
-        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
-        let mut run = |s: S| {
-            set(s);
-            let mut y = gpu.zeros::<f32>(rows * nvec).unwrap();
-            gpu.matvec(ty, &w, &x, &mut xq, &mut y, cols, rows, nvec)
-                .unwrap();
-            y.to_host(gpu).unwrap()
-        };
-        let first = run(settings[0]);
-        for &s in &settings[1..] {
-            assert_eq!(run(s), first, "{ty} {s:?}");
-        }
-    }
-}
-
-#[test]
-fn matvec_prefetch_changes_no_bit() {
-    let Some(gpu) = gpu() else { return };
-    // 37 rows: a last CTA with spare warps (and, for the 2-rows-a-warp formats, a warp with
-    // one row past the end, which must not prefetch it). Prefetch of part of a row (not a
-    // whole number of lines), and of more than a row.
-    matvec_same_bits_under(&gpu, 12, (37, 512, 2), &[0, 200, 1 << 20], |p| {
-        gpu.set_matvec_prefetch(p)
-    });
-    gpu.set_matvec_prefetch(0);
-}
-
-#[test]
-fn matvec_shapes_change_no_bit() {
-    let Some(gpu) = gpu() else { return };
-    // Every lane takes 2–6 units (168 legacy blocks, 21 K-quant super-blocks = 84 units), so
-    // unrolled loops run whole and partial; 37 rows leave spare warps and partial row groups
-    // of 2 and 4; 2 vectors.
-    let names: Vec<&str> = strata_kernels_cuda::ptx::MATVEC_SHAPES
-        .iter()
-        .map(|s| s.name)
-        .collect();
-    assert_eq!(names[0], "default");
-    matvec_same_bits_under(&gpu, 15, (37, 5376, 2), &names, |s| {
-        gpu.set_matvec_shape(s).unwrap()
-    });
-    gpu.set_matvec_shape("default").unwrap();
-    assert!(gpu.set_matvec_shape("no such shape").is_err());
-}
-
-#[test]
-fn matvec_pdl_changes_no_bit() {
-    let Some(gpu) = gpu() else { return };
-    if let Some(why) = gpu.matvec_pdl_unsupported() {
-        assert!(gpu.set_matvec_pdl(true).is_err(), "accepted where {why}");
-        println!("skipped: {why}");
-        return;
-    }
-    let mut r = rng(13);
-    // A chain in which each matvec reads what the one before it wrote, so that a kernel
-    // reading x before its prerequisite finished would show: y1 = W1·x (the format), y2 =
-    // W2·y1 (f32, launched right behind W1's kernel), y3 = W3·y2 (the format again). 40 rows
-    // (f32 takes columns in fours), a last CTA with spare warps.
-    let (rows, cols, nvec) = (40, 512, 2);
-    let w2 = gpu
-        .upload(&weights(&mut r, GgmlType::F32, cols, rows))
-        .unwrap();
-    for ty in GgmlType::WEIGHTS {
-        let w1 = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
-        let w3 = gpu.upload(&weights(&mut r, ty, rows, cols)).unwrap();
-        let x = gpu.upload(&randn(&mut r, cols * nvec, 1.0)).unwrap();
-        let mut results = Vec::new();
-        for (pdl, graph) in [(false, false), (true, false), (true, true)] {
-            gpu.set_matvec_pdl(pdl).unwrap();
-            let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, nvec)).unwrap();
-            let mut y1 = gpu.zeros::<f32>(rows * nvec).unwrap();
-            let mut y2 = gpu.zeros::<f32>(cols * nvec).unwrap();
-            let mut y3 = gpu.zeros::<f32>(rows * nvec).unwrap();
-            let mut chain = || {
-                gpu.matvec(ty, &w1, &x, &mut xq, &mut y1, cols, rows, nvec)?;
-                gpu.matvec(GgmlType::F32, &w2, &y1, &mut xq, &mut y2, rows, cols, nvec)?;
-                gpu.matvec(ty, &w3, &y2, &mut xq, &mut y3, cols, rows, nvec)
-            };
-            if graph {
-                // Eager runs came first: the module is loaded before the capture.
-                gpu.capture(chain).unwrap().launch().unwrap();
-            } else {
-                chain().unwrap();
-            }
-            results.push((y1.to_host(&gpu).unwrap(), y3.to_host(&gpu).unwrap()));
-        }
-        gpu.set_matvec_pdl(false).unwrap();
-        assert!(results[0].1.iter().any(|&v| v != 0.0), "{ty}: y3 all zero");
-        assert_eq!(results[1], results[0], "{ty}: PDL launches");
-        assert_eq!(results[2], results[0], "{ty}: PDL launches in a CUDA graph");
-    }
-}
-
-#[test]
-fn read_probe_sums_every_word() {
-    let Some(gpu) = gpu() else { return };
-    let mut r = rng(13);
-    // Not a whole number of CTAs (16 KiB each): the last CTA reads a partial span.
-    for words in [1usize, 1000, 4096 * 3 + 17] {
-        let bytes: Vec<u8> = (0..words * 16).map(|_| r.random()).collect();
-        let want = bytes.chunks_exact(4).fold(0u32, |a, c| {
-            a.wrapping_add(u32::from_le_bytes(c.try_into().unwrap()))
-        });
-        let data = gpu.upload(&bytes).unwrap();
-        let mut sums = gpu.zeros::<u32>(read_probe_sums(bytes.len())).unwrap();
-        gpu.read_words(&data, &mut sums).unwrap();
-        let got = sums
-            .to_host(&gpu)
-            .unwrap()
-            .into_iter()
-            .fold(0u32, u32::wrapping_add);
-        assert_eq!(got, want, "{words} words");
-    }
-    let odd = gpu.zeros::<u8>(24).unwrap();
-    let mut sums = gpu.zeros::<u32>(8).unwrap();
-    let e = gpu.read_words(&odd, &mut sums).unwrap_err();
-    assert!(e.to_string().contains("24 bytes"), "{e}");
-    gpu.empty_kernel().unwrap();
-    gpu.synchronize().unwrap();
-}
-
-/// Random weights of `ty` made by the CPU quantizer from random floats.
-fn weights(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let f = randn(r, rows * cols, 0.5);
-    let mut b = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
-    quantize(ty, &f, &mut b).unwrap_or_else(|e| panic!("quantize {ty}: {e}"));
-    b
-}
-
 #[test]
 fn matmul_matches_dequantized_product() {
     let Some(gpu) = gpu() else { return };
-    // Also the path cuda-bench measures against `matmul`, where libcublas loads: W and x
-    // made f16 by the dequantize kernels (x through F32's), then cuBLAS's f16 GEMM with f32
-    // sums.
-    let blas = match gpu.blas() {
-        Ok(b) => Some(b),
-        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => {
-            println!("note: the cuBLAS path is not checked here: {e}");
-            None
-        }
-        Err(e) => panic!("cuBLAS is installed but failed: {e}"),
-    };
     let mut r = rng(3);
     // 70 tokens and 130 rows cross tile edges (64); 512 columns are 16 k-steps.
     let (rows, cols, ntok) = (130, 512, 70);
@@ -439,67 +262,6 @@ fn matmul_matches_dequantized_product() {
         gpu.matmul(ty, &w, &xd, &mut y, cols, rows, ntok).unwrap();
         let got = y.to_host(&gpu).unwrap();
         check_f16_product(&format!("{ty}"), &wf, &x, &got, (rows, cols, ntok));
-
-        if let Some(blas) = &blas {
-            let xbytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let xb = gpu.upload(&xbytes).unwrap();
-            let mut w16 = gpu.zeros::<u16>(rows * cols).unwrap();
-            let mut x16 = gpu.zeros::<u16>(cols * ntok).unwrap();
-            gpu.dequantize_to_f16(ty, &w, &mut w16, rows * cols)
-                .unwrap();
-            gpu.dequantize_to_f16(GgmlType::F32, &xb, &mut x16, cols * ntok)
-                .unwrap();
-            let mut y = gpu.zeros::<f32>(rows * ntok).unwrap();
-            blas.gemm_f16(&gpu, &w16, &x16, &mut y, cols, rows, ntok)
-                .unwrap();
-            let got = y.to_host(&gpu).unwrap();
-            check_f16_product(&format!("cuBLAS {ty}"), &wf, &x, &got, (rows, cols, ntok));
-        }
-    }
-}
-
-/// `got` (ntok × rows) against the f64 product of `wf` (rows × cols, dequantized exactly)
-/// and `x` (ntok × cols), within the bound of rounding both to f16 and summing in f32.
-fn check_f16_product(
-    what: &str,
-    wf: &[f32],
-    x: &[f32],
-    got: &[f32],
-    (rows, cols, ntok): (usize, usize, usize),
-) {
-    for t in 0..ntok {
-        for o in 0..rows {
-            let (wr, xt) = (&wf[o * cols..][..cols], &x[t * cols..][..cols]);
-            let want: f64 = wr
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum();
-            let mag: f64 = wr
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
-                .sum();
-            // Weights are dequantized exactly in f32, then each weight and activation is
-            // rounded to f16 (relative u_h = 2^-11 for normals, absolute ≤ 2^-25 below
-            // 2^-14): a product errs by (2·u_h + u_h²)·|w·x| + 2^-25·(|w| + |x|) + 2^-50.
-            // The tensor cores' f32 sums of `cols` exact products may truncate rather
-            // than round: at most (cols + 1)·2u·Σ|w·x| more.
-            let (uh, sub) = (2f64.powi(-11), 2f64.powi(-25));
-            let abs_sum: f64 = wr
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| f64::from(a.abs() + b.abs()))
-                .sum();
-            let tol = (2.0 * uh + uh * uh + 2.0 * (cols + 1) as f64 * U) * mag
-                + sub * abs_sum
-                + cols as f64 * 2f64.powi(-50);
-            let g = f64::from(got[t * rows + o]);
-            assert!(
-                (g - want).abs() <= tol,
-                "{what} token {t} row {o}: {g} vs {want} (tol {tol:e})"
-            );
-        }
     }
 }
 

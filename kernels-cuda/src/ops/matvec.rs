@@ -1,28 +1,45 @@
-use std::ffi::c_void;
-
-use cudarc::driver::{
-    sys, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig,
-    PushKernelArg,
-};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use strata_kernels_cpu::GgmlType;
 
 use super::{as_i32, grid_yz, kernel_suffix, need, q8_1_bytes, weight_kernel};
 use crate::error::{CudaError, DriverContext};
-use crate::ptx::{MatvecShape, MATVEC_PDL_MODULE};
 use crate::{DeviceBuffer, Gpu};
 
 const OP: &str = "matvec";
-/// (threads, rows) per CTA of the quantized kernels of `shape` (build.rs compiled each
-/// module with its shape's MV_WARPS and MV_RPW).
-fn quant_cta(shape: &MatvecShape, ty: GgmlType) -> (u32, usize) {
-    let per_warp = if ty.block_size() == 32 {
-        shape.rows_per_warp_legacy
-    } else {
-        shape.rows_per_warp_k
-    };
-    (32 * shape.warps, (per_warp * shape.warps) as usize)
+
+/// The launch geometry of matvec.cu's quantized kernels: kernels/matvec_lane.cuh's MV_WARPS,
+/// MV_RPW_LEGACY and MV_RPW_K. The crate compiles and launches one,
+/// [`MatvecShape::DEFAULT`]; dev/cuda compiles matvec.cu in others to time them (launching
+/// them with [`matvec_config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatvecShape {
+    /// Warps per CTA.
+    pub warps: u32,
+    /// Rows per warp, for the 32-weight legacy blocks and for the K-quants.
+    pub rows_per_warp_legacy: u32,
+    pub rows_per_warp_k: u32,
 }
-/// matvec.cu's MV_FLOAT_THREADS: one CTA of this many threads per row of float weights.
+
+impl MatvecShape {
+    /// The shape of the crate's `matvec` module (matvec_lane.cuh's defaults).
+    pub const DEFAULT: MatvecShape = MatvecShape {
+        warps: 8,
+        rows_per_warp_legacy: 2,
+        rows_per_warp_k: 1,
+    };
+
+    /// (threads, rows) per CTA of the quantized kernels of weights `ty`.
+    fn cta(&self, ty: GgmlType) -> (u32, usize) {
+        let per_warp = if ty.block_size() == 32 {
+            self.rows_per_warp_legacy
+        } else {
+            self.rows_per_warp_k
+        };
+        (32 * self.warps, (per_warp * self.warps) as usize)
+    }
+}
+
+/// matvec_body.cuh's MV_FLOAT_THREADS: one CTA of this many threads per row of float weights.
 const FLOAT_THREADS: u32 = 128;
 /// Shared memory the quantized kernels take for one vector: one 48-byte xblock (formats.cuh)
 /// per 32 columns. A CTA may use 48 KiB without opting in: 32 768 columns (Llama-70B's
@@ -35,6 +52,58 @@ pub const MATVEC_MAX_COLS: usize = MAX_X_SHARED_BYTES / X_SHARED_BYTES_PER_BLOCK
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The kernel name and launch configuration of a matvec of weights `ty` in `shape`, after
+/// checking the operands: `w` holds `nrows × ncols` of `ty`, `x_len` is x's length (f32
+/// elements for float weights, q8_1 bytes for quantized ones), `y_len` is y's; CTAs of
+/// `shape` (float weights: one of 128 threads a row), one CTA column per vector. For the
+/// crate's own launches, and for dev/cuda's, which launch matvec.cu's kernels from their
+/// own modules (other shapes, other launch steps).
+pub fn matvec_config(
+    ty: GgmlType,
+    shape: &MatvecShape,
+    w: &DeviceBuffer<u8>,
+    (x_len, y_len): (usize, usize),
+    (ncols, nrows, nvec): (usize, usize, usize),
+) -> Result<(String, LaunchConfig), CudaError> {
+    if is_float(ty) && !ncols.is_multiple_of(4) {
+        // Each thread reads 4 weights with one vector load.
+        return Err(CudaError::shape(
+            OP,
+            format!("{ty} ncols = {ncols} is not a multiple of 4"),
+        ));
+    }
+    let name = weight_kernel(OP, ty, w, ncols, nrows)?;
+    if is_float(ty) {
+        need(OP, "x", x_len, ncols * nvec)?;
+    } else {
+        need(OP, "xq (bytes)", x_len, q8_1_bytes(ncols, nvec))?;
+    }
+    need(OP, "y", y_len, nrows * nvec)?;
+    let ((threads, rows_per_cta), shared) = if is_float(ty) {
+        ((FLOAT_THREADS, 1), 0)
+    } else {
+        let x_shared = ncols / 32 * X_SHARED_BYTES_PER_BLOCK;
+        if x_shared > MAX_X_SHARED_BYTES {
+            return Err(CudaError::shape(
+                OP,
+                format!(
+                    "{ty} ncols = {ncols}: the q8_1 vector and its sums ({x_shared} bytes) \
+                     exceed the {MAX_X_SHARED_BYTES} bytes of shared memory the kernel has"
+                ),
+            ));
+        }
+        (shape.cta(ty), x_shared as u32)
+    };
+    // The last CTA's spare warps return at once.
+    let ctas = nrows.div_ceil(rows_per_cta).max(1) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (ctas, grid_yz(OP, "nvec", nvec)?, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: shared,
+    };
+    Ok((name, cfg))
 }
 
 impl Gpu {
@@ -81,31 +150,12 @@ impl Gpu {
                 ty,
             });
         }
-        let name = weight_kernel(OP, ty, w, ncols, nrows)?;
-        need(OP, "xq (bytes)", xq.len(), q8_1_bytes(ncols, nvec))?;
-        need(OP, "y", y.len(), nrows * nvec)?;
-        let x_shared = ncols / 32 * X_SHARED_BYTES_PER_BLOCK;
-        if x_shared > MAX_X_SHARED_BYTES {
-            return Err(CudaError::shape(
-                OP,
-                format!(
-                    "{ty} ncols = {ncols}: the q8_1 vector and its sums ({x_shared} bytes) \
-                     exceed the {MAX_X_SHARED_BYTES} bytes of shared memory the kernel has"
-                ),
-            ));
-        }
+        let dims = (ncols, nrows, nvec);
+        let (name, cfg) = matvec_config(ty, &MatvecShape::DEFAULT, w, (xq.len(), y.len()), dims)?;
         // Alignment: w and xq are whole allocations (DeviceBuffer), so 256-byte aligned; the
         // kernel's aligned 32-bit word loads need W to start 4-byte aligned, the x staging
         // needs xq 4-byte aligned (36-byte blocks keep every vector so).
-        self.launch_matvec(
-            &name,
-            w.slice(),
-            xq.slice(),
-            y,
-            (ncols, nrows, nvec),
-            quant_cta(self.matvec_shape(), ty),
-            x_shared as u32,
-        )
+        self.launch_matvec(&name, cfg, w, xq.slice(), y, (ncols, nrows))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -119,128 +169,30 @@ impl Gpu {
         nrows: usize,
         nvec: usize,
     ) -> Result<(), CudaError> {
-        if !ncols.is_multiple_of(4) {
-            // Each thread reads 4 weights with one vector load.
-            return Err(CudaError::shape(
-                OP,
-                format!("{ty} ncols = {ncols} is not a multiple of 4"),
-            ));
-        }
-        let name = weight_kernel(OP, ty, w, ncols, nrows)?;
-        need(OP, "x", x.len(), ncols * nvec)?;
-        need(OP, "y", y.len(), nrows * nvec)?;
+        let dims = (ncols, nrows, nvec);
+        let (name, cfg) = matvec_config(ty, &MatvecShape::DEFAULT, w, (x.len(), y.len()), dims)?;
         // w and x are whole allocations (DeviceBuffer, 256-byte aligned) and ncols is a
         // multiple of 4, so every row of W and every vector of x is 16-byte aligned.
-        self.launch_matvec(
-            &name,
-            w.slice(),
-            x.slice(),
-            y,
-            (ncols, nrows, nvec),
-            (FLOAT_THREADS, 1),
-            0,
-        )
+        self.launch_matvec(&name, cfg, w, x.slice(), y, (ncols, nrows))
     }
 
-    /// CTAs of `threads` that take `rows_per_cta` rows each (the last CTA's spare warps
-    /// return at once), one CTA column per vector; `shared` bytes of dynamic shared memory.
-    #[allow(clippy::too_many_arguments)]
+    /// Kernel `name` of module `matvec`, as [`matvec_config`] configured it.
     fn launch_matvec<X>(
         &self,
         name: &str,
-        w: &cudarc::driver::CudaSlice<u8>,
+        cfg: LaunchConfig,
+        w: &DeviceBuffer<u8>,
         x: &cudarc::driver::CudaSlice<X>,
         y: &mut DeviceBuffer<f32>,
-        (ncols, nrows, nvec): (usize, usize, usize),
-        (threads, rows_per_cta): (u32, usize),
-        shared: u32,
+        (ncols, nrows): (usize, usize),
     ) -> Result<(), CudaError> {
         let (nc, nr) = (as_i32(OP, "ncols", ncols)?, as_i32(OP, "nrows", nrows)?);
-        let ctas = nrows.div_ceil(rows_per_cta).max(1) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (ctas, grid_yz(OP, "nvec", nvec)?, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: shared,
-        };
-        let prefetch = self.matvec_prefetch();
-        if self.matvec_pdl() {
-            let f = self.function(MATVEC_PDL_MODULE, name)?;
-            let stream = self.stream();
-            let (wp, _w) = w.device_ptr(stream);
-            let (xp, _x) = x.device_ptr(stream);
-            let (yp, _y) = y.slice_mut().device_ptr_mut(stream);
-            let args = [wp, xp, yp];
-            let ints = [nc, nr, prefetch];
-            // SAFETY: the same kernel arguments as below, by address: the three device
-            // pointers, then (ncols, nrows, prefetch) as i32, all alive until the call
-            // returns (the driver copies them at launch).
-            return unsafe { launch_dependent(&f, stream, &cfg, &args, &ints) }.during(OP);
-        }
-        let f = self.function(self.matvec_shape().module, name)?;
+        let f = self.function("matvec", name)?;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(w)
-            .arg(x)
-            .arg(y.slice_mut())
-            .arg(&nc)
-            .arg(&nr)
-            .arg(&prefetch);
-        // SAFETY: matvec.cu's kernels all take (w, x, y, ncols, nrows, prefetch); sizes
-        // checked by callers; the prefetch requests stay inside each row.
+        b.arg(w.slice()).arg(x).arg(y.slice_mut()).arg(&nc).arg(&nr);
+        // SAFETY: matvec.cu's kernels all take (w, x, y, ncols, nrows); sizes checked by
+        // matvec_config.
         unsafe { b.launch(cfg) }.during(OP)?;
         Ok(())
     }
-}
-
-/// Launches `f` on `stream` with the programmatic-stream-serialization attribute
-/// (cuLaunchKernelEx), which lets it start before the kernel ahead of it in the stream
-/// completes; the kernel must wait (griddepcontrol.wait) before it touches what that kernel
-/// writes. Arguments: `ptrs` then `ints`, in that order.
-///
-/// # Safety
-///
-/// `f` must take exactly those arguments, and the pointers must be valid for what it does.
-unsafe fn launch_dependent(
-    f: &CudaFunction,
-    stream: &CudaStream,
-    cfg: &LaunchConfig,
-    ptrs: &[sys::CUdeviceptr],
-    ints: &[i32],
-) -> Result<(), DriverError> {
-    stream.context().bind_to_thread()?;
-    let mut params: Vec<*mut c_void> = ptrs
-        .iter()
-        .map(|p| p as *const sys::CUdeviceptr as *mut c_void)
-        .chain(ints.iter().map(|i| i as *const i32 as *mut c_void))
-        .collect();
-    // SAFETY: all-zero is a valid value of this plain C union.
-    let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
-    value.programmaticStreamSerializationAllowed = 1;
-    let mut attr = sys::CUlaunchAttribute {
-        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-        pad: [0; 4],
-        value,
-    };
-    let config = sys::CUlaunchConfig {
-        gridDimX: cfg.grid_dim.0,
-        gridDimY: cfg.grid_dim.1,
-        gridDimZ: cfg.grid_dim.2,
-        blockDimX: cfg.block_dim.0,
-        blockDimY: cfg.block_dim.1,
-        blockDimZ: cfg.block_dim.2,
-        sharedMemBytes: cfg.shared_mem_bytes,
-        hStream: stream.cu_stream(),
-        attrs: &mut attr,
-        numAttrs: 1,
-    };
-    // SAFETY: config, attr and params outlive the call; the caller vouches for the
-    // arguments.
-    unsafe {
-        sys::cuLaunchKernelEx(
-            &config,
-            f.cu_function(),
-            params.as_mut_ptr(),
-            std::ptr::null_mut(),
-        )
-    }
-    .result()
 }

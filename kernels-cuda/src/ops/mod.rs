@@ -8,11 +8,9 @@ mod elementwise;
 mod matmul;
 pub(crate) mod matvec;
 mod norm;
-mod probe;
 mod quantize;
 pub(crate) mod rope;
 
-pub use probe::read_probe_sums;
 pub use quantize::q8_1_bytes;
 pub(crate) use quantize::q8_1_grid;
 

@@ -19,14 +19,18 @@
 //! costs over reading; the matvec replayed from a CUDA graph (as decode runs); and the launch
 //! floor, an empty kernel back to back, eagerly and in a graph. Then the matvec
 //! again with each `--prefetch` setting (bytes of each row asked of L2 before the kernel's
-//! first wait, `Gpu::set_matvec_prefetch`; default 0, 1024 and 8192): every setting and the
-//! read are timed in two alternating rounds, and each cell is the faster round's mean.
-//! On a device of compute capability 9.0 or later every setting is timed a second time with
-//! programmatic dependent launch (`Gpu::set_matvec_pdl`: each matvec may start while the one
-//! before it finishes, prefetching, and waits for it before reading x), and the graph too.
-//! Each quantized format is also timed in every other shape of its kernels
-//! (`ptx::MATVEC_SHAPES`: warps per CTA, rows per warp, iterations in flight; build.rs
+//! first wait, dev/cuda's `Matvec::Trial`; default 0, 1024 and 8192; 0 is the product's
+//! kernel): every setting and the read are timed in two alternating rounds, and each cell is
+//! the faster round's mean. On a device of compute capability 9.0 or later every setting is
+//! timed a second time with programmatic dependent launch (each matvec may start while the
+//! one before it finishes, prefetching, and waits for it before reading x), and the graph
+//! too. Each quantized format is also timed in every other shape of its kernels
+//! (`shapes::VARIANTS`: warps per CTA, rows per warp, iterations in flight; build.rs
 //! compiles each as its own module), in the same alternating rounds.
+//!
+//! First, validation: on a small matrix of each format, every one of those kernels must give
+//! the product kernel's bits, and the product's result must match a CPU reference (the f64
+//! product of the CPU's dequantized W and x); a failure ends the run with exit status 1.
 //!
 //! Then prefill: the tensor-core matmul of each format at 4096×4096 on 512 tokens (f32
 //! activations), its device time and TFLOP/s (2·rows·cols·tokens per launch); and, where
@@ -34,8 +38,11 @@
 //! cuBLAS's f16 GEMM (f32 sums): the three launches together, and the GEMM alone (W kept in
 //! f16, at twice or more the memory of a quantized W).
 
-use strata_kernels_cpu::GgmlType;
-use strata_kernels_cuda::{ptx, q8_1_bytes, read_probe_sums, DeviceBuffer, Gpu, GpuTimer};
+use strata_dev_cuda::blas::{Blas, BlasError};
+use strata_dev_cuda::probe::{self, read_probe_sums};
+use strata_dev_cuda::{pdl_unsupported, shapes, Matvec};
+use strata_kernels_cpu::{dequantize, quantize, GgmlType};
+use strata_kernels_cuda::{q8_1_bytes, DeviceBuffer, Gpu, GpuTimer};
 
 const SHAPES: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
 /// Weight bytes touched between two uses of one weight copy (see the module comment).
@@ -78,7 +85,7 @@ fn main() {
                     .collect::<Result<Vec<_>, _>>()
                 {
                     Ok(mut v) if !v.is_empty() => {
-                        // The first setting is the table's (the engine runs with 0).
+                        // The first setting is the table's (the product's kernel: 0).
                         if v[0] != 0 {
                             v.insert(0, 0);
                         }
@@ -123,30 +130,37 @@ fn run(
     csv: bool,
     only: Option<&[GgmlType]>,
     prefetch: &[u32],
-) -> Result<(), strata_kernels_cuda::CudaError> {
+) -> Result<(), Box<dyn std::error::Error>> {
     let info = gpu.info()?;
-    let pdl_why = gpu.matvec_pdl_unsupported();
+    let pdl_why = pdl_unsupported(gpu);
     let pdl_ok = pdl_why.is_none();
     let settings: Vec<Kernel> = [false, true]
         .into_iter()
         .filter(|&pdl| !pdl || pdl_ok)
         .flat_map(|pdl| {
-            prefetch.iter().map(move |&prefetch| Kernel::Matvec {
-                prefetch,
-                pdl,
-                shape: "default",
+            prefetch.iter().map(move |&prefetch| {
+                Kernel::Matvec(if prefetch == 0 && !pdl {
+                    Matvec::Product
+                } else {
+                    Matvec::Trial { prefetch, pdl }
+                })
             })
         })
         .collect();
     // The quantized kernels' other shapes (build.rs compiles each as a module), prefetch 0.
-    let variants: Vec<Kernel> = ptx::MATVEC_SHAPES[1..]
+    let variants: Vec<Kernel> = shapes::VARIANTS
         .iter()
-        .map(|s| Kernel::Matvec {
-            prefetch: 0,
-            pdl: false,
-            shape: s.name,
+        .map(|v| Kernel::Matvec(Matvec::Shape(v)))
+        .collect();
+    let launches: Vec<Matvec> = settings
+        .iter()
+        .chain(&variants)
+        .filter_map(|k| match k {
+            Kernel::Matvec(m) => Some(*m),
+            Kernel::Read => None,
         })
         .collect();
+    validate(gpu, only, &launches, csv)?;
     let mut busy = Busy::new(gpu)?;
     let copy = busy.bandwidth(gpu, iters)?;
     // Device time the timed launches queue behind (see `Rotation::time`).
@@ -232,7 +246,6 @@ fn run(
                     }
                 }
             }
-            Kernel::DEFAULT.select(gpu)?;
             let us = best[0];
             let bytes = rot.bytes();
             let gbs = bytes as f64 / (us * 1e3);
@@ -283,13 +296,16 @@ fn run(
     }
     if !csv && !variants.is_empty() {
         println!(
-            "\nquantized matvec µs by kernel shape (build.rs's variants of matvec.cu, prefetch 0, \
-             plain launches; % of copy in brackets):\n"
+            "\nquantized matvec µs by kernel shape (dev/cuda's variants of matvec.cu, prefetch \
+             0, plain launches; % of copy in brackets):\n"
         );
-        for s in ptx::MATVEC_SHAPES {
-            println!("- {}: {}", s.name, s.why);
+        println!("- default: the product's shape");
+        for v in shapes::VARIANTS {
+            println!("- {}: {}", v.name, v.why);
         }
-        let head: Vec<&str> = ptx::MATVEC_SHAPES.iter().map(|s| s.name).collect();
+        let head: Vec<&str> = std::iter::once("default")
+            .chain(shapes::VARIANTS.iter().map(|v| v.name))
+            .collect();
         println!("\n| format | rows × cols | {} |", head.join(" | "));
         println!("|---|---|{}", "---|".repeat(head.len()));
         for (ty, rows, cols, bytes, best) in &trials {
@@ -325,10 +341,10 @@ fn run(
         }
     }
     // No libcublas here: the table without its columns; one that loads but fails: an error.
-    let (blas, no_blas) = match gpu.blas() {
+    let (blas, no_blas) = match Blas::new(gpu) {
         Ok(b) => (Some(b), None),
-        Err(e @ strata_kernels_cuda::CudaError::NoBlas(_)) => (None, Some(e)),
-        Err(e) => return Err(e),
+        Err(e @ BlasError::Missing(_)) => (None, Some(e)),
+        Err(e) => return Err(e.into()),
     };
     if !csv {
         println!(
@@ -398,6 +414,100 @@ fn run(
     Ok(())
 }
 
+/// Rows and columns of the validation matrices: a last CTA with spare warps and partial
+/// row groups in every shape; 21 K-quant super-blocks (84 units) or 168 legacy blocks, so
+/// that each lane takes several units, the unrolled loops running whole and partly.
+const VALIDATE_SHAPE: (usize, usize) = (37, 5376);
+
+/// Every kernel in `launches` on a small matrix of each format (all of them, or `only`): each
+/// must give the product kernel's bits, and the product's y must be within a bound of the CPU
+/// reference (the f64 product of the CPU's dequantized W and of x as the kernels take it:
+/// q8_1 for quantized weights). The bound, 2⁻⁸ of Σ|w·x|, is far above rounding (the derived
+/// tolerances are tests/tests/cuda_kernels.rs's) and far below a wrong block or lane.
+fn validate(
+    gpu: &Gpu,
+    only: Option<&[GgmlType]>,
+    launches: &[Matvec],
+    csv: bool,
+) -> Result<(), strata_kernels_cuda::CudaError> {
+    let (rows, cols) = VALIDATE_SHAPE;
+    let mut worst = 0.0f64;
+    for ty in GgmlType::WEIGHTS {
+        if only.is_some_and(|o| !o.contains(&ty)) {
+            continue;
+        }
+        let floats = random_floats(rows * cols, ty.id() as u64 + 11);
+        let mut wbytes = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
+        quantize(ty, &floats, &mut wbytes).unwrap_or_else(|e| fail(&format!("{ty}: {e}")));
+        let x = random_floats(cols, ty.id() as u64 + 13);
+        let w = gpu.upload(&wbytes)?;
+        let xd = gpu.upload(&x)?;
+        let mut xq = gpu.zeros::<u8>(q8_1_bytes(cols, 1))?;
+        let mut run = |m: Matvec| {
+            let mut y = gpu.zeros::<f32>(rows)?;
+            m.run(gpu, ty, &w, &xd, &mut xq, &mut y, (cols, rows, 1))?;
+            y.to_host(gpu)
+        };
+        let want_bits = run(Matvec::Product)?;
+        for &m in launches {
+            let got = run(m)?;
+            if let Some(r) = (0..rows).find(|&r| got[r].to_bits() != want_bits[r].to_bits()) {
+                fail(&format!(
+                    "validation: {ty} {m:?} row {r}: {} vs the product's {}",
+                    got[r], want_bits[r]
+                ));
+            }
+        }
+        // x as the kernel takes it: the q8_1 blocks the product kernel made, or f32.
+        let xhat = if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            x
+        } else {
+            let mut xhat = vec![0.0f32; cols];
+            dequantize(GgmlType::Q8_1, &xq.to_host(gpu)?, &mut xhat)
+                .unwrap_or_else(|e| fail(&format!("q8_1: {e}")));
+            xhat
+        };
+        let mut wf = vec![0.0f32; rows * cols];
+        dequantize(ty, &wbytes, &mut wf).unwrap_or_else(|e| fail(&format!("{ty}: {e}")));
+        for (r, wr) in wf.chunks_exact(cols).enumerate() {
+            let terms = wr
+                .iter()
+                .zip(&xhat)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b));
+            let (want, mag) = terms.fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
+            let err = (f64::from(want_bits[r]) - want).abs() / mag.max(f64::MIN_POSITIVE);
+            if err > 1.0 / 256.0 {
+                fail(&format!(
+                    "validation: {ty} row {r}: the product kernel gives {}, the CPU reference \
+                     {want} (error {err:.2e} of Σ|w·x|)",
+                    want_bits[r]
+                ));
+            }
+            worst = worst.max(err);
+        }
+    }
+    if csv {
+        return Ok(());
+    }
+    println!(
+        "validation ({rows} × {cols}): {} kernels give the product's bits in every format; \
+         product vs CPU reference: at most {worst:.1e} of Σ|w·x|\n",
+        launches.len()
+    );
+    Ok(())
+}
+
+/// Uniform in [-1, 1), from [`random_bytes`].
+fn random_floats(n: usize, seed: u64) -> Vec<f32> {
+    random_bytes(4 * n, seed)
+        .chunks_exact(4)
+        .map(|c| {
+            let u = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8;
+            u as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 const MM_ROWS: usize = 4096;
 const MM_COLS: usize = 4096;
 const MM_TOKENS: usize = 512;
@@ -437,12 +547,7 @@ impl Matmul {
     }
 
     /// cuBLAS's f16 GEMM, after dequantizing W and x to f16 when `convert`.
-    fn cublas(
-        &mut self,
-        gpu: &Gpu,
-        blas: &strata_kernels_cuda::Blas,
-        convert: bool,
-    ) -> Result<(), strata_kernels_cuda::CudaError> {
+    fn cublas(&mut self, gpu: &Gpu, blas: &Blas, convert: bool) -> Result<(), BlasError> {
         let (c, r, t) = (MM_COLS, MM_ROWS, MM_TOKENS);
         if convert {
             gpu.dequantize_to_f16(self.ty, &self.w, &mut self.w16, r * c)?;
@@ -453,12 +558,12 @@ impl Matmul {
 
     /// Mean device µs of `op` over `iters` runs, after one untimed run (the same W each run,
     /// so partly from L2: at 512 tokens the arithmetic, not the reading, sets the time).
-    fn time(
+    fn time<E: From<strata_kernels_cuda::CudaError>>(
         &mut self,
         gpu: &Gpu,
         iters: usize,
-        mut op: impl FnMut(&mut Matmul) -> Result<(), strata_kernels_cuda::CudaError>,
-    ) -> Result<f64, strata_kernels_cuda::CudaError> {
+        mut op: impl FnMut(&mut Matmul) -> Result<(), E>,
+    ) -> Result<f64, E> {
         op(self)?;
         let t = GpuTimer::start(gpu)?;
         for _ in 0..iters {
@@ -520,16 +625,16 @@ fn time_empty(
     busy: &mut Busy,
     iters: usize,
 ) -> Result<(f64, f64), strata_kernels_cuda::CudaError> {
-    gpu.empty_kernel()?; // loads the module
+    probe::empty_kernel(gpu)?; // loads the module
     for _ in 0..QUEUE_COPIES {
         busy.copy(gpu)?;
     }
     let t = GpuTimer::start(gpu)?;
     for _ in 0..iters {
-        gpu.empty_kernel()?;
+        probe::empty_kernel(gpu)?;
     }
     let eager = t.stop(gpu)? as f64 * 1e3 / iters as f64;
-    let graph = gpu.capture(|| (0..iters).try_for_each(|_| gpu.empty_kernel()))?;
+    let graph = gpu.capture(|| (0..iters).try_for_each(|_| probe::empty_kernel(gpu)))?;
     Ok((eager, time_graph_launch(gpu, busy, &graph)? / iters as f64))
 }
 
@@ -553,68 +658,33 @@ fn time_graph_launch(
 enum Kernel {
     /// The read probe over the weight bytes.
     Read,
-    /// The matvec with this many prefetch bytes per row, with programmatic dependent
-    /// launch or without, in the quantized kernels' shape of this name
-    /// (`ptx::MATVEC_SHAPES`).
-    Matvec {
-        prefetch: u32,
-        pdl: bool,
-        shape: &'static str,
-    },
+    /// A matvec: the product's, or one of dev/cuda's trials.
+    Matvec(Matvec),
 }
 
 impl Kernel {
-    /// The matvec as the engine runs it.
-    const DEFAULT: Kernel = Kernel::Matvec {
-        prefetch: 0,
-        pdl: false,
-        shape: "default",
-    };
-
+    /// The column of the prefetch and PDL table.
     fn column(&self) -> String {
         match self {
-            Kernel::Read => "read".to_string(),
-            Kernel::Matvec { prefetch, pdl, .. } => {
+            Kernel::Matvec(Matvec::Trial { prefetch, pdl }) => {
                 format!("{}{prefetch} B", if *pdl { "PDL, " } else { "" })
             }
+            Kernel::Matvec(Matvec::Product) => "0 B".to_string(),
+            Kernel::Matvec(Matvec::Shape(v)) => v.name.to_string(),
+            Kernel::Read => "read".to_string(),
         }
     }
 
-    /// Sets the `Gpu` up for this kernel's matvec settings.
-    fn select(&self, gpu: &Gpu) -> Result<(), strata_kernels_cuda::CudaError> {
-        if let Kernel::Matvec {
-            prefetch,
-            pdl,
-            shape,
-        } = *self
-        {
-            // PDL off first: it takes the default shape only.
-            gpu.set_matvec_pdl(false)?;
-            gpu.set_matvec_shape(shape)?;
-            gpu.set_matvec_pdl(pdl)?;
-            gpu.set_matvec_prefetch(prefetch);
-        }
-        Ok(())
-    }
-
+    /// The CSV's kernel column (the names the kernels had before they left the product).
     fn csv_name(&self) -> String {
         match self {
             Kernel::Read => "read".to_string(),
-            Kernel::Matvec {
-                prefetch,
-                pdl,
-                shape,
-            } => {
-                let shape = if *shape == "default" {
-                    String::new()
-                } else {
-                    format!("shape_{shape}_")
-                };
-                format!(
-                    "matvec_{shape}{}prefetch_{prefetch}",
-                    if *pdl { "pdl_" } else { "" }
-                )
-            }
+            Kernel::Matvec(Matvec::Product) => "matvec_prefetch_0".to_string(),
+            Kernel::Matvec(Matvec::Shape(v)) => format!("matvec_shape_{}_prefetch_0", v.name),
+            Kernel::Matvec(Matvec::Trial { prefetch, pdl }) => format!(
+                "matvec_{}prefetch_{prefetch}",
+                if *pdl { "pdl_" } else { "" }
+            ),
         }
     }
 }
@@ -694,11 +764,17 @@ impl Rotation {
         let (ty, rows, cols) = (self.ty, self.rows, self.cols);
         let w = &self.ws[i % self.ws.len()];
         match kernel {
-            Kernel::Read => gpu.read_words(w, &mut self.sums),
-            Kernel::Matvec { .. } if self.float() => {
-                gpu.matvec(ty, w, &self.x, &mut self.xq, &mut self.y, cols, rows, 1)
-            }
-            Kernel::Matvec { .. } => gpu.matvec_q8_1(ty, w, &self.xq, &mut self.y, cols, rows, 1),
+            Kernel::Read => probe::read_words(gpu, w, &mut self.sums),
+            Kernel::Matvec(m) if self.float() => m.run(
+                gpu,
+                ty,
+                w,
+                &self.x,
+                &mut self.xq,
+                &mut self.y,
+                (cols, rows, 1),
+            ),
+            Kernel::Matvec(m) => m.run_q8_1(gpu, ty, w, &self.xq, &mut self.y, (cols, rows, 1)),
         }
     }
 
@@ -712,12 +788,11 @@ impl Rotation {
         iters: usize,
         pdl: bool,
     ) -> Result<f64, strata_kernels_cuda::CudaError> {
-        let k = Kernel::Matvec {
-            prefetch: 0,
-            pdl,
-            shape: "default",
-        };
-        k.select(gpu)?;
+        let k = Kernel::Matvec(if pdl {
+            Matvec::Trial { prefetch: 0, pdl }
+        } else {
+            Matvec::Product
+        });
         // Called after `time`: the module is loaded (no loading during a capture) and the
         // copies cycled.
         let graph = gpu.capture(|| (0..iters).try_for_each(|i| self.once(gpu, k, i)))?;
@@ -732,7 +807,6 @@ impl Rotation {
         kernel: Kernel,
         iters: usize,
     ) -> Result<(f64, f64), strata_kernels_cuda::CudaError> {
-        kernel.select(gpu)?;
         // One full cycle first: each timed launch then reads a copy last touched a cycle ago.
         for i in 0..self.ws.len() {
             self.once(gpu, kernel, i)?;

@@ -1,5 +1,5 @@
-// Reference kernels for cuda-bench: what a matvec's time is measured against besides the
-// device's copy bandwidth.
+// Reference kernels for dev/cuda's cuda-bench: what a matvec's time is measured against
+// besides the device's copy bandwidth.
 //
 //   empty        does nothing. Launched back to back it gives the device's launch-to-launch
 //                floor, the part of every kernel's time that no inner loop can remove.

@@ -1,9 +1,9 @@
 //! cuBLAS where the machine has it: the f16 GEMM (f32 accumulation) that `cuda-bench`
 //! measures against Strata's tensor-core `matmul`, weights dequantized to f16 first (the
-//! issue's alternative for prefill: "dequantize to f16 + cuBLAS, where that is faster").
+//! alternative for prefill: dequantize to f16, then cuBLAS, where that is faster).
 //!
 //! libcublas is opened at run time, by cudarc, under the names it knows (`libcublas.so`,
-//! `libcublas.so.12`, …); [`Gpu::blas`] checks that it can be before any cuBLAS call, so a
+//! `libcublas.so.12`, …); [`Blas::new`] checks that it can be before any cuBLAS call, so a
 //! machine without it gets an error that says so, never a panic.
 
 use std::ffi::{c_int, c_void};
@@ -11,11 +11,44 @@ use std::ffi::{c_int, c_void};
 use cudarc::cublas::{result, sys, CudaBlas};
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
-use crate::error::CudaError;
-use crate::ops::{as_i32, need};
-use crate::{DeviceBuffer, Gpu};
+use strata_kernels_cuda::{CudaError, DeviceBuffer, Gpu};
 
 const OP: &str = "cuBLAS gemm_f16";
+
+/// Why a cuBLAS call did not run.
+#[derive(Debug)]
+pub enum BlasError {
+    /// libcublas cannot be loaded here (the kernels themselves may still run).
+    Missing(String),
+    /// A shape that does not fit, or a driver error.
+    Cuda(CudaError),
+    Cublas {
+        op: &'static str,
+        err: cudarc::cublas::result::CublasError,
+    },
+}
+
+impl std::fmt::Display for BlasError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlasError::Missing(why) => write!(f, "no cuBLAS: {why}"),
+            BlasError::Cuda(e) => e.fmt(f),
+            BlasError::Cublas { op, err } => write!(f, "cuBLAS error in {op}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for BlasError {}
+
+impl From<CudaError> for BlasError {
+    fn from(e: CudaError) -> BlasError {
+        BlasError::Cuda(e)
+    }
+}
+
+fn shape(what: String) -> BlasError {
+    BlasError::Cuda(CudaError::Shape { op: OP, what })
+}
 
 /// A cuBLAS handle bound to one [`Gpu`]'s stream: its work queues in order with the
 /// `Gpu`'s kernels.
@@ -23,25 +56,23 @@ pub struct Blas {
     blas: CudaBlas,
 }
 
-impl Gpu {
-    /// A cuBLAS handle on this device's stream; [`CudaError::NoBlas`] if libcublas cannot
-    /// be loaded here.
-    pub fn blas(&self) -> Result<Blas, CudaError> {
+impl Blas {
+    /// A cuBLAS handle on `gpu`'s stream; [`BlasError::Missing`] if libcublas cannot be
+    /// loaded here.
+    pub fn new(gpu: &Gpu) -> Result<Blas, BlasError> {
         // SAFETY: only tries to open the library under its candidate names.
         if !unsafe { sys::is_culib_present() } {
-            return Err(CudaError::NoBlas(
+            return Err(BlasError::Missing(
                 "libcublas (cuBLAS) is not installed or not on the loader path".to_string(),
             ));
         }
-        let blas = CudaBlas::new(self.stream().clone()).map_err(|err| CudaError::Blas {
+        let blas = CudaBlas::new(gpu.stream().clone()).map_err(|err| BlasError::Cublas {
             op: "creating a cuBLAS handle",
             err,
         })?;
         Ok(Blas { blas })
     }
-}
 
-impl Blas {
     /// y[t][r] = Σ_c w[r][c]·x[t][c] for `ntok` tokens: `w` is `nrows × ncols` and `x`
     /// `ntok × ncols`, both f16 (bits in `u16`, row-major); `y` is `ntok × nrows` f32. Products
     /// of f16 values summed in f32 (`CUBLAS_COMPUTE_32F`), as the tensor-core `matmul` does.
@@ -55,17 +86,26 @@ impl Blas {
         ncols: usize,
         nrows: usize,
         ntok: usize,
-    ) -> Result<(), CudaError> {
-        need(OP, "w", w.len(), ncols * nrows)?;
-        need(OP, "x", x.len(), ncols * ntok)?;
-        need(OP, "y", y.len(), nrows * ntok)?;
+    ) -> Result<(), BlasError> {
+        for (what, len, need) in [
+            ("w", w.len(), ncols * nrows),
+            ("x", x.len(), ncols * ntok),
+            ("y", y.len(), nrows * ntok),
+        ] {
+            if len < need {
+                return Err(shape(format!("{what} holds {len} elements, needs {need}")));
+            }
+        }
+        let int = |what: &str, v: usize| {
+            i32::try_from(v).map_err(|_| shape(format!("{what} = {v} exceeds i32")))
+        };
         let (k, m, n) = (
-            as_i32(OP, "ncols", ncols)?,
-            as_i32(OP, "nrows", nrows)?,
-            as_i32(OP, "ntok", ntok)?,
+            int("ncols", ncols)?,
+            int("nrows", nrows)?,
+            int("ntok", ntok)?,
         );
         if k == 0 || m == 0 || n == 0 {
-            return Err(CudaError::shape(OP, "an empty matrix"));
+            return Err(shape("an empty matrix".to_string()));
         }
         let stream = gpu.stream();
         let (wp, _w) = w.slice().device_ptr(stream);
@@ -101,6 +141,6 @@ impl Blas {
                 sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|err| CudaError::Blas { op: OP, err })
+        .map_err(|err| BlasError::Cublas { op: OP, err })
     }
 }
