@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's `llama-bench` into the git-ignored folder .llama-ref/, as a speed
-# reference to run side by side with Strata's `generate` (scripts/speed-table.sh): the
+# Builds llama.cpp's `llama-bench` and `llama-perplexity` into the git-ignored folder
+# .llama-ref/: a speed reference to run side by side with Strata's `generate`
+# (scripts/speed-table.sh), and the reference for Strata's `perplexity`. For speed the
 # machine's speed varies from hour to hour, so a comparison only means something when both
 # are measured in the same run on the same files. It is a reference only: nothing of
 # llama.cpp enters Strata's sources or builds.
@@ -10,7 +11,8 @@
 # from PyPI too, pinned, in a venv inside .llama-ref/.
 #
 # Idempotent: skips whatever is already done (download, unpack, build). Prints the path of
-# the llama-bench binary on stdout as its last line; everything else goes to stderr.
+# the llama-bench binary on stdout as its last line (llama-perplexity is beside it);
+# everything else goes to stderr.
 #
 # Usage: scripts/llama-ref.sh
 set -euo pipefail
@@ -27,8 +29,9 @@ DEST=$ROOT/.llama-ref
 SRC=$DEST/llama_cpp_python-$VERSION/vendor/llama.cpp
 BUILD=$DEST/build
 BIN=$BUILD/bin/llama-bench
+PPL=$BUILD/bin/llama-perplexity
 
-if [ -x "$BIN" ]; then
+if [ -x "$BIN" ] && [ -x "$PPL" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -122,7 +125,7 @@ fi
 # default local build gets). This llama.cpp no longer has a curl option (LLAMA_CURL is
 # deprecated and ignored: its HTTP client uses OpenSSL), so LLAMA_OPENSSL=OFF is what keeps
 # networking out. Static libraries: one self-contained binary. Tests, examples and the
-# server are not configured; only the llama-bench target is built.
+# server are not configured; only the llama-bench and llama-perplexity targets are built.
 echo "llama-ref: configuring in $BUILD" >&2
 "$CMAKE" -S "$SRC" -B "$BUILD" \
   -DCMAKE_BUILD_TYPE=Release \
@@ -136,11 +139,13 @@ echo "llama-ref: configuring in $BUILD" >&2
   -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF \
   -DLLAMA_BUILD_APP=OFF >&2
-echo "llama-ref: building llama-bench (-j2)" >&2
-"$CMAKE" --build "$BUILD" --target llama-bench -j2 >&2
+echo "llama-ref: building llama-bench and llama-perplexity (-j2)" >&2
+"$CMAKE" --build "$BUILD" --target llama-bench llama-perplexity -j2 >&2
 
-if [ ! -x "$BIN" ]; then
-  echo "llama-ref: the build finished but $BIN is not there" >&2
-  exit 1
-fi
+for b in "$BIN" "$PPL"; do
+  if [ ! -x "$b" ]; then
+    echo "llama-ref: the build finished but $b is not there" >&2
+    exit 1
+  fi
+done
 echo "$BIN"
