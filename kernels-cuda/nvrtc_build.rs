@@ -74,11 +74,15 @@ pub fn find(workspace: &Path, crate_name: &str) -> Option<Nvrtc> {
     let cuda_dir = std::env::var_os("STRATA_CUDA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join(".cuda"));
-    // The stamp appears when fetch-cuda.sh finishes; while .cuda/ is absent, watching the
-    // missing path makes cargo rerun this script until it appears (cheap: nothing compiles).
+    // The stamp appears when fetch-cuda.sh finishes. A missing path is not watched: cargo
+    // would rerun this script (and rebuild every crate above) on every build. Instead
+    // fetch-cuda.sh touches the build scripts after a fetch, which reruns them.
     let stamp = cuda_dir.join(".fetched");
-    let watch = if stamp.exists() { &stamp } else { &cuda_dir };
-    println!("cargo:rerun-if-changed={}", watch.display());
+    if stamp.exists() {
+        println!("cargo:rerun-if-changed={}", stamp.display());
+    } else if cuda_dir.exists() {
+        println!("cargo:rerun-if-changed={}", cuda_dir.display());
+    }
     let found = locate(&cuda_dir);
     match &found {
         Some((nvrtc, watch)) => {

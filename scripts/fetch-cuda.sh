@@ -67,4 +67,7 @@ for f in nvidia/cuda_nvrtc/lib/libnvrtc.so.12 nvidia/cuda_runtime/include/cuda_f
     [[ -e "$dest/$f" ]] || { echo "fetch-cuda: $dest/$f is missing after extraction" >&2; exit 1; }
 done
 echo "$want" > "$stamp"
+# The build scripts do not watch a .cuda/ that was absent (cargo would rebuild on every
+# run); touching them makes cargo run them again, now with NVRTC.
+touch "$root/kernels-cuda/build.rs" "$root/dev/cuda/build.rs"
 echo "fetch-cuda: ready: $dest ($want)"
