@@ -59,7 +59,7 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
             .map(Accelerator::from)
             .collect(),
     };
-    let file = GgufFile::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let file = GgufFile::open(&args.model).map_err(|e| e.to_string())?;
     let model = Model::bind(&file, |_| {}).map_err(|e| e.to_string())?;
     let n_layer = model.cfg.n_layer;
     let values: Vec<NumGpu> = match &args.num_gpu {
