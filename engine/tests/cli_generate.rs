@@ -286,18 +286,21 @@ fn a_host_allocation_failure_is_a_message_not_an_abort() {
 fn a_plan_over_the_host_budget_is_refused_before_loading() {
     let Some(m) = model() else { return };
     let m = m.to_str().unwrap();
-    let o = generate(&[
-        "-m",
-        m,
-        "-p",
-        "Hi",
-        "-n",
-        "1",
-        "-c",
-        "512",
-        "--host-mem",
-        "50MiB",
-    ]);
+    let run = |mem: &str| {
+        generate(&[
+            "-m",
+            m,
+            "-p",
+            "Hi",
+            "-n",
+            "1",
+            "-c",
+            "512",
+            "--host-mem",
+            mem,
+        ])
+    };
+    let o = run("50MiB");
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
@@ -305,18 +308,7 @@ fn a_plan_over_the_host_budget_is_refused_before_loading() {
         "{e}"
     );
     assert!(e.contains("OVER") && e.contains("-c/--ctx-size"), "{e}");
-    let o = generate(&[
-        "-m",
-        m,
-        "-p",
-        "Hi",
-        "-n",
-        "1",
-        "-c",
-        "512",
-        "--host-mem",
-        "1GiB",
-    ]);
+    let o = run("1GiB");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -160,13 +160,11 @@ fn run(args: &Args) -> Result<(), String> {
         .runner;
     let first = n_ctx / 2;
     let scored = n_ctx - 1 - first;
+    let head = header(n_vocab, n_ctx, n_chunk, &tokens);
     let mut kl = match (&args.kl_base, args.kl) {
         (None, _) => Kl::None,
-        (Some(p), false) => Kl::Save(Base::create(p, n_vocab, n_ctx, n_chunk, &tokens)?),
-        (Some(p), true) => Kl::Compare(
-            Base::open(p, n_vocab, n_ctx, n_chunk, &tokens)?,
-            Comparison::default(),
-        ),
+        (Some(p), false) => Kl::Save(Base::create(p, &head)?),
+        (Some(p), true) => Kl::Compare(Base::open(p, &head)?, Comparison::default()),
     };
     eprintln!(
         "perplexity: {} tokens, {n_chunk} chunks of {n_ctx} (of {available}), {scored} scored \
@@ -261,17 +259,11 @@ fn header(n_vocab: usize, n_ctx: usize, n_chunk: usize, tokens: &[u32]) -> Vec<u
 }
 
 impl Base<BufWriter<File>> {
-    fn create(
-        path: &Path,
-        n_vocab: usize,
-        n_ctx: usize,
-        n_chunk: usize,
-        tokens: &[u32],
-    ) -> Result<Self, String> {
+    /// A new file at `path` that starts with `head` (see [`header`]).
+    fn create(path: &Path, head: &[u8]) -> Result<Self, String> {
         let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
         let mut io = BufWriter::new(File::create(path).map_err(err)?);
-        io.write_all(&header(n_vocab, n_ctx, n_chunk, tokens))
-            .map_err(err)?;
+        io.write_all(head).map_err(err)?;
         Ok(Base {
             path: path.to_path_buf(),
             io,
@@ -298,16 +290,10 @@ impl Base<BufWriter<File>> {
 }
 
 impl Base<BufReader<File>> {
-    fn open(
-        path: &Path,
-        n_vocab: usize,
-        n_ctx: usize,
-        n_chunk: usize,
-        tokens: &[u32],
-    ) -> Result<Self, String> {
+    /// The file at `path`, which must start with `want` (see [`header`]).
+    fn open(path: &Path, want: &[u8]) -> Result<Self, String> {
         let err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
         let mut io = BufReader::new(File::open(path).map_err(err)?);
-        let want = header(n_vocab, n_ctx, n_chunk, tokens);
         let mut got = vec![0u8; want.len()];
         io.read_exact(&mut got).map_err(err)?;
         if got[..16] != MAGIC[..] {
