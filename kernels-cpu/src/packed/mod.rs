@@ -57,10 +57,10 @@ mod layout;
 use rayon::prelude::*;
 
 use crate::act::QuantizedActs;
-use crate::dot;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::matmul::Cells;
+use crate::registry;
 
 /// Rows in a packed group: one per 32-bit lane of a 512-bit register.
 pub const GROUP_ROWS: usize = 16;
@@ -76,17 +76,7 @@ struct Line([u8; 64]);
 /// Whether `ty` has packed kernels at `isa` (the legacy formats and Q2_K to Q6_K at VNNI;
 /// F16 and BF16 at AVX-512).
 pub fn supports(ty: GgmlType, isa: Isa) -> bool {
-    cfg!(target_arch = "x86_64")
-        && isa.is_supported()
-        && match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => isa >= Isa::Vnni,
-            GgmlType::Q5_0 | GgmlType::Q5_1 => isa >= Isa::Vnni,
-            GgmlType::Q4_K | GgmlType::Q6_K => isa >= Isa::Vnni,
-            GgmlType::Q2_K | GgmlType::Q3_K => isa >= Isa::Vnni,
-            GgmlType::Q5_K => isa >= Isa::Vnni,
-            GgmlType::F16 | GgmlType::BF16 => isa >= Isa::Avx512,
-            _ => false,
-        }
+    registry::format(ty).packs(isa)
 }
 
 /// Repacks `bytes` (a row-major `rows`×`cols` matrix of `ty`) in place if `ty` has packed
@@ -319,7 +309,9 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
     let rows = m.rows;
     let groups = m.groups();
     let tail_rows = rows - groups * GROUP_ROWS;
-    let dot = dot::kernel(m.ty, isa::active()).expect("a packed format is a weight format");
+    let dot = registry::format(m.ty)
+        .kernel(isa::active())
+        .expect("a packed format is a weight format");
     let tail = || {
         let rb = layout::row_bytes(m.ty, m.cols);
         for (i, w) in m.tail().chunks_exact(rb).enumerate() {
