@@ -29,6 +29,9 @@ use crate::dot::{avx2, avx512, panel512::PanelFormat, tile512};
 use crate::dot::{portable, reference, DotFn, Tiles};
 use crate::formats::GgmlType;
 use crate::isa::Isa;
+use crate::packed::layout::PackedFormat;
+#[cfg(target_arch = "x86_64")]
+use crate::packed::{float, legacy, q2_k, q3_k, q4_k, q5_k, q6_k};
 
 /// Everything Strata runs for one format.
 pub struct Format {
@@ -41,8 +44,9 @@ pub struct Format {
     /// VNNI matmul panels (`dot::panel512`), for prefill of 4 tokens or more.
     #[cfg(target_arch = "x86_64")]
     pub(crate) panel: Option<PanelFormat>,
-    /// Packed 16-row group kernels (`packed`) and the lowest level that runs them.
-    pub(crate) packed: Option<Isa>,
+    /// Packed 16-row group kernels (`packed`): the layout, a kernel per tile size and the
+    /// lowest level that runs them.
+    pub(crate) packed: Option<PackedFormat>,
     /// The CUDA matvec kernel of this format in `kernels-cuda/kernels/matvec.cu`; empty for
     /// the activation-only formats.
     pub cuda: &'static str,
@@ -64,6 +68,18 @@ macro_rules! x86 {
             None
         }
     }};
+}
+
+/// A format's packed kernels at level `$isa`: its layout and its kernel (generic in the
+/// tile's token count) for tiles of 1, 4 and 8 tokens.
+macro_rules! packed {
+    ($isa:ident, $layout:expr, $($k:ident)::+) => {
+        x86!(PackedFormat {
+            isa: Isa::$isa,
+            layout: &$layout,
+            group: [$($k)::+::<1>, $($k)::+::<4>, $($k)::+::<8>],
+        })
+    };
 }
 
 /// A `#[target_feature]` row kernel as a [`DotFn`] (see the SAFETY note above).
@@ -115,7 +131,7 @@ const F16: Format = Format {
             one: None,
         }
     )),
-    packed: x86!(Isa::Avx512),
+    packed: packed!(Avx512, float::Halves, float::f16_f32),
     cuda: "matvec_f16",
     ..NONE
 };
@@ -129,7 +145,7 @@ const BF16: Format = Format {
         simd!(avx512::bf16_f32),
         simd!(avx512::bf16_f32),
     ],
-    packed: x86!(Isa::Avx512),
+    packed: packed!(Avx512, float::Halves, float::bf16_f32),
     cuda: "matvec_bf16",
     ..NONE
 };
@@ -157,7 +173,7 @@ const Q4_0: Format = Format {
         nibbles: true,
         min: false,
     }),
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, legacy::Q4_0, legacy::q4_0_q8_0),
     cuda: "matvec_q4_0",
 };
 
@@ -177,7 +193,7 @@ const Q4_1: Format = Format {
         nibbles: true,
         min: true,
     }),
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, legacy::Q4_1, legacy::q4_1_q8_1),
     cuda: "matvec_q4_1",
     ..NONE
 };
@@ -191,7 +207,7 @@ const Q5_0: Format = Format {
         simd!(avx512::bw::q5_0_q8_0),
         simd!(avx512::vnni::q5_0_q8_0),
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, legacy::Q5_0, legacy::q5_0_q8_0),
     cuda: "matvec_q5_0",
     ..NONE
 };
@@ -205,7 +221,7 @@ const Q5_1: Format = Format {
         simd!(avx512::bw::q5_1_q8_1),
         simd!(avx512::vnni::q5_1_q8_1),
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, legacy::Q5_1, legacy::q5_1_q8_1),
     cuda: "matvec_q5_1",
     ..NONE
 };
@@ -226,7 +242,7 @@ const Q8_0: Format = Format {
         nibbles: false,
         min: false,
     }),
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, legacy::Q8_0, legacy::q8_0_q8_0),
     cuda: "matvec_q8_0",
     ..NONE
 };
@@ -241,7 +257,7 @@ const Q2_K: Format = Format {
         None,
         None,
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, q2_k::Q2_K, q2_k::q2_k_q8_k),
     cuda: "matvec_q2_k",
     ..NONE
 };
@@ -255,7 +271,7 @@ const Q3_K: Format = Format {
         simd!(avx512::bw::q3_k_q8_k),
         simd!(avx512::vnni::q3_k_q8_k),
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, q3_k::Q3_K, q3_k::q3_k_q8_k),
     cuda: "matvec_q3_k",
     ..NONE
 };
@@ -269,7 +285,7 @@ const Q4_K: Format = Format {
         simd!(avx512::bw::q4_k_q8_k),
         simd!(avx512::vnni::q4_k_q8_k),
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, q4_k::Q4_K, q4_k::q4_k_q8_k),
     cuda: "matvec_q4_k",
     ..NONE
 };
@@ -283,7 +299,7 @@ const Q5_K: Format = Format {
         simd!(avx512::bw::q5_k_q8_k),
         simd!(avx512::vnni::q5_k_q8_k),
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, q5_k::Q5_K, q5_k::q5_k_q8_k),
     cuda: "matvec_q5_k",
     ..NONE
 };
@@ -297,7 +313,7 @@ const Q6_K: Format = Format {
         simd!(avx512::bw::q6_k_q8_k),
         simd!(avx512::vnni::q6_k_q8_k),
     ],
-    packed: x86!(Isa::Vnni),
+    packed: packed!(Vnni, q6_k::Q6_K, q6_k::q6_k_q8_k),
     cuda: "matvec_q6_k",
     ..NONE
 };
@@ -362,7 +378,7 @@ impl Format {
 
     /// Whether packed kernels run at `isa` (on this CPU).
     pub fn packs(&self, isa: Isa) -> bool {
-        isa.is_supported() && self.packed.is_some_and(|l| isa >= l)
+        isa.is_supported() && self.packed.as_ref().is_some_and(|p| isa >= p.isa)
     }
 }
 

@@ -383,7 +383,7 @@ unsafe fn unpack_q2_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
 unsafe fn unpack_q3_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
     // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108. u = low two bits, plus 4
     // where the hmask bit is set; the stored value is u − 4.
-    // Six-bit scales from 12 bytes in u32 words (layout in FORMATS.md), minus 32.
+    // Six-bit scales from 12 bytes in u32 words (the layout of `formats::q3_k`), minus 32.
     let a0 = std::ptr::read_unaligned(b.add(96).cast::<u32>());
     let a1 = std::ptr::read_unaligned(b.add(100).cast::<u32>());
     let tmp = std::ptr::read_unaligned(b.add(104).cast::<u32>());
@@ -410,7 +410,7 @@ unsafe fn unpack_q3_k(b: *const u8, y: &BlockQ8K) -> Unpacked {
 }
 
 /// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins from their 12 packed bytes, with
-/// word operations on the three little-endian u32s (layout in FORMATS.md).
+/// word operations on the three little-endian u32s (the packing `formats::k_scales` reads).
 #[inline]
 pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     const LOW6: u32 = 0x3f3f_3f3f;

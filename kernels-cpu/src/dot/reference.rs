@@ -1,5 +1,5 @@
 //! Scalar reference dot products, written from the block structs and the formulas in
-//! FORMATS.md: the twin every fast path is tested against.
+//! `formats`: the twin every fast path is tested against.
 //!
 //! Each weight block is dotted with its activation block in integers (exact), then scaled
 //! and summed in f32 in block order, as ggml's `ggml_vec_dot_*_ref` do; so these also match
