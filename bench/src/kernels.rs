@@ -13,7 +13,7 @@ use strata_kernels_cpu::isa::{self, Isa};
 use strata_kernels_cpu::matmul::matmul_quantized_isa;
 use strata_kernels_cpu::matvec::matvec_quantized_isa;
 use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, Packed};
-use strata_kernels_cpu::{dot, FormatError, GgmlType, QuantizedActs};
+use strata_kernels_cpu::{registry, FormatError, GgmlType, QuantizedActs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -143,7 +143,7 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
     }
     println!("{header}\n{rule}");
     for ty in formats {
-        let level = dot::kernel_level(ty, isa).map_or("-".into(), |l| l.to_string());
+        let level = registry::kernel_level(ty, isa).map_or("-".into(), |l| l.to_string());
         let layouts: &[bool] = if packed::supports(ty, isa) {
             &[false, true]
         } else {

@@ -4,7 +4,7 @@
 //! L1/L2) and runs them over every token, so each weight row is read from memory once per
 //! call and each activation row is reused by all rows of the task while it is in L1. Q4_0,
 //! Q4_1 and Q8_0 at VNNI run on repacked panels (`dot::panel512`), F16 on 4 × 4 register
-//! tiles (`dot::tile_kernel`), the rest row by row; each task writes straight into y.
+//! tiles (the registry's tiles), the rest row by row; each task writes straight into y.
 
 use rayon::prelude::*;
 
@@ -12,6 +12,7 @@ use crate::act::{quantize_acts_isa, QuantizedActs};
 use crate::dot::{self, ActRow, TILE_ROWS, TILE_TOKENS};
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
+use crate::registry;
 use crate::shape::check_shape;
 
 /// `y`'s cells, written by the parallel tasks (each its own rows, so never the same cell);
@@ -94,12 +95,12 @@ pub fn matmul_quantized_isa(
     let act_rows: Vec<_> = (0..n).map(|t| acts.row(t)).collect();
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Vnni && n >= TILE_TOKENS {
-        if let Some(o) = dot::panel512::offset(ty) {
-            matmul_panels(ty, w, rows, row_bytes, &act_rows, o, dot, y);
+        if let Some(f) = registry::format(ty).panel {
+            matmul_panels(ty, f, w, rows, row_bytes, &act_rows, dot, y);
             return Ok(());
         }
     }
-    let tiles = dot::tile_kernel(ty, isa);
+    let tiles = registry::format(ty).tiles(isa);
     // Fewer than 4 tokens go through the 1-token tile where there is one, as matvec does.
     let four = tiles.and_then(|t| t.four).filter(|_| n >= TILE_TOKENS);
     let one = tiles.and_then(|t| t.one);
@@ -185,11 +186,11 @@ fn token_groups(n: usize) -> Vec<usize> {
 #[allow(clippy::too_many_arguments)]
 fn matmul_panels(
     ty: GgmlType,
+    f: dot::panel512::PanelFormat,
     w: &[u8],
     rows: usize,
     row_bytes: usize,
     act_rows: &[ActRow],
-    o: i32,
     dot: dot::DotFn,
     y: &mut [f32],
 ) {
@@ -206,7 +207,6 @@ fn matmul_panels(
     unsafe { acts_owned.fill_acts(act_rows, nb) };
     let acts = &acts_owned;
     let groups = token_groups(n);
-    let min = ty == GgmlType::Q4_1;
     let cells = Cells(y.as_mut_ptr());
     // One weight panel per rayon job, refilled by each of its tasks.
     let task = |panel: &mut Panel, c: usize| {
@@ -216,7 +216,7 @@ fn matmul_panels(
         // SAFETY (the writes): as in `matmul_quantized_isa`.
         let put = |t: usize, r: usize, v: f32| unsafe { *cells.at(t * rows + r0 + r) = v };
         // SAFETY: `isa` is Vnni, which the caller's CPU supports.
-        unsafe { panel.fill_weights(ty, &w[r0 * row_bytes..], tiled_rows, row_bytes, nb) };
+        unsafe { panel.fill_weights(ty, f, &w[r0 * row_bytes..], tiled_rows, row_bytes, nb) };
         // The next task's rows (usually this thread's next task: rayon splits the range into
         // contiguous runs), a few lines per token group.
         let (next, per_group) = next_task_rows(w, r0, row_bytes, groups.len());
@@ -225,7 +225,7 @@ fn matmul_panels(
             for rr in (0..tiled_rows).step_by(TILE_ROWS) {
                 let mut out = [[0f32; TILE_TOKENS]; TILE_ROWS];
                 // SAFETY: `isa` is Vnni, which the caller's CPU supports.
-                unsafe { tile(panel, rr, acts, t0, o, min, &mut out) };
+                unsafe { tile(panel, rr, acts, t0, f.offset, f.min, &mut out) };
                 for (r, out) in out.iter().enumerate() {
                     for (t, &v) in out.iter().enumerate() {
                         put(t0 + t, rr + r, v);

@@ -6,9 +6,10 @@
 use rayon::prelude::*;
 
 use crate::act::{quantize_acts_isa, QuantizedActs};
-use crate::dot::{self, TILE_ROWS};
+use crate::dot::TILE_ROWS;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
+use crate::registry;
 use crate::shape::check_shape;
 
 /// y = W·x with W `rows`×`cols` of type `ty` (raw row-major bytes, any alignment), at the
@@ -65,7 +66,7 @@ pub fn matvec_quantized_isa(
     let a = acts.row(0);
     // Computed once: the task offsets must use the same chunk size that cut `y`.
     let chunk = chunk_rows(rows, row_bytes);
-    let one = dot::tile_kernel(ty, isa).and_then(|t| t.one);
+    let one = registry::format(ty).tiles(isa).and_then(|t| t.one);
     let run = |(c, ys): (usize, &mut [f32])| {
         let r0 = c * chunk;
         // Whole tiles of 4 rows first (chunks are whole tiles, so these are the rows matmul

@@ -1,9 +1,10 @@
 //! The one validation of a matvec/matmul request, shared by both so their errors agree.
 
 use crate::act::QuantizedActs;
-use crate::dot::{self, DotFn};
+use crate::dot::DotFn;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::Isa;
+use crate::registry;
 
 /// Validates y (n×rows) = acts (n×cols) · Wᵀ, W `rows`×`cols` of type `ty`; the kernel
 /// to run it. A matvec is the case n = 1.
@@ -24,10 +25,12 @@ pub(crate) fn check_shape(
             what: "ISA level not supported by this CPU",
         });
     }
-    let dot = dot::kernel(ty, isa).ok_or(FormatError::Unsupported {
-        ty,
-        what: "not a weight format",
-    })?;
+    let dot = registry::format(ty)
+        .kernel(isa)
+        .ok_or(FormatError::Unsupported {
+            ty,
+            what: "not a weight format",
+        })?;
     if !cols.is_multiple_of(ty.block_size()) {
         return Err(FormatError::NotWholeBlocks {
             ty,

@@ -161,7 +161,8 @@ impl QuantizedActs {
                 })
             }
         }
-        if cols > 0 && matches!(act_ty, GgmlType::Q8_0 | GgmlType::Q8_1) {
+        // `qs` holds the quants of the 32-element formats (Q8_0, Q8_1) only.
+        if cols > 0 && !self.qs.is_empty() {
             // Slice copies into a sized buffer: an `extend` from a flattened iterator
             // compiled to a byte-at-a-time push loop (10% of a 1-thread prefill).
             self.qs4.resize(self.qs.len(), 0);
@@ -176,38 +177,27 @@ impl QuantizedActs {
         Ok(())
     }
 
-    /// Row `t` in the layouts the dot kernels read.
+    /// Row `t` in the layouts the dot kernels read: each layout's part of the row, empty for
+    /// the layouts the activation format does not fill (their buffers are empty).
     pub(crate) fn row(&self, t: usize) -> ActRow<'_> {
-        let c = self.cols;
-        let (lo, hi) = (t * c, (t + 1) * c);
-        match self.ty {
-            Some(GgmlType::F32) => ActRow {
-                x: &self.x[lo..hi],
-                ..ActRow::default()
-            },
-            Some(GgmlType::Q8_0) => ActRow {
-                q8_0: &self.q8_0[lo / QK..hi / QK],
-                qs: &self.qs[lo..hi],
-                qs4: &self.qs4[lo..hi],
-                d: &self.d[lo / QK..hi / QK],
-                dsum: &self.dsum[lo / QK..hi / QK],
-                ..ActRow::default()
-            },
-            Some(GgmlType::Q8_1) => ActRow {
-                q8_1: &self.q8_1[lo / QK..hi / QK],
-                qs: &self.qs[lo..hi],
-                qs4: &self.qs4[lo..hi],
-                d: &self.d[lo / QK..hi / QK],
-                dsum: &self.dsum[lo / QK..hi / QK],
-                ..ActRow::default()
-            },
-            Some(GgmlType::Q8_K) => ActRow {
-                q8_k: &self.q8_k[lo / QK_K..hi / QK_K],
-                ..ActRow::default()
-            },
-            _ => ActRow::default(),
+        let (lo, hi) = (t * self.cols, (t + 1) * self.cols);
+        ActRow {
+            x: part(&self.x, lo, hi, 1),
+            q8_0: part(&self.q8_0, lo, hi, QK),
+            q8_1: part(&self.q8_1, lo, hi, QK),
+            q8_k: part(&self.q8_k, lo, hi, QK_K),
+            qs: part(&self.qs, lo, hi, 1),
+            qs4: part(&self.qs4, lo, hi, 1),
+            d: part(&self.d, lo, hi, QK),
+            dsum: part(&self.dsum, lo, hi, QK),
         }
     }
+}
+
+/// Elements `lo..hi` of a row-major buffer with one entry per `per` elements; empty if the
+/// buffer is (a layout the activation format does not fill).
+fn part<T>(v: &[T], lo: usize, hi: usize, per: usize) -> &[T] {
+    v.get(lo / per..hi / per).unwrap_or(&[])
 }
 
 /// Quantizes `x` (`n` rows of `cols`) to `act_ty` (F32, Q8_0, Q8_1 or Q8_K; a weight type's

@@ -28,14 +28,15 @@ const GROUP: usize = 16;
 const QK: usize = 32;
 const WORDS: usize = QK / 4;
 
-/// The formats with panels at VNNI, and the offset their unsigned quants carry.
-pub(crate) fn offset(ty: GgmlType) -> Option<i32> {
-    match ty {
-        GgmlType::Q4_0 => Some(8),
-        GgmlType::Q4_1 => Some(0),
-        GgmlType::Q8_0 => Some(128),
-        _ => None,
-    }
+/// How a legacy integer format's blocks go into a weight panel (its registry row's
+/// `panel`): the offset its unsigned quants carry, where the quants start in a block,
+/// whether they are nibbles (else bytes), and whether a min follows d (Q4_1).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PanelFormat {
+    pub(crate) offset: i32,
+    pub(crate) qs: usize,
+    pub(crate) nibbles: bool,
+    pub(crate) min: bool,
 }
 
 /// `nb` blocks as `groups(nb)` panel groups.
@@ -68,8 +69,8 @@ impl Panel {
         }
     }
 
-    /// Makes this the weight panel of `rows` rows of `ty` (`row_bytes` each, `nb` blocks)
-    /// from `w`.
+    /// Makes this the weight panel of `rows` rows of `ty` (laid out as `f`; `row_bytes`
+    /// each, `nb` blocks) from `w`.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW and F16C.
@@ -77,6 +78,7 @@ impl Panel {
     pub(crate) unsafe fn fill_weights(
         &mut self,
         ty: GgmlType,
+        f: PanelFormat,
         w: &[u8],
         rows: usize,
         row_bytes: usize,
@@ -110,35 +112,29 @@ impl Panel {
                 let head = gather16(base, 0, idx, m);
                 let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head));
                 _mm512_storeu_ps(self.scale.as_mut_ptr().add(at), d);
-                let second = match ty {
-                    GgmlType::Q4_1 => {
-                        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(head)))
-                    }
-                    _ => _mm512_setzero_ps(),
+                let second = if f.min {
+                    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(head)))
+                } else {
+                    _mm512_setzero_ps()
                 };
                 _mm512_storeu_ps(self.second.as_mut_ptr().add(at), second);
-                match ty {
-                    GgmlType::Q8_0 => {
-                        for j in 0..WORDS {
-                            let v = _mm512_xor_si512(gather16(base, 2 + 4 * j, idx, m), flip);
-                            // Padding lanes must stay 0, not 0 ^ 0x80.
-                            let v = _mm512_maskz_mov_epi32(m, v);
-                            _mm512_storeu_si512(q.add(j * GROUP).cast(), v);
-                        }
+                if f.nibbles {
+                    for j in 0..WORDS / 2 {
+                        let v = gather16(base, f.qs + 4 * j, idx, m);
+                        let (lo, hi) = (
+                            _mm512_and_si512(v, low),
+                            _mm512_and_si512(_mm512_srli_epi32::<4>(v), low),
+                        );
+                        _mm512_storeu_si512(q.add(j * GROUP).cast(), lo);
+                        _mm512_storeu_si512(q.add((j + WORDS / 2) * GROUP).cast(), hi);
                     }
-                    GgmlType::Q4_0 | GgmlType::Q4_1 => {
-                        let qs_off = if ty == GgmlType::Q4_0 { 2 } else { 4 };
-                        for j in 0..WORDS / 2 {
-                            let v = gather16(base, qs_off + 4 * j, idx, m);
-                            let (lo, hi) = (
-                                _mm512_and_si512(v, low),
-                                _mm512_and_si512(_mm512_srli_epi32::<4>(v), low),
-                            );
-                            _mm512_storeu_si512(q.add(j * GROUP).cast(), lo);
-                            _mm512_storeu_si512(q.add((j + WORDS / 2) * GROUP).cast(), hi);
-                        }
+                } else {
+                    for j in 0..WORDS {
+                        let v = _mm512_xor_si512(gather16(base, f.qs + 4 * j, idx, m), flip);
+                        // Padding lanes must stay 0, not 0 ^ 0x80.
+                        let v = _mm512_maskz_mov_epi32(m, v);
+                        _mm512_storeu_si512(q.add(j * GROUP).cast(), v);
                     }
-                    _ => unreachable!("{ty} has no panel (see `offset`)"),
                 }
             }
         }

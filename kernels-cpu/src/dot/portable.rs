@@ -28,30 +28,10 @@
 use half::f16;
 use wide::{f32x4, f32x8, i16x8, i32x4, i32x8, u16x8};
 
-use super::{row_blocks, ActRow, DotFn};
+use super::{row_blocks, ActRow};
 use crate::formats::blocks::BlockQ8K;
 use crate::formats::float::f32_from_bf16_bits;
 use crate::formats::{k_scales, GgmlType};
-
-pub fn kernel(ty: GgmlType) -> Option<DotFn> {
-    use GgmlType::*;
-    Some(match ty {
-        F32 => f32_dot,
-        F16 => f16_dot,
-        BF16 => bf16_dot,
-        Q4_0 => q4_0,
-        Q4_1 => q4_1,
-        Q5_0 => q5_0,
-        Q5_1 => q5_1,
-        Q8_0 => q8_0,
-        Q2_K => q2_k,
-        Q3_K => q3_k,
-        Q4_K => q4_k,
-        Q5_K => q5_k,
-        Q6_K => q6_k,
-        Q8_1 | Q8_K => return None,
-    })
-}
 
 // ---- words and fields ----
 
@@ -221,7 +201,7 @@ fn fifth_bits(qh: u32) -> [i16x8; 4] {
     [bit(lo, EVEN), bit(lo, ODD), bit(hi, EVEN), bit(hi, ODD)]
 }
 
-fn q4_0(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q4_0_q8_0(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, qs at 2.
     legacy_row::<18, false, _>(
         GgmlType::Q4_0,
@@ -235,7 +215,7 @@ fn q4_0(w: &[u8], a: &ActRow) -> f32 {
     )
 }
 
-fn q4_1(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q4_1_q8_1(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, m at 2, qs at 4.
     legacy_row::<20, true, _>(
         GgmlType::Q4_1,
@@ -246,7 +226,7 @@ fn q4_1(w: &[u8], a: &ActRow) -> f32 {
     )
 }
 
-fn q5_0(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q5_0_q8_0(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, qh at 2, qs at 6.
     legacy_row::<22, false, _>(
         GgmlType::Q5_0,
@@ -260,7 +240,7 @@ fn q5_0(w: &[u8], a: &ActRow) -> f32 {
     )
 }
 
-fn q5_1(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q5_1_q8_1(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, m at 2, qh at 4, qs at 8.
     legacy_row::<24, true, _>(
         GgmlType::Q5_1,
@@ -274,7 +254,7 @@ fn q5_1(w: &[u8], a: &ActRow) -> f32 {
     )
 }
 
-fn q8_0(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q8_0_q8_0(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, qs at 2.
     legacy_row::<34, false, _>(
         GgmlType::Q8_0,
@@ -379,7 +359,7 @@ fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     k_scales::unpack(s[..12].try_into().expect("12 scale bytes"))
 }
 
-fn q2_k(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q2_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     // scales[16] at 0, qs[64] at 16, d at 80, dmin at 82. Group 4h + s is bits 2s of
     // qs[32h..32h + 32].
     k_row::<84>(GgmlType::Q2_K, w, a, |b, y| {
@@ -398,7 +378,7 @@ fn q2_k(w: &[u8], a: &ActRow) -> f32 {
     })
 }
 
-fn q3_k(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q3_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     // hmask[32] at 0, qs[64] at 32, scales[12] at 96, d at 108. Low bits as Q2_K; the high
     // bit of group g is bit g of hmask; q = u − 4 with u = low | high << 2, the 4 taken
     // off as 4·Σ sc·bsum.
@@ -422,7 +402,7 @@ fn q3_k(w: &[u8], a: &ActRow) -> f32 {
     })
 }
 
-fn q4_k(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q4_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, dmin at 2, scales[12] at 4, qs[128] at 16. Group 2k + n is nibble n of
     // qs[32k..32k + 32].
     k_row::<144>(GgmlType::Q4_K, w, a, |b, y| {
@@ -440,7 +420,7 @@ fn q4_k(w: &[u8], a: &ActRow) -> f32 {
     })
 }
 
-fn q5_k(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q5_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     // d at 0, dmin at 2, scales[12] at 4, qh[32] at 16, qs[128] at 48. Nibbles as Q4_K;
     // the fifth bit of group g is bit g of qh.
     k_row::<176>(GgmlType::Q5_K, w, a, |b, y| {
@@ -461,7 +441,7 @@ fn q5_k(w: &[u8], a: &ActRow) -> f32 {
     })
 }
 
-fn q6_k(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn q6_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     // ql[128] at 0, qh[64] at 128, scales[16] (i8) at 192, d at 208. Group 4h + s: nibble
     // s / 2 of ql[64h + 32(s % 2)..][..32], bits 2s of qh[32h..32h + 32] above it; minus 32,
     // taken off as 32·Σ sc·bsum.
@@ -538,7 +518,7 @@ fn f16x8_to_f32(h: u16x8) -> f32x8 {
     bytemuck::cast::<i32x8, f32x8>(special).select(inf_nan, finite)
 }
 
-fn f32_dot(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn f32_f32(w: &[u8], a: &ActRow) -> f32 {
     let n = row_blocks(GgmlType::F32, w, a);
     float_dot(
         n,
@@ -549,7 +529,7 @@ fn f32_dot(w: &[u8], a: &ActRow) -> f32 {
     )
 }
 
-fn f16_dot(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn f16_f32(w: &[u8], a: &ActRow) -> f32 {
     let n = row_blocks(GgmlType::F16, w, a);
     float_dot(
         n,
@@ -560,7 +540,7 @@ fn f16_dot(w: &[u8], a: &ActRow) -> f32 {
     )
 }
 
-fn bf16_dot(w: &[u8], a: &ActRow) -> f32 {
+pub(crate) fn bf16_f32(w: &[u8], a: &ActRow) -> f32 {
     let n = row_blocks(GgmlType::BF16, w, a);
     float_dot(
         n,

@@ -1,5 +1,5 @@
 //! Scalar reference dot products, written from the block structs and the formulas in
-//! FORMATS.md: the twin every fast path is tested against.
+//! `formats`: the twin every fast path is tested against.
 //!
 //! Each weight block is dotted with its activation block in integers (exact), then scaled
 //! and summed in f32 in block order, as ggml's `ggml_vec_dot_*_ref` do; so these also match
@@ -22,19 +22,19 @@ fn blocks<B: Block>(w: &[u8]) -> impl Iterator<Item = B> + '_ {
     (0..w.len() / std::mem::size_of::<B>()).map(move |i| block(w, i))
 }
 
-pub fn f32(w: &[u8], a: &ActRow) -> f32 {
+pub fn f32_f32(w: &[u8], a: &ActRow) -> f32 {
     w.chunks_exact(4)
         .zip(a.x)
         .map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x)
         .sum()
 }
 
-pub fn f16(w: &[u8], a: &ActRow) -> f32 {
+pub fn f16_f32(w: &[u8], a: &ActRow) -> f32 {
     let h = |b: &[u8]| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
     w.chunks_exact(2).zip(a.x).map(|(b, x)| h(b) * x).sum()
 }
 
-pub fn bf16(w: &[u8], a: &ActRow) -> f32 {
+pub fn bf16_f32(w: &[u8], a: &ActRow) -> f32 {
     let h = |b: &[u8]| f32_from_bf16_bits(u16::from_le_bytes([b[0], b[1]]));
     w.chunks_exact(2).zip(a.x).map(|(b, x)| h(b) * x).sum()
 }
@@ -62,7 +62,7 @@ fn idot(q: &[i32], a: &[i8]) -> i32 {
     q.iter().zip(a).map(|(&q, &a)| q * i32::from(a)).sum()
 }
 
-pub fn q4_0(w: &[u8], a: &ActRow) -> f32 {
+pub fn q4_0_q8_0(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ4_0>(w).zip(a.q8_0) {
         let q = nibbles(&b.qs).map(|v| v - 8);
@@ -71,7 +71,7 @@ pub fn q4_0(w: &[u8], a: &ActRow) -> f32 {
     sum
 }
 
-pub fn q4_1(w: &[u8], a: &ActRow) -> f32 {
+pub fn q4_1_q8_1(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ4_1>(w).zip(a.q8_1) {
         let q = nibbles(&b.qs);
@@ -80,7 +80,7 @@ pub fn q4_1(w: &[u8], a: &ActRow) -> f32 {
     sum
 }
 
-pub fn q5_0(w: &[u8], a: &ActRow) -> f32 {
+pub fn q5_0_q8_0(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ5_0>(w).zip(a.q8_0) {
         let q = with_fifth_bit(nibbles(&b.qs), b.qh).map(|v| v - 16);
@@ -89,7 +89,7 @@ pub fn q5_0(w: &[u8], a: &ActRow) -> f32 {
     sum
 }
 
-pub fn q5_1(w: &[u8], a: &ActRow) -> f32 {
+pub fn q5_1_q8_1(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ5_1>(w).zip(a.q8_1) {
         let q = with_fifth_bit(nibbles(&b.qs), b.qh);
@@ -98,7 +98,7 @@ pub fn q5_1(w: &[u8], a: &ActRow) -> f32 {
     sum
 }
 
-pub fn q8_0(w: &[u8], a: &ActRow) -> f32 {
+pub fn q8_0_q8_0(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ8_0>(w).zip(a.q8_0) {
         let q = b.qs.map(i32::from);
@@ -112,7 +112,7 @@ fn bsum_dot(bsums: &[i16; 16], m: impl Fn(usize) -> i32) -> i32 {
     (0..16).map(|j| i32::from(bsums[j]) * m(j)).sum()
 }
 
-pub fn q2_k(w: &[u8], a: &ActRow) -> f32 {
+pub fn q2_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ2K>(w).zip(a.q8_k) {
         // Element 128·h + 32·s + l sits in qs[32·h + l] at bit shift 2·s.
@@ -144,7 +144,7 @@ fn q3_k_scales(s: &[u8; 12]) -> [i32; 16] {
     out
 }
 
-pub fn q3_k(w: &[u8], a: &ActRow) -> f32 {
+pub fn q3_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ3K>(w).zip(a.q8_k) {
         let sc = q3_k_scales(&b.scales);
@@ -192,7 +192,7 @@ fn q45_k(d: f16, dmin: f16, scales: &[u8; 12], q: impl Fn(usize) -> i32, y: &Blo
     y.d * d.to_f32() * isum as f32 - y.d * dmin.to_f32() * mins as f32
 }
 
-pub fn q4_k(w: &[u8], a: &ActRow) -> f32 {
+pub fn q4_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ4K>(w).zip(a.q8_k) {
         // Sub-block 2k is the low nibbles of qs[32k..32k+32], 2k+1 the high ones.
@@ -209,7 +209,7 @@ pub fn q4_k(w: &[u8], a: &ActRow) -> f32 {
     sum
 }
 
-pub fn q5_k(w: &[u8], a: &ActRow) -> f32 {
+pub fn q5_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ5K>(w).zip(a.q8_k) {
         let q = |e: usize| {
@@ -227,7 +227,7 @@ pub fn q5_k(w: &[u8], a: &ActRow) -> f32 {
     sum
 }
 
-pub fn q6_k(w: &[u8], a: &ActRow) -> f32 {
+pub fn q6_k_q8_k(w: &[u8], a: &ActRow) -> f32 {
     let mut sum = 0.0f32;
     for (b, y) in blocks::<BlockQ6K>(w).zip(a.q8_k) {
         // Half h (128 elements) uses ql[64h..64h+64] and qh[32h..32h+32]; within it, quarter

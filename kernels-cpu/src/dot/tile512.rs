@@ -24,8 +24,8 @@ use crate::prefetch::PREFETCH_AHEAD;
 type Acc<const NT: usize> = [[__m512; NT]; TILE_ROWS];
 type Out<const NT: usize> = [[f32; NT]; TILE_ROWS];
 
-// SAFETY (all tiles): `dot::tile_kernel` hands these out only when the CPU has AVX-512
-// VNNI (F16: AVX-512 F/BW); `check` bounds every read.
+// SAFETY (all tiles): the registry (`Format::tiles`) hands these out only when the CPU has
+// AVX-512 VNNI (F16: AVX-512 F/BW); `check` bounds every read.
 
 /// Blocks per row, checking that `w` holds the tile's rows and every token covers them.
 fn check<const NT: usize>(ty: GgmlType, w: &[u8], row_bytes: usize, a: &[ActRow; NT]) -> usize {
@@ -50,7 +50,7 @@ fn reduce<const NT: usize>(acc: &Acc<NT>, out: &mut Out<NT>) {
 
 /// F16 weights × f32 activations, 16 elements a step.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(super) unsafe fn f16<const NT: usize>(
+pub(crate) unsafe fn f16_f32<const NT: usize>(
     w: &[u8],
     row_bytes: usize,
     a: &[ActRow; NT],
@@ -164,7 +164,7 @@ fn gather4_q4_0() -> __m512i {
 /// Q4_0 weights × Q8_0 activations: four blocks a step, low nibbles against the
 /// activations' first halves and high nibbles against the second halves (`qs4`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn q4_0<const NT: usize>(
+pub(crate) unsafe fn q4_0_q8_0<const NT: usize>(
     w: &[u8],
     row_bytes: usize,
     a: &[ActRow; NT],

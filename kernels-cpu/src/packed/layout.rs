@@ -1,98 +1,73 @@
-//! The packed group layout (module docs of `packed`): packing, unpacking, and the
-//! per-call activation data the kernels read.
+//! The packed layout's vocabulary, shared by every packed format: the group and tile
+//! sizes, how a group's blocks lie ([`Units`]), the shape checks, the K-quants' field
+//! placement ([`KLayout`]: each K-quant file is one table of it), and the per-call
+//! activation data the kernels read ([`Tokens`]). A format's own layout, packing and
+//! kernels are in its file (`legacy`, `float`, `q2_k` … `q6_k`); its registry row names
+//! them as a [`PackedFormat`].
+//!
+//! A K-quant group holds, for each super-block b (256 columns) of its 16 rows, one chunk
+//! of whole 64-byte registers; within a chunk, a field of the GGUF block (its bytes
+//! 4j..4j + 4 of row r in lane r of register j) or an f16 (row r's at bytes 2r..2r + 2, 16
+//! rows in 32 bytes), in the order the kernel reads them. A layout with a tail (Q6_K,
+//! Q3_K: the d's, as 16 × 210 = 3360 is not whole registers) puts its super-blocks in
+//! units of two ([`Units`]): the two chunks, then their two tails (64 bytes, a line), so
+//! the group is one stream of whole lines, read front to back; the last unit of an odd
+//! `nb` holds one super-block (chunk, then tail). So a group takes exactly its rows' GGUF
+//! bytes, and every byte has one place: packing is a permutation of the group's bytes
+//! (then, for Q6_K and Q3_K, a recoding of bits within each chunk).
 
-use super::GROUP_ROWS;
 use crate::act::QuantizedActs;
 use crate::dot::ActRow;
+use crate::formats::blocks::QK_K;
 use crate::formats::{FormatError, GgmlType};
+use crate::isa::Isa;
 
-/// How a legacy block is split into the packed group's regions.
-struct Legacy {
-    /// Bytes before the quants in a GGUF block: d (and Q4_1's/Q5_1's m), f16 each.
-    head: usize,
-    /// Quant bytes of a block (one row) in the group's quant region: 32 (Q8_0), 16
-    /// (nibbles), 20 (Q5: `qh` then the nibbles in the GGUF block; packed as the nibbles'
-    /// 4 registers, then `qh` as a fifth, bit-transposed by [`spread_qh`]).
-    quants: usize,
-    /// XORed into every quant byte: Q8_0 stores q + 128 (unsigned for `vpdpbusd`).
-    flip: u8,
-    /// Q4_1, Q5_1: a min per block.
-    mins: bool,
+/// Rows in a packed group: one per 32-bit lane of a 512-bit register.
+pub const GROUP_ROWS: usize = 16;
+
+/// Tokens a prefill tile multiplies per pass over a group's weights.
+pub(crate) const TILE_TOKENS: usize = 8;
+
+/// A tile's results: `out[t][r]`, token t, row r of the group.
+pub(crate) type Out = [[f32; GROUP_ROWS]; TILE_TOKENS];
+
+/// A packed kernel: group `g` (a whole group of a matrix of `cols` columns) times tokens
+/// `t0..t0 + NT` of `tk` into `out`.
+///
+/// # Safety
+/// The CPU must have the level its [`PackedFormat`] names; `tk` has rows `t0..t0 + NT` of
+/// `cols` activations in the format's vec_dot format, with its layout's biases.
+pub(crate) type GroupFn = unsafe fn(g: &[u8], cols: usize, tk: &Tokens, t0: usize, out: &mut Out);
+
+/// How a format's rows go into a packed group and back, and the integer sums its kernels
+/// start from.
+pub(crate) trait GroupLayout: Sync {
+    /// Packs `n` ≤ 16 rows (`src`, row-major, `cols` columns) into the group `out` (lanes
+    /// past `n` are left as they are: zero in a zeroed group).
+    fn pack(&self, cols: usize, src: &[u8], n: usize, out: &mut [u8]);
+    /// The inverse of [`GroupLayout::pack`]: the group's first `n` rows into `dst`.
+    fn unpack(&self, cols: usize, src: &[u8], n: usize, dst: &mut [u8]);
+    /// The integer each (token, block) dot starts from ([`Tokens::bias`]), for tokens
+    /// `rows` of `cols` activations; empty where the kernels start from zero.
+    fn bias(&self, rows: &[ActRow], cols: usize) -> Vec<i32>;
 }
 
-impl Legacy {
-    /// Q5_0/Q5_1: a `qh` word before the nibbles.
-    fn fifth_bits(&self) -> bool {
-        self.quants == 20
-    }
-}
-
-const fn legacy(ty: GgmlType) -> Option<Legacy> {
-    let (head, quants, flip, mins) = match ty {
-        GgmlType::Q8_0 => (2, 32, 0x80, false),
-        GgmlType::Q4_0 => (2, 16, 0, false),
-        GgmlType::Q4_1 => (4, 16, 0, true),
-        GgmlType::Q5_0 => (2, 20, 0, false),
-        GgmlType::Q5_1 => (4, 20, 0, true),
-        _ => return None,
-    };
-    Some(Legacy {
-        head,
-        quants,
-        flip,
-        mins,
-    })
-}
-
-/// The units a legacy format's packed group is laid out in ([`Units`]): what the kernels
-/// walk, from the same table packing follows.
-pub(super) const fn legacy_units(ty: GgmlType) -> Units {
-    match legacy(ty) {
-        Some(l) => Units::new(l.quants, l.mins),
-        None => panic!("not a legacy format"),
-    }
-}
-
-/// A Q5 block's `qh` (bit e: the fifth bit of element e) as the packed kernels read it:
-/// bit K of byte i is the fifth bit of element 4K + i, the element that byte i of nibble
-/// register K (K < 4: the low nibbles' register K, else the high nibbles' register K − 4)
-/// holds; so one shift by 4 − K puts every byte's bit at 0x10.
-pub(super) fn spread_qh(qh: u32) -> u32 {
-    // Bits 0..4 of a nibble to bits 0, 8, 16, 24.
-    const SPREAD: [u32; 16] = {
-        let mut t = [0u32; 16];
-        let mut n = 0;
-        while n < 16 {
-            let mut i = 0;
-            while i < 4 {
-                t[n] |= ((n as u32 >> i) & 1) << (8 * i);
-                i += 1;
-            }
-            n += 1;
-        }
-        t
-    };
-    (0..8).fold(0, |t, k| t | SPREAD[(qh >> (4 * k)) as usize & 0xF] << k)
-}
-
-/// The inverse of [`spread_qh`].
-pub(super) fn gather_qh(t: u32) -> u32 {
-    let mut qh = 0;
-    for k in 0..8 {
-        for i in 0..4 {
-            qh |= ((t >> (8 * i + k)) & 1) << (4 * k + i);
-        }
-    }
-    qh
+/// A format's packed kernels, as its registry row names them.
+pub(crate) struct PackedFormat {
+    /// The lowest ISA level the kernels run at.
+    pub(crate) isa: Isa,
+    pub(crate) layout: &'static dyn GroupLayout,
+    /// The kernel for tiles of 1, 4 and 8 tokens.
+    pub(crate) group: [GroupFn; 3],
 }
 
 /// Bytes of one row of `cols` elements in the GGUF layout.
-pub(super) fn row_bytes(ty: GgmlType, cols: usize) -> usize {
+pub(crate) fn row_bytes(ty: GgmlType, cols: usize) -> usize {
     cols / ty.block_size() * ty.type_size()
 }
 
 /// Validates the shape of a row-major `rows`×`cols` matrix of `len` bytes; its size.
-pub(super) fn check(
+pub(crate) fn check(
     ty: GgmlType,
     len: usize,
     rows: usize,
@@ -123,7 +98,7 @@ pub(super) fn check(
 
 /// Bytes of one packed group: exactly those of its 16 rows in the GGUF layout (so a
 /// matrix packs in place, group by group).
-pub(super) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
+pub(crate) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     GROUP_ROWS * row_bytes(ty, cols)
 }
 
@@ -144,20 +119,20 @@ pub(super) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
 /// pair's registers and its mins do not fit the register file beside 8 tokens'
 /// accumulators), so it is not.
 #[derive(Clone, Copy)]
-pub(super) struct Units {
+pub(crate) struct Units {
     /// Blocks a full unit holds: 2 or 1.
-    pub(super) per: usize,
+    pub(crate) per: usize,
     /// Bytes of one block's quant registers (16 rows): 512 (Q8_0), 256 (Q4), 320 (Q5); a
     /// K-quant's chunk.
-    pub(super) region: usize,
+    pub(crate) region: usize,
     /// Bytes of one block's heads (16 rows): 32, or 64 with mins; a K-quant's tail (0 or 32).
-    pub(super) heads: usize,
+    pub(crate) heads: usize,
 }
 
 impl Units {
     /// The units of `quants` bytes a row-block (32, 16 or 20), `mins` whether a block has a
     /// min besides its d.
-    const fn new(quants: usize, mins: bool) -> Units {
+    pub(crate) const fn new(quants: usize, mins: bool) -> Units {
         let heads = if mins { 64 } else { 32 };
         Units {
             per: 64 / heads,
@@ -167,24 +142,24 @@ impl Units {
     }
 
     /// Whether a full unit's two blocks share their quant registers (Q4_0).
-    pub(super) const fn paired(self) -> bool {
+    pub(crate) const fn paired(self) -> bool {
         self.region == GROUP_ROWS * 16 && self.heads == 32
     }
 
     /// Where block `b`'s pair registers start, when it shares them with the other block of
     /// a full unit ([`Units::paired`]); `None` for a block that has its own (every block of
     /// an unpaired format, and a paired format's odd last block).
-    fn pair_start(self, nb: usize, b: usize) -> Option<usize> {
+    pub(crate) fn pair_start(self, nb: usize, b: usize) -> Option<usize> {
         (self.paired() && b / 2 * 2 + 1 < nb).then(|| self.bytes(b / 2 * 2))
     }
 
     /// Bytes of a unit of `k` blocks.
-    pub(super) const fn bytes(self, k: usize) -> usize {
+    pub(crate) const fn bytes(self, k: usize) -> usize {
         k * (self.region + self.heads)
     }
 
     /// Offsets of block `b`'s quant registers and heads in a group of `nb` blocks.
-    pub(super) fn block(self, nb: usize, b: usize) -> (usize, usize) {
+    pub(crate) fn block(self, nb: usize, b: usize) -> (usize, usize) {
         let (u, i) = (b / self.per, b % self.per);
         let start = self.bytes(u * self.per);
         let k = self.per.min(nb - u * self.per);
@@ -195,303 +170,282 @@ impl Units {
     }
 }
 
-/// Packs `n` ≤ 16 rows (`src`, row-major) into the group `out` (lanes past `n` are left as
-/// they are: zero in a zeroed group).
+/// Where a field of a GGUF block lives in the packed group.
+#[derive(Clone, Copy)]
+pub(crate) enum Place {
+    /// At this offset in the super-block's chunk.
+    Chunk(usize),
+    /// In the unit's tail, after its chunks (`KLayout::units`).
+    Tail,
+}
+
+/// One field of a GGUF block: `len` bytes at `src`; f16 fields (`len` 2) are 2 bytes a
+/// lane, the others 4.
+#[derive(Clone, Copy)]
+pub(crate) struct Field {
+    pub(crate) src: usize,
+    pub(crate) len: usize,
+    pub(crate) at: Place,
+}
+
+/// Recodes (`back` false) or decodes super-block `b`'s chunk in the group `g` of `nb`.
+pub(crate) type RecodeFn = fn(g: &mut [u8], nb: usize, b: usize, back: bool);
+
+/// A K-quant's packed layout: where each field of its GGUF block goes, how its chunks are
+/// recoded, and the integer sums its kernel starts from.
+pub(crate) struct KLayout {
+    /// GGUF block bytes.
+    pub(crate) block: usize,
+    /// Bytes of a super-block chunk (16 rows' fields placed `Chunk`).
+    pub(crate) chunk: usize,
+    pub(crate) fields: &'static [Field],
+    /// Recodes (`back` false) or decodes super-block `b`'s chunk in a group of `nb`, for
+    /// the formats whose kernels read their quants recoded (bits moved within the chunk);
+    /// `None`: the chunk stays as its fields placed it.
+    pub(crate) recode: Option<RecodeFn>,
+    /// The integer sums each (token, super-block) of a call starts from.
+    pub(crate) bias: fn(rows: &[ActRow]) -> Vec<i32>,
+}
+
+impl Field {
+    /// Bytes of one row in a lane: 2 for an f16, else 4.
+    pub(crate) fn width(&self) -> usize {
+        self.len.min(4)
+    }
+
+    /// Offset of the 16 rows' copies of this field of super-block `b` in a group of `nb`.
+    pub(crate) fn base(&self, l: &KLayout, nb: usize, b: usize) -> usize {
+        let (chunk, tail) = l.units().block(nb, b);
+        match self.at {
+            Place::Chunk(at) => chunk + at,
+            Place::Tail => tail,
+        }
+    }
+}
+
+impl KLayout {
+    /// The units its super-blocks go in: one a unit without a tail field; with one (at most
+    /// one, an f16: 32 bytes for the 16 rows), two, so that the unit's tails fill a line.
+    pub(crate) const fn units(&self) -> Units {
+        let mut tail = 0;
+        let mut i = 0;
+        while i < self.fields.len() {
+            if let Place::Tail = self.fields[i].at {
+                assert!(tail == 0 && self.fields[i].len == 2, "one f16 tail field");
+                tail = GROUP_ROWS * 2;
+            }
+            i += 1;
+        }
+        Units {
+            per: if tail == 0 { 1 } else { 2 },
+            region: self.chunk,
+            heads: tail,
+        }
+    }
+}
+
+/// The largest K-quant block (Q6_K), for the per-super-block staging rows.
+pub(crate) const MAX_BLOCK: usize = 210;
+
+/// Masks of the low 1, 2, 3, 4 and 6 bits of each byte of a lane word.
+pub(crate) const LOW1: u32 = 0x0101_0101;
+pub(crate) const LOW2: u32 = 0x0303_0303;
+pub(crate) const LOW3: u32 = 0x0707_0707;
+pub(crate) const LOW4: u32 = 0x0F0F_0F0F;
+pub(crate) const LOW6: u32 = 0x3F3F_3F3F;
+
+/// The lane word (4 bytes, little-endian: one row's bytes in a register) at `at`.
+pub(crate) fn lane_word(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Writes `v` as the lane word at `at`.
+pub(crate) fn set_lane_word(bytes: &mut [u8], at: usize, v: u32) {
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+impl GroupLayout for KLayout {
+    fn pack(&self, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
+        pack_k(self, cols, src, n, out)
+    }
+
+    fn unpack(&self, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
+        unpack_k(self, cols, src, n, dst)
+    }
+
+    fn bias(&self, rows: &[ActRow], _cols: usize) -> Vec<i32> {
+        (self.bias)(rows)
+    }
+}
+
+/// Packs `n` ≤ 16 rows of the K-quant laid out as `l` (`src`, row-major, `cols` columns)
+/// into the group `out` (lanes past `n` are left as they are).
 ///
-/// Packing runs over every CPU matrix at load (gigabytes for an 8B model), so it moves
-/// words, not bytes, and fills the output in order: a block's registers (Q8_0: 512 bytes)
-/// or 16 columns (F16: 512 bytes) at a time, each from the 16 rows' next bytes, so every
-/// output line is finished while it is in L1 and each row is read sequentially.
-pub(super) fn pack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
-    if super::kquant::is_kquant(ty) {
-        return super::kquant::pack_group(ty, cols, src, n, out);
-    }
-    let rb = row_bytes(ty, cols);
-    let rows = src[..n * rb].chunks_exact(rb.max(1));
-    match legacy(ty) {
-        Some(l) => pack_legacy(&l, ty.type_size(), cols / 32, rows, out),
-        None => pack_halves(cols, rows, out),
-    }
-}
-
-fn pack_legacy<'a>(
-    l: &Legacy,
-    block_bytes: usize,
-    nb: usize,
-    rows: impl Iterator<Item = &'a [u8]>,
-    out: &mut [u8],
-) {
-    let units = Units::new(l.quants, l.mins);
-    let flip = u32::from_ne_bytes([l.flip; 4]);
-    let mut blocks: Vec<_> = rows.map(|r| r.chunks_exact(block_bytes)).collect();
-    let word = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+/// Packing runs over every CPU matrix at load, so it works a super-block at a time: the 16
+/// rows' blocks are staged (one sequential copy each), then each field's registers are
+/// written in order, a lane unit at a time, with the unit's size known at compile time.
+fn pack_k(l: &KLayout, cols: usize, src: &[u8], n: usize, out: &mut [u8]) {
+    let nb = cols / QK_K;
+    let rows: Vec<&[u8]> = src[..n * nb * l.block].chunks_exact(nb * l.block).collect();
+    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
     for b in 0..nb {
-        let (qa, ha) = units.block(nb, b);
-        let pair = units.pair_start(nb, b);
-        for (r, row) in blocks.iter_mut().enumerate() {
-            let blk = row.next().expect("a row has nb blocks");
-            let (head, q) = blk.split_at(l.head);
-            let (qh, q) = q.split_at(if l.fifth_bits() { 4 } else { 0 });
-            if let Some(start) = pair {
-                // Block A (b even) fills the low nibbles, B the high ones, after it.
-                let high = b % 2 == 1;
-                for (j, w) in q.chunks_exact(4).enumerate() {
-                    let w = word(w);
-                    let halves = [w & 0x0F0F_0F0F, w >> 4 & 0x0F0F_0F0F];
-                    for (k, v) in [(j, halves[0]), (j + 4, halves[1])] {
-                        let at = start + 64 * k + 4 * r;
-                        let old = if high { word(&out[at..at + 4]) } else { 0 };
-                        let v = old | v << (4 * usize::from(high));
-                        out[at..at + 4].copy_from_slice(&v.to_le_bytes());
-                    }
-                }
-            } else {
-                for (j, w) in q.chunks_exact(4).enumerate() {
-                    let v = word(w) ^ flip;
-                    let at = qa + 64 * j + 4 * r;
-                    out[at..at + 4].copy_from_slice(&v.to_le_bytes());
-                }
+        for (st, row) in stage.iter_mut().zip(&rows) {
+            st[..l.block].copy_from_slice(&row[b * l.block..(b + 1) * l.block]);
+        }
+        for f in l.fields {
+            let dst = &mut out[f.base(l, nb, b)..][..GROUP_ROWS * f.len];
+            match f.width() {
+                4 => scatter::<4>(f.src, &stage[..n], dst),
+                _ => scatter::<2>(f.src, &stage[..n], dst),
             }
-            if l.fifth_bits() {
-                let at = qa + 64 * 4 + 4 * r;
-                out[at..at + 4].copy_from_slice(&spread_qh(word(qh)).to_le_bytes());
-            }
-            // d, then (Q4_1, Q5_1) m, each a 32-byte register of the 16 rows.
-            for (h, half) in head.chunks_exact(2).enumerate() {
-                let at = ha + 32 * h + 2 * r;
-                out[at..at + 2].copy_from_slice(half);
-            }
+        }
+        if let Some(recode) = l.recode {
+            recode(out, nb, b, false);
         }
     }
 }
 
-/// F16, BF16: 16 columns of the 16 rows at a time, a 16×16 transpose of halves.
-fn pack_halves<'a>(cols: usize, rows: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) {
-    const K: usize = 16;
-    let rows: Vec<&[u8]> = rows.collect();
-    let whole = cols / K * K;
-    for (c, dst) in out[..whole * 32].chunks_exact_mut(K * 32).enumerate() {
-        let mut t = [[0u8; 2 * K]; GROUP_ROWS];
-        for (tr, row) in t.iter_mut().zip(&rows) {
-            tr.copy_from_slice(&row[c * 2 * K..(c + 1) * 2 * K]);
-        }
-        for (k, line) in dst.chunks_exact_mut(32).enumerate() {
-            for (r, tr) in t.iter().enumerate().take(rows.len()) {
-                line[2 * r..2 * r + 2].copy_from_slice(&tr[2 * k..2 * k + 2]);
-            }
-        }
-    }
-    for k in whole..cols {
-        for (r, row) in rows.iter().enumerate() {
-            let at = (k * GROUP_ROWS + r) * 2;
-            out[at..at + 2].copy_from_slice(&row[2 * k..2 * k + 2]);
+/// `dst` (one field's registers): unit u of lane r = bytes `at + W·u..` of `stage[r]`.
+fn scatter<const W: usize>(at: usize, stage: &[[u8; MAX_BLOCK]], dst: &mut [u8]) {
+    for (u, reg) in dst.chunks_exact_mut(GROUP_ROWS * W).enumerate() {
+        for (lane, st) in reg.chunks_exact_mut(W).zip(stage) {
+            let from: &[u8; W] = st[at + W * u..][..W].try_into().expect("W bytes");
+            lane.copy_from_slice(from);
         }
     }
 }
 
-/// The inverse of [`pack_group`]: the group's first `n` rows into `dst` (row-major).
-pub(super) fn unpack_group(ty: GgmlType, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
-    if super::kquant::is_kquant(ty) {
-        return super::kquant::unpack_group(ty, cols, src, n, dst);
-    }
-    let rb = row_bytes(ty, cols);
-    match legacy(ty) {
-        Some(l) => {
-            let nb = cols / 32;
-            let bb = ty.type_size();
-            let units = Units::new(l.quants, l.mins);
-            for r in 0..n {
-                for b in 0..nb {
-                    let blk = &mut dst[r * rb + b * bb..r * rb + (b + 1) * bb];
-                    let (qa, ha) = units.block(nb, b);
-                    for (h, half) in blk[..l.head].chunks_exact_mut(2).enumerate() {
-                        let at = ha + 32 * h + 2 * r;
-                        half.copy_from_slice(&src[at..at + 2]);
-                    }
-                    let lane = |j: usize| {
-                        let at = qa + j * 64 + r * 4;
-                        u32::from_le_bytes(src[at..at + 4].try_into().expect("4 bytes"))
-                    };
-                    let (qh, qs) = blk[l.head..].split_at_mut(if l.fifth_bits() { 4 } else { 0 });
-                    if let Some(start) = units.pair_start(nb, b) {
-                        // The inverse of `pack_legacy`'s pairs.
-                        let pair = |k: usize| {
-                            let at = start + k * 64 + r * 4;
-                            let w = u32::from_le_bytes(src[at..at + 4].try_into().expect("4"));
-                            (w >> (4 * (b % 2))) & 0x0F0F_0F0F
-                        };
-                        for (j, word) in qs.chunks_exact_mut(4).enumerate() {
-                            word.copy_from_slice(&(pair(j) | pair(j + 4) << 4).to_le_bytes());
-                        }
-                    } else {
-                        for (j, word) in qs.chunks_exact_mut(4).enumerate() {
-                            let v = lane(j) ^ u32::from_ne_bytes([l.flip; 4]);
-                            word.copy_from_slice(&v.to_le_bytes());
-                        }
-                    }
-                    if l.fifth_bits() {
-                        qh.copy_from_slice(&gather_qh(lane(4)).to_le_bytes());
-                    }
-                }
+/// The inverse of [`pack_k`]: the group's first `n` rows into `dst` (row-major).
+fn unpack_k(l: &KLayout, cols: usize, src: &[u8], n: usize, dst: &mut [u8]) {
+    let nb = cols / QK_K;
+    let decoded;
+    let src = if let Some(recode) = l.recode {
+        let mut g = src[..l.units().bytes(nb)].to_vec();
+        for b in 0..nb {
+            recode(&mut g, nb, b, true);
+        }
+        decoded = g;
+        &decoded[..]
+    } else {
+        src
+    };
+    let mut stage = [[0u8; MAX_BLOCK]; GROUP_ROWS];
+    for b in 0..nb {
+        for f in l.fields {
+            let from = &src[f.base(l, nb, b)..][..GROUP_ROWS * f.len];
+            match f.width() {
+                4 => gather::<4>(f.src, from, &mut stage[..n]),
+                _ => gather::<2>(f.src, from, &mut stage[..n]),
             }
         }
-        None => {
-            for r in 0..n {
-                for k in 0..cols {
-                    let at = (k * GROUP_ROWS + r) * 2;
-                    dst[r * rb + 2 * k..r * rb + 2 * k + 2].copy_from_slice(&src[at..at + 2]);
-                }
-            }
+        let rows = dst[..n * nb * l.block].chunks_exact_mut(nb * l.block);
+        for (row, st) in rows.zip(&stage) {
+            row[b * l.block..(b + 1) * l.block].copy_from_slice(&st[..l.block]);
+        }
+    }
+}
+
+/// The inverse of [`scatter`].
+fn gather<const W: usize>(at: usize, src: &[u8], stage: &mut [[u8; MAX_BLOCK]]) {
+    for (u, reg) in src.chunks_exact(GROUP_ROWS * W).enumerate() {
+        for (lane, st) in reg.chunks_exact(W).zip(stage.iter_mut()) {
+            st[at + W * u..][..W].copy_from_slice(lane);
         }
     }
 }
 
 /// The activations of one call as the packed kernels read them.
-pub(super) struct Tokens<'a> {
-    pub(super) rows: Vec<ActRow<'a>>,
-    /// Q8_0, Q4_0, Q5_0 weights: −o·Σq of each (token, block) (o the offset the stored
-    /// quants carry: 128, 8, 16), the start of the block's integer dot, which makes it
+pub(crate) struct Tokens<'a> {
+    pub(crate) rows: Vec<ActRow<'a>>,
+    /// The integer each (token, block) dot starts from, by the format's
+    /// [`GroupLayout::bias`]: the offset or min terms that make the block's integer dot
     /// exact.
-    pub(super) bias: Vec<i32>,
+    pub(crate) bias: Vec<i32>,
 }
 
 impl<'a> Tokens<'a> {
-    pub(super) fn new(ty: GgmlType, acts: &'a QuantizedActs) -> Tokens<'a> {
+    pub(crate) fn new(layout: &dyn GroupLayout, acts: &'a QuantizedActs) -> Tokens<'a> {
         let rows: Vec<ActRow> = (0..acts.n()).map(|t| acts.row(t)).collect();
-        let nb = acts.cols() / 32;
-        let offset = match ty {
-            GgmlType::Q8_0 => 128,
-            GgmlType::Q4_0 => 8,
-            GgmlType::Q5_0 => 16,
-            _ => 0,
-        };
-        let bias = if let Some(bias) = super::kquant::token_bias(ty, &rows) {
-            bias
-        } else if offset == 0 {
-            Vec::new()
-        } else {
-            rows.iter()
-                .flat_map(|a| {
-                    a.qs[..nb * 32]
-                        .chunks_exact(32)
-                        .map(|b| -offset * b.iter().map(|&q| q as i32).sum::<i32>())
-                })
-                .collect()
-        };
+        let bias = layout.bias(&rows, acts.cols());
         Tokens { rows, bias }
     }
 }
 
+/// Pseudo-random bytes (xorshift), reproducible: the layout tests' rows.
 #[cfg(test)]
-mod tests {
-    use super::super::test_bytes as bytes;
+pub(crate) fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::test_bytes as bytes;
     use super::*;
 
-    /// The layout by its definition (module docs of `packed`), byte by byte.
-    fn packed_by_definition(ty: GgmlType, cols: usize, src: &[u8], n: usize) -> Vec<u8> {
-        let rb = row_bytes(ty, cols);
-        let mut out = vec![0u8; group_bytes(ty, cols)];
+    /// Calls `f(row_offset, group_offset, width)` for every lane unit of the first `n` rows
+    /// of a group of `nb` super-blocks: the layout by its definition (module docs).
+    pub(in crate::packed) fn for_each_unit(
+        l: &KLayout,
+        nb: usize,
+        n: usize,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
         for r in 0..n {
-            let row = &src[r * rb..(r + 1) * rb];
-            match legacy(ty) {
-                Some(l) => {
-                    let nb = cols / 32;
-                    // Units of two blocks when a block's heads are 32 bytes (d only), else
-                    // of one; the last unit takes what is left. A unit: its blocks' quant
-                    // registers, then their heads (d's, then m's: 32 bytes each).
-                    // Q4_0 pairs a full unit's blocks in its registers.
-                    let q4 = ty == GgmlType::Q4_0;
-                    let per = if l.mins { 1 } else { 2 };
-                    let region = 16 * l.quants;
-                    let heads = 32 * l.head / 2;
-                    let qh = if l.fifth_bits() { 4 } else { 0 };
-                    for (b, blk) in row.chunks_exact(ty.type_size()).enumerate() {
-                        let unit = b / per * per * (region + heads);
-                        let in_unit = per.min(nb - b / per * per);
-                        let quants = unit + b % per * region;
-                        let head = unit + in_unit * region + b % per * heads;
-                        let reg = |j: usize| quants + j * 64 + 4 * r;
-                        if q4 && in_unit == 2 {
-                            // Element e (GGUF: byte e % 16's low nibble for e < 16, high
-                            // nibble for e ≥ 16) at byte e % 4 of pair register e / 4, in
-                            // the low nibble for block A (b even), the high one for B.
-                            for e in 0..32 {
-                                let v = blk[l.head + e % 16] >> (4 * (e / 16)) & 0xF;
-                                let at = unit + (e / 4) * 64 + 4 * r + e % 4;
-                                out[at] |= v << (4 * (b % 2));
-                            }
-                        } else {
-                            for (i, &q) in blk[l.head + qh..].iter().enumerate() {
-                                out[reg(i / 4) + i % 4] = q ^ l.flip;
-                            }
-                        }
-                        // Q5: the fifth bit of element e at bit e / 4 of byte e % 4 of the
-                        // fifth register's lane.
-                        for e in 0..8 * qh {
-                            let bit = (blk[l.head + e / 8] >> (e % 8)) & 1;
-                            out[reg(4) + e % 4] |= bit << (e / 4);
-                        }
-                        for h in 0..l.head {
-                            out[head + 32 * (h / 2) + 2 * r + h % 2] = blk[h];
-                        }
-                    }
-                }
-                None => {
-                    for (k, half) in row.chunks_exact(2).enumerate() {
-                        out[(k * GROUP_ROWS + r) * 2..][..2].copy_from_slice(half);
+            for b in 0..nb {
+                for field in l.fields {
+                    let w = field.width();
+                    for u in 0..field.len / w {
+                        let src = r * nb * l.block + b * l.block + field.src + u * w;
+                        let dst = field.base(l, nb, b) + u * GROUP_ROWS * w + r * w;
+                        f(src, dst, w);
                     }
                 }
             }
         }
-        out
     }
 
-    #[test]
-    fn pack_group_follows_the_layout_and_unpacks() {
-        let cases = [
-            (GgmlType::Q8_0, 32),
-            (GgmlType::Q8_0, 576),
-            (GgmlType::Q8_0, 96),
-            (GgmlType::Q4_0, 96),
-            (GgmlType::Q4_0, 128),
-            (GgmlType::Q4_1, 576),
-            (GgmlType::Q4_1, 96),
-            (GgmlType::Q4_1, 32),
-            (GgmlType::Q5_0, 64),
-            (GgmlType::Q5_0, 160),
-            (GgmlType::Q5_1, 96),
-            (GgmlType::BF16, 33),
-            (GgmlType::F16, 1),
-            (GgmlType::F16, 33),
-            (GgmlType::F16, 577),
-        ];
-        for (ty, cols) in cases {
-            for n in [1, 5, GROUP_ROWS] {
-                let src = bytes(n * row_bytes(ty, cols), (cols * 31 + n) as u64);
-                let mut out = vec![0u8; group_bytes(ty, cols)];
-                pack_group(ty, cols, &src, n, &mut out);
-                assert!(
-                    out == packed_by_definition(ty, cols, &src, n),
-                    "{ty} {n}x{cols}"
-                );
-                let mut back = vec![0u8; src.len()];
-                unpack_group(ty, cols, &out, n, &mut back);
-                assert_eq!(back, src, "{ty} {n}x{cols}");
+    /// Every byte of a group of `ty` (laid out as `l`) has one place (the fields tile the
+    /// group exactly), and packing/unpacking follow the definition (placed, then recoded).
+    pub(in crate::packed) fn assert_k_packing(ty: GgmlType, l: &KLayout) {
+        {
+            assert_eq!(l.block, ty.type_size());
+            assert!(l.block <= MAX_BLOCK);
+            for nb in [1, 2, 3] {
+                let size = GROUP_ROWS * nb * l.block;
+                let (mut hits, mut read) = (vec![0u8; size], vec![0u8; size]);
+                for_each_unit(l, nb, GROUP_ROWS, |s, d, w| {
+                    hits[d..d + w].iter_mut().for_each(|h| *h += 1);
+                    read[s..s + w].iter_mut().for_each(|h| *h += 1);
+                });
+                assert!(hits.iter().all(|&h| h == 1), "{ty} nb {nb}: group bytes");
+                assert!(read.iter().all(|&h| h == 1), "{ty} nb {nb}: row bytes");
+                for n in [1, 5, GROUP_ROWS] {
+                    let src = bytes(n * nb * l.block, (nb * 31 + n) as u64);
+                    let mut want = vec![0u8; size];
+                    for_each_unit(l, nb, n, |s, d, w| {
+                        want[d..d + w].copy_from_slice(&src[s..s + w])
+                    });
+                    if let Some(recode) = l.recode {
+                        for b in 0..nb {
+                            recode(&mut want, nb, b, false);
+                        }
+                    }
+                    let mut got = vec![0u8; size];
+                    l.pack(nb * QK_K, &src, n, &mut got);
+                    assert!(got == want, "{ty} {n} rows, nb {nb}");
+                    let mut back = vec![0u8; src.len()];
+                    l.unpack(nb * QK_K, &got, n, &mut back);
+                    assert!(back == src, "{ty} {n} rows, nb {nb}: unpack");
+                }
             }
-        }
-    }
-
-    #[test]
-    fn spread_qh_puts_element_4k_plus_i_at_bit_k_of_byte_i() {
-        for e in 0..32 {
-            assert_eq!(spread_qh(1 << e), 1 << (8 * (e % 4) + e / 4), "element {e}");
-        }
-        let mut x = 0x9E37_79B9u32;
-        for _ in 0..1000 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            assert_eq!(gather_qh(spread_qh(x)), x);
         }
     }
 }

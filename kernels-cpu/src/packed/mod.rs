@@ -11,25 +11,11 @@
 //! load, and a group's 16 results are one store. The same kernels run prefill, reusing each
 //! group's weight registers for up to 8 tokens.
 //!
-//! Layout of a group (`nb` blocks a row, rows r = 0..16 of the group):
-//! - Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: the quants of block b of the 16 rows, as 64-byte
-//!   registers: register j lane r holds bytes 4j..4j+4 of row r's block b (Q8_0: `q + 128`,
-//!   unsigned; the nibble formats: the raw `qs` bytes, low nibbles elements 4j.., high
-//!   16 + 4j..), 8 registers a block (Q8_0) or 4 (nibbles), and for Q5 a fifth: lane r is
-//!   row r's `qh`, its bits transposed so that bit K of byte i is the fifth bit of nibble
-//!   register K's byte i (`layout::spread_qh`). A block's heads are the 16 rows' f16 d's
-//!   (32 bytes, lane r = row r) and (Q4_1, Q5_1) their m's likewise. Blocks go in units
-//!   (`layout::Units`): two blocks (Q8_0, Q4_0, Q5_0) or one (Q4_1, Q5_1), the unit's
-//!   quant registers then its heads, so every full unit is whole 64-byte lines and the group
-//!   is one stream front to back (the last unit of an odd `nb` holds one block). A full
-//!   Q4_0 unit pairs its two blocks in 8 registers instead, one in the low nibbles and one
-//!   in the high (`layout::Units::paired`).
-//! - F16, BF16: element k of the 16 rows, 16 halves (32 bytes), for k = 0..cols.
-//! - Q4_K, Q6_K: a chunk of whole registers per super-block (scales, then quants, 4 bytes
-//!   of each row a lane), described in `kquant`; Q5_K likewise, in `kquant_q5`; Q3_K and
-//!   Q2_K in `kquant_q3` and `kquant_q2`. Q6_K's and Q3_K's quants are then recoded in
-//!   place, bits moved within a chunk (`kquant::recode`), so that most come out of one
-//!   mask.
+//! Each format's layout, packing and kernels are in its own file: `legacy` (Q8_0, Q4_0,
+//! Q4_1, Q5_0, Q5_1), `float` (F16, BF16), `q2_k` … `q6_k`; the vocabulary they share in
+//! `layout`, the SIMD helpers in `simd`. This file is the dispatch: it takes a format's
+//! packed kernels from its row in [`crate::registry`] (`PackedFormat`). Kernels are named
+//! by what they multiply, as the row kernels are (`q4_k::q4_k_q8_k`).
 //!
 //! A group takes exactly the bytes its 16 rows take in the GGUF layout, so a matrix packs
 //! in place ([`pack_in_place`]: a device's copy of its weights becomes the packed copy, at
@@ -42,31 +28,27 @@
 //! twin is the row-major reference kernel on the same weights ([`Packed::unpack`]
 //! gives them back exactly).
 
+pub(crate) mod float;
+pub(crate) mod layout;
+pub(crate) mod legacy;
+pub(crate) mod q2_k;
+pub(crate) mod q3_k;
+pub(crate) mod q4_k;
+pub(crate) mod q5_k;
+pub(crate) mod q6_k;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
-mod kquant;
-#[cfg(target_arch = "x86_64")]
-mod kquant512;
-mod kquant_q2;
-mod kquant_q3;
-mod kquant_q5;
-#[cfg(target_arch = "x86_64")]
-mod kquant_q5_512;
-mod layout;
+mod simd;
 
 use rayon::prelude::*;
 
 use crate::act::QuantizedActs;
-use crate::dot;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::{self, Isa};
 use crate::matmul::Cells;
+use crate::registry;
 
-/// Rows in a packed group: one per 32-bit lane of a 512-bit register.
-pub const GROUP_ROWS: usize = 16;
-
-/// Tokens a prefill tile multiplies per pass over a group's weights.
-const TILE_TOKENS: usize = 8;
+pub use layout::GROUP_ROWS;
+use layout::{PackedFormat, Tokens, TILE_TOKENS};
 
 /// A 64-byte aligned line of packed bytes.
 #[repr(C, align(64))]
@@ -74,19 +56,9 @@ const TILE_TOKENS: usize = 8;
 struct Line([u8; 64]);
 
 /// Whether `ty` has packed kernels at `isa` (the legacy formats and Q2_K to Q6_K at VNNI;
-/// F16 and BF16 at AVX-512).
+/// F16 and BF16 at AVX-512: the registry row's `packed`).
 pub fn supports(ty: GgmlType, isa: Isa) -> bool {
-    cfg!(target_arch = "x86_64")
-        && isa.is_supported()
-        && match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => isa >= Isa::Vnni,
-            GgmlType::Q5_0 | GgmlType::Q5_1 => isa >= Isa::Vnni,
-            GgmlType::Q4_K | GgmlType::Q6_K => isa >= Isa::Vnni,
-            GgmlType::Q2_K | GgmlType::Q3_K => isa >= Isa::Vnni,
-            GgmlType::Q5_K => isa >= Isa::Vnni,
-            GgmlType::F16 | GgmlType::BF16 => isa >= Isa::Avx512,
-            _ => false,
-        }
+    registry::format(ty).packs(isa)
 }
 
 /// Repacks `bytes` (a row-major `rows`×`cols` matrix of `ty`) in place if `ty` has packed
@@ -102,6 +74,7 @@ pub fn pack_in_place(
     if !supports(ty, isa) {
         return Ok(false);
     }
+    let layout = packed_format(ty).layout;
     let group_bytes = layout::group_bytes(ty, cols);
     let full = rows / GROUP_ROWS * group_bytes;
     if full > 0 {
@@ -110,7 +83,7 @@ pub fn pack_in_place(
             .for_each_init(Vec::new, |raw, group| {
                 raw.clear();
                 raw.extend_from_slice(group);
-                layout::pack_group(ty, cols, raw, GROUP_ROWS, group);
+                layout.pack(cols, raw, GROUP_ROWS, group);
             });
     }
     Ok(true)
@@ -172,7 +145,8 @@ impl<'a> Packed<'a> {
         let g = r / GROUP_ROWS;
         if g < self.groups() {
             let mut rows = vec![0u8; self.group_bytes()];
-            layout::unpack_group(self.ty, self.cols, self.group(g), GROUP_ROWS, &mut rows);
+            let layout = packed_format(self.ty).layout;
+            layout.unpack(self.cols, self.group(g), GROUP_ROWS, &mut rows);
             let at = (r % GROUP_ROWS) * rb;
             out.copy_from_slice(&rows[at..at + rb]);
         } else {
@@ -184,8 +158,9 @@ impl<'a> Packed<'a> {
     pub fn unpack(&self) -> Vec<u8> {
         let mut out = self.bytes.to_vec();
         let full = self.groups() * self.group_bytes();
+        let layout = packed_format(self.ty).layout;
         for (g, dst) in out[..full].chunks_mut(self.group_bytes()).enumerate() {
-            layout::unpack_group(self.ty, self.cols, self.group(g), GROUP_ROWS, dst);
+            layout.unpack(self.cols, self.group(g), GROUP_ROWS, dst);
         }
         out
     }
@@ -314,12 +289,15 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
     if n == 0 || m.rows == 0 {
         return;
     }
-    let tokens = layout::Tokens::new(m.ty, acts);
+    let f = packed_format(m.ty);
+    let tokens = Tokens::new(f.layout, acts);
     let cells = Cells(y.as_mut_ptr());
     let rows = m.rows;
     let groups = m.groups();
     let tail_rows = rows - groups * GROUP_ROWS;
-    let dot = dot::kernel(m.ty, isa::active()).expect("a packed format is a weight format");
+    let dot = registry::format(m.ty)
+        .kernel(isa::active())
+        .expect("a packed format is a weight format");
     let tail = || {
         let rb = layout::row_bytes(m.ty, m.cols);
         for (i, w) in m.tail().chunks_exact(rb).enumerate() {
@@ -341,7 +319,7 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
             while t0 < n {
                 let nt = tile_tokens(n - t0);
                 let mut out = [[0f32; GROUP_ROWS]; TILE_TOKENS];
-                kernel(m, g, &tokens, t0, nt, &mut out);
+                kernel(f, m, g, &tokens, t0, nt, &mut out);
                 for (t, o) in out.iter().enumerate().take(nt) {
                     for (r, v) in o.iter().enumerate() {
                         // SAFETY: t0 + t < n and r0 + r < rows (a whole group), inside y
@@ -388,38 +366,32 @@ fn groups_per_task(groups: usize, group_bytes: usize, n: usize) -> usize {
     by_count.max(by_size.min(at_most)).max(1)
 }
 
-/// Group `g` times tokens `t0..t0 + nt` into `out[t][r]`.
+/// The packed kernels of `ty`, which has them (callers checked [`supports`]).
+fn packed_format(ty: GgmlType) -> &'static PackedFormat {
+    registry::format(ty)
+        .packed
+        .as_ref()
+        .expect("a packed matrix's format has packed kernels")
+}
+
+/// Group `g` times tokens `t0..t0 + nt` into `out[t][r]`, by `f`'s kernel for `nt` tokens.
 fn kernel(
+    f: &PackedFormat,
     m: &Packed,
     g: usize,
-    tokens: &layout::Tokens,
+    tokens: &Tokens,
     t0: usize,
     nt: usize,
     out: &mut [[f32; GROUP_ROWS]; TILE_TOKENS],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: a Packed exists only where `supports` held for the CPU's best level: it has the
-        // features its kernels need; the group and tokens were validated by `check`.
-        unsafe { avx512::group(m.ty, m.cols, m.group(g), tokens, t0, nt, out) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (m, g, tokens, t0, nt, out);
-        unreachable!("PackedMatrix::supports is false off x86_64");
-    }
-}
-
-/// Pseudo-random bytes (xorshift), reproducible: the layout tests' rows.
-#[cfg(test)]
-fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 32) as u8
-        })
-        .collect()
+    debug_assert!(t0 + nt <= tokens.rows.len());
+    let group = match nt {
+        1 => f.group[0],
+        4 => f.group[1],
+        8 => f.group[2],
+        _ => unreachable!("tile of {nt} tokens"),
+    };
+    // SAFETY: a Packed exists only where `supports` held for the CPU's best level: it has
+    // the features its kernels need; the group and tokens were validated by `check`.
+    unsafe { group(m.group(g), m.cols, tokens, t0, out) }
 }

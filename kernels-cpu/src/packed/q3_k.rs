@@ -1,6 +1,7 @@
-//! The packed group layout of Q3_K (packed by `kquant::pack_group`) and its kernel.
+//! Q3_K's packed group: its layout (a [`KLayout`] table), the recoding of its quants, the
+//! sums its kernel starts from, and its kernel (AVX-512 VNNI).
 //!
-//! As for the other K-quants (`kquant`), a group holds, for each super-block b of its 16
+//! As for the other K-quants (`layout`), a group holds, for each super-block b of its 16
 //! rows, one chunk of whole 64-byte registers, each field's bytes 4j..4j + 4 of row r in
 //! lane r of register j:
 //! - the 12 scale bytes as 3 registers (offset 0);
@@ -16,8 +17,10 @@
 //! the chunks, at the group's end, since 16 × 110 = 1760 is not whole registers. So a
 //! group takes exactly its rows' GGUF bytes, each byte in one place.
 
-use super::kquant::{lane_word, set_lane_word, Field, KLayout, Place, LOW1, LOW2, LOW3};
-use super::GROUP_ROWS;
+use super::layout::{
+    lane_word, set_lane_word, Field, KLayout, Place, GROUP_ROWS, LOW1, LOW2, LOW3,
+};
+use crate::dot::ActRow;
 
 /// Bytes of a Q3_K super-block chunk (16 rows, without the d's).
 pub(super) const Q3_K_CHUNK: usize = GROUP_ROWS * 108;
@@ -54,10 +57,10 @@ fn lane(reg: usize, r: usize) -> usize {
 /// Element 128h + 32s + l (ggml's `dequantize_row_q3_K`) has its low bits at 2s of
 /// `qs[32h + l]` and its high bit at 4h + s of `hmask[l]`; sub-block 8h + n is s = n / 2,
 /// l = 16·(n mod 2) + …, so a lane's four bytes i are one word of each register.
-pub(super) fn recode(quants: &mut [u8]) {
+fn recode(quants: &mut [u8]) {
     let mut placed = [0u8; Q3_K_QUANTS];
     placed.copy_from_slice(&quants[..Q3_K_QUANTS]);
-    for r in 0..super::GROUP_ROWS {
+    for r in 0..GROUP_ROWS {
         for k in 0..8 {
             let (h, kk) = (k / 4, k % 4);
             let g: [u32; 8] = std::array::from_fn(|n| {
@@ -79,11 +82,11 @@ pub(super) fn recode(quants: &mut [u8]) {
 }
 
 /// The inverse of [`recode`].
-pub(super) fn decode(quants: &mut [u8]) {
+fn decode(quants: &mut [u8]) {
     let mut coded = [0u8; Q3_K_QUANTS];
     coded.copy_from_slice(&quants[..Q3_K_QUANTS]);
     quants[..Q3_K_QUANTS].fill(0);
-    for r in 0..super::GROUP_ROWS {
+    for r in 0..GROUP_ROWS {
         for k in 0..8 {
             let (h, kk) = (k / 4, k % 4);
             let [a, b, c] = [0, 1, 2].map(|j| lane_word(&coded, Q3_K_SET * k + 64 * j + 4 * r));
@@ -112,9 +115,11 @@ pub(super) fn decode(quants: &mut [u8]) {
     }
 }
 
-pub(super) const Q3_K: KLayout = KLayout {
+pub(crate) const Q3_K: KLayout = KLayout {
     block: 110,
     chunk: Q3_K_CHUNK,
+    recode: Some(recode_block),
+    bias: token_bias,
     fields: &[
         Field {
             src: 0,
@@ -139,8 +144,33 @@ pub(super) const Q3_K: KLayout = KLayout {
     ],
 };
 
+/// Recodes (`back` false) or decodes super-block `b`'s quants in the group `g` of `nb`
+/// super-blocks ([`recode`]).
+fn recode_block(g: &mut [u8], nb: usize, b: usize, back: bool) {
+    let at = Q3_K.units().block(nb, b).0 + Q3_K_HMASK;
+    let quants = &mut g[at..at + Q3_K_QUANTS];
+    if back {
+        decode(quants)
+    } else {
+        recode(quants)
+    }
+}
+
+/// The integer sums each (token, super-block) starts from, 16 a super-block:
+/// −4·f_j·bsum_j, which makes f_j·Σ (u − 4)·a exact from the unsigned quants
+/// u = low + 4·hbit, entered as f_j·u ([`FACTORS`]).
+fn token_bias(rows: &[ActRow]) -> Vec<i32> {
+    rows.iter()
+        .flat_map(|a| a.q8_k)
+        .flat_map(|y| {
+            let f = |j: usize| FACTORS[j % 8];
+            std::array::from_fn::<i32, 16, _>(|j| -4 * f(j) * i32::from(y.bsums[j]))
+        })
+        .collect()
+}
+
 #[cfg(target_arch = "x86_64")]
-pub(super) use kernel::q3_k;
+pub(crate) use kernel::q3_k_q8_k;
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
@@ -148,8 +178,8 @@ mod kernel {
 
     use super::{FACTORS, Q3_K, Q3_K_HMASK, Q3_K_SCALES, Q3_K_SET};
     use crate::formats::blocks::QK_K;
-    use crate::packed::avx512::{halves, load, prefetch, splat, Out};
-    use crate::packed::layout::Tokens;
+    use crate::packed::layout::{Out, Tokens};
+    use crate::packed::simd::{halves, load, prefetch, splat};
 
     /// Q3_K's 16 sub-block scales (sc − 32, in −32..=31) of the 16 rows as i32, times
     /// 32 / f_j (sub-block j's quants enter the dot as f_j·u, [`FACTORS`]; where f_j is 1,
@@ -224,7 +254,7 @@ mod kernel {
     }
 
     /// The running dots of `P` tokens from `t0` for half h of super-block b (sub-blocks
-    /// 8h..8h + 8), at their starts: the tokens' biases (`kquant::token_bias`).
+    /// 8h..8h + 8), at their starts: the tokens' biases (`token_bias`).
     #[inline(always)]
     unsafe fn start_dots<const P: usize>(
         tk: &Tokens,
@@ -298,15 +328,15 @@ mod kernel {
     ///
     /// Per half h, each token keeps the dots of sub-blocks 8h..8h + 8 (one accumulator
     /// each) over the half's 4 sets; sub-block j's starts at −4·f_j·bsum_j
-    /// (`kquant::token_bias`): D = f_j·Σ (u − 4)·a, exact, |D| ≤ 32·16·4·128 = 2¹⁸. Times
+    /// (`token_bias`): D = f_j·Σ (u − 4)·a, exact, |D| ≤ 32·16·4·128 = 2¹⁸. Times
     /// its scale (·32 / f_j, `q3_k_scales`), summed: 32·isum, exact (|sc·Σ (u − 4)·a| ≤
     /// 32·2¹³ a sub-block, 16 of them, times 32: 2²⁷). cvt(32·isum) = 32·cvt(isum) and
     /// (d/32)·d_a = (d·d_a)/32 exactly (powers of two), so the result is that of isum and d.
     ///
     /// # Safety
-    /// As `avx512::group`, for `NT` tokens.
+    /// As [`GroupFn`](crate::packed::layout::GroupFn), at VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-    pub(in crate::packed) unsafe fn q3_k<const NT: usize>(
+    pub(crate) unsafe fn q3_k_q8_k<const NT: usize>(
         g: &[u8],
         cols: usize,
         tk: &Tokens,
@@ -371,8 +401,8 @@ mod kernel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::kquant::{pack_group, recode, unpack_group, MAX_BLOCK};
-    use super::super::test_bytes as bytes;
+    use super::super::layout::test_bytes as bytes;
+    use super::super::layout::{GroupLayout, MAX_BLOCK};
     use super::*;
     use crate::formats::blocks::QK_K;
     use crate::formats::GgmlType;
@@ -423,13 +453,13 @@ mod tests {
                     }
                 }
                 for b in 0..nb {
-                    recode(GgmlType::Q3_K, &mut want, nb, b, false);
+                    recode_block(&mut want, nb, b, false);
                 }
                 let mut got = vec![0u8; size];
-                pack_group(GgmlType::Q3_K, nb * QK_K, &src, n, &mut got);
+                Q3_K.pack(nb * QK_K, &src, n, &mut got);
                 assert!(got == want, "{n} rows, nb {nb}");
                 let mut back = vec![0u8; src.len()];
-                unpack_group(GgmlType::Q3_K, nb * QK_K, &got, n, &mut back);
+                Q3_K.unpack(nb * QK_K, &got, n, &mut back);
                 assert!(back == src, "{n} rows, nb {nb}: unpack");
             }
         }

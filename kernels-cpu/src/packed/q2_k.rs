@@ -1,6 +1,7 @@
-//! The packed group layout of Q2_K (packed by `kquant::pack_group`) and its kernel.
+//! Q2_K's packed group: its layout (a [`KLayout`] table), the sums its kernel starts
+//! from, and its kernel (AVX-512 VNNI).
 //!
-//! As for the other K-quants (`kquant`), a group holds, for each super-block b of its 16
+//! As for the other K-quants (`layout`), a group holds, for each super-block b of its 16
 //! rows, one chunk of whole 64-byte registers (16 × 84 = 1344 bytes = 21 registers), each
 //! field's bytes 4j..4j + 4 of row r in lane r of register j, f16s 2 bytes a lane:
 //! - the 16 d's (offset 0), the 16 dmin's (offset 32);
@@ -11,8 +12,7 @@
 //!
 //! So a group takes exactly its rows' GGUF bytes, each byte in one place.
 
-use super::kquant::{Field, KLayout, Place};
-use super::GROUP_ROWS;
+use super::layout::{Field, KLayout, Place, GROUP_ROWS};
 use crate::dot::ActRow;
 
 /// Bytes of a Q2_K super-block chunk (16 rows).
@@ -23,9 +23,11 @@ pub(super) const Q2_K_DMIN: usize = 32;
 pub(super) const Q2_K_SCALES: usize = 64;
 pub(super) const Q2_K_QS: usize = 320;
 
-pub(super) const Q2_K: KLayout = KLayout {
+pub(crate) const Q2_K: KLayout = KLayout {
     block: 84,
     chunk: Q2_K_CHUNK,
+    recode: None,
+    bias: token_bias,
     fields: &[
         Field {
             src: 0,
@@ -54,7 +56,7 @@ pub(super) const Q2_K: KLayout = KLayout {
 /// of the mins as i16 pairs for `vpdpwssd`, (bsum_4k, bsum_4k+2) and (bsum_4k+1,
 /// bsum_4k+3) for k = 0..4, the first of each pair in the low half (|bsum| ≤ 16·128, an
 /// i16), matching the min pairs of the kernel's `scales`.
-pub(super) fn token_bias(rows: &[ActRow]) -> Vec<i32> {
+fn token_bias(rows: &[ActRow]) -> Vec<i32> {
     let pair = |a: i16, b: i16| (a as u16 as u32 | (b as u16 as u32) << 16) as i32;
     rows.iter()
         .flat_map(|a| a.q8_k)
@@ -69,7 +71,7 @@ pub(super) fn token_bias(rows: &[ActRow]) -> Vec<i32> {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use kernel::q2_k;
+pub(crate) use kernel::q2_k_q8_k;
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
@@ -77,8 +79,8 @@ mod kernel {
 
     use super::{Q2_K_CHUNK, Q2_K_D, Q2_K_DMIN, Q2_K_QS, Q2_K_SCALES};
     use crate::formats::blocks::QK_K;
-    use crate::packed::avx512::{add_super_block, halves, load, splat, Out};
-    use crate::packed::layout::Tokens;
+    use crate::packed::layout::{Out, Tokens};
+    use crate::packed::simd::{add_super_block, halves, load, splat};
     use crate::prefetch;
 
     /// Q2_K's sub-block scales and mins of the 16 rows, from the 4 scale registers at `p`
@@ -127,9 +129,9 @@ mod kernel {
     /// `dot_twins`' packed test: at most 2 terms a block).
     ///
     /// # Safety
-    /// As `avx512::group`, for `NT` tokens.
+    /// As [`GroupFn`](crate::packed::layout::GroupFn), at VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
-    pub(in crate::packed) unsafe fn q2_k<const NT: usize>(
+    pub(crate) unsafe fn q2_k_q8_k<const NT: usize>(
         g: &[u8],
         cols: usize,
         tk: &Tokens,
@@ -193,8 +195,8 @@ mod kernel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::kquant::{pack_group, unpack_group};
-    use super::super::test_bytes as bytes;
+    use super::super::layout::test_bytes as bytes;
+    use super::super::layout::GroupLayout;
     use super::*;
     use crate::formats::blocks::QK_K;
     use crate::formats::GgmlType;
@@ -239,10 +241,10 @@ mod tests {
                     }
                 }
                 let mut got = vec![0u8; size];
-                pack_group(GgmlType::Q2_K, nb * QK_K, &src, n, &mut got);
+                Q2_K.pack(nb * QK_K, &src, n, &mut got);
                 assert!(got == want, "{n} rows, nb {nb}");
                 let mut back = vec![0u8; src.len()];
-                unpack_group(GgmlType::Q2_K, nb * QK_K, &got, n, &mut back);
+                Q2_K.unpack(nb * QK_K, &got, n, &mut back);
                 assert!(back == src, "{n} rows, nb {nb}: unpack");
             }
         }
