@@ -17,7 +17,9 @@
 //!    Tiles (`dot/tile512.rs`) and VNNI matmul panels (`dot/panel512.rs`) where the row has
 //!    them.
 //! 4. Packed kernel (16-row groups, AVX-512): the row's `packed` field, in `packed/`.
-//! 5. CUDA kernel: the row's `cuda` name, a kernel of `kernels-cuda/kernels/matvec.cu`.
+//! 5. CUDA kernel: the row's `cuda` name, a kernel of `kernels-cuda/kernels/matvec.cu` made
+//!    from the format's row of `FOR_EACH_QUANT` in `formats.cuh`, whose `dot_q4_k` holds the
+//!    arithmetic.
 //! 6. Golden tests: `tests/tests/golden_formats.rs` (`dequantize_q4_k`) and
 //!    `tests/tests/matvec_golden.rs` (`q4_k_matches_golden`); twins at every level in
 //!    `kernels-cpu/tests/dot_twins.rs`.
