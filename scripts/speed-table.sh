@@ -6,6 +6,9 @@
 # llama-bench comes from scripts/llama-ref.sh; without it only Strata's figures are printed.
 #
 # Usage: scripts/speed-table.sh [RUNS]   (RUNS per engine and cell, default 3)
+# STRATA_BASE_GENERATE=PATH adds the runs of another build's generate (say, of the commit
+# before a change), interleaved with the others, and each cell's this ÷ base ratio: the
+# before/after of a change measured in one sitting.
 # The table goes to stdout, progress and errors to stderr. Builds with $CARGO_TARGET_DIR
 # when set (default: target/).
 set -euo pipefail
@@ -85,16 +88,22 @@ except (OSError, ValueError, KeyError, TypeError) as e:
 PY
 }
 
+BASE_GEN=${STRATA_BASE_GENERATE:-}
+if [ -n "$BASE_GEN" ] && [ ! -x "$BASE_GEN" ]; then
+  echo "speed-table: STRATA_BASE_GENERATE=$BASE_GEN is not an executable" >&2
+  exit 2
+fi
+
 # One Strata run: prints tokens/s, or nothing if the run failed.
-run_strata() { # FILE THREADS TEST
-  local file=$1 threads=$2 test=$3 json=$WORK/strata.json
+run_strata() { # FILE THREADS TEST [GENERATE]
+  local file=$1 threads=$2 test=$3 gen=${4:-$GEN} json=$WORK/strata.json
   rm -f "$json"
   if [ "$test" = pp128 ]; then
-    "$GEN" -m "$file" -f "$PROMPT" -n 1 --temp 0 -t "$threads" --timings-json "$json" \
+    "$gen" -m "$file" -f "$PROMPT" -n 1 --temp 0 -t "$threads" --timings-json "$json" \
       > /dev/null 2> "$WORK/strata.err" &&
       json_figure strata "$json" prompt_tokens_per_s prompt_tokens 128 && return
   else
-    "$GEN" -m "$file" -p "The capital of France is" -n 64 --ignore-eos --temp 0 -t "$threads" \
+    "$gen" -m "$file" -p "The capital of France is" -n 64 --ignore-eos --temp 0 -t "$threads" \
       --timings-json "$json" > /dev/null 2> "$WORK/strata.err" &&
       json_figure strata "$json" gen_tokens_per_s gen_tokens 64 && return
   fi
@@ -125,6 +134,10 @@ for file in $FILES; do
         if [ "$HAVE_LLAMA" = 1 ]; then
           printf '%s\t%s\t%s\tllama\t%s\n' "$file" "$threads" "$test" \
             "$(run_llama "$file" "$threads" "$test")" >> "$RESULTS"
+        fi
+        if [ -n "$BASE_GEN" ]; then
+          printf '%s\t%s\t%s\tbase\t%s\n' "$file" "$threads" "$test" \
+            "$(run_strata "$file" "$threads" "$test" "$BASE_GEN")" >> "$RESULTS"
         fi
       done
     done
@@ -157,11 +170,13 @@ PY
 elif [ "$HAVE_LLAMA" = 0 ]; then
   echo "- llama.cpp: not built (scripts/llama-ref.sh), so its columns are left out"
 fi
+[ -n "$BASE_GEN" ] && echo "- base: $BASE_GEN"
 echo
-python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" <<'PY'
+python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" "$BASE_GEN" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, have_llama, files = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
+have_base = bool(sys.argv[4])
 values = defaultdict(list)  # (file, threads, test, engine) -> tokens/s of the runs that worked
 failed = defaultdict(int)
 for line in open(path):
@@ -188,10 +203,16 @@ for file in files:
             text += f" / {l:.0f}" if l is not None else " / failed"
             if s is not None and l is not None:
                 text += f" ({s / l:.2f})"
+        if have_base:
+            b = median((file, threads, test, "base"))
+            text += f"; base {b:.0f}" if b is not None else "; base failed"
+            if s is not None and b is not None:
+                text += f" (×{s / b:.2f})"
         cells.append(text)
     print("| " + " | ".join(cells) + " |")
 print()
-print("Cells: Strata" + (" / llama.cpp (Strata ÷ llama.cpp)" if have_llama else "") + ", tokens/s.")
+print("Cells: Strata" + (" / llama.cpp (Strata ÷ llama.cpp)" if have_llama else "")
+      + ("; the base build (this ÷ base)" if have_base else "") + ", tokens/s.")
 for key, n in sorted(failed.items()):
     print(f"- {n} failed run(s): {key[3]} on {key[0]}, {key[2]}, {key[1]} thread(s) (see stderr)")
 PY
