@@ -35,7 +35,8 @@ def value(t, v):
     return struct.pack(FMT[t], v)
 
 
-def gguf(kvs, tensors, version=3, alignment=32, data=True, n_tensors=None, n_kv=None):
+def gguf(kvs, tensors, version=3, alignment=32, data=True, n_tensors=None, n_kv=None,
+         f32_ones=False):
     """kvs: [(key, type, value)]; tensors: [(name, type, dims)], laid out in order."""
     head = b"GGUF" + struct.pack("<IQQ", version,
                                  len(tensors) if n_tensors is None else n_tensors,
@@ -54,6 +55,8 @@ def gguf(kvs, tensors, version=3, alignment=32, data=True, n_tensors=None, n_kv=
         blob = bytes((i * 7 + len(name)) % 251 for i in range(size))
         if ty in (GGML_Q4_0, GGML_Q8_0):  # keep the f16 scale of every block finite
             blob = b"".join(b"\x00\x3c" + blob[i + 2:i + ts] for i in range(0, size, ts))
+        if ty == GGML_F32 and f32_ones:  # norm weights a model can run with
+            blob = struct.pack("<f", 1.0) * n
         pad = -size % alignment
         blobs.append(blob + b"\0" * pad)
         offset += size + pad
@@ -80,6 +83,29 @@ TENSORS = [
 ]
 
 
+def tiny_llama(**overrides):
+    """A whole llama model small enough to fuzz: 2 blocks of width 32, vocab 16; any
+    metadata value can be overridden (key without the "llama." prefix)."""
+    e, ff, vocab, nh, nkv, n_layer = 32, 64, 16, 4, 2, 2
+    meta = {"block_count": n_layer, "embedding_length": e, "feed_forward_length": ff,
+            "attention.head_count": nh, "attention.head_count_kv": nkv, "context_length": 64}
+    meta.update(overrides)
+    kvs = [("general.architecture", STRING, "llama")]
+    kvs += [(f"llama.{k}", U32, v) for k, v in meta.items()]
+    kvs += [("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
+            ("llama.rope.freq_base", F32, 10000.0)]
+    kv = e // nh * nkv
+    tensors = [("token_embd.weight", GGML_Q8_0, [e, vocab]), ("output_norm.weight", GGML_F32, [e])]
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        tensors += [(b + "attn_norm.weight", GGML_F32, [e]), (b + "attn_q.weight", GGML_Q8_0, [e, e]),
+                    (b + "attn_k.weight", GGML_Q8_0, [e, kv]), (b + "attn_v.weight", GGML_Q8_0, [e, kv]),
+                    (b + "attn_output.weight", GGML_Q8_0, [e, e]), (b + "ffn_norm.weight", GGML_F32, [e]),
+                    (b + "ffn_gate.weight", GGML_Q4_0, [e, ff]), (b + "ffn_up.weight", GGML_Q4_0, [e, ff]),
+                    (b + "ffn_down.weight", GGML_Q8_0, [ff, e])]
+    return gguf(kvs, tensors, f32_ones=True)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     valid = gguf(EVERY_TYPE, TENSORS)
@@ -96,6 +122,13 @@ def main():
         "huge_kv_count.gguf": gguf(EVERY_TYPE[:1], [], n_kv=2**62),
         "bad_alignment.gguf": gguf([("general.alignment", U32, 48)], []),
         "deep_nesting.gguf": gguf([("d", ARRAY, (ARRAY, [(ARRAY, [(ARRAY, [(U8, [1])])])]))], []),
+        # Whole models for the gguf_model target, and header values that once made the
+        # engine size lists and buffers by numbers no tensor backs.
+        "tiny_llama.gguf": tiny_llama(),
+        "tiny_llama_block_count_4e9.gguf": tiny_llama(block_count=4_000_000_000),
+        "tiny_llama_context_4e9.gguf": tiny_llama(context_length=4_000_000_000),
+        "tiny_llama_heads_0.gguf": tiny_llama(**{"attention.head_count": 0}),
+        "tiny_llama_kv_heads_3.gguf": tiny_llama(**{"attention.head_count_kv": 3}),
     }
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:

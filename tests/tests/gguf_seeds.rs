@@ -107,3 +107,38 @@ fn invalid_seeds() {
         Err(GgufError::BadAlignment { .. })
     ));
 }
+
+/// The whole-model seeds of the gguf_model target: the good one binds and runs; each
+/// crafted one is refused by name before anything is sized by its bad value.
+#[test]
+fn model_seeds_run_or_are_refused_by_name() {
+    use strata_engine::model::Model;
+    use strata_engine::runner::{Runner, RunnerOptions};
+
+    let f = seed("tiny_llama.gguf").unwrap();
+    let model = Model::bind(&f, |_| {}).unwrap();
+    let mut r = Runner::new(&model, RunnerOptions::cpu(model.cfg.n_layer, 8)).unwrap();
+    let logits = r.eval(&[1, 2, 3]).unwrap();
+    assert_eq!(logits.len(), 16);
+    assert!(logits.iter().all(|l| l.is_finite()));
+
+    for (name, key) in [
+        ("tiny_llama_block_count_4e9.gguf", "llama.block_count"),
+        ("tiny_llama_heads_0.gguf", "llama.attention.head_count"),
+        (
+            "tiny_llama_kv_heads_3.gguf",
+            "llama.attention.head_count_kv",
+        ),
+    ] {
+        let f = seed(name).unwrap();
+        let e = Model::bind(&f, |_| {}).err().expect(name).to_string();
+        assert!(e.contains(key), "{name}: {e}");
+    }
+    // A training context of 4e9 positions binds (it is only a default); sizing a cache by
+    // it is the host budget's to refuse (cli_generate's test of -c 0).
+    let f = seed("tiny_llama_context_4e9.gguf").unwrap();
+    assert_eq!(
+        Model::bind(&f, |_| {}).unwrap().cfg.n_ctx_train,
+        4_000_000_000
+    );
+}
