@@ -210,7 +210,7 @@ impl Matvec {
 }
 
 fn is_float(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    ty.is_float()
 }
 
 /// Launches `f` on `gpu`'s stream with the programmatic-stream-serialization attribute

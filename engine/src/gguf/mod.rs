@@ -25,7 +25,7 @@ pub use file::GgufFile;
 pub use metadata::Metadata;
 pub use parse::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
 pub use quantize::{
-    is_quantizable, llama_ftype, quantize_file, quantize_model, QuantizeOptions, QuantizeReport,
+    is_quantizable, quantize_file, quantize_model, QuantizeOptions, QuantizeReport,
     TensorConversion,
 };
 pub use strata_kernels_cpu::GgmlType;

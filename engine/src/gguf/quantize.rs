@@ -98,7 +98,7 @@ pub fn quantize_model(
         };
         writer.add_kv(key, value)?;
     }
-    writer.add_kv("general.file_type", Value::U32(llama_ftype(opts.ty)))?;
+    writer.add_kv("general.file_type", Value::U32(opts.ty.file_type()))?;
     if !writer
         .metadata()
         .contains_key("general.quantization_version")
@@ -175,13 +175,7 @@ fn target_type(
             ),
         });
     }
-    let fallback = match wanted {
-        GgmlType::Q4_K => GgmlType::Q5_0,
-        GgmlType::Q5_K => GgmlType::Q5_1,
-        GgmlType::Q6_K => GgmlType::Q8_0,
-        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
-        _ => GgmlType::F16,
-    };
+    let fallback = wanted.k_fallback().unwrap_or(GgmlType::F16);
     Ok((
         if fits(fallback) {
             fallback
@@ -226,26 +220,4 @@ fn convert(t: &TensorInfo, data: &[u8], to: GgmlType) -> Result<Vec<u8>, GgufErr
             quantize(to, &x, dst).map_err(format_err)
         })?;
     Ok(out)
-}
-
-/// llama.cpp's `llama_ftype` for a model whose matrices are all `ty` (the "_S" variant for
-/// K-quants, which have no single pure ftype).
-pub fn llama_ftype(ty: GgmlType) -> u32 {
-    match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Q5_0 => 8,
-        GgmlType::Q5_1 => 9,
-        GgmlType::Q2_K => 10,
-        GgmlType::Q3_K => 11,
-        GgmlType::Q4_K => 14,
-        GgmlType::Q5_K => 16,
-        GgmlType::Q6_K => 18,
-        GgmlType::BF16 => 32,
-        // Not weight formats: refused by check_target before this is asked.
-        GgmlType::Q8_1 | GgmlType::Q8_K => 0,
-    }
 }

@@ -33,6 +33,12 @@ struct Row {
     vec_dot: GgmlType,
     /// May appear as a tensor in a model file (activation-only formats may not).
     weight: bool,
+    /// llama.cpp's `llama_ftype` of a model whose matrices are all of this format (the
+    /// "_S" variant for K-quants, which have no single pure ftype); 0 for activations.
+    file_type: u32,
+    /// A K-quant's stand-in for rows that are not whole 256-element blocks (ggml's
+    /// choice: a 32-element format of about the same bits per weight).
+    k_fallback: Option<GgmlType>,
 }
 
 impl GgmlType {
@@ -74,22 +80,22 @@ impl GgmlType {
 
     const fn row(self) -> Row {
         use GgmlType::*;
-        let (name, block_size, type_size, vec_dot, weight) = match self {
-            F32 => ("F32", 1, 4, F32, true),
-            F16 => ("F16", 1, 2, F32, true),
-            BF16 => ("BF16", 1, 2, F32, true),
-            Q4_0 => ("Q4_0", 32, 18, Q8_0, true),
-            Q4_1 => ("Q4_1", 32, 20, Q8_1, true),
-            Q5_0 => ("Q5_0", 32, 22, Q8_0, true),
-            Q5_1 => ("Q5_1", 32, 24, Q8_1, true),
-            Q8_0 => ("Q8_0", 32, 34, Q8_0, true),
-            Q8_1 => ("Q8_1", 32, 36, Q8_1, false),
-            Q2_K => ("Q2_K", 256, 84, Q8_K, true),
-            Q3_K => ("Q3_K", 256, 110, Q8_K, true),
-            Q4_K => ("Q4_K", 256, 144, Q8_K, true),
-            Q5_K => ("Q5_K", 256, 176, Q8_K, true),
-            Q6_K => ("Q6_K", 256, 210, Q8_K, true),
-            Q8_K => ("Q8_K", 256, 292, Q8_K, false),
+        let (name, block_size, type_size, vec_dot, weight, file_type, k_fallback) = match self {
+            F32 => ("F32", 1, 4, F32, true, 0, None),
+            F16 => ("F16", 1, 2, F32, true, 1, None),
+            BF16 => ("BF16", 1, 2, F32, true, 32, None),
+            Q4_0 => ("Q4_0", 32, 18, Q8_0, true, 2, None),
+            Q4_1 => ("Q4_1", 32, 20, Q8_1, true, 3, None),
+            Q5_0 => ("Q5_0", 32, 22, Q8_0, true, 8, None),
+            Q5_1 => ("Q5_1", 32, 24, Q8_1, true, 9, None),
+            Q8_0 => ("Q8_0", 32, 34, Q8_0, true, 7, None),
+            Q8_1 => ("Q8_1", 32, 36, Q8_1, false, 0, None),
+            Q2_K => ("Q2_K", 256, 84, Q8_K, true, 10, Some(Q4_0)),
+            Q3_K => ("Q3_K", 256, 110, Q8_K, true, 11, Some(Q4_0)),
+            Q4_K => ("Q4_K", 256, 144, Q8_K, true, 14, Some(Q5_0)),
+            Q5_K => ("Q5_K", 256, 176, Q8_K, true, 16, Some(Q5_1)),
+            Q6_K => ("Q6_K", 256, 210, Q8_K, true, 18, Some(Q8_0)),
+            Q8_K => ("Q8_K", 256, 292, Q8_K, false, 0, None),
         };
         Row {
             name,
@@ -97,6 +103,8 @@ impl GgmlType {
             type_size,
             vec_dot,
             weight,
+            file_type,
+            k_fallback,
         }
     }
 
@@ -138,6 +146,22 @@ impl GgmlType {
     /// Whether the type may be stored in a model file.
     pub const fn is_weight(self) -> bool {
         self.row().weight
+    }
+
+    /// llama.cpp's `general.file_type` for a model whose matrices are all `self` (the "_S"
+    /// variant for K-quants); 0 for the activation-only formats.
+    pub const fn file_type(self) -> u32 {
+        self.row().file_type
+    }
+
+    /// What a K-quant falls back to for rows that are not whole 256-element blocks.
+    pub const fn k_fallback(self) -> Option<GgmlType> {
+        self.row().k_fallback
+    }
+
+    /// F32, F16, BF16: one value per block, nothing quantized.
+    pub const fn is_float(self) -> bool {
+        self.block_size() == 1
     }
 
     pub const fn is_k_quant(self) -> bool {

@@ -51,7 +51,7 @@ const X_SHARED_BYTES_PER_BLOCK: usize = 48;
 pub const MATVEC_MAX_COLS: usize = MAX_X_SHARED_BYTES / X_SHARED_BYTES_PER_BLOCK * 32;
 
 fn is_float(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    ty.is_float()
 }
 
 /// The kernel name and launch configuration of a matvec of weights `ty` in `shape`, after

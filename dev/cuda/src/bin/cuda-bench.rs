@@ -459,7 +459,7 @@ fn validate(
             }
         }
         // x as the kernel takes it: the q8_1 blocks the product kernel made, or f32.
-        let xhat = if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        let xhat = if ty.is_float() {
             x
         } else {
             let mut xhat = vec![0.0f32; cols];
@@ -737,7 +737,7 @@ impl Rotation {
     }
 
     fn float(&self) -> bool {
-        matches!(self.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        self.ty.is_float()
     }
 
     /// Whether the read probe can take the weights (a whole number of 16-byte words).
