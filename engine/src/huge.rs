@@ -13,12 +13,10 @@ use bytemuck::{Pod, Zeroable};
 #[repr(C, align(16))]
 struct Chunk([u8; 32]);
 
-/// `len` zeroed bytes, allocated zeroed (fresh pages, not written here) and, on Linux,
-/// marked for transparent huge pages before anything touches them: weights copied into such
-/// a buffer are streamed through at every token, and 2 MiB pages spare the page walks of
-/// 4 KiB ones. Decode of SmolLM2 on one thread (runs interleaved, 22:26 UTC): F16 42 → 55
-/// tokens/s, Q4_1 ~150 → ~170; a plain read of 512 MiB, one thread, 12–14 → 18–20 GB/s
-/// (`bench kernels`, which measures in these buffers too).
+/// Zeroed bytes, allocated zeroed (fresh pages, not written here) and, on Linux, marked
+/// for transparent huge pages before anything touches them: weights copied into such a
+/// buffer are streamed through at every token, and 2 MiB pages spare the page walks of
+/// 4 KiB ones (decode and read-bandwidth gains in docs/engine-speed.md).
 pub struct HugeBytes {
     chunks: Vec<Chunk>,
     len: usize,

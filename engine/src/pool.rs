@@ -7,13 +7,9 @@ const STACK_BYTES: usize = 8 << 20;
 /// Builds the global rayon pool with `threads` workers (rayon's default, one per core,
 /// when `None`) and runs `op` on one of its workers, returning its result.
 ///
-/// A parallel op started from outside the pool hands its work to a worker and sleeps until
-/// it is done: two futex wake-ups and two context switches per op, and a transformer token
-/// runs hundreds of ops (attention's per-head loop, the matvecs' row split). Started on a
-/// worker it runs in place, sharing the work with the other workers. `generate` on
-/// SmolLM2 Q4_1, from the main thread → on a worker (3 interleaved runs): decode, 1
-/// thread 164–171 → 187–201 tokens/s, 2 threads 258–271 → 331–344; prefill of 128 tokens
-/// 828–850 → 949–1011 and 1159–1172 → 1279–1330; the same text.
+/// A parallel op started from outside the pool hands its work over and sleeps (two futex
+/// wake-ups a time; a token runs hundreds of ops); started on a worker it runs in place.
+/// The decode and prefill gains are in docs/engine-speed.md ("What changed").
 pub fn on_pool<R: Send>(
     threads: Option<usize>,
     op: impl FnOnce() -> Result<R, String> + Send,
