@@ -6,7 +6,9 @@
 //! room than it was just given (so at least one layer leaves it, to the CPU or to another
 //! accelerator), and the load is tried again. One line on stderr says what moved; the run
 //! goes on. Each retry takes at least one layer off a device, so it ends: at worst with
-//! everything on the CPU, which has no budget to exceed.
+//! everything on the CPU. The CPU's part of every plan is checked against the host's
+//! memory before anything is allocated; a refusal on the CPU itself ends the load with
+//! what to change, as there is nowhere to move its layers.
 
 use std::time::Duration;
 
