@@ -314,6 +314,17 @@ impl ModelConfig {
         self.n_head_kv * self.head_dim
     }
 
+    /// The RoPE settings of this model, for the CPU kernels (the CUDA launcher takes the
+    /// same fields).
+    pub fn rope(&self) -> strata_kernels_cpu::ops::Rope {
+        strata_kernels_cpu::ops::Rope {
+            n_rot: self.n_rot,
+            freq_base: self.rope_freq_base,
+            freq_scale: self.rope_freq_scale,
+            neox: self.arch.rope_neox(),
+        }
+    }
+
     /// Every tensor the forward pass reads, with its shape (ne0 first: the row length).
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<u64>)> {
         let (e, f, q, kv, v) = (

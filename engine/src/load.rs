@@ -15,7 +15,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::backend::{self, BackendError, Source};
-use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
+use crate::buffers::{kv_cache_bytes, kv_type_of};
 use crate::devices::Accelerator;
 use crate::gguf::{GgufError, GgufFile};
 use crate::ledger::{AllocError, DeviceId, Ledger};
@@ -151,7 +151,7 @@ pub fn allocate<'m>(
             busy: Duration::ZERO,
         });
     }
-    let slot = |devices: &mut [DeviceSlot], id: DeviceId| -> usize {
+    let slot = |devices: &[DeviceSlot], id: DeviceId| -> usize {
         devices
             .iter()
             .position(|d| d.id == id)
@@ -167,26 +167,25 @@ pub fn allocate<'m>(
         ledger,
     };
     for (i, &dev) in place.blocks.iter().enumerate() {
-        let d = slot(&mut devices, dev);
+        let d = slot(&devices, dev);
         devices[d].backend.hold_block(&src, i)?;
         progress(i + 1);
     }
-    let d = slot(&mut devices, place.output);
+    let d = slot(&devices, place.output);
     devices[d].backend.hold_output(&src)?;
     devices[0].backend.hold_embedding(&src)?;
 
     // KV caches, each on its block's device, sized by the function the planner used.
     let per_block = kv_cache_bytes(cfg, opts.n_ctx, kv_type);
     for (i, &dev) in place.blocks.iter().enumerate() {
-        let d = slot(&mut devices, dev);
+        let d = slot(&devices, dev);
         devices[d]
             .backend
             .alloc_kv(model, i, opts.n_ctx, kv_type, per_block)?;
     }
 
     // One scratch per device that runs anything (and the CPU's, which receives logits).
-    let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
-    let layout = ScratchLayout::new(cfg, opts.n_batch, n_outputs);
+    let layout = opts.scratch_layout(cfg);
     for d in devices.iter_mut() {
         d.backend.alloc_scratch(model, layout)?;
     }

@@ -114,6 +114,9 @@ pub trait Backend {
     /// The residual stream, where it is in host memory (read without a copy).
     fn host_x(&self) -> Option<&[f32]>;
 
+    /// The residual stream, where it is in host memory (written without a copy).
+    fn host_x_mut(&mut self) -> Option<&mut [f32]>;
+
     /// The first `out.len()` logits of the last [`Unit::Output`], from the device.
     fn read_logits(&self, out: &mut [f32]) -> Result<(), BackendError>;
 

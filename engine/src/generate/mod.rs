@@ -54,19 +54,7 @@ enum Ended {
 }
 
 fn run(args: &Args) -> Result<Ended, String> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let threads = match args.threads {
-        Some(0) => return Err("--threads must be at least 1".into()),
-        // More threads than CPUs only take turns spinning (hundreds of times slower).
-        Some(t) if t > cores => {
-            eprintln!("note: -t {t} is more than the {cores} CPUs here; using {cores}");
-            cores
-        }
-        Some(t) => t,
-        None => cores,
-    };
+    let threads = crate::pool::thread_count(args.threads)?;
     // The whole run on a pool worker (`pool::on_pool`: a parallel op started from outside
     // the pool costs a handoff; with one thread that took 18% of decode).
     crate::pool::on_pool(Some(threads), || run_in_pool(args, threads))

@@ -58,12 +58,10 @@ pub struct BlockWeights<'a> {
     pub w_down: Matrix<'a>,
 }
 
-impl BlockWeights<'_> {
-    /// Reads one byte of every page of the block's matrices, so that the operating system
-    /// loads them from disk now (during the load bar) instead of during the first token.
-    pub fn prefault(&self) -> u64 {
-        let mut sum = 0u64;
-        for m in [
+impl<'a> BlockWeights<'a> {
+    /// The block's seven weight matrices.
+    pub fn matrices(&self) -> [&Matrix<'a>; 7] {
+        [
             &self.wq,
             &self.wk,
             &self.wv,
@@ -71,7 +69,14 @@ impl BlockWeights<'_> {
             &self.w_gate,
             &self.w_up,
             &self.w_down,
-        ] {
+        ]
+    }
+
+    /// Reads one byte of every page of the block's matrices, so that the operating system
+    /// loads them from disk now (during the load bar) instead of during the first token.
+    pub fn prefault(&self) -> u64 {
+        let mut sum = 0u64;
+        for m in self.matrices() {
             for page in m.data.chunks(4096) {
                 sum = sum.wrapping_add(page[0] as u64);
             }
@@ -144,9 +149,8 @@ impl<'a> Model<'a> {
         let b = |m: &Matrix| m.data.len();
         self.blocks
             .iter()
-            .map(|w| {
-                b(&w.wq) + b(&w.wk) + b(&w.wv) + b(&w.wo) + b(&w.w_gate) + b(&w.w_up) + b(&w.w_down)
-            })
+            .flat_map(|w| w.matrices())
+            .map(b)
             .sum::<usize>()
             + b(&self.output)
     }

@@ -77,16 +77,8 @@ pub fn main_with(argv: impl IntoIterator<Item = String>) -> i32 {
             return e.exit_code();
         }
     };
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    if threads == 0 {
-        eprintln!("error: --threads must be at least 1");
-        return 1;
-    }
-    match crate::pool::on_pool(Some(threads), || run(&args)) {
+    let threads = crate::pool::thread_count(args.threads);
+    match threads.and_then(|t| crate::pool::on_pool(Some(t), || run(&args))) {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -189,15 +181,18 @@ fn run(args: &Args) -> Result<(), String> {
         for j in first..n_ctx - 1 {
             let row = &logits[j * n_vocab..(j + 1) * n_vocab];
             let next = chunk[j + 1] as usize;
-            nll.add(-score::log_prob(row, next));
+            // The whole distribution only where it is stored or compared; its value at
+            // `next` is the same number log_prob gives.
             match &mut kl {
-                Kl::None => {}
+                Kl::None => nll.add(-score::log_prob(row, next)),
                 Kl::Save(base) => {
                     score::log_probs(row, &mut lp);
+                    nll.add(-lp[next]);
                     base.write(&Packed16::pack(&lp))?;
                 }
                 Kl::Compare(base, cmp) => {
                     score::log_probs(row, &mut lp);
+                    nll.add(-lp[next]);
                     base.read(&mut base_lp)?;
                     cmp.add(&base_lp, &lp, next);
                 }

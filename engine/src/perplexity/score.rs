@@ -3,18 +3,21 @@
 //! does), log-probabilities stored in 16 bits for a later comparison, and the comparison
 //! itself (KL divergence, top-1 agreement, Δp).
 
-/// `log p(token)` under the softmax of `logits`, in f64.
-pub fn log_prob(logits: &[f32], token: usize) -> f64 {
+/// `log Σ exp(logits)`, in f64, shifted by the largest logit so that nothing overflows.
+fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    logits[token] as f64 - max - sum.ln()
+    max + sum.ln()
 }
 
-/// Every `log p` of the softmax of `logits`, into `out`.
+/// `log p(token)` under the softmax of `logits`, in f64.
+pub fn log_prob(logits: &[f32], token: usize) -> f64 {
+    logits[token] as f64 - log_sum_exp(logits)
+}
+
+/// Every `log p` of the softmax of `logits`, into `out`: [`log_prob`] of each token.
 pub fn log_probs(logits: &[f32], out: &mut [f64]) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    let log_z = max + sum.ln();
+    let log_z = log_sum_exp(logits);
     for (o, &l) in out.iter_mut().zip(logits) {
         *o = l as f64 - log_z;
     }

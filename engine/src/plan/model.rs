@@ -142,6 +142,11 @@ impl PlanModel {
         out
     }
 
+    /// Bytes of [`PlanModel::output_tensors`].
+    pub fn output_bytes(&self, on_cpu: bool) -> u64 {
+        self.output_tensors(on_cpu).iter().map(|t| t.bytes).sum()
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.bytes).sum()
     }

@@ -18,7 +18,7 @@
 //! greedy fill fails nothing fits, and when it succeeds the split above finds a plan.
 
 use super::bytes::Bytes;
-use super::cost::{Role, TensorCost};
+use super::cost::Role;
 use super::devices::{Device, DeviceKind};
 use super::error::PlanError;
 use super::model::PlanModel;
@@ -38,14 +38,13 @@ struct Costs {
 
 impl Costs {
     fn new(model: &PlanModel, s: &RunSettings) -> Result<Costs, PlanError> {
-        let sum = |ts: Vec<&TensorCost>| ts.iter().map(|t| t.bytes).sum::<u64>();
         Ok(Costs {
             block_weights: (0..model.n_layer)
                 .map(|i| model.role_bytes(Role::Block(i)))
                 .collect(),
             kv: model.buffers.kv_block_bytes(s)?,
-            output_gpu: sum(model.output_tensors(false)),
-            output_cpu: sum(model.output_tensors(true)),
+            output_gpu: model.output_bytes(false),
+            output_cpu: model.output_bytes(true),
             embedding: model.role_bytes(Role::Embedding),
             scratch: model.buffers.scratch_bytes(s),
         })

@@ -98,8 +98,9 @@ fn device(devices: &mut [DeviceSlot], id: DeviceId) -> &mut DeviceSlot {
 }
 
 /// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
-/// copy at a device boundary (staged through the host when the stream is not in host
-/// memory). The time since `since` is charged to the device left, the copy included.
+/// copy at a device boundary, straight into or out of whichever side holds it in host
+/// memory (staged through the host only between two GPUs). The time since `since` is
+/// charged to the device left, the copy included.
 fn cross(
     devices: &mut [DeviceSlot],
     ledger: &Ledger,
@@ -112,13 +113,14 @@ fn cross(
         return Ok(());
     }
     let (b, a) = pair(devices, to, *here);
-    match a.backend.host_x() {
-        Some(x) => b.backend.write_x(&x[..len])?,
-        None => {
-            let mut staged = vec![0.0f32; len];
-            a.backend.read_x(&mut staged)?;
-            b.backend.write_x(&staged)?;
-        }
+    if let Some(x) = a.backend.host_x() {
+        b.backend.write_x(&x[..len])?;
+    } else if let Some(x) = b.backend.host_x_mut() {
+        a.backend.read_x(&mut x[..len])?;
+    } else {
+        let mut staged = vec![0.0f32; len];
+        a.backend.read_x(&mut staged)?;
+        b.backend.write_x(&staged)?;
     }
     ledger.count_copy(to, len as u64 * 4);
     let now = Instant::now();

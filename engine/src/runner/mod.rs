@@ -75,6 +75,13 @@ pub struct RunnerOptions {
 }
 
 impl RunnerOptions {
+    /// The scratch each device holds for these options: batches of `n_batch` tokens, and
+    /// logits for every row of one (`all_logits`) or for its last.
+    pub fn scratch_layout(&self, cfg: &crate::config::ModelConfig) -> ScratchLayout {
+        let n_outputs = if self.all_logits { self.n_batch } else { 1 };
+        ScratchLayout::new(cfg, self.n_batch, n_outputs)
+    }
+
     pub fn cpu(n_layer: usize, n_ctx: usize) -> RunnerOptions {
         RunnerOptions {
             n_ctx,
@@ -146,8 +153,7 @@ impl<'m> Runner<'m> {
         for i in 0..cfg.n_layer {
             cpu.alloc_kv(model, i, opts.n_ctx, opts.kv_type, per_block)?;
         }
-        let n_outputs = if opts.all_logits { opts.n_batch } else { 1 };
-        cpu.alloc_scratch(model, ScratchLayout::new(cfg, opts.n_batch, n_outputs))?;
+        cpu.alloc_scratch(model, opts.scratch_layout(cfg))?;
         let devices = vec![DeviceSlot {
             id: DeviceId::Cpu,
             backend: Box::new(cpu),

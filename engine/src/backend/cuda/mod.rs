@@ -100,12 +100,7 @@ impl Backend for CudaBackend {
     }
 
     fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
-        let planned = src
-            .plan_model
-            .output_tensors(false)
-            .iter()
-            .map(|t| t.bytes)
-            .sum();
+        let planned = src.plan_model.output_bytes(false);
         let m = src.model;
         self.upload_output(&m.output_norm, &m.output, planned)
     }
@@ -154,11 +149,12 @@ impl Backend for CudaBackend {
         let cfg = &model.cfg;
         match unit {
             Unit::Blocks(range) => {
+                let r = cfg.rope();
                 let rope = RopeParams {
-                    n_rot: cfg.n_rot,
-                    freq_base: cfg.rope_freq_base,
-                    freq_scale: cfg.rope_freq_scale,
-                    neox: cfg.arch.rope_neox(),
+                    n_rot: r.n_rot,
+                    freq_base: r.freq_base,
+                    freq_scale: r.freq_scale,
+                    neox: r.neox,
                 };
                 self.run_blocks(range.clone(), cfg, &rope, n, pos)?
             }
@@ -176,6 +172,10 @@ impl Backend for CudaBackend {
     }
 
     fn host_x(&self) -> Option<&[f32]> {
+        None
+    }
+
+    fn host_x_mut(&mut self) -> Option<&mut [f32]> {
         None
     }
 

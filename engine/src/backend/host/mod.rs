@@ -9,7 +9,7 @@ mod weights;
 
 use std::collections::BTreeMap;
 
-use strata_kernels_cpu::ops::{self, KvCache, Rope};
+use strata_kernels_cpu::ops::{self, KvCache};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
 use crate::backend::interface::{Backend, BackendError, Holdings, Source, Unit};
@@ -61,6 +61,9 @@ impl HostBackend {
     }
 }
 
+/// Why a host buffer the ledger allowed was not had: the allocator returned nothing.
+const REFUSED: &str = "the system refused the memory";
+
 fn missing(device: DeviceId, what: impl Into<String>) -> BackendError {
     BackendError::Missing {
         device,
@@ -79,9 +82,8 @@ impl Backend for HostBackend {
     }
 
     fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError> {
-        let b = &src.model.blocks[i];
-        let matrices = [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down];
-        if self.maps_file && !matrices.into_iter().any(packs) {
+        let packed_here = src.model.blocks[i].matrices().into_iter().any(packs);
+        if self.maps_file && !packed_here {
             let bytes = src.plan_model.role_bytes(crate::plan::Role::Block(i));
             return self.map(bytes, || format!("mapped weights of block {i}"));
         }
@@ -90,12 +92,7 @@ impl Backend for HostBackend {
 
     fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
         if self.maps_file && !packs(&src.model.output) {
-            let bytes = src
-                .plan_model
-                .output_tensors(true)
-                .iter()
-                .map(|t| t.bytes)
-                .sum();
+            let bytes = src.plan_model.output_bytes(true);
             return self.map(bytes, || "mapped output layer weights".into());
         }
         self.weights.copy_output(src, self.id)
@@ -130,9 +127,8 @@ impl Backend for HostBackend {
             .ledger
             .reserve(self.id, BufferKind::Kv, bytes, || what.clone())?;
         let cache = KvCache::try_new(t, n_ctx, cfg.n_head_kv, cfg.head_dim).ok_or_else(|| {
-            let why = "the system refused the memory";
             self.ledger
-                .refusal(self.id, BufferKind::Kv, &what, bytes, why)
+                .refusal(self.id, BufferKind::Kv, &what, bytes, REFUSED)
         })?;
         self.held.push(r);
         self.caches.insert(i, cache);
@@ -145,9 +141,8 @@ impl Backend for HostBackend {
             .ledger
             .reserve(self.id, BufferKind::Scratch, bytes, || "scratch".into())?;
         let scratch = Scratch::try_new(layout).ok_or_else(|| {
-            let why = "the system refused the memory";
             self.ledger
-                .refusal(self.id, BufferKind::Scratch, "scratch", bytes, why)
+                .refusal(self.id, BufferKind::Scratch, "scratch", bytes, REFUSED)
         })?;
         self.scratch = Some(scratch);
         self.held.push(r);
@@ -181,12 +176,7 @@ impl Backend for HostBackend {
             .ok_or_else(|| missing(id, "scratch"))?;
         match unit {
             Unit::Blocks(range) => {
-                let rope = Rope {
-                    n_rot: cfg.n_rot,
-                    freq_base: cfg.rope_freq_base,
-                    freq_scale: cfg.rope_freq_scale,
-                    neox: cfg.arch.rope_neox(),
-                };
+                let rope = cfg.rope();
                 for i in range.clone() {
                     let cache = self
                         .caches
@@ -239,6 +229,10 @@ impl Backend for HostBackend {
 
     fn host_x(&self) -> Option<&[f32]> {
         self.scratch.as_ref().map(|s| &s.x[..])
+    }
+
+    fn host_x_mut(&mut self) -> Option<&mut [f32]> {
+        self.scratch.as_mut().map(|s| &mut s.x[..])
     }
 
     fn read_logits(&self, out: &mut [f32]) -> Result<(), BackendError> {

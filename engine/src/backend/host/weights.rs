@@ -35,9 +35,7 @@ impl DeviceBuffer {
         let mem = usize::try_from(bytes)
             .ok()
             .and_then(HugeBytes::try_zeroed)
-            .ok_or_else(|| {
-                ledger.refusal(device, kind, &what, bytes, "the system refused the memory")
-            })?;
+            .ok_or_else(|| ledger.refusal(device, kind, &what, bytes, super::REFUSED))?;
         Ok(DeviceBuffer {
             mem,
             _reservation: reservation,
