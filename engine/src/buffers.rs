@@ -4,7 +4,7 @@
 //! The planner costs a device with these same functions, and the runner allocates exactly
 //! what they return (a test checks it), so the plan and the allocation cannot drift apart.
 
-use strata_kernels_cpu::ops::{KvCache, KvType};
+use strata_kernels_cpu::ops::{KvCache, KvType, LatentCache};
 use strata_kernels_cpu::GgmlType;
 
 use crate::config::ModelConfig;
@@ -24,16 +24,21 @@ pub fn kv_elem_bytes(ty: GgmlType) -> Option<u64> {
     kv_type_of(ty).map(|t| t.bytes_per_element() as u64)
 }
 
-/// Bytes of one block's KV cache (K and V) for `n_ctx` positions stored as `kv_type`:
-/// exactly what the runner's [`KvCache::new`] allocates for that block.
+/// Bytes of one block's KV cache for `n_ctx` positions stored as `kv_type`: exactly what
+/// the runner allocates for that block — K and V ([`KvCache`]), or under MLA one row of
+/// rotary key and latent per position ([`LatentCache`]).
 /// Panics if `kv_type` is not F32 or F16 (check with [`kv_elem_bytes`] first).
 pub fn kv_cache_bytes(cfg: &ModelConfig, n_ctx: usize, kv_type: GgmlType) -> u64 {
     let t = kv_type_of(kv_type).expect("KV cache type must be F32 or F16");
-    KvCache::bytes(t, n_ctx, cfg.n_head_kv, cfg.head_dim) as u64
+    match &cfg.mla {
+        Some(m) => LatentCache::bytes(t, n_ctx, m.row_width()) as u64,
+        None => KvCache::bytes(t, n_ctx, cfg.n_head_kv, cfg.head_dim) as u64,
+    }
 }
 
 /// How the runner's per-device scratch is cut up, in f32 elements (except `act_q`, bytes).
 /// Built by [`ScratchLayout::new`]; [`ScratchLayout::bytes`] is what the device holds.
+/// Pieces an architecture does not use are 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScratchLayout {
     /// Rows (tokens) one forward call processes at most.
@@ -44,44 +49,99 @@ pub struct ScratchLayout {
     pub x: usize,
     /// Normalised input of a sub-layer, `n_batch × n_embd`.
     pub xn: usize,
+    /// Queries as projected, `n_batch × n_head × head_dim`.
     pub q: usize,
+    /// Keys (`n_batch × kv_dim`); under MLA the low-rank projections (q's, then the
+    /// latent with the rotary key), the wider of the two.
     pub k: usize,
+    /// Values (`n_batch × kv_dim`); under MLA each head's value expanded from the
+    /// attention's latent output, `n_batch × n_head × v_head` (and q's normalised low-rank
+    /// projection before that).
     pub v: usize,
-    /// Attention output (all heads), `n_batch × q_dim`.
+    /// Attention output (all heads), `n_batch × q_dim`; under MLA in the latent space,
+    /// `n_batch × n_head × kv_lora_rank`.
     pub attn: usize,
+    /// MLA: the rows appended to the cache, `n_batch × (qk_rope + kv_lora_rank)`.
+    pub kv_row: usize,
+    /// MLA: each head's query in the latent space, `n_batch × n_head × (qk_rope + kv_lora_rank)`.
+    pub q_latent: usize,
     pub gate: usize,
     pub up: usize,
-    /// SwiGLU output, `n_batch × n_ff`.
+    /// SwiGLU output, `n_batch × ffn_width`.
     pub ff: usize,
     /// Sub-layer output before it is added to the residual, `n_batch × n_embd`.
     pub out: usize,
-    /// Activations quantized for the dot products: the widest input (`max(n_embd, q_dim,
-    /// n_ff)`) at 4 bytes per element. `QuantizedActs` grows its own buffers on first use,
-    /// so this is a reservation, not an allocation: Q8_0/Q8_1/Q8_K take 1.1–2.4 bytes per
-    /// element and f32 inputs 4, which it covers when a model's matrices take one
-    /// activation format; a model mixing F16/F32 with quantized matrices can hold a few
-    /// bytes per element more.
+    /// MoE: router logits, `n_batch × n_expert`.
+    pub router: usize,
+    /// MoE: each token's chosen experts and their weights, `n_batch × n_expert_used` each
+    /// (the ids are u32, 4 bytes like an f32).
+    pub route_ids: usize,
+    pub route_weights: usize,
+    /// Rows gathered for a product over part of the batch or part of a matrix (one expert's
+    /// tokens, one head's slice), and that product's output: `n_batch × widest`.
+    pub gathered_in: usize,
+    pub gathered_out: usize,
+    /// Activations quantized for the dot products: the widest input at 4 bytes per
+    /// element. `QuantizedActs` grows its own buffers on first use, so this is a
+    /// reservation, not an allocation: Q8_0/Q8_1/Q8_K take 1.1–2.4 bytes per element and
+    /// f32 inputs 4, which it covers when a model's matrices take one activation format; a
+    /// model mixing F16/F32 with quantized matrices can hold a few bytes per element more.
     pub act_q_bytes: usize,
     pub logits: usize,
 }
 
 impl ScratchLayout {
     pub fn new(cfg: &ModelConfig, n_batch: usize, n_outputs: usize) -> Self {
-        let widest_in = cfg.n_embd.max(cfg.q_dim()).max(cfg.n_ff);
+        let b = n_batch;
+        let ffn = cfg.ffn_width();
+        let (k, v, attn, kv_row, q_latent, gather) = match &cfg.mla {
+            None => (cfg.kv_dim(), cfg.kv_dim(), cfg.q_dim(), 0, 0, cfg.n_embd),
+            Some(m) => (
+                m.q_lora_rank.max(m.kv_lora_rank + m.qk_rope),
+                (cfg.n_head * m.v_head).max(m.q_lora_rank),
+                cfg.n_head * m.kv_lora_rank,
+                m.row_width(),
+                cfg.n_head * m.row_width(),
+                cfg.n_embd.max(m.kv_lora_rank).max(m.qk_nope).max(m.v_head),
+            ),
+        };
+        let (router, routes) = match &cfg.moe {
+            Some(m) => (m.n_expert, m.n_expert_used),
+            None => (0, 0),
+        };
+        let widest_in = [cfg.n_embd, cfg.q_dim(), ffn, v, gather]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         ScratchLayout {
             n_batch,
             n_outputs,
-            x: n_batch * cfg.n_embd,
-            xn: n_batch * cfg.n_embd,
-            q: n_batch * cfg.q_dim(),
-            k: n_batch * cfg.kv_dim(),
-            v: n_batch * cfg.kv_dim(),
-            attn: n_batch * cfg.q_dim(),
-            gate: n_batch * cfg.n_ff,
-            up: n_batch * cfg.n_ff,
-            ff: n_batch * cfg.n_ff,
-            out: n_batch * cfg.n_embd,
-            act_q_bytes: n_batch * widest_in * 4,
+            x: b * cfg.n_embd,
+            xn: b * cfg.n_embd,
+            q: b * cfg.q_dim(),
+            k: b * k,
+            v: b * v,
+            attn: b * attn,
+            kv_row: b * kv_row,
+            q_latent: b * q_latent,
+            gate: b * ffn,
+            up: b * ffn,
+            ff: b * ffn,
+            out: b * cfg.n_embd,
+            router: b * router,
+            route_ids: b * routes,
+            route_weights: b * routes,
+            gathered_in: if cfg.moe.is_some() || cfg.mla.is_some() {
+                b * gather
+            } else {
+                0
+            },
+            gathered_out: if cfg.moe.is_some() || cfg.mla.is_some() {
+                b * gather
+            } else {
+                0
+            },
+            act_q_bytes: b * widest_in * 4,
             logits: n_outputs * cfg.n_vocab,
         }
     }
@@ -93,10 +153,17 @@ impl ScratchLayout {
             + self.k
             + self.v
             + self.attn
+            + self.kv_row
+            + self.q_latent
             + self.gate
             + self.up
             + self.ff
             + self.out
+            + self.router
+            + self.route_ids
+            + self.route_weights
+            + self.gathered_in
+            + self.gathered_out
             + self.logits
     }
 

@@ -89,6 +89,7 @@ fn elementwise<M: Measurement>(c: &mut Criterion<M>) {
             freq_base: 10000.0,
             freq_scale: 1.0,
             neox,
+            yarn: None,
         };
         let mut g = c.benchmark_group(format!(
             "rope/{}/q_{N_HEADS}x{HEAD_DIM}",

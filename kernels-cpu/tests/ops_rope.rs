@@ -21,6 +21,7 @@ fn ropes(head_dim: usize) -> Vec<Rope> {
                 freq_base,
                 freq_scale,
                 neox,
+                yarn: None,
             });
         }
     }
@@ -67,6 +68,7 @@ fn rope_rows_is_token_by_token() {
         freq_base: 10000.0,
         freq_scale: 1.0,
         neox: false,
+        yarn: None,
     };
     let x = uniform(&mut r, n_tokens * n_heads * head_dim, 1.0);
     for isa in levels() {
@@ -100,6 +102,7 @@ fn rope_reference_follows_the_formula() {
                 freq_base,
                 freq_scale,
                 neox,
+                yarn: None,
             };
             let x = uniform(&mut r, n_heads * head_dim, 1.0);
             let mut got = x.clone();
@@ -155,6 +158,7 @@ fn rope_at_position_zero_is_identity() {
                     freq_base: 1e4,
                     freq_scale: 1.0,
                     neox,
+                    yarn: None,
                 },
             );
             assert_eq!(y, x, "{isa} neox={neox}");

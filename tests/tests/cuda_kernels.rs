@@ -395,6 +395,7 @@ fn rope_normal_and_neox_match_cpu() {
                 freq_base: 10000.0,
                 freq_scale: 1.0,
                 neox,
+                yarn: None,
             };
             let x = randn(&mut r, ntok * nhead * head_dim, 1.0);
             let mut want = x.clone();

@@ -11,6 +11,7 @@ struct Src {
     strs: HashMap<String, String>,
     uints: HashMap<String, u64>,
     floats: HashMap<String, f32>,
+    bools: HashMap<String, bool>,
     tensors: HashMap<String, (GgmlType, Vec<u64>)>,
 }
 
@@ -23,6 +24,9 @@ impl ModelSource for Src {
     }
     fn meta_f32(&self, key: &str) -> Option<f32> {
         self.floats.get(key).copied()
+    }
+    fn meta_bool(&self, key: &str) -> Option<bool> {
+        self.bools.get(key).copied()
     }
     fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {
         self.tensors.get(name).cloned()
@@ -69,6 +73,10 @@ fn tiny(arch: &str) -> Src {
         tied_output: true,
         qkv_bias: arch == "qwen2",
         qk_norm: arch == "qwen3",
+        yarn_orig_ctx: None,
+        yarn_log_mul: 0.0,
+        moe: None,
+        mla: None,
     };
     for (name, dims) in probe.tensor_shapes() {
         let ty = if dims.len() == 1 {

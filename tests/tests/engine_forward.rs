@@ -9,7 +9,7 @@ use strata_engine::model::Model;
 use strata_engine::runner::{RunError, Runner, RunnerOptions};
 use strata_engine::tokenizer::Tokenizer;
 use strata_kernels_cpu::GgmlType;
-use strata_tests::random_model::RandomModel;
+use strata_tests::random_model::{RandomModel, RandomMoe};
 
 fn argmax(l: &[f32]) -> u32 {
     l.iter()
@@ -101,9 +101,48 @@ fn every_arch_runs_and_prefill_matches_decode_on_random_weights() {
 }
 
 #[test]
+fn experts_and_latent_attention_prefill_matches_decode_on_random_weights() {
+    // A batch groups its tokens by expert (each expert's weights read once per batch) and
+    // attends in the latent space for every token at once; one token at a time runs its
+    // own experts. Same routing, same arithmetic per row: within the same bound.
+    for (name, m) in [
+        ("qwen3moe Q8_0", RandomMoe::qwen3moe(GgmlType::Q8_0)),
+        ("qwen3moe Q4_0", RandomMoe::qwen3moe(GgmlType::Q4_0)),
+        (
+            "deepseek2 kv_b Q8_0",
+            RandomMoe::deepseek2(GgmlType::Q8_0, false),
+        ),
+        (
+            "deepseek2 k_b/v_b Q8_0",
+            RandomMoe::deepseek2(GgmlType::Q8_0, true),
+        ),
+        (
+            "deepseek2 k_b/v_b F16",
+            RandomMoe::deepseek2(GgmlType::F16, true),
+        ),
+    ] {
+        let file = m.build();
+        let model = Model::bind(&file, |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % 96) as u32).collect();
+        let worst = prefill_vs_decode(&model, &tokens, 8);
+        eprintln!("{name}: batched vs one-token logits differ by {worst} of their range");
+        assert!(
+            worst <= BATCH_VS_DECODE_REL,
+            "{name}: relative difference {worst}"
+        );
+    }
+}
+
+#[test]
 fn runner_allocates_what_buffers_says() {
     let file = tiny_model("llama", GgmlType::Q8_0, false, 1);
-    let model = Model::bind(&file, |_| {}).unwrap();
+    allocates_what_buffers_says(&file);
+    allocates_what_buffers_says(&RandomMoe::qwen3moe(GgmlType::Q4_0).build());
+    allocates_what_buffers_says(&RandomMoe::deepseek2(GgmlType::Q8_0, true).build());
+}
+
+fn allocates_what_buffers_says(file: &GgufFile) {
+    let model = Model::bind(file, |_| {}).unwrap();
     let cfg = &model.cfg;
     for (n_ctx, n_batch, all) in [(128, 16, false), (64, 4, true)] {
         let opts = RunnerOptions {

@@ -70,9 +70,7 @@ fn blocks_output_and_embedding_are_grouped() {
 #[test]
 fn kv_and_scratch_are_the_runners_own_sizes() {
     let Some((_, m)) = open() else { return };
-    let BufferModel::Runner(cfg) = &m.buffers else {
-        panic!("llama runs on the runner")
-    };
+    let BufferModel(cfg) = &m.buffers;
     let s = RunSettings {
         n_ctx: 4096,
         ..RunSettings::default()

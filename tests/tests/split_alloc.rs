@@ -52,10 +52,9 @@ fn assert_copies_follow_plan(model: &Model, runner: &Runner, plan: &Plan) {
                 .iter()
                 .copied()
                 .filter(|&i| {
-                    [&b[i].wq, &b[i].wk, &b[i].wv, &b[i].wo]
-                        .into_iter()
-                        .chain([&b[i].w_gate, &b[i].w_up, &b[i].w_down])
-                        .any(packs)
+                    let mut any = false;
+                    b[i].each_matrix(|_, m| any |= packs(m));
+                    any
                 })
                 .collect();
             assert_eq!(held.blocks, want, "CPU copies");

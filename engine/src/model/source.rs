@@ -18,6 +18,10 @@ impl ModelSource for GgufFile {
         self.metadata().get_f32(key)
     }
 
+    fn meta_bool(&self, key: &str) -> Option<bool> {
+        self.metadata().get_bool(key)
+    }
+
     fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {
         self.tensor(name).map(|t| (t.ty, t.dims.clone()))
     }

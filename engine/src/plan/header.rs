@@ -11,16 +11,6 @@ pub(crate) struct HeaderSource<'a> {
     pub(crate) infos: &'a [TensorInfo],
 }
 
-impl HeaderSource<'_> {
-    pub(crate) fn uint(&self, key: &str) -> Option<usize> {
-        self.meta_uint(key).and_then(|v| usize::try_from(v).ok())
-    }
-
-    pub(crate) fn tensor_dims(&self, name: &str) -> Option<Vec<u64>> {
-        self.tensor_shape(name).map(|(_, d)| d)
-    }
-}
-
 impl ModelSource for HeaderSource<'_> {
     fn meta_str(&self, key: &str) -> Option<String> {
         self.meta.get_str(key).map(str::to_string)
@@ -32,6 +22,10 @@ impl ModelSource for HeaderSource<'_> {
 
     fn meta_f32(&self, key: &str) -> Option<f32> {
         self.meta.get(key).and_then(|v| v.as_f32())
+    }
+
+    fn meta_bool(&self, key: &str) -> Option<bool> {
+        self.meta.get(key).and_then(|v| v.as_bool())
     }
 
     fn tensor_shape(&self, name: &str) -> Option<(GgmlType, Vec<u64>)> {

@@ -19,7 +19,6 @@ pub mod devices;
 mod error;
 mod header;
 pub mod json;
-pub mod mla;
 pub mod model;
 pub mod placement;
 pub mod result;

@@ -4,46 +4,31 @@
 use super::cost::{Role, TensorCost};
 use super::error::PlanError;
 use super::header::HeaderSource;
-use super::mla::MlaConfig;
 use super::settings::RunSettings;
 use crate::buffers;
 use crate::config::{ModelConfig, ModelSource};
 use crate::gguf::{GgufFile, Metadata, TensorInfo};
 
-/// How a model's KV cache and scratch are sized.
+/// How a model's KV cache and scratch are sized: by [`crate::buffers`], the functions the
+/// runner allocates with, from the config the runner runs (so plan and allocation cannot
+/// drift apart, for deepseek2's latent cache as for the others).
 #[derive(Debug, Clone, PartialEq)]
-pub enum BufferModel {
-    /// An architecture the runner runs: sized by [`crate::buffers`], the functions the
-    /// runner allocates with.
-    Runner(ModelConfig),
-    /// DeepSeek's MLA + MoE (`deepseek2`): planned, not run (see [`super::mla`]).
-    Mla(MlaConfig),
-}
+pub struct BufferModel(pub ModelConfig);
 
 impl BufferModel {
     /// Bytes of one block's KV cache.
     pub fn kv_block_bytes(&self, s: &RunSettings) -> Result<u64, PlanError> {
-        match self {
-            BufferModel::Runner(cfg) => {
-                if buffers::kv_elem_bytes(s.kv_type).is_none() {
-                    return Err(PlanError::BadSettings {
-                        why: format!("KV cache type {} (only F32 and F16)", s.kv_type),
-                    });
-                }
-                Ok(buffers::kv_cache_bytes(cfg, s.kv_cells(), s.kv_type))
-            }
-            BufferModel::Mla(m) => m.kv_cache_bytes(s),
+        if buffers::kv_elem_bytes(s.kv_type).is_none() {
+            return Err(PlanError::BadSettings {
+                why: format!("KV cache type {} (only F32 and F16)", s.kv_type),
+            });
         }
+        Ok(buffers::kv_cache_bytes(&self.0, s.kv_cells(), s.kv_type))
     }
 
     /// Bytes of the scratch of a device that runs blocks or the output layer.
     pub fn scratch_bytes(&self, s: &RunSettings) -> u64 {
-        match self {
-            BufferModel::Runner(cfg) => {
-                buffers::scratch_bytes(cfg, s.n_ubatch, s.kv_cells(), s.n_outputs)
-            }
-            BufferModel::Mla(m) => m.scratch_bytes(s),
-        }
+        buffers::scratch_bytes(&self.0, s.n_ubatch, s.kv_cells(), s.n_outputs)
     }
 }
 
@@ -78,14 +63,8 @@ impl PlanModel {
             .ok_or_else(|| PlanError::Model {
                 why: "metadata key 'general.architecture' is missing".into(),
             })?;
-        let buffers = match arch.as_str() {
-            "deepseek2" => BufferModel::Mla(MlaConfig::from_header(&src)?),
-            _ => BufferModel::Runner(ModelConfig::from_source(&src)?),
-        };
-        let n_layer = match &buffers {
-            BufferModel::Runner(c) => c.n_layer,
-            BufferModel::Mla(m) => m.n_layer,
-        };
+        let buffers = BufferModel(ModelConfig::from_source(&src)?);
+        let n_layer = buffers.0.n_layer;
         let tensors = infos
             .iter()
             .map(|t| TensorCost::new(&t.name, t.ty, &t.dims, alignment))

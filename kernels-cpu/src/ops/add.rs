@@ -34,3 +34,25 @@ pub fn add_ref(a: &mut [f32], b: &[f32]) {
 fn check(a: usize, b: usize) {
     assert!(a == b, "add: lengths differ, {a} and {b}");
 }
+
+/// `a += w · b` element by element (same length): one expert's output into the sum of a
+/// token's experts.
+pub fn add_scaled(a: &mut [f32], w: f32, b: &[f32]) {
+    add_scaled_isa(isa::active(), a, w, b)
+}
+
+pub fn add_scaled_isa(isa: Isa, a: &mut [f32], w: f32, b: &[f32]) {
+    check(a.len(), b.len());
+    match Path::of(isa) {
+        Path::Reference => add_scaled_ref(a, w, b),
+        // A weighted sum of one row is this.
+        Path::Simd(level) => level.weighted_sum(&[w], b, b.len(), a),
+    }
+}
+
+pub fn add_scaled_ref(a: &mut [f32], w: f32, b: &[f32]) {
+    check(a.len(), b.len());
+    for (a, &b) in a.iter_mut().zip(b) {
+        *a += w * b;
+    }
+}

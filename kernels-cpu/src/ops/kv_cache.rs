@@ -186,3 +186,85 @@ impl KvCache {
         self.v.view()
     }
 }
+
+/// One MLA layer's cache (DeepSeek's multi-head latent attention): per position one row of
+/// `width` values, the rotary key first and then the compressed latent, which serves as
+/// every head's key (the whole row) and value (the latent part). No per-head K or V.
+#[derive(Debug, Clone)]
+pub struct LatentCache {
+    ty: KvType,
+    n_ctx: usize,
+    width: usize,
+    len: usize,
+    rows: Store,
+}
+
+impl LatentCache {
+    /// A zeroed cache of `n_ctx` rows, or `None` where the allocator refuses the memory.
+    pub fn try_new(ty: KvType, n_ctx: usize, width: usize) -> Option<LatentCache> {
+        assert!(width > 0, "LatentCache: width must be > 0");
+        Some(LatentCache {
+            ty,
+            n_ctx,
+            width,
+            len: 0,
+            rows: Store::try_new(ty, n_ctx.checked_mul(width)?)?,
+        })
+    }
+
+    /// Bytes [`LatentCache::try_new`] allocates (the planner sizes memory with this).
+    pub const fn bytes(ty: KvType, n_ctx: usize, width: usize) -> usize {
+        n_ctx * width * ty.bytes_per_element()
+    }
+
+    pub fn ty(&self) -> KvType {
+        self.ty
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    /// Values per position.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `rows.len() / width` rows at positions `pos..`, as [`KvCache::append`] does.
+    pub fn append(&mut self, pos: usize, rows: &[f32]) -> Result<(), OpError> {
+        assert!(
+            rows.len().is_multiple_of(self.width),
+            "LatentCache::append: {} values are not whole rows of {}",
+            rows.len(),
+            self.width
+        );
+        let end = pos + rows.len() / self.width;
+        if end > self.n_ctx {
+            return Err(OpError::ContextFull {
+                start: pos,
+                end,
+                n_ctx: self.n_ctx,
+            });
+        }
+        if pos > self.len {
+            return Err(OpError::KvGap { pos, len: self.len });
+        }
+        self.rows.write(pos * self.width, rows);
+        self.len = end;
+        Ok(())
+    }
+
+    /// Forgets every position (the memory stays allocated).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn rows(&self) -> KvView<'_> {
+        self.rows.view()
+    }
+}

@@ -22,6 +22,8 @@
 //! | embedding lookup | [`get_rows`]`(ty, data, row_len, rows, out)` from any format |
 //! | KV cache | [`KvCache`]`::new(ty, n_ctx, n_kv_heads, head_dim)`, `append(pos, k, v)`, `keys()`/`values()`; [`KvCache::bytes`] sizes it for the planner |
 //! | attention | [`attention`]`(q, &cache, start_pos, n_tokens, n_heads, out)`: causal, grouped-query |
+//! | MLA attention | [`mla_attention`]`(q, &latent_cache, start_pos, shape, out)`: causal, every head over one [`LatentCache`] |
+//! | MoE routing | [`route`]`(logits, &Router, out)`: gating, selection bias, groups, top-k, weights |
 //!
 //! Batches are row-major: `n_tokens × n_heads × head_dim` for q/k/v and attention output,
 //! `n_rows × dim` for norms. Ops that take a batch split it across rayon's threads when the
@@ -32,18 +34,22 @@ mod add;
 mod attention;
 mod get_rows;
 mod kv_cache;
+mod mla;
 mod rms_norm;
 mod rope;
+mod route;
 mod simd;
 mod softmax;
 mod swiglu;
 
-pub use add::{add, add_isa, add_ref};
+pub use add::{add, add_isa, add_ref, add_scaled, add_scaled_isa, add_scaled_ref};
 pub use attention::{attention, attention_isa, attention_ref};
 pub use get_rows::{get_rows, get_rows_ref};
-pub use kv_cache::{KvCache, KvType, KvView};
+pub use kv_cache::{KvCache, KvType, KvView, LatentCache};
+pub use mla::{mla_attention, mla_attention_isa, mla_attention_ref, MlaShape};
 pub use rms_norm::{rms_norm, rms_norm_isa, rms_norm_ref, rms_norm_rows, rms_norm_rows_isa};
-pub use rope::{rope, rope_isa, rope_ref, rope_rows, rope_rows_isa, Rope};
+pub use rope::{rope, rope_isa, rope_ref, rope_rows, rope_rows_isa, Rope, Yarn};
+pub use route::{route, route_isa, route_ref, Gating, Router};
 pub use softmax::{softmax, softmax_isa, softmax_ref};
 pub use swiglu::{swiglu, swiglu_isa, swiglu_ref};
 

@@ -1,9 +1,11 @@
-//! Rotary position embedding, as ggml computes it (`ggml_rope_ext` with no YaRN
-//! extrapolation and attention factor 1).
+//! Rotary position embedding, as ggml computes it (`ggml_rope_ext` with attention factor 1).
 //!
 //! Pair i (0 ≤ i < n_rot/2) of each head is rotated by θᵢ = freq_scale · pos · base^(−2i/n_rot),
 //! with θ computed the way ggml does: `theta_scale = base^(−2/n_rot)` in f32 and
 //! `θ ← θ · theta_scale` once per pair, so angles match ggml's to the last bit of that product.
+//! With [`Yarn`], θᵢ mixes that interpolated angle with the unscaled one by a ramp over the
+//! pairs (ggml's `rope_yarn`), and the rotation scales the pair by `mscale` (ggml's
+//! `attn_factor · (1 + 0.1·ln(1/freq_scale))`, which the caller works out per model).
 //! - normal mode (llama; the GGUF converter permutes q/k so adjacent pairs are right):
 //!   pair i is elements (2i, 2i+1);
 //! - NeoX mode (qwen2, gpt-neox, …): pair i is elements (i, i + n_rot/2).
@@ -26,16 +28,64 @@ pub struct Rope {
     pub freq_scale: f32,
     /// NeoX pairs (i, i + n_rot/2) instead of adjacent pairs (2i, 2i+1).
     pub neox: bool,
+    /// YaRN context extension (`rope.scaling.type = yarn`), else plain linear scaling.
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN's correction range: pairs below `low` keep the unscaled angle, pairs above `high`
+/// the interpolated one, and a linear ramp mixes them in between (times `ext_factor`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    pub ext_factor: f32,
+    pub low: f32,
+    pub high: f32,
+    /// Multiplies cos and sin.
+    pub mscale: f32,
+}
+
+impl Yarn {
+    /// ggml's `ggml_rope_yarn_corr_dims` for `n_rot` rotated dims, the training context
+    /// `n_ctx_orig` and the usual β_fast = 32, β_slow = 1, with extrapolation factor 1.
+    pub fn new(n_rot: usize, n_ctx_orig: usize, freq_base: f32, mscale: f32) -> Yarn {
+        let dim = |n_turns: f32| {
+            n_rot as f32 * (n_ctx_orig as f32 / (n_turns * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * freq_base.ln())
+        };
+        Yarn {
+            ext_factor: 1.0,
+            low: dim(32.0).floor().max(0.0),
+            high: dim(1.0).ceil().min(n_rot as f32 - 1.0),
+            mscale,
+        }
+    }
+
+    /// How much of the unscaled angle pair `i` keeps.
+    fn mix(&self, i: usize) -> f32 {
+        let y = (i as f32 - self.low) / (self.high - self.low).max(0.001);
+        (1.0 - y.clamp(0.0, 1.0)) * self.ext_factor
+    }
 }
 
 impl Rope {
+    /// What cos and sin are multiplied by.
+    fn magnitude(&self) -> f32 {
+        self.yarn.map_or(1.0, |y| y.mscale)
+    }
+
     /// θᵢ for i < n_rot/2 at `pos`, in ggml's order of f32 operations.
     fn angles(&self, pos: usize) -> impl Iterator<Item = f32> + '_ {
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
-        let freq_scale = self.freq_scale;
+        let (freq_scale, yarn) = (self.freq_scale, self.yarn);
         let mut theta = pos as f32;
-        (0..self.n_rot / 2).map(move |_| {
-            let t = freq_scale * theta;
+        (0..self.n_rot / 2).map(move |i| {
+            let interp = freq_scale * theta;
+            let t = match yarn {
+                Some(y) => {
+                    let mix = y.mix(i);
+                    interp * (1.0 - mix) + theta * mix
+                }
+                None => interp,
+            };
             theta *= theta_scale;
             t
         })
@@ -56,8 +106,10 @@ impl RopeAngles {
             Vec::with_capacity(rope.n_rot),
             Vec::with_capacity(rope.n_rot),
         );
+        let mag = rope.magnitude();
         for theta in rope.angles(pos) {
             let (s, c) = theta.sin_cos();
+            let (s, c) = (s * mag, c * mag);
             if rope.neox {
                 cos.push(c);
                 sin.push(s);
@@ -157,7 +209,7 @@ pub fn rope_rows_isa(
 /// The reference twin: one pair at a time, straight from the definition above.
 pub fn rope_ref(x: &mut [f32], n_heads: usize, head_dim: usize, pos: usize, rope: &Rope) {
     check(x.len(), 1, n_heads, head_dim, rope);
-    let half = rope.n_rot / 2;
+    let (half, mag) = (rope.n_rot / 2, rope.magnitude());
     for head in x.chunks_exact_mut(head_dim) {
         for (i, theta) in rope.angles(pos).enumerate() {
             let (a, b) = if rope.neox {
@@ -166,8 +218,9 @@ pub fn rope_ref(x: &mut [f32], n_heads: usize, head_dim: usize, pos: usize, rope
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * theta.cos() - x1 * theta.sin();
-            head[b] = x0 * theta.sin() + x1 * theta.cos();
+            let (cos, sin) = (theta.cos() * mag, theta.sin() * mag);
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
         }
     }
 }

@@ -69,7 +69,14 @@ impl CudaBackend {
     /// the first token.
     pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
         let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.n_ff);
-        if cfg.head_dim > MAX_HEAD_DIM {
+        if cfg.moe.is_some() || cfg.mla.is_some() {
+            Some(format!(
+                "{} blocks (experts, latent attention) have no GPU kernels yet",
+                cfg.arch
+            ))
+        } else if cfg.yarn_orig_ctx.is_some() {
+            Some("YaRN rope scaling (the CUDA RoPE has no YaRN yet)".into())
+        } else if cfg.head_dim > MAX_HEAD_DIM {
             Some(format!(
                 "head_dim {} (the CUDA attention takes at most {MAX_HEAD_DIM})",
                 cfg.head_dim
@@ -227,6 +234,10 @@ mod tests {
             tied_output: true,
             qkv_bias: false,
             qk_norm: false,
+            yarn_orig_ctx: None,
+            yarn_log_mul: 0.0,
+            moe: None,
+            mla: None,
         }
     }
 

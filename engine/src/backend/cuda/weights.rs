@@ -10,7 +10,7 @@ use crate::backend::interface::BackendError;
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
-use crate::model::{BlockWeights, Matrix};
+use crate::model::{Attention, BlockWeights, Ffn, Matrix};
 
 /// A weight matrix in device memory, in the file's format.
 pub struct GpuMatrix {
@@ -147,23 +147,28 @@ impl CudaBackend {
         w: &BlockWeights,
         planned: u64,
     ) -> Result<(), BackendError> {
+        let (Attention::Gqa(at), Ffn::Dense(ffn)) = (&w.attn, &w.ffn) else {
+            return Err(BackendError::Unsupported(format!(
+                "block {i} on the GPU: its latent attention or experts run on the host only"
+            )));
+        };
         let a = self.alloc(BufferKind::Weights, format!("weights of block {i}"));
         let r = a.reserve(planned)?;
         let block = GpuBlock {
             attn_norm: a.upload(&w.attn_norm)?,
-            wq: a.matrix(&w.wq)?,
-            wk: a.matrix(&w.wk)?,
-            wv: a.matrix(&w.wv)?,
-            wo: a.matrix(&w.wo)?,
-            bq: a.opt(&w.bq)?,
-            bk: a.opt(&w.bk)?,
-            bv: a.opt(&w.bv)?,
-            q_norm: a.opt(&w.q_norm)?,
-            k_norm: a.opt(&w.k_norm)?,
+            wq: a.matrix(&at.wq)?,
+            wk: a.matrix(&at.wk)?,
+            wv: a.matrix(&at.wv)?,
+            wo: a.matrix(&at.wo)?,
+            bq: a.opt(&at.bq)?,
+            bk: a.opt(&at.bk)?,
+            bv: a.opt(&at.bv)?,
+            q_norm: a.opt(&at.q_norm)?,
+            k_norm: a.opt(&at.k_norm)?,
             ffn_norm: a.upload(&w.ffn_norm)?,
-            w_gate: a.matrix(&w.w_gate)?,
-            w_up: a.matrix(&w.w_up)?,
-            w_down: a.matrix(&w.w_down)?,
+            w_gate: a.matrix(&ffn.gate)?,
+            w_up: a.matrix(&ffn.up)?,
+            w_down: a.matrix(&ffn.down)?,
         };
         self.blocks.insert(i, block);
         self.held.push(r);

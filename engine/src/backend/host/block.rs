@@ -1,25 +1,30 @@
-//! The forward pass of the llama family on a host-side device (the CPU, or a CPU device
-//! posing as a GPU), top to bottom, for a batch of `n` tokens at
-//! positions `pos..pos + n`:
+//! The forward pass of one block on a host-side device (the CPU, or a CPU device posing as
+//! a GPU), top to bottom, for a batch of `n` tokens at positions `pos..pos + n`:
 //!
 //! ```text
 //! x = token_embd[tokens]
 //! for each block:                                   (on the block's device)
 //!     h = rms_norm(x) · attn_norm
-//!     q, k, v = h·Wq (+bq), h·Wk (+bk), h·Wv (+bv)  (one quantization of h for all three)
-//!     q, k = rms_norm per head (qwen3)
-//!     q, k = rope(q, k)
-//!     cache ← k, v;  a = attention(q, cache)         (causal, grouped-query)
-//!     x += a·Wo
+//!     x += attention(h)                              grouped-query, or latent (MLA)
 //!     h = rms_norm(x) · ffn_norm
-//!     x += (silu(h·Wgate) ⊙ h·Wup) · Wdown            (one quantization of h for both)
+//!     x += ffn(h)                                    dense SwiGLU, or experts (MoE)
 //! logits = (rms_norm(x) · output_norm) · Wout        (last row, or every row for tests)
+//!
+//! grouped-query:  q, k, v = h·Wq (+bq), h·Wk (+bk), h·Wv (+bv); q, k = rms_norm per head
+//!                 (qwen3); rope(q, k); cache ← k, v; a = attention(q, cache); out = a·Wo
+//! latent (MLA):   q = h·Wq, or rms_norm(h·Wq_a)·q_a_norm·Wq_b; per head q = [nope | pe]
+//!                 c = h·Wkv_a = [latent | k_pe]; cache ← [rope(k_pe) | rms_norm(latent)]
+//!                 per head q' = [rope(pe) | nope·K_b] (the query absorbed into the latent)
+//!                 a = softmax(q'·cache)·latent; v = a·V_bᵀ per head; out = v·Wo
+//! dense FFN:      (silu(h·Wgate) ⊙ h·Wup) · Wdown
+//! experts (MoE):  route(h·Wrouter) → k experts and weights; Σ weight · expert(h)
+//!                 (+ the shared experts' dense FFN)
 //! ```
 //!
 //! A matrix product quantizes its input to the weight's activation format first (Q8_1 for
 //! Q4_1, Q8_0 for Q8_0/Q4_0, Q8_K for K-quants), as ggml does.
 
-use strata_kernels_cpu::ops::{self, KvCache, Rope};
+use strata_kernels_cpu::ops::{self, KvCache, LatentCache, MlaShape, Rope};
 use strata_kernels_cpu::{
     matmul_packed, matmul_quantized, matvec_packed, matvec_quantized, Packed, QuantizedActs,
 };
@@ -27,7 +32,22 @@ use strata_kernels_cpu::{
 use super::scratch::Scratch;
 use crate::backend::interface::BackendError;
 use crate::config::ModelConfig;
-use crate::model::{BlockWeights, Matrix};
+use crate::model::{Attention, BlockWeights, Dense, Ffn, Gqa, Matrix, MlaWeights, MoeWeights};
+
+/// A block's attention cache on a host device: K and V, or MLA's latent rows.
+pub(super) enum Cache {
+    Kv(KvCache),
+    Latent(LatentCache),
+}
+
+impl Cache {
+    pub(super) fn clear(&mut self) {
+        match self {
+            Cache::Kv(c) => c.clear(),
+            Cache::Latent(c) => c.clear(),
+        }
+    }
+}
 
 /// The embedding rows of `tokens` into `out`: from the mapped file, or, when the output is
 /// tied and the CPU holds it packed (the file's copy is then not kept), unpacked from there.
@@ -62,7 +82,7 @@ pub(super) fn cpu_block(
     cfg: &ModelConfig,
     w: &BlockWeights,
     s: &mut Scratch,
-    cache: &mut KvCache,
+    cache: &mut Cache,
     rope: &Rope,
     n: usize,
     pos: usize,
@@ -78,24 +98,48 @@ fn cpu_block_body(
     cfg: &ModelConfig,
     w: &BlockWeights,
     s: &mut Scratch,
+    cache: &mut Cache,
+    rope: &Rope,
+    n: usize,
+    pos: usize,
+) -> Result<(), BackendError> {
+    let e = cfg.n_embd;
+    ops::rms_norm_rows(&s.x[..n * e], &w.attn_norm, cfg.rms_eps, &mut s.xn[..n * e]);
+    match (&w.attn, cache) {
+        (Attention::Gqa(a), Cache::Kv(c)) => gqa(cfg, a, s, c, rope, n, pos)?,
+        (Attention::Mla(a), Cache::Latent(c)) => mla(cfg, a, s, c, rope, n, pos)?,
+        _ => {
+            return Err(BackendError::Unsupported(
+                "a block's cache does not match its attention".into(),
+            ))
+        }
+    }
+    ops::add(&mut s.x[..n * e], &s.out[..n * e]);
+
+    ops::rms_norm_rows(&s.x[..n * e], &w.ffn_norm, cfg.rms_eps, &mut s.xn[..n * e]);
+    match &w.ffn {
+        Ffn::Dense(d) => {
+            dense_ffn(d, s, n)?;
+        }
+        Ffn::Moe(m) => moe_ffn(cfg, m, s, n)?,
+    }
+    ops::add(&mut s.x[..n * e], &s.out[..n * e]);
+    Ok(())
+}
+
+/// Grouped-query attention of the normalised `s.xn` into `s.out`.
+fn gqa(
+    cfg: &ModelConfig,
+    w: &Gqa<Matrix, std::borrow::Cow<[f32]>>,
+    s: &mut Scratch,
     cache: &mut KvCache,
     rope: &Rope,
     n: usize,
     pos: usize,
 ) -> Result<(), BackendError> {
-    let (e, qd, kvd, ff, hd) = (
-        cfg.n_embd,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.n_ff,
-        cfg.head_dim,
-    );
-    let x = &mut s.x[..n * e];
-    let xn = &mut s.xn[..n * e];
+    let (e, qd, kvd, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+    let xn = &s.xn[..n * e];
     let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
-
-    // Attention.
-    ops::rms_norm_rows(x, &w.attn_norm, cfg.rms_eps, xn);
     quantize_for(&mut s.acts, &w.wq, xn, n)?;
     mul(&w.wq, &mut s.acts, xn, n, q)?;
     mul(&w.wk, &mut s.acts, xn, n, k)?;
@@ -116,23 +160,270 @@ fn cpu_block_body(
     ops::attention(q, cache, pos, n, cfg.n_head, attn);
     let out = &mut s.out[..n * e];
     quantize_for(&mut s.acts, &w.wo, attn, n)?;
-    mul(&w.wo, &mut s.acts, attn, n, out)?;
-    ops::add(x, out);
+    mul(&w.wo, &mut s.acts, attn, n, out)
+}
 
-    // Feed-forward.
-    ops::rms_norm_rows(x, &w.ffn_norm, cfg.rms_eps, xn);
-    let (gate, up, hidden) = (
-        &mut s.gate[..n * ff],
-        &mut s.up[..n * ff],
-        &mut s.ff[..n * ff],
-    );
-    quantize_for(&mut s.acts, &w.w_gate, xn, n)?;
-    mul(&w.w_gate, &mut s.acts, xn, n, gate)?;
-    mul(&w.w_up, &mut s.acts, xn, n, up)?;
-    ops::swiglu(gate, up, hidden);
-    quantize_for(&mut s.acts, &w.w_down, hidden, n)?;
-    mul(&w.w_down, &mut s.acts, hidden, n, out)?;
-    ops::add(x, out);
+/// Multi-head latent attention of `s.xn` into `s.out`, in the absorbed form: the cache
+/// holds one latent row per token and every head attends in the latent space.
+fn mla(
+    cfg: &ModelConfig,
+    w: &MlaWeights<Matrix, std::borrow::Cow<[f32]>>,
+    s: &mut Scratch,
+    cache: &mut LatentCache,
+    rope: &Rope,
+    n: usize,
+    pos: usize,
+) -> Result<(), BackendError> {
+    let m = cfg
+        .mla
+        .as_ref()
+        .ok_or_else(|| missing_mla("its MLA widths"))?;
+    let (e, nh, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim);
+    let (nope, pe, kvr, vh) = (m.qk_nope, m.qk_rope, m.kv_lora_rank, m.v_head);
+    let width = m.row_width();
+    let xn = &s.xn[..n * e];
+
+    // Queries, n × heads × [nope | pe].
+    let q = &mut s.q[..n * nh * hd];
+    match (&w.q, &w.q_a, &w.q_a_norm, &w.q_b) {
+        (Some(wq), ..) => mul_new(wq, &mut s.acts, xn, n, q)?,
+        (None, Some(qa), Some(qa_norm), Some(qb)) => {
+            let low = &mut s.k[..n * m.q_lora_rank];
+            mul_new(qa, &mut s.acts, xn, n, low)?;
+            let normed = &mut s.v[..n * m.q_lora_rank];
+            ops::rms_norm_rows(low, qa_norm, cfg.rms_eps, normed);
+            mul_new(qb, &mut s.acts, normed, n, q)?;
+        }
+        _ => {
+            return Err(missing_mla(
+                "attn_q, or attn_q_a with its norm and attn_q_b",
+            ))
+        }
+    }
+
+    // The cache rows: [rope(k_pe) | rms_norm(latent)].
+    let kv_a = &mut s.k[..n * (kvr + pe)];
+    mul_new(&w.kv_a, &mut s.acts, xn, n, kv_a)?;
+    let rows = &mut s.kv_row[..n * width];
+    for (row, kv) in rows
+        .chunks_exact_mut(width)
+        .zip(kv_a.chunks_exact(kvr + pe))
+    {
+        row[..pe].copy_from_slice(&kv[kvr..]);
+        ops::rms_norm(&kv[..kvr], &w.kv_a_norm, cfg.rms_eps, &mut row[pe..]);
+    }
+    ops::rope_rows(rows, n, 1, width, pos, rope);
+    cache.append(pos, rows)?;
+
+    // Each head's query in the latent space: [rope(q_pe) | q_nope absorbed through K_b].
+    let ql = &mut s.q_latent[..n * nh * width];
+    for (dst, src) in ql.chunks_exact_mut(width).zip(q.chunks_exact(hd)) {
+        dst[..pe].copy_from_slice(&src[nope..]);
+    }
+    ops::rope_rows(ql, n, nh, width, pos, rope);
+    let (gin, gout) = (&mut s.gathered_in, &mut s.gathered_out);
+    for h in 0..nh {
+        let qn = &mut gin[..n * nope];
+        for (dst, src) in qn.chunks_exact_mut(nope).zip(q.chunks_exact(nh * hd)) {
+            dst.copy_from_slice(&src[h * hd..h * hd + nope]);
+        }
+        let lat = &mut gout[..n * kvr];
+        match (&w.k_b, &w.kv_b) {
+            (Some(k_b), _) => mul_new(&k_b.part(h, nh), &mut s.acts, qn, n, lat)?,
+            (None, Some(kv_b)) => {
+                let rows = h * (nope + vh)..h * (nope + vh) + nope;
+                mul_transposed(&kv_b.row_range(rows), qn, n, lat)?
+            }
+            (None, None) => return Err(missing_mla("attn_k_b, or attn_kv_b")),
+        }
+        for (t, l) in lat.chunks_exact(kvr).enumerate() {
+            ql[(t * nh + h) * width + pe..][..kvr].copy_from_slice(l);
+        }
+    }
+
+    let attn = &mut s.attn[..n * nh * kvr];
+    let shape = MlaShape {
+        n_tokens: n,
+        n_heads: nh,
+        v_off: pe,
+        scale: cfg.mla_scale(),
+    };
+    ops::mla_attention(ql, cache, pos, shape, attn);
+
+    // Each head's value from its latent output, then the output projection.
+    let v = &mut s.v[..n * nh * vh];
+    for h in 0..nh {
+        let lat = &mut gin[..n * kvr];
+        for (dst, src) in lat.chunks_exact_mut(kvr).zip(attn.chunks_exact(nh * kvr)) {
+            dst.copy_from_slice(&src[h * kvr..(h + 1) * kvr]);
+        }
+        let vals = &mut gout[..n * vh];
+        let v_b = match (&w.v_b, &w.kv_b) {
+            (Some(v_b), _) => v_b.part(h, nh),
+            (None, Some(kv_b)) => kv_b.row_range(h * (nope + vh) + nope..(h + 1) * (nope + vh)),
+            (None, None) => return Err(missing_mla("attn_v_b, or attn_kv_b")),
+        };
+        mul_new(&v_b, &mut s.acts, lat, n, vals)?;
+        for (t, x) in vals.chunks_exact(vh).enumerate() {
+            v[(t * nh + h) * vh..][..vh].copy_from_slice(x);
+        }
+    }
+    let out = &mut s.out[..n * e];
+    mul_new(&w.wo, &mut s.acts, v, n, out)
+}
+
+fn missing_mla(what: &str) -> BackendError {
+    BackendError::Unsupported(format!("an MLA block without {what}"))
+}
+
+/// `y = x · M` for `n` rows of `x` (each `M.rows` long): the product with the matrix's
+/// transpose, row by row of `M` dequantized (an older MLA file's `attn_kv_b` is stored so
+/// that absorbing the query reads it this way round).
+fn mul_transposed(m: &Matrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), BackendError> {
+    let row_bytes = m.data.len() / m.rows;
+    let mut row = vec![0.0f32; m.cols];
+    y[..n * m.cols].fill(0.0);
+    for (r, bytes) in m.data.chunks_exact(row_bytes).enumerate() {
+        strata_kernels_cpu::dequantize(m.ty, bytes, &mut row)?;
+        for t in 0..n {
+            ops::add_scaled(
+                &mut y[t * m.cols..(t + 1) * m.cols],
+                x[t * m.rows + r],
+                &row,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A dense SwiGLU FFN of `s.xn` (`n` rows) into `s.out`.
+fn dense_ffn(d: &Dense<Matrix>, s: &mut Scratch, n: usize) -> Result<(), BackendError> {
+    let e = d.gate.cols;
+    let out = &mut s.out[..n * e];
+    ffn_into(
+        d,
+        &mut s.acts,
+        &s.xn[..n * e],
+        n,
+        &mut s.gate,
+        &mut s.up,
+        &mut s.ff,
+        out,
+    )
+}
+
+/// `out = (silu(x·gate) ⊙ x·up) · down` for `n` rows of `x`, with the hidden layer in the
+/// `gate`, `up` and `ff` buffers.
+#[allow(clippy::too_many_arguments)]
+fn ffn_into(
+    d: &Dense<Matrix>,
+    acts: &mut QuantizedActs,
+    x: &[f32],
+    n: usize,
+    gate: &mut [f32],
+    up: &mut [f32],
+    ff: &mut [f32],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    let f = d.gate.rows;
+    let (gate, up, ff) = (&mut gate[..n * f], &mut up[..n * f], &mut ff[..n * f]);
+    quantize_for(acts, &d.gate, x, n)?;
+    mul(&d.gate, acts, x, n, gate)?;
+    mul(&d.up, acts, x, n, up)?;
+    ops::swiglu(gate, up, ff);
+    mul_new(&d.down, acts, ff, n, out)
+}
+
+/// The experts of `s.xn` (`n` rows) into `s.out`: each token's router picks its experts;
+/// one token runs its experts one after the other, a batch runs each expert once over the
+/// tokens that chose it (so its weights are read once per batch); the shared experts, if
+/// any, are added for every token.
+fn moe_ffn(
+    cfg: &ModelConfig,
+    w: &MoeWeights<Matrix, std::borrow::Cow<[f32]>>,
+    s: &mut Scratch,
+    n: usize,
+) -> Result<(), BackendError> {
+    let m = cfg.moe.as_ref().ok_or_else(|| {
+        BackendError::Unsupported("an expert block in a model without experts".into())
+    })?;
+    let (e, nx, k) = (cfg.n_embd, m.n_expert, m.n_expert_used);
+    let router = m.router();
+    let xn = &s.xn[..n * e];
+    let logits = &mut s.router[..n * nx];
+    mul_new(&w.router, &mut s.acts, xn, n, logits)?;
+    let (ids, weights) = (&mut s.route_ids[..n * k], &mut s.route_weights[..n * k]);
+    for t in 0..n {
+        ops::route(
+            &mut logits[t * nx..(t + 1) * nx],
+            w.probs_bias.as_deref(),
+            &router,
+            &mut ids[t * k..(t + 1) * k],
+            &mut weights[t * k..(t + 1) * k],
+        );
+    }
+    let expert = |x: usize| Dense {
+        gate: w.gate.part(x, nx),
+        up: w.up.part(x, nx),
+        down: w.down.part(x, nx),
+    };
+    let out = &mut s.out[..n * e];
+    out.fill(0.0);
+    let y = &mut s.gathered_out[..n * e];
+    if n == 1 {
+        for (&x, &wt) in ids.iter().zip(weights.iter()) {
+            let d = expert(x as usize);
+            ffn_into(
+                &d,
+                &mut s.acts,
+                xn,
+                1,
+                &mut s.gate,
+                &mut s.up,
+                &mut s.ff,
+                &mut y[..e],
+            )?;
+            ops::add_scaled(out, wt, &y[..e]);
+        }
+    } else {
+        let mut chosen: Vec<(usize, f32)> = Vec::with_capacity(n);
+        for x in 0..nx {
+            chosen.clear();
+            for t in 0..n {
+                for j in 0..k {
+                    if ids[t * k + j] as usize == x {
+                        chosen.push((t, weights[t * k + j]));
+                    }
+                }
+            }
+            if chosen.is_empty() {
+                continue;
+            }
+            let c = chosen.len();
+            let xs = &mut s.gathered_in[..c * e];
+            for (dst, &(t, _)) in xs.chunks_exact_mut(e).zip(&chosen) {
+                dst.copy_from_slice(&xn[t * e..(t + 1) * e]);
+            }
+            let d = expert(x);
+            ffn_into(
+                &d,
+                &mut s.acts,
+                xs,
+                c,
+                &mut s.gate,
+                &mut s.up,
+                &mut s.ff,
+                &mut y[..c * e],
+            )?;
+            for (row, &(t, wt)) in y.chunks_exact(e).zip(&chosen) {
+                ops::add_scaled(&mut out[t * e..(t + 1) * e], wt, row);
+            }
+        }
+    }
+    if let Some(sh) = &w.shared {
+        ffn_into(sh, &mut s.acts, xn, n, &mut s.gate, &mut s.up, &mut s.ff, y)?;
+        ops::add(out, y);
+    }
     Ok(())
 }
 
@@ -147,8 +438,21 @@ pub(super) fn quantize_for(
     Ok(())
 }
 
+/// `y = x · Wᵀ` for `n` rows of a new input `x`: quantizes it, then [`mul`].
+fn mul_new(
+    w: &Matrix,
+    acts: &mut QuantizedActs,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), BackendError> {
+    quantize_for(acts, w, x, n)?;
+    mul(w, acts, x, n, y)
+}
+
 /// `y = x · Wᵀ` for `n` rows, using the quantized `acts` of `x` when they are in the
-/// format `w` takes (q/k/v and gate/up share one), else quantizing `x` again.
+/// format `w` takes (q/k/v and gate/up share one), else quantizing `x` again. `acts` must
+/// hold this `x` or another format of it: a caller with a new input uses [`mul_new`].
 pub(super) fn mul(
     w: &Matrix,
     acts: &mut QuantizedActs,

@@ -9,13 +9,14 @@ mod weights;
 
 use std::collections::BTreeMap;
 
-use strata_kernels_cpu::ops::{self, KvCache};
+use strata_kernels_cpu::ops::{self, KvCache, LatentCache};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
 use crate::backend::interface::{Backend, BackendError, Holdings, Source, Unit};
 use crate::buffers::{kv_type_of, ScratchLayout};
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
 use crate::model::{Matrix, Model};
+use block::Cache;
 use scratch::Scratch;
 use weights::HostWeights;
 
@@ -26,7 +27,7 @@ pub struct HostBackend {
     /// does not: it copies all of its weights.
     maps_file: bool,
     weights: HostWeights,
-    caches: BTreeMap<usize, KvCache>,
+    caches: BTreeMap<usize, Cache>,
     scratch: Option<Scratch>,
     /// Reservations of the buffers above and of the mapped bytes it reads.
     held: Vec<Reservation>,
@@ -82,7 +83,8 @@ impl Backend for HostBackend {
     }
 
     fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError> {
-        let packed_here = src.model.blocks[i].matrices().into_iter().any(packs);
+        let mut packed_here = false;
+        src.model.blocks[i].each_matrix(|_, m| packed_here |= packs(m));
         if self.maps_file && !packed_here {
             let bytes = src.plan_model.role_bytes(crate::plan::Role::Block(i));
             return self.map(bytes, || format!("mapped weights of block {i}"));
@@ -126,7 +128,11 @@ impl Backend for HostBackend {
         let r = self
             .ledger
             .reserve(self.id, BufferKind::Kv, bytes, || what.clone())?;
-        let cache = KvCache::try_new(t, n_ctx, cfg.n_head_kv, cfg.head_dim).ok_or_else(|| {
+        let cache = match &cfg.mla {
+            Some(m) => LatentCache::try_new(t, n_ctx, m.row_width()).map(Cache::Latent),
+            None => KvCache::try_new(t, n_ctx, cfg.n_head_kv, cfg.head_dim).map(Cache::Kv),
+        }
+        .ok_or_else(|| {
             self.ledger
                 .refusal(self.id, BufferKind::Kv, &what, bytes, REFUSED)
         })?;

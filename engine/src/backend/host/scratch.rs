@@ -12,10 +12,17 @@ pub struct Scratch {
     pub k: Vec<f32>,
     pub v: Vec<f32>,
     pub attn: Vec<f32>,
+    pub kv_row: Vec<f32>,
+    pub q_latent: Vec<f32>,
     pub gate: Vec<f32>,
     pub up: Vec<f32>,
     pub ff: Vec<f32>,
     pub out: Vec<f32>,
+    pub router: Vec<f32>,
+    pub route_ids: Vec<u32>,
+    pub route_weights: Vec<f32>,
+    pub gathered_in: Vec<f32>,
+    pub gathered_out: Vec<f32>,
     pub logits: Vec<f32>,
     /// Quantized copy of the input of the next matrix product(s); its own buffers grow to
     /// at most `layout.act_q_bytes` and are then reused.
@@ -34,10 +41,17 @@ impl Scratch {
             k: z(layout.k)?,
             v: z(layout.v)?,
             attn: z(layout.attn)?,
+            kv_row: z(layout.kv_row)?,
+            q_latent: z(layout.q_latent)?,
             gate: z(layout.gate)?,
             up: z(layout.up)?,
             ff: z(layout.ff)?,
             out: z(layout.out)?,
+            router: z(layout.router)?,
+            route_ids: bytemuck::try_zeroed_vec(layout.route_ids).ok()?,
+            route_weights: z(layout.route_weights)?,
+            gathered_in: z(layout.gathered_in)?,
+            gathered_out: z(layout.gathered_out)?,
             logits: z(layout.logits)?,
             acts: QuantizedActs::new(),
         })
@@ -68,16 +82,37 @@ mod tests {
             tied_output: true,
             qkv_bias: false,
             qk_norm: false,
+            yarn_orig_ctx: None,
+            yarn_log_mul: 0.0,
+            moe: None,
+            mla: None,
         };
         for (n_batch, n_out) in [(16, 1), (4, 4)] {
             let layout = ScratchLayout::new(&cfg, n_batch, n_out);
             let s = Scratch::try_new(layout).unwrap();
             let held: usize = [
-                &s.x, &s.xn, &s.q, &s.k, &s.v, &s.attn, &s.gate, &s.up, &s.ff, &s.out, &s.logits,
+                &s.x,
+                &s.xn,
+                &s.q,
+                &s.k,
+                &s.v,
+                &s.attn,
+                &s.kv_row,
+                &s.q_latent,
+                &s.gate,
+                &s.up,
+                &s.ff,
+                &s.out,
+                &s.router,
+                &s.route_weights,
+                &s.gathered_in,
+                &s.gathered_out,
+                &s.logits,
             ]
             .iter()
             .map(|b| b.len())
-            .sum();
+            .sum::<usize>()
+                + s.route_ids.len();
             assert_eq!(held, layout.f32_elems());
             assert_eq!(s.logits.len(), n_out * cfg.n_vocab);
         }

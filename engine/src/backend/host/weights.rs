@@ -12,7 +12,7 @@ use crate::backend::interface::{BackendError, Source};
 use crate::gguf::GgufFile;
 use crate::huge::HugeBytes;
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
-use crate::model::{BlockWeights, Matrix};
+use crate::model::{Block, BlockWeights, Matrix, Rebind};
 use crate::plan::{Role, TensorCost};
 
 /// Bytes on a device, reserved on its ledger account for as long as they live.
@@ -127,16 +127,22 @@ impl Copied {
 
     /// Repacks the matrix at `s` in place (same bytes, so the ledger's count stands) if the
     /// CPU kernels at the active ISA level have a packed layout for its format: the copy a
-    /// CPU-side device computes with is then read by the packed kernels.
-    fn pack(&mut self, s: &mut MatSlot, name: &str) -> Result<(), BackendError> {
+    /// CPU-side device computes with is then read by the packed kernels. A stack of `parts`
+    /// matrices (experts) is packed part by part, so that each stays a matrix of its own.
+    fn pack(&mut self, s: &mut MatSlot, name: &str, parts: usize) -> Result<(), BackendError> {
         let bytes = &mut self.buf.bytes_mut()[s.off..s.off + s.len];
-        s.packed =
-            packed::pack_in_place(isa::active(), s.ty, bytes, s.rows, s.cols).map_err(|e| {
-                BackendError::Tensor {
-                    name: name.into(),
-                    why: e.to_string(),
-                }
-            })?;
+        let (rows, len) = (s.rows / parts, s.len / parts);
+        let mut packed = false;
+        for part in bytes.chunks_exact_mut(len) {
+            packed =
+                packed::pack_in_place(isa::active(), s.ty, part, rows, s.cols).map_err(|e| {
+                    BackendError::Tensor {
+                        name: name.into(),
+                        why: e.to_string(),
+                    }
+                })?;
+        }
+        s.packed = packed;
         Ok(())
     }
 
@@ -188,26 +194,52 @@ impl Copied {
     }
 }
 
-struct BlockLayout {
-    attn_norm: VecSlot,
-    wq: MatSlot,
-    wk: MatSlot,
-    wv: MatSlot,
-    wo: MatSlot,
-    bq: Option<VecSlot>,
-    bk: Option<VecSlot>,
-    bv: Option<VecSlot>,
-    q_norm: Option<VecSlot>,
-    k_norm: Option<VecSlot>,
-    ffn_norm: VecSlot,
-    w_gate: MatSlot,
-    w_up: MatSlot,
-    w_down: MatSlot,
-}
-
 struct CopiedBlock {
     mem: Copied,
-    layout: BlockLayout,
+    layout: Block<MatSlot, VecSlot>,
+}
+
+/// Finds each tensor of a block in its copy, and repacks the matrices the packed kernels
+/// read (MLA's per-head decompression matrices stay row-major: they are read by row range).
+struct Place<'m> {
+    mem: &'m mut Copied,
+    block: usize,
+    n_expert: usize,
+}
+
+impl Rebind<Matrix<'_>, Cow<'_, [f32]>> for Place<'_> {
+    type M2 = MatSlot;
+    type V2 = VecSlot;
+    type Error = BackendError;
+    fn matrix(&mut self, name: &str, m: &Matrix) -> Result<MatSlot, BackendError> {
+        let full = format!("blk.{}.{name}", self.block);
+        let mut slot = self.mem.mat(&full, m)?;
+        match name {
+            "attn_kv_b.weight" | "attn_k_b.weight" | "attn_v_b.weight" => {}
+            n if n.ends_with("_exps.weight") => self.mem.pack(&mut slot, &full, self.n_expert)?,
+            _ => self.mem.pack(&mut slot, &full, 1)?,
+        }
+        Ok(slot)
+    }
+    fn vector(&mut self, name: &str, v: &Cow<[f32]>) -> Result<VecSlot, BackendError> {
+        self.mem
+            .vector(&format!("blk.{}.{name}", self.block), v.len())
+    }
+}
+
+/// Reads a block's tensors out of its copy.
+struct Read<'m>(&'m Copied);
+
+impl<'m> Rebind<MatSlot, VecSlot> for Read<'m> {
+    type M2 = Matrix<'m>;
+    type V2 = Cow<'m, [f32]>;
+    type Error = std::convert::Infallible;
+    fn matrix(&mut self, _: &str, s: &MatSlot) -> Result<Matrix<'m>, Self::Error> {
+        Ok(self.0.matrix(*s))
+    }
+    fn vector(&mut self, _: &str, s: &VecSlot) -> Result<Cow<'m, [f32]>, Self::Error> {
+        Ok(Cow::Borrowed(self.0.f32s(*s)))
+    }
 }
 
 struct CopiedOutput {
@@ -236,38 +268,12 @@ impl HostWeights {
         let mut mem = Copied::new(src.ledger, device, src.file, &tensors, || {
             format!("weights of block {i}")
         })?;
-        let w = &src.model.blocks[i];
-        let name = |s: &str| format!("blk.{i}.{s}");
-        let v = |s: &str, x: &[f32]| mem.vector(&name(s), x.len());
-        let ov = |s: &str, x: &Option<Cow<[f32]>>| x.as_ref().map(|x| v(s, x)).transpose();
-        let mut layout = BlockLayout {
-            attn_norm: v("attn_norm.weight", &w.attn_norm)?,
-            wq: mem.mat(&name("attn_q.weight"), &w.wq)?,
-            wk: mem.mat(&name("attn_k.weight"), &w.wk)?,
-            wv: mem.mat(&name("attn_v.weight"), &w.wv)?,
-            wo: mem.mat(&name("attn_output.weight"), &w.wo)?,
-            bq: ov("attn_q.bias", &w.bq)?,
-            bk: ov("attn_k.bias", &w.bk)?,
-            bv: ov("attn_v.bias", &w.bv)?,
-            q_norm: ov("attn_q_norm.weight", &w.q_norm)?,
-            k_norm: ov("attn_k_norm.weight", &w.k_norm)?,
-            ffn_norm: v("ffn_norm.weight", &w.ffn_norm)?,
-            w_gate: mem.mat(&name("ffn_gate.weight"), &w.w_gate)?,
-            w_up: mem.mat(&name("ffn_up.weight"), &w.w_up)?,
-            w_down: mem.mat(&name("ffn_down.weight"), &w.w_down)?,
-        };
-        let l = &mut layout;
-        for (slot, s) in [
-            (&mut l.wq, "attn_q.weight"),
-            (&mut l.wk, "attn_k.weight"),
-            (&mut l.wv, "attn_v.weight"),
-            (&mut l.wo, "attn_output.weight"),
-            (&mut l.w_gate, "ffn_gate.weight"),
-            (&mut l.w_up, "ffn_up.weight"),
-            (&mut l.w_down, "ffn_down.weight"),
-        ] {
-            mem.pack(slot, &name(s))?;
-        }
+        let n_expert = src.model.cfg.moe.as_ref().map_or(1, |m| m.n_expert);
+        let layout = src.model.blocks[i].map(&mut Place {
+            mem: &mut mem,
+            block: i,
+            n_expert,
+        })?;
         self.blocks.insert(i, CopiedBlock { mem, layout });
         Ok(())
     }
@@ -286,7 +292,7 @@ impl HostWeights {
         };
         let norm = mem.vector("output_norm.weight", src.model.output_norm.len())?;
         let mut output = mem.mat(out_name, &src.model.output)?;
-        mem.pack(&mut output, out_name)?;
+        mem.pack(&mut output, out_name, 1)?;
         self.output = Some(CopiedOutput { mem, norm, output });
         Ok(())
     }
@@ -294,25 +300,8 @@ impl HostWeights {
     /// Block `i`'s weights in this device's memory, if it holds them.
     pub fn block(&self, i: usize) -> Option<BlockWeights<'_>> {
         let b = self.blocks.get(&i)?;
-        let (m, l) = (&b.mem, &b.layout);
-        let v = |s: VecSlot| Cow::Borrowed(m.f32s(s));
-        let ov = |s: Option<VecSlot>| s.map(v);
-        Some(BlockWeights {
-            attn_norm: v(l.attn_norm),
-            wq: m.matrix(l.wq),
-            wk: m.matrix(l.wk),
-            wv: m.matrix(l.wv),
-            wo: m.matrix(l.wo),
-            bq: ov(l.bq),
-            bk: ov(l.bk),
-            bv: ov(l.bv),
-            q_norm: ov(l.q_norm),
-            k_norm: ov(l.k_norm),
-            ffn_norm: v(l.ffn_norm),
-            w_gate: m.matrix(l.w_gate),
-            w_up: m.matrix(l.w_up),
-            w_down: m.matrix(l.w_down),
-        })
+        let Ok(w) = b.layout.map(&mut Read(&b.mem));
+        Some(w)
     }
 
     /// The output norm and projection in this device's memory, if it holds them.
