@@ -210,3 +210,139 @@ fn every_bad_input_is_a_named_error() {
     let e = ModelConfig::from_source(&s).unwrap_err();
     assert!(matches!(&e, ConfigError::TensorType { .. }), "{e}");
 }
+
+/// The metadata and tensor shapes of a written file, as a map source to break.
+fn from_file(f: &strata_engine::gguf::GgufFile) -> Src {
+    let mut s = Src::default();
+    for (k, v) in f.metadata().iter() {
+        if let Some(x) = v.as_str() {
+            s.strs.insert(k.into(), x.into());
+        } else if let Some(x) = v.as_u64() {
+            s.uints.insert(k.into(), x);
+        } else if let Some(x) = v.as_f32() {
+            s.floats.insert(k.into(), x);
+        } else if let Some(x) = v.as_bool() {
+            s.bools.insert(k.into(), x);
+        }
+    }
+    for t in f.tensors() {
+        s.tensors.insert(t.name.clone(), (t.ty, t.dims.clone()));
+    }
+    s
+}
+
+fn bad_key(s: &Src) -> String {
+    match ModelConfig::from_source(s) {
+        Err(ConfigError::BadValue { key, .. }) => key,
+        Err(ConfigError::MissingKey(key)) => key,
+        other => panic!("expected a named key error, got {other:?}"),
+    }
+}
+
+#[test]
+fn reads_experts_and_latent_attention() {
+    use strata_kernels_cpu::ops::Gating;
+    use strata_tests::random_model::RandomMoe;
+    let q =
+        ModelConfig::from_source(&from_file(&RandomMoe::qwen3moe(GgmlType::Q8_0).build())).unwrap();
+    assert_eq!(q.arch, Arch::Qwen3Moe);
+    let m = q.moe.as_ref().unwrap();
+    assert_eq!((m.n_expert, m.n_expert_used, m.n_ff_exp), (8, 2, 32));
+    assert!(m.norm_weights && m.gating == Gating::Softmax && q.qk_norm && q.mla.is_none());
+    assert_eq!(q.n_ff, 0, "qwen3moe has no dense FFN");
+
+    for split in [false, true] {
+        let f = RandomMoe::deepseek2(GgmlType::Q8_0, split).build();
+        let d = ModelConfig::from_source(&from_file(&f)).unwrap();
+        let (m, a) = (d.moe.as_ref().unwrap(), d.mla.unwrap());
+        assert_eq!((m.n_shared, m.n_dense_lead, m.groups), (1, 1, Some((4, 2))));
+        assert!(m.gating == Gating::Sigmoid && m.norm_weights && m.weights_scale == 2.5);
+        assert_eq!(
+            (
+                a.q_lora_rank,
+                a.kv_lora_rank,
+                a.qk_nope,
+                a.qk_rope,
+                a.v_head
+            ),
+            (32, 64, 32, 16, 32)
+        );
+        assert_eq!((a.split_kv_b, d.head_dim, d.n_rot), (split, 48, 16));
+        assert!(!d.is_moe_block(0) && d.is_moe_block(1));
+    }
+}
+
+#[test]
+fn bad_expert_and_latent_metadata_are_named_errors() {
+    use strata_tests::random_model::RandomMoe;
+    let q = from_file(&RandomMoe::qwen3moe(GgmlType::Q8_0).build());
+    let d = from_file(&RandomMoe::deepseek2(GgmlType::Q8_0, true).build());
+
+    let mut s = q.clone();
+    s.uints.remove("qwen3moe.expert_count");
+    assert_eq!(bad_key(&s), "qwen3moe.expert_count");
+    let mut s = q.clone();
+    s.uints.insert("qwen3moe.expert_used_count".into(), 9);
+    assert_eq!(bad_key(&s), "qwen3moe.expert_used_count");
+    // Without its width the experts' width falls back to n_ff / used, as in llama.cpp;
+    // without either it is named.
+    let mut s = q.clone();
+    s.uints.remove("qwen3moe.expert_feed_forward_length");
+    assert_eq!(bad_key(&s), "qwen3moe.feed_forward_length");
+    let mut s = q.clone();
+    s.tensors.insert(
+        "blk.1.ffn_up_exps.weight".into(),
+        (GgmlType::Q8_0, vec![64, 32, 7]),
+    );
+    assert!(matches!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::TensorShape { name, .. }) if name == "blk.1.ffn_up_exps.weight"
+    ));
+
+    for (key, value) in [
+        ("deepseek2.expert_gating_func", 3),
+        ("deepseek2.expert_group_used_count", 5),
+        ("deepseek2.leading_dense_block_count", 4),
+        ("deepseek2.attention.kv_lora_rank", 0),
+        ("deepseek2.attention.key_length", 81),
+    ] {
+        let mut s = d.clone();
+        s.uints.insert(key.into(), value);
+        assert_eq!(bad_key(&s), key, "{key} = {value}");
+    }
+    for key in [
+        "deepseek2.attention.kv_lora_rank",
+        "deepseek2.expert_shared_count",
+        "deepseek2.attention.value_length_mla",
+    ] {
+        let mut s = d.clone();
+        s.uints.remove(key);
+        assert_eq!(bad_key(&s), key, "{key} removed");
+    }
+    // The older kind states the per-head key length: a rope part as wide leaves no rest.
+    let mut s = from_file(&RandomMoe::deepseek2(GgmlType::Q8_0, false).build());
+    s.uints.insert("deepseek2.rope.dimension_count".into(), 48);
+    assert_eq!(bad_key(&s), "deepseek2.rope.dimension_count");
+    let mut s = d.clone();
+    s.floats
+        .insert("deepseek2.expert_weights_scale".into(), -1.0);
+    assert_eq!(bad_key(&s), "deepseek2.expert_weights_scale");
+    let mut s = d.clone();
+    s.strs
+        .insert("deepseek2.rope.scaling.type".into(), "longrope".into());
+    assert_eq!(bad_key(&s), "deepseek2.rope.scaling.type");
+    // A file of the split kind without its split tensors.
+    let mut s = d.clone();
+    s.tensors.remove("blk.2.attn_k_b.weight");
+    assert_eq!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::MissingTensor("blk.2.attn_k_b.weight".into()))
+    );
+    let mut s = d.clone();
+    s.tensors
+        .insert("blk.1.exp_probs_b.bias".into(), (GgmlType::F32, vec![7]));
+    assert!(matches!(
+        ModelConfig::from_source(&s),
+        Err(ConfigError::TensorShape { name, .. }) if name == "blk.1.exp_probs_b.bias"
+    ));
+}

@@ -168,6 +168,18 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     };
     // Planned and allocated up front by the loader: on the CPU, or split onto the GPUs
     // (posing ones have no driver to keep a margin for).
+    // A model the GPU kernels cannot run yet stays on the CPU unless layers were asked for
+    // (then the loader says why it cannot).
+    let mut accels = accels;
+    if let (false, NumGpu::Auto, false, Some(why)) = (
+        posing,
+        args.num_gpu,
+        accels.is_empty(),
+        crate::backend::cuda::CudaBackend::unsupported(cfg),
+    ) {
+        eprintln!("note: {why}: every layer runs on the CPU");
+        accels.clear();
+    }
     let num_gpu = if accels.is_empty() {
         NumGpu::Layers(0)
     } else {
@@ -290,6 +302,12 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
             cfg.arch, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.n_vocab,
             tok.spec().kind, tok.spec().pre
         );
+        if let Some(m) = &cfg.moe {
+            eprintln!(
+                "experts: {} used of {} (width {}), {} shared, {} leading dense blocks",
+                m.n_expert_used, m.n_expert, m.n_ff_exp, m.n_shared, m.n_dense_lead
+            );
+        }
         eprintln!("prompt tokens: {tokens:?}");
         eprintln!("sampling: {params:?}");
     }
@@ -299,6 +317,7 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
         load_ms,
         prompt_tokens: tokens.len(),
         threads,
+        bytes_per_token: model.bytes_per_token(),
         ..Default::default()
     };
     // The prompt a batch at a time (as the runner would cut it), so that Ctrl-C stops a

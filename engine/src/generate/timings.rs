@@ -10,6 +10,8 @@ pub struct Timings {
     pub gen_tokens: usize,
     pub gen_ms: f64,
     pub threads: usize,
+    /// Weight bytes one decode step reads (the chosen experts only, for MoE models).
+    pub bytes_per_token: usize,
 }
 
 fn per_s(n: usize, ms: f64) -> f64 {
@@ -37,6 +39,8 @@ impl Timings {
             "gen_tokens": self.gen_tokens,
             "gen_tokens_per_s": self.gen_tokens_per_s(),
             "threads": self.threads,
+            "weight_bytes_per_token": self.bytes_per_token,
+            "gen_weight_gb_per_s": self.gen_tokens_per_s() * self.bytes_per_token as f64 / 1e9,
         })
     }
 

@@ -388,6 +388,27 @@ impl<'a> Model<'a> {
         })
     }
 
+    /// Weight bytes one decode step reads: every matrix of the blocks and the output
+    /// layer, but of an expert stack only the `n_expert_used` experts a token chooses.
+    pub fn bytes_per_token(&self) -> usize {
+        let (used, all) = self
+            .cfg
+            .moe
+            .as_ref()
+            .map_or((1, 1), |m| (m.n_expert_used, m.n_expert));
+        let mut n = self.output.data.len();
+        for b in &self.blocks {
+            b.each_matrix(|name, m| {
+                n += if name.ends_with("_exps.weight") {
+                    m.data.len() / all * used
+                } else {
+                    m.data.len()
+                }
+            });
+        }
+        n
+    }
+
     /// Bytes of every weight matrix the blocks and the output layer hold.
     pub fn matrix_bytes(&self) -> usize {
         self.blocks.iter().map(|w| w.matrix_bytes()).sum::<usize>() + self.output.data.len()
