@@ -53,8 +53,13 @@ pub struct Args {
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// Per thread count: matvec bytes/s, reference read bytes/s; then matmul FLOP/s.
-type Measured = (Vec<f64>, Vec<f64>, Vec<f64>);
+/// Per thread count: matvec bytes/s, reference read bytes/s and how far the reference
+/// moved between passes ((max − min) / max); then matmul FLOP/s.
+type Measured = (Vec<f64>, Vec<(f64, f64)>, Vec<f64>);
+
+/// A read reference that moves more than this between the passes of one cell measured a
+/// changing machine (other work, or pages merged under it): its ratios are flagged.
+const MAX_READ_SPREAD: f64 = 0.05;
 
 /// Refuses values that would divide by zero, make an empty matrix or overflow a size.
 fn check(args: &Args) -> Result<(), BoxError> {
@@ -118,8 +123,11 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
     // On huge pages, as the weights (`Weights::new`) and as the engine's buffers. On this
     // VM one core reads 18-20 GB/s from 2 MiB pages and only 12-14 from 4 KiB ones (two-level
     // page walks): a 4 KiB reference would understate what the engine's memory gives.
+    // Every word different (see [`salt`]: identical pages may be merged by the host).
     let mut stream = huge_mib(args.stream_mib, "--stream-mib")?;
-    stream.bytes_mut().fill(1);
+    for (i, w) in stream.bytes_mut().chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&splitmix(i as u64).to_le_bytes());
+    }
     let stream: &[u64] = bytemuck::cast_slice(stream.bytes());
     println!(
         "ISA level: {isa}; matvec {} MiB of weights, {} columns; read reference: {} MiB buffer, \
@@ -142,6 +150,7 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
         }
     }
     println!("{header}\n{rule}");
+    let mut unsteady = Vec::new();
     for ty in formats {
         let level = registry::kernel_level(ty, isa).map_or("-".into(), |l| l.to_string());
         let layouts: &[bool] = if packed::supports(ty, isa) {
@@ -163,9 +172,15 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
             };
             let mut line = format!("| {name} | {level} |");
             let (gbs, read_bw, gflops) = measure_format(ty, isa, packed, args, &pools, stream)?;
-            for (g, bw) in gbs.iter().zip(&read_bw) {
+            for (g, (bw, spread)) in gbs.iter().zip(&read_bw) {
+                let flag = if *spread > MAX_READ_SPREAD {
+                    unsteady.push(format!("{name} {:.0}%", 100.0 * spread));
+                    " †"
+                } else {
+                    ""
+                };
                 line += &format!(
-                    " {:.1} | {:.1} | {:.0}% |",
+                    " {:.1}{flag} | {:.1} | {:.0}%{flag} |",
                     bw / 1e9,
                     g / 1e9,
                     100.0 * g / bw
@@ -177,6 +192,14 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
             }
             println!("{line}");
         }
+    }
+    if !unsteady.is_empty() {
+        println!(
+            "\n† the read reference moved by more than {:.0}% between the passes of that cell \
+             ({}): the machine changed under the measurement; rerun those rows when it is quiet",
+            100.0 * MAX_READ_SPREAD,
+            unsteady.join(", ")
+        );
     }
     Ok(())
 }
@@ -192,7 +215,8 @@ struct Weights {
 }
 
 impl Weights {
-    /// `rows` copies of `row` (a row of `cols` elements of `ty`), packed if `packed`.
+    /// `rows` rows like `row` (a row of `cols` elements of `ty`), each made different from
+    /// every other ([`salt`]), packed if `packed`.
     fn new(
         isa: Isa,
         ty: GgmlType,
@@ -205,8 +229,9 @@ impl Weights {
             .checked_mul(row.len())
             .and_then(HugeBytes::try_zeroed)
             .ok_or_else(|| format!("cannot allocate {rows} rows of {} bytes", row.len()))?;
-        for dst in w.bytes_mut().chunks_exact_mut(row.len()) {
+        for (i, dst) in w.bytes_mut().chunks_exact_mut(row.len()).enumerate() {
             dst.copy_from_slice(row);
+            salt(ty, dst, i as u64)?;
         }
         if packed && !packed::pack_in_place(isa, ty, w.bytes_mut(), rows, cols)? {
             return Err(format!("{ty} has no packed kernels at {isa}").into());
@@ -306,6 +331,62 @@ unsafe fn sum_words_avx2(c: &[u64], prefetch: bool) -> u64 {
         .fold(0u64, |a, &b| a.wrapping_add(b))
 }
 
+/// Makes row `i` unlike any other row while keeping it valid: random bytes XORed into
+/// every byte of every block except its f16 scales (any bit pattern is a valid quant,
+/// 6-bit scale or int8 scale), or, for float formats, into the lowest mantissa bit of each
+/// element (a finite value stays finite). A matrix or buffer of identical pages can be
+/// deduplicated by the host under a VM (same-page merging), and then reads hit one
+/// physical page in cache: a yardstick of identical pages measures the merge, not memory.
+fn salt(ty: GgmlType, row: &mut [u8], i: u64) -> Result<(), BoxError> {
+    use std::mem::offset_of;
+    use strata_kernels_cpu::formats::blocks::*;
+    let mut state = splitmix(i ^ 0x5851_F42D_4C95_7F2D);
+    let mut next = || {
+        state = splitmix(state);
+        state
+    };
+    let element = match ty {
+        GgmlType::F32 => Some(4),
+        GgmlType::F16 | GgmlType::BF16 => Some(2),
+        _ => None,
+    };
+    if let Some(size) = element {
+        for e in row.chunks_exact_mut(size) {
+            e[0] ^= (next() & 1) as u8;
+        }
+        return Ok(());
+    }
+    let scales: &[usize] = match ty {
+        GgmlType::Q4_0 => &[offset_of!(BlockQ4_0, d)],
+        GgmlType::Q4_1 => &[offset_of!(BlockQ4_1, d), offset_of!(BlockQ4_1, m)],
+        GgmlType::Q5_0 => &[offset_of!(BlockQ5_0, d)],
+        GgmlType::Q5_1 => &[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)],
+        GgmlType::Q8_0 => &[offset_of!(BlockQ8_0, d)],
+        GgmlType::Q2_K => &[offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)],
+        GgmlType::Q3_K => &[offset_of!(BlockQ3K, d)],
+        GgmlType::Q4_K => &[offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)],
+        GgmlType::Q5_K => &[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)],
+        GgmlType::Q6_K => &[offset_of!(BlockQ6K, d)],
+        other => return Err(format!("{other}: no salting rule").into()),
+    };
+    for block in row.chunks_exact_mut(ty.type_size()) {
+        for (k, b) in block.iter_mut().enumerate() {
+            if !scales.iter().any(|&o| k == o || k == o + 1) {
+                *b ^= next() as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SplitMix64's output function: distinct inputs give well-mixed distinct words.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A row of valid blocks of `ty` (finite scales), from a small deterministic generator.
 fn sample_row(ty: GgmlType, cols: usize) -> Result<Vec<u8>, BoxError> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -370,10 +451,10 @@ fn measure_format(
     for (_, pool) in pools {
         // Reference reads and matvecs alternate, so both see the same machine state (other
         // processes come and go); the best of each is kept.
-        let (mut best, mut best_read) = (f64::INFINITY, 0.0f64);
+        let (mut best, mut reads) = (f64::INFINITY, Vec::new());
         for pass in 0..args.reps.max(1) + 1 {
             let read = pool.install(|| read_pass(stream));
-            best_read = best_read.max(read[0]).max(read[1]);
+            reads.push(read[0].max(read[1]));
             let start = Instant::now();
             pool.install(|| w.mul(isa, &acts, &mut y))?;
             let secs = start.elapsed().as_secs_f64();
@@ -390,7 +471,12 @@ fn measure_format(
             }
         }
         gbs.push(w.bytes() as f64 / best);
-        read_bw.push(best_read);
+        // The first pass warms the pages up; the spread is over the timed ones.
+        let timed = &reads[1.min(reads.len() - 1)..];
+        let (lo, hi) = timed.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+        read_bw.push((hi, (hi - lo) / hi));
     }
     drop(w);
     let mut gflops = Vec::new();
