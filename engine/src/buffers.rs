@@ -109,6 +109,8 @@ impl ScratchLayout {
             Some(m) => (m.n_expert, m.n_expert_used),
             None => (0, 0),
         };
+        // One token's experts run side by side, each in its own row of the FFN buffers.
+        let ffn_rows = b.max(routes);
         let widest_in = [cfg.n_embd, cfg.q_dim(), ffn, v, gather]
             .into_iter()
             .max()
@@ -124,9 +126,9 @@ impl ScratchLayout {
             attn: b * attn,
             kv_row: b * kv_row,
             q_latent: b * q_latent,
-            gate: b * ffn,
-            up: b * ffn,
-            ff: b * ffn,
+            gate: ffn_rows * ffn,
+            up: ffn_rows * ffn,
+            ff: ffn_rows * ffn,
             out: b * cfg.n_embd,
             router: b * router,
             route_ids: b * routes,
@@ -137,11 +139,12 @@ impl ScratchLayout {
                 0
             },
             gathered_out: if cfg.moe.is_some() || cfg.mla.is_some() {
-                b * gather
+                ffn_rows * gather
             } else {
                 0
             },
-            act_q_bytes: b * widest_in * 4,
+            // One token's experts each quantize their hidden row besides the batch's input.
+            act_q_bytes: (b + routes) * widest_in * 4,
             logits: n_outputs * cfg.n_vocab,
         }
     }

@@ -335,9 +335,9 @@ fn ffn_into(
 }
 
 /// The experts of `s.xn` (`n` rows) into `s.out`: each token's router picks its experts;
-/// one token runs its experts one after the other, a batch runs each expert once over the
-/// tokens that chose it (so its weights are read once per batch); the shared experts, if
-/// any, are added for every token.
+/// one token runs its experts side by side on the threads, a batch runs each expert once
+/// over the tokens that chose it (so its weights are read once per batch); the shared
+/// experts, if any, are added for every token.
 fn moe_ffn(
     cfg: &ModelConfig,
     w: &MoeWeights<Matrix, std::borrow::Cow<[f32]>>,
@@ -347,7 +347,7 @@ fn moe_ffn(
     let m = cfg.moe.as_ref().ok_or_else(|| {
         BackendError::Unsupported("an expert block in a model without experts".into())
     })?;
-    let (e, nx, k) = (cfg.n_embd, m.n_expert, m.n_expert_used);
+    let (e, nx, k, f) = (cfg.n_embd, m.n_expert, m.n_expert_used, m.n_ff_exp);
     let router = m.router();
     let xn = &s.xn[..n * e];
     let logits = &mut s.router[..n * nx];
@@ -369,23 +369,16 @@ fn moe_ffn(
     };
     let out = &mut s.out[..n * e];
     out.fill(0.0);
-    let y = &mut s.gathered_out[..n * e];
     if n == 1 {
-        for (&x, &wt) in ids.iter().zip(weights.iter()) {
-            let d = expert(x as usize);
-            ffn_into(
-                &d,
-                &mut s.acts,
-                xn,
-                1,
-                &mut s.gate,
-                &mut s.up,
-                &mut s.ff,
-                &mut y[..e],
-            )?;
-            ops::add_scaled(out, wt, &y[..e]);
+        let experts: Vec<Dense<Matrix>> = ids.iter().map(|&x| expert(x as usize)).collect();
+        let y = &mut s.gathered_out[..k * e];
+        let hidden = (&mut s.gate[..k * f], &mut s.up[..k * f], &mut s.ff[..k * f]);
+        experts_one_token(&experts, xn, &mut s.acts, &mut s.expert_acts, hidden, y)?;
+        for (y, &wt) in y.chunks_exact(e).zip(weights.iter()) {
+            ops::add_scaled(out, wt, y);
         }
     } else {
+        let y = &mut s.gathered_out[..n * e];
         let mut chosen: Vec<(usize, f32)> = Vec::with_capacity(n);
         for x in 0..nx {
             chosen.clear();
@@ -421,8 +414,65 @@ fn moe_ffn(
         }
     }
     if let Some(sh) = &w.shared {
+        let y = &mut s.gathered_out[..n * e];
         ffn_into(sh, &mut s.acts, xn, n, &mut s.gate, &mut s.up, &mut s.ff, y)?;
         ops::add(out, y);
+    }
+    Ok(())
+}
+
+/// One token's chosen `experts`, each on its own rayon task (the threads take experts
+/// rather than each expert's rows in turn: one fork-join per layer instead of three per
+/// expert), expert j's hidden layer in row j of `hidden` and its output in row j of `y`.
+/// `x` is quantized once for every gate and up product; each down product has its own
+/// activations in `per_expert`.
+fn experts_one_token(
+    experts: &[Dense<Matrix>],
+    x: &[f32],
+    acts: &mut QuantizedActs,
+    per_expert: &mut Vec<QuantizedActs>,
+    (gate, up, ff): (&mut [f32], &mut [f32], &mut [f32]),
+    y: &mut [f32],
+) -> Result<(), BackendError> {
+    use rayon::prelude::*;
+    let (k, e) = (experts.len(), x.len());
+    let f = gate.len() / k.max(1);
+    per_expert.resize_with(k, QuantizedActs::new);
+    quantize_for(acts, &experts[0].gate, x, 1)?;
+    let shared: &QuantizedActs = acts;
+    let one = |((((d, gate), up), (ff, y)), down_acts): (
+        (
+            ((&Dense<Matrix>, &mut [f32]), &mut [f32]),
+            (&mut [f32], &mut [f32]),
+        ),
+        &mut QuantizedActs,
+    )| {
+        for (w, out) in [(&d.gate, &mut *gate), (&d.up, &mut *up)] {
+            if shared.ty() == Some(w.ty.vec_dot_type()) {
+                mul_quantized(w, shared, out)?;
+            } else {
+                mul_new(w, down_acts, x, 1, out)?;
+            }
+        }
+        ops::swiglu(gate, up, ff);
+        mul_new(&d.down, down_acts, ff, 1, y)
+    };
+    experts
+        .par_iter()
+        .zip(gate.par_chunks_mut(f))
+        .zip(up.par_chunks_mut(f))
+        .zip(ff.par_chunks_mut(f).zip(y.par_chunks_mut(e)))
+        .zip(per_expert.par_iter_mut())
+        .map(one)
+        .collect()
+}
+
+/// `y = x · Wᵀ` for one row whose activations `acts` already hold in `w`'s format.
+fn mul_quantized(w: &Matrix, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), BackendError> {
+    if w.packed {
+        matvec_packed(&Packed::new(w.ty, w.rows, w.cols, w.data)?, acts, y)?;
+    } else {
+        matvec_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?;
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ pub struct Scratch {
     /// Quantized copy of the input of the next matrix product(s); its own buffers grow to
     /// at most `layout.act_q_bytes` and are then reused.
     pub acts: QuantizedActs,
+    /// One token's experts' own activations (their down products), one per expert run
+    /// side by side; grown on first use like `acts`, within `layout.act_q_bytes`.
+    pub expert_acts: Vec<QuantizedActs>,
 }
 
 impl Scratch {
@@ -54,6 +57,7 @@ impl Scratch {
             gathered_out: z(layout.gathered_out)?,
             logits: z(layout.logits)?,
             acts: QuantizedActs::new(),
+            expert_acts: Vec::new(),
         })
     }
 }
