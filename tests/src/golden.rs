@@ -378,6 +378,74 @@ pub fn matvec_cases(ty: GgmlType) -> Result<Vec<MatvecCase>, GoldenError> {
     names.iter().map(|n| matvec_case(ty, n)).collect()
 }
 
+/// An expert stack of format `ty` (golden/data/moe/experts/): all experts' rows as one
+/// matrix (`w` of `experts × rows` rows), and per token t and choice k the case
+/// `y = W[ids[t][k]]·x[t]` with that expert's rows as its `w`.
+#[derive(Debug, Clone)]
+pub struct ExpertCase {
+    pub experts: usize,
+    pub stack: Vec<u8>,
+    /// `(token, choice, expert, the case)`.
+    pub chosen: Vec<(usize, usize, usize, MatvecCase)>,
+}
+
+pub fn expert_case(ty: GgmlType) -> Result<ExpertCase, GoldenError> {
+    let w = load(&format!("moe/experts/{ty}.w.bin"))?;
+    check_type(&w, ty)?;
+    let (experts, rows, cols) = (
+        w.attr_usize("experts")?,
+        w.attr_usize("rows")?,
+        w.attr_usize("cols")?,
+    );
+    let act_name = w.attr("act")?;
+    let act = GgmlType::from_name(act_name)
+        .ok_or_else(|| GoldenError(format!("{}: unknown act={act_name}", w.name)))?;
+    let stack = w.to_u8()?;
+    check_sizes(ty, &w.name, stack.len(), experts * rows * cols)?;
+    let x = load(&format!("moe/experts/{ty}.x.bin"))?.to_f32()?;
+    let xq = load(&format!("moe/experts/{ty}.xq.bin"))?.to_u8()?;
+    let ids = load(&format!("moe/experts/{ty}.ids.bin"))?.to_u8()?;
+    let [y, y_q, abs_dot] = ["y", "y_q", "abs_dot"]
+        .map(|k| load(&format!("moe/experts/{ty}.{k}.bin")).and_then(|a| a.to_f64()));
+    let (y, y_q, abs_dot) = (y?, y_q?, abs_dot?);
+    let n = x.len() / cols;
+    let k = ids.len() / n;
+    if x.len() != n * cols || y.len() != n * k * rows || xq.len() % n != 0 {
+        return err(format!(
+            "moe/experts/{ty}: sizes do not fit {n} tokens × {k} choices"
+        ));
+    }
+    let (per_expert, xq_row) = (stack.len() / experts, xq.len() / n);
+    let mut chosen = Vec::new();
+    for t in 0..n {
+        for j in 0..k {
+            let e = ids[t * k + j] as usize;
+            if e >= experts {
+                return err(format!("moe/experts/{ty}: expert id {e} of {experts}"));
+            }
+            let at = (t * k + j) * rows..(t * k + j + 1) * rows;
+            let case = MatvecCase {
+                ty,
+                rows,
+                cols,
+                act,
+                w: stack[e * per_expert..(e + 1) * per_expert].to_vec(),
+                x: x[t * cols..(t + 1) * cols].to_vec(),
+                xq: xq[t * xq_row..(t + 1) * xq_row].to_vec(),
+                y: y[at.clone()].to_vec(),
+                y_q: y_q[at.clone()].to_vec(),
+                abs_dot: abs_dot[at].to_vec(),
+            };
+            chosen.push((t, j, e, case));
+        }
+    }
+    Ok(ExpertCase {
+        experts,
+        stack,
+        chosen,
+    })
+}
+
 fn matvec_case(ty: GgmlType, stem: &str) -> Result<MatvecCase, GoldenError> {
     let w = load(&format!("matvec/{stem}.w.bin"))?;
     check_type(&w, ty)?;

@@ -43,12 +43,13 @@
 //! each, then one add: within γ_{⌈cols/2⌉+1}·Σ|w_i·x_i|, so tol = (⌈cols/2⌉ + 2)·u·Σ|w_i·x_i|.
 //! Against y, the same quantization error as the row kernels is added (same quantized x).
 
+use strata_engine::model::Matrix;
 use strata_kernels_cpu::act::quantize_acts_isa;
 use strata_kernels_cpu::isa::Isa;
 use strata_kernels_cpu::matvec::matvec_isa;
 use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, PackedMatrix};
 use strata_kernels_cpu::{dequantize, GgmlType, QuantizedActs};
-use strata_tests::golden::{matvec_cases, MatvecCase};
+use strata_tests::golden::{expert_case, matvec_cases, MatvecCase};
 
 #[path = "../../kernels-cpu/tests/dot_support/mod.rs"]
 mod dot_support;
@@ -285,11 +286,99 @@ fn check_format(ty: GgmlType) {
     }
 }
 
+/// A 3-D expert stack (golden/data/moe/experts/) read as the engine reads it: one matrix of
+/// every expert's rows, an expert being `Matrix::part`; its product with each token's
+/// chosen experts at every level, and through the packed kernels with the stack packed
+/// expert by expert (as a device copy is), against the golden y_q and y.
+fn check_experts(ty: GgmlType) {
+    let mut c = expert_case(ty).unwrap_or_else(|e| panic!("golden expert data for {ty}: {e}"));
+    for (_, _, _, case) in &mut c.chosen {
+        // ggml rounds an F16 weight's activations to f16 (y_q); our F16 kernels take them
+        // in f32, so their ggml-way result is the exact product y.
+        if case.act != ty.vec_dot_type() {
+            case.act = ty.vec_dot_type();
+            case.y_q = case.y.clone();
+            case.xq = bytemuck_bytes(&case.x);
+        }
+    }
+    let (_, _, _, first) = &c.chosen[0];
+    let (rows, cols) = (first.rows, first.cols);
+    let stack = Matrix {
+        ty,
+        rows: c.experts * rows,
+        cols,
+        data: &c.stack,
+        packed: false,
+    };
+    for (t, j, e, case) in &c.chosen {
+        let part = stack.part(*e, c.experts);
+        assert_eq!(part.data, &case.w[..], "{ty}: expert {e} is its own bytes");
+        for isa in Isa::supported() {
+            let acts = quantize_acts_isa(isa, case.act, &case.x, 1, cols).unwrap();
+            if case.act != GgmlType::F32 {
+                assert!(act_bytes(&acts) == case.xq, "{ty} {isa}: quantized x[{t}]");
+            }
+            let mut y = vec![0f32; rows];
+            matvec_isa(isa, ty, part.data, rows, cols, &case.x, &mut y).unwrap();
+            check_rows(
+                case,
+                &acts,
+                &y,
+                |_| Path::Rows,
+                &format!("{isa} token {t} choice {j}"),
+            );
+        }
+    }
+    let best = Isa::best();
+    if !packed::supports(ty, best) {
+        eprintln!("{ty}: no packed kernels at {best} on this CPU; packed experts skipped");
+        return;
+    }
+    let mut packed_stack = c.stack.clone();
+    for part in packed_stack.chunks_exact_mut(c.stack.len() / c.experts) {
+        assert!(packed::pack_in_place(best, ty, part, rows, cols).unwrap());
+    }
+    let stack = Matrix {
+        data: &packed_stack,
+        packed: true,
+        ..stack
+    };
+    for (t, j, e, case) in &c.chosen {
+        let part = stack.part(*e, c.experts);
+        let m = packed::Packed::new(ty, rows, cols, part.data).unwrap();
+        let acts = quantize_acts_isa(best, case.act, &case.x, 1, cols).unwrap();
+        let mut y = vec![0f32; rows];
+        matvec_packed(&m, &acts, &mut y).unwrap();
+        check_rows(
+            case,
+            &acts,
+            &y,
+            |_| Path::Packed,
+            &format!("packed token {t} choice {j}"),
+        );
+    }
+}
+
 macro_rules! golden_tests {
     ($($name:ident: $ty:ident),* $(,)?) => {
         $(#[test] fn $name() { check_format(GgmlType::$ty); })*
     };
 }
+
+macro_rules! expert_tests {
+    ($($name:ident: $ty:ident),* $(,)?) => {
+        $(#[test] fn $name() { check_experts(GgmlType::$ty); })*
+    };
+}
+
+expert_tests!(
+    f16_experts_match_golden: F16, q4_0_experts_match_golden: Q4_0,
+    q4_1_experts_match_golden: Q4_1, q5_0_experts_match_golden: Q5_0,
+    q5_1_experts_match_golden: Q5_1, q8_0_experts_match_golden: Q8_0,
+    q2_k_experts_match_golden: Q2_K, q3_k_experts_match_golden: Q3_K,
+    q4_k_experts_match_golden: Q4_K, q5_k_experts_match_golden: Q5_K,
+    q6_k_experts_match_golden: Q6_K,
+);
 
 golden_tests!(
     f32_matches_golden: F32, f16_matches_golden: F16, bf16_matches_golden: BF16,
