@@ -11,7 +11,7 @@ use strata_engine::plan::{Device, NumGpu, Plan, RunSettings};
 use strata_engine::runner::Placement;
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_kernels_cpu::{isa, packed, GgmlType};
-use strata_tests::random_model::RandomModel;
+use strata_tests::random_model::{RandomModel, RandomMoe};
 use strata_tests::split::{argmax, assert_ledger_matches_plan, boundaries, posing, settings};
 
 const HOST: u64 = 1 << 40;
@@ -70,8 +70,15 @@ fn assert_copies_follow_plan(model: &Model, runner: &Runner, plan: &Plan) {
 
 #[test]
 fn allocated_bytes_equal_planned_bytes_on_every_device() {
-    let file = model_file();
-    let model = Model::bind(&file, |_| {}).unwrap();
+    allocated_equals_planned(&model_file());
+    // Experts, shared experts, a dense lead block and latent caches (ledger == plan).
+    allocated_equals_planned(&RandomMoe::qwen3moe(GgmlType::Q4_0).build());
+    allocated_equals_planned(&RandomMoe::deepseek2(GgmlType::Q8_0, true).build());
+    allocated_equals_planned(&RandomMoe::deepseek2(GgmlType::Q4_0, false).build());
+}
+
+fn allocated_equals_planned(file: &GgufFile) {
+    let model = Model::bind(file, |_| {}).unwrap();
     let n = model.cfg.n_layer;
     let decode_only = RunSettings {
         n_outputs: 1,

@@ -17,7 +17,7 @@ use strata_engine::load::load;
 use strata_engine::model::Model;
 use strata_engine::plan::{Device, NumGpu};
 use strata_kernels_cpu::GgmlType;
-use strata_tests::random_model::RandomModel;
+use strata_tests::random_model::{RandomModel, RandomMoe};
 use strata_tests::split::{argmax, assert_ledger_matches_plan, posing, settings};
 
 /// What a run produced: the prompt's logits (every row), then the logits after each
@@ -224,6 +224,24 @@ fn qwen2_k_quants() {
         ..RandomModel::small(4, &[])
     };
     check_all_splits(&m.build(), &prompt(10, 96), 3, "qwen2 K-quants");
+}
+
+#[test]
+fn qwen3moe_and_deepseek2_split_by_layers() {
+    // Experts and latent attention on posing devices: each device holds its blocks' expert
+    // stacks (packed expert by expert) and latent caches, as the plan sizes them.
+    check_all_splits(
+        &RandomMoe::qwen3moe(GgmlType::Q4_0).build(),
+        &prompt(13, 96),
+        4,
+        "qwen3moe",
+    );
+    check_all_splits(
+        &RandomMoe::deepseek2(GgmlType::Q8_0, true).build(),
+        &prompt(11, 96),
+        3,
+        "deepseek2",
+    );
 }
 
 /// The real model, two splits: 16 layers on one accelerator, and `auto` over two that hold
