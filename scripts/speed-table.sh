@@ -6,6 +6,13 @@
 # llama-bench comes from scripts/llama-ref.sh; without it only Strata's figures are printed.
 #
 # Usage: scripts/speed-table.sh [RUNS]   (RUNS per engine and cell, default 3)
+# STRATA_SPEED_FILES="F1 F2 ..." measures those GGUF files instead of the SmolLM2 set (say
+# the random-weight files of real models' shapes that scripts/make-bench-models.py writes into
+# models/bench/; the table's four cells per file are the same).
+# Below the table, one decode-bandwidth line per file: tg64 tokens/s × the weight bytes one
+# decode token reads (weight_bytes_per_token of Strata's --timings-json: every matrix but the
+# token embedding, of an expert stack only the used experts' share; the same bytes for both
+# engines) = GB/s, for each engine and thread count.
 # STRATA_BASE_GENERATE=PATH adds the runs of another build's generate (say, of the commit
 # before a change), interleaved with the others, and each cell's this ÷ base ratio: the
 # before/after of a change measured in one sitting.
@@ -33,7 +40,15 @@ git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (the working tree had uncom
 echo "speed-table: building generate and quantize (release)" >&2
 cargo build --release -p strata-engine --bin generate --bin quantize >&2
 
-if [ ! -f "$SHIPPED" ]; then
+SPEED_FILES=${STRATA_SPEED_FILES:-}
+if [ -n "$SPEED_FILES" ]; then
+  for file in $SPEED_FILES; do
+    if [ ! -f "$file" ]; then
+      echo "speed-table: STRATA_SPEED_FILES names $file, which is not a file" >&2
+      exit 2
+    fi
+  done
+elif [ ! -f "$SHIPPED" ]; then
   echo "speed-table: $SHIPPED is missing; run scripts/fetch-model.sh" >&2
   exit 1
 fi
@@ -44,15 +59,20 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
+# file <tab> weight bytes one decode token reads, from Strata's tg64 runs.
+BYTES=$WORK/bytes.tsv
+: > "$BYTES"
 PROMPT=$WORK/p128.txt
 
 # The other formats, made from the shipped file by our quantizer, every tensor (the token
 # embedding too) requantized.
-for ty in Q4_0 Q8_0 F16; do
-  out=$WORK/smol-$ty.gguf
-  echo "speed-table: making $(basename "$out")" >&2
-  "$QUANT" "$SHIPPED" "$out" "$ty" --token-embedding-type "$ty" >&2
-done
+if [ -z "$SPEED_FILES" ]; then
+  for ty in Q4_0 Q8_0 F16; do
+    out=$WORK/smol-$ty.gguf
+    echo "speed-table: making $(basename "$out")" >&2
+    "$QUANT" "$SHIPPED" "$out" "$ty" --token-embedding-type "$ty" >&2
+  done
+fi
 python3 -c "w=('the quick brown fox jumps over the lazy dog and then runs far away into a green forest where many birds sing '*20).split(); print(' '.join(w[:128]), end='')" > "$PROMPT"
 
 if [ -x "$LLAMA_BENCH" ]; then
@@ -105,7 +125,14 @@ run_strata() { # FILE THREADS TEST [GENERATE]
   else
     "$gen" -m "$file" -p "The capital of France is" -n 64 --ignore-eos --temp 0 -t "$threads" \
       --timings-json "$json" > /dev/null 2> "$WORK/strata.err" &&
-      json_figure strata "$json" gen_tokens_per_s gen_tokens 64 && return
+      json_figure strata "$json" gen_tokens_per_s gen_tokens 64 && {
+      # The bytes per token, once per file, from this build's JSON (the base's may lack it).
+      if [ "$gen" = "$GEN" ] && ! cut -f1 "$BYTES" | grep -qxF "$file"; then
+        printf '%s\t%s\n' "$file" \
+          "$(json_figure strata "$json" weight_bytes_per_token gen_tokens 64 2> /dev/null)" >> "$BYTES"
+      fi
+      return
+    }
   fi
   echo "speed-table: generate failed on $file ($test, $threads threads):" >&2
   tail -n 3 "$WORK/strata.err" >&2
@@ -123,7 +150,7 @@ run_llama() { # FILE THREADS TEST
   tail -n 3 "$WORK/llama.err" >&2
 }
 
-FILES="$SHIPPED $WORK/smol-Q4_0.gguf $WORK/smol-Q8_0.gguf $WORK/smol-F16.gguf"
+FILES=${SPEED_FILES:-"$SHIPPED $WORK/smol-Q4_0.gguf $WORK/smol-Q8_0.gguf $WORK/smol-F16.gguf"}
 for file in $FILES; do
   for threads in 1 2; do
     for test in pp128 tg64; do
@@ -172,11 +199,16 @@ elif [ "$HAVE_LLAMA" = 0 ]; then
 fi
 [ -n "$BASE_GEN" ] && echo "- base: $BASE_GEN"
 echo
-python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" "$BASE_GEN" <<'PY'
+python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" "$BASE_GEN" "$BYTES" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, have_llama, files = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
 have_base = bool(sys.argv[4])
+bytes_per_token = {}  # file -> weight bytes one decode token reads (Strata's JSON)
+for line in open(sys.argv[5]):
+    file, value = line.rstrip("\n").split("\t")
+    if value and file not in bytes_per_token:
+        bytes_per_token[file] = int(float(value))
 values = defaultdict(list)  # (file, threads, test, engine) -> tokens/s of the runs that worked
 failed = defaultdict(int)
 for line in open(path):
@@ -215,4 +247,28 @@ print("Cells: Strata" + (" / llama.cpp (Strata ÷ llama.cpp)" if have_llama else
       + ("; the base build (this ÷ base)" if have_base else "") + ", tokens/s.")
 for key, n in sorted(failed.items()):
     print(f"- {n} failed run(s): {key[3]} on {key[0]}, {key[2]}, {key[1]} thread(s) (see stderr)")
+
+# Decode bandwidth: the weight bytes a token reads, times tokens/s. Both engines read the same
+# bytes per token (the same file, the same experts' share), so the ratio is the table's.
+print()
+print("Decode bandwidth, tg64: tokens/s × weight bytes per token (Strata's "
+      "weight_bytes_per_token) = GB/s of weights read:")
+print()
+engines = [("strata", "Strata")] + ([("llama", "llama.cpp")] if have_llama else []) \
+    + ([("base", "base")] if have_base else [])
+for file in files:
+    name = file.split("/")[-1]
+    b = bytes_per_token.get(file)
+    if b is None:
+        print(f"- {name}: no weight_bytes_per_token (no tg64 run of this build worked, or "
+              "its --timings-json lacks the key)")
+        continue
+    parts = []
+    for threads in ("1", "2"):
+        figs = []
+        for engine, label in engines:
+            s = median((file, threads, "tg64", engine))
+            figs.append(f"{label} {s * b / 1e9:.2f}" if s is not None else f"{label} failed")
+        parts.append(f"{threads} thread{'s' if threads != '1' else ''}: " + ", ".join(figs))
+    print(f"- {name}: {b / 1e6:.1f} MB per token; " + "; ".join(parts) + " GB/s")
 PY
