@@ -104,7 +104,7 @@ fn allocated_equals_planned(file: &GgufFile) {
         let what = format!("{} on {sizes:?} MiB", s.num_gpu);
         let ledger = Ledger::new();
         let loaded = load(
-            &file,
+            file,
             &model,
             Device::cpu(HOST),
             &posing(&accels(&sizes)),

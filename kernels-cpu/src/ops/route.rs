@@ -33,7 +33,7 @@ pub struct Router {
 }
 
 /// The smallest sum a normalisation divides by (f16's smallest normal number).
-const MIN_WEIGHT_SUM: f32 = 6.103515625e-5;
+const MIN_WEIGHT_SUM: f32 = 1.0 / 16384.0;
 
 /// Chooses `r.n_used` experts for one token from its router `logits` (`r.n_expert`,
 /// overwritten with the probabilities) and the selection `bias` if any: `ids` gets the

@@ -440,30 +440,23 @@ fn experts_one_token(
     per_expert.resize_with(k, QuantizedActs::new);
     quantize_for(acts, &experts[0].gate, x, 1)?;
     let shared: &QuantizedActs = acts;
-    let one = |((((d, gate), up), (ff, y)), down_acts): (
-        (
-            ((&Dense<Matrix>, &mut [f32]), &mut [f32]),
-            (&mut [f32], &mut [f32]),
-        ),
-        &mut QuantizedActs,
-    )| {
-        for (w, out) in [(&d.gate, &mut *gate), (&d.up, &mut *up)] {
-            if shared.ty() == Some(w.ty.vec_dot_type()) {
-                mul_quantized(w, shared, out)?;
-            } else {
-                mul_new(w, down_acts, x, 1, out)?;
-            }
-        }
-        ops::swiglu(gate, up, ff);
-        mul_new(&d.down, down_acts, ff, 1, y)
-    };
     experts
         .par_iter()
         .zip(gate.par_chunks_mut(f))
         .zip(up.par_chunks_mut(f))
         .zip(ff.par_chunks_mut(f).zip(y.par_chunks_mut(e)))
         .zip(per_expert.par_iter_mut())
-        .map(one)
+        .map(|((((d, gate), up), (ff, y)), down_acts)| {
+            for (w, out) in [(&d.gate, &mut *gate), (&d.up, &mut *up)] {
+                if shared.ty() == Some(w.ty.vec_dot_type()) {
+                    mul_quantized(w, shared, out)?;
+                } else {
+                    mul_new(w, down_acts, x, 1, out)?;
+                }
+            }
+            ops::swiglu(gate, up, ff);
+            mul_new(&d.down, down_acts, ff, 1, y)
+        })
         .collect()
 }
 
