@@ -241,7 +241,7 @@ fn read_head_dim(
     let head_dim = match src.meta_uint(&k("attention.key_length")) {
         Some(_) => positive(src, &k("attention.key_length"))?,
         None => {
-            if n_embd % n_head != 0 {
+            if !n_embd.is_multiple_of(n_head) {
                 return Err(bad(
                     &k("embedding_length"),
                     n_embd,

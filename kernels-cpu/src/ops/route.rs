@@ -32,7 +32,9 @@ pub struct Router {
     pub groups: Option<(usize, usize)>,
 }
 
-/// The smallest sum a normalisation divides by (f16's smallest normal number).
+/// The smallest sum a normalisation divides by (f16's smallest normal number, 2⁻¹⁴: exact
+/// in f32, written as llama.cpp writes it).
+#[allow(clippy::excessive_precision)]
 const MIN_WEIGHT_SUM: f32 = 6.103515625e-5;
 
 /// Chooses `r.n_used` experts for one token from its router `logits` (`r.n_expert`,
