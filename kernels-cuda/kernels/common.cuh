@@ -47,6 +47,23 @@ __device__ __forceinline__ float bf16_to_f32(uint16_t b) {
     return __uint_as_float(((uint32_t)b) << 16);
 }
 
+// Four signed byte products summed into c (sm_61+).
+__device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// The 32 bits of hi:lo starting at bit `sh` (0 ≤ sh ≤ 32: 32 gives hi).
+__device__ __forceinline__ uint32_t funnel_r(uint32_t lo, uint32_t hi, int sh) {
+    uint32_t d;
+    asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(lo), "r"(hi), "r"(sh));
+    return d;
+}
+
+#endif  // !STRATA_HOST_CHECK
+
+// Warp and block reductions (on the host, host_shim.hpp's threads and shuffles run them).
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -88,22 +105,6 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     v = lane < nwarps ? scratch[lane] : NEG_INF;
     return warp_max(v);
 }
-
-// Four signed byte products summed into c (sm_61+).
-__device__ __forceinline__ int dp4a(int a, int b, int c) {
-    int d;
-    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
-// The 32 bits of hi:lo starting at bit `sh` (0 ≤ sh ≤ 32: 32 gives hi).
-__device__ __forceinline__ uint32_t funnel_r(uint32_t lo, uint32_t hi, int sh) {
-    uint32_t d;
-    asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(lo), "r"(hi), "r"(sh));
-    return d;
-}
-
-#endif  // !STRATA_HOST_CHECK
 
 // Byte-wise v − k for bytes 0 ≤ v < 2k ≤ 128, giving signed bytes (−k … k−1) with no
 // carries between bytes: (v + (128 − k)) stays below 256, and flipping the top bit

@@ -8,6 +8,9 @@
 //
 // Precision: each weight and activation is rounded to f16 once (relative 2^-11; f16's
 // range, ±65504, bounds the activations), products are exact and sums f32.
+//
+// matmul_experts_<fmt> (at the end) runs the same tiles over a mixture-of-experts layer's
+// experts, each expert on the rows routed to it.
 #include "formats.cuh"
 
 #define MM_BM 64
@@ -32,15 +35,15 @@ __device__ __forceinline__ uint32_t ld_pair(const uint16_t* p) {
     return *(const uint32_t*)p;
 }
 
-// W: [nrows, ncols] in the format; X: [ntok, ncols] f32; Y: [ntok, nrows] f32.
-// ncols is a multiple of the format's block size. grid (ceil(nrows/64), ceil(ntok/64)).
-#define MATMUL(name, qk, bytes)                                                                \
-    extern "C" __global__ void __launch_bounds__(MM_THREADS)                                  \
-        matmul_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,              \
-                      float* __restrict__ y, int ncols, int nrows, int ntok) {                \
+// The output tile of weight rows r0 … r0 + 63 and tokens t0 … t0 + 63, by the whole CTA:
+// W: [nrows, ncols] in the format; X: [ntok, ncols] f32; Y: [ntok, nrows] f32. ncols is a
+// multiple of the format's block size.
+#define MATMUL_TILE(name, qk, bytes)                                                           \
+    __device__ __forceinline__ void matmul_tile_##name(                                        \
+        const uint8_t* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,     \
+        int ncols, int nrows, int ntok, int r0, int t0) {                                      \
         __shared__ __align__(16) uint16_t ws[MM_BM][MM_LD];                                    \
         __shared__ __align__(16) uint16_t xs[MM_BN][MM_LD];                                    \
-        const int r0 = blockIdx.x * MM_BM, t0 = blockIdx.y * MM_BN;                            \
         const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;           \
         const int g = lane / 4, q = lane % 4; /* mma fragment coordinates */                   \
         const int wr = (warp % 2) * 32, wt = (warp / 2) * 16; /* the warp's patch */           \
@@ -90,4 +93,40 @@ __device__ __forceinline__ uint32_t ld_pair(const uint16_t* p) {
                     if (r < nrows && t < ntok) y[(int64_t)t * nrows + r] = acc[m][n][j];       \
                 }                                                                              \
     }
+FOR_EACH_FORMAT(MATMUL_TILE)
+
+// grid (ceil(nrows/64), ceil(ntok/64)): one tile a CTA.
+#define MATMUL(name, qk, bytes)                                                                \
+    extern "C" __global__ void __launch_bounds__(MM_THREADS)                                  \
+        matmul_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,              \
+                      float* __restrict__ y, int ncols, int nrows, int ntok) {                \
+        matmul_tile_##name(w, x, y, ncols, nrows, ntok, blockIdx.x * MM_BM, blockIdx.y * MM_BN);\
+    }
 FOR_EACH_FORMAT(MATMUL)
+
+// The experts of a mixture-of-experts layer for a batch (prefill), grouped: W: [n_expert,
+// nrows, ncols] (each expert's matrix one contiguous run of bytes); X: [nx, ncols] and Y:
+// [nx, nrows] hold rows sorted by expert (moe.cu's moe_sort and moe_gather), expert e's rows
+// being offsets[e] … offsets[e + 1] − 1. grid (ceil(nrows/64), any, n_expert): CTA (x, y, e)
+// takes expert e's token tiles y, y + gridDim.y, … (an expert with no rows exits at once).
+// The offsets come from device memory and are clamped to 0 … nx, so that nothing outside X
+// and Y is read or written whatever they hold.
+#define MATMUL_EXPERTS(name, qk, bytes)                                                        \
+    extern "C" __global__ void __launch_bounds__(MM_THREADS)                                  \
+        matmul_experts_##name(const uint8_t* __restrict__ w,                                   \
+                              const uint32_t* __restrict__ offsets,                            \
+                              const float* __restrict__ x, float* __restrict__ y, int ncols,   \
+                              int nrows, int nx) {                                             \
+        const int e = blockIdx.z;                                                              \
+        const uint32_t n = (uint32_t)nx;                                                       \
+        const uint32_t lo = offsets[e] < n ? offsets[e] : n;                                   \
+        const uint32_t hi = offsets[e + 1] < lo ? lo : (offsets[e + 1] < n ? offsets[e + 1] : n);\
+        const int count = (int)(hi - lo);                                                      \
+        const uint8_t* we = w + (int64_t)e * nrows * ((int64_t)(ncols / qk) * bytes);          \
+        for (int t0 = blockIdx.y * MM_BN; t0 < count; t0 += gridDim.y * MM_BN) {               \
+            const int64_t r = (int64_t)lo + t0;                                                \
+            matmul_tile_##name(we, x + r * ncols, y + r * nrows, ncols, nrows, count - t0,     \
+                               blockIdx.x * MM_BM, 0);                                         \
+        }                                                                                      \
+    }
+FOR_EACH_FORMAT(MATMUL_EXPERTS)

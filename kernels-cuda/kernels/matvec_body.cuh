@@ -1,31 +1,45 @@
 // The bodies of matvec.cu's kernels, as device functions: matvec.cu wraps each in its
-// kernel, and dev/cuda's trial kernels wrap the very same body in other launch steps (an L2
-// prefetch, programmatic dependent launch), so a trial changes only what it is about.
+// kernel, matvec_experts.cu in one that first picks an expert's matrix (matvec_vec_<fmt>,
+// one vector's pointers), and dev/cuda's trial kernels wrap the very same body in other
+// launch steps (an L2 prefetch, programmatic dependent launch), so a trial changes only what
+// it is about.
 #pragma once
 #include "matvec_lane.cuh"
 
 // The xblocks of the CTA's vector (launch: ncols / 32 · 48 bytes of dynamic shared memory).
+#ifdef STRATA_HOST_CHECK
+extern uint4 matvec_x_words[];  // the host checker's array (host-check/host_shim.hpp)
+#else
 extern __shared__ uint4 matvec_x_words[];
+#endif
 
-// Quantized weights, one CTA: W: [nrows, ncols] in the format; x: [nvec, ncols/32] q8_1
-// (vector blockIdx.y); y: [nvec, nrows].
+// Quantized weights, one CTA: W: [nrows, ncols] in the format; x: [.., ncols/32] q8_1, of
+// which it multiplies vector xv; y: [.., nrows], of which it writes vector yv
+// (matvec_body_<fmt>: both blockIdx.y; matvec_experts.cu: an expert's matrix and a slot's
+// vectors).
 #define MATVEC_QUANT_BODY(name, qk, bytes)                                                     \
-    __device__ __forceinline__ void matvec_body_##name(                                        \
+    __device__ __forceinline__ void matvec_vec_##name(                                         \
         const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,                       \
-        float* __restrict__ y, int ncols, int nrows) {                                         \
+        float* __restrict__ y, int ncols, int nrows, int64_t xv, int64_t yv) {                 \
         const int nsub = ncols / 32;                                                           \
         xblock* xs = (xblock*)matvec_x_words;                                                  \
         const int lane = threadIdx.x % WARP_SIZE;                                              \
         const int row = (blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE) * MV_RPW(qk);        \
-        mv_stage_##name(xs, x + (int64_t)blockIdx.y * nsub, nsub, threadIdx.x, MV_THREADS);    \
+        mv_stage_##name(xs, x + xv * nsub, nsub, threadIdx.x, MV_THREADS);                     \
         __syncthreads();                                                                       \
         if (row >= nrows) return;                                                              \
         float acc[MV_RPW(qk)];                                                                 \
         mv_lane_##name(w, xs, ncols, nrows, row, lane, acc);                                   \
         _Pragma("unroll") for (int r = 0; r < MV_RPW(qk); ++r) {                               \
             const float v = warp_sum(acc[r]);                                                  \
-            if (lane == 0 && row + r < nrows) y[(int64_t)blockIdx.y * nrows + row + r] = v;    \
+            if (lane == 0 && row + r < nrows) y[yv * nrows + row + r] = v;                     \
         }                                                                                      \
+    }                                                                                          \
+    /* W: [nrows, ncols]; x: [nvec, ncols/32] q8_1 (vector blockIdx.y); y: [nvec, nrows]. */   \
+    __device__ __forceinline__ void matvec_body_##name(                                        \
+        const uint8_t* __restrict__ w, const block_q8_1* __restrict__ x,                       \
+        float* __restrict__ y, int ncols, int nrows) {                                         \
+        matvec_vec_##name(w, x, y, ncols, nrows, blockIdx.y, blockIdx.y);                      \
     }
 FOR_EACH_QUANT(MATVEC_QUANT_BODY)
 
@@ -58,19 +72,26 @@ __device__ __forceinline__ float dot4_bf16(const uint8_t* w, const float4 xv) {
            __uint_as_float(v.y << 16) * xv.z + __uint_as_float(v.y & 0xFFFF0000u) * xv.w;
 }
 
-// Float weights, row blockIdx.x: W: [nrows, ncols]; x: [nvec, ncols] f32; y: [nvec, nrows].
+// Float weights, row blockIdx.x: W: [nrows, ncols]; x: [.., ncols] f32, of which it
+// multiplies vector xv; y: [.., nrows], of which it writes vector yv (matvec_body_<fmt>:
+// both blockIdx.y).
 #define MATVEC_FLOAT_BODY(name, one, bytes)                                                    \
-    __device__ __forceinline__ void matvec_body_##name(                                        \
+    __device__ __forceinline__ void matvec_vec_##name(                                         \
         const uint8_t* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,     \
-        int ncols, int nrows) {                                                                \
+        int ncols, int nrows, int64_t xv, int64_t yv) {                                        \
         const int row = blockIdx.x;                                                            \
         if (row >= nrows) return;                                                              \
         const uint8_t* wrow = w + (int64_t)row * ncols * bytes;                                \
-        const float* xv = x + (int64_t)blockIdx.y * ncols;                                     \
+        const float* xr = x + xv * ncols;                                                      \
         float acc = 0.0f;                                                                      \
         _Pragma("unroll 4") for (int c = 4 * threadIdx.x; c < ncols; c += 4 * MV_FLOAT_THREADS) {\
-            acc += dot4_##name(wrow + (int64_t)c * bytes, *(const float4*)(xv + c));           \
+            acc += dot4_##name(wrow + (int64_t)c * bytes, *(const float4*)(xr + c));           \
         }                                                                                      \
-        store_row_sum(acc, y + (int64_t)blockIdx.y * nrows + row);                             \
+        store_row_sum(acc, y + yv * nrows + row);                                              \
+    }                                                                                          \
+    __device__ __forceinline__ void matvec_body_##name(                                        \
+        const uint8_t* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,     \
+        int ncols, int nrows) {                                                                \
+        matvec_vec_##name(w, x, y, ncols, nrows, blockIdx.y, blockIdx.y);                      \
     }
 FOR_EACH_FLOAT(MATVEC_FLOAT_BODY)

@@ -1,7 +1,10 @@
 //! Strata's GPU side: CUDA C kernels (`kernels/*.cu`) compiled to PTX at build time by
 //! NVRTC, embedded in the crate, and launched with cudarc. Same op list as the CPU crate:
 //! q8_1 activation quantization, matvec and matmul for every weight format, dequantize and
-//! get_rows, RMSNorm, RoPE, softmax, SwiGLU, add, and attention over an f16 KV cache.
+//! get_rows, RMSNorm, RoPE, softmax, SwiGLU, add, attention over an f16 KV cache, and for
+//! mixture-of-experts and MLA models (not yet run on a GPU, nor used by the engine) the
+//! router, the experts' matvec and grouped matmul with their sort, gather and weighted
+//! sum, and absorbed latent attention over an f16 latent cache.
 //! Trial variants of these kernels, and cuBLAS to measure `matmul` against, are dev/cuda's.
 //!
 //! Nothing here panics for want of a GPU: [`unavailable_reason`] and [`Gpu::new`] say why
@@ -22,6 +25,8 @@ pub use device::{device_count, devices, driver_present, unavailable_reason, Devi
 pub use error::CudaError;
 pub use graph::GpuGraph;
 pub use ops::matvec::{matvec_config, MatvecShape, MATVEC_MAX_COLS};
+pub use ops::mla::{MLA_MAX_LATENT, MLA_MAX_WIDTH};
+pub use ops::moe::{ExpertSlots, ExpertStack, MOE_MAX_EXPERTS, MOE_MAX_USED};
 pub use ops::q8_1_bytes;
 pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
 pub use timer::GpuTimer;

@@ -9,6 +9,9 @@ use std::process::Command;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_kernels_cpu::formats::k_scales;
+use strata_kernels_cpu::ops::{
+    mla_attention_ref, route_ref, Gating, KvType, LatentCache, MlaShape, Router,
+};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::ptx::{self, PtxModule};
 use strata_kernels_cuda::Gpu;
@@ -129,8 +132,19 @@ pub fn check_f16_product(
 /// `exe_name` in `dir`, made if need be); `None` (after saying why) if it cannot be built
 /// here.
 pub fn build_host_checker(dir: &Path, exe_name: &str, defines: &[String]) -> Option<PathBuf> {
+    build_host_program(dir, "formats_check.cpp", exe_name, defines)
+}
+
+/// Builds kernels-cuda/host-check/`source` as `exe_name` in `dir` (see
+/// [`build_host_checker`]).
+pub fn build_host_program(
+    dir: &Path,
+    source: &str,
+    exe_name: &str,
+    defines: &[String],
+) -> Option<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
-    let src = crate::root().join("kernels-cuda/host-check/formats_check.cpp");
+    let src = crate::root().join("kernels-cuda/host-check").join(source);
     if !src.is_file() {
         println!("skipped: {} not found", src.display());
         return None;
@@ -140,9 +154,11 @@ pub fn build_host_checker(dir: &Path, exe_name: &str, defines: &[String]) -> Opt
     let compile = |extra: &[&str]| {
         Command::new(&cxx)
             .args([
-                "-std=c++17",
+                // C++20 for std::barrier (host_shim.hpp's grid).
+                "-std=c++20",
                 "-O1",
                 "-ffp-contract=off",
+                "-pthread",
                 "-Wall",
                 "-Wno-unknown-pragmas",
             ])
@@ -158,7 +174,7 @@ pub fn build_host_checker(dir: &Path, exe_name: &str, defines: &[String]) -> Opt
     let out = match compile(&["-fsanitize=address", "-fno-omit-frame-pointer"]) {
         Ok(o) if o.status.success() => Ok(o),
         _ => {
-            println!("note: formats_check built without AddressSanitizer (not available)");
+            println!("note: {source} built without AddressSanitizer (not available)");
             compile(&[])
         }
     };
@@ -409,4 +425,412 @@ pub fn ptxas_check(modules: &[PtxModule], dir: &Path, table_name: &str) {
         "ptxas problems:\n{}",
         failures.join("\n")
     );
+}
+
+// ---- Mixture-of-experts and MLA: cases and references shared by the host check
+// (cuda_host_check.rs, through kernels_check.cpp) and the GPU tests (cuda_kernels.rs) ----
+
+/// kernels-cuda/host-check/kernels_check.cpp, built: whole kernels run on the host.
+pub struct KernelsChecker {
+    exe: PathBuf,
+    dir: PathBuf,
+}
+
+impl KernelsChecker {
+    /// Builds the checker in `dir`; `None` (after saying why) where it cannot be built.
+    pub fn build(dir: &Path) -> Option<KernelsChecker> {
+        let exe = build_host_program(dir, "kernels_check.cpp", "kernels_check", &[])?;
+        Some(KernelsChecker {
+            exe,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes `inputs` (file name, bytes) to the checker's folder, runs `kernels_check DIR
+    /// args…`, and returns the bytes of the files `outputs`.
+    pub fn run(
+        &self,
+        args: &[String],
+        inputs: &[(&str, Vec<u8>)],
+        outputs: &[&str],
+    ) -> Vec<Vec<u8>> {
+        for (name, bytes) in inputs {
+            std::fs::write(self.dir.join(name), bytes).unwrap();
+        }
+        for name in outputs {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        let out = Command::new(&self.exe)
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kernels_check {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        outputs
+            .iter()
+            .map(|name| std::fs::read(self.dir.join(name)).unwrap())
+            .collect()
+    }
+}
+
+/// Little-endian bytes of 32-bit values (what kernels_check reads).
+pub fn le_bytes<T: Copy + Into<Le32>>(v: &[T]) -> Vec<u8> {
+    v.iter().flat_map(|&x| x.into().0.to_le_bytes()).collect()
+}
+
+/// A 32-bit value's bits, for [`le_bytes`].
+pub struct Le32(pub u32);
+impl From<f32> for Le32 {
+    fn from(v: f32) -> Le32 {
+        Le32(v.to_bits())
+    }
+}
+impl From<u32> for Le32 {
+    fn from(v: u32) -> Le32 {
+        Le32(v)
+    }
+}
+impl From<i32> for Le32 {
+    fn from(v: i32) -> Le32 {
+        Le32(v as u32)
+    }
+}
+
+/// f32 values from little-endian bytes.
+pub fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// u32 values from little-endian bytes.
+pub fn u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// One router and `ntok` tokens' logits (and the selection bias, if the router has one).
+#[derive(Debug, Clone)]
+pub struct RouteCase {
+    pub router: Router,
+    pub ntok: usize,
+    pub logits: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// Routers as the supported models configure them (Qwen3-MoE: softmax, normalised;
+/// DeepSeek-V2: softmax, groups, scaled; DeepSeek-V3: sigmoid, selection bias, groups,
+/// normalised and scaled), and the edges: one-expert groups, 32 choices, the most experts,
+/// weights whose sum is clamped. Each token's logits are distinct points of a grid spaced so
+/// that a probability or selection score differs from its neighbours by far more than any
+/// rounding (a grid step of 1/32 at most moves a softmax probability by 3%, a sigmoid by
+/// 5·10⁻⁴, against errors of ~10⁻⁶), so that any routing within the rounding bound
+/// chooses the same experts; the bias is a whole number (sigmoid scores lie in (b, b + 1)).
+/// Then exact ties are planted: two experts with the same logit (and bias) in each token,
+/// one of them the token's best, so that the lower index must win.
+pub fn route_cases() -> Vec<RouteCase> {
+    use Gating::{Sigmoid, Softmax};
+    // (n_expert, n_used, gating, norm, scale, groups, bias, logits in lo..lo + 8)
+    #[allow(clippy::type_complexity)]
+    let configs: [(
+        usize,
+        usize,
+        Gating,
+        bool,
+        f32,
+        Option<(usize, usize)>,
+        bool,
+        f32,
+    ); 9] = [
+        (128, 8, Softmax, true, 1.0, None, false, -4.0),
+        (60, 4, Softmax, false, 0.0, None, false, -4.0),
+        (160, 6, Softmax, false, 16.0, Some((8, 3)), false, -4.0),
+        (256, 8, Sigmoid, true, 2.5, Some((8, 4)), true, -4.0),
+        (16, 3, Sigmoid, true, 1.0, Some((16, 5)), true, -4.0),
+        (64, 32, Softmax, true, 1.0, None, false, -4.0),
+        (256, 16, Softmax, false, 1.0, None, false, -4.0),
+        (8, 2, Sigmoid, true, 1.0, None, false, -24.0),
+        (40, 5, Sigmoid, false, 1.0, Some((4, 1)), false, -4.0),
+    ];
+    let mut r = rng(11);
+    configs
+        .iter()
+        .map(|&(n, k, gating, norm, scale, groups, has_bias, lo)| {
+            let ntok = 3;
+            let bias: Option<Vec<f32>> =
+                has_bias.then(|| (0..n).map(|e| ((e * 7) % 4) as f32).collect());
+            let step = 8.0 / n as f32;
+            let mut logits = Vec::with_capacity(ntok * n);
+            for _ in 0..ntok {
+                let mut grid: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    grid.swap(i, r.random_range(0..=i));
+                }
+                let mut x: Vec<f32> = grid.iter().map(|&g| lo + g as f32 * step).collect();
+                // Ties: the best expert (by selection score) and a random partner of the same
+                // bias, and a random pair.
+                let sel = |e: usize, x: &[f32]| x[e] + bias.as_ref().map_or(0.0, |b| b[e]) * 100.0;
+                let best = (0..n)
+                    .max_by(|&a, &b| sel(a, &x).total_cmp(&sel(b, &x)))
+                    .unwrap();
+                for a in [best, r.random_range(0..n)] {
+                    let same: Vec<usize> = (0..n)
+                        .filter(|&e| e != a && bias.as_ref().is_none_or(|b| b[e] == b[a]))
+                        .collect();
+                    let b = same[r.random_range(0..same.len())];
+                    x[b] = x[a];
+                }
+                logits.extend(x);
+            }
+            RouteCase {
+                router: Router {
+                    n_expert: n,
+                    n_used: k,
+                    gating,
+                    norm,
+                    scale,
+                    groups,
+                },
+                ntok,
+                logits,
+                bias,
+            }
+        })
+        .collect()
+}
+
+/// The bound on a routing weight's relative difference from `route_ref`'s. A probability:
+/// softmax, exp within 2 ulp on the GPU and 1 on the CPU (6u), the sum in f32 over 8 terms a
+/// lane and a 5-level shuffle (12u) against an f64 sum, a reciprocal and a product on each
+/// side (4u): 22u, taken as 24u; sigmoid, exp (6u), 1 + e and the division on each side
+/// (4u): 10u. Normalised, the ratio of one probability to a sum of k: twice that plus the
+/// two sums' (k − 1)u each and the divisions' 2u. Scaled: 2u more.
+pub fn route_weight_tolerance(r: &Router) -> f64 {
+    let p = match r.gating {
+        Gating::Softmax => 24.0,
+        Gating::Sigmoid => 10.0,
+    };
+    let mut rel = if r.norm {
+        2.0 * p + 2.0 * r.n_used as f64
+    } else {
+        p
+    };
+    if r.scale != 0.0 && r.scale != 1.0 {
+        rel += 2.0;
+    }
+    rel * U
+}
+
+/// A routing result against `route_ref`'s on the same logits: the same experts in the same
+/// order (see [`route_cases`]), the weights within [`route_weight_tolerance`], or equal bits
+/// where `same_arithmetic` and the gating is sigmoid (the host check: the same expf, the
+/// same operations in the same order).
+pub fn check_route(
+    case: &RouteCase,
+    ids: &[u32],
+    weights: &[f32],
+    same_arithmetic: bool,
+    what: &str,
+) {
+    let r = &case.router;
+    let (n, k) = (r.n_expert, r.n_used);
+    let tol = route_weight_tolerance(r);
+    for t in 0..case.ntok {
+        let mut logits = case.logits[t * n..(t + 1) * n].to_vec();
+        let (mut want_ids, mut want_w) = (vec![0u32; k], vec![0.0f32; k]);
+        route_ref(
+            &mut logits,
+            case.bias.as_deref(),
+            r,
+            &mut want_ids,
+            &mut want_w,
+        );
+        let (got_ids, got_w) = (&ids[t * k..(t + 1) * k], &weights[t * k..(t + 1) * k]);
+        assert_eq!(got_ids, want_ids, "{what} {r:?} token {t}: experts");
+        for j in 0..k {
+            let (g, w) = (got_w[j], want_w[j]);
+            if same_arithmetic && r.gating == Gating::Sigmoid {
+                assert!(
+                    same_bits(g, w),
+                    "{what} {r:?} token {t} weight {j}: {g:e} vs {w:e} (same arithmetic)"
+                );
+            }
+            let diff = (f64::from(g) - f64::from(w)).abs();
+            assert!(
+                diff <= tol * f64::from(w).abs() + f64::from(f32::MIN_POSITIVE),
+                "{what} {r:?} token {t} weight {j}: {g:e} vs {w:e} (|diff| {diff:e}, tol {:e})",
+                tol * f64::from(w).abs()
+            );
+        }
+    }
+}
+
+/// `k` distinct experts for each of `ntok` tokens (`ntok × k` ids below `n_expert`).
+pub fn random_expert_ids(r: &mut ChaCha8Rng, ntok: usize, k: usize, n_expert: usize) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(ntok * k);
+    for _ in 0..ntok {
+        let mut all: Vec<u32> = (0..n_expert as u32).collect();
+        for j in 0..k {
+            let i = r.random_range(j..n_expert);
+            all.swap(j, i);
+        }
+        ids.extend_from_slice(&all[..k]);
+    }
+    ids
+}
+
+/// moe_sort's result worked out here: (offsets, perm, inv), a stable sort of the slots by
+/// expert, ids ≥ n_expert after every expert's run.
+pub fn sort_ref(ids: &[u32], n_expert: usize) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let bucket = |id: u32| (id as usize).min(n_expert);
+    let mut offsets = vec![0u32; n_expert + 1];
+    let mut perm = Vec::with_capacity(ids.len());
+    for (b, off) in offsets.iter_mut().enumerate() {
+        *off = perm.len() as u32;
+        perm.extend((0..ids.len() as u32).filter(|&s| bucket(ids[s as usize]) == b));
+    }
+    let mut inv = vec![0u32; ids.len()];
+    for (p, &s) in perm.iter().enumerate() {
+        inv[s as usize] = p as u32;
+    }
+    (offsets, perm, inv)
+}
+
+/// moe_weighted_sum's sums worked out here, in its order: for each token, 0 plus each of
+/// its k slots' weight times row, j in order (f32, a product and a sum each).
+pub fn weighted_sum_ref(
+    y: &[f32],
+    rows: Option<&[u32]>,
+    weights: &[f32],
+    (ncols, k, ntok): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; ntok * ncols];
+    for (t, o) in out.chunks_exact_mut(ncols).enumerate() {
+        for j in 0..k {
+            let s = t * k + j;
+            let row = rows.map_or(s, |r| r[s] as usize);
+            for (c, o) in o.iter_mut().enumerate() {
+                *o += weights[s] * y[row * ncols + c];
+            }
+        }
+    }
+    out
+}
+
+/// One MLA attention call: `ntok` tokens at positions `pos` (clamped to the cache's
+/// `n_ctx` rows, which are all filled), `n_heads` heads, rows of `width` with the value from
+/// `v_off`.
+pub struct MlaCase {
+    pub n_heads: usize,
+    pub width: usize,
+    pub v_off: usize,
+    pub scale: f32,
+    pub q: Vec<f32>,
+    pub cache: LatentCache,
+    pub pos: Vec<i32>,
+}
+
+impl MlaCase {
+    /// Random queries and an f16 cache of random rows, values in [−1, 1).
+    pub fn new(
+        seed: u64,
+        (n_heads, width, v_off): (usize, usize, usize),
+        n_ctx: usize,
+        pos: Vec<i32>,
+    ) -> MlaCase {
+        let mut r = rng(seed);
+        let q = randn(&mut r, pos.len() * n_heads * width, 1.0);
+        let mut cache = LatentCache::try_new(KvType::F16, n_ctx, width).unwrap();
+        cache.append(0, &randn(&mut r, n_ctx * width, 1.0)).unwrap();
+        MlaCase {
+            n_heads,
+            width,
+            v_off,
+            scale: 1.0 / (width as f32).sqrt(),
+            q,
+            cache,
+            pos,
+        }
+    }
+
+    pub fn shape(&self) -> MlaShape {
+        MlaShape {
+            n_tokens: self.pos.len(),
+            n_heads: self.n_heads,
+            v_off: self.v_off,
+            scale: self.scale,
+        }
+    }
+
+    /// The cache's rows as f16 bits.
+    pub fn cache_bits(&self) -> Vec<u16> {
+        self.cache
+            .rows()
+            .as_bytes()
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect()
+    }
+
+    /// `got` (ntok × n_heads × (width − v_off)) against `mla_attention_ref`, token by token
+    /// at its clamped position. A score is a sum of `width` products, then scaled: the CPU's
+    /// in order, within (width + 1)·u·scale·Σ|q·C| of exact; the kernel's, ⌈width/32⌉
+    /// products a lane and a 5-level shuffle, within (⌈width/32⌉ + 7)·u·scale·Σ|q·C|. A
+    /// probability's relative difference is then at most twice the largest score
+    /// difference (its own, and the shift by the max and the sum). The online softmax adds
+    /// per position a rescaling (exp within 2 ulp) and a product and a sum (8u with the
+    /// CPU's sums), and the merge a few more: (8·n_pos + 32)·u. The output Σ p·v errs by
+    /// that relative error times max|v|.
+    pub fn check(&self, got: &[f32], what: &str) {
+        let (nh, w, dv) = (self.n_heads, self.width, self.width - self.v_off);
+        let n_ctx = self.cache.n_ctx();
+        let rows: Vec<f32> = {
+            let mut v = vec![0.0f32; n_ctx * w];
+            dequantize(GgmlType::F16, self.cache.rows().as_bytes(), &mut v).unwrap();
+            v
+        };
+        for (t, &p) in self.pos.iter().enumerate() {
+            let sp = (p.max(0) as usize).min(n_ctx - 1);
+            let qt = &self.q[t * nh * w..(t + 1) * nh * w];
+            let mut want = vec![0.0f32; nh * dv];
+            let one = MlaShape {
+                n_tokens: 1,
+                ..self.shape()
+            };
+            mla_attention_ref(qt, &self.cache, sp, one, &mut want);
+            let n_pos = sp + 1;
+            let vmax = (0..n_pos)
+                .flat_map(|j| &rows[j * w + self.v_off..(j + 1) * w])
+                .fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+            for h in 0..nh {
+                let qh = &qt[h * w..(h + 1) * w];
+                let s_max = (0..n_pos)
+                    .map(|j| {
+                        qh.iter()
+                            .zip(&rows[j * w..(j + 1) * w])
+                            .map(|(&a, &b)| f64::from(a * b).abs())
+                            .sum::<f64>()
+                    })
+                    .fold(0.0f64, f64::max)
+                    * f64::from(self.scale);
+                let score = (w + 1 + w.div_ceil(32) + 7) as f64 * U * s_max;
+                let tol = (2.0 * score + (8 * n_pos + 32) as f64 * U) * vmax;
+                for c in 0..dv {
+                    let i = (t * nh + h) * dv + c;
+                    let (g, x) = (f64::from(got[i]), f64::from(want[h * dv + c]));
+                    assert!(
+                        (g - x).abs() <= tol,
+                        "{what} token {t} (pos {p}) head {h} value {c}: {g} vs {x} (tol {tol:e})"
+                    );
+                }
+            }
+        }
+    }
 }

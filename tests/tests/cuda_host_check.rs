@@ -6,15 +6,24 @@
 //! for exact host equivalents (host-check/host_shim.hpp); what this cannot check (launch
 //! shapes, shared memory as the hardware does it, warp shuffles, the driver's JIT) is left
 //! to cuda_kernels.rs on a GPU. Skipped where no C++ compiler is installed.
+//!
+//! The mixture-of-experts and MLA kernels (moe.cu, matvec_experts.cu, mla.cu) run whole on
+//! the host (kernels_check.cpp: each CTA's threads as host threads, with their barriers,
+//! warp shuffles and shared memory) against kernels-cpu's `route_ref` and
+//! `mla_attention_ref`, the exact product of each chosen expert, and the sort and sums
+//! worked out here. The grouped matmul (tensor-core PTX) runs only on a GPU.
 
 use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use strata_kernels_cpu::ops::Gating;
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_tests::cuda_check::{
-    build_host_checker, offsets16, random_q8_1_case, run_host_checker, same_bits, U,
+    build_host_checker, check_route, f32s, le_bytes, offsets16, randn, random_expert_ids,
+    random_q8_1_case, rng, route_cases, run_host_checker, same_bits, sort_ref, u32s,
+    weighted_sum_ref, weights, KernelsChecker, MlaCase, U,
 };
 use strata_tests::golden;
 
@@ -128,5 +137,284 @@ fn check_rows(
             "{ty} {rows}x{cols} row {r}: host dot {} vs {want} (|diff| {diff:e} > {tol:e})",
             y[r]
         );
+    }
+}
+
+/// The kernels checker, built in a folder of the test's own (the tests run in parallel).
+fn kernels_checker(test: &str) -> Option<KernelsChecker> {
+    KernelsChecker::build(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(test))
+}
+
+#[test]
+fn moe_route_matches_route_ref_on_the_host() {
+    let Some(k) = kernels_checker("host_moe_route") else {
+        return;
+    };
+    for case in route_cases() {
+        let r = &case.router;
+        let (n_group, group_used) = r.groups.unwrap_or((0, 0));
+        let args: Vec<String> = [
+            "route".to_string(),
+            r.n_expert.to_string(),
+            r.n_used.to_string(),
+            case.ntok.to_string(),
+            u8::from(r.gating == Gating::Sigmoid).to_string(),
+            u8::from(r.norm).to_string(),
+            r.scale.to_string(),
+            n_group.to_string(),
+            group_used.to_string(),
+            u8::from(case.bias.is_some()).to_string(),
+        ]
+        .into();
+        let mut inputs = vec![("logits.bin", le_bytes(&case.logits))];
+        if let Some(b) = &case.bias {
+            inputs.push(("bias.bin", le_bytes(b)));
+        }
+        let out = k.run(&args, &inputs, &["ids.bin", "weights.bin"]);
+        check_route(
+            &case,
+            &u32s(&out[0]),
+            &f32s(&out[1]),
+            true,
+            "host moe_route",
+        );
+    }
+}
+
+#[test]
+fn expert_matvec_is_each_slot_s_expert_on_the_host() {
+    let Some(k) = kernels_checker("host_matvec_experts") else {
+        return;
+    };
+    let mut r = rng(12);
+    // 19 rows: a partial last CTA (16 rows a CTA for the legacy formats, 8 for the K-quants).
+    let (n_expert, nrows, ncols) = (5, 19, 512);
+    for ty in GgmlType::WEIGHTS {
+        let stack = weights(&mut r, ty, n_expert * nrows, ncols);
+        let expert_bytes = stack.len() / n_expert;
+        let mut wf = vec![0.0f32; n_expert * nrows * ncols];
+        dequantize(ty, &stack, &mut wf).unwrap();
+        let quant = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        // Two tokens' three choices sharing each token's x (the gate and up projections),
+        // then six slots of their own x (the down projection), one with an id past the stack.
+        for (ids, slots_per_x) in [
+            (vec![4u32, 0, 2, 1, 4, 3], 3),
+            (vec![4u32, 0, 2, 5, 4, 1], 1),
+        ] {
+            let n_slot = ids.len();
+            let nx = n_slot / slots_per_x;
+            let x = randn(&mut r, nx * ncols, 1.0);
+            let (xbytes, xhat) = if quant {
+                let mut xq = vec![0u8; nx * ncols / 32 * 36];
+                quantize(GgmlType::Q8_1, &x, &mut xq).unwrap();
+                let mut xhat = vec![0.0f32; nx * ncols];
+                dequantize(GgmlType::Q8_1, &xq, &mut xhat).unwrap();
+                (xq, xhat)
+            } else {
+                (le_bytes(&x), x.clone())
+            };
+            let args: Vec<String> = [
+                "experts".to_string(),
+                ty.name().to_ascii_lowercase(),
+                n_expert.to_string(),
+                nrows.to_string(),
+                ncols.to_string(),
+                n_slot.to_string(),
+                slots_per_x.to_string(),
+            ]
+            .into();
+            let inputs = [
+                ("w.bin", stack.clone()),
+                ("ids.bin", le_bytes(&ids)),
+                ("x.bin", xbytes),
+            ];
+            let out = k.run(&args, &inputs, &["y.bin", "dense.bin"]);
+            let (y, dense) = (f32s(&out[0]), f32s(&out[1]));
+            for (s, &id) in ids.iter().enumerate() {
+                let ys = &y[s * nrows..(s + 1) * nrows];
+                if id as usize >= n_expert {
+                    assert!(
+                        ys.iter().all(|v| v.is_nan()),
+                        "{ty} slot {s}: id {id} must give NaN rows"
+                    );
+                    continue;
+                }
+                // The dense kernel on the chosen expert's matrix: the same bits.
+                for (i, (&g, &d)) in ys.iter().zip(&dense[s * nrows..]).enumerate() {
+                    assert!(
+                        same_bits(g, d),
+                        "{ty} slot {s} (expert {id}) row {i}: {g:e} vs matvec {d:e}"
+                    );
+                }
+                // And the exact product of the expert's weights and x̂ (Q4_1/Q5_1 take the min
+                // times q8_1's f16 s, which golden covers: the dense kernel's test).
+                let e = id as usize;
+                let we = &stack[e * expert_bytes..(e + 1) * expert_bytes];
+                let wfe = &wf[e * nrows * ncols..(e + 1) * nrows * ncols];
+                let xs = &xhat[(s / slots_per_x) * ncols..][..ncols];
+                if quant && !matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    check_rows(ty, nrows, ncols, we, wfe, xs, ys, |_, exact| exact);
+                } else if !quant {
+                    for (i, &g) in ys.iter().enumerate() {
+                        let terms = wfe[i * ncols..(i + 1) * ncols]
+                            .iter()
+                            .zip(xs)
+                            .map(|(&a, &b)| f64::from(a) * f64::from(b));
+                        let (want, mag) = terms.fold((0.0, 0.0), |(s, m), v| (s + v, m + v.abs()));
+                        // ncols products and sums in any order, and the f32 result.
+                        let tol = (ncols + 1) as f64 * U * mag + U * f64::abs(want);
+                        assert!(
+                            (f64::from(g) - want).abs() <= tol,
+                            "{ty} slot {s} (expert {id}) row {i}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn moe_sort_gather_and_weighted_sum_on_the_host() {
+    let Some(k) = kernels_checker("host_moe_sort") else {
+        return;
+    };
+    let mut r = rng(13);
+    // A small batch; and the most experts with more slots than one tile of the sort (2048),
+    // some ids out of range.
+    let mut big = random_expert_ids(&mut r, 600, 5, 256);
+    big[7] = 300;
+    big[2000] = 256;
+    for (ids, n_expert, kk) in [(random_expert_ids(&mut r, 37, 4, 20), 20, 4), (big, 256, 5)] {
+        let n = ids.len();
+        let ntok = n / kk;
+        let args = ["sort".to_string(), n.to_string(), n_expert.to_string()];
+        let out = k.run(
+            &args,
+            &[("ids.bin", le_bytes(&ids))],
+            &["offsets.bin", "perm.bin", "inv.bin"],
+        );
+        let (offsets, perm, inv) = sort_ref(&ids, n_expert);
+        assert_eq!(u32s(&out[0]), offsets, "offsets ({n_expert} experts)");
+        assert_eq!(u32s(&out[1]), perm, "perm ({n_expert} experts)");
+        assert_eq!(u32s(&out[2]), inv, "inv ({n_expert} experts)");
+        if n_expert == 256 {
+            continue; // the rows' kernels on the small batch only (one CTA a row)
+        }
+
+        // Gather: the token rows in sorted order (200 columns: threads take two or one); a
+        // permutation entry past the tokens gives a NaN row.
+        let ncols = 200;
+        let x = randn(&mut r, ntok * ncols, 1.0);
+        let mut bad_perm = perm.clone();
+        bad_perm[1] = (ntok * kk) as u32;
+        let args: Vec<String> = [
+            "gather",
+            &ncols.to_string(),
+            &ntok.to_string(),
+            &n.to_string(),
+            &kk.to_string(),
+        ]
+        .map(String::from)
+        .into();
+        let out = k.run(
+            &args,
+            &[("x.bin", le_bytes(&x)), ("perm.bin", le_bytes(&bad_perm))],
+            &["xg.bin"],
+        );
+        let xg = f32s(&out[0]);
+        for (p, &s) in perm.iter().enumerate() {
+            let got = &xg[p * ncols..(p + 1) * ncols];
+            if p == 1 {
+                assert!(
+                    got.iter().all(|v| v.is_nan()),
+                    "gather: row past x must be NaN"
+                );
+                continue;
+            }
+            let want = &x[(s as usize / kk) * ncols..][..ncols];
+            assert!(
+                got.iter().zip(want).all(|(&a, &b)| same_bits(a, b)),
+                "gather row {p}"
+            );
+        }
+
+        // Weighted sums, through the inverse permutation (prefill) and of slots in order
+        // (decode): the same products and sums in the same order as here, so the same bits;
+        // a row past y gives NaN.
+        let y = randn(&mut r, n * ncols, 2.0);
+        let w = randn(&mut r, n, 1.0);
+        let mut rows = inv.clone();
+        rows[0] = n as u32;
+        for with_rows in [true, false] {
+            let args: Vec<String> = [
+                "wsum",
+                &ncols.to_string(),
+                &kk.to_string(),
+                &ntok.to_string(),
+                &n.to_string(),
+                if with_rows { "1" } else { "0" },
+            ]
+            .map(String::from)
+            .into();
+            let inputs = [
+                ("y.bin", le_bytes(&y)),
+                ("rows.bin", le_bytes(&rows)),
+                ("weights.bin", le_bytes(&w)),
+            ];
+            let got = f32s(&k.run(&args, &inputs, &["out.bin"])[0]);
+            let want = weighted_sum_ref(&y, with_rows.then_some(&inv[..]), &w, (ncols, kk, ntok));
+            for (i, (&g, &h)) in got.iter().zip(&want).enumerate() {
+                if with_rows && i < ncols {
+                    assert!(g.is_nan(), "weighted sum: token 0 reads a row past y");
+                } else {
+                    assert!(
+                        same_bits(g, h),
+                        "weighted sum (rows: {with_rows}) {i}: {g:e} vs {h:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mla_attention_matches_mla_attention_ref_on_the_host() {
+    let Some(k) = kernels_checker("host_mla") else {
+        return;
+    };
+    // DeepSeek's rows (64 + 512) with 6 heads (a partial CTA of heads) and two tokens; narrow
+    // rows with 9 heads, positions clamped to the cache and the first position alone; a
+    // width and value part that are not whole warps.
+    let cases = [
+        MlaCase::new(1, (6, 576, 64), 80, vec![40, 79]),
+        MlaCase::new(2, (9, 48, 16), 50, vec![0, 100, 17]),
+        MlaCase::new(3, (4, 100, 36), 10, vec![9]),
+    ];
+    for case in cases {
+        let s = case.shape();
+        let n_ctx = case.cache.n_ctx();
+        let args: Vec<String> = [
+            "mla".to_string(),
+            s.n_tokens.to_string(),
+            s.n_heads.to_string(),
+            case.width.to_string(),
+            s.v_off.to_string(),
+            n_ctx.to_string(),
+            s.scale.to_string(),
+        ]
+        .into();
+        let cache: Vec<u8> = case
+            .cache_bits()
+            .iter()
+            .flat_map(|b| b.to_le_bytes())
+            .collect();
+        let inputs = [
+            ("q.bin", le_bytes(&case.q)),
+            ("cache.bin", cache),
+            ("pos.bin", le_bytes(&case.pos)),
+        ];
+        let got = f32s(&k.run(&args, &inputs, &["out.bin"])[0]);
+        case.check(&got, &format!("host mla width {}", case.width));
     }
 }

@@ -8,11 +8,14 @@
 //! product adds u relative. Where a kernel and its reference round the same way, the test
 //! asks for bit equality.
 
-use strata_kernels_cpu::ops::{self, KvCache, KvType, KvView, Rope};
+use strata_kernels_cpu::ops::{self, Gating, KvCache, KvType, KvView, MlaShape, Rope, Router};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
-use strata_kernels_cuda::{q8_1_bytes, AttentionShape, DeviceBuffer, Gpu, RopeParams};
+use strata_kernels_cuda::{
+    q8_1_bytes, AttentionShape, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, RopeParams,
+};
 use strata_tests::cuda_check::{
-    check_f16_product, gpu, offsets16, randn, rng, same_bits, weights, U,
+    check_f16_product, check_route, gpu, offsets16, randn, random_expert_ids, rng, route_cases,
+    same_bits, sort_ref, weighted_sum_ref, weights, MlaCase, U,
 };
 use strata_tests::golden;
 
@@ -661,4 +664,401 @@ fn fused_q8_1_outputs_equal_the_separate_kernels() {
         .rms_norm_q8_1(&xd, &w33, &mut y1, &mut q1, 1, 1e-5)
         .is_err());
     assert!(gpu.swiglu_q8_1(&gd, &ud, &mut y1, &mut q1, 33, 1).is_err());
+}
+
+#[test]
+fn moe_route_matches_cpu_route() {
+    let Some(gpu) = gpu() else { return };
+    for case in route_cases() {
+        let r = &case.router;
+        let logits = gpu.upload(&case.logits).unwrap();
+        let bias = case.bias.as_ref().map(|b| gpu.upload(b).unwrap());
+        let n = case.ntok * r.n_used;
+        let (mut ids, mut w) = (gpu.zeros::<u32>(n).unwrap(), gpu.zeros::<f32>(n).unwrap());
+        gpu.moe_route(&logits, bias.as_ref(), r, case.ntok, &mut ids, &mut w)
+            .unwrap();
+        let (ids, w) = (ids.to_host(&gpu).unwrap(), w.to_host(&gpu).unwrap());
+        check_route(&case, &ids, &w, false, "moe_route");
+    }
+}
+
+/// The weighted sums `got` against the CPU's (weighted_sum_ref) on the same rows: k
+/// products and sums a value on each side (the GPU may fuse them), so within
+/// 2·(k + 1)·u·Σ|w·y|.
+fn check_weighted_sum(
+    got: &[f32],
+    y: &[f32],
+    rows: Option<&[u32]>,
+    w: &[f32],
+    (ncols, k, ntok): (usize, usize, usize),
+) {
+    let want = weighted_sum_ref(y, rows, w, (ncols, k, ntok));
+    for t in 0..ntok {
+        for c in 0..ncols {
+            let mag: f64 = (0..k)
+                .map(|j| {
+                    let s = t * k + j;
+                    let row = rows.map_or(s, |r| r[s] as usize);
+                    f64::from(w[s]).abs() * f64::from(y[row * ncols + c]).abs()
+                })
+                .sum();
+            let tol = 2.0 * (k + 1) as f64 * U * mag;
+            let (g, h) = (got[t * ncols + c], want[t * ncols + c]);
+            assert!(
+                (f64::from(g) - f64::from(h)).abs() <= tol,
+                "weighted sum token {t} col {c}: {g} vs {h} (tol {tol:e})"
+            );
+        }
+    }
+}
+
+#[test]
+fn matvec_experts_equal_matvec_on_the_chosen_experts() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(20);
+    // Decode of two tokens, three experts each of six: the router on the GPU writes the ids
+    // the expert kernels read. 37 rows: a last CTA with spare warps.
+    let (n_expert, nrows, ncols, ntok, k) = (6, 37, 512, 2, 3);
+    let router = Router {
+        n_expert,
+        n_used: k,
+        gating: Gating::Softmax,
+        norm: true,
+        scale: 1.0,
+        groups: None,
+    };
+    let logits: Vec<f32> = [
+        0.5f32, -1.0, 2.0, 0.0, 1.5, -0.5, 1.0, 1.0, -2.0, 0.25, 3.0, -0.75,
+    ]
+    .into();
+    let (mut ids_d, mut w_d) = (
+        gpu.zeros::<u32>(ntok * k).unwrap(),
+        gpu.zeros::<f32>(ntok * k).unwrap(),
+    );
+    gpu.moe_route(
+        &gpu.upload(&logits).unwrap(),
+        None,
+        &router,
+        ntok,
+        &mut ids_d,
+        &mut w_d,
+    )
+    .unwrap();
+    let ids = ids_d.to_host(&gpu).unwrap();
+    let stack = ExpertStack {
+        n_expert,
+        nrows,
+        ncols,
+    };
+    for ty in GgmlType::WEIGHTS {
+        let wbytes = weights(&mut r, ty, n_expert * nrows, ncols);
+        let expert_bytes = wbytes.len() / n_expert;
+        let w = gpu.upload(&wbytes).unwrap();
+        // Gate/up: a token's slots share its x; down: each slot its own. Then an id past the
+        // stack.
+        let mut bad_ids = ids.clone();
+        bad_ids[4] = n_expert as u32;
+        let bad_d = gpu.upload(&bad_ids).unwrap();
+        for (slot_ids, ids_dev, slots_per_x) in
+            [(&ids, &ids_d, k), (&ids, &ids_d, 1), (&bad_ids, &bad_d, 1)]
+        {
+            let n_slot = ntok * k;
+            let slots = ExpertSlots {
+                n_slot,
+                slots_per_x,
+            };
+            let nx = n_slot / slots_per_x;
+            let x = randn(&mut r, nx * ncols, 1.0);
+            let xd = gpu.upload(&x).unwrap();
+            let mut xq = gpu.zeros::<u8>(q8_1_bytes(ncols, nx)).unwrap();
+            let mut y = gpu.zeros::<f32>(n_slot * nrows).unwrap();
+            gpu.matvec_experts(ty, &w, &stack, ids_dev, &xd, &mut xq, &mut y, &slots)
+                .unwrap();
+            let y = y.to_host(&gpu).unwrap();
+            for (s, &id) in slot_ids.iter().enumerate() {
+                let ys = &y[s * nrows..(s + 1) * nrows];
+                if id as usize >= n_expert {
+                    assert!(
+                        ys.iter().all(|v| v.is_nan()),
+                        "{ty} slot {s}: id {id} gives NaN"
+                    );
+                    continue;
+                }
+                // The dense kernel on that expert's matrix alone (checked against golden
+                // above): the same kernel body, so the same bits.
+                let e = id as usize;
+                let we = gpu
+                    .upload(&wbytes[e * expert_bytes..(e + 1) * expert_bytes])
+                    .unwrap();
+                let xv = gpu
+                    .upload(&x[(s / slots_per_x) * ncols..][..ncols])
+                    .unwrap();
+                let mut yv = gpu.zeros::<f32>(nrows).unwrap();
+                let mut xq1 = gpu.zeros::<u8>(q8_1_bytes(ncols, 1)).unwrap();
+                gpu.matvec(ty, &we, &xv, &mut xq1, &mut yv, ncols, nrows, 1)
+                    .unwrap();
+                let want = yv.to_host(&gpu).unwrap();
+                for (i, (&g, &h)) in ys.iter().zip(&want).enumerate() {
+                    assert!(
+                        same_bits(g, h),
+                        "{ty} slot {s} (expert {e}) row {i}: {g:e} vs {h:e}"
+                    );
+                }
+            }
+            if slots_per_x == 1 && slot_ids == &ids {
+                // The down projection's slots, weighted by the router and summed per token.
+                let mut out = gpu.zeros::<f32>(ntok * nrows).unwrap();
+                let yd = gpu.upload(&y).unwrap();
+                gpu.moe_weighted_sum(&yd, None, &w_d, &mut out, nrows, k, ntok)
+                    .unwrap();
+                let wts = w_d.to_host(&gpu).unwrap();
+                check_weighted_sum(
+                    &out.to_host(&gpu).unwrap(),
+                    &y,
+                    None,
+                    &wts,
+                    (nrows, k, ntok),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn moe_prefill_sort_gather_grouped_matmul_and_sum_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut r = rng(21);
+    // 70 tokens, two choices each of six experts; every token's first choice is expert 0,
+    // so that it has 70 rows (two token tiles of 64), the others about 14 each.
+    let (n_expert, nrows, ncols, ntok, k) = (6, 130, 256, 70, 2);
+    let mut ids = random_expert_ids(&mut r, ntok, k, n_expert);
+    for t in 0..ntok {
+        if ids[t * k + 1] == 0 {
+            ids[t * k + 1] = ids[t * k];
+        }
+        ids[t * k] = 0;
+    }
+    let n = ntok * k;
+    let ids_d = gpu.upload(&ids).unwrap();
+    let (mut offsets, mut perm, mut inv) = (
+        gpu.zeros::<u32>(n_expert + 1).unwrap(),
+        gpu.zeros::<u32>(n).unwrap(),
+        gpu.zeros::<u32>(n).unwrap(),
+    );
+    gpu.moe_sort(&ids_d, n, n_expert, &mut offsets, &mut perm, &mut inv)
+        .unwrap();
+    let (want_off, want_perm, want_inv) = sort_ref(&ids, n_expert);
+    let off = offsets.to_host(&gpu).unwrap();
+    assert_eq!(off, want_off, "moe_sort offsets");
+    assert_eq!(perm.to_host(&gpu).unwrap(), want_perm, "moe_sort perm");
+    assert_eq!(inv.to_host(&gpu).unwrap(), want_inv, "moe_sort inv");
+
+    let x = randn(&mut r, ntok * ncols, 1.0);
+    let mut xg = gpu.zeros::<f32>(n * ncols).unwrap();
+    gpu.moe_gather(&gpu.upload(&x).unwrap(), &perm, &mut xg, ncols, n, k)
+        .unwrap();
+    let xg_host = xg.to_host(&gpu).unwrap();
+    for (p, &s) in want_perm.iter().enumerate() {
+        let want = &x[(s as usize / k) * ncols..][..ncols];
+        assert_eq!(
+            &xg_host[p * ncols..(p + 1) * ncols],
+            want,
+            "moe_gather row {p}"
+        );
+    }
+
+    let stack = ExpertStack {
+        n_expert,
+        nrows,
+        ncols,
+    };
+    let mut yg_last = Vec::new();
+    for ty in GgmlType::WEIGHTS {
+        let wbytes = weights(&mut r, ty, n_expert * nrows, ncols);
+        let mut wf = vec![0.0f32; n_expert * nrows * ncols];
+        dequantize(ty, &wbytes, &mut wf).unwrap();
+        let w = gpu.upload(&wbytes).unwrap();
+        let mut yg = gpu.zeros::<f32>(n * nrows).unwrap();
+        gpu.matmul_experts(ty, &w, &stack, &offsets, &xg, &mut yg, n, ntok)
+            .unwrap();
+        let got = yg.to_host(&gpu).unwrap();
+        for e in 0..n_expert {
+            let (lo, hi) = (off[e] as usize, off[e + 1] as usize);
+            check_f16_product(
+                &format!("{ty} expert {e}"),
+                &wf[e * nrows * ncols..(e + 1) * nrows * ncols],
+                &xg_host[lo * ncols..hi * ncols],
+                &got[lo * nrows..hi * nrows],
+                (nrows, ncols, hi - lo),
+            );
+        }
+        // A grid of one token tile: each CTA loops over its expert's tiles, same bits.
+        let mut y1 = gpu.zeros::<f32>(n * nrows).unwrap();
+        gpu.matmul_experts(ty, &w, &stack, &offsets, &xg, &mut y1, n, 1)
+            .unwrap();
+        assert_eq!(y1.to_host(&gpu).unwrap(), got, "{ty}: one token tile a CTA");
+        yg_last = got;
+    }
+
+    // Back to the tokens: each token's two rows, weighted.
+    let wts = randn(&mut r, n, 1.0);
+    let mut out = gpu.zeros::<f32>(ntok * nrows).unwrap();
+    gpu.moe_weighted_sum(
+        &gpu.upload(&yg_last).unwrap(),
+        Some(&inv),
+        &gpu.upload(&wts).unwrap(),
+        &mut out,
+        nrows,
+        k,
+        ntok,
+    )
+    .unwrap();
+    check_weighted_sum(
+        &out.to_host(&gpu).unwrap(),
+        &yg_last,
+        Some(&want_inv),
+        &wts,
+        (nrows, k, ntok),
+    );
+}
+
+#[test]
+fn mla_attention_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    // Decode after 300 positions with DeepSeek-V2-Lite's 16 heads of 64 + 512; the most
+    // heads (128); narrow rows, a batch with positions past the cache and at 0; rows and a
+    // value part that are not whole warps.
+    let cases = [
+        MlaCase::new(31, (16, 576, 64), 320, vec![300]),
+        MlaCase::new(32, (128, 576, 64), 40, vec![39]),
+        MlaCase::new(33, (9, 48, 16), 50, vec![0, 100, 17]),
+        MlaCase::new(34, (4, 100, 36), 10, vec![9]),
+    ];
+    for case in cases {
+        let s = case.shape();
+        let q = gpu.upload(&case.q).unwrap();
+        let cache = gpu.upload(&case.cache_bits()).unwrap();
+        let pos = gpu.upload(&case.pos).unwrap();
+        let dv = case.width - case.v_off;
+        let mut out = gpu.zeros::<f32>(s.n_tokens * s.n_heads * dv).unwrap();
+        gpu.mla_attention(&q, &cache, case.width, &pos, &mut out, &s)
+            .unwrap();
+        case.check(
+            &out.to_host(&gpu).unwrap(),
+            &format!("mla width {}", case.width),
+        );
+    }
+}
+
+#[test]
+fn moe_and_mla_bad_shapes_are_errors() {
+    let Some(gpu) = gpu() else { return };
+    let router = |n_expert, n_used, groups| Router {
+        n_expert,
+        n_used,
+        gating: Gating::Softmax,
+        norm: false,
+        scale: 1.0,
+        groups,
+    };
+    let logits = gpu.zeros::<f32>(600).unwrap();
+    let (mut ids, mut w) = (gpu.zeros::<u32>(64).unwrap(), gpu.zeros::<f32>(64).unwrap());
+    for (r, why) in [
+        (router(257, 8, None), "n_expert"),
+        (router(64, 33, None), "n_used"),
+        (router(64, 0, None), "n_used"),
+        (router(60, 8, Some((8, 4))), "groups"),
+        (router(64, 8, Some((8, 0))), "groups"),
+    ] {
+        let e = gpu
+            .moe_route(&logits, None, &r, 1, &mut ids, &mut w)
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{r:?}: {e}");
+    }
+    // Logits for 3 tokens of 256 experts: 768 values, 600 given.
+    let e = gpu
+        .moe_route(&logits, None, &router(256, 8, None), 3, &mut ids, &mut w)
+        .unwrap_err();
+    assert!(e.to_string().contains("logits"), "{e}");
+
+    // An expert stack one byte short; too few ids.
+    let stack = ExpertStack {
+        n_expert: 4,
+        nrows: 8,
+        ncols: 32,
+    };
+    let slots = ExpertSlots {
+        n_slot: 2,
+        slots_per_x: 2,
+    };
+    let short = gpu.zeros::<u8>(4 * 8 * 18 - 1).unwrap();
+    let x = gpu.zeros::<f32>(32).unwrap();
+    let mut xq = gpu.zeros::<u8>(36).unwrap();
+    let mut y = gpu.zeros::<f32>(16).unwrap();
+    let e = gpu
+        .matvec_experts(
+            GgmlType::Q4_0,
+            &short,
+            &stack,
+            &ids,
+            &x,
+            &mut xq,
+            &mut y,
+            &slots,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("w (bytes)"), "{e}");
+    let w = gpu.zeros::<u8>(4 * 8 * 18).unwrap();
+    let one_id = gpu.zeros::<u32>(1).unwrap();
+    let e = gpu
+        .matvec_experts(
+            GgmlType::Q4_0,
+            &w,
+            &stack,
+            &one_id,
+            &x,
+            &mut xq,
+            &mut y,
+            &slots,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("ids"), "{e}");
+    let e = gpu
+        .matmul_experts(GgmlType::Q4_0, &w, &stack, &one_id, &x, &mut y, 1, 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("offsets"), "{e}");
+    let (mut o, mut p, mut i) = (
+        gpu.zeros::<u32>(300).unwrap(),
+        gpu.zeros::<u32>(64).unwrap(),
+        gpu.zeros::<u32>(64).unwrap(),
+    );
+    let e = gpu
+        .moe_sort(&ids, 64, 257, &mut o, &mut p, &mut i)
+        .unwrap_err();
+    assert!(e.to_string().contains("n_expert"), "{e}");
+
+    // MLA: rows wider than 576, a value offset outside the row, a cache of partial rows.
+    let q = gpu.zeros::<f32>(4 * 600).unwrap();
+    let cache = gpu.zeros::<u16>(577 * 2).unwrap();
+    let pos = gpu.zeros::<i32>(1).unwrap();
+    let mut out = gpu.zeros::<f32>(4 * 600).unwrap();
+    let shape = |v_off| MlaShape {
+        n_tokens: 1,
+        n_heads: 4,
+        v_off,
+        scale: 1.0,
+    };
+    for (width, v_off, why) in [
+        (577, 64, "width"),
+        (100, 100, "value offset"),
+        (576, 64, "whole rows"),
+    ] {
+        let e = gpu
+            .mla_attention(&q, &cache, width, &pos, &mut out, &shape(v_off))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(why),
+            "width {width} v_off {v_off}: {e}"
+        );
+    }
 }

@@ -7,6 +7,8 @@ mod dequantize;
 mod elementwise;
 mod matmul;
 pub(crate) mod matvec;
+pub(crate) mod mla;
+pub(crate) mod moe;
 mod norm;
 mod quantize;
 pub(crate) mod rope;
