@@ -111,6 +111,9 @@ impl ScratchLayout {
         };
         // One token's experts run side by side, each in its own row of the FFN buffers.
         let ffn_rows = b.max(routes);
+        let heads_in = cfg
+            .mla
+            .map_or(0, |m| cfg.n_head * m.kv_lora_rank.max(m.qk_nope));
         let widest_in = [cfg.n_embd, cfg.q_dim(), ffn, v, gather]
             .into_iter()
             .max()
@@ -143,8 +146,9 @@ impl ScratchLayout {
             } else {
                 0
             },
-            // One token's experts each quantize their hidden row besides the batch's input.
-            act_q_bytes: (b + routes) * widest_in * 4,
+            // One token's experts each quantize their hidden row besides the batch's input,
+            // and under MLA one token's heads each their own slice.
+            act_q_bytes: ((b + routes) * widest_in + heads_in) * 4,
             logits: n_outputs * cfg.n_vocab,
         }
     }

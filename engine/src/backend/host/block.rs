@@ -221,23 +221,39 @@ fn mla(
         dst[..pe].copy_from_slice(&src[nope..]);
     }
     ops::rope_rows(ql, n, nh, width, pos, rope);
-    let (gin, gout) = (&mut s.gathered_in, &mut s.gathered_out);
-    for h in 0..nh {
-        let qn = &mut gin[..n * nope];
-        for (dst, src) in qn.chunks_exact_mut(nope).zip(q.chunks_exact(nh * hd)) {
-            dst.copy_from_slice(&src[h * hd..h * hd + nope]);
-        }
-        let lat = &mut gout[..n * kvr];
-        match (&w.k_b, &w.kv_b) {
-            (Some(k_b), _) => mul_new(&k_b.part(h, nh), &mut s.acts, qn, n, lat)?,
-            (None, Some(kv_b)) => {
-                let rows = h * (nope + vh)..h * (nope + vh) + nope;
-                mul_transposed(&kv_b.row_range(rows), qn, n, lat)?
+    let dims = (nh, nope, vh);
+    if n == 1 {
+        // One token: the heads side by side on the threads, each reading its own slices
+        // (one fork-join, where each head's small product would be too small to split).
+        use rayon::prelude::*;
+        s.expert_acts.resize_with(nh, QuantizedActs::new);
+        ql.par_chunks_mut(width)
+            .zip(s.expert_acts.par_iter_mut())
+            .enumerate()
+            .map(|(h, (row, acts))| {
+                absorb(
+                    w,
+                    h,
+                    dims,
+                    &q[h * hd..h * hd + nope],
+                    1,
+                    &mut row[pe..],
+                    acts,
+                )
+            })
+            .collect::<Result<(), BackendError>>()?;
+    } else {
+        let (gin, gout) = (&mut s.gathered_in, &mut s.gathered_out);
+        for h in 0..nh {
+            let qn = &mut gin[..n * nope];
+            for (dst, src) in qn.chunks_exact_mut(nope).zip(q.chunks_exact(nh * hd)) {
+                dst.copy_from_slice(&src[h * hd..h * hd + nope]);
             }
-            (None, None) => return Err(missing_mla("attn_k_b, or attn_kv_b")),
-        }
-        for (t, l) in lat.chunks_exact(kvr).enumerate() {
-            ql[(t * nh + h) * width + pe..][..kvr].copy_from_slice(l);
+            let lat = &mut gout[..n * kvr];
+            absorb(w, h, dims, qn, n, lat, &mut s.acts)?;
+            for (t, l) in lat.chunks_exact(kvr).enumerate() {
+                ql[(t * nh + h) * width + pe..][..kvr].copy_from_slice(l);
+            }
         }
     }
 
@@ -252,24 +268,71 @@ fn mla(
 
     // Each head's value from its latent output, then the output projection.
     let v = &mut s.v[..n * nh * vh];
-    for h in 0..nh {
-        let lat = &mut gin[..n * kvr];
-        for (dst, src) in lat.chunks_exact_mut(kvr).zip(attn.chunks_exact(nh * kvr)) {
-            dst.copy_from_slice(&src[h * kvr..(h + 1) * kvr]);
-        }
-        let vals = &mut gout[..n * vh];
-        let v_b = match (&w.v_b, &w.kv_b) {
-            (Some(v_b), _) => v_b.part(h, nh),
-            (None, Some(kv_b)) => kv_b.row_range(h * (nope + vh) + nope..(h + 1) * (nope + vh)),
-            (None, None) => return Err(missing_mla("attn_v_b, or attn_kv_b")),
-        };
-        mul_new(&v_b, &mut s.acts, lat, n, vals)?;
-        for (t, x) in vals.chunks_exact(vh).enumerate() {
-            v[(t * nh + h) * vh..][..vh].copy_from_slice(x);
+    if n == 1 {
+        use rayon::prelude::*;
+        v.par_chunks_mut(vh)
+            .zip(attn.par_chunks(kvr))
+            .zip(s.expert_acts.par_iter_mut())
+            .enumerate()
+            .map(|(h, ((vals, lat), acts))| expand(w, h, dims, lat, 1, vals, acts))
+            .collect::<Result<(), BackendError>>()?;
+    } else {
+        let (gin, gout) = (&mut s.gathered_in, &mut s.gathered_out);
+        for h in 0..nh {
+            let lat = &mut gin[..n * kvr];
+            for (dst, src) in lat.chunks_exact_mut(kvr).zip(attn.chunks_exact(nh * kvr)) {
+                dst.copy_from_slice(&src[h * kvr..(h + 1) * kvr]);
+            }
+            let vals = &mut gout[..n * vh];
+            expand(w, h, dims, lat, n, vals, &mut s.acts)?;
+            for (t, x) in vals.chunks_exact(vh).enumerate() {
+                v[(t * nh + h) * vh..][..vh].copy_from_slice(x);
+            }
         }
     }
     let out = &mut s.out[..n * e];
     mul_new(&w.wo, &mut s.acts, v, n, out)
+}
+
+/// Head `h`'s queries in the latent space: `lat` = `qn` (`n` rows of its nope part)
+/// through its `attn_k_b`, or through the k rows of `attn_kv_b` read transposed.
+/// `dims` = (heads, qk_nope, v_head).
+fn absorb(
+    w: &MlaWeights<Matrix, std::borrow::Cow<[f32]>>,
+    h: usize,
+    (nh, nope, vh): (usize, usize, usize),
+    qn: &[f32],
+    n: usize,
+    lat: &mut [f32],
+    acts: &mut QuantizedActs,
+) -> Result<(), BackendError> {
+    match (&w.k_b, &w.kv_b) {
+        (Some(k_b), _) => mul_new(&k_b.part(h, nh), acts, qn, n, lat),
+        (None, Some(kv_b)) => {
+            let rows = h * (nope + vh)..h * (nope + vh) + nope;
+            mul_transposed(&kv_b.row_range(rows), qn, n, lat)
+        }
+        (None, None) => Err(missing_mla("attn_k_b, or attn_kv_b")),
+    }
+}
+
+/// Head `h`'s values from its latent attention output `lat` (`n` rows): through its
+/// `attn_v_b`, or the v rows of `attn_kv_b`.
+fn expand(
+    w: &MlaWeights<Matrix, std::borrow::Cow<[f32]>>,
+    h: usize,
+    (nh, nope, vh): (usize, usize, usize),
+    lat: &[f32],
+    n: usize,
+    vals: &mut [f32],
+    acts: &mut QuantizedActs,
+) -> Result<(), BackendError> {
+    let v_b = match (&w.v_b, &w.kv_b) {
+        (Some(v_b), _) => v_b.part(h, nh),
+        (None, Some(kv_b)) => kv_b.row_range(h * (nope + vh) + nope..(h + 1) * (nope + vh)),
+        (None, None) => return Err(missing_mla("attn_v_b, or attn_kv_b")),
+    };
+    mul_new(&v_b, acts, lat, n, vals)
 }
 
 fn missing_mla(what: &str) -> BackendError {
