@@ -219,3 +219,47 @@ fn smollm2_prefill_matches_decode_and_says_paris() {
     eprintln!("SmolLM2: batched vs one-token logits differ by {worst} of their range");
     assert!(worst <= BATCH_VS_DECODE_REL, "relative difference {worst}");
 }
+
+#[test]
+fn the_last_blocks_skipped_rows_do_not_change_the_logits() {
+    // With only the last position's logits wanted, the last block computes its FFN (and the
+    // output layer its product) for that row alone, by matvec where a full batch multiplies
+    // all rows: the same per-row arithmetic with f32 sums in another order, held to the
+    // batch-vs-decode bound (BATCH_VS_DECODE_REL of the logit range).
+    let files = [
+        tiny_model("llama", GgmlType::Q4_1, false, 3),
+        tiny_model("qwen3", GgmlType::Q8_0, true, 4),
+        RandomMoe::qwen3moe(GgmlType::Q4_0).build(),
+        RandomMoe::deepseek2(GgmlType::Q8_0, true).build(),
+    ];
+    for file in &files {
+        let model = Model::bind(file, |_| {}).unwrap();
+        let n_vocab = model.cfg.n_vocab;
+        let tokens: Vec<u32> = (0..13).map(|i| (i * 29 % 80) as u32).collect();
+        let mut opts = RunnerOptions::cpu(model.cfg.n_layer, 64);
+        opts.n_batch = 16;
+        let last = Runner::new(&model, opts.clone())
+            .unwrap()
+            .eval(&tokens)
+            .unwrap()
+            .to_vec();
+        opts.all_logits = true;
+        let all = Runner::new(&model, opts)
+            .unwrap()
+            .eval_all(&tokens)
+            .unwrap();
+        let row = &all[(tokens.len() - 1) * n_vocab..];
+        let range = row.iter().fold(f32::MIN, |m, &v| m.max(v))
+            - row.iter().fold(f32::MAX, |m, &v| m.min(v));
+        let d = last
+            .iter()
+            .zip(row)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!(
+            "{}: last row alone vs in a full batch: {d} of {range}",
+            model.cfg.arch
+        );
+        assert!(d <= BATCH_VS_DECODE_REL * range, "{}: {d}", model.cfg.arch);
+    }
+}

@@ -39,8 +39,11 @@ pub enum BackendError {
 /// A piece of the model a backend holds weights for and runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unit {
-    /// Transformer blocks (consecutive, all on this device).
-    Blocks(Range<usize>),
+    /// Transformer blocks (consecutive, all on this device). `keep`: how many of the
+    /// batch's last rows are read after these blocks — all of them, except when the range
+    /// ends the model and the output layer reads only its rows; then the last block may
+    /// leave the others' FFN undone (as llama.cpp does), their hidden state being unused.
+    Blocks { blocks: Range<usize>, keep: usize },
     /// Final norm and output projection on the last `n_out` rows of the batch.
     Output { n_out: usize },
 }

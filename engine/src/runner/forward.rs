@@ -42,7 +42,11 @@ pub(super) fn forward(
             .find(|&j| placement.blocks[j] != dev)
             .unwrap_or(n_layer);
         cross(devices, ledger, &mut here, dev, len, &mut since)?;
-        let blocks = Unit::Blocks(start..end);
+        let keep = if end == n_layer { n_out } else { n };
+        let blocks = Unit::Blocks {
+            blocks: start..end,
+            keep,
+        };
         device(devices, here).backend.run(model, &blocks, n, pos)?;
         start = end;
     }

@@ -155,7 +155,8 @@ impl Backend for CudaBackend {
     ) -> Result<(), BackendError> {
         let cfg = &model.cfg;
         match unit {
-            Unit::Blocks(range) => {
+            // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
+            Unit::Blocks { blocks: range, .. } => {
                 let r = cfg.rope();
                 let rope = RopeParams {
                     n_rot: r.n_rot,

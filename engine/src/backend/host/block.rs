@@ -71,7 +71,9 @@ pub(super) fn embed(emb: Matrix, tokens: &[u32], out: &mut [f32]) -> Result<(), 
     Ok(())
 }
 
-/// One block on the CPU (or a device posing as an accelerator) with weights `w`.
+/// One block on the CPU (or a device posing as an accelerator) with weights `w`, for a
+/// batch of `n` rows of which the last `ffn_rows` get their FFN (`rows` = (n, ffn_rows);
+/// fewer than n only in the model's last block, whose other rows nothing reads).
 ///
 /// With several threads the whole block runs on one of rayon's workers: a parallel call
 /// made from outside the pool hands its work over and sleeps on a latch (two futex
@@ -84,13 +86,13 @@ pub(super) fn cpu_block(
     s: &mut Scratch,
     cache: &mut Cache,
     rope: &Rope,
-    n: usize,
+    rows: (usize, usize),
     pos: usize,
 ) -> Result<(), BackendError> {
     if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| cpu_block_body(cfg, w, s, cache, rope, n, pos))
+        rayon::scope(|_| cpu_block_body(cfg, w, s, cache, rope, rows, pos))
     } else {
-        cpu_block_body(cfg, w, s, cache, rope, n, pos)
+        cpu_block_body(cfg, w, s, cache, rope, rows, pos)
     }
 }
 
@@ -100,7 +102,7 @@ fn cpu_block_body(
     s: &mut Scratch,
     cache: &mut Cache,
     rope: &Rope,
-    n: usize,
+    (n, ffn_rows): (usize, usize),
     pos: usize,
 ) -> Result<(), BackendError> {
     let e = cfg.n_embd;
@@ -116,14 +118,15 @@ fn cpu_block_body(
     }
     ops::add(&mut s.x[..n * e], &s.out[..n * e]);
 
-    ops::rms_norm_rows(&s.x[..n * e], &w.ffn_norm, cfg.rms_eps, &mut s.xn[..n * e]);
+    // The FFN of the rows kept, moved to the front of xn (its products read rows 0..).
+    let (skip, m) = (n - ffn_rows, ffn_rows);
+    let x = &mut s.x[skip * e..n * e];
+    ops::rms_norm_rows(x, &w.ffn_norm, cfg.rms_eps, &mut s.xn[..m * e]);
     match &w.ffn {
-        Ffn::Dense(d) => {
-            dense_ffn(d, s, n)?;
-        }
-        Ffn::Moe(m) => moe_ffn(cfg, m, s, n)?,
+        Ffn::Dense(d) => dense_ffn(d, s, m)?,
+        Ffn::Moe(moe) => moe_ffn(cfg, moe, s, m)?,
     }
-    ops::add(&mut s.x[..n * e], &s.out[..n * e]);
+    ops::add(&mut s.x[skip * e..n * e], &s.out[..m * e]);
     Ok(())
 }
 

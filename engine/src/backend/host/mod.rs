@@ -181,7 +181,10 @@ impl Backend for HostBackend {
             .as_mut()
             .ok_or_else(|| missing(id, "scratch"))?;
         match unit {
-            Unit::Blocks(range) => {
+            Unit::Blocks {
+                blocks: range,
+                keep,
+            } => {
                 let rope = cfg.rope();
                 for i in range.clone() {
                     let cache = self
@@ -199,7 +202,8 @@ impl Backend for HostBackend {
                         None if self.maps_file => &model.blocks[i],
                         None => return Err(missing(id, format!("weights of block {i}"))),
                     };
-                    block::cpu_block(cfg, w, s, cache, &rope, n, pos)?;
+                    let ffn_rows = if i + 1 == range.end { *keep } else { n };
+                    block::cpu_block(cfg, w, s, cache, &rope, (n, ffn_rows), pos)?;
                 }
                 Ok(())
             }
