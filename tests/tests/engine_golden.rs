@@ -8,15 +8,7 @@ use strata_engine::model::Model;
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_engine::tokenizer::Tokenizer;
 use strata_kernels_cpu::isa::{self, Isa};
-use strata_tests::forward::ids;
-
-fn argmax(l: &[f32]) -> u32 {
-    l.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i as u32)
-        .unwrap()
-}
+use strata_tests::forward::{greedy_until_near_tie, ids, logits_at};
 
 /// Largest |ours − reference| over the reference's top-10 ids at every position.
 fn worst_logit_diff(ours: &[f32], n_vocab: usize, top: &Value) -> f64 {
@@ -88,19 +80,8 @@ fn smollm2_matches_the_reference_forward_pass() {
 
         // Teacher-forced logits of every position, in one batched pass.
         let seq = ids(&case["teacher_forced_ids"]);
-        let mut opts = RunnerOptions::cpu(model.cfg.n_layer, 128);
-        opts.all_logits = true;
         let fast = isa::active();
-        // The logits at ISA level `level` (the process level is restored after).
-        let logits_at = |level: Isa| {
-            isa::force(level).unwrap();
-            let l = Runner::new(&model, opts.clone())
-                .unwrap()
-                .eval_all(&seq)
-                .unwrap();
-            isa::force(fast).unwrap();
-            l
-        };
+        let logits_at = |level: Isa| logits_at(&model, &seq, level);
         let logits = logits_at(fast);
         let logits_ref = logits_at(Isa::Portable);
         let spread = worst_between(&logits, &logits_ref, n_vocab, &case["top_ggml"]);
@@ -140,30 +121,12 @@ fn smollm2_matches_the_reference_forward_pass() {
         // tie that rounding may break either way); the sequences may part there.
         let want = ids(&case["greedy_ggml"]);
         let mut r = Runner::new(&model, RunnerOptions::cpu(model.cfg.n_layer, 128)).unwrap();
-        let mut l = r.eval(&prompt_ids).unwrap().to_vec();
-        let mut got = Vec::new();
-        for (k, &w) in want.iter().enumerate() {
-            let t = argmax(&l);
-            got.push(t);
-            if t != w {
-                let top = &case["top_ggml"][prompt_ids.len() - 1 + k];
-                let ref_ids = ids(&top["ids"]);
-                let logit = |id: u32| {
-                    ref_ids
-                        .iter()
-                        .position(|&i| i == id)
-                        .map(|j| top["logits"][j].as_f64().unwrap())
-                };
-                let margin = logit(w).unwrap() - logit(t).unwrap_or(f64::NEG_INFINITY);
-                eprintln!("{prompt:?}: parted from the reference at token {k} (reference margin {margin:.3})");
-                assert!(
-                    margin <= TOL_GGML,
-                    "{prompt:?}: token {k}: ours {t}, reference {w} by a margin of {margin}; ours so far {:?}",
-                    tok.decode(&got)
-                );
-                break;
-            }
-            l = r.eval(&[t]).unwrap().to_vec();
+        match greedy_until_near_tie(&mut r, &prompt_ids, &want, &case["top_ggml"], TOL_GGML) {
+            Ok(Some((k, margin))) => eprintln!(
+                "{prompt:?}: parted from the reference at token {k} (reference margin {margin:.3})"
+            ),
+            Ok(None) => {}
+            Err(e) => panic!("{prompt:?}: {e}"),
         }
     }
 }

@@ -11,7 +11,7 @@ use strata_engine::model::Model;
 use strata_engine::runner::{Runner, RunnerOptions};
 use strata_engine::tokenizer::Tokenizer;
 use strata_kernels_cpu::isa::{self, Isa};
-use strata_tests::forward::ids;
+use strata_tests::forward::{greedy_until_near_tie, ids, logits_at};
 
 const FILES: [&str; 6] = [
     "tiny-qwen3moe-q8_0",
@@ -21,14 +21,6 @@ const FILES: [&str; 6] = [
     "tiny-deepseek2",
     "tiny-deepseek2-kvb",
 ];
-
-fn argmax(l: &[f32]) -> u32 {
-    l.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i as u32)
-        .unwrap()
-}
 
 /// Largest |a − b| over the reference's top-10 ids at every position, `b` given as the
 /// reference's own logits (`top`) or as another run of ours.
@@ -92,18 +84,8 @@ fn moe_models_match_the_reference_forward_pass() {
             );
 
             let seq = ids(&case["teacher_forced_ids"]);
-            let mut opts = RunnerOptions::cpu(model.cfg.n_layer, 128);
-            opts.all_logits = true;
             let fast = isa::active();
-            let logits_at = |level: Isa| {
-                isa::force(level).unwrap();
-                let l = Runner::new(&model, opts.clone())
-                    .unwrap()
-                    .eval_all(&seq)
-                    .unwrap();
-                isa::force(fast).unwrap();
-                l
-            };
+            let logits_at = |level: Isa| logits_at(&model, &seq, level);
             let logits = logits_at(fast);
             let portable = logits_at(Isa::Portable);
             let s = worst(&logits, n_vocab, &case["top_ggml"], Some(&portable));
@@ -135,26 +117,13 @@ fn moe_models_match_the_reference_forward_pass() {
             // token within 2·S_MAX of its own.
             let want = ids(&case["greedy_ggml"]);
             let mut r = Runner::new(&model, RunnerOptions::cpu(model.cfg.n_layer, 128)).unwrap();
-            let mut l = r.eval(&prompt_ids).unwrap().to_vec();
-            for (k, &w) in want.iter().enumerate() {
-                let t = argmax(&l);
-                if t != w {
-                    let top = &case["top_ggml"][prompt_ids.len() - 1 + k];
-                    let rids = ids(&top["ids"]);
-                    let logit = |id: u32| {
-                        rids.iter()
-                            .position(|&i| i == id)
-                            .map(|j| top["logits"][j].as_f64().unwrap())
-                    };
-                    let margin = logit(w).unwrap() - logit(t).unwrap_or(f64::NEG_INFINITY);
-                    eprintln!("{stem} {prompt:?}: parted at token {k} (margin {margin:.3})");
-                    assert!(
-                        margin <= 2.0 * S_MAX,
-                        "{stem} {prompt:?}: token {k}: ours {t}, reference {w} by {margin}"
-                    );
-                    break;
+            let top = &case["top_ggml"];
+            match greedy_until_near_tie(&mut r, &prompt_ids, &want, top, 2.0 * S_MAX) {
+                Ok(Some((k, margin))) => {
+                    eprintln!("{stem} {prompt:?}: parted at token {k} (margin {margin:.3})")
                 }
-                l = r.eval(&[t]).unwrap().to_vec();
+                Ok(None) => {}
+                Err(e) => panic!("{stem} {prompt:?}: {e}"),
             }
         }
     }

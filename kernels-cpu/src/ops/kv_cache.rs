@@ -69,6 +69,23 @@ impl Store {
     }
 }
 
+/// The end of `count` positions written at `pos` into a cache of `n_ctx` that holds `len`:
+/// they must fit, and start no later than the first unfilled position.
+fn span(pos: usize, count: usize, len: usize, n_ctx: usize) -> Result<usize, OpError> {
+    let end = pos + count;
+    if end > n_ctx {
+        return Err(OpError::ContextFull {
+            start: pos,
+            end,
+            n_ctx,
+        });
+    }
+    if pos > len {
+        return Err(OpError::KvGap { pos, len });
+    }
+    Ok(end)
+}
+
 /// One layer's KV cache. Positions `0..len()` hold the keys and values appended so far.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -157,17 +174,7 @@ impl KvCache {
             k.len(),
             v.len()
         );
-        let end = pos + k.len() / kv_dim;
-        if end > self.n_ctx {
-            return Err(OpError::ContextFull {
-                start: pos,
-                end,
-                n_ctx: self.n_ctx,
-            });
-        }
-        if pos > self.len {
-            return Err(OpError::KvGap { pos, len: self.len });
-        }
+        let end = span(pos, k.len() / kv_dim, self.len, self.n_ctx)?;
         self.k.write(pos * kv_dim, k);
         self.v.write(pos * kv_dim, v);
         self.len = end;
@@ -243,17 +250,7 @@ impl LatentCache {
             rows.len(),
             self.width
         );
-        let end = pos + rows.len() / self.width;
-        if end > self.n_ctx {
-            return Err(OpError::ContextFull {
-                start: pos,
-                end,
-                n_ctx: self.n_ctx,
-            });
-        }
-        if pos > self.len {
-            return Err(OpError::KvGap { pos, len: self.len });
-        }
+        let end = span(pos, rows.len() / self.width, self.len, self.n_ctx)?;
         self.rows.write(pos * self.width, rows);
         self.len = end;
         Ok(())
