@@ -12,6 +12,16 @@ use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T2};
 /// with the L1 request below, 3 KB stayed best of 2, 3, 4 and 6 KB (`bench kernels`).
 pub(crate) const PREFETCH_AHEAD: usize = 3072;
 
+/// [`PREFETCH_AHEAD`] for the packed kernels of the 4-bit and 6-bit formats (Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q4_K, Q6_K). On this machine as it is now (one core reads 32 GB/s, not the
+/// 18-20 of the first measurement) 3 KB left them well short of memory at one thread;
+/// `bench kernels`, three alternations of 3, 8 and 12 KB builds, medians at 1/2 threads
+/// (GB/s from DRAM, 512 MiB matrices): Q4_0 17.8/28.1 → 20.8/31.9 (8 KB) → 21.0/29.6 (12 KB),
+/// Q4_1 19.6/28.9 → 22.4/35.3 → 21.2/31.0, Q4_K 16.6/31.7 → 21.4/32.4 → 21.0/28.7, Q6_K
+/// 19.4/28.5 → 22.5/32.9 → 21.0/25.7. Q8_0 (25.1 → 20.4 at one thread) and Q5_K (17.4 →
+/// 15.4) were slower further ahead and keep 3 KB. The figures are in docs/cpu-kernels.md.
+pub(crate) const PREFETCH_AHEAD_FAR: usize = 8192;
+
 /// How far ahead a kernel asks for the lines it reads soon into L1, from L2 where the
 /// [`PREFETCH_AHEAD`] request has put them (or is bringing them).
 pub(crate) const PREFETCH_NEAR: usize = 1024;
@@ -27,7 +37,13 @@ pub(crate) const PREFETCH_NEAR: usize = 1024;
 /// (synthetic loops of 1 to 16 dependent or independent integer ops a line).
 #[inline(always)]
 pub(crate) fn ahead(p: *const u8, bytes: usize) {
-    lines::<_MM_HINT_T2>(p.wrapping_add(PREFETCH_AHEAD), bytes);
+    ahead_by::<PREFETCH_AHEAD>(p, bytes)
+}
+
+/// [`ahead`] with the L2 request `FAR` bytes ahead.
+#[inline(always)]
+pub(crate) fn ahead_by<const FAR: usize>(p: *const u8, bytes: usize) {
+    lines::<_MM_HINT_T2>(p.wrapping_add(FAR), bytes);
     lines::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_NEAR), bytes);
 }
 

@@ -252,7 +252,7 @@ mod kernel {
 
     use super::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
     use crate::packed::layout::{Out, Tokens, Units};
-    use crate::packed::simd::{each_token, halves, load, prefetch, splat, steps};
+    use crate::packed::simd::{each_token, halves, load, prefetch, prefetch_far, splat, steps};
 
     /// Runs `$body` for each block `$b` of a legacy group at `$gp` (`$nb` blocks in the units
     /// `$u`, `layout::Units`), in memory order, with `$q` pointing at its quant registers,
@@ -317,6 +317,13 @@ mod kernel {
         fn step(self, k: usize, steps: usize) {
             let part = self.part(k, steps);
             prefetch(part.at, 64 * part.lines);
+        }
+
+        /// [`Share::step`] further ahead, for the nibble formats (`prefetch_far`).
+        #[inline(always)]
+        fn step_far(self, k: usize, steps: usize) {
+            let part = self.part(k, steps);
+            prefetch_far(part.at, 64 * part.lines);
         }
     }
 
@@ -452,7 +459,7 @@ mod kernel {
         let mut s1 = _mm512_setzero_si512();
         for j in 0..4 {
             if let Some(share) = share {
-                share.step(j, 4);
+                share.step_far(j, 4);
             }
             let (lo, hi) = quants(j);
             s0 = _mm512_dpbusd_epi32(s0, lo, word(qs, j));
@@ -520,7 +527,7 @@ mod kernel {
             }
             if nb % 2 == 1 {
                 let q = gp.add(units.bytes(nb - 1));
-                prefetch(q, units.bytes(1));
+                prefetch_far(q, units.bytes(1));
                 let quants = steps!(NT, 4, |j| nibbles(q, j), zero);
                 let h = (q.add(units.region), 1.0);
                 block_tokens::<NT, MINS>(&mut acc, &a, quants, h, nb - 1, None);

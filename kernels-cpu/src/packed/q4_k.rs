@@ -87,7 +87,9 @@ mod kernel {
 
     use crate::formats::blocks::QK_K;
     use crate::packed::layout::{Out, Tokens};
-    use crate::packed::simd::{add_super_block, halves, load, prefetch, splat, steps};
+    use crate::packed::simd::{
+        add_super_block, halves, load, prefetch_far as prefetch, splat, steps,
+    };
 
     use super::{Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES};
 

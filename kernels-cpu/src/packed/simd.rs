@@ -45,6 +45,13 @@ pub(super) use steps;
 /// the next group's start.
 pub(super) use crate::prefetch::ahead as prefetch;
 
+/// [`prefetch`] into L2 8 KB ahead (`prefetch::PREFETCH_AHEAD_FAR`: the 4- and 6-bit
+/// formats' packed kernels).
+#[inline(always)]
+pub(super) fn prefetch_far(p: *const u8, bytes: usize) {
+    crate::prefetch::ahead_by::<{ crate::prefetch::PREFETCH_AHEAD_FAR }>(p, bytes)
+}
+
 /// The 16 rows' f16 values (scales, mins, d's) at `p`, as f32.
 #[inline(always)]
 pub(super) unsafe fn halves(p: *const u8) -> __m512 {
