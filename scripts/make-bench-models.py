@@ -70,8 +70,9 @@ Routers (F32) get the same sigma, so the router logits are O(0.5): each token pi
 close to at random, as a real model's tokens spread over its experts.
 
 Environment: Python 3 with numpy and gguf-py (PyPI `gguf`, the versions pinned in
-golden/requirements.txt: gguf==0.19.0). The venv /work/wt-golden/.venv-golden has them, or
-make one: python3 -m venv .venv-golden && .venv-golden/bin/pip install -r golden/requirements.txt
+golden/requirements.txt: gguf==0.19.0), as in the golden data's venv at the repo root
+(golden/README.md): python3 -m venv .venv-golden && .venv-golden/bin/pip install -r
+golden/requirements.txt
 
 Usage: python3 scripts/make-bench-models.py [OUT_DIR] [--only NAME,...] [--layers N]
            [--deepseek-kind old|new|both] [--context-length N] [--tokenizer-from GGUF]
