@@ -146,22 +146,33 @@ def norm(name, n):
 # --- Llama (dense) -------------------------------------------------------------------------
 
 
+def ends_tensors(e, embd_ty, out_ty):
+    """The token embedding, the output norm and a separate output projection."""
+    return [
+        Tensor("token_embd.weight", [e, N_VOCAB], embd_ty),
+        norm("output_norm.weight", e),
+        Tensor("output.weight", [e, N_VOCAB], out_ty),
+    ]
+
+
+def gqa_tensors(b, e, n_head, n_kv, hd, types):
+    """Block prefix b's attention norm and grouped-query projections."""
+    return [
+        norm(b + "attn_norm.weight", e),
+        Tensor(b + "attn_q.weight", [e, n_head * hd], types["q"]),
+        Tensor(b + "attn_k.weight", [e, n_kv * hd], types["k"]),
+        Tensor(b + "attn_v.weight", [e, n_kv * hd], types["v"]),
+        Tensor(b + "attn_output.weight", [n_head * hd, e], types["o"]),
+    ]
+
+
 def llama_tensors(n_layer, e, n_head, n_kv, ff, types):
     """types: dict with keys embd, out, q, k, v, o, gate, up, down."""
     hd = e // n_head
-    out = [
-        Tensor("token_embd.weight", [e, N_VOCAB], types["embd"]),
-        norm("output_norm.weight", e),
-        Tensor("output.weight", [e, N_VOCAB], types["out"]),
-    ]
+    out = ends_tensors(e, types["embd"], types["out"])
     for i in range(n_layer):
         b = f"blk.{i}."
-        out += [
-            norm(b + "attn_norm.weight", e),
-            Tensor(b + "attn_q.weight", [e, n_head * hd], types["q"]),
-            Tensor(b + "attn_k.weight", [e, n_kv * hd], types["k"]),
-            Tensor(b + "attn_v.weight", [e, n_kv * hd], types["v"]),
-            Tensor(b + "attn_output.weight", [n_head * hd, e], types["o"]),
+        out += gqa_tensors(b, e, n_head, n_kv, hd, types) + [
             norm(b + "ffn_norm.weight", e),
             Tensor(b + "ffn_gate.weight", [e, ff], types["gate"]),
             Tensor(b + "ffn_up.weight", [e, ff], types["up"]),
@@ -203,19 +214,10 @@ QWEN = dict(e=2048, n_head=32, n_kv=4, hd=128, n_expert=128, n_used=8, ff_exp=76
 def qwen3moe_tensors(n_layer, types):
     e, nh, nkv, hd = QWEN["e"], QWEN["n_head"], QWEN["n_kv"], QWEN["hd"]
     x, ff = QWEN["n_expert"], QWEN["ff_exp"]
-    out = [
-        Tensor("token_embd.weight", [e, N_VOCAB], types["embd"]),
-        norm("output_norm.weight", e),
-        Tensor("output.weight", [e, N_VOCAB], types["out"]),
-    ]
+    out = ends_tensors(e, types["embd"], types["out"])
     for i in range(n_layer):
         b = f"blk.{i}."
-        out += [
-            norm(b + "attn_norm.weight", e),
-            Tensor(b + "attn_q.weight", [e, nh * hd], types["q"]),
-            Tensor(b + "attn_k.weight", [e, nkv * hd], types["k"]),
-            Tensor(b + "attn_v.weight", [e, nkv * hd], types["v"]),
-            Tensor(b + "attn_output.weight", [nh * hd, e], types["o"]),
+        out += gqa_tensors(b, e, nh, nkv, hd, types) + [
             norm(b + "attn_q_norm.weight", hd),
             norm(b + "attn_k_norm.weight", hd),
             norm(b + "ffn_norm.weight", e),
@@ -260,11 +262,7 @@ def deepseek2_tensors(n_layer, split_kv_b, ty, out_ty):
     e, nh, r = DS["e"], DS["n_head"], DS["kv_lora"]
     nope, rope, vh = DS["nope"], DS["rope"], DS["v_head"]
     x, ffx, sh = DS["n_expert"], DS["ff_exp"], DS["n_shared"] * DS["ff_exp"]
-    out = [
-        Tensor("token_embd.weight", [e, N_VOCAB], ty),
-        norm("output_norm.weight", e),
-        Tensor("output.weight", [e, N_VOCAB], out_ty),
-    ]
+    out = ends_tensors(e, ty, out_ty)
     for i in range(n_layer):
         b = f"blk.{i}."
         out += [
