@@ -143,8 +143,7 @@ fn gqa(
     let (e, qd, kvd, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
     let xn = &s.xn[..n * e];
     let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
-    quantize_for(&mut s.acts, &w.wq, xn, n)?;
-    mul(&w.wq, &mut s.acts, xn, n, q)?;
+    mul_new(&w.wq, &mut s.acts, xn, n, q)?;
     mul(&w.wk, &mut s.acts, xn, n, k)?;
     mul(&w.wv, &mut s.acts, xn, n, v)?;
     if let (Some(bq), Some(bk), Some(bv)) = (&w.bq, &w.bk, &w.bv) {
@@ -162,8 +161,7 @@ fn gqa(
     let attn = &mut s.attn[..n * qd];
     ops::attention(q, cache, pos, n, cfg.n_head, attn);
     let out = &mut s.out[..n * e];
-    quantize_for(&mut s.acts, &w.wo, attn, n)?;
-    mul(&w.wo, &mut s.acts, attn, n, out)
+    mul_new(&w.wo, &mut s.acts, attn, n, out)
 }
 
 /// Multi-head latent attention of `s.xn` into `s.out`, in the absorbed form: the cache
@@ -393,8 +391,7 @@ fn ffn_into(
 ) -> Result<(), BackendError> {
     let f = d.gate.rows;
     let (gate, up, ff) = (&mut gate[..n * f], &mut up[..n * f], &mut ff[..n * f]);
-    quantize_for(acts, &d.gate, x, n)?;
-    mul(&d.gate, acts, x, n, gate)?;
+    mul_new(&d.gate, acts, x, n, gate)?;
     mul(&d.up, acts, x, n, up)?;
     ops::swiglu(gate, up, ff);
     mul_new(&d.down, acts, ff, n, out)
@@ -515,7 +512,7 @@ fn experts_one_token(
         .map(|((((d, gate), up), (ff, y)), down_acts)| {
             for (w, out) in [(&d.gate, &mut *gate), (&d.up, &mut *up)] {
                 if shared.ty() == Some(w.ty.vec_dot_type()) {
-                    mul_quantized(w, shared, out)?;
+                    product(w, shared, out)?;
                 } else {
                     mul_new(w, down_acts, x, 1, out)?;
                 }
@@ -526,18 +523,8 @@ fn experts_one_token(
         .collect()
 }
 
-/// `y = x · Wᵀ` for one row whose activations `acts` already hold in `w`'s format.
-fn mul_quantized(w: &Matrix, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), BackendError> {
-    if w.packed {
-        matvec_packed(&Packed::new(w.ty, w.rows, w.cols, w.data)?, acts, y)?;
-    } else {
-        matvec_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?;
-    }
-    Ok(())
-}
-
 /// Quantizes `x` (`n` rows) to the activation format `w` takes.
-pub(super) fn quantize_for(
+fn quantize_for(
     acts: &mut QuantizedActs,
     w: &Matrix,
     x: &[f32],
@@ -548,7 +535,7 @@ pub(super) fn quantize_for(
 }
 
 /// `y = x · Wᵀ` for `n` rows of a new input `x`: quantizes it, then [`mul`].
-fn mul_new(
+pub(super) fn mul_new(
     w: &Matrix,
     acts: &mut QuantizedActs,
     x: &[f32],
@@ -562,7 +549,7 @@ fn mul_new(
 /// `y = x · Wᵀ` for `n` rows, using the quantized `acts` of `x` when they are in the
 /// format `w` takes (q/k/v and gate/up share one), else quantizing `x` again. `acts` must
 /// hold this `x` or another format of it: a caller with a new input uses [`mul_new`].
-pub(super) fn mul(
+fn mul(
     w: &Matrix,
     acts: &mut QuantizedActs,
     x: &[f32],
@@ -572,7 +559,13 @@ pub(super) fn mul(
     if acts.ty() != Some(w.ty.vec_dot_type()) || acts.n() != n || acts.cols() != w.cols {
         quantize_for(acts, w, x, n)?;
     }
-    match (w.packed, n) {
+    product(w, acts, y)
+}
+
+/// `y = x · Wᵀ` for the `acts.n()` rows whose activations `acts` already hold in `w`'s
+/// format: the packed or row-major kernel, matvec for one row, matmul for more.
+fn product(w: &Matrix, acts: &QuantizedActs, y: &mut [f32]) -> Result<(), BackendError> {
+    match (w.packed, acts.n()) {
         (true, 1) => matvec_packed(&Packed::new(w.ty, w.rows, w.cols, w.data)?, acts, y)?,
         (true, _) => matmul_packed(&Packed::new(w.ty, w.rows, w.cols, w.data)?, acts, y)?,
         (false, 1) => matvec_quantized(w.ty, w.data, w.rows, w.cols, acts, y)?,

@@ -217,8 +217,7 @@ impl Backend for HostBackend {
                 let xn = &mut s.xn[..n_out * e];
                 ops::rms_norm_rows(&s.x[(n - n_out) * e..n * e], norm, cfg.rms_eps, xn);
                 let logits = &mut s.logits[..n_out * cfg.n_vocab];
-                block::quantize_for(&mut s.acts, &w_out, xn, n_out)?;
-                block::mul(&w_out, &mut s.acts, xn, n_out, logits)
+                block::mul_new(&w_out, &mut s.acts, xn, n_out, logits)
             }
         }
     }
