@@ -94,8 +94,12 @@ impl ScratchLayout {
     pub fn new(cfg: &ModelConfig, n_batch: usize, n_outputs: usize) -> Self {
         let b = n_batch;
         let ffn = cfg.ffn_width();
+        // `gather`: the width of rows gathered per expert or per head; none without either.
         let (k, v, attn, kv_row, q_latent, gather) = match &cfg.mla {
-            None => (cfg.kv_dim(), cfg.kv_dim(), cfg.q_dim(), 0, 0, cfg.n_embd),
+            None => {
+                let gather = if cfg.moe.is_some() { cfg.n_embd } else { 0 };
+                (cfg.kv_dim(), cfg.kv_dim(), cfg.q_dim(), 0, 0, gather)
+            }
             Some(m) => (
                 m.q_lora_rank.max(m.kv_lora_rank + m.qk_rope),
                 (cfg.n_head * m.v_head).max(m.q_lora_rank),
@@ -136,16 +140,8 @@ impl ScratchLayout {
             router: b * router,
             route_ids: b * routes,
             route_weights: b * routes,
-            gathered_in: if cfg.moe.is_some() || cfg.mla.is_some() {
-                b * gather
-            } else {
-                0
-            },
-            gathered_out: if cfg.moe.is_some() || cfg.mla.is_some() {
-                ffn_rows * gather
-            } else {
-                0
-            },
+            gathered_in: b * gather,
+            gathered_out: ffn_rows * gather,
             // One token's experts each quantize their hidden row besides the batch's input,
             // and under MLA one token's heads each their own slice.
             act_q_bytes: ((b + routes) * widest_in + heads_in) * 4,
