@@ -132,6 +132,18 @@ pub struct MoeWeights<M, V> {
     pub shared: Option<Dense<M>>,
 }
 
+/// The names [`Block::map`] gives the expert stacks of a MoE FFN (each `n_expert` parts).
+const EXPERT_STACKS: [&str; 3] = [
+    "ffn_gate_exps.weight",
+    "ffn_up_exps.weight",
+    "ffn_down_exps.weight",
+];
+
+/// Whether the block tensor `name` (as [`Block::map`] names it) is a stack of experts.
+pub fn is_expert_stack(name: &str) -> bool {
+    EXPERT_STACKS.contains(&name)
+}
+
 /// Turns each tensor of a block into another holding of it, given its name in the block
 /// (`attn_q.weight`): see [`Block::map`].
 pub trait Rebind<M, V> {
@@ -177,9 +189,9 @@ impl<M, V> Block<M, V> {
             Ffn::Moe(m) => Ffn::Moe(MoeWeights {
                 router: r.matrix("ffn_gate_inp.weight", &m.router)?,
                 probs_bias: opt_v(r, "exp_probs_b.bias", &m.probs_bias)?,
-                gate: r.matrix("ffn_gate_exps.weight", &m.gate)?,
-                up: r.matrix("ffn_up_exps.weight", &m.up)?,
-                down: r.matrix("ffn_down_exps.weight", &m.down)?,
+                gate: r.matrix(EXPERT_STACKS[0], &m.gate)?,
+                up: r.matrix(EXPERT_STACKS[1], &m.up)?,
+                down: r.matrix(EXPERT_STACKS[2], &m.down)?,
                 shared: match &m.shared {
                     Some(d) => Some(dense(
                         r,
@@ -399,7 +411,7 @@ impl<'a> Model<'a> {
         let mut n = self.output.data.len();
         for b in &self.blocks {
             b.each_matrix(|name, m| {
-                n += if name.ends_with("_exps.weight") {
+                n += if is_expert_stack(name) {
                     m.data.len() / all * used
                 } else {
                     m.data.len()

@@ -216,7 +216,9 @@ impl Rebind<Matrix<'_>, Cow<'_, [f32]>> for Place<'_> {
         let mut slot = self.mem.mat(&full, m)?;
         match name {
             "attn_kv_b.weight" | "attn_k_b.weight" | "attn_v_b.weight" => {}
-            n if n.ends_with("_exps.weight") => self.mem.pack(&mut slot, &full, self.n_expert)?,
+            n if crate::model::is_expert_stack(n) => {
+                self.mem.pack(&mut slot, &full, self.n_expert)?
+            }
             _ => self.mem.pack(&mut slot, &full, 1)?,
         }
         Ok(slot)
