@@ -33,7 +33,9 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let result = match Cli::parse().command {
+    // `-ngl`, `-ot`: llama.cpp's multi-letter short flags.
+    let argv = strata_engine::generate::args::normalize_argv(std::env::args());
+    let result = match Cli::parse_from(argv).command {
         Command::Kernels(args) => kernels::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Split(args) => split::run(&args).map_err(Into::into),

@@ -22,7 +22,7 @@ use crate::ledger::{AllocError, DeviceId, Ledger};
 use crate::model::Model;
 use crate::plan::table::describe_layers;
 use crate::plan::{plan, Bytes, Device, NumGpu, Plan, PlanError, PlanModel, RunSettings};
-use crate::runner::{DeviceSlot, Placement, Runner, RunnerOptions};
+use crate::runner::{BlockPlace, DeviceSlot, Placement, Runner, RunnerOptions};
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -72,13 +72,22 @@ impl From<AllocError> for LoadError {
 
 /// The runner's placement for a plan.
 pub fn placement(plan: &Plan) -> Placement {
+    let id = DeviceId::from_plan_index;
     Placement {
         blocks: plan
-            .block_devices
+            .blocks
             .iter()
-            .map(|&d| DeviceId::from_plan_index(d))
+            .map(|b| BlockPlace {
+                attention: id(b.attention),
+                ffn: id(b.ffn),
+                experts: b
+                    .experts
+                    .iter()
+                    .map(|r| (r.experts.clone(), id(r.device)))
+                    .collect(),
+            })
             .collect(),
-        output: DeviceId::from_plan_index(plan.output_device),
+        output: id(plan.output_device),
     }
 }
 
@@ -104,6 +113,7 @@ pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
         kv_type: s.kv_type,
         placement: placement(plan),
         all_logits: s.n_outputs == s.n_ubatch && s.n_ubatch > 1,
+        overlap: s.overlap,
     })
 }
 
@@ -166,9 +176,13 @@ pub fn allocate<'m>(
         model,
         ledger,
     };
-    for (i, &dev) in place.blocks.iter().enumerate() {
-        let d = slot(&devices, dev);
-        devices[d].backend.hold_block(&src, i)?;
+    for (i, b) in place.blocks.iter().enumerate() {
+        for dev in devices.iter_mut() {
+            let parts = b.parts_on(dev.id, model, i);
+            if parts.attention || parts.ffn || parts.experts.is_some() {
+                dev.backend.hold_block(&src, i, &parts)?;
+            }
+        }
         progress(i + 1);
     }
     let d = slot(&devices, place.output);
@@ -177,8 +191,8 @@ pub fn allocate<'m>(
 
     // KV caches, each on its block's device, sized by the function the planner used.
     let per_block = kv_cache_bytes(cfg, opts.n_ctx, kv_type);
-    for (i, &dev) in place.blocks.iter().enumerate() {
-        let d = slot(&devices, dev);
+    for (i, b) in place.blocks.iter().enumerate() {
+        let d = slot(&devices, b.attention);
         devices[d]
             .backend
             .alloc_kv(model, i, opts.n_ctx, kv_type, per_block)?;

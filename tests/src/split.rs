@@ -3,7 +3,7 @@
 use strata_engine::devices::{Accelerator, PseudoAccel};
 use strata_engine::ledger::DeviceId;
 use strata_engine::ledger::Ledger;
-use strata_engine::plan::{NumGpu, Plan, RunSettings};
+use strata_engine::plan::{AutoFill, NumGpu, Plan, RunSettings};
 use strata_kernels_cpu::GgmlType;
 
 /// Context 64, batches of 8 with the logits of every row, F16 KV cache, no GPU margin
@@ -19,6 +19,9 @@ pub fn settings(num_gpu: NumGpu) -> RunSettings {
         num_gpu,
         margin: 0,
         tensor_split: None,
+        overrides: Vec::new(),
+        fill: AutoFill::Experts,
+        overlap: true,
     }
 }
 

@@ -5,7 +5,8 @@
 
 use strata_engine::gguf::GgufFile;
 use strata_engine::plan::{
-    self, parse_bytes, parse_gpus, Device, NumGpu, Plan, PlanError, PlanModel, Role, RunSettings,
+    self, parse_bytes, parse_gpus, AutoFill, Device, NumGpu, Plan, PlanError, PlanModel, Role,
+    RunSettings,
 };
 
 const GIB: u64 = 1 << 30;
@@ -27,12 +28,15 @@ fn devices() -> Vec<Device> {
     d
 }
 
+/// The layer plan (whole layers, as Ollama's num_gpu counts them); `auto`'s default, the
+/// expert plan, is tested in plan_experts.rs.
 fn run(num_gpu: NumGpu) -> Result<Plan, PlanError> {
     plan::plan(
         &model(),
         &devices(),
         &RunSettings {
             num_gpu,
+            fill: AutoFill::Layers,
             ..RunSettings::default()
         },
     )

@@ -3,7 +3,12 @@
 //! such devices. Logits of a batched prefill and of greedy decoding, and the greedy tokens,
 //! must equal the all-CPU run's.
 //!
-//! Tolerance: none — the logits must be bit-identical. A posing device runs the same CPU
+//! A model with routed experts gets, under `auto` on small accelerators, blocks whose experts
+//! are split between devices; their shares of the FFN are summed in another order than on
+//! the CPU alone (see the tolerance below), and must be bit-identical with the devices
+//! computing at the same time and one after the other.
+//!
+//! Tolerance (whole blocks): none — the logits must be bit-identical. A posing device runs the same CPU
 //! kernels, on byte-identical copies of the weights, with the same batch sizes, in the same
 //! thread pool; the split only moves the residual stream between scratch buffers with exact
 //! f32 copies. Nothing in a forward call depends on which device (buffer) holds what, so
@@ -15,7 +20,7 @@ use strata_engine::gguf::GgufFile;
 use strata_engine::ledger::Ledger;
 use strata_engine::load::load;
 use strata_engine::model::Model;
-use strata_engine::plan::{Device, NumGpu};
+use strata_engine::plan::{Device, NumGpu, Plan, RunSettings};
 use strata_kernels_cpu::GgmlType;
 use strata_tests::random_model::{RandomModel, RandomMoe};
 use strata_tests::split::{argmax, assert_ledger_matches_plan, posing, settings};
@@ -41,17 +46,28 @@ fn run(
     prompt: &[u32],
     n_gen: usize,
 ) -> (Output, usize) {
+    let (out, plan) = run_with(file, model, accels, &settings(num_gpu), prompt, n_gen);
+    (out, plan.num_gpu)
+}
+
+/// [`run`] with any settings, returning the plan.
+fn run_with(
+    file: &GgufFile,
+    model: &Model,
+    accels: &[PseudoAccel],
+    s: &RunSettings,
+    prompt: &[u32],
+    n_gen: usize,
+) -> (Output, Plan) {
     let ledger = Ledger::new();
-    let what = format!("{num_gpu} on {} accelerators", accels.len());
-    let loaded = load(
-        file,
-        model,
-        Device::cpu(HOST),
-        &posing(accels),
-        &settings(num_gpu),
-        &ledger,
-    )
-    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let what = format!(
+        "{} on {} accelerators (overlap {})",
+        s.num_gpu,
+        accels.len(),
+        s.overlap
+    );
+    let loaded = load(file, model, Device::cpu(HOST), &posing(accels), s, &ledger)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         loaded.recoveries.is_empty(),
         "{what}: {:?}",
@@ -74,7 +90,30 @@ fn run(
         decode_logits,
         tokens,
     };
-    (out, loaded.plan.num_gpu)
+    (out, loaded.plan)
+}
+
+/// Shares of a split FFN summed in another order: each MoE block's output differs from
+/// the CPU's by f32 reassociation of at most `expert_used_count + 1` terms (a few units of
+/// 2⁻²⁴ relative), carried through a few small blocks. Greedy tokens must be equal and
+/// every logit within 1e-4 of the largest logit's magnitude, orders above that rounding
+/// and far below the random models' logit spread.
+fn assert_close(reference: &Output, got: &Output, what: &str) {
+    assert_eq!(reference.tokens, got.tokens, "{what}: greedy tokens");
+    let rows = std::iter::once((&reference.prompt_logits, &got.prompt_logits))
+        .chain(reference.decode_logits.iter().zip(&got.decode_logits));
+    for (a, b) in rows {
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{what}: a logit differs by {worst} (largest magnitude {scale})"
+        );
+    }
 }
 
 fn assert_same(reference: &Output, got: &Output, what: &str) {
@@ -135,6 +174,26 @@ fn check_all_splits(file: &GgufFile, prompt: &[u32], n_gen: usize, name: &str) {
         }
     }
 
+    // Prefill as a pipeline: accelerators with threads of their own take a micro-batch
+    // while the CPU takes the next (here micro-batches are the runner's batches of 8, so
+    // the arithmetic is the CPU's alone); the same with overlap off.
+    for count in [1, 2] {
+        let accels: Vec<PseudoAccel> = roomy(count)
+            .into_iter()
+            .map(|a| PseudoAccel {
+                threads: Some(1),
+                ..a
+            })
+            .collect();
+        for overlap in [true, false] {
+            let mut s = settings(NumGpu::Layers(n / 2 + 1));
+            s.overlap = overlap;
+            let (got, _) = run_with(file, &model, &accels, &s, prompt, n_gen);
+            let what = format!("{name}: pipelined over {count} (overlap {overlap})");
+            assert_same(&reference, &got, &what);
+        }
+    }
+
     // `auto` where the accelerators hold only some layers: room for their scratch and half
     // of the bytes of all layers (blocks with their KV caches, and the output layer).
     let ledger = Ledger::new();
@@ -160,9 +219,38 @@ fn check_all_splits(file: &GgufFile, prompt: &[u32], n_gen: usize, name: &str) {
         ],
     ] {
         let what = format!("{name}: auto on {} small accelerators", accels.len());
-        let (got, k) = run(file, &model, &accels, NumGpu::Auto, prompt, n_gen);
-        assert!(k > 0 && k <= n, "{what}: num_gpu {k}");
-        assert_same(&reference, &got, &what);
+        let mut s = settings(NumGpu::Auto);
+        let (got, plan) = run_with(file, &model, &accels, &s, prompt, n_gen);
+        let (on_gpus, all) = plan.expert_bytes_on_gpus();
+        if all == 0 {
+            let k = plan.num_gpu;
+            assert!(k > 0 && k <= n, "{what}: num_gpu {k}");
+            assert_same(&reference, &got, &what);
+            continue;
+        }
+        // Attention and FFNs first, then routed experts fill what is left, so some blocks'
+        // experts are split between an accelerator and the CPU.
+        assert!(plan.num_gpu > 0, "{what}");
+        assert!(
+            on_gpus > 0 && on_gpus < all,
+            "{what}: {on_gpus} of {all} on GPUs"
+        );
+        assert!(plan.blocks.iter().any(|b| b.whole().is_none()), "{what}");
+        assert_close(&reference, &got, &what);
+        // With threads of their own, the accelerators compute their shares while the CPU
+        // computes its own: the same sums, in the same order, as one after the other.
+        let threaded: Vec<PseudoAccel> = accels
+            .iter()
+            .map(|a| PseudoAccel {
+                threads: Some(1),
+                ..a.clone()
+            })
+            .collect();
+        let (side_by_side, _) = run_with(file, &model, &threaded, &s, prompt, n_gen);
+        assert_same(&got, &side_by_side, &format!("{what}: side by side"));
+        s.overlap = false;
+        let (one_at_a_time, _) = run_with(file, &model, &threaded, &s, prompt, n_gen);
+        assert_same(&got, &one_at_a_time, &format!("{what}: overlap on vs off"));
     }
 }
 

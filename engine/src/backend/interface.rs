@@ -43,9 +43,83 @@ pub enum Unit {
     /// batch's last rows are read after these blocks — all of them, except when the range
     /// ends the model and the output layer reads only its rows; then the last block may
     /// leave the others' FFN undone (as llama.cpp does), their hidden state being unused.
-    Blocks { blocks: Range<usize>, keep: usize },
+    Blocks {
+        blocks: Range<usize>,
+        keep: usize,
+    },
+    /// The parts of a block whose parts sit on several devices, in this order: `Attention`
+    /// (`x += attention(rms_norm(x))`, on the device holding it and the KV cache);
+    /// `FfnRoute` (the FFN's input: the last `rows` rows of `x` normalised, and the experts
+    /// each picks) on the device holding the FFN; `FfnLocal` (the share of the FFN the
+    /// device holds: its routed experts, and the shared experts or dense FFN where the FFN
+    /// is) on every device holding some, each given the routing ([`Exchange::Route`]);
+    /// then the others' shares added on the FFN's device ([`Exchange::Partial`]) in device
+    /// order, and `FfnEnd` (`x += ffn`) there.
+    Attention {
+        block: usize,
+    },
+    FfnRoute {
+        block: usize,
+        rows: usize,
+    },
+    FfnLocal {
+        block: usize,
+        rows: usize,
+    },
+    FfnEnd {
+        block: usize,
+        rows: usize,
+    },
     /// Final norm and output projection on the last `n_out` rows of the batch.
-    Output { n_out: usize },
+    Output {
+        n_out: usize,
+    },
+}
+
+/// What moves between the devices that share a block's FFN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// The FFN's input and routing, from the FFN's device to one holding experts: per row
+    /// the normalised input (`n_embd`), then per row the `k` weights, then per row the `k`
+    /// expert ids (each id's bits as an f32's, so that one f32 buffer carries all).
+    Route,
+    /// One device's share of the FFN (`n_embd` per row). Imported, it is *added* to the
+    /// FFN's device's own share.
+    Partial,
+}
+
+impl Exchange {
+    /// Values of `rows` rows.
+    pub fn len(self, cfg: &crate::config::ModelConfig, rows: usize) -> usize {
+        let k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_used);
+        match self {
+            Exchange::Route => rows * (cfg.n_embd + 2 * k),
+            Exchange::Partial => rows * cfg.n_embd,
+        }
+    }
+}
+
+/// Which parts of a block a device holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    /// The attention (and so the block's KV cache).
+    pub attention: bool,
+    /// The FFN's norm, router, shared experts or dense FFN.
+    pub ffn: bool,
+    /// The routed experts it holds (`None`: none, or a dense block).
+    pub experts: Option<Range<usize>>,
+}
+
+impl Parts {
+    /// Every part of block `i` of `model`.
+    pub fn whole(model: &Model, i: usize) -> Parts {
+        let nx = model.cfg.moe.as_ref().map_or(0, |m| m.n_expert);
+        Parts {
+            attention: true,
+            ffn: true,
+            experts: model.cfg.is_moe_block(i).then_some(0..nx),
+        }
+    }
 }
 
 /// Where a backend's weights come from while loading: the mapped file, the plan's tensor
@@ -75,9 +149,9 @@ pub struct Holdings {
 pub trait Backend {
     fn id(&self) -> DeviceId;
 
-    /// Takes the weights of block `i` (copies them, uploads them, or reserves the mapped
-    /// bytes it will read).
-    fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError>;
+    /// Takes the weights of `parts` of block `i` (copies them, uploads them, or reserves
+    /// the mapped bytes it will read).
+    fn hold_block(&mut self, src: &Source, i: usize, parts: &Parts) -> Result<(), BackendError>;
 
     /// Takes the output layer's weights.
     fn hold_output(&mut self, src: &Source) -> Result<(), BackendError>;
@@ -114,6 +188,12 @@ pub trait Backend {
     /// `x` into the first values of the device's residual stream.
     fn write_x(&mut self, x: &[f32]) -> Result<(), BackendError>;
 
+    /// The first `out.len()` values of `what` ([`Exchange`]), from the device.
+    fn export(&self, what: Exchange, out: &mut [f32]) -> Result<(), BackendError>;
+
+    /// `data` into the device's `what` (a [`Exchange::Partial`] is added to its own).
+    fn import(&mut self, what: Exchange, data: &[f32]) -> Result<(), BackendError>;
+
     /// The residual stream, where it is in host memory (read without a copy).
     fn host_x(&self) -> Option<&[f32]>;
 
@@ -131,4 +211,10 @@ pub trait Backend {
     fn reset(&mut self);
 
     fn holdings(&self) -> Holdings;
+
+    /// This backend, if it computes on threads of its own (a device posing with
+    /// `--pose-gpus SIZE@THREADS`), so that another thread may drive it while the caller
+    /// computes on its pool. `None`: it computes on the caller's threads (the CPU), or
+    /// cannot move (a CUDA device, whose work overlaps through its stream instead).
+    fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)>;
 }

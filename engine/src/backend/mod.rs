@@ -6,16 +6,15 @@
 //! never ask which kind they hold; adding a backend is one more `impl Backend` and one arm
 //! in [`open`].
 //!
-//! The unit a backend holds and runs is a [`Unit`]: today a whole block or the output
-//! layer. A block's parts (attention, dense FFN, shared experts, routed experts by index
-//! range) are meant to become units of their own, so that they can sit on different
-//! devices without another change to this interface's shape.
+//! The unit a backend holds and runs is a [`Unit`]: consecutive whole blocks, the output
+//! layer, or one part of a block whose parts ([`Parts`]: attention, FFN, routed experts by
+//! range) sit on different devices; what moves between those is an [`Exchange`].
 
 pub mod cuda;
 pub mod host;
 mod interface;
 
-pub use interface::{Backend, BackendError, Holdings, Source, Unit};
+pub use interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
 
 use crate::devices::Accelerator;
 use crate::ledger::{DeviceId, Ledger};
@@ -31,7 +30,13 @@ pub fn open(
 ) -> Result<Box<dyn Backend>, BackendError> {
     Ok(match accel {
         None => Box::new(host::HostBackend::new(id, ledger, true)),
-        Some(Accelerator::Posing(_)) => Box::new(host::HostBackend::new(id, ledger, false)),
+        Some(Accelerator::Posing(p)) => {
+            let mut b = host::HostBackend::new(id, ledger, false);
+            if let Some(t) = p.threads {
+                b.own_threads(t, &p.name)?;
+            }
+            Box::new(b)
+        }
         Some(Accelerator::Cuda(c)) => {
             if let Some(why) = cuda::CudaBackend::unsupported(&model.cfg) {
                 return Err(BackendError::Unsupported(format!(

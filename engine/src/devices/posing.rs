@@ -18,6 +18,9 @@ pub struct PseudoAccel {
     pub reports_free: u64,
     /// What it lets the runner allocate; an allocation beyond it fails.
     pub budget: u64,
+    /// Threads of its own that it computes on (`None`: the CPU's, as one more user of
+    /// them). With its own, it works while the CPU works, as a GPU would.
+    pub threads: Option<usize>,
 }
 
 impl PseudoAccel {
@@ -27,6 +30,7 @@ impl PseudoAccel {
             name: name.into(),
             reports_free: free,
             budget: free,
+            threads: None,
         }
     }
 
@@ -36,23 +40,31 @@ impl PseudoAccel {
             name: name.into(),
             reports_free,
             budget,
+            threads: None,
         }
     }
 
     /// Parses `--pose-gpus`: a comma-separated list of devices, each `SIZE` (reports and
-    /// allows SIZE) or `REPORTED:ALLOWED` (reports more than it allows), named ACCEL0, ACCEL1,
-    /// ...: `64MiB,64MiB` or `1GiB:100MiB`.
+    /// allows SIZE) or `REPORTED:ALLOWED` (reports more than it allows), optionally with
+    /// `@THREADS` of its own to compute on, named ACCEL0, ACCEL1, ...: `64MiB,64MiB`,
+    /// `1GiB:100MiB` or `2GiB@1`.
     pub fn parse_list(text: &str) -> Result<Vec<PseudoAccel>, String> {
         let bad = |item: &str, why: String| format!("--pose-gpus '{text}': '{item}': {why}");
         let mut out = Vec::new();
         for (i, item) in text.split(',').map(str::trim).enumerate() {
-            let (reports, allows) = item.split_once(':').unwrap_or((item, item));
+            let (sizes, threads) = match item.split_once('@') {
+                Some((s, t)) => match t.parse::<usize>() {
+                    Ok(t) if t > 0 => (s, Some(t)),
+                    _ => return Err(bad(item, format!("'{t}' is not a thread count ≥ 1"))),
+                },
+                None => (item, None),
+            };
+            let (reports, allows) = sizes.split_once(':').unwrap_or((sizes, sizes));
             let size = |t: &str| parse_bytes(t).map_err(|e| bad(item, e.to_string()));
-            out.push(PseudoAccel::capped(
-                format!("ACCEL{i}"),
-                size(reports)?,
-                size(allows)?,
-            ));
+            out.push(PseudoAccel {
+                threads,
+                ..PseudoAccel::capped(format!("ACCEL{i}"), size(reports)?, size(allows)?)
+            });
         }
         Ok(out)
     }
@@ -81,5 +93,12 @@ mod tests {
         assert!(PseudoAccel::parse_list("1GiB:x")
             .unwrap_err()
             .contains("'1GiB:x'"));
+        let l = PseudoAccel::parse_list("2GiB@1,1GiB:512MiB@3").unwrap();
+        assert_eq!((l[0].budget, l[0].threads), (2 << 30, Some(1)));
+        assert_eq!((l[1].budget, l[1].threads), (512 << 20, Some(3)));
+        for bad in ["1GiB@0", "1GiB@x", "1GiB@"] {
+            let e = PseudoAccel::parse_list(bad).unwrap_err();
+            assert!(e.contains("thread count"), "{e}");
+        }
     }
 }

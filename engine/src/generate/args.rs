@@ -71,6 +71,25 @@ pub struct Args {
         value_parser = parse_num_gpu
     )]
     pub num_gpu: NumGpu,
+    /// Tensor overrides (`-ot REGEX=DEVICE[,…]`, repeatable, as in llama.cpp): tensors whose
+    /// name matches go to DEVICE (`CPU`, `CUDA1`; the first rule that matches wins). A
+    /// block's attention, FFN and routed experts each move whole.
+    #[arg(long = "override-tensor")]
+    pub override_tensor: Vec<String>,
+    /// Keep every routed expert on the CPU (`-ot exps=CPU`).
+    #[arg(long = "cpu-moe")]
+    pub cpu_moe: bool,
+    /// Keep the routed experts of the first N blocks on the CPU.
+    #[arg(long = "n-cpu-moe", default_value_t = 0)]
+    pub n_cpu_moe: usize,
+    /// What `-ngl auto` fills the GPUs with: `experts` (every block's attention, norms and
+    /// shared experts first, then routed experts one by one) or `layers` (whole layers).
+    #[arg(long = "fill", default_value = "experts", value_parser = parse_fill)]
+    pub fill: crate::plan::AutoFill,
+    /// Devices sharing a block's experts compute one after the other instead of at the
+    /// same time (same results; for comparison).
+    #[arg(long = "no-overlap")]
+    pub no_overlap: bool,
     /// Split the layers onto CPU devices that pose as GPUs (to try splits without one):
     /// sizes such as `64MiB,64MiB`, or `REPORTED:ALLOWED` (`1GiB:100MiB`) for a device that
     /// allows less than it reports. `--num-gpu` then places layers on them.
@@ -95,22 +114,32 @@ pub struct Args {
     pub verbose: bool,
 }
 
+fn parse_fill(text: &str) -> Result<crate::plan::AutoFill, String> {
+    crate::plan::AutoFill::parse(text).map_err(|_| "expected layers or experts".to_string())
+}
+
 fn parse_num_gpu(text: &str) -> Result<NumGpu, String> {
     NumGpu::parse(text).map_err(|_| "expected a layer count or `auto`".to_string())
 }
 
-/// llama.cpp spells `--n-gpu-layers` as the multi-letter short flag `-ngl`, which clap
-/// cannot declare: rewrite it before parsing.
+/// llama.cpp's multi-letter short flags, which clap cannot declare, and the long flags
+/// they stand for.
+const MULTI_LETTER: [(&str, &str); 2] = [("-ngl", "--num-gpu"), ("-ot", "--override-tensor")];
+
+/// Rewrites llama.cpp's multi-letter short flags (`-ngl 20`, `-ot exps=CPU`) as long ones
+/// before parsing.
 pub fn normalize_argv(args: impl IntoIterator<Item = String>) -> Vec<String> {
     args.into_iter()
         .map(|a| {
-            if a == "-ngl" {
-                "--num-gpu".to_string()
-            } else if let Some(v) = a.strip_prefix("-ngl=") {
-                format!("--num-gpu={v}")
-            } else {
-                a
+            for (short, long) in MULTI_LETTER {
+                if a == short {
+                    return long.to_string();
+                }
+                if let Some(v) = a.strip_prefix(short).and_then(|r| r.strip_prefix('=')) {
+                    return format!("{long}={v}");
+                }
             }
+            a
         })
         .collect()
 }

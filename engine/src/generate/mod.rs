@@ -189,6 +189,11 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     if posing {
         settings.margin = 0;
     }
+    settings.overrides =
+        crate::plan::overrides::from_flags(&args.override_tensor, args.cpu_moe, args.n_cpu_moe)
+            .map_err(|e| e.to_string())?;
+    settings.fill = args.fill;
+    settings.overlap = !args.no_overlap;
     // The host's budget: what the system says is available, unless the user says; with
     // neither, no limit (and a note).
     let host_free = match args.host_mem {
@@ -242,8 +247,18 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
                 Accelerator::Posing(_) => None,
             })
             .collect();
+        let (on_gpus, all) = p.expert_bytes_on_gpus();
+        let experts = if all > 0 {
+            format!(
+                "; routed experts {} of {} on GPUs",
+                crate::plan::Bytes(on_gpus),
+                crate::plan::Bytes(all)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "offloaded {}/{} layers to GPUs ({}){}",
+            "offloaded {}/{} layers to GPUs ({}){experts}{}",
             p.num_gpu,
             p.n_layer + 1,
             on.join(", "),

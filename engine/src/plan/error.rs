@@ -16,6 +16,13 @@ pub enum PlanError {
     #[error("--num-gpu '{text}': expected 'auto', -1 or a layer count (0, 1, 2, ...)")]
     BadNumGpu { text: String },
 
+    #[error("-ot/--override-tensor '{text}': {why}")]
+    BadOverride { text: String, why: String },
+
+    /// What `-ot`, `--cpu-moe` or `--n-cpu-moe` pin on a GPU exceeds it.
+    #[error("the tensor overrides do not fit: {why}\n{table}")]
+    OverridesDoNotFit { why: String, table: String },
+
     #[error("host memory: {why}")]
     HostMemory { why: String },
 

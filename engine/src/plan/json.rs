@@ -20,8 +20,13 @@ pub struct PlanJson {
     pub devices: Vec<DeviceJson>,
     /// Name of the device that holds the output layer.
     pub output_device: String,
-    /// Device name of each block, by block index.
+    /// Device name of each block's attention (and KV cache), by block index.
     pub block_devices: Vec<String>,
+    /// Where each part of each block lives, by block index.
+    pub block_parts: Vec<BlockPartsJson>,
+    /// Bytes of routed experts on GPUs, and in all.
+    pub expert_bytes_on_gpus: u64,
+    pub expert_bytes: u64,
     pub warnings: Vec<String>,
 }
 
@@ -37,9 +42,28 @@ pub struct DeviceJson {
     pub kv_bytes: u64,
     pub scratch_bytes: u64,
     pub total_bytes: u64,
-    /// Block indices, ascending.
+    /// Blocks whose attention and KV cache it holds, ascending.
     pub blocks: Vec<usize>,
+    /// Blocks whose FFN it holds while their attention is elsewhere.
+    pub ffn_blocks: Vec<usize>,
     pub output: bool,
+    /// Weight bytes it reads per decoded token (routed experts under uniform routing).
+    pub read_per_token_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BlockPartsJson {
+    pub attention: String,
+    pub ffn: String,
+    /// Ranges of routed experts: `[first, end)` and the device.
+    pub experts: Vec<ExpertsJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExpertsJson {
+    pub first: usize,
+    pub end: usize,
+    pub device: String,
 }
 
 impl PlanJson {
@@ -58,7 +82,8 @@ impl PlanJson {
             devices: plan
                 .devices
                 .iter()
-                .map(|d| DeviceJson {
+                .enumerate()
+                .map(|(i, d)| DeviceJson {
                     name: d.device.name.clone(),
                     kind: d.device.kind.as_str(),
                     free_bytes: d.device.free_bytes,
@@ -68,11 +93,32 @@ impl PlanJson {
                     scratch_bytes: d.scratch_bytes,
                     total_bytes: d.total_bytes(),
                     blocks: d.blocks.clone(),
+                    ffn_blocks: d.ffn_blocks.clone(),
                     output: d.output,
+                    read_per_token_bytes: plan.read_per_token(i),
                 })
                 .collect(),
             output_device: name(plan.output_device),
             block_devices: plan.block_devices.iter().map(|&d| name(d)).collect(),
+            block_parts: plan
+                .blocks
+                .iter()
+                .map(|b| BlockPartsJson {
+                    attention: name(b.attention),
+                    ffn: name(b.ffn),
+                    experts: b
+                        .experts
+                        .iter()
+                        .map(|r| ExpertsJson {
+                            first: r.experts.start,
+                            end: r.experts.end,
+                            device: name(r.device),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            expert_bytes_on_gpus: plan.expert_bytes_on_gpus().0,
+            expert_bytes: plan.expert_bytes_on_gpus().1,
             warnings: plan.warnings.clone(),
         }
     }

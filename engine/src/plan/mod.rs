@@ -10,6 +10,7 @@
 //! - [`devices`]: the CPU and GPUs (real or hypothetical, `--gpus 8x80GiB`).
 //! - [`cost`]: bytes of every tensor, grouped per block, output layer and embedding.
 //! - [`model`]: what the planner needs from a GGUF header ([`PlanModel`]).
+//! - [`parts`]: the parts of a block placed apart; [`overrides`]: `-ot` rules.
 //! - [`placement`]: the placement rules and [`plan`] itself; [`result`]: the plan it returns.
 //! - [`table`], [`json`]: the plan as a table, an Ollama-style log line, and JSON.
 
@@ -20,6 +21,8 @@ mod error;
 mod header;
 pub mod json;
 pub mod model;
+pub mod overrides;
+pub mod parts;
 pub mod placement;
 pub mod result;
 mod settings;
@@ -30,6 +33,8 @@ pub use cost::{Role, TensorCost};
 pub use devices::{host_free_bytes, parse_gpus, parse_tensor_split, Device, DeviceKind};
 pub use error::PlanError;
 pub use model::{BufferModel, PlanModel};
+pub use overrides::TensorOverride;
+pub use parts::{BlockPlacement, ExpertRange, Part};
 pub use placement::plan;
 pub use result::{DevicePlan, LimitNote, Plan, TensorPlacement};
-pub use settings::{NumGpu, RunSettings};
+pub use settings::{AutoFill, NumGpu, RunSettings};

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use super::cost::Role;
 use super::devices::{Device, DeviceKind};
+use super::parts::{BlockPlacement, Part};
 use super::settings::RunSettings;
 
 /// One device's share of the plan.
@@ -18,8 +19,13 @@ pub struct DevicePlan {
     pub scratch_bytes: u64,
     /// Bytes the plan may use: free minus the margin on a GPU, free on the CPU.
     pub budget_bytes: u64,
-    /// Block indices, ascending.
+    /// Blocks whose attention and KV cache it holds (and, unless listed elsewhere, their
+    /// FFN and routed experts), ascending.
     pub blocks: Vec<usize>,
+    /// Blocks whose FFN it holds while their attention is elsewhere.
+    pub ffn_blocks: Vec<usize>,
+    /// Routed experts it holds of blocks whose FFN is elsewhere: (block, experts).
+    pub experts: Vec<(usize, Range<usize>)>,
     pub output: bool,
     pub embedding: bool,
 }
@@ -38,8 +44,12 @@ impl DevicePlan {
         self.blocks.len() + usize::from(self.output)
     }
 
-    pub(super) fn runs_anything(&self) -> bool {
-        !self.blocks.is_empty() || self.output
+    /// Whether it computes any part of the forward pass (and so needs a scratch).
+    pub fn runs_anything(&self) -> bool {
+        !self.blocks.is_empty()
+            || !self.ffn_blocks.is_empty()
+            || !self.experts.is_empty()
+            || self.output
     }
 }
 
@@ -52,6 +62,8 @@ pub struct TensorPlacement {
     /// Index into [`Plan::devices`].
     pub device: usize,
     pub bytes: u64,
+    /// For a slice of a 3-D expert stack: its experts (`None`: the whole tensor).
+    pub experts: Option<Range<usize>>,
 }
 
 /// Why one more layer on the GPUs does not fit (for `auto` plans that stop short of all).
@@ -73,8 +85,10 @@ pub struct Plan {
     pub settings: RunSettings,
     /// The CPU first, then the GPUs in the order given.
     pub devices: Vec<DevicePlan>,
-    /// Device index of each block.
+    /// Device index of each block's attention (and KV cache).
     pub block_devices: Vec<usize>,
+    /// Where each part of each block lives.
+    pub blocks: Vec<BlockPlacement>,
     pub output_device: usize,
     /// Every tensor, with its device.
     pub tensors: Vec<TensorPlacement>,
@@ -87,6 +101,9 @@ pub struct Plan {
     pub output_gpu_bytes: u64,
     /// Scratch of one device that runs layers.
     pub scratch_bytes: u64,
+    /// Routed experts a token reads of those a block has (`expert_used_count`,
+    /// `expert_count`); (1, 1) without experts.
+    pub experts_read: (usize, usize),
     pub limit: Option<LimitNote>,
     /// Things that do not stop the plan but that a user should know.
     pub warnings: Vec<String>,
@@ -106,6 +123,36 @@ impl Plan {
         self.devices
             .iter()
             .filter(|d| d.device.kind == DeviceKind::Gpu)
+    }
+
+    /// Weight bytes device `d` reads per decoded token: all it holds, routed experts at
+    /// `expert_used_count / expert_count` of their bytes (uniform routing), none of the
+    /// token embedding (one row).
+    pub fn read_per_token(&self, d: usize) -> u64 {
+        let (used, n) = self.experts_read;
+        self.tensors
+            .iter()
+            .filter(|t| t.device == d && t.role != Role::Embedding)
+            .map(|t| match Part::of(&t.name) {
+                Some((_, Part::Experts)) => t.bytes * used as u64 / n as u64,
+                _ => t.bytes,
+            })
+            .sum()
+    }
+
+    /// Bytes of routed experts on GPUs and in all.
+    pub fn expert_bytes_on_gpus(&self) -> (u64, u64) {
+        let mut on = 0;
+        let mut all = 0;
+        for t in &self.tensors {
+            if matches!(Part::of(&t.name), Some((_, Part::Experts))) {
+                all += t.bytes;
+                if self.devices[t.device].device.kind == DeviceKind::Gpu {
+                    on += t.bytes;
+                }
+            }
+        }
+        (on, all)
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use strata_kernels_cpu::GgmlType;
 
 use super::error::PlanError;
+use super::overrides::TensorOverride;
 
 /// How many layers go to the GPUs, as `num_gpu` / `-ngl` count them: the output layer
 /// counts as one, so `Layers(k)` puts the last k−1 blocks and the output layer on GPUs.
@@ -39,6 +40,28 @@ impl fmt::Display for NumGpu {
     }
 }
 
+/// What `auto` places on the GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoFill {
+    /// Whole layers, last blocks first (Ollama's and llama.cpp's num_gpu).
+    Layers,
+    /// Every block's attention, norms, router, shared experts and dense FFN first (what
+    /// every token reads), then routed experts, down to single experts.
+    Experts,
+}
+
+impl AutoFill {
+    pub fn parse(text: &str) -> Result<AutoFill, PlanError> {
+        match text.trim() {
+            "layers" => Ok(AutoFill::Layers),
+            "experts" => Ok(AutoFill::Experts),
+            t => Err(PlanError::BadSettings {
+                why: format!("--fill '{t}': expected layers or experts"),
+            }),
+        }
+    }
+}
+
 /// The settings that decide buffer sizes and placement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
@@ -59,6 +82,13 @@ pub struct RunSettings {
     pub margin: u64,
     /// Proportions in which GPUs share the blocks; `None`: in proportion to free memory.
     pub tensor_split: Option<Vec<f64>>,
+    /// `-ot`, `--cpu-moe`, `--n-cpu-moe` rules, in order (the first that matches wins).
+    pub overrides: Vec<TensorOverride>,
+    /// What `auto` fills the GPUs with (a model without routed experts: layers either way).
+    pub fill: AutoFill,
+    /// Devices work at the same time where the placement allows (off: one at a time, for
+    /// comparison; the results are the same).
+    pub overlap: bool,
 }
 
 impl Default for RunSettings {
@@ -73,6 +103,9 @@ impl Default for RunSettings {
             num_gpu: NumGpu::Auto,
             margin: 512 << 20,
             tensor_split: None,
+            overrides: Vec::new(),
+            fill: AutoFill::Experts,
+            overlap: true,
         }
     }
 }

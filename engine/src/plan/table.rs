@@ -34,6 +34,49 @@ pub fn describe_layers(blocks: &[usize], output: bool) -> String {
     }
 }
 
+/// What a device holds of the blocks beyond its own: `FFN of blocks 3-4 (2), experts of
+/// block 7`.
+fn describe_parts(d: &DevicePlan) -> Option<String> {
+    let mut parts = Vec::new();
+    if !d.ffn_blocks.is_empty() {
+        parts.push(format!("FFN of {}", describe_layers(&d.ffn_blocks, false)));
+    }
+    if !d.experts.is_empty() {
+        let blocks: Vec<usize> = d.experts.iter().map(|(b, _)| *b).collect();
+        parts.push(format!("experts of {}", describe_layers(&blocks, false)));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The routed experts device `d` holds, block ranges with the same experts together:
+/// `blocks 3-9: 0-255, block 10: 0-120`.
+pub fn describe_experts(plan: &Plan, d: usize) -> String {
+    let held: Vec<(usize, std::ops::Range<usize>)> = plan
+        .blocks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.experts_on(d).map(|r| (i, r)))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut j = 0;
+    while j < held.len() {
+        let (first, r) = held[j].clone();
+        let mut last = first;
+        while j + 1 < held.len() && held[j + 1].1 == r && held[j + 1].0 == last + 1 {
+            j += 1;
+            last = held[j].0;
+        }
+        let which = if first == last {
+            format!("block {first}")
+        } else {
+            format!("blocks {first}-{last}")
+        };
+        out.push(format!("{which}: {}-{}", r.start, r.end - 1));
+        j += 1;
+    }
+    out.join(", ")
+}
+
 fn left(d: &DevicePlan) -> String {
     let (total, budget) = (d.total_bytes(), d.budget_bytes);
     if total <= budget {
@@ -80,17 +123,32 @@ pub fn render(plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>15}  layers",
-        "device", "free", "may use", "weights", "KV cache", "scratch", "total", "left"
+        "\n{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>15} {:>11}  layers",
+        "device",
+        "free",
+        "may use",
+        "weights",
+        "KV cache",
+        "scratch",
+        "total",
+        "left",
+        "read/token"
     );
-    for d in &plan.devices {
+    for (i, d) in plan.devices.iter().enumerate() {
         let mut layers = describe_layers(&d.blocks, d.output);
+        if let Some(p) = describe_parts(d) {
+            layers = if layers == "nothing" {
+                p
+            } else {
+                format!("{layers}, {p}")
+            };
+        }
         if d.embedding {
             layers.push_str(", embedding");
         }
         let _ = writeln!(
             out,
-            "{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>15}  {}",
+            "{:<7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>15} {:>11}  {}",
             d.device.name,
             Bytes(d.device.free_bytes).to_string(),
             Bytes(d.budget_bytes).to_string(),
@@ -99,6 +157,7 @@ pub fn render(plan: &Plan) -> String {
             Bytes(d.scratch_bytes).to_string(),
             Bytes(d.total_bytes()).to_string(),
             left(d),
+            Bytes(plan.read_per_token(i)).to_string(),
             layers
         );
     }
@@ -116,6 +175,24 @@ pub fn render(plan: &Plan) -> String {
         Bytes(scratch).to_string(),
         Bytes(weights + kv + scratch).to_string()
     );
+
+    let (on_gpus, all) = plan.expert_bytes_on_gpus();
+    if all > 0 {
+        let (used, n) = plan.experts_read;
+        let _ = writeln!(
+            out,
+            "\nrouted experts ({n} a block, {used} read per token): {} of {} on GPUs ({:.1}%)",
+            Bytes(on_gpus),
+            Bytes(all),
+            100.0 * on_gpus as f64 / all as f64
+        );
+        for (i, d) in plan.devices.iter().enumerate() {
+            let held = describe_experts(plan, i);
+            if !held.is_empty() {
+                let _ = writeln!(out, "  {:<7} {held}", d.device.name);
+            }
+        }
+    }
 
     let _ = writeln!(out, "\nper layer on a GPU (weights + KV cache):");
     let mut start = 0;

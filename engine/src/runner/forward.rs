@@ -2,9 +2,16 @@
 //!
 //! ```text
 //! x = token_embd[tokens]                            (on the CPU)
-//! for each run of consecutive blocks on one device:
+//! for each run of consecutive whole blocks on one device:
 //!     move x there if it is elsewhere               (the one copy at a boundary)
 //!     x = blocks(x)                                 (the device's backend)
+//! a block whose parts sit on several devices:
+//!     x += attention(x)                             (where the attention and KV cache are)
+//!     h, route = ffn_input(x)                       (where the FFN is)
+//!     each device holding experts: y_d = its share of ffn(h, route)
+//!                                  (side by side with the FFN's device's own share)
+//!     x += y_ffn + Σ y_d                            (in device order, so the sum does not
+//!                                                    depend on which finished first)
 //! move x to the output layer's device; logits = output(x)
 //! logits back to the CPU
 //! ```
@@ -14,67 +21,226 @@
 
 use std::time::Instant;
 
-use super::{DeviceSlot, Placement, RunError};
-use crate::backend::{BackendError, Unit};
+use super::{BlockPlace, DeviceSlot, Placement, RunError};
+use crate::backend::{BackendError, Exchange, Unit};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
 
-pub(super) fn forward(
-    model: &Model,
-    placement: &Placement,
-    devices: &mut [DeviceSlot],
-    ledger: &Ledger,
-    tokens: &[u32],
-    pos: usize,
-    n_out: usize,
-) -> Result<(), RunError> {
-    let n = tokens.len();
-    let len = n * model.cfg.n_embd;
-    let mut here = DeviceId::Cpu;
-    let mut since = Instant::now();
-    device(devices, here).backend.embed(model, tokens)?;
+/// How a forward pass runs.
+pub(super) struct Pass<'a, 'm> {
+    pub model: &'a Model<'m>,
+    pub placement: &'a Placement,
+    pub ledger: &'a Ledger,
+    /// Devices that share a block's FFN compute their shares at the same time.
+    pub overlap: bool,
+}
 
-    let n_layer = placement.blocks.len();
-    let mut start = 0;
-    while start < n_layer {
-        let dev = placement.blocks[start];
-        let end = (start..n_layer)
-            .find(|&j| placement.blocks[j] != dev)
-            .unwrap_or(n_layer);
-        cross(devices, ledger, &mut here, dev, len, &mut since)?;
-        let keep = if end == n_layer { n_out } else { n };
-        let blocks = Unit::Blocks {
-            blocks: start..end,
-            keep,
-        };
-        device(devices, here).backend.run(model, &blocks, n, pos)?;
-        start = end;
-    }
+impl Pass<'_, '_> {
+    pub(super) fn forward(
+        &self,
+        devices: &mut [DeviceSlot],
+        tokens: &[u32],
+        pos: usize,
+        n_out: usize,
+    ) -> Result<(), RunError> {
+        let (model, placement) = (self.model, self.placement);
+        let n = tokens.len();
+        let len = n * model.cfg.n_embd;
+        let mut here = DeviceId::Cpu;
+        timed(device(devices, here), |d| d.backend.embed(model, tokens))?;
 
-    cross(
-        devices,
-        ledger,
-        &mut here,
-        placement.output,
-        len,
-        &mut since,
-    )?;
-    let output = Unit::Output { n_out };
-    device(devices, here).backend.run(model, &output, n, pos)?;
+        let n_layer = placement.blocks.len();
+        let mut start = 0;
+        while start < n_layer {
+            let rows = |end: usize| if end == n_layer { n_out } else { n };
+            let Some(dev) = placement.blocks[start].whole() else {
+                self.split_block(devices, &mut here, start, n, rows(start + 1), pos)?;
+                start += 1;
+                continue;
+            };
+            let end = (start..n_layer)
+                .find(|&j| placement.blocks[j].whole() != Some(dev))
+                .unwrap_or(n_layer);
+            self.cross(devices, &mut here, dev, len)?;
+            let blocks = Unit::Blocks {
+                blocks: start..end,
+                keep: rows(end),
+            };
+            timed(device(devices, here), |d| {
+                d.backend.run(model, &blocks, n, pos)
+            })?;
+            start = end;
+        }
 
-    // The logits come back to the host: one more explicit copy when computed elsewhere.
-    if here != DeviceId::Cpu {
-        let len = n_out * model.cfg.n_vocab;
-        let (cpu, other) = pair(devices, DeviceId::Cpu, here);
-        let logits = cpu.backend.host_logits_mut().ok_or(BackendError::Missing {
-            device: DeviceId::Cpu,
-            what: "logits in host memory".into(),
+        self.cross(devices, &mut here, placement.output, len)?;
+        let output = Unit::Output { n_out };
+        timed(device(devices, here), |d| {
+            d.backend.run(model, &output, n, pos)
         })?;
-        other.backend.read_logits(&mut logits[..len])?;
-        ledger.count_copy(DeviceId::Cpu, len as u64 * 4);
+
+        // The logits come back to the host: one more explicit copy when computed elsewhere.
+        if here != DeviceId::Cpu {
+            let len = n_out * model.cfg.n_vocab;
+            let (cpu, other) = pair(devices, DeviceId::Cpu, here);
+            let logits = cpu.backend.host_logits_mut().ok_or(BackendError::Missing {
+                device: DeviceId::Cpu,
+                what: "logits in host memory".into(),
+            })?;
+            timed(other, |o| o.backend.read_logits(&mut logits[..len]))?;
+            self.ledger.count_copy(DeviceId::Cpu, len as u64 * 4);
+        }
+        Ok(())
     }
-    device(devices, here).busy += since.elapsed();
-    Ok(())
+
+    /// Block `i`, whose parts sit on several devices, on `n` rows of which the last `rows`
+    /// get their FFN.
+    fn split_block(
+        &self,
+        devices: &mut [DeviceSlot],
+        here: &mut DeviceId,
+        i: usize,
+        n: usize,
+        rows: usize,
+        pos: usize,
+    ) -> Result<(), RunError> {
+        let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
+        let len = n * model.cfg.n_embd;
+        let run = |devices: &mut [DeviceSlot], d: DeviceId, unit: Unit| {
+            timed(device(devices, d), |s| s.backend.run(model, &unit, n, pos))
+        };
+        self.cross(devices, here, b.attention, len)?;
+        run(devices, b.attention, Unit::Attention { block: i })?;
+        self.cross(devices, here, b.ffn, len)?;
+        run(devices, b.ffn, Unit::FfnRoute { block: i, rows })?;
+
+        let others = b.expert_devices();
+        let local = Unit::FfnLocal { block: i, rows };
+        if !others.is_empty() {
+            let mut route = vec![0.0f32; Exchange::Route.len(&model.cfg, rows)];
+            timed(device(devices, b.ffn), |h| {
+                h.backend.export(Exchange::Route, &mut route)
+            })?;
+            for &d in &others {
+                timed(device(devices, d), |r| {
+                    r.backend.import(Exchange::Route, &route)
+                })?;
+                self.ledger.count_copy(d, route.len() as u64 * 4);
+            }
+        }
+        if self.overlap && !others.is_empty() && self.side_by_side(devices, b.ffn, &others) {
+            // The device without threads of its own computes on this thread; each other
+            // one on a thread that drives its own.
+            let (home, rest) = take(devices, b.ffn);
+            let slots =
+                std::iter::once(home).chain(rest.into_iter().filter(|s| others.contains(&s.id)));
+            std::thread::scope(|scope| {
+                let mut here = Vec::new();
+                let mut jobs = Vec::new();
+                for s in slots {
+                    let DeviceSlot { backend, busy, .. } = s;
+                    if backend.sendable().is_none() {
+                        here.push((backend, busy));
+                        continue;
+                    }
+                    let Some(b) = backend.sendable() else {
+                        continue;
+                    };
+                    let local = &local;
+                    jobs.push(scope.spawn(move || {
+                        let t = Instant::now();
+                        let out = b.run(model, local, n, pos);
+                        *busy += t.elapsed();
+                        out
+                    }));
+                }
+                let mine: Vec<Result<(), BackendError>> = here
+                    .into_iter()
+                    .map(|(b, busy)| {
+                        let t = Instant::now();
+                        let out = b.run(model, &local, n, pos);
+                        *busy += t.elapsed();
+                        out
+                    })
+                    .collect();
+                jobs.into_iter()
+                    .map(|j| j.join().expect("an expert share's thread panicked"))
+                    .chain(mine)
+                    .collect::<Result<Vec<()>, BackendError>>()
+            })?;
+        } else {
+            for &d in others.iter().chain(std::iter::once(&b.ffn)) {
+                run(devices, d, local.clone())?;
+            }
+        }
+        let mut partial = vec![0.0f32; Exchange::Partial.len(&model.cfg, rows)];
+        for &d in &others {
+            timed(device(devices, d), |r| {
+                r.backend.export(Exchange::Partial, &mut partial)
+            })?;
+            timed(device(devices, b.ffn), |h| {
+                h.backend.import(Exchange::Partial, &partial)
+            })?;
+            self.ledger.count_copy(b.ffn, partial.len() as u64 * 4);
+        }
+        run(devices, b.ffn, Unit::FfnEnd { block: i, rows })?;
+        Ok(())
+    }
+
+    /// Whether the devices sharing an FFN (`home` and `others`) can compute at the same
+    /// time: all but at most one on threads of their own.
+    fn side_by_side(
+        &self,
+        devices: &mut [DeviceSlot],
+        home: DeviceId,
+        others: &[DeviceId],
+    ) -> bool {
+        devices
+            .iter_mut()
+            .filter(|s| s.id == home || others.contains(&s.id))
+            .filter_map(|s| s.backend.sendable().is_none().then_some(()))
+            .count()
+            <= 1
+    }
+
+    /// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
+    /// copy at a device boundary, straight into or out of whichever side holds it in host
+    /// memory (staged through the host only between two GPUs). The copy is charged to the
+    /// device it reads from (which waits there for a GPU's queued work).
+    fn cross(
+        &self,
+        devices: &mut [DeviceSlot],
+        here: &mut DeviceId,
+        to: DeviceId,
+        len: usize,
+    ) -> Result<(), RunError> {
+        if *here == to {
+            return Ok(());
+        }
+        let (b, a) = pair(devices, to, *here);
+        if let Some(x) = a.backend.host_x() {
+            timed(b, |b| b.backend.write_x(&x[..len]))?;
+        } else if let Some(x) = b.backend.host_x_mut() {
+            timed(a, |a| a.backend.read_x(&mut x[..len]))?;
+        } else {
+            let mut staged = vec![0.0f32; len];
+            timed(a, |a| a.backend.read_x(&mut staged))?;
+            timed(b, |b| b.backend.write_x(&staged))?;
+        }
+        self.ledger.count_copy(to, len as u64 * 4);
+        *here = to;
+        Ok(())
+    }
+}
+
+/// Runs `f` on `slot`, charging its wall time to the device.
+fn timed<T>(
+    slot: &mut DeviceSlot,
+    f: impl FnOnce(&mut DeviceSlot) -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
+    let t = Instant::now();
+    let out = f(slot);
+    slot.busy += t.elapsed();
+    out
 }
 
 /// The slots of devices `a` and `b`, which must differ.
@@ -94,42 +260,23 @@ fn pair(
     }
 }
 
+/// The slot of `id`, and every other slot.
+fn take(devices: &mut [DeviceSlot], id: DeviceId) -> (&mut DeviceSlot, Vec<&mut DeviceSlot>) {
+    let mut home = None;
+    let mut rest = Vec::new();
+    for s in devices.iter_mut() {
+        if s.id == id {
+            home = Some(s);
+        } else {
+            rest.push(s);
+        }
+    }
+    (home.expect("every placed device has a slot"), rest)
+}
+
 fn device(devices: &mut [DeviceSlot], id: DeviceId) -> &mut DeviceSlot {
     devices
         .iter_mut()
         .find(|d| d.id == id)
         .expect("every placed device has a slot")
-}
-
-/// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
-/// copy at a device boundary, straight into or out of whichever side holds it in host
-/// memory (staged through the host only between two GPUs). The time since `since` is
-/// charged to the device left, the copy included.
-fn cross(
-    devices: &mut [DeviceSlot],
-    ledger: &Ledger,
-    here: &mut DeviceId,
-    to: DeviceId,
-    len: usize,
-    since: &mut Instant,
-) -> Result<(), RunError> {
-    if *here == to {
-        return Ok(());
-    }
-    let (b, a) = pair(devices, to, *here);
-    if let Some(x) = a.backend.host_x() {
-        b.backend.write_x(&x[..len])?;
-    } else if let Some(x) = b.backend.host_x_mut() {
-        a.backend.read_x(&mut x[..len])?;
-    } else {
-        let mut staged = vec![0.0f32; len];
-        a.backend.read_x(&mut staged)?;
-        b.backend.write_x(&staged)?;
-    }
-    ledger.count_copy(to, len as u64 * 4);
-    let now = Instant::now();
-    a.busy += now - *since;
-    *since = now;
-    *here = to;
-    Ok(())
 }

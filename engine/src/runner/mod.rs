@@ -3,14 +3,16 @@
 //! tokens through `forward.rs` in batches of at most `n_batch`.
 
 mod forward;
+mod pipeline;
 
+use std::ops::Range;
 use std::time::Duration;
 
 use strata_kernels_cpu::GgmlType;
 use thiserror::Error;
 
 use crate::backend::host::HostBackend;
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Parts};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
@@ -31,20 +33,94 @@ pub enum RunError {
     Backend(#[from] BackendError),
 }
 
-/// Which device runs each block and the output layer (final norm + output projection).
-/// The token embedding lookup always runs on the CPU, where the memory map is.
+/// Which device runs each part of each block and the output layer (final norm + output
+/// projection). The token embedding lookup always runs on the CPU, where the memory map is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    pub blocks: Vec<DeviceId>,
+    pub blocks: Vec<BlockPlace>,
     pub output: DeviceId,
+}
+
+/// Where one block's parts run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockPlace {
+    /// The attention, and the block's KV cache.
+    pub attention: DeviceId,
+    /// The FFN's norm, router, shared experts or dense FFN; the routed experts too unless
+    /// `experts` says otherwise.
+    pub ffn: DeviceId,
+    /// The routed experts as ranges, one per device, covering them all in order; empty:
+    /// all with the FFN.
+    pub experts: Vec<(Range<usize>, DeviceId)>,
+}
+
+impl BlockPlace {
+    /// The whole block on `d`.
+    pub fn on(d: DeviceId) -> BlockPlace {
+        BlockPlace {
+            attention: d,
+            ffn: d,
+            experts: Vec::new(),
+        }
+    }
+
+    /// The device running all of it, if one does.
+    pub fn whole(&self) -> Option<DeviceId> {
+        let d = self.attention;
+        (self.ffn == d && self.experts.iter().all(|(_, e)| *e == d)).then_some(d)
+    }
+
+    /// The devices holding some of its routed experts, other than the FFN's, in order.
+    pub fn expert_devices(&self) -> Vec<DeviceId> {
+        let mut out = Vec::new();
+        for (_, d) in &self.experts {
+            if *d != self.ffn && !out.contains(d) {
+                out.push(*d);
+            }
+        }
+        out
+    }
+
+    /// What device `d` holds of block `i` of `model`.
+    pub fn parts_on(&self, d: DeviceId, model: &Model, i: usize) -> Parts {
+        let whole = Parts::whole(model, i);
+        let experts = match (&whole.experts, self.experts.is_empty()) {
+            (None, _) => None,
+            (Some(all), true) => (d == self.ffn).then(|| all.clone()),
+            (Some(_), false) => self
+                .experts
+                .iter()
+                .find(|(_, e)| *e == d)
+                .map(|(r, _)| r.clone()),
+        };
+        Parts {
+            attention: self.attention == d,
+            ffn: self.ffn == d,
+            experts,
+        }
+    }
+
+    fn devices(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        [self.attention, self.ffn]
+            .into_iter()
+            .chain(self.experts.iter().map(|(_, d)| *d))
+    }
 }
 
 impl Placement {
     /// Everything on the CPU.
     pub fn all_cpu(n_layer: usize) -> Placement {
         Placement {
-            blocks: vec![DeviceId::Cpu; n_layer],
+            blocks: vec![BlockPlace::on(DeviceId::Cpu); n_layer],
             output: DeviceId::Cpu,
+        }
+    }
+
+    /// Whole blocks on `blocks`' devices.
+    pub fn layers(blocks: &[DeviceId], output: DeviceId) -> Placement {
+        Placement {
+            blocks: blocks.iter().map(|&d| BlockPlace::on(d)).collect(),
+            output,
         }
     }
 
@@ -52,9 +128,10 @@ impl Placement {
     /// CPU first (the embedding lookup runs there and the logits come back to it).
     pub fn devices(&self) -> Vec<DeviceId> {
         let mut out = vec![DeviceId::Cpu];
-        for d in self.blocks.iter().chain(std::iter::once(&self.output)) {
-            if !out.contains(d) {
-                out.push(*d);
+        let each = self.blocks.iter().flat_map(BlockPlace::devices);
+        for d in each.chain(std::iter::once(self.output)) {
+            if !out.contains(&d) {
+                out.push(d);
             }
         }
         out
@@ -72,6 +149,9 @@ pub struct RunnerOptions {
     pub placement: Placement,
     /// Keep the logits of every position of a batch (for tests), not only the last.
     pub all_logits: bool,
+    /// Devices sharing a block's FFN compute their shares at the same time (the result is
+    /// the same either way: the shares are summed in a fixed order).
+    pub overlap: bool,
 }
 
 impl RunnerOptions {
@@ -89,6 +169,7 @@ impl RunnerOptions {
             kv_type: GgmlType::F16,
             placement: Placement::all_cpu(n_layer),
             all_logits: false,
+            overlap: true,
         }
     }
 }
@@ -208,7 +289,7 @@ impl<'m> Runner<'m> {
             .placement
             .blocks
             .iter()
-            .filter(|&&d| d == dev)
+            .filter(|b| b.attention == dev)
             .count() as u64
             * per
     }
@@ -222,9 +303,7 @@ impl<'m> Runner<'m> {
     /// the logits of the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], RunError> {
         self.check(tokens)?;
-        for chunk in tokens.chunks(self.opts.n_batch) {
-            self.run_batch(chunk)?;
-        }
+        self.feed(tokens, None)?;
         Ok(self.last_logits())
     }
 
@@ -235,13 +314,56 @@ impl<'m> Runner<'m> {
             return Err(RunError::Options("eval_all needs all_logits".into()));
         }
         self.check(tokens)?;
-        let n_vocab = self.model.cfg.n_vocab;
-        let mut out = Vec::with_capacity(tokens.len() * n_vocab);
-        for chunk in tokens.chunks(self.opts.n_batch) {
-            self.run_batch(chunk)?;
-            out.extend_from_slice(&self.host_logits()[..chunk.len() * n_vocab]);
-        }
+        let mut out = Vec::with_capacity(tokens.len() * self.model.cfg.n_vocab);
+        self.feed(tokens, Some(&mut out))?;
         Ok(out)
+    }
+
+    /// Runs `tokens` in batches, appending every row's logits to `all` if given. Across a
+    /// layer split the batches are micro-batches ([`pipeline::micro_batch`]), run as a
+    /// pipeline when `overlap` is on and one device at a time when off (the same
+    /// arithmetic either way).
+    fn feed(&mut self, tokens: &[u32], mut all: Option<&mut Vec<f32>>) -> Result<(), RunError> {
+        let n_vocab = self.model.cfg.n_vocab;
+        let placement = &self.opts.placement;
+        let split = pipeline::Pipeline::applies(placement, &mut self.devices);
+        let mb = if split {
+            pipeline::micro_batch(tokens.len(), self.opts.n_batch)
+        } else {
+            self.opts.n_batch
+        };
+        if split && self.opts.overlap && tokens.len() > mb {
+            let p = pipeline::Pipeline {
+                model: self.model,
+                placement,
+                ledger: &self.ledger,
+                all_logits: self.opts.all_logits,
+            };
+            let logits = p.run(&mut self.devices, tokens, self.pos, mb)?;
+            let last = tokens.len() - (tokens.len() - 1) / mb * mb;
+            self.n_out = if self.opts.all_logits { last } else { 1 };
+            let keep = self.n_out * n_vocab;
+            let host = self.devices[0]
+                .backend
+                .host_logits_mut()
+                .ok_or(BackendError::Missing {
+                    device: DeviceId::Cpu,
+                    what: "logits in host memory".into(),
+                })?;
+            host[..keep].copy_from_slice(&logits[logits.len() - keep..]);
+            if let Some(out) = all {
+                out.extend_from_slice(&logits);
+            }
+            self.pos += tokens.len();
+            return Ok(());
+        }
+        for chunk in tokens.chunks(mb) {
+            self.run_batch(chunk)?;
+            if let Some(out) = all.as_deref_mut() {
+                out.extend_from_slice(&self.host_logits()[..chunk.len() * n_vocab]);
+            }
+        }
+        Ok(())
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), RunError> {
@@ -279,15 +401,13 @@ impl<'m> Runner<'m> {
         } else {
             1
         };
-        forward::forward(
-            self.model,
-            &self.opts.placement,
-            &mut self.devices,
-            &self.ledger,
-            tokens,
-            self.pos,
-            self.n_out,
-        )?;
+        let pass = forward::Pass {
+            model: self.model,
+            placement: &self.opts.placement,
+            ledger: &self.ledger,
+            overlap: self.opts.overlap,
+        };
+        pass.forward(&mut self.devices, tokens, self.pos, self.n_out)?;
         self.pos += tokens.len();
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM};
 
-use crate::backend::interface::{Backend, BackendError, Holdings, Source, Unit};
+use crate::backend::interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{DeviceId, Ledger, Reservation};
@@ -96,12 +96,24 @@ impl CudaBackend {
     }
 }
 
+/// Why a CUDA device refuses part of a block (said at load).
+fn parts_unsupported(device: &str) -> BackendError {
+    BackendError::Unsupported(format!(
+        "{device} holds and runs whole blocks only: a placement that splits a block's \
+         attention, FFN or routed experts across devices runs on the CPU and devices posing \
+         as GPUs (--pose-gpus) for now"
+    ))
+}
+
 impl Backend for CudaBackend {
     fn id(&self) -> DeviceId {
         self.id
     }
 
-    fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError> {
+    fn hold_block(&mut self, src: &Source, i: usize, parts: &Parts) -> Result<(), BackendError> {
+        if *parts != Parts::whole(src.model, i) {
+            return Err(parts_unsupported(&self.ledger.name(self.id)));
+        }
         let planned = src.plan_model.role_bytes(Role::Block(i));
         self.upload_block(i, &src.model.blocks[i], planned)
     }
@@ -167,8 +179,20 @@ impl Backend for CudaBackend {
                 self.run_blocks(range.clone(), cfg, &rope, n, pos)?
             }
             Unit::Output { n_out } => self.run_output(cfg, n, *n_out)?,
+            Unit::Attention { .. }
+            | Unit::FfnRoute { .. }
+            | Unit::FfnLocal { .. }
+            | Unit::FfnEnd { .. } => return Err(parts_unsupported(&self.ledger.name(self.id))),
         }
         Ok(())
+    }
+
+    fn export(&self, _: Exchange, _: &mut [f32]) -> Result<(), BackendError> {
+        Err(parts_unsupported(&self.ledger.name(self.id)))
+    }
+
+    fn import(&mut self, _: Exchange, _: &[f32]) -> Result<(), BackendError> {
+        Err(parts_unsupported(&self.ledger.name(self.id)))
     }
 
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
@@ -201,6 +225,10 @@ impl Backend for CudaBackend {
 
     /// A GPU cache needs no clearing: attention reads positions below `pos` only.
     fn reset(&mut self) {}
+
+    fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)> {
+        None
+    }
 
     fn holdings(&self) -> Holdings {
         Holdings {

@@ -89,10 +89,16 @@ pub(super) fn cpu_block(
     rows: (usize, usize),
     pos: usize,
 ) -> Result<(), BackendError> {
+    on_worker(|| cpu_block_body(cfg, w, s, cache, rope, rows, pos))
+}
+
+/// Runs `f` on one of rayon's workers when called from outside the pool (see
+/// [`cpu_block`]).
+pub(super) fn on_worker<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| cpu_block_body(cfg, w, s, cache, rope, rows, pos))
+        rayon::scope(|_| f())
     } else {
-        cpu_block_body(cfg, w, s, cache, rope, rows, pos)
+        f()
     }
 }
 
@@ -103,6 +109,24 @@ fn cpu_block_body(
     cache: &mut Cache,
     rope: &Rope,
     (n, ffn_rows): (usize, usize),
+    pos: usize,
+) -> Result<(), BackendError> {
+    attention(cfg, w, s, cache, rope, n, pos)?;
+    ffn_route(cfg, w, s, n, ffn_rows)?;
+    let all = Local::all(cfg);
+    ffn_local(cfg, w, s, ffn_rows, &all)?;
+    ffn_end(cfg, s, n, ffn_rows);
+    Ok(())
+}
+
+/// `x += attention(rms_norm(x))` for the `n` rows of `s.x`.
+pub(super) fn attention(
+    cfg: &ModelConfig,
+    w: &BlockWeights,
+    s: &mut Scratch,
+    cache: &mut Cache,
+    rope: &Rope,
+    n: usize,
     pos: usize,
 ) -> Result<(), BackendError> {
     let e = cfg.n_embd;
@@ -117,17 +141,75 @@ fn cpu_block_body(
         }
     }
     ops::add(&mut s.x[..n * e], &s.out[..n * e]);
-
-    // The FFN of the rows kept, moved to the front of xn (its products read rows 0..).
-    let (skip, m) = (n - ffn_rows, ffn_rows);
-    let x = &mut s.x[skip * e..n * e];
-    ops::rms_norm_rows(x, &w.ffn_norm, cfg.rms_eps, &mut s.xn[..m * e]);
-    match &w.ffn {
-        Ffn::Dense(d) => dense_ffn(d, s, m)?,
-        Ffn::Moe(moe) => moe_ffn(cfg, moe, s, m)?,
-    }
-    ops::add(&mut s.x[skip * e..n * e], &s.out[..m * e]);
     Ok(())
+}
+
+/// The FFN's input: the last `m` of the `n` rows of `s.x`, normalised, at the front of
+/// `s.xn` (its products read rows 0..), and for experts each row's choice of them in
+/// `s.route_ids` / `s.route_weights`.
+pub(super) fn ffn_route(
+    cfg: &ModelConfig,
+    w: &BlockWeights,
+    s: &mut Scratch,
+    n: usize,
+    m: usize,
+) -> Result<(), BackendError> {
+    let e = cfg.n_embd;
+    ops::rms_norm_rows(
+        &s.x[(n - m) * e..n * e],
+        &w.ffn_norm,
+        cfg.rms_eps,
+        &mut s.xn[..m * e],
+    );
+    if let Ffn::Moe(moe) = &w.ffn {
+        route(cfg, moe, s, m)?;
+    }
+    Ok(())
+}
+
+/// What of a block's FFN a device computes: the routed experts `experts` (its stacks
+/// holding experts `stack`), and the router's share (shared experts, or the dense FFN)
+/// when `ffn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Local {
+    pub experts: std::ops::Range<usize>,
+    pub stack: std::ops::Range<usize>,
+    pub ffn: bool,
+}
+
+impl Local {
+    /// The whole FFN, from stacks of every expert.
+    pub(super) fn all(cfg: &ModelConfig) -> Local {
+        let nx = cfg.moe.as_ref().map_or(0, |m| m.n_expert);
+        Local {
+            experts: 0..nx,
+            stack: 0..nx,
+            ffn: true,
+        }
+    }
+}
+
+/// `s.out` = this device's share of the FFN of the `m` rows routed by [`ffn_route`].
+pub(super) fn ffn_local(
+    cfg: &ModelConfig,
+    w: &BlockWeights,
+    s: &mut Scratch,
+    m: usize,
+    local: &Local,
+) -> Result<(), BackendError> {
+    match &w.ffn {
+        Ffn::Dense(d) if local.ffn => dense_ffn(d, s, m),
+        Ffn::Dense(_) => Err(BackendError::Unsupported(
+            "a dense FFN computed where it is not held".into(),
+        )),
+        Ffn::Moe(moe) => moe_ffn(cfg, moe, s, m, local),
+    }
+}
+
+/// `x += out` for the last `m` of the `n` rows.
+pub(super) fn ffn_end(cfg: &ModelConfig, s: &mut Scratch, n: usize, m: usize) {
+    let e = cfg.n_embd;
+    ops::add(&mut s.x[(n - m) * e..n * e], &s.out[..m * e]);
 }
 
 /// Grouped-query attention of the normalised `s.xn` into `s.out`.
@@ -397,24 +479,18 @@ fn ffn_into(
     mul_new(&d.down, acts, ff, n, out)
 }
 
-/// The experts of `s.xn` (`n` rows) into `s.out`: each token's router picks its experts;
-/// one token runs its experts side by side on the threads, a batch runs each expert once
-/// over the tokens that chose it (so its weights are read once per batch); the shared
-/// experts, if any, are added for every token.
-fn moe_ffn(
+/// Each of the `n` rows of `s.xn` picks its experts (`s.route_ids`, `s.route_weights`).
+fn route(
     cfg: &ModelConfig,
     w: &MoeWeights<Matrix, std::borrow::Cow<[f32]>>,
     s: &mut Scratch,
     n: usize,
 ) -> Result<(), BackendError> {
-    let m = cfg.moe.as_ref().ok_or_else(|| {
-        BackendError::Unsupported("an expert block in a model without experts".into())
-    })?;
-    let (e, nx, k, f) = (cfg.n_embd, m.n_expert, m.n_expert_used, m.n_ff_exp);
+    let m = moe_of(cfg)?;
+    let (e, nx, k) = (cfg.n_embd, m.n_expert, m.n_expert_used);
     let router = m.router();
-    let xn = &s.xn[..n * e];
     let logits = &mut s.router[..n * nx];
-    mul_new(&w.router, &mut s.acts, xn, n, logits)?;
+    mul_new(&w.router, &mut s.acts, &s.xn[..n * e], n, logits)?;
     let (ids, weights) = (&mut s.route_ids[..n * k], &mut s.route_weights[..n * k]);
     for t in 0..n {
         ops::route(
@@ -425,25 +501,58 @@ fn moe_ffn(
             &mut weights[t * k..(t + 1) * k],
         );
     }
+    Ok(())
+}
+
+fn moe_of(cfg: &ModelConfig) -> Result<&crate::config::Moe, BackendError> {
+    cfg.moe.as_ref().ok_or_else(|| {
+        BackendError::Unsupported("an expert block in a model without experts".into())
+    })
+}
+
+/// The experts of `s.xn` (`n` rows, routed) that `local` names into `s.out`: one token
+/// runs its experts side by side on the threads, a batch runs each expert once over the
+/// tokens that chose it (so its weights are read once per batch); the shared experts, if
+/// any and `local.ffn`, are added for every token.
+fn moe_ffn(
+    cfg: &ModelConfig,
+    w: &MoeWeights<Matrix, std::borrow::Cow<[f32]>>,
+    s: &mut Scratch,
+    n: usize,
+    local: &Local,
+) -> Result<(), BackendError> {
+    let m = moe_of(cfg)?;
+    let (e, k, f) = (cfg.n_embd, m.n_expert_used, m.n_ff_exp);
+    let xn = &s.xn[..n * e];
+    let (ids, weights) = (&s.route_ids[..n * k], &s.route_weights[..n * k]);
+    // Expert x of the stacks this device holds (a stack may be a range of the experts).
+    let parts = local.stack.len();
     let expert = |x: usize| Dense {
-        gate: w.gate.part(x, nx),
-        up: w.up.part(x, nx),
-        down: w.down.part(x, nx),
+        gate: w.gate.part(x - local.stack.start, parts),
+        up: w.up.part(x - local.stack.start, parts),
+        down: w.down.part(x - local.stack.start, parts),
     };
     let out = &mut s.out[..n * e];
     out.fill(0.0);
     if n == 1 {
-        let experts: Vec<Dense<Matrix>> = ids.iter().map(|&x| expert(x as usize)).collect();
-        let y = &mut s.gathered_out[..k * e];
-        let hidden = (&mut s.gate[..k * f], &mut s.up[..k * f], &mut s.ff[..k * f]);
-        experts_one_token(&experts, xn, &mut s.acts, &mut s.expert_acts, hidden, y)?;
-        for (y, &wt) in y.chunks_exact(e).zip(weights.iter()) {
-            ops::add_scaled(out, wt, y);
+        let mine: Vec<usize> = (0..k)
+            .filter(|&j| local.experts.contains(&(ids[j] as usize)))
+            .collect();
+        if !mine.is_empty() {
+            let experts: Vec<Dense<Matrix>> =
+                mine.iter().map(|&j| expert(ids[j] as usize)).collect();
+            let c = mine.len();
+            let y = &mut s.gathered_out[..c * e];
+            let hidden = (&mut s.gate[..c * f], &mut s.up[..c * f], &mut s.ff[..c * f]);
+            experts_one_token(&experts, xn, &mut s.acts, &mut s.expert_acts, hidden, y)?;
+            for (y, &j) in y.chunks_exact(e).zip(&mine) {
+                ops::add_scaled(out, weights[j], y);
+            }
         }
     } else {
         let y = &mut s.gathered_out[..n * e];
         let mut chosen: Vec<(usize, f32)> = Vec::with_capacity(n);
-        for x in 0..nx {
+        for x in local.experts.clone() {
             chosen.clear();
             for t in 0..n {
                 for j in 0..k {
@@ -476,7 +585,7 @@ fn moe_ffn(
             }
         }
     }
-    if let Some(sh) = &w.shared {
+    if let (Some(sh), true) = (&w.shared, local.ffn) {
         let y = &mut s.gathered_out[..n * e];
         ffn_into(sh, &mut s.acts, xn, n, &mut s.gate, &mut s.up, &mut s.ff, y)?;
         ops::add(out, y);

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use strata_kernels_cpu::ops::{self, KvCache, LatentCache};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
-use crate::backend::interface::{Backend, BackendError, Holdings, Source, Unit};
+use crate::backend::interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
 use crate::buffers::{kv_type_of, ScratchLayout};
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
-use crate::model::{Matrix, Model};
+use crate::model::{BlockWeights, Matrix, Model};
 use block::Cache;
 use scratch::Scratch;
 use weights::HostWeights;
@@ -28,9 +28,15 @@ pub struct HostBackend {
     maps_file: bool,
     weights: HostWeights,
     caches: BTreeMap<usize, Cache>,
+    /// The parts it holds of each block it holds any of, and whether it holds them as its
+    /// own copy (else it reads them from the mapped file).
+    parts: BTreeMap<usize, (Parts, bool)>,
     scratch: Option<Scratch>,
     /// Reservations of the buffers above and of the mapped bytes it reads.
     held: Vec<Reservation>,
+    /// Threads of its own (a posing device that computes beside the CPU); `None`: the
+    /// process's pool.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl HostBackend {
@@ -41,9 +47,23 @@ impl HostBackend {
             maps_file,
             weights: HostWeights::default(),
             caches: BTreeMap::new(),
+            parts: BTreeMap::new(),
             scratch: None,
             held: Vec::new(),
+            pool: None,
         }
+    }
+
+    /// Computes on `threads` threads of its own from now on.
+    pub fn own_threads(&mut self, threads: usize, name: &str) -> Result<(), BackendError> {
+        let prefix = name.to_string();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("{prefix}-{i}"))
+            .build()
+            .map_err(|e| BackendError::Unsupported(format!("{name}'s threads: {e}")))?;
+        self.pool = Some(pool);
+        Ok(())
     }
 
     /// Reserves `bytes` of the mapped file that this device reads in place.
@@ -53,6 +73,90 @@ impl HostBackend {
             .reserve(self.id, BufferKind::Weights, bytes, what)?;
         self.held.push(r);
         Ok(())
+    }
+
+    /// [`Backend::run`] on the threads it is called on.
+    fn run_here(
+        &mut self,
+        model: &Model,
+        unit: &Unit,
+        n: usize,
+        pos: usize,
+    ) -> Result<(), BackendError> {
+        let cfg = &model.cfg;
+        let id = self.id;
+        let s = self
+            .scratch
+            .as_mut()
+            .ok_or_else(|| missing(id, "scratch"))?;
+        let weights = |i: usize| -> Result<Held, BackendError> {
+            match self.weights.block(i) {
+                Some(c) => Ok(Held::Copy(Box::new(c))),
+                None if self.maps_file => Ok(Held::Mapped(&model.blocks[i])),
+                None => Err(missing(id, format!("weights of block {i}"))),
+            }
+        };
+        let caches = &mut self.caches;
+        macro_rules! cache {
+            ($i:expr) => {
+                caches
+                    .get_mut(&$i)
+                    .ok_or_else(|| missing(id, format!("KV cache of block {}", $i)))?
+            };
+        }
+        match unit {
+            Unit::Blocks {
+                blocks: range,
+                keep,
+            } => {
+                let rope = cfg.rope();
+                for i in range.clone() {
+                    let ffn_rows = if i + 1 == range.end { *keep } else { n };
+                    let (w, c) = (weights(i)?, cache!(i));
+                    block::cpu_block(cfg, &w, s, c, &rope, (n, ffn_rows), pos)?;
+                }
+                Ok(())
+            }
+            Unit::Attention { block: i } => {
+                let (w, c, rope) = (weights(*i)?, cache!(*i), cfg.rope());
+                block::on_worker(|| block::attention(cfg, &w, s, c, &rope, n, pos))
+            }
+            Unit::FfnRoute { block: i, rows } => {
+                let w = weights(*i)?;
+                block::on_worker(|| block::ffn_route(cfg, &w, s, n, *rows))
+            }
+            Unit::FfnLocal { block: i, rows } => {
+                let w = weights(*i)?;
+                let (parts, copied) = self
+                    .parts
+                    .get(i)
+                    .ok_or_else(|| missing(id, format!("any part of block {i}")))?;
+                let held = parts.experts.clone().unwrap_or_default();
+                let nx = cfg.moe.as_ref().map_or(0, |m| m.n_expert);
+                let local = block::Local {
+                    stack: if *copied { held.clone() } else { 0..nx },
+                    experts: held,
+                    ffn: parts.ffn,
+                };
+                block::on_worker(|| block::ffn_local(cfg, &w, s, *rows, &local))
+            }
+            Unit::FfnEnd { rows, .. } => {
+                block::ffn_end(cfg, s, n, *rows);
+                Ok(())
+            }
+            Unit::Output { n_out } => {
+                let (norm, w_out) = match self.weights.output() {
+                    Some(o) => o,
+                    None if self.maps_file => (&model.output_norm[..], model.output),
+                    None => return Err(missing(id, "output layer")),
+                };
+                let (e, n_out) = (cfg.n_embd, *n_out);
+                let xn = &mut s.xn[..n_out * e];
+                ops::rms_norm_rows(&s.x[(n - n_out) * e..n * e], norm, cfg.rms_eps, xn);
+                let logits = &mut s.logits[..n_out * cfg.n_vocab];
+                block::mul_new(&w_out, &mut s.acts, xn, n_out, logits)
+            }
+        }
     }
 
     fn scratch(&self) -> Result<&Scratch, BackendError> {
@@ -72,6 +176,28 @@ fn missing(device: DeviceId, what: impl Into<String>) -> BackendError {
     }
 }
 
+/// A block's weights where a host device holds them: its own copy, or the mapped file.
+enum Held<'a> {
+    Copy(Box<BlockWeights<'a>>),
+    Mapped(&'a BlockWeights<'a>),
+}
+
+impl<'a> std::ops::Deref for Held<'a> {
+    type Target = BlockWeights<'a>;
+    fn deref(&self) -> &BlockWeights<'a> {
+        match self {
+            Held::Copy(w) => w,
+            Held::Mapped(w) => w,
+        }
+    }
+}
+
+/// `n_embd` and the experts a token uses, as the scratch's layout sizes them.
+fn route_widths(s: &Scratch) -> (usize, usize) {
+    let l = &s.layout;
+    (l.x / l.n_batch, l.route_ids / l.n_batch)
+}
+
 /// Whether the CPU kernels read `m` repacked (see `strata_kernels_cpu::packed`).
 fn packs(m: &Matrix) -> bool {
     packed::supports(m.ty, isa::active())
@@ -82,14 +208,24 @@ impl Backend for HostBackend {
         self.id
     }
 
-    fn hold_block(&mut self, src: &Source, i: usize) -> Result<(), BackendError> {
-        let mut packed_here = false;
-        src.model.blocks[i].each_matrix(|_, m| packed_here |= packs(m));
+    fn hold_block(&mut self, src: &Source, i: usize, parts: &Parts) -> Result<(), BackendError> {
+        let pieces = weights::pieces(src, i, parts);
+        let packed_here = pieces.iter().any(|p| {
+            let mut packs_it = false;
+            src.model.blocks[i].each_matrix(|name, m| {
+                packs_it |= p.cost.name.ends_with(name) && packs(m);
+            });
+            packs_it
+        });
         if self.maps_file && !packed_here {
-            let bytes = src.plan_model.role_bytes(crate::plan::Role::Block(i));
-            return self.map(bytes, || format!("mapped weights of block {i}"));
+            let bytes = pieces.iter().map(|p| p.cost.bytes).sum();
+            self.map(bytes, || format!("mapped weights of block {i}"))?;
+            self.parts.insert(i, (parts.clone(), false));
+            return Ok(());
         }
-        self.weights.copy_block(src, self.id, i)
+        self.weights.copy_block(src, self.id, i, parts)?;
+        self.parts.insert(i, (parts.clone(), true));
+        Ok(())
     }
 
     fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
@@ -174,52 +310,55 @@ impl Backend for HostBackend {
         n: usize,
         pos: usize,
     ) -> Result<(), BackendError> {
-        let cfg = &model.cfg;
-        let id = self.id;
+        match self.pool.take() {
+            Some(pool) => {
+                let out = pool.install(|| self.run_here(model, unit, n, pos));
+                self.pool = Some(pool);
+                out
+            }
+            None => self.run_here(model, unit, n, pos),
+        }
+    }
+
+    fn export(&self, what: Exchange, out: &mut [f32]) -> Result<(), BackendError> {
+        let s = self.scratch()?;
+        match what {
+            Exchange::Route => {
+                let (e, k) = route_widths(s);
+                let rows = out.len() / (e + 2 * k);
+                let (xn, rest) = out.split_at_mut(rows * e);
+                let (weights, ids) = rest.split_at_mut(rows * k);
+                xn.copy_from_slice(&s.xn[..rows * e]);
+                weights.copy_from_slice(&s.route_weights[..rows * k]);
+                for (o, &id) in ids.iter_mut().zip(&s.route_ids[..rows * k]) {
+                    *o = f32::from_bits(id);
+                }
+            }
+            Exchange::Partial => out.copy_from_slice(&s.out[..out.len()]),
+        }
+        Ok(())
+    }
+
+    fn import(&mut self, what: Exchange, data: &[f32]) -> Result<(), BackendError> {
         let s = self
             .scratch
             .as_mut()
-            .ok_or_else(|| missing(id, "scratch"))?;
-        match unit {
-            Unit::Blocks {
-                blocks: range,
-                keep,
-            } => {
-                let rope = cfg.rope();
-                for i in range.clone() {
-                    let cache = self
-                        .caches
-                        .get_mut(&i)
-                        .ok_or_else(|| missing(id, format!("KV cache of block {i}")))?;
-                    // The block's weights where this device holds them: its own copy, or
-                    // the mapped file for the CPU.
-                    let copied;
-                    let w = match self.weights.block(i) {
-                        Some(c) => {
-                            copied = c;
-                            &copied
-                        }
-                        None if self.maps_file => &model.blocks[i],
-                        None => return Err(missing(id, format!("weights of block {i}"))),
-                    };
-                    let ffn_rows = if i + 1 == range.end { *keep } else { n };
-                    block::cpu_block(cfg, w, s, cache, &rope, (n, ffn_rows), pos)?;
+            .ok_or_else(|| missing(self.id, "scratch"))?;
+        match what {
+            Exchange::Route => {
+                let (e, k) = route_widths(s);
+                let rows = data.len() / (e + 2 * k);
+                let (xn, rest) = data.split_at(rows * e);
+                let (weights, ids) = rest.split_at(rows * k);
+                s.xn[..rows * e].copy_from_slice(xn);
+                s.route_weights[..rows * k].copy_from_slice(weights);
+                for (o, &id) in s.route_ids[..rows * k].iter_mut().zip(ids) {
+                    *o = id.to_bits();
                 }
-                Ok(())
             }
-            Unit::Output { n_out } => {
-                let (norm, w_out) = match self.weights.output() {
-                    Some(o) => o,
-                    None if self.maps_file => (&model.output_norm[..], model.output),
-                    None => return Err(missing(id, "output layer")),
-                };
-                let (e, n_out) = (cfg.n_embd, *n_out);
-                let xn = &mut s.xn[..n_out * e];
-                ops::rms_norm_rows(&s.x[(n - n_out) * e..n * e], norm, cfg.rms_eps, xn);
-                let logits = &mut s.logits[..n_out * cfg.n_vocab];
-                block::mul_new(&w_out, &mut s.acts, xn, n_out, logits)
-            }
+            Exchange::Partial => ops::add(&mut s.out[..data.len()], data),
         }
+        Ok(())
     }
 
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
@@ -260,6 +399,15 @@ impl Backend for HostBackend {
     fn reset(&mut self) {
         for c in self.caches.values_mut() {
             c.clear();
+        }
+    }
+
+    fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)> {
+        // Driven from a thread outside the process's pool, a backend without threads of its
+        // own would queue its work on that pool, which may be the very thread waiting.
+        match self.pool {
+            Some(_) => Some(self),
+            None => None,
         }
     }
 

@@ -5,15 +5,17 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
-use crate::backend::interface::{BackendError, Source};
+use crate::backend::interface::{BackendError, Parts, Source};
 use crate::gguf::GgufFile;
 use crate::huge::HugeBytes;
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
 use crate::model::{Block, BlockWeights, Matrix, Rebind};
-use crate::plan::{Role, TensorCost};
+use crate::plan::parts::slice_bytes;
+use crate::plan::{Part, Role, TensorCost};
 
 /// Bytes on a device, reserved on its ledger account for as long as they live.
 pub struct DeviceBuffer {
@@ -76,29 +78,71 @@ struct Copied {
     at: HashMap<String, (usize, TensorCost)>,
 }
 
+/// A tensor, or the slice of an expert stack, that a device holds: its cost as held
+/// (a slice's data and aligned bytes), and which bytes of the file's tensor it is.
+pub struct Piece {
+    pub cost: TensorCost,
+    pub src: Range<usize>,
+}
+
+/// The pieces of block `i` that `parts` names, in file order: whole tensors, and of each
+/// expert stack the slice of the experts held.
+pub fn pieces(src: &Source, i: usize, parts: &Parts) -> Vec<Piece> {
+    let align = src.plan_model.alignment;
+    let nx = src.model.cfg.moe.as_ref().map_or(1, |m| m.n_expert);
+    src.plan_model
+        .tensors_of(Role::Block(i))
+        .filter_map(|t| {
+            let whole = || Piece {
+                cost: t.clone(),
+                src: 0..t.data_bytes as usize,
+            };
+            match Part::of(&t.name).map(|(_, p)| p) {
+                Some(Part::Experts) => {
+                    let r = parts.experts.clone()?;
+                    if r.len() == nx {
+                        return Some(whole());
+                    }
+                    let per = t.data_bytes / nx as u64;
+                    let mut cost = t.clone();
+                    cost.data_bytes = per * r.len() as u64;
+                    cost.bytes = slice_bytes(per, r.len(), align);
+                    Some(Piece {
+                        cost,
+                        src: (per as usize * r.start)..(per as usize * r.end),
+                    })
+                }
+                Some(Part::Attention) => parts.attention.then(whole),
+                _ => parts.ffn.then(whole),
+            }
+        })
+        .collect()
+}
+
 impl Copied {
-    /// Copies `tensors` (in this order, each padded to the alignment as [`TensorCost`]
-    /// says) from the mapped `file` into one new buffer on `device`.
+    /// Copies `pieces` (in this order, each padded to the alignment as its cost says)
+    /// from the mapped `file` into one new buffer on `device`.
     fn new(
         ledger: &Ledger,
         device: DeviceId,
         file: &GgufFile,
-        tensors: &[&TensorCost],
+        pieces: &[Piece],
         what: impl FnOnce() -> String,
     ) -> Result<Copied, BackendError> {
-        let total: u64 = tensors.iter().map(|t| t.bytes).sum();
+        let total: u64 = pieces.iter().map(|p| p.cost.bytes).sum();
         let mut buf = DeviceBuffer::allocate(ledger, device, BufferKind::Weights, total, what)?;
         let mut at = HashMap::new();
         let mut off = 0usize;
-        for t in tensors {
+        for p in pieces {
+            let t = &p.cost;
             let info = file.tensor(&t.name).ok_or_else(|| BackendError::Tensor {
                 name: t.name.clone(),
                 why: "not in the file".into(),
             })?;
-            let data = file.tensor_data(info)?;
+            let data = &file.tensor_data(info)?[p.src.clone()];
             buf.bytes_mut()[off..off + data.len()].copy_from_slice(data);
             file.release(info);
-            at.insert(t.name.clone(), (off, (*t).clone()));
+            at.insert(t.name.clone(), (off, t.clone()));
             off += t.bytes as usize;
         }
         Ok(Copied { buf, at })
@@ -199,13 +243,34 @@ struct CopiedBlock {
     layout: Block<MatSlot, VecSlot>,
 }
 
-/// Finds each tensor of a block in its copy, and repacks the matrices the packed kernels
-/// read (MLA's per-head decompression matrices stay row-major: they are read by row range).
+/// Finds each tensor of a block's held parts in its copy, and repacks the matrices the
+/// packed kernels read (MLA's per-head decompression matrices stay row-major: they are read
+/// by row range). A tensor of a part held elsewhere becomes an empty slot.
 struct Place<'m> {
     mem: &'m mut Copied,
     block: usize,
+    parts: &'m Parts,
     n_expert: usize,
 }
+
+impl Place<'_> {
+    fn held(&self, full: &str) -> bool {
+        match Part::of(full).map(|(_, p)| p) {
+            Some(Part::Experts) => self.parts.experts.is_some(),
+            Some(Part::Attention) => self.parts.attention,
+            _ => self.parts.ffn,
+        }
+    }
+}
+
+const EMPTY_MAT: MatSlot = MatSlot {
+    ty: GgmlType::F32,
+    rows: 0,
+    cols: 0,
+    off: 0,
+    len: 0,
+    packed: false,
+};
 
 impl Rebind<Matrix<'_>, Cow<'_, [f32]>> for Place<'_> {
     type M2 = MatSlot;
@@ -213,19 +278,37 @@ impl Rebind<Matrix<'_>, Cow<'_, [f32]>> for Place<'_> {
     type Error = BackendError;
     fn matrix(&mut self, name: &str, m: &Matrix) -> Result<MatSlot, BackendError> {
         let full = format!("blk.{}.{name}", self.block);
-        let mut slot = self.mem.mat(&full, m)?;
-        match name {
-            "attn_kv_b.weight" | "attn_k_b.weight" | "attn_v_b.weight" => {}
-            n if crate::model::is_expert_stack(n) => {
-                self.mem.pack(&mut slot, &full, self.n_expert)?
-            }
-            _ => self.mem.pack(&mut slot, &full, 1)?,
+        if !self.held(&full) {
+            return Ok(EMPTY_MAT);
         }
-        Ok(slot)
+        match name {
+            "attn_kv_b.weight" | "attn_k_b.weight" | "attn_v_b.weight" => self.mem.mat(&full, m),
+            n if crate::model::is_expert_stack(n) => {
+                // The held experts' rows of the stack, packed expert by expert.
+                let r = self.parts.experts.clone().unwrap_or_default();
+                let (rows, len) = (m.rows / self.n_expert, m.data.len() / self.n_expert);
+                let slice = Matrix {
+                    rows: rows * r.len(),
+                    data: &m.data[r.start * len..r.end * len],
+                    ..*m
+                };
+                let mut slot = self.mem.mat(&full, &slice)?;
+                self.mem.pack(&mut slot, &full, r.len())?;
+                Ok(slot)
+            }
+            _ => {
+                let mut slot = self.mem.mat(&full, m)?;
+                self.mem.pack(&mut slot, &full, 1)?;
+                Ok(slot)
+            }
+        }
     }
     fn vector(&mut self, name: &str, v: &Cow<[f32]>) -> Result<VecSlot, BackendError> {
-        self.mem
-            .vector(&format!("blk.{}.{name}", self.block), v.len())
+        let full = format!("blk.{}.{name}", self.block);
+        if !self.held(&full) {
+            return Ok(VecSlot { off: 0, n: 0 });
+        }
+        self.mem.vector(&full, v.len())
     }
 }
 
@@ -259,21 +342,22 @@ pub struct HostWeights {
 }
 
 impl HostWeights {
-    /// Copies block `i`'s tensors (as the plan lists them) onto `device`.
+    /// Copies `parts` of block `i` (as [`pieces`] cuts them) onto `device`.
     pub fn copy_block(
         &mut self,
         src: &Source,
         device: DeviceId,
         i: usize,
+        parts: &Parts,
     ) -> Result<(), BackendError> {
-        let tensors: Vec<&TensorCost> = src.plan_model.tensors_of(Role::Block(i)).collect();
-        let mut mem = Copied::new(src.ledger, device, src.file, &tensors, || {
+        let mut mem = Copied::new(src.ledger, device, src.file, &pieces(src, i, parts), || {
             format!("weights of block {i}")
         })?;
         let n_expert = src.model.cfg.moe.as_ref().map_or(1, |m| m.n_expert);
         let layout = src.model.blocks[i].map(&mut Place {
             mem: &mut mem,
             block: i,
+            parts,
             n_expert,
         })?;
         self.blocks.insert(i, CopiedBlock { mem, layout });
@@ -283,8 +367,16 @@ impl HostWeights {
     /// Copies the output layer (final norm, output matrix; `token_embd.weight` when tied)
     /// onto `device`.
     pub fn copy_output(&mut self, src: &Source, device: DeviceId) -> Result<(), BackendError> {
-        let tensors = src.plan_model.output_tensors(false);
-        let mut mem = Copied::new(src.ledger, device, src.file, &tensors, || {
+        let pieces: Vec<Piece> = src
+            .plan_model
+            .output_tensors(false)
+            .into_iter()
+            .map(|t| Piece {
+                cost: t.clone(),
+                src: 0..t.data_bytes as usize,
+            })
+            .collect();
+        let mut mem = Copied::new(src.ledger, device, src.file, &pieces, || {
             "output layer weights".into()
         })?;
         let out_name = if src.plan_model.tied_output {
