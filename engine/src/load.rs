@@ -271,7 +271,7 @@ pub fn load_with_progress<'m>(
             DeviceId::Cpu => return Err(err.into()),
         };
         let planned = current.devices[d].total_bytes();
-        if current.devices[d].layers() == 0 {
+        if !current.devices[d].runs_anything() {
             return Err(err.into());
         }
         // Give the device strictly less room than the plan that failed used, so the
@@ -337,6 +337,17 @@ fn recovery_line(err: &AllocError, before: &Plan, after: &Plan, d: usize) -> Str
                 describe_layers(&blocks, output),
                 dev.device.name
             ));
+        }
+        // Routed experts that left `d` for `to`, counted over the blocks.
+        let experts: usize = (0..before.n_layer)
+            .map(|i| {
+                let was = before.blocks[i].experts_on(d).unwrap_or_default();
+                let now = after.blocks[i].experts_on(to).unwrap_or_default();
+                now.filter(|x| was.contains(x)).count()
+            })
+            .sum();
+        if experts > 0 {
+            moved.push(format!("{experts} routed expert(s) to {}", dev.device.name));
         }
     }
     let why = match &err.refused {

@@ -283,3 +283,42 @@ fn scaled_seed_case_loads_as_planned_and_runs() {
         b = r.eval(&[tb]).unwrap().to_vec();
     }
 }
+
+/// A device that allows less than it reports: the load re-plans with fewer experts on it,
+/// says so in one line, and still allocates exactly what the new plan says.
+#[test]
+fn a_device_that_allows_less_gives_up_experts() {
+    let m = RandomMoe {
+        n_layer: 5,
+        n_expert: 16,
+        ..RandomMoe::deepseek2(GgmlType::Q8_0, true)
+    };
+    let file = m.build();
+    let model = Model::bind(&file, |_| {}).unwrap();
+    let pm = PlanModel::from_gguf(&file).unwrap();
+    let s = settings(NumGpu::Auto);
+    let all = plan::plan(&pm, &[Device::cpu(1 << 40), Device::gpu(0, 1 << 40)], &s).unwrap();
+    let (_, experts) = all.expert_bytes_on_gpus();
+    let reports = all.devices[1].total_bytes();
+    let allows = reports - experts / 3;
+    let accel = PseudoAccel::capped("ACCEL0", reports, allows);
+    let ledger = Ledger::new();
+    let loaded = load(
+        &file,
+        &model,
+        Device::cpu(1 << 40),
+        &posing(&[accel]),
+        &s,
+        &ledger,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!loaded.recoveries.is_empty());
+    assert!(
+        loaded.recoveries[0].contains("routed expert(s) to CPU"),
+        "{:?}",
+        loaded.recoveries
+    );
+    assert_ledger_matches_plan(&ledger, &loaded.plan, "after recovery");
+    let (on, all_experts) = loaded.plan.expert_bytes_on_gpus();
+    assert!(on > 0 && on < all_experts);
+}
