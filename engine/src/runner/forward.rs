@@ -14,11 +14,13 @@
 
 use std::time::Instant;
 
+use super::trace::{self, Recorder};
 use super::{DeviceSlot, Placement, RunError};
 use crate::backend::{BackendError, Unit};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     model: &Model,
     placement: &Placement,
@@ -27,12 +29,15 @@ pub(super) fn forward(
     tokens: &[u32],
     pos: usize,
     n_out: usize,
+    trace: &mut Option<Recorder>,
 ) -> Result<(), RunError> {
     let n = tokens.len();
     let len = n * model.cfg.n_embd;
     let mut here = DeviceId::Cpu;
     let mut since = Instant::now();
-    device(devices, here).backend.embed(model, tokens)?;
+    let cpu = device(devices, here);
+    cpu.backend.embed(model, tokens)?;
+    trace::compute(trace, cpu.backend.as_ref(), since, || "embed".into())?;
 
     let n_layer = placement.blocks.len();
     let mut start = 0;
@@ -41,13 +46,18 @@ pub(super) fn forward(
         let end = (start..n_layer)
             .find(|&j| placement.blocks[j] != dev)
             .unwrap_or(n_layer);
-        cross(devices, ledger, &mut here, dev, len, &mut since)?;
+        cross(devices, ledger, &mut here, dev, len, &mut since, trace)?;
         let keep = if end == n_layer { n_out } else { n };
         let blocks = Unit::Blocks {
             blocks: start..end,
             keep,
         };
-        device(devices, here).backend.run(model, &blocks, n, pos)?;
+        let t = Instant::now();
+        let d = device(devices, here);
+        d.backend.run(model, &blocks, n, pos)?;
+        trace::compute(trace, d.backend.as_ref(), t, || {
+            format!("blocks {start}-{}", end - 1)
+        })?;
         start = end;
     }
 
@@ -58,13 +68,18 @@ pub(super) fn forward(
         placement.output,
         len,
         &mut since,
+        trace,
     )?;
     let output = Unit::Output { n_out };
-    device(devices, here).backend.run(model, &output, n, pos)?;
+    let t = Instant::now();
+    let d = device(devices, here);
+    d.backend.run(model, &output, n, pos)?;
+    trace::compute(trace, d.backend.as_ref(), t, || "output".into())?;
 
     // The logits come back to the host: one more explicit copy when computed elsewhere.
     if here != DeviceId::Cpu {
         let len = n_out * model.cfg.n_vocab;
+        let t = Instant::now();
         let (cpu, other) = pair(devices, DeviceId::Cpu, here);
         let logits = cpu.backend.host_logits_mut().ok_or(BackendError::Missing {
             device: DeviceId::Cpu,
@@ -72,6 +87,7 @@ pub(super) fn forward(
         })?;
         other.backend.read_logits(&mut logits[..len])?;
         ledger.count_copy(DeviceId::Cpu, len as u64 * 4);
+        trace::transfer(trace, DeviceId::Cpu, t, || "logits → CPU".into());
     }
     device(devices, here).busy += since.elapsed();
     Ok(())
@@ -104,7 +120,7 @@ fn device(devices: &mut [DeviceSlot], id: DeviceId) -> &mut DeviceSlot {
 /// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
 /// copy at a device boundary, straight into or out of whichever side holds it in host
 /// memory (staged through the host only between two GPUs). The time since `since` is
-/// charged to the device left, the copy included.
+/// charged to the device left, the copy included; the copy is also a span on `to`.
 fn cross(
     devices: &mut [DeviceSlot],
     ledger: &Ledger,
@@ -112,10 +128,12 @@ fn cross(
     to: DeviceId,
     len: usize,
     since: &mut Instant,
+    trace: &mut Option<Recorder>,
 ) -> Result<(), RunError> {
     if *here == to {
         return Ok(());
     }
+    let t = Instant::now();
     let (b, a) = pair(devices, to, *here);
     if let Some(x) = a.backend.host_x() {
         b.backend.write_x(&x[..len])?;
@@ -127,6 +145,7 @@ fn cross(
         b.backend.write_x(&staged)?;
     }
     ledger.count_copy(to, len as u64 * 4);
+    trace::transfer(trace, to, t, || format!("copy x → {to}"));
     let now = Instant::now();
     a.busy += now - *since;
     *since = now;

@@ -3,8 +3,9 @@
 //! tokens through `forward.rs` in batches of at most `n_batch`.
 
 mod forward;
+mod trace;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strata_kernels_cpu::GgmlType;
 use thiserror::Error;
@@ -14,6 +15,8 @@ use crate::backend::{Backend, BackendError};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
+
+pub use trace::{Span, SpanKind};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -113,6 +116,8 @@ pub struct Runner<'m> {
     pos: usize,
     /// Logits of the last forward call: `n_out × n_vocab`.
     n_out: usize,
+    /// The timeline, while tracing is on.
+    trace: Option<trace::Recorder>,
 }
 
 impl<'m> Runner<'m> {
@@ -177,6 +182,7 @@ impl<'m> Runner<'m> {
             ledger,
             pos: 0,
             n_out: 0,
+            trace: None,
         }
     }
 
@@ -216,6 +222,27 @@ impl<'m> Runner<'m> {
     /// The devices of the run, the CPU first.
     pub fn devices(&self) -> &[DeviceSlot] {
         &self.devices
+    }
+
+    /// Turns the timeline on (from now: spans are timed from this moment, earlier ones are
+    /// dropped) or off. Off by default: tracing waits for each GPU's work to finish after
+    /// each of its units, which a pipelined schedule must not do.
+    pub fn set_tracing(&mut self, on: bool) {
+        self.trace = on.then(trace::Recorder::new);
+    }
+
+    /// The spans recorded since tracing was turned on or since the last call, in order of
+    /// their end (empty when tracing is off). Tracing stays on.
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        self.trace
+            .as_mut()
+            .map(|t| std::mem::take(&mut t.spans))
+            .unwrap_or_default()
+    }
+
+    /// The moment the spans are timed from (`None` when tracing is off).
+    pub fn trace_epoch(&self) -> Option<Instant> {
+        self.trace.as_ref().map(|t| t.epoch)
     }
 
     /// Feeds `tokens` (any number; batched internally) at the current position and returns
@@ -287,6 +314,7 @@ impl<'m> Runner<'m> {
             tokens,
             self.pos,
             self.n_out,
+            &mut self.trace,
         )?;
         self.pos += tokens.len();
         Ok(())

@@ -171,6 +171,10 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn finish(&self) -> Result<(), BackendError> {
+        Ok(self.gpu.synchronize()?)
+    }
+
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
         Ok(self.x_to_host(x)?)
     }
