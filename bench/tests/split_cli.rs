@@ -1,4 +1,5 @@
-//! `bench split` end to end on the real model: the formats, and the flags' errors.
+//! `bench split` end to end on the real model: the formats, the plot and the trace, and
+//! the flags' errors.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,6 +26,14 @@ fn split(model: &Path, args: &[&str]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh folder of this test's own under cargo's scratch space for tests.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// `-p 0` means no prompt test, as in llama-bench: decode is still measured.
@@ -62,10 +71,13 @@ fn no_prompt_measures_decode_only() {
     assert_eq!(sd, "0.00", "{row}");
 }
 
-/// The sweep users compare: JSON rows with every sample.
+/// The sweep users compare: JSON rows with every sample, an SVG plot, and a trace in which
+/// num_gpu 16 shows work on both devices.
 #[test]
-fn json_rows() {
+fn json_rows_plot_and_trace() {
     let Some(model) = model() else { return };
+    let dir = scratch("split_json_rows_plot_and_trace");
+    let (svg, trace) = (dir.join("x.svg"), dir.join("t.json"));
     let o = split(
         &model,
         &[
@@ -81,6 +93,10 @@ fn json_rows() {
             "0,16",
             "-o",
             "json",
+            "--plot",
+            svg.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -113,6 +129,30 @@ fn json_rows() {
             );
         }
         assert!(row["predicted_tg_tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.starts_with("<?xml"),
+        "{}",
+        &svg[..80]
+    );
+
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let pid = events
+        .iter()
+        .find(|e| e["name"] == "process_name" && e["args"]["name"] == "num_gpu 16")
+        .map(|e| e["pid"].clone())
+        .expect("a process for num_gpu 16");
+    for tid in [0, 1] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["ph"] == "X" && e["pid"] == pid && e["tid"] == tid),
+            "no span on device {tid} at num_gpu 16"
+        );
     }
 }
 
@@ -158,9 +198,14 @@ fn csv_has_a_header_and_a_line_per_row() {
 fn bad_flags_name_the_flag_and_the_value() {
     // None of these reaches the model: a path that does not exist will do.
     let model = Path::new("no-such-model.gguf");
+    let dir = scratch("split_bad_flags");
+    let missing = dir.join("no/such/folder/x.svg");
+    let missing = missing.to_str().unwrap();
     for (args, words) in [
         (vec!["-o", "xml"], vec!["--output", "xml"]),
         (vec!["-r", "0"], vec!["--repetitions 0"]),
+        (vec!["--plot", missing], vec!["--plot", missing]),
+        (vec!["--trace", missing], vec!["--trace", missing]),
     ] {
         let o = split(model, &args);
         let err = stderr(&o);

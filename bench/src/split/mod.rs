@@ -8,14 +8,18 @@
 //! tokens (in batches of `-b`), and tg, `-n` decode steps of one token (greedy), each from
 //! an empty context. Token ids are the model's own greedy continuation of token 1, so the
 //! runs are reproducible. The timed runs record the runner's timeline (`Runner::
-//! set_tracing`), which gives the shares (`shares.rs`).
+//! set_tracing`), which gives the shares (`shares.rs`) and `--trace`.
 
+mod plot;
 mod predict;
 mod report;
 mod shares;
+mod timeline;
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 use strata_engine::devices::CudaAccel;
@@ -31,6 +35,7 @@ use crate::bandwidth::{read_bandwidth, Stream};
 use predict::ReadRule;
 use report::{DeviceModel, Format, Phase, Row};
 use shares::{PhaseTime, Window};
+use timeline::TracedRun;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -60,10 +65,41 @@ pub struct Args {
     /// md (a table, `mean ± sd`), csv, json (an array of rows) or jsonl (a row a line).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
+    /// Also draw tokens/s against num_gpu (measured and predicted) into this SVG file.
+    #[arg(long = "plot", value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Also write the last tg run of each num_gpu value as a Chrome trace (for Perfetto).
+    #[arg(long = "trace", value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
     /// MiB of the buffer the read-bandwidth reference streams through (the bandwidth the
     /// prediction divides by, measured after each num_gpu value's runs).
     #[arg(long = "stream-mib", default_value_t = 512)]
     pub stream_mib: usize,
+}
+
+/// `--plot` or `--trace`'s file, created before the runs so that a bad path fails at once
+/// instead of after the sweep.
+struct OutFile {
+    flag: &'static str,
+    path: PathBuf,
+    file: File,
+}
+
+impl OutFile {
+    fn create(flag: &'static str, path: &Path) -> Result<OutFile, String> {
+        let file = File::create(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        Ok(OutFile {
+            flag,
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn write(mut self, text: &str) -> Result<(), String> {
+        self.file
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("{} {}: {e}", self.flag, self.path.display()))
+    }
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -75,11 +111,23 @@ pub fn run(args: &Args) -> Result<(), String> {
             return Err(format!("{flag} 0: must be at least 1"));
         }
     }
+    let plot = args
+        .plot
+        .as_deref()
+        .map(|p| OutFile::create("--plot", p))
+        .transpose()?;
+    let trace = args
+        .trace
+        .as_deref()
+        .map(|p| OutFile::create("--trace", p))
+        .transpose()?;
     // On a pool worker, as `generate` runs (`pool::on_pool`).
-    strata_engine::pool::on_pool(args.threads.map(|t| t.max(1)), || run_in_pool(args))
+    strata_engine::pool::on_pool(args.threads.map(|t| t.max(1)), || {
+        run_in_pool(args, plot, trace)
+    })
 }
 
-fn run_in_pool(args: &Args) -> Result<(), String> {
+fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Result<(), String> {
     let accels: Vec<Accelerator> = match &args.pose_gpus {
         Some(t) => PseudoAccel::parse_list(t)?
             .into_iter()
@@ -128,13 +176,23 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
     if args.output == Format::Json {
         println!("[");
     }
+    let (mut rows, mut traced) = (Vec::new(), Vec::new());
     for (i, &num_gpu) in values.iter().enumerate() {
-        let row = sweep_one(args, &file, &model, &accels, &names, num_gpu, &stream)?;
+        let (row, last_tg) = sweep_one(args, &file, &model, &accels, &names, num_gpu, &stream)?;
         let text = report::line(args.output, &row);
         match args.output {
             Format::Json if i + 1 < values.len() => println!("{text},"),
             _ => println!("{text}"),
         }
+        if let Some((spans, origin)) = last_tg {
+            traced.push(TracedRun {
+                name: format!("num_gpu {num_gpu}"),
+                devices: names.clone(),
+                spans,
+                origin,
+            });
+        }
+        rows.push(row);
     }
     match args.output {
         Format::Json => println!("]"),
@@ -145,8 +203,22 @@ fn run_in_pool(args: &Args) -> Result<(), String> {
         ),
         Format::Csv | Format::Jsonl => {}
     }
+    if let Some(out) = plot {
+        let title = args.model.file_name().map_or_else(
+            || args.model.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        out.write(&plot::svg(&rows, &title)?)?;
+    }
+    if let Some(out) = trace {
+        let json = timeline::chrome_trace(&traced);
+        out.write(&format!("{json}\n"))?;
+    }
     Ok(())
 }
+
+/// The spans of a run of tg, and when the run started on their clock.
+type LastRun = (Vec<Span>, Duration);
 
 /// The spans of one run of a test, and its window on their clock.
 struct Timed {
@@ -178,7 +250,8 @@ fn timed(
     })
 }
 
-/// One warm-up and `reps` timed runs of `test`, each worth `tokens` tokens.
+/// One warm-up and `reps` timed runs of `test`, each worth `tokens` tokens: the phase, and
+/// the last run's spans with its start.
 fn phase(
     r: &mut Runner,
     reps: usize,
@@ -186,20 +259,22 @@ fn phase(
     devices: &[DeviceId],
     names: &[String],
     test: impl Fn(&mut Runner) -> Result<(), String>,
-) -> Result<Phase, String> {
+) -> Result<(Phase, LastRun), String> {
     timed(r, &test)?;
     let mut time = PhaseTime::new(devices.to_vec());
-    let mut samples = Vec::with_capacity(reps);
+    let (mut samples, mut last) = (Vec::with_capacity(reps), None);
     for _ in 0..reps {
         let t = timed(r, &test)?;
         samples.push(tokens as f64 / t.secs);
         time.add(&t.spans, t.window);
+        last = Some((t.spans, t.window.start));
     }
     let (shares, overlap) = time.shares(names);
-    Ok(Phase::new(samples, shares, overlap))
+    let last = last.expect("at least one repetition");
+    Ok((Phase::new(samples, shares, overlap), last))
 }
 
-/// The row of `num_gpu`.
+/// A row for `num_gpu`, and the spans of its last tg run with that run's start.
 fn sweep_one(
     args: &Args,
     file: &GgufFile,
@@ -208,7 +283,7 @@ fn sweep_one(
     names: &[String],
     num_gpu: NumGpu,
     stream: &Stream,
-) -> Result<Row, String> {
+) -> Result<(Row, Option<LastRun>), String> {
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
     let mut settings = decode_settings(n_ctx, args.batch_size, num_gpu);
     if args.pose_gpus.is_some() {
@@ -257,13 +332,13 @@ fn sweep_one(
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
         repetitions: reps,
-        pp,
+        pp: pp.map(|(p, _)| p),
         devices: model_devices,
         copy_bytes_per_token: copy_bytes,
         predicted_tg_tokens_per_s: predicted,
-        tg,
+        tg: tg.as_ref().map(|(p, _)| p.clone()),
     };
-    Ok(row)
+    Ok((row, tg.map(|(_, last)| last)))
 }
 
 /// The bandwidth model for `plan`: each device's bytes per token and bandwidth (host
