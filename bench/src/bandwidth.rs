@@ -31,17 +31,11 @@ impl Stream {
     }
 }
 
-/// The best read bandwidth (bytes/s) of `passes` passes over `stream`, after one that warms
-/// its pages up, on the current rayon pool's threads.
-pub fn read_bandwidth(stream: &Stream, passes: usize) -> f64 {
-    let words = stream.words();
-    read_pass(words);
-    (0..passes.max(1))
-        .map(|_| {
-            let [plain, prefetched] = read_pass(words);
-            plain.max(prefetched)
-        })
-        .fold(0.0, f64::max)
+/// The read bandwidth (bytes/s) of one pass over `stream` on the current rayon pool's
+/// threads, plain or prefetched, whichever was faster.
+pub fn read_once(stream: &Stream) -> f64 {
+    let [plain, prefetched] = read_pass(stream.words());
+    plain.max(prefetched)
 }
 
 /// Bytes per second read by summing `buf` (split over the pool's threads) in one pass,

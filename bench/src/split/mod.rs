@@ -31,7 +31,7 @@ use strata_engine::model::Model;
 use strata_engine::plan::{host_free_bytes, Device, NumGpu, Plan};
 use strata_engine::runner::{Runner, Span};
 
-use crate::bandwidth::{read_bandwidth, Stream};
+use crate::bandwidth::{read_once, Stream};
 use predict::ReadRule;
 use report::{DeviceModel, Format, Phase, Row};
 use shares::{PhaseTime, Window};
@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(long = "trace", value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
     /// MiB of the buffer the read-bandwidth reference streams through (the bandwidth the
-    /// prediction divides by, measured after each num_gpu value's runs).
+    /// prediction divides by, read once after each timed run).
     #[arg(long = "stream-mib", default_value_t = 512)]
     pub stream_mib: usize,
 }
@@ -161,8 +161,8 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
     let threads = rayon::current_num_threads();
     if args.output == Format::Md {
         println!(
-            "model {} ({n_layer} blocks), pp{} tg{}, {} runs after a warm-up, {threads} CPU \
-             threads, devices: {}\n",
+            "model {} ({n_layer} blocks), pp{} tg{}, a warm-up and {} timed runs each, \
+             {threads} CPU threads, devices: {}\n",
             args.model.display(),
             args.n_prompt,
             args.n_gen,
@@ -198,8 +198,10 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
         Format::Json => println!("]"),
         Format::Md => println!(
             "\npredicted: the bandwidth model, each device reading a decode token's weights at \
-             the measured read bandwidth ({threads} threads) in turn, plus the copies between \
-             devices; - where a device's bandwidth is not measured (a GPU)"
+             the read bandwidth in turn, plus the copies between devices; - where a device's \
+             bandwidth is not measured (a GPU). read GB/s: the mean of a read pass over \
+             {} MiB ({threads} threads) after each timed run",
+            args.stream_mib
         ),
         Format::Csv | Format::Jsonl => {}
     }
@@ -250,28 +252,49 @@ fn timed(
     })
 }
 
-/// One warm-up and `reps` timed runs of `test`, each worth `tokens` tokens: the phase, and
-/// the last run's spans with its start.
-fn phase(
-    r: &mut Runner,
+/// What the phases of a row share: the repetitions, the devices (the CPU first) and their
+/// names, and the read reference, taken after each timed run so that the prediction sees
+/// the machine the measurement saw (on a shared machine it moves by half between minutes).
+struct Phases<'a> {
     reps: usize,
-    tokens: usize,
-    devices: &[DeviceId],
-    names: &[String],
-    test: impl Fn(&mut Runner) -> Result<(), String>,
-) -> Result<(Phase, LastRun), String> {
-    timed(r, &test)?;
-    let mut time = PhaseTime::new(devices.to_vec());
-    let (mut samples, mut last) = (Vec::with_capacity(reps), None);
-    for _ in 0..reps {
-        let t = timed(r, &test)?;
-        samples.push(tokens as f64 / t.secs);
-        time.add(&t.spans, t.window);
-        last = Some((t.spans, t.window.start));
+    devices: Vec<DeviceId>,
+    names: &'a [String],
+    stream: &'a Stream,
+    /// Bytes/s of each read pass so far.
+    reads: Vec<f64>,
+}
+
+impl Phases<'_> {
+    /// One warm-up and `reps` timed runs of `test`, each worth `tokens` tokens: the phase,
+    /// and the last run's spans with its start.
+    fn run(
+        &mut self,
+        r: &mut Runner,
+        tokens: usize,
+        test: impl Fn(&mut Runner) -> Result<(), String>,
+    ) -> Result<(Phase, LastRun), String> {
+        timed(r, &test)?;
+        let mut time = PhaseTime::new(self.devices.clone());
+        let (mut samples, mut last) = (Vec::with_capacity(self.reps), None);
+        for _ in 0..self.reps {
+            let t = timed(r, &test)?;
+            self.reads.push(read_once(self.stream));
+            samples.push(tokens as f64 / t.secs);
+            time.add(&t.spans, t.window);
+            last = Some((t.spans, t.window.start));
+        }
+        let (shares, overlap) = time.shares(self.names);
+        let last = last.expect("at least one repetition");
+        Ok((Phase::new(samples, shares, overlap), last))
     }
-    let (shares, overlap) = time.shares(names);
-    let last = last.expect("at least one repetition");
-    Ok((Phase::new(samples, shares, overlap), last))
+
+    /// The mean read bandwidth of the passes so far (one now if there were none).
+    fn read_bandwidth(&self) -> f64 {
+        match self.reads.len() {
+            0 => read_once(self.stream),
+            n => self.reads.iter().sum::<f64>() / n as f64,
+        }
+    }
 }
 
 /// A row for `num_gpu`, and the spans of its last tg run with that run's start.
@@ -304,17 +327,20 @@ fn sweep_one(
         prompt.push(argmax(l));
     }
     prompt.truncate(args.n_prompt);
-    let devices: Vec<DeviceId> = (0..names.len()).map(DeviceId::from_plan_index).collect();
-    let reps = args.repetitions;
+    let mut phases = Phases {
+        reps: args.repetitions,
+        devices: (0..names.len()).map(DeviceId::from_plan_index).collect(),
+        names,
+        stream,
+        reads: Vec::new(),
+    };
     let pp = match args.n_prompt {
         0 => None,
-        n => Some(phase(&mut r, reps, n, &devices, names, |r| {
-            r.eval(&prompt).map(drop).map_err(err)
-        })?),
+        n => Some(phases.run(&mut r, n, |r| r.eval(&prompt).map(drop).map_err(err))?),
     };
     let tg = match args.n_gen {
         0 => None,
-        n => Some(phase(&mut r, reps, n, &devices, names, |r| {
+        n => Some(phases.run(&mut r, n, |r| {
             let mut tok = 1;
             for _ in 0..n {
                 tok = argmax(r.eval(&[tok]).map_err(err)?);
@@ -323,22 +349,23 @@ fn sweep_one(
         })?),
     };
 
-    let bandwidth = read_bandwidth(stream, 3);
+    let bandwidth = phases.read_bandwidth();
     let (model_devices, copy_bytes, predicted) = prediction(&plan, model, accels, names, bandwidth);
+    let (tg, last_tg) = tg.unzip();
     let row = Row {
         model: args.model.display().to_string(),
         num_gpu: num_gpu.to_string(),
         gpu_layers: plan.num_gpu,
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
-        repetitions: reps,
+        repetitions: args.repetitions,
         pp: pp.map(|(p, _)| p),
         devices: model_devices,
         copy_bytes_per_token: copy_bytes,
         predicted_tg_tokens_per_s: predicted,
-        tg: tg.as_ref().map(|(p, _)| p.clone()),
+        tg,
     };
-    Ok((row, tg.map(|(_, last)| last)))
+    Ok((row, last_tg))
 }
 
 /// The bandwidth model for `plan`: each device's bytes per token and bandwidth (host

@@ -54,7 +54,10 @@ pub fn svg(rows: &[Row], title: &str) -> Result<String, String> {
             .collect(),
         predicted: true,
     });
-    let pp = measured(rows, "pp measured (mean ± sd)", GREEN, |r| &r.pp);
+    // A darker green than GREEN's, which is hard to read on white.
+    let pp = measured(rows, "pp measured (mean ± sd)", RGBColor(0, 140, 0), |r| {
+        &r.pp
+    });
     let x_max = rows.iter().map(|r| r.gpu_layers).max().unwrap_or(0) as f64;
     let mut out = String::new();
     {
@@ -95,6 +98,7 @@ fn panel<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("layers on GPUs (num_gpu)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("tokens/s")
         .draw()
         .map_err(err)?;

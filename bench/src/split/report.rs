@@ -106,16 +106,21 @@ pub fn line(format: Format, row: &Row) -> String {
     }
 }
 
-fn percent(x: f64) -> String {
-    format!("{:.0}%", 100.0 * x)
+/// A share as a percentage with `decimals` places.
+fn percent(x: f64, decimals: usize) -> String {
+    format!("{:.*}%", decimals, 100.0 * x)
 }
 
 /// `CPU 61%, ACCEL0 35%`: one share of each device.
-fn per_device(phase: &Option<Phase>, share: impl Fn(&DeviceShares) -> f64) -> String {
+fn per_device(
+    phase: &Option<Phase>,
+    decimals: usize,
+    share: impl Fn(&DeviceShares) -> f64,
+) -> String {
     phase.as_ref().map_or("-".into(), |p| {
         p.devices
             .iter()
-            .map(|d| format!("{} {}", d.name, percent(share(d))))
+            .map(|d| format!("{} {}", d.name, percent(share(d), decimals)))
             .collect::<Vec<_>>()
             .join(", ")
     })
@@ -136,10 +141,11 @@ fn md_line(row: &Row) -> String {
         row.tg.as_ref().map_or_else(dash, Phase::mean_sd),
         row.predicted_tg_tokens_per_s
             .map_or_else(dash, |t| format!("{t:.2}")),
-        per_device(&row.tg, |d| d.busy),
-        per_device(&row.tg, |d| d.transfer),
-        row.tg.as_ref().map_or_else(dash, |p| percent(p.overlap)),
-        per_device(&row.pp, |d| d.busy),
+        per_device(&row.tg, 0, |d| d.busy),
+        // Copies of one token's activations are small: a whole percent would show 0.
+        per_device(&row.tg, 1, |d| d.transfer),
+        row.tg.as_ref().map_or_else(dash, |p| percent(p.overlap, 0)),
+        per_device(&row.pp, 0, |d| d.busy),
     )
 }
 
