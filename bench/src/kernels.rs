@@ -15,6 +15,8 @@ use strata_kernels_cpu::matvec::matvec_quantized_isa;
 use strata_kernels_cpu::packed::{self, matmul_packed, matvec_packed, Packed};
 use strata_kernels_cpu::{registry, FormatError, GgmlType, QuantizedActs};
 
+use crate::bandwidth::{read_pass, splitmix, Stream};
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// MiB of weights per matvec matrix (make it several times the last-level cache).
@@ -84,14 +86,6 @@ fn check(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `mib` MiB on huge pages, or an error naming `flag` if the size overflows or the system
-/// refuses the memory.
-fn huge_mib(mib: usize, flag: &str) -> Result<HugeBytes, BoxError> {
-    mib.checked_mul(1 << 20)
-        .and_then(HugeBytes::try_zeroed)
-        .ok_or_else(|| format!("{flag} {mib}: cannot allocate {mib} MiB").into())
-}
-
 pub fn run(args: &Args) -> Result<(), BoxError> {
     check(args)?;
     let isa = match &args.isa {
@@ -120,15 +114,8 @@ pub fn run(args: &Args) -> Result<(), BoxError> {
         .map(|&t| Ok((t, rayon::ThreadPoolBuilder::new().num_threads(t).build()?)))
         .collect::<Result<_, BoxError>>()?;
 
-    // On huge pages, as the weights (`Weights::new`) and as the engine's buffers. On this
-    // VM one core reads 18-20 GB/s from 2 MiB pages and only 12-14 from 4 KiB ones (two-level
-    // page walks): a 4 KiB reference would understate what the engine's memory gives.
-    // Every word different (see [`salt`]: identical pages may be merged by the host).
-    let mut stream = huge_mib(args.stream_mib, "--stream-mib")?;
-    for (i, w) in stream.bytes_mut().chunks_exact_mut(8).enumerate() {
-        w.copy_from_slice(&splitmix(i as u64).to_le_bytes());
-    }
-    let stream: &[u64] = bytemuck::cast_slice(stream.bytes());
+    let stream = Stream::new(args.stream_mib, "--stream-mib")?;
+    let stream = stream.words();
     println!(
         "ISA level: {isa}; matvec {} MiB of weights, {} columns; read reference: {} MiB buffer, \
          measured alternately with each format's matvecs (same thread count)",
@@ -262,75 +249,6 @@ impl Weights {
     }
 }
 
-/// Bytes per second read by summing `buf` (split over the pool's threads) in one pass,
-/// plainly and then with software prefetch (the matvec kernels prefetch; a reference that
-/// did not would understate what the memory gives them): `[plain, prefetched]`.
-fn read_pass(buf: &[u64]) -> [f64; 2] {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    let chunk = buf.len().div_ceil(threads);
-    [false, true].map(|prefetch| {
-        let start = Instant::now();
-        let sum: u64 = buf.par_chunks(chunk).map(|c| sum_words(c, prefetch)).sum();
-        let secs = start.elapsed().as_secs_f64();
-        std::hint::black_box(sum);
-        std::mem::size_of_val(buf) as f64 / secs
-    })
-}
-
-/// Sum of the words: with AVX2, four 32-byte loads per step into independent
-/// accumulators (as fast as the core can issue loads, so the loop is bound by memory),
-/// optionally prefetching 3 KiB ahead as the kernels do; otherwise eight scalar lanes.
-fn sum_words(c: &[u64], prefetch: bool) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected.
-        return unsafe { sum_words_avx2(c, prefetch) };
-    }
-    let _ = prefetch;
-    let mut acc = [0u64; 8];
-    let mut it = c.chunks_exact(8);
-    for w in &mut it {
-        for k in 0..8 {
-            acc[k] = acc[k].wrapping_add(w[k]);
-        }
-    }
-    acc.iter()
-        .chain(it.remainder())
-        .fold(0u64, |a, &b| a.wrapping_add(b))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum_words_avx2(c: &[u64], prefetch: bool) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let mut chunks = c.chunks_exact(16);
-    for w in &mut chunks {
-        let p = w.as_ptr().cast::<__m256i>();
-        if prefetch {
-            // A prefetch never faults: reaching past the buffer is harmless.
-            let ahead = w.as_ptr().cast::<i8>().wrapping_add(3072);
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-        }
-        acc[0] = _mm256_add_epi64(acc[0], _mm256_loadu_si256(p));
-        acc[1] = _mm256_add_epi64(acc[1], _mm256_loadu_si256(p.add(1)));
-        acc[2] = _mm256_add_epi64(acc[2], _mm256_loadu_si256(p.add(2)));
-        acc[3] = _mm256_add_epi64(acc[3], _mm256_loadu_si256(p.add(3)));
-    }
-    let mut lanes = [0u64; 4];
-    let total = _mm256_add_epi64(
-        _mm256_add_epi64(acc[0], acc[1]),
-        _mm256_add_epi64(acc[2], acc[3]),
-    );
-    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), total);
-    lanes
-        .iter()
-        .chain(chunks.remainder())
-        .fold(0u64, |a, &b| a.wrapping_add(b))
-}
-
 /// Makes row `i` unlike any other row while keeping it valid: random bytes XORed into
 /// every byte of every block except its f16 scales (any bit pattern is a valid quant,
 /// 6-bit scale or int8 scale), or, for float formats, into the lowest mantissa bit of each
@@ -377,14 +295,6 @@ fn salt(ty: GgmlType, row: &mut [u8], i: u64) -> Result<(), BoxError> {
         }
     }
     Ok(())
-}
-
-/// SplitMix64's output function: distinct inputs give well-mixed distinct words.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A row of valid blocks of `ty` (finite scales), from a small deterministic generator.

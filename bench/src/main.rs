@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bandwidth;
 mod kernels;
 mod plan;
 mod split;

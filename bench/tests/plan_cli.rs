@@ -28,17 +28,31 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn json_for_scripts() {
-    let o = plan(&["--gpus", "8x80GiB", "-o", "json"]);
+    let o = plan(&["--gpus", "8x80GiB", "-o", "json", "--fill", "layers"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["num_gpu"], 49);
     assert_eq!(v["output_device"], "CUDA7");
     assert_eq!(v["devices"].as_array().unwrap().len(), 9);
+    // The expert plan (the default): every block's parts, experts by range.
+    let o = plan(&["--gpus", "8x80GiB", "-o", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["num_gpu"], 62);
+    let parts = v["block_parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 61);
+    assert_eq!(parts[10]["experts"][1]["device"], "CPU");
+    let (on, all) = (
+        v["expert_bytes_on_gpus"].as_f64().unwrap(),
+        v["expert_bytes"].as_f64().unwrap(),
+    );
+    assert!(on / all > 0.93, "{on} of {all}");
+    assert!(v["devices"][0]["read_per_token_bytes"].as_u64().unwrap() > 0);
 }
 
 #[test]
 fn table_with_the_ollama_style_line() {
-    let o = plan(&["--gpus", "8x80GiB"]);
+    let o = plan(&["--gpus", "8x80GiB", "--fill", "layers"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
@@ -73,6 +87,15 @@ fn bad_flags_are_errors_that_say_what_is_wrong() {
         (
             vec!["--gpus", "8x80GiB", "--num-gpu", "51"],
             "largest num_gpu that fits is 49",
+        ),
+        (
+            vec!["--gpus", "8x80GiB", "--fill", "tensors"],
+            "--fill 'tensors'",
+        ),
+        // llama.cpp's spelling `-ot`, with a device that is not there.
+        (
+            vec!["--gpus", "8x80GiB", "-ot", "exps=CUDA8"],
+            "no device 'CUDA8'",
         ),
     ] {
         let o = plan(&flags);

@@ -354,3 +354,56 @@ fn accelerator_placements_need_the_loader() {
         .expect("refused");
     assert!(matches!(e, LoadError::Unsupported(_)), "{e}");
 }
+
+/// With tracing on, one forward call leaves a span per unit and per copy, on the device
+/// that did it, in the order they ran and without overlapping (the runner takes turns);
+/// with tracing off, none.
+#[test]
+fn tracing_records_each_unit_and_copy_in_order() {
+    use strata_engine::runner::SpanKind::{Compute, Transfer};
+    let file = model_file();
+    let model = Model::bind(&file, |_| {}).unwrap();
+    let ledger = Ledger::new();
+    // 5 blocks: num_gpu 3 puts blocks 3-4 and the output layer on ACCEL0.
+    let mut loaded = load(
+        &file,
+        &model,
+        Device::cpu(HOST),
+        &posing(&accels(&[64])),
+        &settings(NumGpu::Layers(3)),
+        &ledger,
+    )
+    .unwrap();
+    let r = &mut loaded.runner;
+    r.eval(&[3, 4]).unwrap();
+    assert!(r.take_spans().is_empty() && r.trace_epoch().is_none());
+
+    r.set_tracing(true);
+    r.eval(&[5]).unwrap();
+    let spans = r.take_spans();
+    let (cpu, acc) = (DeviceId::Cpu, DeviceId::Accel(0));
+    let got: Vec<_> = spans
+        .iter()
+        .map(|s| (s.device, s.kind, s.what.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (cpu, Compute, "embed"),
+            (cpu, Compute, "blocks 0-2"),
+            (acc, Transfer, "copy x → ACCEL0"),
+            (acc, Compute, "blocks 3-4"),
+            (acc, Compute, "output"),
+            (cpu, Transfer, "logits → CPU"),
+        ]
+    );
+    for w in spans.windows(2) {
+        assert!(w[0].start <= w[0].end && w[0].end <= w[1].start, "{w:?}");
+    }
+    // Taken spans are gone; the busy accounting goes on beside the trace.
+    assert!(r.take_spans().is_empty());
+    assert!(r.devices().iter().all(|d| !d.busy.is_zero()));
+    r.set_tracing(false);
+    r.eval(&[6]).unwrap();
+    assert!(r.take_spans().is_empty());
+}

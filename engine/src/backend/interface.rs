@@ -182,6 +182,12 @@ pub trait Backend {
     fn run(&mut self, model: &Model, unit: &Unit, n: usize, pos: usize)
         -> Result<(), BackendError>;
 
+    /// Waits until the work queued by [`Backend::run`] is done (a host's is done when
+    /// `run` returns; a GPU's kernels are only queued). For timelines: copies wait anyway.
+    fn finish(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// The residual stream's first `x.len()` values, from the device into `x`.
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError>;
 

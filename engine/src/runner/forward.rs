@@ -21,6 +21,7 @@
 
 use std::time::Instant;
 
+use super::trace::{self, Recorder};
 use super::{BlockPlace, DeviceSlot, Placement, RunError};
 use crate::backend::{BackendError, Exchange, Unit};
 use crate::ledger::{DeviceId, Ledger};
@@ -33,6 +34,8 @@ pub(super) struct Pass<'a, 'm> {
     pub ledger: &'a Ledger,
     /// Devices that share a block's FFN compute their shares at the same time.
     pub overlap: bool,
+    /// Where spans go while tracing.
+    pub trace: Option<&'a Recorder>,
 }
 
 impl Pass<'_, '_> {
@@ -47,7 +50,13 @@ impl Pass<'_, '_> {
         let n = tokens.len();
         let len = n * model.cfg.n_embd;
         let mut here = DeviceId::Cpu;
-        timed(device(devices, here), |d| d.backend.embed(model, tokens))?;
+        let tr = self.trace;
+        timed(
+            device(devices, here),
+            tr,
+            || "embed".into(),
+            |d| d.backend.embed(model, tokens),
+        )?;
 
         let n_layer = placement.blocks.len();
         let mut start = 0;
@@ -66,7 +75,8 @@ impl Pass<'_, '_> {
                 blocks: start..end,
                 keep: rows(end),
             };
-            timed(device(devices, here), |d| {
+            let what = || format!("blocks {start}-{}", end - 1);
+            timed(device(devices, here), tr, what, |d| {
                 d.backend.run(model, &blocks, n, pos)
             })?;
             start = end;
@@ -74,9 +84,12 @@ impl Pass<'_, '_> {
 
         self.cross(devices, &mut here, placement.output, len)?;
         let output = Unit::Output { n_out };
-        timed(device(devices, here), |d| {
-            d.backend.run(model, &output, n, pos)
-        })?;
+        timed(
+            device(devices, here),
+            tr,
+            || "output".into(),
+            |d| d.backend.run(model, &output, n, pos),
+        )?;
 
         // The logits come back to the host: one more explicit copy when computed elsewhere.
         if here != DeviceId::Cpu {
@@ -86,7 +99,10 @@ impl Pass<'_, '_> {
                 device: DeviceId::Cpu,
                 what: "logits in host memory".into(),
             })?;
-            timed(other, |o| o.backend.read_logits(&mut logits[..len]))?;
+            let t = Instant::now();
+            other.backend.read_logits(&mut logits[..len])?;
+            other.busy += t.elapsed();
+            trace::transfer(tr, DeviceId::Cpu, t, || "logits → CPU".into());
             self.ledger.count_copy(DeviceId::Cpu, len as u64 * 4);
         }
         Ok(())
@@ -105,8 +121,12 @@ impl Pass<'_, '_> {
     ) -> Result<(), RunError> {
         let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
         let len = n * model.cfg.n_embd;
+        let tr = self.trace;
         let run = |devices: &mut [DeviceSlot], d: DeviceId, unit: Unit| {
-            timed(device(devices, d), |s| s.backend.run(model, &unit, n, pos))
+            let what = || part_name(&unit);
+            timed(device(devices, d), tr, what, |s| {
+                s.backend.run(model, &unit, n, pos)
+            })
         };
         self.cross(devices, here, b.attention, len)?;
         run(devices, b.attention, Unit::Attention { block: i })?;
@@ -117,13 +137,16 @@ impl Pass<'_, '_> {
         let local = Unit::FfnLocal { block: i, rows };
         if !others.is_empty() {
             let mut route = vec![0.0f32; Exchange::Route.len(&model.cfg, rows)];
-            timed(device(devices, b.ffn), |h| {
-                h.backend.export(Exchange::Route, &mut route)
-            })?;
+            let h = device(devices, b.ffn);
+            let t = Instant::now();
+            h.backend.export(Exchange::Route, &mut route)?;
+            h.busy += t.elapsed();
             for &d in &others {
-                timed(device(devices, d), |r| {
-                    r.backend.import(Exchange::Route, &route)
-                })?;
+                let r = device(devices, d);
+                let t = Instant::now();
+                r.backend.import(Exchange::Route, &route)?;
+                r.busy += t.elapsed();
+                trace::transfer(tr, d, t, || format!("route {i} → {d}"));
                 self.ledger.count_copy(d, route.len() as u64 * 4);
             }
         }
@@ -150,6 +173,7 @@ impl Pass<'_, '_> {
                         let t = Instant::now();
                         let out = b.run(model, local, n, pos);
                         *busy += t.elapsed();
+                        trace::compute(tr, &*b, t, || part_name(local))?;
                         out
                     }));
                 }
@@ -159,6 +183,7 @@ impl Pass<'_, '_> {
                         let t = Instant::now();
                         let out = b.run(model, &local, n, pos);
                         *busy += t.elapsed();
+                        trace::compute(tr, b.as_ref(), t, || part_name(&local))?;
                         out
                     })
                     .collect();
@@ -174,12 +199,14 @@ impl Pass<'_, '_> {
         }
         let mut partial = vec![0.0f32; Exchange::Partial.len(&model.cfg, rows)];
         for &d in &others {
-            timed(device(devices, d), |r| {
-                r.backend.export(Exchange::Partial, &mut partial)
-            })?;
-            timed(device(devices, b.ffn), |h| {
-                h.backend.import(Exchange::Partial, &partial)
-            })?;
+            let t = Instant::now();
+            device(devices, d)
+                .backend
+                .export(Exchange::Partial, &mut partial)?;
+            let h = device(devices, b.ffn);
+            h.backend.import(Exchange::Partial, &partial)?;
+            h.busy += t.elapsed();
+            trace::transfer(tr, b.ffn, t, || format!("experts {i} {d} → {}", b.ffn));
             self.ledger.count_copy(b.ffn, partial.len() as u64 * 4);
         }
         run(devices, b.ffn, Unit::FfnEnd { block: i, rows })?;
@@ -217,30 +244,50 @@ impl Pass<'_, '_> {
             return Ok(());
         }
         let (b, a) = pair(devices, to, *here);
+        let t = Instant::now();
         if let Some(x) = a.backend.host_x() {
-            timed(b, |b| b.backend.write_x(&x[..len]))?;
+            b.backend.write_x(&x[..len])?;
         } else if let Some(x) = b.backend.host_x_mut() {
-            timed(a, |a| a.backend.read_x(&mut x[..len]))?;
+            a.backend.read_x(&mut x[..len])?;
         } else {
             let mut staged = vec![0.0f32; len];
-            timed(a, |a| a.backend.read_x(&mut staged))?;
-            timed(b, |b| b.backend.write_x(&staged))?;
+            a.backend.read_x(&mut staged)?;
+            b.backend.write_x(&staged)?;
         }
+        // Charged to the device read from, which waits there for a GPU's queued work.
+        a.busy += t.elapsed();
+        trace::transfer(self.trace, to, t, || format!("copy x → {to}"));
         self.ledger.count_copy(to, len as u64 * 4);
         *here = to;
         Ok(())
     }
 }
 
-/// Runs `f` on `slot`, charging its wall time to the device.
+/// Runs `f` on `slot`, charging its wall time to the device, and records it as a span
+/// named `what` while tracing.
 fn timed<T>(
     slot: &mut DeviceSlot,
+    tr: Option<&Recorder>,
+    what: impl FnOnce() -> String,
     f: impl FnOnce(&mut DeviceSlot) -> Result<T, BackendError>,
 ) -> Result<T, BackendError> {
     let t = Instant::now();
-    let out = f(slot);
+    let out = f(slot)?;
+    trace::compute(tr, slot.backend.as_ref(), t, what)?;
     slot.busy += t.elapsed();
-    out
+    Ok(out)
+}
+
+/// A span's name for a part of a block.
+fn part_name(unit: &Unit) -> String {
+    match unit {
+        Unit::Attention { block } => format!("attention {block}"),
+        Unit::FfnRoute { block, .. } => format!("route {block}"),
+        Unit::FfnLocal { block, .. } => format!("experts {block}"),
+        Unit::FfnEnd { block, .. } => format!("ffn end {block}"),
+        Unit::Blocks { blocks, .. } => format!("blocks {}-{}", blocks.start, blocks.end - 1),
+        Unit::Output { .. } => "output".into(),
+    }
 }
 
 /// The slots of devices `a` and `b`, which must differ.

@@ -4,9 +4,10 @@
 
 mod forward;
 mod pipeline;
+mod trace;
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strata_kernels_cpu::GgmlType;
 use thiserror::Error;
@@ -16,6 +17,8 @@ use crate::backend::{Backend, BackendError, Parts};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
+
+pub use trace::{Span, SpanKind};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -194,6 +197,8 @@ pub struct Runner<'m> {
     pos: usize,
     /// Logits of the last forward call: `n_out × n_vocab`.
     n_out: usize,
+    /// The timeline, while tracing is on.
+    trace: Option<trace::Recorder>,
 }
 
 impl<'m> Runner<'m> {
@@ -258,6 +263,7 @@ impl<'m> Runner<'m> {
             ledger,
             pos: 0,
             n_out: 0,
+            trace: None,
         }
     }
 
@@ -299,6 +305,24 @@ impl<'m> Runner<'m> {
         &self.devices
     }
 
+    /// Turns the timeline on (from now: spans are timed from this moment, earlier ones are
+    /// dropped) or off. Off by default: tracing waits for each GPU's work to finish after
+    /// each of its units, which a pipelined schedule must not do.
+    pub fn set_tracing(&mut self, on: bool) {
+        self.trace = on.then(trace::Recorder::new);
+    }
+
+    /// The spans recorded since tracing was turned on or since the last call, in order of
+    /// their end (empty when tracing is off). Tracing stays on.
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        self.trace.as_mut().map(|t| t.take()).unwrap_or_default()
+    }
+
+    /// The moment the spans are timed from (`None` when tracing is off).
+    pub fn trace_epoch(&self) -> Option<Instant> {
+        self.trace.as_ref().map(|t| t.epoch)
+    }
+
     /// Feeds `tokens` (any number; batched internally) at the current position and returns
     /// the logits of the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], RunError> {
@@ -338,6 +362,7 @@ impl<'m> Runner<'m> {
                 placement,
                 ledger: &self.ledger,
                 all_logits: self.opts.all_logits,
+                trace: self.trace.as_ref(),
             };
             let logits = p.run(&mut self.devices, tokens, self.pos, mb)?;
             let last = tokens.len() - (tokens.len() - 1) / mb * mb;
@@ -406,6 +431,7 @@ impl<'m> Runner<'m> {
             placement: &self.opts.placement,
             ledger: &self.ledger,
             overlap: self.opts.overlap,
+            trace: self.trace.as_ref(),
         };
         pass.forward(&mut self.devices, tokens, self.pos, self.n_out)?;
         self.pos += tokens.len();

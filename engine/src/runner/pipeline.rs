@@ -17,6 +17,7 @@ use std::ops::Range;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Instant;
 
+use super::trace::{self, Recorder};
 use super::{DeviceSlot, Placement, RunError};
 use crate::backend::{Backend, BackendError, Unit};
 use crate::ledger::{DeviceId, Ledger};
@@ -84,6 +85,8 @@ pub(super) struct Pipeline<'a, 'm> {
     pub ledger: &'a Ledger,
     /// Keep every row's logits (else the last row of the last micro-batch's).
     pub all_logits: bool,
+    /// Where spans go while tracing.
+    pub trace: Option<&'a Recorder>,
 }
 
 impl Pipeline<'_, '_> {
@@ -256,7 +259,9 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
             let t = Instant::now();
             if !msg.x.is_empty() {
                 self.backend.write_x(&msg.x)?;
+                trace::transfer(p.trace, self.backend.id(), t, || format!("x of mb {mb}"));
             }
+            let ran = Instant::now();
             for step in &stages[s].steps {
                 match step {
                     Step::Embed => self.backend.embed(model, tokens)?,
@@ -274,6 +279,9 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
                     }
                 }
             }
+            trace::compute(p.trace, &*self.backend, ran, || {
+                format!("stage {s}, mb {mb}")
+            })?;
             let k = self.mine.iter().position(|&m| m == s).expect("own stage");
             match &self.next[k] {
                 Some(to) => {

@@ -195,6 +195,10 @@ impl Backend for CudaBackend {
         Err(parts_unsupported(&self.ledger.name(self.id)))
     }
 
+    fn finish(&self) -> Result<(), BackendError> {
+        Ok(self.gpu.synchronize()?)
+    }
+
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
         Ok(self.x_to_host(x)?)
     }

@@ -1,0 +1,422 @@
+//! `bench split`: generation throughput of one model for several num_gpu values on the CUDA
+//! devices the driver shows (or on CPU devices posing as GPUs), llama-bench style, with
+//! where every millisecond went: each device's busy, copying and idle shares of the wall
+//! time, the share in which devices overlapped, and the bandwidth model's prediction.
+//!
+//! Each num_gpu value loads the model anew (plan, allocation, upload), then runs one
+//! warm-up and `-r` timed runs of each test, as llama-bench does: pp, a prefill of `-p`
+//! tokens (in batches of `-b`), and tg, `-n` decode steps of one token (greedy), each from
+//! an empty context. Token ids are the model's own greedy continuation of token 1, so the
+//! runs are reproducible. The timed runs record the runner's timeline (`Runner::
+//! set_tracing`), which gives the shares (`shares.rs`) and `--trace`.
+
+mod plot;
+mod predict;
+mod report;
+mod shares;
+mod timeline;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args as ClapArgs;
+use strata_engine::devices::CudaAccel;
+use strata_engine::devices::{Accelerator, PseudoAccel};
+use strata_engine::gguf::GgufFile;
+use strata_engine::ledger::{DeviceId, Ledger};
+use strata_engine::load::{decode_settings, load};
+use strata_engine::model::Model;
+use strata_engine::plan::{host_free_bytes, Device, NumGpu, Plan};
+use strata_engine::runner::{Runner, Span};
+
+use crate::bandwidth::{read_once, Stream};
+use predict::ReadRule;
+use report::{DeviceModel, Format, Phase, Row};
+use shares::{PhaseTime, Window};
+use timeline::TracedRun;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// num_gpu values, comma-separated (`0,15,31`, `auto`); default: 0, half the blocks,
+    /// and every layer.
+    #[arg(long = "num-gpu", visible_alias = "ngl")]
+    pub num_gpu: Option<String>,
+    /// Prompt tokens (prefill, in batches of `-b`); 0: no pp test.
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Generated tokens (decode, one at a time); 0: no tg test.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    pub n_gen: usize,
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
+    /// Timed runs of each test, after one warm-up run that is not counted.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
+    /// CPU threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// CPU devices posing as GPUs instead of CUDA (`1GiB,1GiB`; see generate --pose-gpus).
+    #[arg(long = "pose-gpus")]
+    pub pose_gpus: Option<String>,
+    /// md (a table, `mean ± sd`), csv, json (an array of rows) or jsonl (a row a line).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
+    pub output: Format,
+    /// Also draw tokens/s against num_gpu (measured and predicted) into this SVG file.
+    #[arg(long = "plot", value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Also write the last tg run of each num_gpu value as a Chrome trace (for Perfetto).
+    #[arg(long = "trace", value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// MiB of the buffer the read-bandwidth reference streams through (the bandwidth the
+    /// prediction divides by, read once after each timed run).
+    #[arg(long = "stream-mib", default_value_t = 512)]
+    pub stream_mib: usize,
+}
+
+/// `--plot` or `--trace`'s file, created before the runs so that a bad path fails at once
+/// instead of after the sweep.
+struct OutFile {
+    flag: &'static str,
+    path: PathBuf,
+    file: File,
+}
+
+impl OutFile {
+    fn create(flag: &'static str, path: &Path) -> Result<OutFile, String> {
+        let file = File::create(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        Ok(OutFile {
+            flag,
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn write(mut self, text: &str) -> Result<(), String> {
+        self.file
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("{} {}: {e}", self.flag, self.path.display()))
+    }
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    for (flag, v) in [
+        ("--repetitions", args.repetitions),
+        ("--stream-mib", args.stream_mib),
+    ] {
+        if v == 0 {
+            return Err(format!("{flag} 0: must be at least 1"));
+        }
+    }
+    let plot = args
+        .plot
+        .as_deref()
+        .map(|p| OutFile::create("--plot", p))
+        .transpose()?;
+    let trace = args
+        .trace
+        .as_deref()
+        .map(|p| OutFile::create("--trace", p))
+        .transpose()?;
+    // On a pool worker, as `generate` runs (`pool::on_pool`).
+    strata_engine::pool::on_pool(args.threads.map(|t| t.max(1)), || {
+        run_in_pool(args, plot, trace)
+    })
+}
+
+fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Result<(), String> {
+    let accels: Vec<Accelerator> = match &args.pose_gpus {
+        Some(t) => PseudoAccel::parse_list(t)?
+            .into_iter()
+            .map(Accelerator::from)
+            .collect(),
+        None => CudaAccel::discover()
+            .map_err(|e| format!("{e} (use --pose-gpus to split onto CPU devices)"))?
+            .into_iter()
+            .map(Accelerator::from)
+            .collect(),
+    };
+    let file = GgufFile::open(&args.model).map_err(|e| e.to_string())?;
+    let model = Model::bind(&file, |_| {}).map_err(|e| e.to_string())?;
+    let n_layer = model.cfg.n_layer;
+    let values: Vec<NumGpu> = match &args.num_gpu {
+        Some(t) => t
+            .split(',')
+            .map(|v| NumGpu::parse(v.trim()).map_err(|e| format!("--num-gpu {t}: {e}")))
+            .collect::<Result<_, _>>()?,
+        None => vec![
+            NumGpu::Layers(0),
+            NumGpu::Layers(n_layer / 2),
+            NumGpu::Layers(n_layer + 1),
+        ],
+    };
+    // Every device in every row (an unused one idle), the CPU first: the plan's order.
+    let names: Vec<String> = std::iter::once("CPU".to_string())
+        .chain(accels.iter().map(Accelerator::name))
+        .collect();
+    let stream = Stream::new(args.stream_mib, "--stream-mib")?;
+    let threads = rayon::current_num_threads();
+    if args.output == Format::Md {
+        println!(
+            "model {} ({n_layer} blocks), pp{} tg{}, a warm-up and {} timed runs each, \
+             {threads} CPU threads, devices: {}\n",
+            args.model.display(),
+            args.n_prompt,
+            args.n_gen,
+            args.repetitions,
+            names.join(", ")
+        );
+    }
+    if let Some(h) = report::header(args.output, args.n_prompt, args.n_gen, &names) {
+        println!("{h}");
+    }
+    if args.output == Format::Json {
+        println!("[");
+    }
+    let (mut rows, mut traced) = (Vec::new(), Vec::new());
+    for (i, &num_gpu) in values.iter().enumerate() {
+        let (row, last_tg) = sweep_one(args, &file, &model, &accels, &names, num_gpu, &stream)?;
+        let text = report::line(args.output, &row);
+        match args.output {
+            Format::Json if i + 1 < values.len() => println!("{text},"),
+            _ => println!("{text}"),
+        }
+        if let Some((spans, origin)) = last_tg {
+            traced.push(TracedRun {
+                name: format!("num_gpu {num_gpu}"),
+                devices: names.clone(),
+                spans,
+                origin,
+            });
+        }
+        rows.push(row);
+    }
+    match args.output {
+        Format::Json => println!("]"),
+        Format::Md => println!(
+            "\npredicted: the bandwidth model, each device reading a decode token's weights at \
+             the read bandwidth in turn, plus the copies between devices; - where a device's \
+             bandwidth is not measured (a GPU). read GB/s: the mean of a read pass over \
+             {} MiB ({threads} threads) after each timed run",
+            args.stream_mib
+        ),
+        Format::Csv | Format::Jsonl => {}
+    }
+    if let Some(out) = plot {
+        let title = args.model.file_name().map_or_else(
+            || args.model.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        out.write(&plot::svg(&rows, &title)?)?;
+    }
+    if let Some(out) = trace {
+        let json = timeline::chrome_trace(&traced);
+        out.write(&format!("{json}\n"))?;
+    }
+    Ok(())
+}
+
+/// The spans of a run of tg, and when the run started on their clock.
+type LastRun = (Vec<Span>, Duration);
+
+/// The spans of one run of a test, and its window on their clock.
+struct Timed {
+    secs: f64,
+    spans: Vec<Span>,
+    window: Window,
+}
+
+/// Runs `test` once from an empty context with the timeline on.
+fn timed(
+    r: &mut Runner,
+    test: impl FnOnce(&mut Runner) -> Result<(), String>,
+) -> Result<Timed, String> {
+    r.reset();
+    r.set_tracing(true);
+    let epoch = r.trace_epoch().expect("tracing was just turned on");
+    let start = Instant::now();
+    test(r)?;
+    let end = Instant::now();
+    let spans = r.take_spans();
+    r.set_tracing(false);
+    Ok(Timed {
+        secs: (end - start).as_secs_f64(),
+        spans,
+        window: Window {
+            start: start - epoch,
+            end: end - epoch,
+        },
+    })
+}
+
+/// What the phases of a row share: the repetitions, the devices (the CPU first) and their
+/// names, and the read reference, taken after each timed run so that the prediction sees
+/// the machine the measurement saw (on a shared machine it moves by half between minutes).
+struct Phases<'a> {
+    reps: usize,
+    devices: Vec<DeviceId>,
+    names: &'a [String],
+    stream: &'a Stream,
+    /// Bytes/s of each read pass so far.
+    reads: Vec<f64>,
+}
+
+impl Phases<'_> {
+    /// One warm-up and `reps` timed runs of `test`, each worth `tokens` tokens: the phase,
+    /// and the last run's spans with its start.
+    fn run(
+        &mut self,
+        r: &mut Runner,
+        tokens: usize,
+        test: impl Fn(&mut Runner) -> Result<(), String>,
+    ) -> Result<(Phase, LastRun), String> {
+        timed(r, &test)?;
+        let mut time = PhaseTime::new(self.devices.clone());
+        let (mut samples, mut last) = (Vec::with_capacity(self.reps), None);
+        for _ in 0..self.reps {
+            let t = timed(r, &test)?;
+            self.reads.push(read_once(self.stream));
+            samples.push(tokens as f64 / t.secs);
+            time.add(&t.spans, t.window);
+            last = Some((t.spans, t.window.start));
+        }
+        let (shares, overlap) = time.shares(self.names);
+        let last = last.expect("at least one repetition");
+        Ok((Phase::new(samples, shares, overlap), last))
+    }
+
+    /// The mean read bandwidth of the passes so far (one now if there were none).
+    fn read_bandwidth(&self) -> f64 {
+        match self.reads.len() {
+            0 => read_once(self.stream),
+            n => self.reads.iter().sum::<f64>() / n as f64,
+        }
+    }
+}
+
+/// A row for `num_gpu`, and the spans of its last tg run with that run's start.
+fn sweep_one(
+    args: &Args,
+    file: &GgufFile,
+    model: &Model,
+    accels: &[Accelerator],
+    names: &[String],
+    num_gpu: NumGpu,
+    stream: &Stream,
+) -> Result<(Row, Option<LastRun>), String> {
+    let n_ctx = args.n_prompt.max(args.n_gen).max(1);
+    let mut settings = decode_settings(n_ctx, args.batch_size, num_gpu);
+    if args.pose_gpus.is_some() {
+        settings.margin = 0;
+    }
+    // Unknown host memory: no host limit.
+    let host = Device::cpu(host_free_bytes().unwrap_or(u64::MAX));
+    let ledger = Ledger::new();
+    let loaded = load(file, model, host, accels, &settings, &ledger)
+        .map_err(|e| format!("num_gpu {num_gpu}: {e}"))?;
+    let (plan, mut r) = (loaded.plan, loaded.runner);
+    let err = |e: strata_engine::runner::RunError| format!("num_gpu {num_gpu}: {e}");
+
+    // The prompt: the model's own greedy text from token 1.
+    let mut prompt = vec![1u32];
+    while prompt.len() < args.n_prompt {
+        let l = r.eval(&prompt[prompt.len() - 1..]).map_err(err)?;
+        prompt.push(argmax(l));
+    }
+    prompt.truncate(args.n_prompt);
+    let mut phases = Phases {
+        reps: args.repetitions,
+        devices: (0..names.len()).map(DeviceId::from_plan_index).collect(),
+        names,
+        stream,
+        reads: Vec::new(),
+    };
+    let pp = match args.n_prompt {
+        0 => None,
+        n => Some(phases.run(&mut r, n, |r| r.eval(&prompt).map(drop).map_err(err))?),
+    };
+    let tg = match args.n_gen {
+        0 => None,
+        n => Some(phases.run(&mut r, n, |r| {
+            let mut tok = 1;
+            for _ in 0..n {
+                tok = argmax(r.eval(&[tok]).map_err(err)?);
+            }
+            Ok(())
+        })?),
+    };
+
+    let bandwidth = phases.read_bandwidth();
+    let (model_devices, copy_bytes, predicted) = prediction(&plan, model, accels, names, bandwidth);
+    let (tg, last_tg) = tg.unzip();
+    let row = Row {
+        model: args.model.display().to_string(),
+        num_gpu: num_gpu.to_string(),
+        gpu_layers: plan.num_gpu,
+        n_prompt: args.n_prompt,
+        n_gen: args.n_gen,
+        repetitions: args.repetitions,
+        pp: pp.map(|(p, _)| p),
+        devices: model_devices,
+        copy_bytes_per_token: copy_bytes,
+        predicted_tg_tokens_per_s: predicted,
+        tg,
+    };
+    Ok((row, last_tg))
+}
+
+/// The bandwidth model for `plan`: each device's bytes per token and bandwidth (host
+/// devices, posing ones included, read at the measured `host_bw` bytes/s; a GPU's is not
+/// measured), the bytes copied per token, and the predicted tg tokens/s.
+fn prediction(
+    plan: &Plan,
+    model: &Model,
+    accels: &[Accelerator],
+    names: &[String],
+    host_bw: f64,
+) -> (Vec<DeviceModel>, u64, Option<f64>) {
+    let cfg = &model.cfg;
+    let rule = ReadRule {
+        experts: cfg
+            .moe
+            .as_ref()
+            .map_or((1, 1), |m| (m.n_expert_used, m.n_expert)),
+        tied_output_on_cpu: cfg.tied_output && plan.output_device == 0,
+    };
+    let bytes = predict::bytes_per_device(&plan.tensors, rule, names.len());
+    let bandwidth: Vec<Option<f64>> = std::iter::once(Some(host_bw))
+        .chain(accels.iter().map(|a| match a {
+            Accelerator::Posing(_) => Some(host_bw),
+            Accelerator::Cuda(_) => None,
+        }))
+        .collect();
+    let copies = predict::copies(
+        &plan.block_devices,
+        plan.output_device,
+        cfg.n_embd,
+        cfg.n_vocab,
+    );
+    let predicted = predict::tokens_per_s(&bytes, &copies, &bandwidth);
+    let devices = names
+        .iter()
+        .zip(&bytes)
+        .zip(&bandwidth)
+        .map(|((name, &b), bw)| DeviceModel {
+            name: name.clone(),
+            bytes_per_token: b,
+            read_gb_per_s: bw.map(|b| b / 1e9),
+        })
+        .collect();
+    (devices, copies.iter().map(|c| c.2).sum(), predicted)
+}
+
+fn argmax(l: &[f32]) -> u32 {
+    l.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i as u32)
+        .unwrap_or(0)
+}
