@@ -28,7 +28,7 @@ use strata_engine::gguf::GgufFile;
 use strata_engine::ledger::{DeviceId, Ledger};
 use strata_engine::load::{decode_settings, load};
 use strata_engine::model::Model;
-use strata_engine::plan::{host_free_bytes, Device, NumGpu, Plan};
+use strata_engine::plan::{host_free_bytes, overrides, AutoFill, Device, NumGpu, Plan};
 use strata_engine::runner::{Runner, Span};
 
 use crate::bandwidth::{read_once, Stream};
@@ -75,6 +75,54 @@ pub struct Args {
     /// prediction divides by, read once after each timed run).
     #[arg(long = "stream-mib", default_value_t = 512)]
     pub stream_mib: usize,
+    /// Tensor overrides in every row (llama.cpp's `-ot REGEX=DEVICE[,…]`, repeatable).
+    #[arg(long = "override-tensor")]
+    pub override_tensor: Vec<String>,
+    /// Every routed expert on the CPU in every row.
+    #[arg(long = "cpu-moe")]
+    pub cpu_moe: bool,
+    /// Values to sweep of `--n-cpu-moe` (the first N blocks' routed experts on the CPU),
+    /// comma-separated: `0,4,8`.
+    #[arg(long = "n-cpu-moe", default_value = "0")]
+    pub n_cpu_moe: String,
+    /// What `auto` fills the GPUs with: experts or layers.
+    #[arg(long = "fill", default_value = "experts")]
+    pub fill: String,
+    /// Devices working at the same time (pipelined prefill, split experts side by side) on,
+    /// off, or both (`1,0`): off runs the same work one device at a time.
+    #[arg(long = "overlap", default_value = "1")]
+    pub overlap: String,
+}
+
+/// One point of the sweep.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    num_gpu: NumGpu,
+    n_cpu_moe: usize,
+    overlap: bool,
+}
+
+impl Point {
+    /// The row's label: `16`, `auto n-cpu-moe 4`, `auto no-overlap`.
+    fn label(&self) -> String {
+        let mut s = self.num_gpu.to_string();
+        if self.n_cpu_moe > 0 {
+            s.push_str(&format!(" n-cpu-moe {}", self.n_cpu_moe));
+        }
+        if !self.overlap {
+            s.push_str(" no-overlap");
+        }
+        s
+    }
+}
+
+/// A comma-separated list of `flag`'s values, each parsed by `parse`.
+fn list<T>(flag: &str, text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    text.split(',')
+        .map(|v| {
+            parse(v.trim()).ok_or_else(|| format!("{flag} '{text}': bad value '{}'", v.trim()))
+        })
+        .collect()
 }
 
 /// `--plot` or `--trace`'s file, created before the runs so that a bad path fails at once
@@ -142,7 +190,7 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
     let file = GgufFile::open(&args.model).map_err(|e| e.to_string())?;
     let model = Model::bind(&file, |_| {}).map_err(|e| e.to_string())?;
     let n_layer = model.cfg.n_layer;
-    let values: Vec<NumGpu> = match &args.num_gpu {
+    let num_gpus: Vec<NumGpu> = match &args.num_gpu {
         Some(t) => t
             .split(',')
             .map(|v| NumGpu::parse(v.trim()).map_err(|e| format!("--num-gpu {t}: {e}")))
@@ -153,6 +201,25 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
             NumGpu::Layers(n_layer + 1),
         ],
     };
+    let n_cpu_moe = list("--n-cpu-moe", &args.n_cpu_moe, |v| v.parse().ok())?;
+    let overlaps = list("--overlap", &args.overlap, |v| match v {
+        "1" | "on" => Some(true),
+        "0" | "off" => Some(false),
+        _ => None,
+    })?;
+    AutoFill::parse(&args.fill).map_err(|e| e.to_string())?;
+    let mut values = Vec::new();
+    for &num_gpu in &num_gpus {
+        for &n in &n_cpu_moe {
+            for &overlap in &overlaps {
+                values.push(Point {
+                    num_gpu,
+                    n_cpu_moe: n,
+                    overlap,
+                });
+            }
+        }
+    }
     // Every device in every row (an unused one idle), the CPU first: the plan's order.
     let names: Vec<String> = std::iter::once("CPU".to_string())
         .chain(accels.iter().map(Accelerator::name))
@@ -177,8 +244,8 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
         println!("[");
     }
     let (mut rows, mut traced) = (Vec::new(), Vec::new());
-    for (i, &num_gpu) in values.iter().enumerate() {
-        let (row, last_tg) = sweep_one(args, &file, &model, &accels, &names, num_gpu, &stream)?;
+    for (i, &point) in values.iter().enumerate() {
+        let (row, last_tg) = sweep_one(args, &file, &model, &accels, &names, point, &stream)?;
         let text = report::line(args.output, &row);
         match args.output {
             Format::Json if i + 1 < values.len() => println!("{text},"),
@@ -186,7 +253,7 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
         }
         if let Some((spans, origin)) = last_tg {
             traced.push(TracedRun {
-                name: format!("num_gpu {num_gpu}"),
+                name: format!("num_gpu {}", point.label()),
                 devices: names.clone(),
                 spans,
                 origin,
@@ -198,9 +265,10 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
         Format::Json => println!("]"),
         Format::Md => println!(
             "\npredicted: the bandwidth model, each device reading a decode token's weights at \
-             the read bandwidth in turn, plus the copies between devices; - where a device's \
-             bandwidth is not measured (a GPU). read GB/s: the mean of a read pass over \
-             {} MiB ({threads} threads) after each timed run",
+             its read bandwidth in turn, plus the copies between devices, less what split \
+             experts computed side by side save; - where a device's bandwidth is not measured \
+             (a GPU). read GB/s: the CPU's, the mean of a read pass over {} MiB ({threads} \
+             threads) after each timed run",
             args.stream_mib
         ),
         Format::Csv | Format::Jsonl => {}
@@ -304,14 +372,20 @@ fn sweep_one(
     model: &Model,
     accels: &[Accelerator],
     names: &[String],
-    num_gpu: NumGpu,
+    point: Point,
     stream: &Stream,
 ) -> Result<(Row, Option<LastRun>), String> {
+    let num_gpu = point.label();
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
-    let mut settings = decode_settings(n_ctx, args.batch_size, num_gpu);
+    let mut settings = decode_settings(n_ctx, args.batch_size, point.num_gpu);
     if args.pose_gpus.is_some() {
         settings.margin = 0;
     }
+    settings.overrides =
+        overrides::from_flags(&args.override_tensor, args.cpu_moe, point.n_cpu_moe)
+            .map_err(|e| e.to_string())?;
+    settings.fill = AutoFill::parse(&args.fill).map_err(|e| e.to_string())?;
+    settings.overlap = point.overlap;
     // Unknown host memory: no host limit.
     let host = Device::cpu(host_free_bytes().unwrap_or(u64::MAX));
     let ledger = Ledger::new();
@@ -349,12 +423,13 @@ fn sweep_one(
         })?),
     };
 
-    let bandwidth = phases.read_bandwidth();
-    let (model_devices, copy_bytes, predicted) = prediction(&plan, model, accels, names, bandwidth);
+    let bandwidth = Bandwidth::measure(phases.read_bandwidth(), accels, stream);
+    let (model_devices, copy_bytes, predicted) =
+        prediction(&plan, model, names, &bandwidth, point.overlap);
     let (tg, last_tg) = tg.unzip();
     let row = Row {
         model: args.model.display().to_string(),
-        num_gpu: num_gpu.to_string(),
+        num_gpu,
         gpu_layers: plan.num_gpu,
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
@@ -368,42 +443,85 @@ fn sweep_one(
     Ok((row, last_tg))
 }
 
-/// The bandwidth model for `plan`: each device's bytes per token and bandwidth (host
-/// devices, posing ones included, read at the measured `host_bw` bytes/s; a GPU's is not
-/// measured), the bytes copied per token, and the predicted tg tokens/s.
+/// Read bandwidths (bytes/s) the prediction divides by.
+struct Bandwidth {
+    /// Each plan device's: the CPU's on its threads; a posing device's on its own threads
+    /// if it has them (else the CPU's, whose threads it computes on); `None` for a GPU.
+    devices: Vec<Option<f64>>,
+    /// Every thread of the run reading at once: what devices computing side by side share.
+    together: f64,
+}
+
+impl Bandwidth {
+    /// From the CPU's measured `host` bandwidth, with one pass on each posing device's own
+    /// threads and one on all threads at once.
+    fn measure(host: f64, accels: &[Accelerator], stream: &Stream) -> Bandwidth {
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map(|p| p.install(|| read_once(stream)))
+                .unwrap_or(host)
+        };
+        let mut all = rayon::current_num_threads();
+        let mut devices = vec![Some(host)];
+        for a in accels {
+            devices.push(match a {
+                Accelerator::Posing(p) => match p.threads {
+                    Some(t) => {
+                        all += t;
+                        Some(on(t))
+                    }
+                    None => Some(host),
+                },
+                Accelerator::Cuda(_) => None,
+            });
+        }
+        let together = if all > rayon::current_num_threads() {
+            on(all)
+        } else {
+            host
+        };
+        Bandwidth { devices, together }
+    }
+}
+
+/// The bandwidth model for `plan`: each device's bytes per token and bandwidth, the bytes
+/// copied per token, and the predicted tg tokens/s (with split experts side by side when
+/// `overlap`).
 fn prediction(
     plan: &Plan,
     model: &Model,
-    accels: &[Accelerator],
     names: &[String],
-    host_bw: f64,
+    bw: &Bandwidth,
+    overlap: bool,
 ) -> (Vec<DeviceModel>, u64, Option<f64>) {
     let cfg = &model.cfg;
     let rule = ReadRule {
-        experts: cfg
-            .moe
-            .as_ref()
-            .map_or((1, 1), |m| (m.n_expert_used, m.n_expert)),
+        experts: plan.experts_read,
         tied_output_on_cpu: cfg.tied_output && plan.output_device == 0,
     };
     let bytes = predict::bytes_per_device(&plan.tensors, rule, names.len());
-    let bandwidth: Vec<Option<f64>> = std::iter::once(Some(host_bw))
-        .chain(accels.iter().map(|a| match a {
-            Accelerator::Posing(_) => Some(host_bw),
-            Accelerator::Cuda(_) => None,
-        }))
-        .collect();
+    let k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_used);
     let copies = predict::copies(
-        &plan.block_devices,
+        &plan.blocks,
         plan.output_device,
-        cfg.n_embd,
+        (cfg.n_embd, k),
         cfg.n_vocab,
     );
-    let predicted = predict::tokens_per_s(&bytes, &copies, &bandwidth);
+    let in_turn = predict::token_secs(&bytes, &copies, &bw.devices);
+    let saved = match overlap {
+        true => {
+            let shares = predict::shares(&plan.tensors, &plan.blocks, rule);
+            predict::overlap_saving(&shares, &bw.devices, bw.together)
+        }
+        false => Some(0.0),
+    };
+    let predicted = in_turn.zip(saved).map(|(t, s)| 1.0 / (t - s));
     let devices = names
         .iter()
         .zip(&bytes)
-        .zip(&bandwidth)
+        .zip(&bw.devices)
         .map(|((name, &b), bw)| DeviceModel {
             name: name.clone(),
             bytes_per_token: b,

@@ -223,4 +223,10 @@ pub trait Backend {
     /// computes on its pool. `None`: it computes on the caller's threads (the CPU), or
     /// cannot move (a CUDA device, whose work overlaps through its stream instead).
     fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)>;
+
+    /// The threads of its own that [`Backend::sendable`] speaks of, to hand it work
+    /// without starting a thread.
+    fn threads(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+        None
+    }
 }

@@ -19,6 +19,7 @@
 //! What a block computes is in the backends: `backend::host::block` (the CPU's, top to
 //! bottom) and `backend::cuda::forward`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::trace::{self, Recorder};
@@ -156,42 +157,37 @@ impl Pass<'_, '_> {
             let (home, rest) = take(devices, b.ffn);
             let slots =
                 std::iter::once(home).chain(rest.into_iter().filter(|s| others.contains(&s.id)));
-            std::thread::scope(|scope| {
-                let mut here = Vec::new();
-                let mut jobs = Vec::new();
-                for s in slots {
-                    let DeviceSlot { backend, busy, .. } = s;
-                    if backend.sendable().is_none() {
-                        here.push((backend, busy));
-                        continue;
+            let mut here: Vec<Box<dyn FnOnce() -> Result<(), BackendError> + '_>> = Vec::new();
+            let mut away: Vec<(Arc<rayon::ThreadPool>, Share)> = Vec::new();
+            let local = &local;
+            for s in slots {
+                let DeviceSlot { backend, busy, .. } = s;
+                match backend.threads() {
+                    None => here.push(Box::new(move || {
+                        let t = Instant::now();
+                        let out = backend.run(model, local, n, pos);
+                        *busy += t.elapsed();
+                        trace::compute(tr, backend.as_ref(), t, || part_name(local))?;
+                        out
+                    })),
+                    Some(pool) => {
+                        let Some(b) = backend.sendable() else {
+                            continue;
+                        };
+                        away.push((
+                            pool,
+                            Box::new(move || {
+                                let t = Instant::now();
+                                let out = b.run(model, local, n, pos);
+                                *busy += t.elapsed();
+                                trace::compute(tr, &*b, t, || part_name(local))?;
+                                out
+                            }),
+                        ));
                     }
-                    let Some(b) = backend.sendable() else {
-                        continue;
-                    };
-                    let local = &local;
-                    jobs.push(scope.spawn(move || {
-                        let t = Instant::now();
-                        let out = b.run(model, local, n, pos);
-                        *busy += t.elapsed();
-                        trace::compute(tr, &*b, t, || part_name(local))?;
-                        out
-                    }));
                 }
-                let mine: Vec<Result<(), BackendError>> = here
-                    .into_iter()
-                    .map(|(b, busy)| {
-                        let t = Instant::now();
-                        let out = b.run(model, &local, n, pos);
-                        *busy += t.elapsed();
-                        trace::compute(tr, b.as_ref(), t, || part_name(&local))?;
-                        out
-                    })
-                    .collect();
-                jobs.into_iter()
-                    .map(|j| j.join().expect("an expert share's thread panicked"))
-                    .chain(mine)
-                    .collect::<Result<Vec<()>, BackendError>>()
-            })?;
+            }
+            at_once(away, move || here.into_iter().try_for_each(|f| f()))?;
         } else {
             for &d in others.iter().chain(std::iter::once(&b.ffn)) {
                 run(devices, d, local.clone())?;
@@ -288,6 +284,27 @@ fn part_name(unit: &Unit) -> String {
         Unit::Blocks { blocks, .. } => format!("blocks {}-{}", blocks.start, blocks.end - 1),
         Unit::Output { .. } => "output".into(),
     }
+}
+
+/// One device's share of a split FFN, to run where it is handed.
+type Share<'a> = Box<dyn FnOnce() -> Result<(), BackendError> + Send + 'a>;
+
+/// Runs each of `away` on its device's own threads and `here` on this thread, all at once,
+/// and returns when all are done. The work goes to the threads through rayon's queue, so
+/// no thread is started for it (that takes longer than a small model's expert share).
+fn at_once(
+    mut away: Vec<(Arc<rayon::ThreadPool>, Share)>,
+    here: impl FnOnce() -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
+    let Some((pool, job)) = away.pop() else {
+        return here();
+    };
+    let mut theirs = Ok(());
+    let mine = pool.in_place_scope(|s| {
+        s.spawn(|_| theirs = job());
+        at_once(away, here)
+    });
+    mine.and(theirs)
 }
 
 /// The slots of devices `a` and `b`, which must differ.

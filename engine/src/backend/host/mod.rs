@@ -8,6 +8,7 @@ mod scratch;
 mod weights;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use strata_kernels_cpu::ops::{self, KvCache, LatentCache};
 use strata_kernels_cpu::{isa, packed, GgmlType};
@@ -36,7 +37,7 @@ pub struct HostBackend {
     held: Vec<Reservation>,
     /// Threads of its own (a posing device that computes beside the CPU); `None`: the
     /// process's pool.
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl HostBackend {
@@ -62,7 +63,7 @@ impl HostBackend {
             .thread_name(move |i| format!("{prefix}-{i}"))
             .build()
             .map_err(|e| BackendError::Unsupported(format!("{name}'s threads: {e}")))?;
-        self.pool = Some(pool);
+        self.pool = Some(Arc::new(pool));
         Ok(())
     }
 
@@ -400,6 +401,10 @@ impl Backend for HostBackend {
         for c in self.caches.values_mut() {
             c.clear();
         }
+    }
+
+    fn threads(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.pool.clone()
     }
 
     fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)> {
