@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bandwidth;
 mod kernels;
+mod matrix;
 mod plan;
 mod split;
 

@@ -32,9 +32,11 @@ use strata_engine::plan::{host_free_bytes, overrides, AutoFill, Device, NumGpu, 
 use strata_engine::runner::{Runner, Span};
 
 use crate::bandwidth::{read_once, Stream};
+use crate::matrix;
 use predict::ReadRule;
 use report::{DeviceModel, Format, Phase, Row};
 use shares::{PhaseTime, Window};
+use strata_kernels_cpu::GgmlType;
 use timeline::TracedRun;
 
 #[derive(ClapArgs, Debug)]
@@ -225,6 +227,7 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
         .chain(accels.iter().map(Accelerator::name))
         .collect();
     let stream = Stream::new(args.stream_mib, "--stream-mib")?;
+    let kernels = kernel_bandwidth(&model, &accels, args.stream_mib)?;
     let threads = rayon::current_num_threads();
     if args.output == Format::Md {
         println!(
@@ -245,7 +248,8 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
     }
     let (mut rows, mut traced) = (Vec::new(), Vec::new());
     for (i, &point) in values.iter().enumerate() {
-        let (row, last_tg) = sweep_one(args, &file, &model, &accels, &names, point, &stream)?;
+        let yardsticks = (&stream, &kernels);
+        let (row, last_tg) = sweep_one(args, &file, &model, &accels, &names, point, yardsticks)?;
         let text = report::line(args.output, &row);
         match args.output {
             Format::Json if i + 1 < values.len() => println!("{text},"),
@@ -264,11 +268,12 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
     match args.output {
         Format::Json => println!("]"),
         Format::Md => println!(
-            "\npredicted: the bandwidth model, each device reading a decode token's weights at \
-             its read bandwidth in turn, plus the copies between devices, less what split \
-             experts computed side by side save; - where a device's bandwidth is not measured \
-             (a GPU). read GB/s: the CPU's, the mean of a read pass over {} MiB ({threads} \
-             threads) after each timed run",
+            "\npredicted: the bandwidth model, each device reading a decode token's weights in \
+             turn, plus the copies between devices, less what split experts computed side by \
+             side save; at each device's read bandwidth (memory), and at the kernels' matvec \
+             bandwidth of the model's main weight format on the same threads (kernels); - \
+             where a device's bandwidth is not measured (a GPU). read GB/s: the CPU's, the \
+             mean of a read pass over {} MiB ({threads} threads) after each timed run",
             args.stream_mib
         ),
         Format::Csv | Format::Jsonl => {}
@@ -373,7 +378,7 @@ fn sweep_one(
     accels: &[Accelerator],
     names: &[String],
     point: Point,
-    stream: &Stream,
+    (stream, kernels): (&Stream, &Bandwidth),
 ) -> Result<(Row, Option<LastRun>), String> {
     let num_gpu = point.label();
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
@@ -426,6 +431,7 @@ fn sweep_one(
     let bandwidth = Bandwidth::measure(phases.read_bandwidth(), accels, stream);
     let (model_devices, copy_bytes, predicted) =
         prediction(&plan, model, names, &bandwidth, point.overlap);
+    let (_, _, predicted_kernels) = prediction(&plan, model, names, kernels, point.overlap);
     let (tg, last_tg) = tg.unzip();
     let row = Row {
         model: args.model.display().to_string(),
@@ -438,18 +444,72 @@ fn sweep_one(
         devices: model_devices,
         copy_bytes_per_token: copy_bytes,
         predicted_tg_tokens_per_s: predicted,
+        predicted_kernels_tg_tokens_per_s: predicted_kernels,
         tg,
     };
     Ok((row, last_tg))
 }
 
-/// Read bandwidths (bytes/s) the prediction divides by.
+/// Bandwidths (bytes/s) a prediction divides by.
+#[derive(Debug, Clone)]
 struct Bandwidth {
     /// Each plan device's: the CPU's on its threads; a posing device's on its own threads
     /// if it has them (else the CPU's, whose threads it computes on); `None` for a GPU.
     devices: Vec<Option<f64>>,
     /// Every thread of the run reading at once: what devices computing side by side share.
     together: f64,
+}
+
+/// The thread counts a run's host devices compute on: each plan device's (`None` for a
+/// GPU), and all of them at once.
+fn device_threads(accels: &[Accelerator]) -> (Vec<Option<usize>>, usize) {
+    let cpu = rayon::current_num_threads();
+    let mut all = cpu;
+    let mut out = vec![Some(cpu)];
+    for a in accels {
+        out.push(match a {
+            Accelerator::Posing(p) => match p.threads {
+                Some(t) => {
+                    all += t;
+                    Some(t)
+                }
+                None => Some(cpu),
+            },
+            Accelerator::Cuda(_) => None,
+        });
+    }
+    (out, all)
+}
+
+/// The kernels' matvec bandwidth on each host device's threads and on all at once, for
+/// the weight format of most of `model`'s bytes: the model that says what Strata's kernels
+/// give, beside the read bandwidth's what the memory gives.
+fn kernel_bandwidth(
+    model: &Model,
+    accels: &[Accelerator],
+    mib: usize,
+) -> Result<Bandwidth, String> {
+    let mut by_type: Vec<(GgmlType, usize)> = Vec::new();
+    for b in &model.blocks {
+        b.each_matrix(|_, m| match by_type.iter_mut().find(|(t, _)| *t == m.ty) {
+            Some((_, n)) => *n += m.data.len(),
+            None => by_type.push((m.ty, m.data.len())),
+        });
+    }
+    let ty = by_type
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .map_or(GgmlType::Q4_0, |(t, _)| *t);
+    let (threads, all) = device_threads(accels);
+    let at = |t: usize| {
+        matrix::matvec_bandwidth(ty, t, mib).map_err(|e| format!("kernel bandwidth of {ty}: {e}"))
+    };
+    let devices = threads
+        .iter()
+        .map(|t| t.map(at).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let together = at(all)?;
+    Ok(Bandwidth { devices, together })
 }
 
 impl Bandwidth {
@@ -463,32 +523,21 @@ impl Bandwidth {
                 .map(|p| p.install(|| read_once(stream)))
                 .unwrap_or(host)
         };
-        let mut all = rayon::current_num_threads();
-        let mut devices = vec![Some(host)];
-        for a in accels {
-            devices.push(match a {
-                Accelerator::Posing(p) => match p.threads {
-                    Some(t) => {
-                        all += t;
-                        Some(on(t))
-                    }
-                    None => Some(host),
-                },
-                Accelerator::Cuda(_) => None,
-            });
-        }
-        let together = if all > rayon::current_num_threads() {
-            on(all)
-        } else {
-            host
-        };
+        let cpu = rayon::current_num_threads();
+        let (threads, all) = device_threads(accels);
+        let devices = threads
+            .iter()
+            .enumerate()
+            .map(|(d, t)| t.map(|t| if d == 0 || t == cpu { host } else { on(t) }))
+            .collect();
+        let together = if all > cpu { on(all) } else { host };
         Bandwidth { devices, together }
     }
 }
 
 /// The bandwidth model for `plan`: each device's bytes per token and bandwidth, the bytes
 /// copied per token, and the predicted tg tokens/s (with split experts side by side when
-/// `overlap`).
+/// `overlap`) at the bandwidths `bw`.
 fn prediction(
     plan: &Plan,
     model: &Model,

@@ -156,6 +156,7 @@ mod tests {
             devices: vec![],
             copy_bytes_per_token: 0,
             predicted_tg_tokens_per_s: pred,
+            predicted_kernels_tg_tokens_per_s: pred,
         };
         let s = svg(&[row(16, Some(40.0)), row(0, None)], "m.gguf").unwrap();
         assert!(s.starts_with("<svg"), "{}", &s[..s.len().min(80)]);

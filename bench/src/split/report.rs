@@ -80,6 +80,9 @@ pub struct Row {
     /// Bytes copied between devices per decode token (residual stream, logits home).
     pub copy_bytes_per_token: u64,
     pub predicted_tg_tokens_per_s: Option<f64>,
+    /// The same model at the kernels' measured matvec bandwidth instead of the read
+    /// bandwidth: what Strata's kernels should give, where the other is what memory could.
+    pub predicted_kernels_tg_tokens_per_s: Option<f64>,
 }
 
 /// What is printed before the first row.
@@ -87,7 +90,8 @@ pub fn header(format: Format, n_prompt: usize, n_gen: usize, devices: &[String])
     match format {
         Format::Md => Some(format!(
             "| num_gpu | layers on GPUs | pp{n_prompt} t/s | tg{n_gen} t/s | tg t/s predicted \
-             | read GB/s | busy during tg | copying during tg | overlap tg | busy during pp |\n\
+             (memory / kernels) | read GB/s | busy during tg | copying during tg | overlap tg \
+             | busy during pp |\n\
              |---|---:|---:|---:|---:|---:|---|---|---:|---|"
         )),
         Format::Csv => Some(csv_header(devices)),
@@ -133,14 +137,15 @@ fn md_line(row: &Row) -> String {
         .iter()
         .find_map(|d| d.read_gb_per_s)
         .map_or_else(dash, |g| format!("{g:.1}"));
+    let predicted = |t: Option<f64>| t.map_or_else(dash, |t| format!("{t:.2}"));
+    let memory = predicted(row.predicted_tg_tokens_per_s);
+    let kernels = predicted(row.predicted_kernels_tg_tokens_per_s);
     format!(
-        "| {} | {} | {} | {} | {} | {bw} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {memory} / {kernels} | {bw} | {} | {} | {} | {} |",
         row.num_gpu,
         row.gpu_layers,
         row.pp.as_ref().map_or_else(dash, Phase::mean_sd),
         row.tg.as_ref().map_or_else(dash, Phase::mean_sd),
-        row.predicted_tg_tokens_per_s
-            .map_or_else(dash, |t| format!("{t:.2}")),
         per_device(&row.tg, 0, |d| d.busy),
         // Copies of one token's activations are small: a whole percent would show 0.
         per_device(&row.tg, 1, |d| d.transfer),
@@ -184,6 +189,7 @@ fn csv_header(devices: &[String]) -> String {
     }
     cols.push("copy_bytes_per_token".into());
     cols.push("predicted_tg_tokens_per_s".into());
+    cols.push("predicted_kernels_tg_tokens_per_s".into());
     cols.iter()
         .map(|c| csv_field(c))
         .collect::<Vec<_>>()
@@ -227,6 +233,7 @@ fn csv_line(row: &Row) -> String {
     }
     cols.push(row.copy_bytes_per_token.to_string());
     cols.push(opt(row.predicted_tg_tokens_per_s));
+    cols.push(opt(row.predicted_kernels_tg_tokens_per_s));
     cols.iter()
         .map(|c| csv_field(c))
         .collect::<Vec<_>>()
@@ -271,6 +278,7 @@ mod tests {
             ],
             copy_bytes_per_token: 2304,
             predicted_tg_tokens_per_s: Some(9999.5),
+            predicted_kernels_tg_tokens_per_s: Some(7777.5),
         }
     }
 
@@ -303,6 +311,7 @@ mod tests {
             assert_eq!(tg["overlap"], 0.0);
             assert_eq!(v["devices"][0]["read_gb_per_s"], 15.0);
             assert_eq!(v["predicted_tg_tokens_per_s"], 9999.5);
+            assert_eq!(v["predicted_kernels_tg_tokens_per_s"], 7777.5);
         }
     }
 
