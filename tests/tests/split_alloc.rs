@@ -392,8 +392,8 @@ fn tracing_records_each_unit_and_copy_in_order() {
             (cpu, Compute, "embed"),
             (cpu, Compute, "blocks 0-2"),
             (acc, Transfer, "copy x → ACCEL0"),
-            (acc, Compute, "blocks 3-4"),
-            (acc, Compute, "output"),
+            // Units in a row on one device go to it in one call: one span.
+            (acc, Compute, "blocks 3-4, output"),
             (cpu, Transfer, "logits → CPU"),
         ]
     );

@@ -348,7 +348,7 @@ mod tests {
     fn markdown_row_shows_mean_sd_and_shares() {
         let md = line(Format::Md, &row());
         assert!(
-            md.starts_with("| 16 | 16 | - | 11.00 ± 1.41 | 9999.50 | 15.0 |"),
+            md.starts_with("| 16 | 16 | - | 11.00 ± 1.41 | 9999.50 / 7777.50 | 15.0 |"),
             "{md}"
         );
         assert!(md.contains("CPU 60%, ACCEL0 30%"), "{md}");

@@ -188,6 +188,18 @@ pub trait Backend {
         Ok(())
     }
 
+    /// Runs `units` one after the other: one call, so that a device driven from another
+    /// thread is handed the work once.
+    fn run_all(
+        &mut self,
+        model: &Model,
+        units: &[Unit],
+        n: usize,
+        pos: usize,
+    ) -> Result<(), BackendError> {
+        units.iter().try_for_each(|u| self.run(model, u, n, pos))
+    }
+
     /// The residual stream's first `x.len()` values, from the device into `x`.
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError>;
 

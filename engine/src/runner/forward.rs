@@ -59,38 +59,33 @@ impl Pass<'_, '_> {
             |d| d.backend.embed(model, tokens),
         )?;
 
+        // Units on one device in a row go to it in one call ([`Queue`]).
+        let mut queue = Queue::default();
         let n_layer = placement.blocks.len();
         let mut start = 0;
         while start < n_layer {
             let rows = |end: usize| if end == n_layer { n_out } else { n };
             let Some(dev) = placement.blocks[start].whole() else {
-                self.split_block(devices, &mut here, start, n, rows(start + 1), pos)?;
+                let rows = rows(start + 1);
+                self.split_block(devices, &mut queue, &mut here, start, (n, rows), pos)?;
                 start += 1;
                 continue;
             };
             let end = (start..n_layer)
                 .find(|&j| placement.blocks[j].whole() != Some(dev))
                 .unwrap_or(n_layer);
-            self.cross(devices, &mut here, dev, len)?;
+            self.cross(devices, &mut queue, &mut here, dev, len, pos)?;
             let blocks = Unit::Blocks {
                 blocks: start..end,
                 keep: rows(end),
             };
-            let what = || format!("blocks {start}-{}", end - 1);
-            timed(device(devices, here), tr, what, |d| {
-                d.backend.run(model, &blocks, n, pos)
-            })?;
+            self.put(devices, &mut queue, dev, blocks, (n, pos))?;
             start = end;
         }
 
-        self.cross(devices, &mut here, placement.output, len)?;
-        let output = Unit::Output { n_out };
-        timed(
-            device(devices, here),
-            tr,
-            || "output".into(),
-            |d| d.backend.run(model, &output, n, pos),
-        )?;
+        self.cross(devices, &mut queue, &mut here, placement.output, len, pos)?;
+        self.put(devices, &mut queue, here, Unit::Output { n_out }, (n, pos))?;
+        self.flush(devices, &mut queue, n, pos)?;
 
         // The logits come back to the host: one more explicit copy when computed elsewhere.
         if here != DeviceId::Cpu {
@@ -114,29 +109,48 @@ impl Pass<'_, '_> {
     fn split_block(
         &self,
         devices: &mut [DeviceSlot],
+        queue: &mut Queue,
         here: &mut DeviceId,
         i: usize,
-        n: usize,
-        rows: usize,
+        (n, rows): (usize, usize),
         pos: usize,
     ) -> Result<(), RunError> {
         let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
         let len = n * model.cfg.n_embd;
         let tr = self.trace;
-        let run = |devices: &mut [DeviceSlot], d: DeviceId, unit: Unit| {
-            let what = || part_name(&unit);
-            timed(device(devices, d), tr, what, |s| {
-                s.backend.run(model, &unit, n, pos)
-            })
-        };
-        self.cross(devices, here, b.attention, len)?;
-        run(devices, b.attention, Unit::Attention { block: i })?;
-        self.cross(devices, here, b.ffn, len)?;
-        run(devices, b.ffn, Unit::FfnRoute { block: i, rows })?;
+        self.cross(devices, queue, here, b.attention, len, pos)?;
+        self.put(
+            devices,
+            queue,
+            b.attention,
+            Unit::Attention { block: i },
+            (n, pos),
+        )?;
+        self.cross(devices, queue, here, b.ffn, len, pos)?;
+        self.put(
+            devices,
+            queue,
+            b.ffn,
+            Unit::FfnRoute { block: i, rows },
+            (n, pos),
+        )?;
 
         let others = b.expert_devices();
         let local = Unit::FfnLocal { block: i, rows };
-        if !others.is_empty() {
+        if others.is_empty() {
+            self.put(devices, queue, b.ffn, local, (n, pos))?;
+            self.put(
+                devices,
+                queue,
+                b.ffn,
+                Unit::FfnEnd { block: i, rows },
+                (n, pos),
+            )?;
+            return Ok(());
+        }
+        // The routing must be computed before it is handed on.
+        self.flush(devices, queue, n, pos)?;
+        {
             let mut route = vec![0.0f32; Exchange::Route.len(&model.cfg, rows)];
             let h = device(devices, b.ffn);
             let t = Instant::now();
@@ -190,7 +204,8 @@ impl Pass<'_, '_> {
             at_once(away, move || here.into_iter().try_for_each(|f| f()))?;
         } else {
             for &d in others.iter().chain(std::iter::once(&b.ffn)) {
-                run(devices, d, local.clone())?;
+                self.put(devices, queue, d, local.clone(), (n, pos))?;
+                self.flush(devices, queue, n, pos)?;
             }
         }
         let mut partial = vec![0.0f32; Exchange::Partial.len(&model.cfg, rows)];
@@ -205,8 +220,51 @@ impl Pass<'_, '_> {
             trace::transfer(tr, b.ffn, t, || format!("experts {i} {d} → {}", b.ffn));
             self.ledger.count_copy(b.ffn, partial.len() as u64 * 4);
         }
-        run(devices, b.ffn, Unit::FfnEnd { block: i, rows })?;
+        // Left queued: the next block's first units on this device join it.
+        self.put(
+            devices,
+            queue,
+            b.ffn,
+            Unit::FfnEnd { block: i, rows },
+            (n, pos),
+        )?;
         Ok(())
+    }
+
+    /// Queues `unit` for device `d`, running what was queued for another device first.
+    fn put(
+        &self,
+        devices: &mut [DeviceSlot],
+        queue: &mut Queue,
+        d: DeviceId,
+        unit: Unit,
+        (n, pos): (usize, usize),
+    ) -> Result<(), BackendError> {
+        if queue.0.as_ref().is_some_and(|(at, _)| *at != d) {
+            self.flush(devices, queue, n, pos)?;
+        }
+        match &mut queue.0 {
+            Some((_, units)) => units.push(unit),
+            None => queue.0 = Some((d, vec![unit])),
+        }
+        Ok(())
+    }
+
+    /// Runs the queued units, if any, in one call to their device.
+    fn flush(
+        &self,
+        devices: &mut [DeviceSlot],
+        queue: &mut Queue,
+        n: usize,
+        pos: usize,
+    ) -> Result<(), BackendError> {
+        let Some((d, units)) = queue.0.take() else {
+            return Ok(());
+        };
+        let what = || units.iter().map(part_name).collect::<Vec<_>>().join(", ");
+        timed(device(devices, d), self.trace, what, |s| {
+            s.backend.run_all(self.model, &units, n, pos)
+        })
     }
 
     /// Whether the devices sharing an FFN (`home` and `others`) can compute at the same
@@ -232,13 +290,16 @@ impl Pass<'_, '_> {
     fn cross(
         &self,
         devices: &mut [DeviceSlot],
+        queue: &mut Queue,
         here: &mut DeviceId,
         to: DeviceId,
         len: usize,
+        pos: usize,
     ) -> Result<(), RunError> {
         if *here == to {
             return Ok(());
         }
+        self.flush(devices, queue, len / self.model.cfg.n_embd, pos)?;
         let (b, a) = pair(devices, to, *here);
         let t = Instant::now();
         if let Some(x) = a.backend.host_x() {
@@ -285,6 +346,12 @@ fn part_name(unit: &Unit) -> String {
         Unit::Output { .. } => "output".into(),
     }
 }
+
+/// Units waiting to go to one device in one call: a device with threads of its own is
+/// handed each call (tens of µs in this VM), so a block split across devices would pay it
+/// four times; queued, the end of one block and the start of the next go together.
+#[derive(Default)]
+struct Queue(Option<(DeviceId, Vec<Unit>)>);
 
 /// One device's share of a split FFN, to run where it is handed.
 type Share<'a> = Box<dyn FnOnce() -> Result<(), BackendError> + Send + 'a>;

@@ -311,13 +311,24 @@ impl Backend for HostBackend {
         n: usize,
         pos: usize,
     ) -> Result<(), BackendError> {
+        self.run_all(model, std::slice::from_ref(unit), n, pos)
+    }
+
+    fn run_all(
+        &mut self,
+        model: &Model,
+        units: &[Unit],
+        n: usize,
+        pos: usize,
+    ) -> Result<(), BackendError> {
+        let each = |b: &mut Self| units.iter().try_for_each(|u| b.run_here(model, u, n, pos));
         match self.pool.take() {
             Some(pool) => {
-                let out = pool.install(|| self.run_here(model, unit, n, pos));
+                let out = pool.install(|| each(self));
                 self.pool = Some(pool);
                 out
             }
-            None => self.run_here(model, unit, n, pos),
+            None => each(self),
         }
     }
 
