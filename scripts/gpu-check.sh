@@ -103,9 +103,9 @@ fi
 model="$here/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [[ -f "$model" && -x "$here/bin/bench" ]]; then
     step "bench split" 150 "$out/split.md" bash -c "
-        '$here/bin/bench' split -m '$model' --num-gpu 0,8,15,23,30,31 -p 128 -n 64 &&
+        '$here/bin/bench' split -m '$model' --num-gpu 0,8,15,23,30,31 -p 128 -n 64 -r 2 --trace '$out/split-trace.json' &&
         echo && echo 'Without CUDA graphs (STRATA_CUDA_GRAPHS=0):' &&
-        STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64"
+        STRATA_CUDA_GRAPHS=0 '$here/bin/bench' split -m '$model' --num-gpu 15,31 -p 128 -n 64 -r 2"
     step "generate -ngl auto / 0" 60 "$out/generate.txt" bash -c "
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&

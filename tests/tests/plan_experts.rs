@@ -205,21 +205,31 @@ fn override_rules_place_parts_and_bad_ones_are_named() {
     assert!(e.contains("do not fit") && e.contains("CUDA0"), "{e}");
 }
 
+/// A random deepseek2 of `n_layer` blocks (the first dense) with 16 experts.
+fn deepseek2(n_layer: usize) -> GgufFile {
+    RandomMoe {
+        n_layer,
+        n_expert: 16,
+        ..RandomMoe::deepseek2(GgmlType::Q8_0, true)
+    }
+    .build()
+}
+
+/// The test settings with `auto`, and the plan of `file` on one GPU that holds it all.
+fn on_one_roomy_gpu(file: &GgufFile) -> (RunSettings, Plan) {
+    let pm = PlanModel::from_gguf(file).unwrap();
+    let s = settings(NumGpu::Auto);
+    let all = plan::plan(&pm, &[Device::cpu(1 << 40), Device::gpu(0, 1 << 40)], &s).unwrap();
+    (s, all)
+}
+
 /// The seed case scaled down: a deepseek2 of 9 blocks (1 dense), 16 experts, on 8 posing
 /// devices that hold every block's attention and FFN and about four fifths of the experts.
 #[test]
 fn scaled_seed_case_loads_as_planned_and_runs() {
-    let m = RandomMoe {
-        n_layer: 9,
-        n_expert: 16,
-        ..RandomMoe::deepseek2(GgmlType::Q8_0, true)
-    };
-    let file = m.build();
+    let file = deepseek2(9);
     let model = Model::bind(&file, |_| {}).unwrap();
-    let pm = PlanModel::from_gguf(&file).unwrap();
-    let s = settings(NumGpu::Auto);
-    let probe_devices = vec![Device::cpu(1 << 40), Device::gpu(0, 1 << 40)];
-    let all = plan::plan(&pm, &probe_devices, &s).unwrap();
+    let (s, all) = on_one_roomy_gpu(&file);
     let gpu = &all.devices[1];
     let (_, experts) = all.expert_bytes_on_gpus();
     // Eight equal devices, together the whole model less a fifth of the experts.
@@ -288,16 +298,9 @@ fn scaled_seed_case_loads_as_planned_and_runs() {
 /// says so in one line, and still allocates exactly what the new plan says.
 #[test]
 fn a_device_that_allows_less_gives_up_experts() {
-    let m = RandomMoe {
-        n_layer: 5,
-        n_expert: 16,
-        ..RandomMoe::deepseek2(GgmlType::Q8_0, true)
-    };
-    let file = m.build();
+    let file = deepseek2(5);
     let model = Model::bind(&file, |_| {}).unwrap();
-    let pm = PlanModel::from_gguf(&file).unwrap();
-    let s = settings(NumGpu::Auto);
-    let all = plan::plan(&pm, &[Device::cpu(1 << 40), Device::gpu(0, 1 << 40)], &s).unwrap();
+    let (s, all) = on_one_roomy_gpu(&file);
     let (_, experts) = all.expert_bytes_on_gpus();
     let reports = all.devices[1].total_bytes();
     let allows = reports - experts / 3;

@@ -232,6 +232,22 @@ mod tests {
             .collect()
     }
 
+    /// One block on device 1 whose experts 4..8 are on the CPU.
+    fn half_on_the_cpu() -> Vec<BlockPlacement> {
+        let mut b = on(&[1]);
+        b[0].experts = vec![
+            ExpertRange {
+                experts: 0..4,
+                device: 1,
+            },
+            ExpertRange {
+                experts: 4..8,
+                device: 0,
+            },
+        ];
+        b
+    }
+
     #[test]
     fn copies_follow_the_boundaries() {
         // Everything on the CPU: none.
@@ -248,19 +264,8 @@ mod tests {
         );
         // A block on device 1 with experts 4.. on the CPU: the routing of k = 2 out and
         // the share back.
-        let mut split = on(&[1]);
-        split[0].experts = vec![
-            ExpertRange {
-                experts: 0..4,
-                device: 1,
-            },
-            ExpertRange {
-                experts: 4..8,
-                device: 0,
-            },
-        ];
         assert_eq!(
-            copies(&split, 1, (8, 2), 100),
+            copies(&half_on_the_cpu(), 1, (8, 2), 100),
             [(0, 1, 32), (1, 0, 48), (0, 1, 32), (1, 0, 400)]
         );
     }
@@ -271,17 +276,7 @@ mod tests {
             experts: (2, 8),
             tied_output_on_cpu: false,
         };
-        let mut b = on(&[1]);
-        b[0].experts = vec![
-            ExpertRange {
-                experts: 0..4,
-                device: 1,
-            },
-            ExpertRange {
-                experts: 4..8,
-                device: 0,
-            },
-        ];
+        let b = half_on_the_cpu();
         let half = |device, experts| TensorPlacement {
             experts: Some(experts),
             ..tensor("blk.0.ffn_up_exps.weight", device, 400)

@@ -117,7 +117,6 @@ impl Pass<'_, '_> {
     ) -> Result<(), RunError> {
         let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
         let len = n * model.cfg.n_embd;
-        let tr = self.trace;
         self.cross(devices, queue, here, b.attention, len, pos)?;
         self.put(
             devices,
@@ -139,15 +138,30 @@ impl Pass<'_, '_> {
         let local = Unit::FfnLocal { block: i, rows };
         if others.is_empty() {
             self.put(devices, queue, b.ffn, local, (n, pos))?;
-            self.put(
-                devices,
-                queue,
-                b.ffn,
-                Unit::FfnEnd { block: i, rows },
-                (n, pos),
-            )?;
-            return Ok(());
+        } else {
+            self.shares(devices, queue, i, (n, rows), pos)?;
         }
+        // Left queued: the next block's first units on this device join it.
+        let end = Unit::FfnEnd { block: i, rows };
+        self.put(devices, queue, b.ffn, end, (n, pos))?;
+        Ok(())
+    }
+
+    /// The shares of block `i`'s FFN whose experts sit on several devices: the routing
+    /// handed to each, the shares computed (side by side when they can), then added on the
+    /// FFN's device in device order.
+    fn shares(
+        &self,
+        devices: &mut [DeviceSlot],
+        queue: &mut Queue,
+        i: usize,
+        (n, rows): (usize, usize),
+        pos: usize,
+    ) -> Result<(), RunError> {
+        let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
+        let tr = self.trace;
+        let others = b.expert_devices();
+        let local = Unit::FfnLocal { block: i, rows };
         // The routing must be computed before it is handed on.
         self.flush(devices, queue, n, pos)?;
         {
@@ -220,14 +234,6 @@ impl Pass<'_, '_> {
             trace::transfer(tr, b.ffn, t, || format!("experts {i} {d} → {}", b.ffn));
             self.ledger.count_copy(b.ffn, partial.len() as u64 * 4);
         }
-        // Left queued: the next block's first units on this device join it.
-        self.put(
-            devices,
-            queue,
-            b.ffn,
-            Unit::FfnEnd { block: i, rows },
-            (n, pos),
-        )?;
         Ok(())
     }
 
