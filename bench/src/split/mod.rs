@@ -267,7 +267,11 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
     }
     match args.output {
         Format::Json => println!("]"),
-        Format::Md => println!(
+        Format::Md => {
+            if let Some(best) = report::fastest(&rows) {
+                println!("\n{best}");
+            }
+            println!(
             "\npredicted: the bandwidth model, each device reading a decode token's weights in \
              turn, plus the copies between devices, less what split experts computed side by \
              side save; at each device's read bandwidth (memory), and at the kernels' matvec \
@@ -275,7 +279,8 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
              where a device's bandwidth is not measured (a GPU). read GB/s: the CPU's, the \
              mean of a read pass over {} MiB ({threads} threads) after each timed run",
             args.stream_mib
-        ),
+        );
+        }
         Format::Csv | Format::Jsonl => {}
     }
     if let Some(out) = plot {

@@ -85,6 +85,32 @@ pub struct Row {
     pub predicted_kernels_tg_tokens_per_s: Option<f64>,
 }
 
+/// `fastest tg: auto (60.06 t/s, 1.17× the slowest); fastest pp: ...`: the sweep's answer,
+/// or `None` with fewer than two rows.
+pub fn fastest(rows: &[Row]) -> Option<String> {
+    if rows.len() < 2 {
+        return None;
+    }
+    let best = |name: &str, phase: fn(&Row) -> Option<&Phase>| {
+        let means: Vec<(&Row, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r, phase(r)?.mean_tokens_per_s)))
+            .collect();
+        let (top, t) = means.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let low = means.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
+        Some(format!(
+            "fastest {name}: {} ({t:.2} t/s, {:.2}× the slowest)",
+            top.num_gpu,
+            t / low
+        ))
+    };
+    let parts: Vec<String> = [best("tg", |r| r.tg.as_ref()), best("pp", |r| r.pp.as_ref())]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// What is printed before the first row.
 pub fn header(format: Format, n_prompt: usize, n_gen: usize, devices: &[String]) -> Option<String> {
     match format {
@@ -342,6 +368,21 @@ mod tests {
         // + 1: the model's quoted field holds a comma.
         assert_eq!(line.split(',').nth(i + 1), Some("10;12"));
         assert!(cols.contains(&"tg_ACCEL0_busy") && cols.contains(&"predicted_tg_tokens_per_s"));
+    }
+
+    #[test]
+    fn the_fastest_row_is_named() {
+        let mut other = row();
+        other.num_gpu = "auto".into();
+        if let Some(tg) = &mut other.tg {
+            tg.mean_tokens_per_s = 22.0;
+        }
+        let said = fastest(&[row(), other]).unwrap();
+        assert!(
+            said.starts_with("fastest tg: auto (22.00 t/s, 2.00× the slowest)"),
+            "{said}"
+        );
+        assert_eq!(fastest(&[row()]), None);
     }
 
     #[test]
