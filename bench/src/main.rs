@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bandwidth;
 mod kernels;
 mod matrix;
+mod peak;
 mod plan;
 mod split;
 
