@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
+use strata_engine::generate::args::PlacementArgs;
 use strata_engine::gguf::GgufFile;
 use strata_engine::plan::{
     self, host_free_bytes, parse_bytes, parse_gpus, parse_tensor_split, Device, NumGpu, PlanError,
@@ -53,21 +54,8 @@ pub struct Args {
     /// Proportions in which the GPUs share the layers (default: their free memory).
     #[arg(long = "tensor-split", visible_alias = "ts")]
     pub tensor_split: Option<String>,
-    /// Tensor overrides, llama.cpp's `-ot REGEX=DEVICE[,…]` (repeatable): tensors whose
-    /// name matches go to DEVICE (`CPU`, `CUDA1`); a block's parts move whole.
-    #[arg(long = "override-tensor")]
-    pub override_tensor: Vec<String>,
-    /// Every routed expert on the CPU (`-ot exps=CPU`).
-    #[arg(long = "cpu-moe")]
-    pub cpu_moe: bool,
-    /// The routed experts of the first N blocks on the CPU.
-    #[arg(long = "n-cpu-moe", default_value_t = 0)]
-    pub n_cpu_moe: usize,
-    /// What `auto` fills the GPUs with: `experts` (every block's attention, norms and
-    /// shared experts first, then routed experts one by one) or `layers` (whole layers, as
-    /// Ollama's num_gpu).
-    #[arg(long = "fill", default_value = "experts")]
-    pub fill: String,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// `table` (with an Ollama-style summary line) or `json`.
     #[arg(short = 'o', long = "output", default_value = "table")]
     pub output: String,
@@ -106,8 +94,8 @@ pub fn devices_and_settings(a: &Args) -> Result<(Vec<Device>, RunSettings), Plan
             .as_deref()
             .map(parse_tensor_split)
             .transpose()?,
-        overrides: plan::overrides::from_flags(&a.override_tensor, a.cpu_moe, a.n_cpu_moe)?,
-        fill: plan::AutoFill::parse(&a.fill)?,
+        overrides: a.placement.rules()?,
+        fill: a.placement.fill,
         ..RunSettings::default()
     };
     Ok((devices, settings))

@@ -90,7 +90,7 @@ fn bad_flags_are_errors_that_say_what_is_wrong() {
         ),
         (
             vec!["--gpus", "8x80GiB", "--fill", "tensors"],
-            "--fill 'tensors'",
+            "'tensors' for '--fill",
         ),
         // llama.cpp's spelling `-ot`, with a device that is not there.
         (

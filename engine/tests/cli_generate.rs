@@ -418,3 +418,54 @@ fn ctrl_c_exits_130() {
     assert_eq!(o.status.code(), Some(130), "{e}");
     assert!(e.contains("interrupted") && e.contains("generated:"), "{e}");
 }
+
+/// llama.cpp's placement flags on a mixture-of-experts file: `--cpu-moe`, `-ot`, experts
+/// split with a posing device of its own thread (side by side and one at a time) all give
+/// the CPU's greedy text; a bad rule is named.
+#[test]
+fn placement_flags_on_a_moe_file() {
+    let m = root().join("golden/data/moe/tiny-deepseek2.gguf");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "-m",
+            m.to_str().unwrap(),
+            "-p",
+            "Hello world",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "-t",
+            "1",
+            "--verbose",
+        ];
+        args.extend_from_slice(extra);
+        let o = generate(&args);
+        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
+        o
+    };
+    let cpu = run(&["-ngl", "0"]);
+    for extra in [
+        &["--pose-gpus", "2MiB", "-ngl", "99", "--cpu-moe"][..],
+        &["--pose-gpus", "2MiB,2MiB", "-ot", "exps=ACCEL1,attn=ACCEL0"],
+        &["--pose-gpus", "900KiB@1"],
+        &["--pose-gpus", "900KiB@1", "--no-overlap"],
+    ] {
+        let o = run(extra);
+        assert_eq!(o.stdout, cpu.stdout, "{extra:?}");
+        assert!(stderr(&o).contains("routed experts ("), "{extra:?}");
+    }
+    // The experts split between the posing device and the CPU.
+    let err = stderr(&run(&["--pose-gpus", "900KiB@1"]));
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("routed experts ("))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        !line.contains("(0.0%)") && !line.contains("(100.0%)"),
+        "{line}"
+    );
+    let o = generate(&["-m", m.to_str().unwrap(), "-p", "Hi", "-ot", "exps=CUDA3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no device 'CUDA3'"), "{}", stderr(&o));
+}

@@ -71,21 +71,8 @@ pub struct Args {
         value_parser = parse_num_gpu
     )]
     pub num_gpu: NumGpu,
-    /// Tensor overrides (`-ot REGEX=DEVICE[,…]`, repeatable, as in llama.cpp): tensors whose
-    /// name matches go to DEVICE (`CPU`, `CUDA1`; the first rule that matches wins). A
-    /// block's attention, FFN and routed experts each move whole.
-    #[arg(long = "override-tensor")]
-    pub override_tensor: Vec<String>,
-    /// Keep every routed expert on the CPU (`-ot exps=CPU`).
-    #[arg(long = "cpu-moe")]
-    pub cpu_moe: bool,
-    /// Keep the routed experts of the first N blocks on the CPU.
-    #[arg(long = "n-cpu-moe", default_value_t = 0)]
-    pub n_cpu_moe: usize,
-    /// What `-ngl auto` fills the GPUs with: `experts` (every block's attention, norms and
-    /// shared experts first, then routed experts one by one) or `layers` (whole layers).
-    #[arg(long = "fill", default_value = "experts", value_parser = parse_fill)]
-    pub fill: crate::plan::AutoFill,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Devices sharing a block's experts compute one after the other instead of at the
     /// same time (same results; for comparison).
     #[arg(long = "no-overlap")]
@@ -112,6 +99,34 @@ pub struct Args {
     /// Print model, tokenizer and sampling details to stderr.
     #[arg(long = "verbose")]
     pub verbose: bool,
+}
+
+/// Where tensors go beyond `-ngl`: the flags `generate` and `bench plan` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlacementArgs {
+    /// Tensor overrides (`-ot REGEX=DEVICE[,…]`, repeatable, as in llama.cpp): tensors whose
+    /// name matches go to DEVICE (`CPU`, `CUDA1`; the first rule that matches wins). A
+    /// block's attention, FFN and routed experts each move whole.
+    #[arg(long = "override-tensor")]
+    pub override_tensor: Vec<String>,
+    /// Keep every routed expert on the CPU (`-ot exps=CPU`).
+    #[arg(long = "cpu-moe")]
+    pub cpu_moe: bool,
+    /// Keep the routed experts of the first N blocks on the CPU.
+    #[arg(long = "n-cpu-moe", default_value_t = 0)]
+    pub n_cpu_moe: usize,
+    /// What `-ngl auto` fills the GPUs with: `experts` (every block's attention, norms and
+    /// shared experts first, then routed experts one by one) or `layers` (whole layers, as
+    /// Ollama's num_gpu).
+    #[arg(long = "fill", default_value = "experts", value_parser = parse_fill)]
+    pub fill: crate::plan::AutoFill,
+}
+
+impl PlacementArgs {
+    /// The `-ot` rules the flags make, in llama.cpp's order.
+    pub fn rules(&self) -> Result<Vec<crate::plan::TensorOverride>, crate::plan::PlanError> {
+        crate::plan::overrides::from_flags(&self.override_tensor, self.cpu_moe, self.n_cpu_moe)
+    }
 }
 
 fn parse_fill(text: &str) -> Result<crate::plan::AutoFill, String> {

@@ -189,10 +189,8 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     if posing {
         settings.margin = 0;
     }
-    settings.overrides =
-        crate::plan::overrides::from_flags(&args.override_tensor, args.cpu_moe, args.n_cpu_moe)
-            .map_err(|e| e.to_string())?;
-    settings.fill = args.fill;
+    settings.overrides = args.placement.rules().map_err(|e| e.to_string())?;
+    settings.fill = args.placement.fill;
     settings.overlap = !args.no_overlap;
     // The host's budget: what the system says is available, unless the user says; with
     // neither, no limit (and a note).
