@@ -1,6 +1,7 @@
-//! `--plot`: tokens/s against the layers on GPUs, as SVG. The upper panel is decode (the
-//! measured mean with ±sd bars, and the bandwidth model's prediction dashed), the lower
-//! prefill.
+//! `--plot`: tokens/s against the layers on GPUs, or against the sweep's rows when several
+//! share a layer count (placements, overlap on and off), as SVG. The upper panel is decode
+//! (the measured mean with ±sd bars, and the bandwidth model's predictions dashed), the
+//! lower prefill.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -16,17 +17,51 @@ struct Series {
     predicted: bool,
 }
 
+/// The x axis: each row's layer count, or, when two rows share one, its place in the
+/// sweep with the row's label under it.
+struct Axis {
+    x: Vec<f64>,
+    labels: Option<Vec<String>>,
+}
+
+impl Axis {
+    fn of(rows: &[Row]) -> Axis {
+        let layers: Vec<usize> = rows.iter().map(|r| r.gpu_layers).collect();
+        let distinct = layers
+            .iter()
+            .enumerate()
+            .all(|(i, l)| !layers[..i].contains(l));
+        if distinct {
+            Axis {
+                x: layers.iter().map(|&l| l as f64).collect(),
+                labels: None,
+            }
+        } else {
+            Axis {
+                x: (0..rows.len()).map(|i| i as f64).collect(),
+                labels: Some(rows.iter().map(|r| r.num_gpu.clone()).collect()),
+            }
+        }
+    }
+
+    fn max(&self) -> f64 {
+        self.x.iter().copied().fold(0.0, f64::max)
+    }
+}
+
 fn measured(
     rows: &[Row],
+    axis: &Axis,
     label: &'static str,
     color: RGBColor,
     phase: fn(&Row) -> &Option<Phase>,
 ) -> Series {
     let points = rows
         .iter()
-        .filter_map(|r| {
+        .zip(&axis.x)
+        .filter_map(|(r, &x)| {
             let p = phase(r).as_ref()?;
-            Some((r.gpu_layers as f64, p.mean_tokens_per_s, p.sd_tokens_per_s))
+            Some((x, p.mean_tokens_per_s, p.sd_tokens_per_s))
         })
         .collect();
     sorted(Series {
@@ -44,21 +79,35 @@ fn sorted(mut s: Series) -> Series {
 
 /// The SVG document of `rows`, titled `title` (the model's file name).
 pub fn svg(rows: &[Row], title: &str) -> Result<String, String> {
-    let tg = measured(rows, "tg measured (mean ± sd)", BLUE, |r| &r.tg);
-    let predicted = sorted(Series {
-        label: "tg predicted (bandwidth model)",
-        color: RED,
-        points: rows
-            .iter()
-            .filter_map(|r| Some((r.gpu_layers as f64, r.predicted_tg_tokens_per_s?, 0.0)))
-            .collect(),
-        predicted: true,
+    let axis = Axis::of(rows);
+    let tg = measured(rows, &axis, "tg measured (mean ± sd)", BLUE, |r| &r.tg);
+    let model = |label, color, value: fn(&Row) -> Option<f64>| {
+        sorted(Series {
+            label,
+            color,
+            points: rows
+                .iter()
+                .zip(&axis.x)
+                .filter_map(|(r, &x)| Some((x, value(r)?, 0.0)))
+                .collect(),
+            predicted: true,
+        })
+    };
+    let memory = model("tg predicted (read bandwidth)", RED, |r| {
+        r.predicted_tg_tokens_per_s
+    });
+    let kernels = model("tg predicted (kernels' bandwidth)", MAGENTA, |r| {
+        r.predicted_kernels_tg_tokens_per_s
     });
     // A darker green than GREEN's, which is hard to read on white.
-    let pp = measured(rows, "pp measured (mean ± sd)", RGBColor(0, 140, 0), |r| {
-        &r.pp
-    });
-    let x_max = rows.iter().map(|r| r.gpu_layers).max().unwrap_or(0) as f64;
+    let pp = measured(
+        rows,
+        &axis,
+        "pp measured (mean ± sd)",
+        RGBColor(0, 140, 0),
+        |r| &r.pp,
+    );
+    let x_max = axis.max();
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (900, 800)).into_drawing_area();
@@ -68,8 +117,20 @@ pub fn svg(rows: &[Row], title: &str) -> Result<String, String> {
         let (top, bottom) = root.split_vertically(400);
         let n_gen = rows.first().map_or(0, |r| r.n_gen);
         let n_prompt = rows.first().map_or(0, |r| r.n_prompt);
-        panel(&top, &format!("decode: tg{n_gen}"), x_max, &[tg, predicted])?;
-        panel(&bottom, &format!("prefill: pp{n_prompt}"), x_max, &[pp])?;
+        let labels = axis.labels.as_deref();
+        let decode = [tg, memory, kernels];
+        panel(
+            &top,
+            &format!("decode: tg{n_gen}"),
+            (x_max, labels),
+            &decode,
+        )?;
+        panel(
+            &bottom,
+            &format!("prefill: pp{n_prompt}"),
+            (x_max, labels),
+            &[pp],
+        )?;
         root.present().map_err(err)?;
     }
     Ok(out)
@@ -78,7 +139,7 @@ pub fn svg(rows: &[Row], title: &str) -> Result<String, String> {
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
-    x_max: f64,
+    (x_max, labels): (f64, Option<&[String]>),
     series: &[Series],
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("drawing the plot: {e}");
@@ -95,10 +156,19 @@ fn panel<DB: DrawingBackend>(
         .y_label_area_size(65)
         .build_cartesian_2d(-0.5..x_max + 0.5, 0.0..y_max)
         .map_err(err)?;
+    let name = |x: &f64| match labels {
+        Some(l) if x.fract() == 0.0 && *x >= 0.0 => l.get(*x as usize).cloned().unwrap_or_default(),
+        Some(_) => String::new(),
+        None => format!("{x:.0}"),
+    };
     chart
         .configure_mesh()
-        .x_desc("layers on GPUs (num_gpu)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_desc(match labels {
+            Some(_) => "placement (num_gpu, --n-cpu-moe, overlap)",
+            None => "layers on GPUs (num_gpu)",
+        })
+        .x_labels(labels.map_or(10, |l| l.len()))
+        .x_label_formatter(&name)
         .y_desc("tokens/s")
         .draw()
         .map_err(err)?;
@@ -160,6 +230,11 @@ mod tests {
         };
         let s = svg(&[row(16, Some(40.0)), row(0, None)], "m.gguf").unwrap();
         assert!(s.starts_with("<svg"), "{}", &s[..s.len().min(80)]);
+        // Rows that share a layer count are placed by their order, named by their label.
+        let mut off = row(16, Some(30.0));
+        off.num_gpu = "16 no-overlap".into();
+        let by_row = svg(&[row(16, Some(40.0)), off], "m.gguf").unwrap();
+        assert!(by_row.contains("16 no-overlap") && by_row.contains("placement"));
         for text in [
             "m.gguf",
             "tokens/s",
