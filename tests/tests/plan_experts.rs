@@ -33,6 +33,15 @@ fn r1_plan(num_gpu: NumGpu, fill: AutoFill, rules: &str) -> Result<Plan, PlanErr
     } else {
         TensorOverride::parse_list(rules)?
     };
+    r1_with(num_gpu, fill, overrides)
+}
+
+/// The R1 plan with the `-ot` rules `overrides`.
+fn r1_with(
+    num_gpu: NumGpu,
+    fill: AutoFill,
+    overrides: Vec<TensorOverride>,
+) -> Result<Plan, PlanError> {
     plan::plan(
         &r1(),
         &r1_devices(),
@@ -117,16 +126,8 @@ fn r1_experts_fill_the_gpus_after_every_blocks_attention() {
 #[test]
 fn r1_cpu_moe_keeps_attention_on_gpus_and_experts_on_the_cpu() {
     // llama.cpp's `-ngl 99 --cpu-moe` (ktransformers' placement).
-    let p = plan::plan(
-        &r1(),
-        &r1_devices(),
-        &RunSettings {
-            num_gpu: NumGpu::Layers(99),
-            overrides: plan::overrides::from_flags(&[], true, 0).unwrap(),
-            ..RunSettings::default()
-        },
-    )
-    .unwrap();
+    let cpu_moe = plan::overrides::from_flags(&[], true, 0).unwrap();
+    let p = r1_with(NumGpu::Layers(99), AutoFill::Experts, cpu_moe).unwrap();
     check_budgets(&p);
     assert_eq!(p.expert_bytes_on_gpus().0, 0);
     assert!(p.blocks.iter().all(|b| b.attention != 0 && b.ffn != 0));
@@ -135,16 +136,9 @@ fn r1_cpu_moe_keeps_attention_on_gpus_and_experts_on_the_cpu() {
     assert!(gpu_weights < 20 << 30, "{gpu_weights}");
 
     // `--n-cpu-moe 40`: blocks 0-39's experts on the CPU, the rest with their blocks.
-    let p = plan::plan(
-        &r1(),
-        &r1_devices(),
-        &RunSettings {
-            num_gpu: NumGpu::Layers(99),
-            overrides: plan::overrides::from_flags(&[], false, 40).unwrap(),
-            ..RunSettings::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let n_cpu_moe = plan::overrides::from_flags(&[], false, 40).unwrap();
+    let p =
+        r1_with(NumGpu::Layers(99), AutoFill::Experts, n_cpu_moe).unwrap_or_else(|e| panic!("{e}"));
     check_budgets(&p);
     for (i, b) in p.blocks.iter().enumerate().skip(3) {
         let on_cpu = b.experts.iter().all(|r| r.device == 0);

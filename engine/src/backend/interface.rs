@@ -120,6 +120,16 @@ impl Parts {
             experts: model.cfg.is_moe_block(i).then_some(0..nx),
         }
     }
+
+    /// Whether the block tensor `name` (its full name, `blk.3.attn_q.weight`) belongs to a
+    /// part held here (for an expert stack: some of its experts).
+    pub fn holds(&self, name: &str) -> bool {
+        match crate::plan::Part::of(name).map(|(_, p)| p) {
+            Some(crate::plan::Part::Experts) => self.experts.is_some(),
+            Some(crate::plan::Part::Attention) => self.attention,
+            _ => self.ffn,
+        }
+    }
 }
 
 /// Where a backend's weights come from while loading: the mapped file, the plan's tensor
@@ -230,15 +240,17 @@ pub trait Backend {
 
     fn holdings(&self) -> Holdings;
 
-    /// This backend, if it computes on threads of its own (a device posing with
-    /// `--pose-gpus SIZE@THREADS`), so that another thread may drive it while the caller
-    /// computes on its pool. `None`: it computes on the caller's threads (the CPU), or
+    /// The threads it computes on, if it has its own (a device posing with `--pose-gpus
+    /// SIZE@THREADS`), and itself as a backend another thread may drive: work handed to it
+    /// runs beside the caller's. `None`: it computes on the caller's threads (the CPU), or
     /// cannot move (a CUDA device, whose work overlaps through its stream instead).
-    fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)>;
-
-    /// The threads of its own that [`Backend::sendable`] speaks of, to hand it work
-    /// without starting a thread.
-    fn threads(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+    fn own_threads(&mut self) -> Option<OwnThreads<'_>> {
         None
     }
+}
+
+/// A backend on threads of its own ([`Backend::own_threads`]).
+pub struct OwnThreads<'a> {
+    pub pool: std::sync::Arc<rayon::ThreadPool>,
+    pub backend: &'a mut (dyn Backend + Send),
 }

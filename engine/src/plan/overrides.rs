@@ -100,10 +100,6 @@ impl Pins {
     pub fn part(&self, i: usize, part: Part) -> Option<usize> {
         self.blocks[i][part as usize]
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.output.is_none() && self.blocks.iter().all(|b| b.iter().all(Option::is_none))
-    }
 }
 
 /// The device a rule names, by index into `devices` (the CPU first).

@@ -94,21 +94,6 @@ impl BlockCost {
             .map(|&b| slice_bytes(b, count, self.alignment))
             .sum()
     }
-
-    /// The most experts (up to `limit`) whose slices fit in `room` bytes.
-    pub fn experts_fitting(&self, room: u64, limit: usize) -> usize {
-        // experts_bytes is monotone in the count: bisect.
-        let (mut lo, mut hi) = (0, limit);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if self.experts_bytes(mid) <= room {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        lo
-    }
 }
 
 /// Bytes of a slice of `count` experts of `expert_bytes` each, aligned.
@@ -140,17 +125,6 @@ impl BlockPlacement {
     pub fn whole(&self) -> Option<usize> {
         let d = self.attention;
         (self.ffn == d && self.experts.iter().all(|r| r.device == d)).then_some(d)
-    }
-
-    /// Every device holding some part of it.
-    pub fn devices(&self) -> Vec<usize> {
-        let mut out = vec![self.attention];
-        for d in std::iter::once(self.ffn).chain(self.experts.iter().map(|r| r.device)) {
-            if !out.contains(&d) {
-                out.push(d);
-            }
-        }
-        out
     }
 
     /// The experts device `d` holds (at most one range: ranges are merged per device).
@@ -214,10 +188,6 @@ mod tests {
         assert_eq!(c.experts_bytes(1), 160);
         // 300 → 320, 90 → 96.
         assert_eq!(c.experts_bytes(3), 416);
-        assert_eq!(c.experts_fitting(415, 8), 2);
-        assert_eq!(c.experts_fitting(416, 8), 3);
-        assert_eq!(c.experts_fitting(u64::MAX, 8), 8);
-        assert_eq!(c.experts_fitting(0, 8), 0);
     }
 
     #[test]
@@ -242,7 +212,6 @@ mod tests {
             experts: r,
         };
         assert_eq!(b.whole(), None);
-        assert_eq!(b.devices(), vec![2, 0]);
         assert_eq!(b.experts_on(0), Some(3..5));
     }
 }

@@ -287,9 +287,10 @@ pub fn plan(
                 let shown = layers(0, &[]);
                 return Err(pins_do_not_fit(&shown));
             };
-            let mut plan = layers(k, &owner);
+            let (blocks, output) = layer_placement(model, &costs, &slots, k, &owner);
+            let mut plan = build(model, devices, settings, &costs, k, blocks.clone(), output);
             if costs.experts_apart {
-                let (blocks, output) = layer_placement(model, &costs, &slots, k, &owner);
+                // The layers' plan says what room each GPU has left for experts.
                 let blocks = fill_experts(&plan, &costs, blocks);
                 plan = build(model, devices, settings, &costs, k, blocks, output);
             }
@@ -309,37 +310,46 @@ pub fn plan(
                 });
             }
             if let Some(owner) = try_k(k, true) {
-                let plan = layers(k, &owner);
-                return match plan.fits() {
-                    true => Ok(plan),
-                    false => Err(pins_do_not_fit(&plan)),
-                };
+                layers(k, &owner)
+            } else {
+                return Err(does_not_fit(requested, k, &try_k, &layers));
             }
-            let largest = (0..k)
-                .rev()
-                .find(|&k| try_k(k, true).is_some())
-                .unwrap_or(0);
-            let shown = try_k(k, false).map(|o| layers(k, &o));
-            let why = match shown
-                .as_ref()
-                .and_then(|p| p.gpus().find(|d| !d.fits()).cloned())
-            {
-                Some(d) => over_budget_reason(&d),
-                None => "no split of these layers over the GPUs fits".to_string(),
-            };
-            let table = shown.map(|p| render(&p)).unwrap_or_default();
-            return Err(PlanError::DoesNotFit {
-                requested,
-                largest_fitting: largest,
-                why,
-                table,
-            });
         }
     };
     // The layers always fit where they go; parts pinned by rules may not.
     match plan.fits() {
         true => Ok(plan),
         false => Err(pins_do_not_fit(&plan)),
+    }
+}
+
+/// Why an explicit `num_gpu = requested` (`k` layers after clamping) cannot be placed: the
+/// first GPU over its budget in the proportional split, its table, and the largest
+/// num_gpu that fits.
+fn does_not_fit(
+    requested: usize,
+    k: usize,
+    try_k: &dyn Fn(usize, bool) -> Option<Vec<usize>>,
+    layers: &dyn Fn(usize, &[usize]) -> Plan,
+) -> PlanError {
+    let largest = (0..k)
+        .rev()
+        .find(|&k| try_k(k, true).is_some())
+        .unwrap_or(0);
+    let shown = try_k(k, false).map(|o| layers(k, &o));
+    let why = match shown
+        .as_ref()
+        .and_then(|p| p.gpus().find(|d| !d.fits()).cloned())
+    {
+        Some(d) => over_budget_reason(&d),
+        None => "no split of these layers over the GPUs fits".to_string(),
+    };
+    let table = shown.map(|p| render(&p)).unwrap_or_default();
+    PlanError::DoesNotFit {
+        requested,
+        largest_fitting: largest,
+        why,
+        table,
     }
 }
 

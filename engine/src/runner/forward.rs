@@ -20,11 +20,11 @@
 //! bottom) and `backend::cuda::forward`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::trace::{self, Recorder};
-use super::{BlockPlace, DeviceSlot, Placement, RunError};
-use crate::backend::{BackendError, Exchange, Unit};
+use super::{DeviceSlot, Placement, RunError};
+use crate::backend::{Backend, BackendError, Exchange, OwnThreads, Unit};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
 
@@ -33,13 +33,29 @@ pub(super) struct Pass<'a, 'm> {
     pub model: &'a Model<'m>,
     pub placement: &'a Placement,
     pub ledger: &'a Ledger,
-    /// Devices that share a block's FFN compute their shares at the same time.
+    /// Devices work at the same time where they can: a block's FFN shares side by side,
+    /// prefill as a pipeline (`runner/pipeline.rs`).
     pub overlap: bool,
+    /// Keep every row's logits (else the last row's).
+    pub all_logits: bool,
     /// Where spans go while tracing.
     pub trace: Option<&'a Recorder>,
 }
 
+/// Where one forward call stands: the device holding the residual stream, and the units
+/// waiting to go to one device in one call (a device with threads of its own is handed
+/// each call, tens of µs in this VM, so a block split across devices would pay it four
+/// times; queued, the end of one block and the start of the next go together).
+struct Walk {
+    here: DeviceId,
+    queue: Option<(DeviceId, Vec<Unit>)>,
+    /// Rows of the batch, and the position of the first.
+    n: usize,
+    pos: usize,
+}
+
 impl Pass<'_, '_> {
+    /// Runs `tokens` at `pos`; `n_out` rows of logits end in the CPU's logits buffer.
     pub(super) fn forward(
         &self,
         devices: &mut [DeviceSlot],
@@ -49,48 +65,46 @@ impl Pass<'_, '_> {
     ) -> Result<(), RunError> {
         let (model, placement) = (self.model, self.placement);
         let n = tokens.len();
-        let len = n * model.cfg.n_embd;
-        let mut here = DeviceId::Cpu;
         let tr = self.trace;
+        let mut w = Walk {
+            here: DeviceId::Cpu,
+            queue: None,
+            n,
+            pos,
+        };
         timed(
-            device(devices, here),
+            device(devices, w.here),
             tr,
             || "embed".into(),
             |d| d.backend.embed(model, tokens),
         )?;
 
-        // Units on one device in a row go to it in one call ([`Queue`]).
-        let mut queue = Queue::default();
         let n_layer = placement.blocks.len();
         let mut start = 0;
         while start < n_layer {
             let rows = |end: usize| if end == n_layer { n_out } else { n };
             let Some(dev) = placement.blocks[start].whole() else {
-                let rows = rows(start + 1);
-                self.split_block(devices, &mut queue, &mut here, start, (n, rows), pos)?;
+                self.split_block(devices, &mut w, start, rows(start + 1))?;
                 start += 1;
                 continue;
             };
             let end = (start..n_layer)
                 .find(|&j| placement.blocks[j].whole() != Some(dev))
                 .unwrap_or(n_layer);
-            self.cross(devices, &mut queue, &mut here, dev, len, pos)?;
             let blocks = Unit::Blocks {
                 blocks: start..end,
                 keep: rows(end),
             };
-            self.put(devices, &mut queue, dev, blocks, (n, pos))?;
+            self.step(devices, &mut w, dev, blocks)?;
             start = end;
         }
-
-        self.cross(devices, &mut queue, &mut here, placement.output, len, pos)?;
-        self.put(devices, &mut queue, here, Unit::Output { n_out }, (n, pos))?;
-        self.flush(devices, &mut queue, n, pos)?;
+        self.step(devices, &mut w, placement.output, Unit::Output { n_out })?;
+        self.flush(devices, &mut w)?;
 
         // The logits come back to the host: one more explicit copy when computed elsewhere.
-        if here != DeviceId::Cpu {
+        if w.here != DeviceId::Cpu {
             let len = n_out * model.cfg.n_vocab;
-            let (cpu, other) = pair(devices, DeviceId::Cpu, here);
+            let (cpu, other) = pair(devices, DeviceId::Cpu, w.here);
             let logits = cpu.backend.host_logits_mut().ok_or(BackendError::Missing {
                 device: DeviceId::Cpu,
                 what: "logits in host memory".into(),
@@ -104,209 +118,162 @@ impl Pass<'_, '_> {
         Ok(())
     }
 
-    /// Block `i`, whose parts sit on several devices, on `n` rows of which the last `rows`
-    /// get their FFN.
+    /// Block `i`, whose parts sit on several devices; the last `rows` rows get their FFN.
     fn split_block(
         &self,
         devices: &mut [DeviceSlot],
-        queue: &mut Queue,
-        here: &mut DeviceId,
+        w: &mut Walk,
         i: usize,
-        (n, rows): (usize, usize),
-        pos: usize,
+        rows: usize,
     ) -> Result<(), RunError> {
-        let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
-        let len = n * model.cfg.n_embd;
-        self.cross(devices, queue, here, b.attention, len, pos)?;
-        self.put(
-            devices,
-            queue,
-            b.attention,
-            Unit::Attention { block: i },
-            (n, pos),
-        )?;
-        self.cross(devices, queue, here, b.ffn, len, pos)?;
-        self.put(
-            devices,
-            queue,
-            b.ffn,
-            Unit::FfnRoute { block: i, rows },
-            (n, pos),
-        )?;
-
+        let b = &self.placement.blocks[i];
+        self.step(devices, w, b.attention, Unit::Attention { block: i })?;
+        self.step(devices, w, b.ffn, Unit::FfnRoute { block: i, rows })?;
         let others = b.expert_devices();
         let local = Unit::FfnLocal { block: i, rows };
         if others.is_empty() {
-            self.put(devices, queue, b.ffn, local, (n, pos))?;
+            self.queue(devices, w, b.ffn, local)?;
         } else {
-            self.shares(devices, queue, i, (n, rows), pos)?;
+            self.shares(devices, w, i, &others, local)?;
         }
         // Left queued: the next block's first units on this device join it.
-        let end = Unit::FfnEnd { block: i, rows };
-        self.put(devices, queue, b.ffn, end, (n, pos))?;
+        self.queue(devices, w, b.ffn, Unit::FfnEnd { block: i, rows })?;
         Ok(())
     }
 
-    /// The shares of block `i`'s FFN whose experts sit on several devices: the routing
-    /// handed to each, the shares computed (side by side when they can), then added on the
-    /// FFN's device in device order.
+    /// The shares (`local`) of block `i`'s FFN, whose experts sit on the FFN's device and
+    /// on `others`: the routing handed to each, the shares computed (side by side when
+    /// they can), then added on the FFN's device in device order.
     fn shares(
         &self,
         devices: &mut [DeviceSlot],
-        queue: &mut Queue,
+        w: &mut Walk,
         i: usize,
-        (n, rows): (usize, usize),
-        pos: usize,
+        others: &[DeviceId],
+        local: Unit,
     ) -> Result<(), RunError> {
-        let (model, b): (&Model, &BlockPlace) = (self.model, &self.placement.blocks[i]);
-        let tr = self.trace;
-        let others = b.expert_devices();
-        let local = Unit::FfnLocal { block: i, rows };
+        let (model, home, tr) = (self.model, self.placement.blocks[i].ffn, self.trace);
+        let Unit::FfnLocal { rows, .. } = local else {
+            unreachable!("shares are FfnLocal units")
+        };
+        let (n, pos) = (w.n, w.pos);
         // The routing must be computed before it is handed on.
-        self.flush(devices, queue, n, pos)?;
-        {
-            let mut route = vec![0.0f32; Exchange::Route.len(&model.cfg, rows)];
-            let h = device(devices, b.ffn);
+        self.flush(devices, w)?;
+        let mut route = vec![0.0f32; Exchange::Route.len(&model.cfg, rows)];
+        let h = device(devices, home);
+        let t = Instant::now();
+        h.backend.export(Exchange::Route, &mut route)?;
+        h.busy += t.elapsed();
+        for &d in others {
+            let r = device(devices, d);
             let t = Instant::now();
-            h.backend.export(Exchange::Route, &mut route)?;
-            h.busy += t.elapsed();
-            for &d in &others {
-                let r = device(devices, d);
-                let t = Instant::now();
-                r.backend.import(Exchange::Route, &route)?;
-                r.busy += t.elapsed();
-                trace::transfer(tr, d, t, || format!("route {i} → {d}"));
-                self.ledger.count_copy(d, route.len() as u64 * 4);
-            }
+            r.backend.import(Exchange::Route, &route)?;
+            r.busy += t.elapsed();
+            trace::transfer(tr, d, t, || format!("route {i} → {d}"));
+            self.ledger.count_copy(d, route.len() as u64 * 4);
         }
-        if self.overlap && !others.is_empty() && self.side_by_side(devices, b.ffn, &others) {
-            // The device without threads of its own computes on this thread; each other
-            // one on a thread that drives its own.
-            let (home, rest) = take(devices, b.ffn);
-            let slots =
-                std::iter::once(home).chain(rest.into_iter().filter(|s| others.contains(&s.id)));
-            let mut here: Vec<Box<dyn FnOnce() -> Result<(), BackendError> + '_>> = Vec::new();
+
+        // Side by side: the one device without threads of its own (if any) on this thread,
+        // each other one on its own; else one after the other.
+        let mut slots: Vec<&mut DeviceSlot> = devices
+            .iter_mut()
+            .filter(|s| s.id == home || others.contains(&s.id))
+            .collect();
+        let on_callers = slots
+            .iter_mut()
+            .filter_map(|s| s.backend.own_threads().is_none().then_some(()))
+            .count();
+        if self.overlap && on_callers <= 1 {
+            let mut here = None;
             let mut away: Vec<(Arc<rayon::ThreadPool>, Share)> = Vec::new();
             let local = &local;
             for s in slots {
                 let DeviceSlot { backend, busy, .. } = s;
-                match backend.threads() {
-                    None => here.push(Box::new(move || {
-                        let t = Instant::now();
-                        let out = backend.run(model, local, n, pos);
-                        *busy += t.elapsed();
-                        trace::compute(tr, backend.as_ref(), t, || part_name(local))?;
-                        out
-                    })),
-                    Some(pool) => {
-                        let Some(b) = backend.sendable() else {
-                            continue;
-                        };
-                        away.push((
-                            pool,
-                            Box::new(move || {
-                                let t = Instant::now();
-                                let out = b.run(model, local, n, pos);
-                                *busy += t.elapsed();
-                                trace::compute(tr, &*b, t, || part_name(local))?;
-                                out
-                            }),
-                        ));
-                    }
+                if backend.own_threads().is_none() {
+                    here = Some(move || share(&mut **backend, busy, tr, (model, local, n, pos)));
+                } else if let Some(OwnThreads { pool, backend }) = backend.own_threads() {
+                    let job = move || share(backend, busy, tr, (model, local, n, pos));
+                    away.push((pool, Box::new(job)));
                 }
             }
-            at_once(away, move || here.into_iter().try_for_each(|f| f()))?;
+            at_once(away, move || here.map_or(Ok(()), |mut f| f()))?;
         } else {
-            for &d in others.iter().chain(std::iter::once(&b.ffn)) {
-                self.put(devices, queue, d, local.clone(), (n, pos))?;
-                self.flush(devices, queue, n, pos)?;
+            for s in slots {
+                share(&mut *s.backend, &mut s.busy, tr, (model, &local, n, pos))?;
             }
         }
+
         let mut partial = vec![0.0f32; Exchange::Partial.len(&model.cfg, rows)];
-        for &d in &others {
+        for &d in others {
             let t = Instant::now();
             device(devices, d)
                 .backend
                 .export(Exchange::Partial, &mut partial)?;
-            let h = device(devices, b.ffn);
+            let h = device(devices, home);
             h.backend.import(Exchange::Partial, &partial)?;
             h.busy += t.elapsed();
-            trace::transfer(tr, b.ffn, t, || format!("experts {i} {d} → {}", b.ffn));
-            self.ledger.count_copy(b.ffn, partial.len() as u64 * 4);
+            trace::transfer(tr, home, t, || format!("experts {i} {d} → {home}"));
+            self.ledger.count_copy(home, partial.len() as u64 * 4);
         }
         Ok(())
     }
 
-    /// Queues `unit` for device `d`, running what was queued for another device first.
-    fn put(
+    /// Moves the residual stream to `d` if it is elsewhere, then queues `unit` there.
+    fn step(
         &self,
         devices: &mut [DeviceSlot],
-        queue: &mut Queue,
+        w: &mut Walk,
         d: DeviceId,
         unit: Unit,
-        (n, pos): (usize, usize),
+    ) -> Result<(), RunError> {
+        self.cross(devices, w, d)?;
+        Ok(self.queue(devices, w, d, unit)?)
+    }
+
+    /// Queues `unit` for device `d`, running what was queued for another device first.
+    fn queue(
+        &self,
+        devices: &mut [DeviceSlot],
+        w: &mut Walk,
+        d: DeviceId,
+        unit: Unit,
     ) -> Result<(), BackendError> {
-        if queue.0.as_ref().is_some_and(|(at, _)| *at != d) {
-            self.flush(devices, queue, n, pos)?;
+        if w.queue.as_ref().is_some_and(|(at, _)| *at != d) {
+            self.flush(devices, w)?;
         }
-        match &mut queue.0 {
+        match &mut w.queue {
             Some((_, units)) => units.push(unit),
-            None => queue.0 = Some((d, vec![unit])),
+            None => w.queue = Some((d, vec![unit])),
         }
         Ok(())
     }
 
     /// Runs the queued units, if any, in one call to their device.
-    fn flush(
-        &self,
-        devices: &mut [DeviceSlot],
-        queue: &mut Queue,
-        n: usize,
-        pos: usize,
-    ) -> Result<(), BackendError> {
-        let Some((d, units)) = queue.0.take() else {
+    fn flush(&self, devices: &mut [DeviceSlot], w: &mut Walk) -> Result<(), BackendError> {
+        let Some((d, units)) = w.queue.take() else {
             return Ok(());
         };
         let what = || units.iter().map(part_name).collect::<Vec<_>>().join(", ");
         timed(device(devices, d), self.trace, what, |s| {
-            s.backend.run_all(self.model, &units, n, pos)
+            s.backend.run_all(self.model, &units, w.n, w.pos)
         })
     }
 
-    /// Whether the devices sharing an FFN (`home` and `others`) can compute at the same
-    /// time: all but at most one on threads of their own.
-    fn side_by_side(
-        &self,
-        devices: &mut [DeviceSlot],
-        home: DeviceId,
-        others: &[DeviceId],
-    ) -> bool {
-        devices
-            .iter_mut()
-            .filter(|s| s.id == home || others.contains(&s.id))
-            .filter_map(|s| s.backend.sendable().is_none().then_some(()))
-            .count()
-            <= 1
-    }
-
-    /// Moves the residual stream (`len` floats) to `to` if it is elsewhere: the one explicit
-    /// copy at a device boundary, straight into or out of whichever side holds it in host
-    /// memory (staged through the host only between two GPUs). The copy is charged to the
-    /// device it reads from (which waits there for a GPU's queued work).
+    /// Moves the residual stream to `to` if it is elsewhere: the one explicit copy at a
+    /// device boundary, straight into or out of whichever side holds it in host memory
+    /// (staged through the host only between two GPUs), after the units queued where it is.
     fn cross(
         &self,
         devices: &mut [DeviceSlot],
-        queue: &mut Queue,
-        here: &mut DeviceId,
+        w: &mut Walk,
         to: DeviceId,
-        len: usize,
-        pos: usize,
     ) -> Result<(), RunError> {
-        if *here == to {
+        if w.here == to {
             return Ok(());
         }
-        self.flush(devices, queue, len / self.model.cfg.n_embd, pos)?;
-        let (b, a) = pair(devices, to, *here);
+        self.flush(devices, w)?;
+        let len = w.n * self.model.cfg.n_embd;
+        let (b, a) = pair(devices, to, w.here);
         let t = Instant::now();
         if let Some(x) = a.backend.host_x() {
             b.backend.write_x(&x[..len])?;
@@ -321,9 +288,22 @@ impl Pass<'_, '_> {
         a.busy += t.elapsed();
         trace::transfer(self.trace, to, t, || format!("copy x → {to}"));
         self.ledger.count_copy(to, len as u64 * 4);
-        *here = to;
+        w.here = to;
         Ok(())
     }
+}
+
+/// One device's share of a split FFN (`unit`, an `FfnLocal`), timed and traced as its own.
+fn share<B: Backend + ?Sized>(
+    backend: &mut B,
+    busy: &mut Duration,
+    tr: Option<&Recorder>,
+    (model, unit, n, pos): (&Model, &Unit, usize, usize),
+) -> Result<(), BackendError> {
+    let t = Instant::now();
+    backend.run(model, unit, n, pos)?;
+    *busy += t.elapsed();
+    trace::compute(tr, backend, t, || part_name(unit))
 }
 
 /// Runs `f` on `slot`, charging its wall time to the device, and records it as a span
@@ -352,12 +332,6 @@ fn part_name(unit: &Unit) -> String {
         Unit::Output { .. } => "output".into(),
     }
 }
-
-/// Units waiting to go to one device in one call: a device with threads of its own is
-/// handed each call (tens of µs in this VM), so a block split across devices would pay it
-/// four times; queued, the end of one block and the start of the next go together.
-#[derive(Default)]
-struct Queue(Option<(DeviceId, Vec<Unit>)>);
 
 /// One device's share of a split FFN, to run where it is handed.
 type Share<'a> = Box<dyn FnOnce() -> Result<(), BackendError> + Send + 'a>;
@@ -395,20 +369,6 @@ fn pair(
         let (l, r) = devices.split_at_mut(bi);
         (&mut l[ai], &mut r[0])
     }
-}
-
-/// The slot of `id`, and every other slot.
-fn take(devices: &mut [DeviceSlot], id: DeviceId) -> (&mut DeviceSlot, Vec<&mut DeviceSlot>) {
-    let mut home = None;
-    let mut rest = Vec::new();
-    for s in devices.iter_mut() {
-        if s.id == id {
-            home = Some(s);
-        } else {
-            rest.push(s);
-        }
-    }
-    (home.expect("every placed device has a slot"), rest)
 }
 
 fn device(devices: &mut [DeviceSlot], id: DeviceId) -> &mut DeviceSlot {

@@ -119,14 +119,6 @@ impl Placement {
         }
     }
 
-    /// Whole blocks on `blocks`' devices.
-    pub fn layers(blocks: &[DeviceId], output: DeviceId) -> Placement {
-        Placement {
-            blocks: blocks.iter().map(|&d| BlockPlace::on(d)).collect(),
-            output,
-        }
-    }
-
     /// The distinct devices used, in order of first use along the forward pass: always the
     /// CPU first (the embedding lookup runs there and the logits come back to it).
     pub fn devices(&self) -> Vec<DeviceId> {
@@ -349,26 +341,29 @@ impl<'m> Runner<'m> {
     /// arithmetic either way).
     fn feed(&mut self, tokens: &[u32], mut all: Option<&mut Vec<f32>>) -> Result<(), RunError> {
         let n_vocab = self.model.cfg.n_vocab;
-        let placement = &self.opts.placement;
-        let split = pipeline::Pipeline::applies(placement, &mut self.devices);
-        let mb = if split {
-            pipeline::micro_batch(tokens.len(), self.opts.n_batch)
-        } else {
-            self.opts.n_batch
+        let opts = &self.opts;
+        let pass = forward::Pass {
+            model: self.model,
+            placement: &opts.placement,
+            ledger: &self.ledger,
+            overlap: opts.overlap,
+            all_logits: opts.all_logits,
+            trace: self.trace.as_ref(),
         };
-        if split && self.opts.overlap && tokens.len() > mb {
-            let p = pipeline::Pipeline {
-                model: self.model,
-                placement,
-                ledger: &self.ledger,
-                all_logits: self.opts.all_logits,
-                trace: self.trace.as_ref(),
-            };
-            let logits = p.run(&mut self.devices, tokens, self.pos, mb)?;
+        let devices = &mut self.devices;
+        let split = pipeline::applies(&opts.placement, devices);
+        let mb = if split {
+            pipeline::micro_batch(tokens.len(), opts.n_batch)
+        } else {
+            opts.n_batch
+        };
+        let rows_out = |n: usize| if opts.all_logits { n } else { 1 };
+        if split && opts.overlap && tokens.len() > mb {
+            let logits = pass.pipelined(devices, tokens, self.pos, mb)?;
             let last = tokens.len() - (tokens.len() - 1) / mb * mb;
-            self.n_out = if self.opts.all_logits { last } else { 1 };
+            self.n_out = rows_out(last);
             let keep = self.n_out * n_vocab;
-            let host = self.devices[0]
+            let host = devices[0]
                 .backend
                 .host_logits_mut()
                 .ok_or(BackendError::Missing {
@@ -383,9 +378,15 @@ impl<'m> Runner<'m> {
             return Ok(());
         }
         for chunk in tokens.chunks(mb) {
-            self.run_batch(chunk)?;
+            self.n_out = rows_out(chunk.len());
+            pass.forward(devices, chunk, self.pos, self.n_out)?;
+            self.pos += chunk.len();
             if let Some(out) = all.as_deref_mut() {
-                out.extend_from_slice(&self.host_logits()[..chunk.len() * n_vocab]);
+                let host = devices[0]
+                    .backend
+                    .host_logits()
+                    .expect("the CPU's backend holds its logits in host memory");
+                out.extend_from_slice(&host[..chunk.len() * n_vocab]);
             }
         }
         Ok(())
@@ -418,23 +419,5 @@ impl<'m> Runner<'m> {
         let n_vocab = self.model.cfg.n_vocab;
         let logits = self.host_logits();
         &logits[(self.n_out - 1) * n_vocab..self.n_out * n_vocab]
-    }
-
-    fn run_batch(&mut self, tokens: &[u32]) -> Result<(), RunError> {
-        self.n_out = if self.opts.all_logits {
-            tokens.len()
-        } else {
-            1
-        };
-        let pass = forward::Pass {
-            model: self.model,
-            placement: &self.opts.placement,
-            ledger: &self.ledger,
-            overlap: self.opts.overlap,
-            trace: self.trace.as_ref(),
-        };
-        pass.forward(&mut self.devices, tokens, self.pos, self.n_out)?;
-        self.pos += tokens.len();
-        Ok(())
     }
 }

@@ -17,11 +17,11 @@ use std::ops::Range;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Instant;
 
-use super::trace::{self, Recorder};
+use super::forward::Pass;
+use super::trace;
 use super::{DeviceSlot, Placement, RunError};
-use crate::backend::{Backend, BackendError, Unit};
-use crate::ledger::{DeviceId, Ledger};
-use crate::model::Model;
+use crate::backend::{Backend, BackendError, OwnThreads, Unit};
+use crate::ledger::DeviceId;
 
 /// What a stage runs, in order, on its device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,32 +78,21 @@ struct Msg {
     x: Vec<f32>,
 }
 
-/// Where a pipelined prefill runs.
-pub(super) struct Pipeline<'a, 'm> {
-    pub model: &'a Model<'m>,
-    pub placement: &'a Placement,
-    pub ledger: &'a Ledger,
-    /// Keep every row's logits (else the last row of the last micro-batch's).
-    pub all_logits: bool,
-    /// Where spans go while tracing.
-    pub trace: Option<&'a Recorder>,
+/// Whether `placement` pipelines on `devices`: a layer split of whole blocks, on devices
+/// of which all but one compute on threads of their own (the one left runs on the
+/// caller's).
+pub(super) fn applies(placement: &Placement, devices: &mut [DeviceSlot]) -> bool {
+    let on_callers = devices
+        .iter_mut()
+        .filter_map(|d| d.backend.own_threads().is_none().then_some(()))
+        .count();
+    stages(placement).is_some() && on_callers <= 1
 }
 
-impl Pipeline<'_, '_> {
-    /// Whether `placement` pipelines on `devices`: a layer split of whole blocks, on devices
-    /// of which all but one compute on threads of their own (the one left runs on the
-    /// caller's).
-    pub(super) fn applies(placement: &Placement, devices: &mut [DeviceSlot]) -> bool {
-        let on_callers = devices
-            .iter_mut()
-            .filter_map(|d| d.backend.sendable().is_none().then_some(()))
-            .count();
-        stages(placement).is_some() && on_callers <= 1
-    }
-
+impl Pass<'_, '_> {
     /// Runs `tokens` at `pos` in micro-batches of `mb_len` through the stages; returns the
     /// logits kept (every row's, or the last row's), in order.
-    pub(super) fn run(
+    pub(super) fn pipelined(
         &self,
         devices: &mut [DeviceSlot],
         tokens: &[u32],
@@ -145,7 +134,7 @@ impl Pipeline<'_, '_> {
             let backend = &mut slot.backend;
             // The device without threads of its own runs on this thread (on the caller's
             // pool); each other one on a thread that drives its own threads.
-            if backend.sendable().is_none() {
+            if backend.own_threads().is_none() {
                 if inline.is_some() {
                     return Err(RunError::Options(
                         "two devices of the pipeline compute on the same threads".into(),
@@ -159,7 +148,7 @@ impl Pipeline<'_, '_> {
                     inbox,
                     logits,
                 });
-            } else if let Some(backend) = backend.sendable() {
+            } else if let Some(OwnThreads { backend, .. }) = backend.own_threads() {
                 jobs.push(DeviceJob {
                     backend,
                     busy,
@@ -208,7 +197,7 @@ struct DeviceJob<'s, B: Backend + ?Sized> {
 impl<B: Backend + ?Sized> DeviceJob<'_, B> {
     fn run(
         self,
-        p: &Pipeline,
+        p: &Pass,
         stages: &[Stage],
         mbs: &[&[u32]],
         pos: usize,
@@ -325,16 +314,24 @@ mod tests {
     use super::*;
     use crate::runner::BlockPlace;
 
+    /// Whole blocks on `blocks`' devices.
+    fn layers(blocks: &[DeviceId], output: DeviceId) -> Placement {
+        Placement {
+            blocks: blocks.iter().map(|&d| BlockPlace::on(d)).collect(),
+            output,
+        }
+    }
+
     #[test]
     fn stages_of_a_layer_split() {
         let (c, a) = (DeviceId::Cpu, DeviceId::Accel(0));
-        let p = Placement::layers(&[c, c, a, a], a);
+        let p = layers(&[c, c, a, a], a);
         let s = stages(&p).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].steps, vec![Step::Embed, Step::Blocks(0..2)]);
         assert_eq!(s[1].steps, vec![Step::Blocks(2..4), Step::Output]);
         // Back to the CPU for the output: a third stage there.
-        let p = Placement::layers(&[a, a, c], c);
+        let p = layers(&[a, a, c], c);
         let s = stages(&p).unwrap();
         assert_eq!(
             s.iter().map(|s| s.device).collect::<Vec<_>>(),
@@ -342,7 +339,7 @@ mod tests {
         );
         assert_eq!(s[2].steps, vec![Step::Blocks(2..3), Step::Output]);
         assert!(stages(&Placement::all_cpu(3)).is_none());
-        let mut split = Placement::layers(&[c, a], a);
+        let mut split = layers(&[c, a], a);
         split.blocks[1] = BlockPlace {
             attention: a,
             ffn: a,

@@ -230,10 +230,6 @@ impl Backend for CudaBackend {
     /// A GPU cache needs no clearing: attention reads positions below `pos` only.
     fn reset(&mut self) {}
 
-    fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)> {
-        None
-    }
-
     fn holdings(&self) -> Holdings {
         Holdings {
             blocks: self.blocks.keys().copied().collect(),

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use strata_kernels_cpu::ops::{self, KvCache, LatentCache};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
-use crate::backend::interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
+use crate::backend::interface::{
+    Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, Source, Unit,
+};
 use crate::buffers::{kv_type_of, ScratchLayout};
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
 use crate::model::{BlockWeights, Matrix, Model};
@@ -165,6 +167,12 @@ impl HostBackend {
             .as_ref()
             .ok_or_else(|| missing(self.id, "scratch"))
     }
+
+    fn scratch_mut(&mut self) -> Result<&mut Scratch, BackendError> {
+        self.scratch
+            .as_mut()
+            .ok_or_else(|| missing(self.id, "scratch"))
+    }
 }
 
 /// Why a host buffer the ledger allowed was not had: the allocator returned nothing.
@@ -210,16 +218,15 @@ impl Backend for HostBackend {
     }
 
     fn hold_block(&mut self, src: &Source, i: usize, parts: &Parts) -> Result<(), BackendError> {
-        let pieces = weights::pieces(src, i, parts);
-        let packed_here = pieces.iter().any(|p| {
-            let mut packs_it = false;
-            src.model.blocks[i].each_matrix(|name, m| {
-                packs_it |= p.cost.name.ends_with(name) && packs(m);
-            });
-            packs_it
+        let mut packed_here = false;
+        src.model.blocks[i].each_matrix(|name, m| {
+            packed_here |= packs(m) && parts.holds(&format!("blk.{i}.{name}"));
         });
         if self.maps_file && !packed_here {
-            let bytes = pieces.iter().map(|p| p.cost.bytes).sum();
+            let bytes = weights::pieces(src, i, parts)
+                .iter()
+                .map(|p| p.cost.bytes)
+                .sum();
             self.map(bytes, || format!("mapped weights of block {i}"))?;
             self.parts.insert(i, (parts.clone(), false));
             return Ok(());
@@ -352,10 +359,7 @@ impl Backend for HostBackend {
     }
 
     fn import(&mut self, what: Exchange, data: &[f32]) -> Result<(), BackendError> {
-        let s = self
-            .scratch
-            .as_mut()
-            .ok_or_else(|| missing(self.id, "scratch"))?;
+        let s = self.scratch_mut()?;
         match what {
             Exchange::Route => {
                 let (e, k) = route_widths(s);
@@ -379,10 +383,7 @@ impl Backend for HostBackend {
     }
 
     fn write_x(&mut self, x: &[f32]) -> Result<(), BackendError> {
-        let s = self
-            .scratch
-            .as_mut()
-            .ok_or_else(|| missing(self.id, "scratch"))?;
+        let s = self.scratch_mut()?;
         s.x[..x.len()].copy_from_slice(x);
         Ok(())
     }
@@ -414,17 +415,14 @@ impl Backend for HostBackend {
         }
     }
 
-    fn threads(&self) -> Option<Arc<rayon::ThreadPool>> {
-        self.pool.clone()
-    }
-
-    fn sendable(&mut self) -> Option<&mut (dyn Backend + Send)> {
+    fn own_threads(&mut self) -> Option<OwnThreads<'_>> {
         // Driven from a thread outside the process's pool, a backend without threads of its
         // own would queue its work on that pool, which may be the very thread waiting.
-        match self.pool {
-            Some(_) => Some(self),
-            None => None,
-        }
+        let pool = self.pool.clone()?;
+        Some(OwnThreads {
+            pool,
+            backend: self,
+        })
     }
 
     fn holdings(&self) -> Holdings {

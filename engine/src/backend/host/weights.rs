@@ -92,29 +92,23 @@ pub fn pieces(src: &Source, i: usize, parts: &Parts) -> Vec<Piece> {
     let nx = src.model.cfg.moe.as_ref().map_or(1, |m| m.n_expert);
     src.plan_model
         .tensors_of(Role::Block(i))
-        .filter_map(|t| {
-            let whole = || Piece {
+        .filter(|t| parts.holds(&t.name))
+        .map(|t| match (Part::of(&t.name), &parts.experts) {
+            // A slice of an expert stack: the experts held, at its own aligned size.
+            (Some((_, Part::Experts)), Some(r)) if r.len() != nx => {
+                let per = t.data_bytes / nx as u64;
+                let mut cost = t.clone();
+                cost.data_bytes = per * r.len() as u64;
+                cost.bytes = slice_bytes(per, r.len(), align);
+                Piece {
+                    cost,
+                    src: (per as usize * r.start)..(per as usize * r.end),
+                }
+            }
+            _ => Piece {
                 cost: t.clone(),
                 src: 0..t.data_bytes as usize,
-            };
-            match Part::of(&t.name).map(|(_, p)| p) {
-                Some(Part::Experts) => {
-                    let r = parts.experts.clone()?;
-                    if r.len() == nx {
-                        return Some(whole());
-                    }
-                    let per = t.data_bytes / nx as u64;
-                    let mut cost = t.clone();
-                    cost.data_bytes = per * r.len() as u64;
-                    cost.bytes = slice_bytes(per, r.len(), align);
-                    Some(Piece {
-                        cost,
-                        src: (per as usize * r.start)..(per as usize * r.end),
-                    })
-                }
-                Some(Part::Attention) => parts.attention.then(whole),
-                _ => parts.ffn.then(whole),
-            }
+            },
         })
         .collect()
 }
@@ -253,16 +247,6 @@ struct Place<'m> {
     n_expert: usize,
 }
 
-impl Place<'_> {
-    fn held(&self, full: &str) -> bool {
-        match Part::of(full).map(|(_, p)| p) {
-            Some(Part::Experts) => self.parts.experts.is_some(),
-            Some(Part::Attention) => self.parts.attention,
-            _ => self.parts.ffn,
-        }
-    }
-}
-
 const EMPTY_MAT: MatSlot = MatSlot {
     ty: GgmlType::F32,
     rows: 0,
@@ -278,7 +262,7 @@ impl Rebind<Matrix<'_>, Cow<'_, [f32]>> for Place<'_> {
     type Error = BackendError;
     fn matrix(&mut self, name: &str, m: &Matrix) -> Result<MatSlot, BackendError> {
         let full = format!("blk.{}.{name}", self.block);
-        if !self.held(&full) {
+        if !self.parts.holds(&full) {
             return Ok(EMPTY_MAT);
         }
         match name {
@@ -305,7 +289,7 @@ impl Rebind<Matrix<'_>, Cow<'_, [f32]>> for Place<'_> {
     }
     fn vector(&mut self, name: &str, v: &Cow<[f32]>) -> Result<VecSlot, BackendError> {
         let full = format!("blk.{}.{name}", self.block);
-        if !self.held(&full) {
+        if !self.parts.holds(&full) {
             return Ok(VecSlot { off: 0, n: 0 });
         }
         self.mem.vector(&full, v.len())
