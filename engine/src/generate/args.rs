@@ -34,8 +34,9 @@ pub struct Args {
     /// Context size in tokens (0: the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Most prompt tokens per forward pass.
-    #[arg(short = 'b', long = "batch-size", default_value_t = 64)]
+    /// Most prompt tokens per forward pass (llama.cpp's and `bench`'s 512: a long prompt's
+    /// weights are read once per 512 tokens, and `bench plan` sizes the same scratch).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long = "threads")]

@@ -185,7 +185,9 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     } else {
         args.num_gpu
     };
-    let mut settings = crate::load::decode_settings(n_ctx, args.batch_size, num_gpu);
+    // No pass holds more tokens than the context (as llama.cpp clamps n_batch).
+    let n_batch = args.batch_size.min(n_ctx);
+    let mut settings = crate::load::decode_settings(n_ctx, n_batch, num_gpu);
     if posing {
         settings.margin = 0;
     }
@@ -337,7 +339,7 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     // long prefill between batches.
     let t_prompt = Instant::now();
     let mut logits = Vec::new();
-    for chunk in tokens.chunks(args.batch_size) {
+    for chunk in tokens.chunks(n_batch) {
         if stop.load(Ordering::SeqCst) {
             eprintln!("interrupted during the prompt");
             return Ok(Ended::Interrupted);
