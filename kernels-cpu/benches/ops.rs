@@ -186,6 +186,25 @@ fn get_rows<M: Measurement>(c: &mut Criterion<M>) {
     }
 }
 
+fn weighted_rows<M: Measurement>(c: &mut Criterion<M>) {
+    // One head of DeepSeek-V2-Lite's `attn_kv_b` read transposed: 128 rows of 512.
+    let (rows, cols) = (128, 512);
+    let p = random(rows, 14);
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let mut w = vec![0u8; ty.bytes_for((rows * cols) as u64).unwrap() as usize];
+        quantize(ty, &random(rows * cols, 15), &mut w).unwrap();
+        let mut out = vec![0.0; cols];
+        let mut g = c.benchmark_group(format!("weighted_rows/{ty}/{rows}x{cols}"));
+        g.throughput(Throughput::Bytes(w.len() as u64));
+        for isa in levels() {
+            g.bench_function(BenchmarkId::from_parameter(isa), |b| {
+                b.iter(|| ops::weighted_rows_isa(isa, ty, &w, black_box(&p), &mut out).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -197,6 +216,7 @@ fn all<M: Measurement>(c: &mut Criterion<M>) {
     elementwise(c);
     attention(c);
     get_rows(c);
+    weighted_rows(c);
 }
 
 /// With `STRATA_BENCH_CPU_TIME=1` (Linux), iterations are timed by the CPU time of the whole

@@ -54,6 +54,13 @@ pub(crate) fn line(p: *const u8) {
     lines::<_MM_HINT_T0>(p, 1)
 }
 
+/// Prefetches the lines of `bytes` at `p` into L1 now (a stretch a kernel reads soon, out
+/// of the order the hardware prefetcher follows).
+#[inline(always)]
+pub(crate) fn span(p: *const u8, bytes: usize) {
+    lines::<_MM_HINT_T0>(p, bytes)
+}
+
 /// The lines of `bytes` at `at`, with hint `HINT`.
 #[inline(always)]
 fn lines<const HINT: i32>(at: *const u8, bytes: usize) {

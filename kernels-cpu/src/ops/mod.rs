@@ -24,6 +24,7 @@
 //! | attention | [`attention`]`(q, &cache, start_pos, n_tokens, n_heads, out)`: causal, grouped-query |
 //! | MLA attention | [`mla_attention`]`(q, &latent_cache, start_pos, shape, out)`: causal, every head over one [`LatentCache`] |
 //! | MoE routing | [`route`]`(logits, &Router, out)`: gating, selection bias, groups, top-k, weights |
+//! | rows' weighted sum | [`weighted_rows`]`(ty, w, p, out)`: `out += Σ p_j·row_j` of a quantized matrix (its transpose times `p`) |
 //!
 //! Batches are row-major: `n_tokens × n_heads × head_dim` for q/k/v and attention output,
 //! `n_rows × dim` for norms. Ops that take a batch split it across rayon's threads when the
@@ -38,6 +39,7 @@ mod mla;
 mod rms_norm;
 mod rope;
 mod route;
+mod rows;
 mod simd;
 mod softmax;
 mod swiglu;
@@ -50,6 +52,7 @@ pub use mla::{mla_attention, mla_attention_isa, mla_attention_ref, MlaShape};
 pub use rms_norm::{rms_norm, rms_norm_isa, rms_norm_ref, rms_norm_rows, rms_norm_rows_isa};
 pub use rope::{rope, rope_isa, rope_ref, rope_rows, rope_rows_isa, Rope, Yarn};
 pub use route::{route, route_isa, route_ref, Gating, Router};
+pub use rows::{weighted_rows, weighted_rows_isa, weighted_rows_ref};
 pub use softmax::{softmax, softmax_isa, softmax_ref};
 pub use swiglu::{swiglu, swiglu_isa, swiglu_ref};
 

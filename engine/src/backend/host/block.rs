@@ -422,13 +422,26 @@ fn missing_mla(what: &str) -> BackendError {
     BackendError::Unsupported(format!("an MLA block without {what}"))
 }
 
+/// Up to this many tokens, [`mul_transposed`] dequantizes the matrix once per token in
+/// registers; a longer batch dequantizes each row once into a buffer for all its tokens.
+const FUSED_MAX_TOKENS: usize = 8;
+
 /// `y = x · M` for `n` rows of `x` (each `M.rows` long): the product with the matrix's
-/// transpose, row by row of `M` dequantized (an older MLA file's `attn_kv_b` is stored so
-/// that absorbing the query reads it this way round).
+/// transpose (an older MLA file's `attn_kv_b` is stored so that absorbing the query reads it
+/// this way round).
 fn mul_transposed(m: &Matrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), BackendError> {
+    y[..n * m.cols].fill(0.0);
+    if n <= FUSED_MAX_TOKENS {
+        // Each token's weighted sum of the rows, dequantized in registers as it goes:
+        // 10% of a V2-Lite decode when every row went through a buffer.
+        let rows = x.chunks_exact(m.rows).zip(y.chunks_exact_mut(m.cols));
+        for (x, y) in rows.take(n) {
+            ops::weighted_rows(m.ty, m.data, x, y)?;
+        }
+        return Ok(());
+    }
     let row_bytes = m.data.len() / m.rows;
     let mut row = vec![0.0f32; m.cols];
-    y[..n * m.cols].fill(0.0);
     for (r, bytes) in m.data.chunks_exact(row_bytes).enumerate() {
         strata_kernels_cpu::dequantize(m.ty, bytes, &mut row)?;
         for t in 0..n {
