@@ -437,6 +437,9 @@ fn placement_flags_on_a_moe_file() {
             "0",
             "-t",
             "1",
+            // The posing devices' sizes below are cut to the scratch of 64-token passes.
+            "-b",
+            "64",
             "--verbose",
         ];
         args.extend_from_slice(extra);
