@@ -12,7 +12,8 @@
 # Below the table, one decode-bandwidth line per file: tg64 tokens/s × the weight bytes one
 # decode token reads (weight_bytes_per_token of Strata's --timings-json: every matrix but the
 # token embedding, of an expert stack only the used experts' share; the same bytes for both
-# engines) = GB/s, for each engine and thread count.
+# engines) = GB/s, for each engine and thread count, and Strata's share of the read
+# bandwidth that `bench kernels` measures right after each of its decode runs.
 # STRATA_BASE_GENERATE=PATH adds the runs of another build's generate (say, of the commit
 # before a change), interleaved with the others, and each cell's this ÷ base ratio: the
 # before/after of a change measured in one sitting.
@@ -37,8 +38,10 @@ DATE_START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 COMMIT=$(git rev-parse --short HEAD)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (the working tree had uncommitted changes)"
 
-echo "speed-table: building generate and quantize (release)" >&2
+echo "speed-table: building generate, quantize and bench (release)" >&2
 cargo build --release -p strata-engine --bin generate --bin quantize >&2
+cargo build --release -p strata-bench --bin bench >&2
+BENCH=$TARGET/release/bench
 
 SPEED_FILES=${STRATA_SPEED_FILES:-}
 if [ -n "$SPEED_FILES" ]; then
@@ -62,6 +65,9 @@ RESULTS=$WORK/results.tsv
 # file <tab> weight bytes one decode token reads, from Strata's tg64 runs.
 BYTES=$WORK/bytes.tsv
 : > "$BYTES"
+# threads <tab> the memory read bandwidth (GB/s) measured right after each Strata tg64 run.
+READS=$WORK/reads.tsv
+: > "$READS"
 PROMPT=$WORK/p128.txt
 
 # The other formats, made from the shipped file by our quantizer, every tensor (the token
@@ -138,6 +144,13 @@ run_strata() { # FILE THREADS TEST [GENERATE]
   tail -n 3 "$WORK/strata.err" >&2
 }
 
+# The read bandwidth (GB/s) of THREADS threads over 512 MiB, `bench kernels`' reference,
+# right after a decode run: the yardstick of that minute for the decode GB/s below.
+read_bandwidth() { # THREADS
+  "$BENCH" kernels --formats f32 --no-matmul --matvec-mib 1 --stream-mib 512 --reps 2 \
+    --threads "$1" 2> /dev/null | awk -F'|' '/^\| F32 \|/ { gsub(/[ †]/, "", $4); print $4 }'
+}
+
 # One llama-bench run (-r 1: one repetition, after its own warm-up): prints avg_ts.
 run_llama() { # FILE THREADS TEST
   local file=$1 threads=$2 test=$3 json=$WORK/llama.json p n
@@ -158,6 +171,7 @@ for file in $FILES; do
       for ((r = 1; r <= RUNS; r++)); do
         printf '%s\t%s\t%s\tstrata\t%s\n' "$file" "$threads" "$test" \
           "$(run_strata "$file" "$threads" "$test")" >> "$RESULTS"
+        [ "$test" = tg64 ] && printf '%s\t%s\n' "$threads" "$(read_bandwidth "$threads")" >> "$READS"
         if [ "$HAVE_LLAMA" = 1 ]; then
           printf '%s\t%s\t%s\tllama\t%s\n' "$file" "$threads" "$test" \
             "$(run_llama "$file" "$threads" "$test")" >> "$RESULTS"
@@ -199,11 +213,16 @@ elif [ "$HAVE_LLAMA" = 0 ]; then
 fi
 [ -n "$BASE_GEN" ] && echo "- base: $BASE_GEN"
 echo
-python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" "$BASE_GEN" "$BYTES" <<'PY'
+python3 - "$RESULTS" "$HAVE_LLAMA" "$FILES" "$BASE_GEN" "$BYTES" "$READS" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, have_llama, files = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
 have_base = bool(sys.argv[4])
+reads = defaultdict(list)  # threads -> read GB/s measured after each Strata tg64 run
+for line in open(sys.argv[6]):
+    threads, value = line.rstrip("\n").split("\t")
+    if value:
+        reads[threads].append(float(value))
 bytes_per_token = {}  # file -> weight bytes one decode token reads (Strata's JSON)
 for line in open(sys.argv[5]):
     file, value = line.rstrip("\n").split("\t")
@@ -252,7 +271,10 @@ for key, n in sorted(failed.items()):
 # bytes per token (the same file, the same experts' share), so the ratio is the table's.
 print()
 print("Decode bandwidth, tg64: tokens/s × weight bytes per token (Strata's "
-      "weight_bytes_per_token) = GB/s of weights read:")
+      "weight_bytes_per_token) = GB/s of weights read; in brackets, Strata's share of the "
+      "read bandwidth measured right after its runs (median over the table: "
+      + ", ".join(f"{n} thread{'s' if n != '1' else ''} {statistics.median(v):.1f} GB/s"
+                  for n, v in sorted(reads.items())) + "):")
 print()
 engines = [("strata", "Strata")] + ([("llama", "llama.cpp")] if have_llama else []) \
     + ([("base", "base")] if have_base else [])
@@ -269,6 +291,8 @@ for file in files:
         for engine, label in engines:
             s = median((file, threads, "tg64", engine))
             figs.append(f"{label} {s * b / 1e9:.2f}" if s is not None else f"{label} failed")
+            if engine == "strata" and s is not None and reads[threads]:
+                figs[-1] += f" ({s * b / 1e9 / statistics.median(reads[threads]):.0%})"
         parts.append(f"{threads} thread{'s' if threads != '1' else ''}: " + ", ".join(figs))
     print(f"- {name}: {b / 1e6:.1f} MB per token; " + "; ".join(parts) + " GB/s")
 PY
