@@ -9,7 +9,7 @@
 // MODE (argv[1], bits): 1 stores 16 floats every 16 chunks (a group's outputs), 2 adds
 // ~25 integer ops on the scale registers per chunk.
 //
-//   gcc -O2 -march=native dev/cpu/stream_probe.c -o /tmp/stream_probe && /tmp/stream_probe 0
+//   gcc -O2 -march=native dev/cpu/stream_probe.c -o target/stream_probe && target/stream_probe 0
 #define _GNU_SOURCE
 #include <immintrin.h>
 #include <stdint.h>
