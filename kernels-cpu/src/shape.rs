@@ -1,10 +1,42 @@
-//! The one validation of a matvec/matmul request, shared by both so their errors agree.
+//! The one validation of a matvec/matmul request, shared by both (and the rows of
+//! `ops::weighted_rows`) so their errors agree.
 
 use crate::act::QuantizedActs;
 use crate::dot::DotFn;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::Isa;
 use crate::registry;
+
+/// Checks that `w` is exactly `rows` rows of `cols` elements of type `ty` (whole blocks in
+/// every row); returns the bytes of one row.
+pub(crate) fn check_rows(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<usize, FormatError> {
+    if !cols.is_multiple_of(ty.block_size()) {
+        return Err(FormatError::NotWholeBlocks {
+            ty,
+            n: cols,
+            block: ty.block_size(),
+        });
+    }
+    let elems = rows.checked_mul(cols).ok_or(FormatError::Unsupported {
+        ty,
+        what: "rows·cols overflows",
+    })?;
+    let bytes = elems / ty.block_size() * ty.type_size();
+    if w.len() != bytes {
+        return Err(FormatError::ByteLength {
+            ty,
+            n: elems,
+            expected: bytes,
+            got: w.len(),
+        });
+    }
+    Ok(cols / ty.block_size() * ty.type_size())
+}
 
 /// Validates y (n×rows) = acts (n×cols) · Wᵀ, W `rows`×`cols` of type `ty`; the kernel
 /// to run it. A matvec is the case n = 1.
@@ -31,26 +63,7 @@ pub(crate) fn check_shape(
             ty,
             what: "not a weight format",
         })?;
-    if !cols.is_multiple_of(ty.block_size()) {
-        return Err(FormatError::NotWholeBlocks {
-            ty,
-            n: cols,
-            block: ty.block_size(),
-        });
-    }
-    let elems = rows.checked_mul(cols).ok_or(FormatError::Unsupported {
-        ty,
-        what: "rows·cols overflows",
-    })?;
-    let bytes = elems / ty.block_size() * ty.type_size();
-    if w.len() != bytes {
-        return Err(FormatError::ByteLength {
-            ty,
-            n: elems,
-            expected: bytes,
-            got: w.len(),
-        });
-    }
+    check_rows(ty, w, rows, cols)?;
     if acts.ty() != Some(ty.vec_dot_type()) {
         return Err(FormatError::Unsupported {
             ty,

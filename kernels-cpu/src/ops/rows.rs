@@ -11,6 +11,7 @@
 
 use crate::formats::{dequantize, FormatError, GgmlType};
 use crate::isa::{self, Isa};
+use crate::shape::check_rows;
 
 /// `out += Σ_j p[j] · row_j`, the rows being `p.len()` rows of `out.len()` elements of type
 /// `ty`, back to back in `w`, at the active ISA level.
@@ -35,7 +36,7 @@ pub fn weighted_rows_isa(
     p: &[f32],
     out: &mut [f32],
 ) -> Result<(), FormatError> {
-    let row_bytes = check(ty, w, p.len(), out.len())?;
+    let row_bytes = check_rows(ty, w, p.len(), out.len())?;
     #[cfg(target_arch = "x86_64")]
     if let super::Path::Simd(level) = super::Path::of(isa) {
         if level == super::simd::Level::Avx512 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
@@ -59,7 +60,7 @@ pub fn weighted_rows_ref(
     p: &[f32],
     out: &mut [f32],
 ) -> Result<(), FormatError> {
-    let row_bytes = check(ty, w, p.len(), out.len())?;
+    let row_bytes = check_rows(ty, w, p.len(), out.len())?;
     let rows = p.iter().zip(w.chunks_exact(row_bytes.max(1)));
     if let Some(offset) = legacy_offset(ty) {
         let size = ty.type_size();
@@ -101,24 +102,6 @@ fn legacy_offset(ty: GgmlType) -> Option<i32> {
         GgmlType::Q8_0 => Some(0),
         _ => None,
     }
-}
-
-/// The bytes of one row, once `w` is checked to hold exactly `rows` rows of `cols` elements.
-fn check(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<usize, FormatError> {
-    let block = ty.block_size();
-    if !cols.is_multiple_of(block) {
-        return Err(FormatError::NotWholeBlocks { ty, n: cols, block });
-    }
-    let row_bytes = cols / block * ty.type_size();
-    if w.len() != rows * row_bytes {
-        return Err(FormatError::ByteLength {
-            ty,
-            n: rows * cols,
-            expected: rows * row_bytes,
-            got: w.len(),
-        });
-    }
-    Ok(row_bytes)
 }
 
 #[cfg(target_arch = "x86_64")]
