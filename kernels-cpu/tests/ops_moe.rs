@@ -1,13 +1,15 @@
 //! The ops mixture-of-experts and latent-attention models add: MLA attention over a latent
 //! cache (every level against the reference, the reference against a naive f64 formula,
 //! batch against token by token), the router (every level against the reference, both
-//! against the definition in f64), `add_scaled`, and YaRN rope against its formula.
+//! against the definition in f64), `add_scaled`, the weighted sum of quantized rows (every
+//! level bit for bit against the reference), and YaRN rope against its formula.
 
 mod ops_support;
 
 use ops_support::*;
 use strata_kernels_cpu::isa::Isa;
 use strata_kernels_cpu::ops::{self, Gating, KvType, LatentCache, MlaShape, Rope, Router, Yarn};
+use strata_kernels_cpu::{quantize, GgmlType};
 
 /// (heads, rope part, latent, start, tokens)
 const MLA_CASES: [(usize, usize, usize, usize, usize); 5] = [
@@ -278,6 +280,47 @@ fn add_scaled_matches_reference_at_every_level() {
             });
         }
     }
+}
+
+/// Every level gives the reference's bits, for the formats with a fast path (Q4_0, Q8_0)
+/// and for the others (which run the reference), over spans that end short of a full one.
+#[test]
+fn weighted_rows_match_the_reference_bit_for_bit() {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::F16,
+    ] {
+        for (rows, cols) in [(1, 32), (3, 96), (128, 512), (5, 160), (2, 256)] {
+            if cols % ty.block_size() != 0 {
+                continue;
+            }
+            let mut g = rng((rows * cols) as u64);
+            let mut w = vec![0u8; rows * cols / ty.block_size() * ty.type_size()];
+            quantize(ty, &uniform(&mut g, rows * cols, 1.0), &mut w).unwrap();
+            let (p, start) = (uniform(&mut g, rows, 1.0), uniform(&mut g, cols, 1.0));
+            let mut want = start.clone();
+            ops::weighted_rows_ref(ty, &w, &p, &mut want).unwrap();
+            for isa in levels() {
+                let mut got = start.clone();
+                ops::weighted_rows_isa(isa, ty, &w, &p, &mut got).unwrap();
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} {rows}x{cols} at {isa}");
+            }
+        }
+    }
+}
+
+#[test]
+fn weighted_rows_that_do_not_fit_are_an_error() {
+    let w = vec![0u8; 18 * 3];
+    let mut out = vec![0.0; 32];
+    assert!(ops::weighted_rows(GgmlType::Q4_0, &w, &[1.0; 2], &mut out).is_err());
+    assert!(ops::weighted_rows(GgmlType::Q4_0, &w, &[1.0; 3], &mut out).is_ok());
 }
 
 #[test]
