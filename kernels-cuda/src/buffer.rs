@@ -68,6 +68,18 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
             .during("copy to device")
     }
 
+    /// Sets the first `n` elements to zero (queued on the stream, as a kernel is).
+    pub fn zero_prefix(&mut self, gpu: &Gpu, n: usize) -> Result<(), CudaError>
+    where
+        T: ValidAsZeroBits,
+    {
+        self.check_range("zeroing device memory", 0, n)?;
+        let mut view = self.slice.slice_mut(0..n);
+        gpu.stream()
+            .memset_zeros(&mut view)
+            .during("zeroing device memory")
+    }
+
     /// Copies `dst.len()` elements from element `offset` into `dst`, and waits for them.
     pub fn read_at(&self, gpu: &Gpu, offset: usize, dst: &mut [T]) -> Result<(), CudaError> {
         self.check_range("copy to host", offset, dst.len())?;

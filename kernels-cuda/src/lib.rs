@@ -2,7 +2,8 @@
 //! NVRTC, embedded in the crate, and launched with cudarc. Same op list as the CPU crate:
 //! q8_1 activation quantization, matvec and matmul for every weight format, dequantize and
 //! get_rows, RMSNorm, RoPE, softmax, SwiGLU, add, attention over an f16 KV cache, and for
-//! mixture-of-experts and MLA models (not yet run on a GPU, nor used by the engine) the
+//! mixture-of-experts and MLA models (not yet run on a GPU; the engine's CUDA backend runs
+//! qwen3moe blocks with them) the
 //! router, the experts' matvec and grouped matmul with their sort, gather and weighted
 //! sum, and absorbed latent attention over an f16 latent cache.
 //! Trial variants of these kernels, and cuBLAS to measure `matmul` against, are dev/cuda's.

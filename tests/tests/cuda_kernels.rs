@@ -378,7 +378,21 @@ fn partial_copies_touch_only_their_range() {
     want_b[5..10].copy_from_slice(&host[95..100]);
     assert_eq!(b.to_host(&gpu).unwrap(), want_b);
 
+    // A sum into rows further down, and zeros at the front: nothing else moves.
+    let mut c = gpu.upload(&host).unwrap();
+    gpu.add_at(&mut c, 40, &gpu.upload(&[0.5f32, 1.5, 2.5]).unwrap(), 3)
+        .unwrap();
+    c.zero_prefix(&gpu, 4).unwrap();
+    let mut want_c = host.clone();
+    want_c[40..43].copy_from_slice(&[40.5, 42.5, 44.5]);
+    want_c[..4].fill(0.0);
+    assert_eq!(c.to_host(&gpu).unwrap(), want_c);
+
     // Out of range: errors, nothing queued.
+    assert!(gpu
+        .add_at(&mut c, 98, &gpu.upload(&[0.0f32; 3]).unwrap(), 3)
+        .is_err());
+    assert!(c.zero_prefix(&gpu, 101).is_err());
     assert!(a.write_at(&gpu, 98, &[0.0; 3]).is_err());
     assert!(a.read_at(&gpu, usize::MAX, &mut got).is_err());
     assert!(b.copy_within_device(&gpu, 16, &a, 0, 5).is_err());

@@ -168,15 +168,14 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     };
     // Planned and allocated up front by the loader: on the CPU, or split onto the GPUs
     // (posing ones have no driver to keep a margin for).
-    // A model the GPU kernels cannot run yet stays on the CPU unless layers were asked for
-    // (then the loader says why it cannot).
+    // A model the GPU kernels cannot run yet, or whose CUDA forward pass no GPU has run
+    // yet, stays on the CPU unless layers were asked for (then the loader says why it
+    // cannot, or runs it).
     let mut accels = accels;
-    if let (false, NumGpu::Auto, false, Some(why)) = (
-        posing,
-        args.num_gpu,
-        accels.is_empty(),
-        crate::backend::cuda::CudaBackend::unsupported(cfg),
-    ) {
+    let cuda = crate::backend::cuda::CudaBackend::unsupported(cfg)
+        .or_else(|| crate::backend::cuda::CudaBackend::untried(cfg));
+    if let (false, NumGpu::Auto, false, Some(why)) = (posing, args.num_gpu, accels.is_empty(), cuda)
+    {
         eprintln!("note: {why}: every layer runs on the CPU");
         accels.clear();
     }

@@ -53,11 +53,17 @@ impl<'a> Matrix<'a> {
     /// matrix of all its experts' rows), one head of a per-head stack. A packed stack is
     /// packed part by part, so a part is its own packed matrix.
     pub fn part(&self, i: usize, n: usize) -> Matrix<'a> {
-        debug_assert!(self.rows.is_multiple_of(n) && i < n);
+        self.parts(i..i + 1, n)
+    }
+
+    /// Parts `r` of `n` equal row ranges as one matrix: a range of experts of a 3-D expert
+    /// tensor (row-major: each part is a contiguous run of bytes).
+    pub fn parts(&self, r: std::ops::Range<usize>, n: usize) -> Matrix<'a> {
+        debug_assert!(self.rows.is_multiple_of(n) && r.start < r.end && r.end <= n);
         let (rows, len) = (self.rows / n, self.data.len() / n);
         Matrix {
-            rows,
-            data: &self.data[i * len..(i + 1) * len],
+            rows: rows * r.len(),
+            data: &self.data[r.start * len..r.end * len],
             ..*self
         }
     }

@@ -16,6 +16,36 @@ impl Gpu {
         self.launch_add("add", a, b, n, n)
     }
 
+    /// `a[offset..offset + n] += b[..n]`: a part's result added into rows further down a
+    /// buffer (the other launchers read and write from a buffer's start).
+    pub fn add_at(
+        &self,
+        a: &mut DeviceBuffer<f32>,
+        offset: usize,
+        b: &DeviceBuffer<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "add_at";
+        need(OP, "b", b.len(), n)?;
+        match offset.checked_add(n) {
+            Some(end) if end <= a.len() => {}
+            _ => {
+                return Err(CudaError::shape(
+                    OP,
+                    format!("{n} values at {offset} in a buffer of {}", a.len()),
+                ))
+            }
+        }
+        let n64 = n as i64;
+        let mut view = a.slice_mut().slice_mut(offset..offset + n);
+        let f = self.function("elementwise", "add")?;
+        let mut l = self.stream().launch_builder(&f);
+        l.arg(&mut view).arg(b.slice()).arg(&n64).arg(&n64);
+        // SAFETY: matches add(a, b, n, period = n); the view holds n elements and b at least n.
+        unsafe { l.launch(grid_1d(n, 256)) }.during(OP)?;
+        Ok(())
+    }
+
     /// Adds `bias` to each of the `n / bias.len()` rows at the start of `a` (a bias after a
     /// matrix product).
     pub fn add_rows(

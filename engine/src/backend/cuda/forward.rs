@@ -1,13 +1,16 @@
 //! A block and the output layer on the GPU: the same steps as the host's forward pass
 //! (`backend::host::block`), with `strata-kernels-cuda` launches on the device's one stream.
 
-use strata_kernels_cuda::{AttentionShape, CudaError, DeviceBuffer, Gpu, RopeParams};
+use strata_kernels_cuda::{
+    AttentionShape, CudaError, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, RopeParams,
+};
 
 use std::ops::Range;
 
 use super::weights::GpuKv;
-use super::weights::{GpuBlock, GpuMatrix, GpuScratch};
+use super::weights::{FfnKind, GpuAttention, GpuBlock, GpuDense, GpuFfn, GpuMatrix, GpuScratch};
 use super::{CudaBackend, MATVEC_MAX_BATCH};
+use crate::backend::Exchange;
 use crate::config::ModelConfig;
 
 fn missing(what: &str) -> CudaError {
@@ -125,6 +128,172 @@ impl CudaBackend {
         let s = self.scratch.as_ref().ok_or_else(|| missing("scratch"))?;
         s.x.read_at(&self.gpu, 0, x)
     }
+
+    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows.
+    pub(super) fn run_attention(
+        &mut self,
+        i: usize,
+        cfg: &ModelConfig,
+        rope: &RopeParams,
+        n: usize,
+        pos: usize,
+    ) -> Result<(), CudaError> {
+        let CudaBackend {
+            gpu: g,
+            blocks,
+            kvs,
+            scratch,
+            ..
+        } = self;
+        let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        let a = blocks
+            .get(&i)
+            .and_then(|w| w.attn.as_ref())
+            .ok_or_else(|| missing(&format!("attention of block {i}")))?;
+        let kv = kvs
+            .get_mut(&i)
+            .ok_or_else(|| missing(&format!("KV cache of block {i}")))?;
+        write_positions(g, s, pos, n)?;
+        queue_attention(g, a, s, kv, cfg, rope, n)
+    }
+
+    /// [`Unit::FfnRoute`](crate::backend::Unit): block `i`'s FFN input for the last `m` of
+    /// the `n` rows, and their routing.
+    pub(super) fn run_ffn_route(
+        &mut self,
+        i: usize,
+        cfg: &ModelConfig,
+        n: usize,
+        m: usize,
+    ) -> Result<(), CudaError> {
+        let f = self
+            .blocks
+            .get(&i)
+            .and_then(|w| w.ffn.as_ref())
+            .ok_or_else(|| missing(&format!("FFN of block {i}")))?;
+        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        ffn_input(&self.gpu, f, s, cfg, n, m).map(|_| ())
+    }
+
+    /// [`Unit::FfnLocal`](crate::backend::Unit): this GPU's share of block `i`'s FFN for the
+    /// `m` routed rows, into `out`. Holding every expert and the router, it reads the
+    /// routing where the router left it; holding some, it takes the routing to the host
+    /// (from its own router, or as imported) and keeps the slots of its experts.
+    pub(super) fn run_ffn_local(
+        &mut self,
+        i: usize,
+        cfg: &ModelConfig,
+        m: usize,
+    ) -> Result<(), CudaError> {
+        let CudaBackend {
+            gpu: g,
+            blocks,
+            scratch,
+            route,
+            ..
+        } = self;
+        let w = blocks
+            .get(&i)
+            .ok_or_else(|| missing(&format!("any part of block {i}")))?;
+        let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        let nx = cfg.moe.as_ref().map_or(0, |x| x.n_expert);
+        let k = cfg.moe.as_ref().map_or(0, |x| x.n_expert_used);
+        let own: (Vec<u32>, Vec<f32>);
+        let routing = match (&w.experts, &w.ffn) {
+            (None, _) => Routing::Device,
+            (Some(x), Some(_)) if x.range.len() == nx => Routing::Device,
+            (Some(_), Some(_)) => {
+                let ms = s.moe.as_ref().ok_or_else(|| missing("expert scratch"))?;
+                let (mut ids, mut weights) = (vec![0u32; m * k], vec![0f32; m * k]);
+                ms.ids.read_at(g, 0, &mut ids)?;
+                ms.weights.read_at(g, 0, &mut weights)?;
+                own = (ids, weights);
+                Routing::Host {
+                    ids: &own.0,
+                    weights: &own.1,
+                }
+            }
+            (Some(_), None) => {
+                let (ids, weights) = route
+                    .as_ref()
+                    .ok_or_else(|| missing(&format!("routing of block {i}")))?;
+                Routing::Host { ids, weights }
+            }
+        };
+        ffn_share(g, w, s, cfg, m, false, routing)
+    }
+
+    /// [`Unit::FfnEnd`](crate::backend::Unit): `x += out` for the last `m` of the `n` rows.
+    pub(super) fn run_ffn_end(
+        &mut self,
+        cfg: &ModelConfig,
+        n: usize,
+        m: usize,
+    ) -> Result<(), CudaError> {
+        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        let e = cfg.n_embd;
+        self.gpu.add_at(&mut s.x, (n - m) * e, &s.out, m * e)
+    }
+
+    /// The first `out.len()` values of `what`, to the host: the routing as
+    /// [`Exchange::Route`] lays it out, or this GPU's share of the FFN.
+    pub(super) fn export_exchange(&self, what: Exchange, out: &mut [f32]) -> Result<(), CudaError> {
+        let g = &self.gpu;
+        let s = self.scratch.as_ref().ok_or_else(|| missing("scratch"))?;
+        match what {
+            Exchange::Route => {
+                let ms = s.moe.as_ref().ok_or_else(|| missing("expert scratch"))?;
+                let (e, k) = route_widths(s);
+                let rows = out.len() / (e + 2 * k);
+                let (xn, rest) = out.split_at_mut(rows * e);
+                let (weights, ids) = rest.split_at_mut(rows * k);
+                s.xn.read_at(g, 0, xn)?;
+                ms.weights.read_at(g, 0, weights)?;
+                let mut raw = vec![0u32; rows * k];
+                ms.ids.read_at(g, 0, &mut raw)?;
+                for (o, id) in ids.iter_mut().zip(raw) {
+                    *o = f32::from_bits(id);
+                }
+                Ok(())
+            }
+            Exchange::Partial => s.out.read_at(g, 0, out),
+        }
+    }
+
+    /// `data` into `what`: the routing (the rows into `xn`, the ids and weights kept on the
+    /// host for [`run_ffn_local`](Self::run_ffn_local)), or another device's share added to
+    /// this GPU's.
+    pub(super) fn import_exchange(
+        &mut self,
+        what: Exchange,
+        data: &[f32],
+    ) -> Result<(), CudaError> {
+        let g = &self.gpu;
+        let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
+        match what {
+            Exchange::Route => {
+                let (e, k) = route_widths(s);
+                let rows = data.len() / (e + 2 * k);
+                let (xn, rest) = data.split_at(rows * e);
+                let (weights, ids) = rest.split_at(rows * k);
+                s.xn.write_at(g, 0, xn)?;
+                self.route = Some((ids.iter().map(|v| v.to_bits()).collect(), weights.to_vec()));
+                Ok(())
+            }
+            // Through `xn`, which the FFN's device no longer reads once its share is done.
+            Exchange::Partial => {
+                s.xn.write_at(g, 0, data)?;
+                g.add(&mut s.out, &s.xn, data.len())
+            }
+        }
+    }
+}
+
+/// Values a row of the FFN's input and routing: `n_embd`, and `n_expert_used` (0 without
+/// experts).
+fn route_widths(s: &GpuScratch) -> (usize, usize) {
+    let l = &s.layout;
+    (l.x / l.n_batch, l.route_ids / l.n_batch)
 }
 
 /// One block's launches: the CPU's `cpu_block` step for step.
@@ -137,16 +306,29 @@ fn queue_block(
     rope: &RopeParams,
     n: usize,
 ) -> Result<(), CudaError> {
-    let (e, qd, kvd, ff, hd) = (
-        cfg.n_embd,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.n_ff,
-        cfg.head_dim,
-    );
+    let a = w
+        .attn
+        .as_ref()
+        .ok_or_else(|| missing("attention of the block"))?;
+    let f = w.ffn.as_ref().ok_or_else(|| missing("FFN of the block"))?;
+    queue_attention(g, a, s, kv, cfg, rope, n)?;
+    let xq_ready = ffn_input(g, f, s, cfg, n, n)?;
+    ffn_share(g, w, s, cfg, n, xq_ready, Routing::Device)?;
+    g.add(&mut s.x, &s.out, n * cfg.n_embd)
+}
 
-    // Attention.
-    let mut xq_ready = norm(g, &w.attn_norm, &w.wq, s, n, cfg.rms_eps)?;
+/// `x += attention(rms_norm(x))` for the `n` rows of `s.x`.
+pub(super) fn queue_attention(
+    g: &Gpu,
+    w: &GpuAttention,
+    s: &mut GpuScratch,
+    kv: &mut GpuKv,
+    cfg: &ModelConfig,
+    rope: &RopeParams,
+    n: usize,
+) -> Result<(), CudaError> {
+    let (e, qd, kvd, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+    let mut xq_ready = norm(g, &w.norm, &w.wq, s, n, cfg.rms_eps)?;
     mul(g, &w.wq, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.q)?;
     mul(g, &w.wk, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.k)?;
     mul(g, &w.wv, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.v)?;
@@ -178,37 +360,335 @@ fn queue_block(
         g.attention(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &shape)?;
     }
     mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
-    g.add(&mut s.x, &s.out, n * e)?;
+    g.add(&mut s.x, &s.out, n * e)
+}
 
-    // Feed-forward.
-    let mut xq_ready = norm(g, &w.ffn_norm, &w.w_gate, s, n, cfg.rms_eps)?;
-    mul(
-        g,
-        &w.w_gate,
-        &s.xn,
-        &mut s.xq,
-        &mut xq_ready,
-        n,
-        &mut s.gate,
-    )?;
-    mul(g, &w.w_up, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.up)?;
-    let xq_ready = if reads_q8_1(&w.w_down, n) {
-        g.swiglu_q8_1(&s.gate, &s.up, &mut s.ff, &mut s.xq, ff, n)?;
-        true
+/// The FFN's input, as the CPU's `ffn_route`: the last `m` of the `n` rows of `s.x`
+/// normalised at the front of `s.xn`, and in a MoE block each row's experts and weights
+/// (`ids`, `weights` of the expert scratch; on the device, so a one-token step stays one
+/// graph). Returns whether `s.xq` holds `s.xn` in q8_1.
+pub(super) fn ffn_input(
+    g: &Gpu,
+    f: &GpuFfn,
+    s: &mut GpuScratch,
+    cfg: &ModelConfig,
+    n: usize,
+    m: usize,
+) -> Result<bool, CudaError> {
+    let first = match &f.kind {
+        FfnKind::Dense(d) => &d.gate,
+        FfnKind::Moe { router, .. } => router,
+    };
+    let mut xq_ready = if m == n {
+        norm(g, &f.norm, first, s, n, cfg.rms_eps)?
     } else {
-        g.swiglu(&s.gate, &s.up, &mut s.ff, n * ff)?;
+        let e = cfg.n_embd;
+        s.out.copy_within_device(g, 0, &s.x, (n - m) * e, m * e)?;
+        g.rms_norm(&s.out, &f.norm, &mut s.xn, m, cfg.rms_eps)?;
         false
     };
-    mul(
-        g,
-        &w.w_down,
-        &s.ff,
-        &mut s.xq,
-        &mut { xq_ready },
-        n,
-        &mut s.out,
-    )?;
-    g.add(&mut s.x, &s.out, n * e)
+    if let FfnKind::Moe {
+        router, probs_bias, ..
+    } = &f.kind
+    {
+        let moe = cfg
+            .moe
+            .as_ref()
+            .ok_or_else(|| missing("expert configuration"))?;
+        let ms = s.moe.as_mut().ok_or_else(|| missing("expert scratch"))?;
+        mul(
+            g,
+            router,
+            &s.xn,
+            &mut s.xq,
+            &mut xq_ready,
+            m,
+            &mut ms.router,
+        )?;
+        let r = moe.router();
+        g.moe_route(
+            &ms.router,
+            probs_bias.as_ref(),
+            &r,
+            m,
+            &mut ms.ids,
+            &mut ms.weights,
+        )?;
+    }
+    Ok(xq_ready)
+}
+
+/// Where a share of a MoE FFN finds each row's experts and weights.
+#[derive(Clone, Copy)]
+pub(super) enum Routing<'a> {
+    /// In the expert scratch, as [`ffn_input`] left them (this GPU holds every expert).
+    Device,
+    /// On the host, `n_expert_used` a row, ids counting every expert of the block.
+    Host { ids: &'a [u32], weights: &'a [f32] },
+}
+
+/// This GPU's share of the FFN of the `m` rows at the front of `s.xn` into `s.out`, as the
+/// CPU's `ffn_local`: the dense FFN or the shared experts where it holds the FFN (else
+/// zeros), plus its routed experts' weighted outputs. The experts go in passes of at most
+/// `chunk` tokens, whose slots fill the FFN buffers: up to [`MATVEC_MAX_BATCH`] tokens by
+/// the expert matvec, larger passes grouped by expert (sort, gather, grouped matmul: each
+/// chosen expert's weights read once a pass). A pass's sum is added after the shared
+/// experts' output (two terms: the CPU's order gives the same bits).
+pub(super) fn ffn_share(
+    g: &Gpu,
+    w: &GpuBlock,
+    s: &mut GpuScratch,
+    cfg: &ModelConfig,
+    m: usize,
+    mut xq_ready: bool,
+    routing: Routing,
+) -> Result<(), CudaError> {
+    let e = cfg.n_embd;
+    let GpuScratch {
+        xn,
+        xq,
+        gate,
+        up,
+        ff,
+        out,
+        moe: ms,
+        ..
+    } = s;
+    let dense = match w.ffn.as_ref().map(|f| &f.kind) {
+        Some(FfnKind::Dense(d)) => Some(d),
+        Some(FfnKind::Moe { shared, .. }) => shared.as_ref(),
+        None => None,
+    };
+    match dense {
+        Some(d) => {
+            ffn_into(g, d, xn, xq, xq_ready, (gate, up, ff), m, out)?;
+            xq_ready = false;
+        }
+        None => out.zero_prefix(g, m * e)?,
+    }
+    let Some(x) = &w.experts else {
+        return Ok(());
+    };
+    let moe = cfg
+        .moe
+        .as_ref()
+        .ok_or_else(|| missing("expert configuration"))?;
+    let ms = ms.as_mut().ok_or_else(|| missing("expert scratch"))?;
+    let (k, held) = (moe.n_expert_used, x.range.len());
+    let f = x.gate.rows / held;
+    let mut t0 = 0;
+    while t0 < m {
+        let c = ms.chunk.min(m - t0);
+        let one_by_one = c <= MATVEC_MAX_BATCH;
+        // The pass's routing at the front of a buffer, where the kernels read.
+        let (kk, own) = match routing {
+            Routing::Device if c == m => (k, true),
+            Routing::Device => {
+                ms.pass_ids
+                    .copy_within_device(g, 0, &ms.ids, t0 * k, c * k)?;
+                ms.pass_weights
+                    .copy_within_device(g, 0, &ms.weights, t0 * k, c * k)?;
+                (k, false)
+            }
+            Routing::Host { ids, weights } => {
+                let rows = t0 * k..(t0 + c) * k;
+                // A pad the grouped product skips (an id past the stack), or one the matvec
+                // can read (expert 0 here), weighted 0 either way.
+                let pad = if one_by_one { 0 } else { held as u32 };
+                let l = local_slots(&ids[rows.clone()], &weights[rows], k, &x.range, pad);
+                if l.k == 0 {
+                    t0 += c;
+                    continue;
+                }
+                ms.pass_ids.write_at(g, 0, &l.ids)?;
+                ms.pass_weights.write_at(g, 0, &l.weights)?;
+                (l.k, false)
+            }
+        };
+        let (ids, wts) = if own {
+            (&ms.ids, &ms.weights)
+        } else {
+            (&ms.pass_ids, &ms.pass_weights)
+        };
+        let slots = c * kk;
+        // The pass's rows at the front of a buffer: `xn` itself for one pass, else a copy
+        // at the front of `yg`, which only the down product writes.
+        let copied = c < m;
+        if copied {
+            ms.yg.copy_within_device(g, 0, xn, t0 * e, c * e)?;
+            xq_ready = false;
+        }
+        {
+            let xin: &DeviceBuffer<f32> = if copied { &ms.yg } else { xn };
+            if one_by_one {
+                let per = ExpertSlots {
+                    n_slot: slots,
+                    slots_per_x: kk,
+                };
+                experts(g, &x.gate, held, ids, xin, xq, &mut xq_ready, gate, &per)?;
+                experts(g, &x.up, held, ids, xin, xq, &mut xq_ready, up, &per)?;
+            } else {
+                g.moe_sort(ids, slots, held, &mut ms.offsets, &mut ms.perm, &mut ms.inv)?;
+                g.moe_gather(xin, &ms.perm, &mut ms.xg, e, slots, kk)?;
+            }
+        }
+        if one_by_one {
+            let mut ff_ready = if quantized(x.down.ty) {
+                g.swiglu_q8_1(gate, up, ff, xq, f, slots)?;
+                true
+            } else {
+                g.swiglu(gate, up, ff, slots * f)?;
+                false
+            };
+            let per = ExpertSlots {
+                n_slot: slots,
+                slots_per_x: 1,
+            };
+            experts(
+                g,
+                &x.down,
+                held,
+                ids,
+                ff,
+                xq,
+                &mut ff_ready,
+                &mut ms.yg,
+                &per,
+            )?;
+            g.moe_weighted_sum(&ms.yg, None, wts, &mut ms.xg, e, kk, c)?;
+        } else {
+            let offsets = &ms.offsets;
+            for (mat, y) in [(&x.gate, &mut *gate), (&x.up, &mut *up)] {
+                let st = stack(mat, held);
+                g.matmul_experts(mat.ty, &mat.data, &st, offsets, &ms.xg, y, slots, c)?;
+            }
+            g.swiglu(gate, up, ff, slots * f)?;
+            // Padded slots' rows are never computed: zeros, weighted 0.
+            ms.yg.zero_prefix(g, slots * e)?;
+            let st = stack(&x.down, held);
+            g.matmul_experts(
+                x.down.ty,
+                &x.down.data,
+                &st,
+                offsets,
+                ff,
+                &mut ms.yg,
+                slots,
+                c,
+            )?;
+            g.moe_weighted_sum(&ms.yg, Some(&ms.inv), wts, &mut ms.xg, e, kk, c)?;
+        }
+        g.add_at(out, t0 * e, &ms.xg, c * e)?;
+        xq_ready = false;
+        t0 += c;
+    }
+    Ok(())
+}
+
+/// One pass's routing for a GPU holding experts `held` of a block: per row, the slots that
+/// chose one of them (in slot order, the id counted from `held.start`), padded to the same
+/// count `k` for every row with id `pad` and weight 0.
+#[derive(Debug, PartialEq)]
+pub(super) struct LocalSlots {
+    pub ids: Vec<u32>,
+    pub weights: Vec<f32>,
+    pub k: usize,
+}
+
+/// [`LocalSlots`] of rows of `k` slots (`ids` counting every expert of the block).
+pub(super) fn local_slots(
+    ids: &[u32],
+    weights: &[f32],
+    k: usize,
+    held: &Range<usize>,
+    pad: u32,
+) -> LocalSlots {
+    let rows = ids.len() / k.max(1);
+    let mine = |t: usize| (t * k..(t + 1) * k).filter(|&s| held.contains(&(ids[s] as usize)));
+    let kk = (0..rows).map(|t| mine(t).count()).max().unwrap_or(0);
+    let mut out = LocalSlots {
+        ids: Vec::with_capacity(rows * kk),
+        weights: Vec::with_capacity(rows * kk),
+        k: kk,
+    };
+    for t in 0..rows {
+        let mut c = 0;
+        for s in mine(t) {
+            out.ids.push(ids[s] - held.start as u32);
+            out.weights.push(weights[s]);
+            c += 1;
+        }
+        for _ in c..kk {
+            out.ids.push(pad);
+            out.weights.push(0.0);
+        }
+    }
+    out
+}
+
+/// `out = (silu(x·gate) ⊙ x·up) · down` for `n` rows of `x`, the hidden layer in `gate`,
+/// `up` and `ff`; `xq_ready` says whether `xq` holds `x` in q8_1 already.
+#[allow(clippy::too_many_arguments)]
+fn ffn_into(
+    g: &Gpu,
+    d: &GpuDense,
+    x: &DeviceBuffer<f32>,
+    xq: &mut DeviceBuffer<u8>,
+    mut xq_ready: bool,
+    (gate, up, ff): Hidden,
+    n: usize,
+    out: &mut DeviceBuffer<f32>,
+) -> Result<(), CudaError> {
+    let f = d.gate.rows;
+    mul(g, &d.gate, x, xq, &mut xq_ready, n, gate)?;
+    mul(g, &d.up, x, xq, &mut xq_ready, n, up)?;
+    let mut ff_ready = if reads_q8_1(&d.down, n) {
+        g.swiglu_q8_1(gate, up, ff, xq, f, n)?;
+        true
+    } else {
+        g.swiglu(gate, up, ff, n * f)?;
+        false
+    };
+    mul(g, &d.down, ff, xq, &mut ff_ready, n, out)
+}
+
+/// The `gate`, `up` and `ff` buffers of an FFN's hidden layer.
+type Hidden<'a> = (
+    &'a mut DeviceBuffer<f32>,
+    &'a mut DeviceBuffer<f32>,
+    &'a mut DeviceBuffer<f32>,
+);
+
+/// The stack of `n_expert` matrices `m` holds.
+fn stack(m: &GpuMatrix, n_expert: usize) -> ExpertStack {
+    ExpertStack {
+        n_expert,
+        nrows: m.rows / n_expert,
+        ncols: m.cols,
+    }
+}
+
+/// The chosen experts' products of `m` (a stack of `n_expert`) for `slots`: quantized
+/// weights read `x` in q8_1 from `xq`, quantized there first unless `xq_ready`.
+#[allow(clippy::too_many_arguments)]
+fn experts(
+    g: &Gpu,
+    m: &GpuMatrix,
+    n_expert: usize,
+    ids: &DeviceBuffer<u32>,
+    x: &DeviceBuffer<f32>,
+    xq: &mut DeviceBuffer<u8>,
+    xq_ready: &mut bool,
+    y: &mut DeviceBuffer<f32>,
+    slots: &ExpertSlots,
+) -> Result<(), CudaError> {
+    let st = stack(m, n_expert);
+    if quantized(m.ty) && *xq_ready {
+        return g.matvec_experts_q8_1(m.ty, &m.data, &st, ids, xq, y, slots);
+    }
+    g.matvec_experts(m.ty, &m.data, &st, ids, x, xq, y, slots)?;
+    *xq_ready |= quantized(m.ty);
+    Ok(())
 }
 
 /// `s.xn = rms_norm(s.x) · weight` for `n` rows, quantized to q8_1 into `s.xq` in the same
@@ -232,8 +712,13 @@ fn norm(
 
 /// Whether a product with `m` on `n` rows takes q8_1 activations (see [`mul`]).
 fn reads_q8_1(m: &GpuMatrix, n: usize) -> bool {
+    n <= MATVEC_MAX_BATCH && quantized(m.ty)
+}
+
+/// Whether weights of `ty` are quantized (their matvec reads q8_1 activations).
+fn quantized(ty: strata_kernels_cpu::GgmlType) -> bool {
     use strata_kernels_cpu::GgmlType::{BF16, F16, F32};
-    n <= MATVEC_MAX_BATCH && !matches!(m.ty, F32 | F16 | BF16)
+    !matches!(ty, F32 | F16 | BF16)
 }
 
 /// Positions `pos..pos + n` (RoPE, the KV store and attention read them), copied only when

@@ -15,14 +15,16 @@ mod weights;
 use std::collections::{BTreeMap, HashMap};
 
 use strata_kernels_cpu::GgmlType;
-use strata_kernels_cuda::{CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM};
+use strata_kernels_cuda::{
+    CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM, MOE_MAX_EXPERTS,
+    MOE_MAX_USED,
+};
 
 use crate::backend::interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{DeviceId, Ledger, Reservation};
 use crate::model::Model;
-use crate::plan::Role;
 use weights::{GpuBlock, GpuKv, GpuOutput, GpuScratch};
 
 /// Batches up to this many tokens run the matvec kernels once per token vector (sharing one
@@ -45,6 +47,9 @@ pub struct CudaBackend {
     graphs: HashMap<(usize, usize), Option<GpuGraph>>,
     /// Off with `STRATA_CUDA_GRAPHS=0`: every launch queued one by one.
     use_graphs: bool,
+    /// The routing last imported ([`Exchange::Route`]): per row the `n_expert_used` ids
+    /// (counting every expert of the block) and weights, for this GPU's share of experts.
+    route: Option<(Vec<u32>, Vec<f32>)>,
 }
 
 impl CudaBackend {
@@ -62,17 +67,42 @@ impl CudaBackend {
             held: Vec::new(),
             graphs: HashMap::new(),
             use_graphs: std::env::var("STRATA_CUDA_GRAPHS").map_or(true, |v| v != "0"),
+            route: None,
+        })
+    }
+
+    /// Why `-ngl auto` keeps a model of `cfg` off the GPU though the kernels could run it:
+    /// its forward pass on CUDA has not yet run on a GPU (an explicit `-ngl N` still puts
+    /// it there).
+    pub fn untried(cfg: &ModelConfig) -> Option<String> {
+        cfg.moe.as_ref().map(|_| {
+            format!(
+                "the CUDA forward pass of {} expert blocks has not yet run on a GPU \
+                 (-ngl N puts blocks there anyway)",
+                cfg.arch
+            )
         })
     }
 
     /// Why the GPU kernels cannot run a model of `cfg`, if they cannot: said at load, not at
     /// the first token.
     pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
-        let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.n_ff);
-        if cfg.moe.is_some() || cfg.mla.is_some() {
+        let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.ffn_width());
+        let moe = cfg.moe.as_ref();
+        if cfg.mla.is_some() {
             Some(format!(
-                "{} blocks (experts, latent attention) have no GPU kernels yet",
+                "{} blocks (latent attention) have no GPU forward pass yet",
                 cfg.arch
+            ))
+        } else if let Some(m) = moe.filter(|m| m.n_expert > MOE_MAX_EXPERTS) {
+            Some(format!(
+                "{} experts (the CUDA router takes at most {MOE_MAX_EXPERTS})",
+                m.n_expert
+            ))
+        } else if let Some(m) = moe.filter(|m| m.n_expert_used > MOE_MAX_USED) {
+            Some(format!(
+                "{} experts a token (the CUDA router chooses at most {MOE_MAX_USED})",
+                m.n_expert_used
             ))
         } else if cfg.yarn_orig_ctx.is_some() {
             Some("YaRN rope scaling (the CUDA RoPE has no YaRN yet)".into())
@@ -96,26 +126,18 @@ impl CudaBackend {
     }
 }
 
-/// Why a CUDA device refuses part of a block (said at load).
-fn parts_unsupported(device: &str) -> BackendError {
-    BackendError::Unsupported(format!(
-        "{device} holds and runs whole blocks only: a placement that splits a block's \
-         attention, FFN or routed experts across devices runs on the CPU and devices posing \
-         as GPUs (--pose-gpus) for now"
-    ))
-}
-
 impl Backend for CudaBackend {
     fn id(&self) -> DeviceId {
         self.id
     }
 
     fn hold_block(&mut self, src: &Source, i: usize, parts: &Parts) -> Result<(), BackendError> {
-        if *parts != Parts::whole(src.model, i) {
-            return Err(parts_unsupported(&self.ledger.name(self.id)));
-        }
-        let planned = src.plan_model.role_bytes(Role::Block(i));
-        self.upload_block(i, &src.model.blocks[i], planned)
+        let planned = crate::backend::host::pieces(src, i, parts)
+            .iter()
+            .map(|p| p.cost.bytes)
+            .sum();
+        let nx = src.model.cfg.moe.as_ref().map_or(0, |m| m.n_expert);
+        self.upload_block(i, &src.model.blocks[i], parts, nx, planned)
     }
 
     fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
@@ -166,33 +188,33 @@ impl Backend for CudaBackend {
         pos: usize,
     ) -> Result<(), BackendError> {
         let cfg = &model.cfg;
+        let r = cfg.rope();
+        let rope = RopeParams {
+            n_rot: r.n_rot,
+            freq_base: r.freq_base,
+            freq_scale: r.freq_scale,
+            neox: r.neox,
+        };
         match unit {
             // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
             Unit::Blocks { blocks: range, .. } => {
-                let r = cfg.rope();
-                let rope = RopeParams {
-                    n_rot: r.n_rot,
-                    freq_base: r.freq_base,
-                    freq_scale: r.freq_scale,
-                    neox: r.neox,
-                };
                 self.run_blocks(range.clone(), cfg, &rope, n, pos)?
             }
+            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, pos)?,
+            Unit::FfnRoute { block, rows } => self.run_ffn_route(*block, cfg, n, *rows)?,
+            Unit::FfnLocal { block, rows } => self.run_ffn_local(*block, cfg, *rows)?,
+            Unit::FfnEnd { rows, .. } => self.run_ffn_end(cfg, n, *rows)?,
             Unit::Output { n_out } => self.run_output(cfg, n, *n_out)?,
-            Unit::Attention { .. }
-            | Unit::FfnRoute { .. }
-            | Unit::FfnLocal { .. }
-            | Unit::FfnEnd { .. } => return Err(parts_unsupported(&self.ledger.name(self.id))),
         }
         Ok(())
     }
 
-    fn export(&self, _: Exchange, _: &mut [f32]) -> Result<(), BackendError> {
-        Err(parts_unsupported(&self.ledger.name(self.id)))
+    fn export(&self, what: Exchange, out: &mut [f32]) -> Result<(), BackendError> {
+        Ok(self.export_exchange(what, out)?)
     }
 
-    fn import(&mut self, _: Exchange, _: &[f32]) -> Result<(), BackendError> {
-        Err(parts_unsupported(&self.ledger.name(self.id)))
+    fn import(&mut self, what: Exchange, data: &[f32]) -> Result<(), BackendError> {
+        Ok(self.import_exchange(what, data)?)
     }
 
     fn finish(&self) -> Result<(), BackendError> {
@@ -271,6 +293,33 @@ mod tests {
     }
 
     #[test]
+    fn a_share_of_the_experts_keeps_its_slots_in_order_padded_to_one_count() {
+        use forward::{local_slots, LocalSlots};
+        // Three rows of two slots; this GPU holds experts 1..4.
+        let ids = [3, 1, 0, 2, 5, 4];
+        let weights = [0.6, 0.4, 0.7, 0.3, 0.9, 0.1];
+        assert_eq!(
+            local_slots(&ids, &weights, 2, &(1..4), 9),
+            LocalSlots {
+                ids: vec![2, 0, 1, 9, 9, 9],
+                weights: vec![0.6, 0.4, 0.3, 0.0, 0.0, 0.0],
+                k: 2,
+            }
+        );
+        // One row choosing one of them: no padding, ids counted from the range's start.
+        assert_eq!(
+            local_slots(&[7, 2], &[0.5, 0.5], 2, &(4..8), 0),
+            LocalSlots {
+                ids: vec![3],
+                weights: vec![0.5],
+                k: 1,
+            }
+        );
+        // None chosen: nothing to compute.
+        assert_eq!(local_slots(&[0, 1], &[0.5, 0.5], 2, &(4..8), 0).k, 0);
+    }
+
+    #[test]
     fn models_the_kernels_cannot_run_are_named_at_load() {
         assert_eq!(CudaBackend::unsupported(&smollm2_like()), None);
         let wide_heads = ModelConfig {
@@ -287,6 +336,32 @@ mod tests {
         assert!(CudaBackend::unsupported(&odd_rot)
             .unwrap()
             .contains("n_rot 33"));
+        // Experts: within the router's limits they run (auto leaves them to the CPU until a
+        // GPU has run them); beyond, the limit is named.
+        let moe = |n_expert, n_expert_used| ModelConfig {
+            arch: Arch::Qwen3Moe,
+            moe: Some(crate::config::Moe {
+                n_expert,
+                n_expert_used,
+                n_ff_exp: 768,
+                n_shared: 0,
+                n_dense_lead: 0,
+                gating: strata_kernels_cpu::ops::Gating::Softmax,
+                norm_weights: true,
+                weights_scale: 1.0,
+                groups: None,
+            }),
+            ..smollm2_like()
+        };
+        assert_eq!(CudaBackend::unsupported(&moe(128, 8)), None);
+        assert!(CudaBackend::untried(&moe(128, 8))
+            .unwrap()
+            .contains("not yet run on a GPU"));
+        assert_eq!(CudaBackend::untried(&smollm2_like()), None);
+        let e = CudaBackend::unsupported(&moe(512, 8)).unwrap();
+        assert!(e.contains("512 experts") && e.contains("256"), "{e}");
+        let e = CudaBackend::unsupported(&moe(128, 40)).unwrap();
+        assert!(e.contains("40 experts a token") && e.contains("32"), "{e}");
         let huge_ff = ModelConfig {
             n_ff: 65536,
             ..smollm2_like()

@@ -7,6 +7,8 @@ mod block;
 mod scratch;
 mod weights;
 
+pub(crate) use weights::pieces;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
