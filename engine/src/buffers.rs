@@ -149,6 +149,15 @@ impl ScratchLayout {
         }
     }
 
+    /// Where an [`Exchange::Route`](crate::backend::Exchange) buffer of `len` values is cut:
+    /// after its rows' normalised inputs (`n_embd` each), then after their weights
+    /// (`n_expert_used` each); the ids' bits follow.
+    pub fn route_cuts(&self, len: usize) -> (usize, usize) {
+        let (e, k) = (self.x / self.n_batch, self.route_ids / self.n_batch);
+        let rows = len / (e + 2 * k);
+        (rows * e, rows * k)
+    }
+
     pub fn f32_elems(&self) -> usize {
         self.x
             + self.xn

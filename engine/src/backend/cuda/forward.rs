@@ -243,13 +243,12 @@ impl CudaBackend {
         match what {
             Exchange::Route => {
                 let ms = s.moe.as_ref().ok_or_else(|| missing("expert scratch"))?;
-                let (e, k) = route_widths(s);
-                let rows = out.len() / (e + 2 * k);
-                let (xn, rest) = out.split_at_mut(rows * e);
-                let (weights, ids) = rest.split_at_mut(rows * k);
+                let (xe, wk) = s.layout.route_cuts(out.len());
+                let (xn, rest) = out.split_at_mut(xe);
+                let (weights, ids) = rest.split_at_mut(wk);
                 s.xn.read_at(g, 0, xn)?;
                 ms.weights.read_at(g, 0, weights)?;
-                let mut raw = vec![0u32; rows * k];
+                let mut raw = vec![0u32; wk];
                 ms.ids.read_at(g, 0, &mut raw)?;
                 for (o, id) in ids.iter_mut().zip(raw) {
                     *o = f32::from_bits(id);
@@ -272,10 +271,9 @@ impl CudaBackend {
         let s = self.scratch.as_mut().ok_or_else(|| missing("scratch"))?;
         match what {
             Exchange::Route => {
-                let (e, k) = route_widths(s);
-                let rows = data.len() / (e + 2 * k);
-                let (xn, rest) = data.split_at(rows * e);
-                let (weights, ids) = rest.split_at(rows * k);
+                let (xe, wk) = s.layout.route_cuts(data.len());
+                let (xn, rest) = data.split_at(xe);
+                let (weights, ids) = rest.split_at(wk);
                 s.xn.write_at(g, 0, xn)?;
                 self.route = Some((ids.iter().map(|v| v.to_bits()).collect(), weights.to_vec()));
                 Ok(())
@@ -287,13 +285,6 @@ impl CudaBackend {
             }
         }
     }
-}
-
-/// Values a row of the FFN's input and routing: `n_embd`, and `n_expert_used` (0 without
-/// experts).
-fn route_widths(s: &GpuScratch) -> (usize, usize) {
-    let l = &s.layout;
-    (l.x / l.n_batch, l.route_ids / l.n_batch)
 }
 
 /// One block's launches: the CPU's `cpu_block` step for step.

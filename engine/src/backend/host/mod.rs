@@ -203,12 +203,6 @@ impl<'a> std::ops::Deref for Held<'a> {
     }
 }
 
-/// `n_embd` and the experts a token uses, as the scratch's layout sizes them.
-fn route_widths(s: &Scratch) -> (usize, usize) {
-    let l = &s.layout;
-    (l.x / l.n_batch, l.route_ids / l.n_batch)
-}
-
 /// Whether the CPU kernels read `m` repacked (see `strata_kernels_cpu::packed`).
 fn packs(m: &Matrix) -> bool {
     packed::supports(m.ty, isa::active())
@@ -345,13 +339,12 @@ impl Backend for HostBackend {
         let s = self.scratch()?;
         match what {
             Exchange::Route => {
-                let (e, k) = route_widths(s);
-                let rows = out.len() / (e + 2 * k);
-                let (xn, rest) = out.split_at_mut(rows * e);
-                let (weights, ids) = rest.split_at_mut(rows * k);
-                xn.copy_from_slice(&s.xn[..rows * e]);
-                weights.copy_from_slice(&s.route_weights[..rows * k]);
-                for (o, &id) in ids.iter_mut().zip(&s.route_ids[..rows * k]) {
+                let (xe, wk) = s.layout.route_cuts(out.len());
+                let (xn, rest) = out.split_at_mut(xe);
+                let (weights, ids) = rest.split_at_mut(wk);
+                xn.copy_from_slice(&s.xn[..xe]);
+                weights.copy_from_slice(&s.route_weights[..wk]);
+                for (o, &id) in ids.iter_mut().zip(&s.route_ids[..wk]) {
                     *o = f32::from_bits(id);
                 }
             }
@@ -364,13 +357,12 @@ impl Backend for HostBackend {
         let s = self.scratch_mut()?;
         match what {
             Exchange::Route => {
-                let (e, k) = route_widths(s);
-                let rows = data.len() / (e + 2 * k);
-                let (xn, rest) = data.split_at(rows * e);
-                let (weights, ids) = rest.split_at(rows * k);
-                s.xn[..rows * e].copy_from_slice(xn);
-                s.route_weights[..rows * k].copy_from_slice(weights);
-                for (o, &id) in s.route_ids[..rows * k].iter_mut().zip(ids) {
+                let (xe, wk) = s.layout.route_cuts(data.len());
+                let (xn, rest) = data.split_at(xe);
+                let (weights, ids) = rest.split_at(wk);
+                s.xn[..xe].copy_from_slice(xn);
+                s.route_weights[..wk].copy_from_slice(weights);
+                for (o, &id) in s.route_ids[..wk].iter_mut().zip(ids) {
                     *o = id.to_bits();
                 }
             }
