@@ -198,6 +198,12 @@ pub trait Backend {
         Ok(())
     }
 
+    /// Whether [`Backend::run`] only queues the work (a GPU's stream), so that the caller's
+    /// thread is free while it runs.
+    fn queues(&self) -> bool {
+        false
+    }
+
     /// Runs `units` one after the other: one call, so that a device driven from another
     /// thread is handed the work once.
     fn run_all(

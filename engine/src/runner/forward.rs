@@ -198,6 +198,12 @@ impl Pass<'_, '_> {
             }
             at_once(away, move || here.map_or(Ok(()), |mut f| f()))?;
         } else {
+            // A device whose work is only queued (a GPU) first: its share runs while the
+            // others compute theirs on this thread (unless a timeline waits for each).
+            let mut slots = slots;
+            if self.overlap {
+                slots.sort_by_key(|s| !s.backend.queues());
+            }
             for s in slots {
                 share(&mut *s.backend, &mut s.busy, tr, (model, &local, n, pos))?;
             }

@@ -221,6 +221,10 @@ impl Backend for CudaBackend {
         Ok(self.gpu.synchronize()?)
     }
 
+    fn queues(&self) -> bool {
+        true
+    }
+
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
         Ok(self.x_to_host(x)?)
     }
