@@ -1,7 +1,9 @@
-//! The CUDA backend of an accelerator: a real GPU holds its blocks' weights, their f16 KV
-//! caches and its own scratch in device memory, and runs its blocks (and the output layer,
-//! if placed there) with `strata-kernels-cuda`. Activations cross to and from it only at
-//! the runner's explicit copies, as with any device.
+//! The CUDA backend of an accelerator: a real GPU holds its blocks' weights (or the parts
+//! of a block placed on it: attention, FFN, a range of routed experts), their f16 KV caches
+//! and its own scratch in device memory, and runs them (and the output layer, if placed
+//! there) with `strata-kernels-cuda`: dense and qwen3moe blocks; deepseek2's latent
+//! attention is refused at load. Activations cross to and from it only at the runner's
+//! explicit copies and exchanges, as with any device.
 //!
 //! Arithmetic differs from the CPU's in the order of f32 sums and in one pairing: the GPU
 //! quantizes activations to q8_1 for every quantized weight format (ggml's CUDA choice),
