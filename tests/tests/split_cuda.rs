@@ -1,8 +1,9 @@
-//! Split equivalence on a real GPU (SmolLM2 here; the MoE files below): SmolLM2 loaded with its first num_gpu layers on the
-//! first CUDA device, for every num_gpu from 0 (all CPU) to n_layer + 1 (every block and the
-//! output layer on the GPU), gives the all-CPU run's answer: teacher-forced logits within a
-//! derived tolerance at every position of the golden sequences, and greedy tokens equal
-//! until a near tie. Skips (passes) without a CUDA device or without the model.
+//! Split equivalence on a real GPU (SmolLM2 here; the MoE files below): SmolLM2 loaded
+//! with its first num_gpu layers on the first CUDA device, for every num_gpu from 0 (all
+//! CPU) to n_layer + 1 (every block and the output layer on the GPU), gives the all-CPU
+//! run's answer: teacher-forced logits within a derived tolerance at every position of the
+//! golden sequences, and greedy tokens equal until a near tie. Skips (passes) without a
+//! CUDA device or without the model.
 //!
 //! Tolerance. The GPU computes the same quantized formulas (q8_1 activations, as the CPU
 //! pairs with Q4_1) with other kernels, so its f32 sums run in another order. How far order

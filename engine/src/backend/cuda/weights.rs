@@ -339,13 +339,13 @@ impl CudaBackend {
             .moe
             .as_ref()
             .map_or(0, |m| 4 * (m.n_expert + 1 + 4 * ffn_rows));
-        // q8_1 takes 36 bytes per 32 values, a position 4 bytes per token and the experts'
-        // sort and a pass's routing 4 bytes an entry, inside the 4 bytes per value the layout reserves for
-        // quantized activations.
+        // q8_1 takes 36 bytes per 32 values, a position 4 bytes per token, and the experts'
+        // sort and a pass's routing 4 bytes an entry, inside the 4 bytes per value the
+        // layout reserves for quantized activations.
         if xq + 4 * layout.n_batch + sort > layout.act_q_bytes {
             return Err(BackendError::Unsupported(format!(
                 "GPU scratch: {xq} bytes of q8_1 activations, {} of positions and {sort} of \
-                 the experts' sort exceed the {} reserved",
+                 the experts' sort and routing exceed the {} reserved",
                 4 * layout.n_batch,
                 layout.act_q_bytes
             )));
