@@ -5,6 +5,7 @@ use crate::act::QuantizedActs;
 use crate::dot::DotFn;
 use crate::formats::{FormatError, GgmlType};
 use crate::isa::Isa;
+use crate::packed::layout;
 use crate::registry;
 
 /// Checks that `w` is exactly `rows` rows of `cols` elements of type `ty` (whole blocks in
@@ -15,27 +16,8 @@ pub(crate) fn check_rows(
     rows: usize,
     cols: usize,
 ) -> Result<usize, FormatError> {
-    if !cols.is_multiple_of(ty.block_size()) {
-        return Err(FormatError::NotWholeBlocks {
-            ty,
-            n: cols,
-            block: ty.block_size(),
-        });
-    }
-    let elems = rows.checked_mul(cols).ok_or(FormatError::Unsupported {
-        ty,
-        what: "rows·cols overflows",
-    })?;
-    let bytes = elems / ty.block_size() * ty.type_size();
-    if w.len() != bytes {
-        return Err(FormatError::ByteLength {
-            ty,
-            n: elems,
-            expected: bytes,
-            got: w.len(),
-        });
-    }
-    Ok(cols / ty.block_size() * ty.type_size())
+    layout::check(ty, w.len(), rows, cols)?;
+    Ok(layout::row_bytes(ty, cols))
 }
 
 /// Validates y (n×rows) = acts (n×cols) · Wᵀ, W `rows`×`cols` of type `ty`; the kernel
