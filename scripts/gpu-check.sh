@@ -114,19 +114,22 @@ else
     echo "  note: no model at $model: bench split and generate skipped" | tee -a "$summary"
 fi
 
-# A mixture-of-experts file (golden data, in the bundle): generate with every block on the
-# GPU, with the routed experts on the CPU, and all on the CPU (-ngl auto would keep it on
-# the CPU until this has run), appended to generate.txt.
-moe="$here/golden/data/moe/tiny-qwen3moe-q4_k.gguf"
-if [[ -f "$moe" && -x "$here/bin/generate" ]]; then
-    step "generate qwen3moe" 60 "$tmp/gen-moe.txt" bash -c "
+# Mixture-of-experts files (golden data, in the bundle): qwen3moe, and deepseek2's latent
+# attention in both file kinds (split attn_k_b/attn_v_b with YaRN; attn_kv_b): generate with
+# every block on the GPU, with the routed experts on the CPU, and all on the CPU (-ngl auto
+# would keep them on the CPU until this has run), appended to generate.txt.
+for stem in tiny-qwen3moe-q4_k tiny-deepseek2 tiny-deepseek2-lite; do
+    moe="$here/golden/data/moe/$stem.gguf"
+    [[ -f "$moe" && -x "$here/bin/generate" ]] || continue
+    step "generate $stem" 60 "$tmp/gen-$stem.txt" bash -c "
+        echo '$stem:'
         for ngl in 99 '99 --cpu-moe' 0; do
             echo \"-ngl \$ngl:\"
             '$here/bin/generate' -m '$moe' -p 'The capital of France is' -n 16 --temp 0 -ngl \$ngl || exit 1
             echo
         done"
-    cat "$tmp/gen-moe.txt" >> "$out/generate.txt"
-fi
+    cat "$tmp/gen-$stem.txt" >> "$out/generate.txt"
+done
 
 # Out-of-bounds accesses and races that happen not to change a result: compute-sanitizer
 # (memcheck) over the kernel tests, where the image has it. Last, since it is the slowest.

@@ -37,6 +37,7 @@ inline float __uint_as_float(uint32_t i) {
     return f;
 }
 inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 
 // IEEE half to float, exactly (subnormals, infinities, NaN payloads kept quiet).
 inline float f16_to_f32(uint16_t h) {
@@ -59,6 +60,34 @@ inline float f16_to_f32(uint16_t h) {
         bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
     }
     return __uint_as_float(bits);
+}
+
+// Float to IEEE half, rounded to nearest even as cvt.rn.f16.f32 (overflow to infinity,
+// subnormals kept, NaN stays NaN).
+inline uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff;
+    uint32_t man = x & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 | (man >> 13) : 0));
+    const int e = (int)exp - 112;  // the half's biased exponent
+    if (e >= 0x1f) return (uint16_t)(sign | 0x7c00);
+    uint32_t h, rem, halfway;
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;  // below half the smallest subnormal
+        man |= 0x800000;
+        const int shift = 14 - e;
+        h = man >> shift;
+        rem = man & ((1u << shift) - 1);
+        halfway = 1u << (shift - 1);
+    } else {
+        h = ((uint32_t)e << 10) | (man >> 13);
+        rem = man & 0x1fff;
+        halfway = 0x1000;
+    }
+    // A carry out of the mantissa steps the exponent, up to infinity: still the right half.
+    if (rem > halfway || (rem == halfway && (h & 1))) ++h;
+    return (uint16_t)(sign | h);
 }
 
 inline float bf16_to_f32(uint16_t b) { return __uint_as_float(((uint32_t)b) << 16); }

@@ -14,7 +14,14 @@
 //   kernels_check DIR gather NCOLS NX N ROWS_PER_X       x.bin, perm.bin → xg.bin
 //   kernels_check DIR wsum NCOLS K NTOK NY HAS_ROWS      y.bin, rows.bin, weights.bin → out.bin
 //   kernels_check DIR mla NTOK N_HEADS WIDTH V_OFF N_CTX SCALE
-//       q.bin (f32), cache.bin (f16 bits), pos.bin (i32 × NTOK) → out.bin
+//       q.bin (f32, each head's whole row; split here into mla_attention_f16's two parts),
+//       cache.bin (f16 bits), pos.bin (i32 × NTOK) → out.bin
+//   kernels_check DIR store NTOK KVR PE N_CTX EPS ROPE...
+//       kv.bin (f32), norm.bin (f32 × KVR), pos.bin, cache0.bin (f16 bits) → cache.bin
+//   kernels_check DIR splitq NTOK N_HEADS NOPE PE ROPE...
+//       q.bin (f32), pos.bin → qn.bin, q_pe.bin
+//   kernels_check DIR absorb FMT N_SLOT N_HEADS NOPE KVR     w.bin, x.bin (f32) → lat.bin
+// where ROPE... is N_ROT NEOX THETA_SCALE FREQ_SCALE EXT_FACTOR CORR_LOW CORR_HIGH MSCALE.
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -112,14 +119,14 @@ struct ExpertsRun {
         r.experts = [](const uint8_t* w, const uint32_t* ids, const uint8_t* x, float* y,      \
                        int ncols, int nrows, int n_expert, int n_slot, int spx) {              \
             const unsigned rows_cta = MV_WARPS * MV_RPW(qk_);                                  \
-            host_launch({ceil_div(nrows, rows_cta), (unsigned)n_slot, 1}, MV_THREADS, [&] {   \
+            host_launch({ceil_div(nrows, rows_cta), (unsigned)n_slot, 1}, MV_THREADS, [&] {    \
                 matvec_experts_##name(w, ids, (const block_q8_1*)x, y, ncols, nrows,           \
-                                      n_expert, spx);                                          \
+                                      n_expert, n_slot, spx);                                  \
             });                                                                                \
         };                                                                                     \
         r.dense = [](const uint8_t* w, const uint8_t* x, float* y, int ncols, int nrows) {     \
             const unsigned rows_cta = MV_WARPS * MV_RPW(qk_);                                  \
-            host_launch({ceil_div(nrows, rows_cta), 1, 1}, MV_THREADS, [&] {                  \
+            host_launch({ceil_div(nrows, rows_cta), 1, 1}, MV_THREADS, [&] {                   \
                 matvec_##name(w, (const block_q8_1*)x, y, ncols, nrows);                       \
             });                                                                                \
         };                                                                                     \
@@ -131,13 +138,13 @@ struct ExpertsRun {
         r.quant = false;                                                                       \
         r.experts = [](const uint8_t* w, const uint32_t* ids, const uint8_t* x, float* y,      \
                        int ncols, int nrows, int n_expert, int n_slot, int spx) {              \
-            host_launch({(unsigned)nrows, (unsigned)n_slot, 1}, MV_FLOAT_THREADS, [&] {       \
+            host_launch({(unsigned)nrows, (unsigned)n_slot, 1}, MV_FLOAT_THREADS, [&] {        \
                 matvec_experts_##name(w, ids, (const float*)x, y, ncols, nrows, n_expert,      \
-                                      spx);                                                    \
+                                      n_slot, spx);                                            \
             });                                                                                \
         };                                                                                     \
         r.dense = [](const uint8_t* w, const uint8_t* x, float* y, int ncols, int nrows) {     \
-            host_launch({(unsigned)nrows, 1, 1}, MV_FLOAT_THREADS, [&] {                      \
+            host_launch({(unsigned)nrows, 1, 1}, MV_FLOAT_THREADS, [&] {                       \
                 matvec_##name(w, (const float*)x, y, ncols, nrows);                            \
             });                                                                                \
         };                                                                                     \
@@ -225,15 +232,99 @@ static int mla(char** a) {
     const int ntok = std::atoi(a[0]), n_heads = std::atoi(a[1]), width = std::atoi(a[2]);
     const int v_off = std::atoi(a[3]), n_ctx = std::atoi(a[4]);
     const float scale = std::strtof(a[5], nullptr);
+    const int dv = width - v_off;
     const std::vector<float> q = read<float>("q.bin", (size_t)ntok * n_heads * width);
     const std::vector<uint16_t> cache = read<uint16_t>("cache.bin", (size_t)n_ctx * width);
     const std::vector<int> pos = read<int>("pos.bin", ntok);
-    std::vector<float> out((size_t)ntok * n_heads * (width - v_off));
+    std::vector<float> q_pe((size_t)ntok * n_heads * v_off), q_lat((size_t)ntok * n_heads * dv);
+    for (size_t h = 0; h < (size_t)ntok * n_heads; ++h) {
+        std::memcpy(&q_pe[h * v_off], &q[h * width], v_off * sizeof(float));
+        std::memcpy(&q_lat[h * dv], &q[h * width + v_off], dv * sizeof(float));
+    }
+    std::vector<float> out((size_t)ntok * n_heads * dv);
     host_launch({ceil_div(n_heads, MLA_HEADS), (unsigned)ntok, 1}, MLA_WARPS * WARP_SIZE, [&] {
-        mla_attention_f16(q.data(), cache.data(), out.data(), n_heads, width, v_off, pos.data(),
-                          n_ctx, scale);
+        mla_attention_f16(q_pe.data(), q_lat.data(), cache.data(), out.data(), n_heads, width,
+                          v_off, pos.data(), n_ctx, scale);
     });
     write("out.bin", out);
+    return 0;
+}
+
+// ROPE...: n_rot, neox, and the six floats of rope.cuh's ROPE_PARAMS.
+struct RopeArgs {
+    int n_rot, neox;
+    float f[6];
+    explicit RopeArgs(char** a) : n_rot(std::atoi(a[0])), neox(std::atoi(a[1])) {
+        for (int i = 0; i < 6; ++i) f[i] = std::strtof(a[2 + i], nullptr);
+    }
+};
+
+// The launchers' threads a CTA (src/ops/mla.rs).
+#define STORE_THREADS 256
+#define SPLIT_THREADS 64
+
+static int store(char** a) {
+    const int ntok = std::atoi(a[0]), kvr = std::atoi(a[1]), pe = std::atoi(a[2]);
+    const int n_ctx = std::atoi(a[3]);
+    const float eps = std::strtof(a[4], nullptr);
+    const RopeArgs r(a + 5);
+    const std::vector<float> kv = read<float>("kv.bin", (size_t)ntok * (kvr + pe));
+    const std::vector<float> norm = read<float>("norm.bin", kvr);
+    const std::vector<int> pos = read<int>("pos.bin", ntok);
+    std::vector<uint16_t> cache = read<uint16_t>("cache0.bin", (size_t)n_ctx * (kvr + pe));
+    host_launch({(unsigned)ntok, 1, 1}, STORE_THREADS, [&] {
+        (r.neox ? mla_store_latent_neox : mla_store_latent_norm)(
+            kv.data(), norm.data(), cache.data(), pos.data(), kvr, pe, r.n_rot, n_ctx, eps,
+            r.f[0], r.f[1], r.f[2], r.f[3], r.f[4], r.f[5]);
+    });
+    write("cache.bin", cache);
+    return 0;
+}
+
+static int splitq(char** a) {
+    const int ntok = std::atoi(a[0]), n_heads = std::atoi(a[1]), nope = std::atoi(a[2]);
+    const int pe = std::atoi(a[3]);
+    const RopeArgs r(a + 4);
+    const size_t heads = (size_t)ntok * n_heads;
+    const std::vector<float> q = read<float>("q.bin", heads * (nope + pe));
+    const std::vector<int> pos = read<int>("pos.bin", ntok);
+    std::vector<float> qn(heads * nope), q_pe(heads * pe);
+    host_launch({(unsigned)n_heads, (unsigned)ntok, 1}, SPLIT_THREADS, [&] {
+        (r.neox ? mla_split_q_neox : mla_split_q_norm)(q.data(), qn.data(), q_pe.data(),
+                                                       pos.data(), n_heads, nope, pe, r.n_rot,
+                                                       r.f[0], r.f[1], r.f[2], r.f[3], r.f[4],
+                                                       r.f[5]);
+    });
+    write("qn.bin", qn);
+    write("q_pe.bin", q_pe);
+    return 0;
+}
+
+static int absorb(char** a) {
+    const std::string fmt = a[0];
+    const int n_slot = std::atoi(a[1]), n_heads = std::atoi(a[2]), nope = std::atoi(a[3]);
+    const int kvr = std::atoi(a[4]);
+    void (*kernel)(const uint8_t*, const float*, float*, int, int, int) = nullptr;
+    long qk = 0, bytes = 0;
+#define ABSORB(name, qk_, bytes_)                                                              \
+    if (fmt == #name) {                                                                        \
+        kernel = mla_absorb_t_##name;                                                          \
+        qk = qk_;                                                                              \
+        bytes = bytes_;                                                                        \
+    }
+    FOR_EACH_FORMAT(ABSORB)
+    if (!kernel || kvr % qk != 0) {
+        std::fprintf(stderr, "kernels_check: bad format or shape %s, kv_lora %d\n", a[0], kvr);
+        return 2;
+    }
+    const size_t w_bytes = (size_t)n_heads * nope * (kvr / qk) * bytes;
+    const std::vector<uint8_t> w = read<uint8_t>("w.bin", w_bytes);
+    const std::vector<float> x = read<float>("x.bin", (size_t)n_slot * nope);
+    std::vector<float> lat((size_t)n_slot * kvr);
+    host_launch({(unsigned)n_slot, ceil_div(kvr, MLA_T_THREADS), 1}, MLA_T_THREADS, [&] {
+        kernel(w.data(), x.data(), lat.data(), n_heads, nope, kvr);
+    });
+    write("lat.bin", lat);
     return 0;
 }
 
@@ -251,8 +342,9 @@ int main(int argc, char** argv) {
         int nargs;
         int (*run)(char**);
     };
-    const Cmd cmds[] = {{"route", 9, route}, {"experts", 6, experts}, {"sort", 2, sort},
-                        {"gather", 4, gather}, {"wsum", 5, wsum},       {"mla", 6, mla}};
+    const Cmd cmds[] = {{"route", 9, route},   {"experts", 6, experts}, {"sort", 2, sort},
+                        {"gather", 4, gather}, {"wsum", 5, wsum},       {"mla", 6, mla},
+                        {"store", 13, store},  {"splitq", 12, splitq},  {"absorb", 5, absorb}};
     for (const Cmd& c : cmds) {
         if (k == c.name) {
             if (argc != 3 + c.nargs) {

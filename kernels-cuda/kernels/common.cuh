@@ -106,6 +106,16 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// 1 / √(mean(xr²) + eps) of one row, for every thread of the CTA (norm.cu, mla.cu): each
+// thread sums its strided share in f32, then the CTA adds the partial sums.
+__device__ __forceinline__ float rms_scale(const float* xr, int ncols, float eps) {
+    __shared__ float scratch[32];
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < ncols; c += blockDim.x) ss += xr[c] * xr[c];
+    ss = block_sum(ss, scratch);
+    return 1.0f / sqrtf(ss / (float)ncols + eps);
+}
+
 // Byte-wise v − k for bytes 0 ≤ v < 2k ≤ 128, giving signed bytes (−k … k−1) with no
 // carries between bytes: (v + (128 − k)) stays below 256, and flipping the top bit
 // subtracts 128 in two's complement.

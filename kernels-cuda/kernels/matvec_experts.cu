@@ -6,10 +6,11 @@
 //
 // Each CTA is one of matvec.cu's, on the chosen expert's matrix (matvec_body.cuh's
 // matvec_vec_<fmt>: the same code, so the same bits as matvec_<fmt> on that matrix):
-// grid (matvec's CTAs for nrows, n_slot). slots_per_x is k for the gate and up projections
-// (a token's k slots share its x) and 1 for the down projection (each slot its own hidden
-// vector). An id ≥ n_expert (which moe_route never writes) gives NaN rows, never a read
-// outside W.
+// grid (matvec's CTAs for nrows, n_slot); past 65535 slots (MLA's heads of a long batch),
+// (…, 65535, ⌈n_slot / 65535⌉), slot blockIdx.z · gridDim.y + blockIdx.y, CTAs past n_slot
+// idle. slots_per_x is k for the gate and up projections (a token's k slots share its x)
+// and 1 for the down projection (each slot its own hidden vector). An id ≥ n_expert (which
+// moe_route never writes) gives NaN rows, never a read outside W.
 #include "matvec_body.cuh"
 
 // NaN in rows row0 … row0 + nrows_cta − 1 (those below nrows) of y.
@@ -25,16 +26,17 @@ __device__ __forceinline__ void nan_rows(float* y, int row0, int nrows_cta, int 
     extern "C" __global__ void __launch_bounds__(MV_THREADS) matvec_experts_##name(            \
         const uint8_t* __restrict__ w, const uint32_t* __restrict__ ids,                       \
         const block_q8_1* __restrict__ x, float* __restrict__ y, int ncols, int nrows,         \
-        int n_expert, int slots_per_x) {                                                       \
-        const int s = blockIdx.y;                                                              \
-        const uint32_t e = ids[s];                                                             \
+        int n_expert, int n_slot, int slots_per_x) {                                           \
+        const int s = blockIdx.z * gridDim.y + blockIdx.y;                                     \
+        const uint32_t e = s < n_slot ? ids[s] : 0xffffffffu;                                  \
         if (e >= (uint32_t)n_expert) {                                                         \
             const int rows_cta = MV_WARPS * MV_RPW(qk);                                        \
-            nan_rows(y + (int64_t)s * nrows, blockIdx.x * rows_cta, rows_cta, nrows);          \
+            if (s < n_slot)                                                                    \
+                nan_rows(y + (int64_t)s * nrows, blockIdx.x * rows_cta, rows_cta, nrows);      \
             return;                                                                            \
         }                                                                                      \
         const int64_t row_bytes = (int64_t)(ncols / qk) * bytes;                               \
-        matvec_vec_##name(w + (int64_t)e * nrows * row_bytes, x, y, ncols, nrows,               \
+        matvec_vec_##name(w + (int64_t)e * nrows * row_bytes, x, y, ncols, nrows,              \
                           s / slots_per_x, s);                                                 \
     }
 FOR_EACH_QUANT(MATVEC_EXPERTS_QUANT)
@@ -44,14 +46,15 @@ FOR_EACH_QUANT(MATVEC_EXPERTS_QUANT)
     extern "C" __global__ void __launch_bounds__(MV_FLOAT_THREADS) matvec_experts_##name(      \
         const uint8_t* __restrict__ w, const uint32_t* __restrict__ ids,                       \
         const float* __restrict__ x, float* __restrict__ y, int ncols, int nrows,              \
-        int n_expert, int slots_per_x) {                                                       \
-        const int s = blockIdx.y;                                                              \
+        int n_expert, int n_slot, int slots_per_x) {                                           \
+        const int s = blockIdx.z * gridDim.y + blockIdx.y;                                     \
+        if (s >= n_slot) return;                                                               \
         const uint32_t e = ids[s];                                                             \
         if (e >= (uint32_t)n_expert) {                                                         \
             nan_rows(y + (int64_t)s * nrows, blockIdx.x, 1, nrows);                            \
             return;                                                                            \
         }                                                                                      \
-        matvec_vec_##name(w + (int64_t)e * nrows * ncols * bytes, x, y, ncols, nrows,           \
+        matvec_vec_##name(w + (int64_t)e * nrows * ncols * bytes, x, y, ncols, nrows,          \
                           s / slots_per_x, s);                                                 \
     }
 FOR_EACH_FLOAT(MATVEC_EXPERTS_FLOAT)

@@ -5,15 +5,6 @@
 // The CPU reference sums squares in f64 (as ggml does); here each thread sums its strided
 // share in f32 and the CTA adds 8·32 partial sums, which keeps the rounding error of the
 // sum near that of a pairwise sum.
-// 1 / √(mean(xr²) + eps) of one row, for every thread of the CTA.
-__device__ __forceinline__ float rms_scale(const float* xr, int ncols, float eps) {
-    __shared__ float scratch[32];
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < ncols; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = block_sum(ss, scratch);
-    return 1.0f / sqrtf(ss / (float)ncols + eps);
-}
-
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
                                     float* y, int ncols, float eps) {
     const int64_t row = blockIdx.x;

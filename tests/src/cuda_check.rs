@@ -10,11 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_kernels_cpu::formats::k_scales;
 use strata_kernels_cpu::ops::{
-    mla_attention_ref, route_ref, Gating, KvType, LatentCache, MlaShape, Router,
+    self, mla_attention_ref, route_ref, Gating, KvType, LatentCache, MlaShape, Rope, Router, Yarn,
 };
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::ptx::{self, PtxModule};
-use strata_kernels_cuda::Gpu;
+use strata_kernels_cuda::{Gpu, MlaDims, RopeParams};
 
 /// f32's unit roundoff, 2⁻²⁴: the tolerances of the CUDA checks are derived from it.
 pub const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -771,12 +771,18 @@ impl MlaCase {
 
     /// The cache's rows as f16 bits.
     pub fn cache_bits(&self) -> Vec<u16> {
-        self.cache
-            .rows()
-            .as_bytes()
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect()
+        f16_bits(&self.cache)
+    }
+
+    /// Each head's query cut as `mla_attention_f16` takes it: the rotary parts (`v_off`
+    /// values a head), then the latent parts.
+    pub fn split_q(&self) -> (Vec<f32>, Vec<f32>) {
+        let (mut pe, mut lat) = (Vec::new(), Vec::new());
+        for h in self.q.chunks_exact(self.width) {
+            pe.extend_from_slice(&h[..self.v_off]);
+            lat.extend_from_slice(&h[self.v_off..]);
+        }
+        (pe, lat)
     }
 
     /// `got` (ntok × n_heads × (width − v_off)) against `mla_attention_ref`, token by token
@@ -830,6 +836,261 @@ impl MlaCase {
                         "{what} token {t} (pos {p}) head {h} value {c}: {g} vs {x} (tol {tol:e})"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// An f16 latent cache's rows as bits.
+fn f16_bits(cache: &LatentCache) -> Vec<u16> {
+    cache
+        .rows()
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// The spacing of f16 values around `v`: 2^(e − 10) for |v| in [2^e, 2^(e+1)), and the
+/// subnormals' 2^−24 below 2^−14.
+fn f16_ulp(v: f64) -> f64 {
+    let e = v.abs().log2().floor().max(-14.0);
+    2f64.powf(e - 10.0)
+}
+
+/// One call of the MLA kernels that prepare attention (mla_store_latent, mla_split_q):
+/// `ntok` tokens at positions `pos` of an `n_ctx`-row latent cache, `dims`' widths, RoPE
+/// `rope`, and random inputs: attn_kv_a_mqa's output `kv` with the latent's norm, and each
+/// head's query `q` (values in [−1, 1), the norm's around 1).
+pub struct MlaPrepCase {
+    pub dims: MlaDims,
+    pub rope: Rope,
+    pub n_ctx: usize,
+    pub pos: Vec<i32>,
+    pub eps: f32,
+    pub kv: Vec<f32>,
+    pub norm: Vec<f32>,
+    pub q: Vec<f32>,
+}
+
+impl MlaPrepCase {
+    pub fn new(seed: u64, dims: MlaDims, rope: Rope, n_ctx: usize, pos: Vec<i32>) -> Self {
+        let mut r = rng(seed);
+        let n = pos.len();
+        let kv = randn(&mut r, n * (dims.kvr + dims.pe), 1.0);
+        let norm = randn(&mut r, dims.kvr, 0.5)
+            .iter()
+            .map(|v| 1.0 + v)
+            .collect();
+        let q = randn(&mut r, n * dims.n_heads * (dims.nope + dims.pe), 1.0);
+        MlaPrepCase {
+            dims,
+            rope,
+            n_ctx,
+            pos,
+            eps: 1e-6,
+            kv,
+            norm,
+            q,
+        }
+    }
+
+    /// The cases the host and GPU checks run, named: DeepSeek's widths (`heads` heads of
+    /// 128 + 64, a latent of 512) at two positions, and narrow heads with n_rot short of
+    /// the rotary part and a position past the cache; each with both pairings, with and
+    /// without YaRN.
+    pub fn cases(heads: usize) -> Vec<(String, MlaPrepCase)> {
+        let wide = MlaDims {
+            n_heads: heads,
+            nope: 128,
+            pe: 64,
+            kvr: 512,
+        };
+        let narrow = MlaDims {
+            n_heads: 2,
+            nope: 32,
+            pe: 16,
+            kvr: 64,
+        };
+        let shapes = [(wide, 64, 40, vec![7, 39]), (narrow, 8, 10, vec![3, 12, 0])];
+        let mut out = Vec::new();
+        for (i, (dims, n_rot, n_ctx, pos)) in shapes.into_iter().enumerate() {
+            for (j, rope) in Self::ropes(n_rot).into_iter().enumerate() {
+                let seed = 100 + 10 * i as u64 + j as u64;
+                let case = MlaPrepCase::new(seed, dims, rope, n_ctx, pos.clone());
+                out.push((format!("mla case {i} rope {j}"), case));
+            }
+        }
+        out
+    }
+
+    /// `n_rot` (normal and NeoX, with and without YaRN as DeepSeek-R1 sets it: factor 40 of
+    /// a 4096 context, mscale from log_mul 0.1) over the rotary parts `dims.pe`.
+    fn ropes(n_rot: usize) -> Vec<Rope> {
+        let plain = |neox| Rope {
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            neox,
+            yarn: None,
+        };
+        let yarn = |neox| Rope {
+            freq_scale: 1.0 / 40.0,
+            yarn: Some(Yarn::new(n_rot, 4096, 10000.0, 1.0 + 0.1 * 40f32.ln())),
+            ..plain(neox)
+        };
+        vec![plain(false), plain(true), yarn(false), yarn(true)]
+    }
+
+    pub fn rope_params(&self) -> RopeParams {
+        RopeParams {
+            n_rot: self.rope.n_rot,
+            freq_base: self.rope.freq_base,
+            freq_scale: self.rope.freq_scale,
+            neox: self.rope.neox,
+            yarn: self.rope.yarn,
+        }
+    }
+
+    /// The host checker's ROPE... arguments: n_rot, neox, the six ROPE_PARAMS.
+    pub fn rope_args(&self) -> Vec<String> {
+        let f = self
+            .rope_params()
+            .kernel_args("rope", self.dims.pe)
+            .unwrap();
+        let mut a = vec![
+            self.rope.n_rot.to_string(),
+            u8::from(self.rope.neox).to_string(),
+        ];
+        a.extend(f.iter().map(|v| v.to_string()));
+        a
+    }
+
+    fn width(&self) -> usize {
+        self.dims.pe + self.dims.kvr
+    }
+
+    /// `got` (the cache's `n_ctx` rows as f16 bits, zero before the call) against the CPU's
+    /// forward pass: row `[k_pe | rms_norm(latent) · norm]`, RoPE over its first n_rot
+    /// values, appended as f16 at the token's position; rows no token writes stay zero. The
+    /// f32 values differ by the sum of squares' order (≤ kvr·u relative on the scale) and
+    /// by sin/cos and the rotation's roundings (as in the RoPE checks, ≤ 32u of the pair's
+    /// magnitude): far below an f16 step, so rounded they are at most one step apart.
+    pub fn check_cache(&self, got: &[u16], what: &str) {
+        let (pe, kvr, w) = (self.dims.pe, self.dims.kvr, self.width());
+        let mut want = vec![0u8; 2 * self.n_ctx * w];
+        let mut row = vec![0.0f32; w];
+        for (t, &p) in self.pos.iter().enumerate() {
+            let kv = &self.kv[t * (kvr + pe)..(t + 1) * (kvr + pe)];
+            row[..pe].copy_from_slice(&kv[kvr..]);
+            ops::rms_norm_ref(&kv[..kvr], &self.norm, self.eps, &mut row[pe..]);
+            ops::rope_rows(&mut row, 1, 1, w, p as usize, &self.rope);
+            if (0..self.n_ctx as i32).contains(&p) {
+                let at = 2 * p as usize * w;
+                quantize(GgmlType::F16, &row, &mut want[at..at + 2 * w]).unwrap();
+            }
+        }
+        assert_eq!(2 * got.len(), want.len(), "{what}: cache size");
+        for (i, (&g, x)) in got.iter().zip(want.chunks_exact(2)).enumerate() {
+            let (g, x) = (
+                f64::from(f16_value(&g.to_le_bytes())),
+                f64::from(f16_value(x)),
+            );
+            assert!(
+                (g - x).abs() <= f16_ulp(x),
+                "{what}: cache row {} value {}: {g} vs {x}",
+                i / w,
+                i % w
+            );
+        }
+    }
+
+    /// `qn` (each head's first nope values, exactly) and `q_pe` (its rotary part, RoPE'd at
+    /// its token's position) against the CPU's rope_rows. Angles are the same f32
+    /// recurrence (and YaRN's mix the same roundings); sin/cos within 2 ulp, times mscale,
+    /// two products and a sum: |err| ≤ 2·(2 + 1 + 1 + 1)·u·mscale·(|x0| + |x1|) for the
+    /// two sides together, within 32u·mscale·2·max|x|.
+    pub fn check_split(&self, qn: &[f32], q_pe: &[f32], what: &str) {
+        let (nope, pe, nh) = (self.dims.nope, self.dims.pe, self.dims.n_heads);
+        let mscale = f64::from(self.rope.yarn.map_or(1.0, |y| y.mscale));
+        for (t, &p) in self.pos.iter().enumerate() {
+            for h in 0..nh {
+                let head = t * nh + h;
+                let src = &self.q[head * (nope + pe)..(head + 1) * (nope + pe)];
+                for c in 0..nope {
+                    assert!(
+                        same_bits(qn[head * nope + c], src[c]),
+                        "{what}: token {t} head {h} nope value {c}"
+                    );
+                }
+                let mut want = src[nope..].to_vec();
+                ops::rope_rows(&mut want, 1, 1, pe, p as usize, &self.rope);
+                let xmax = src[nope..]
+                    .iter()
+                    .fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+                let tol = 64.0 * U * mscale * xmax;
+                for (c, &x) in want.iter().enumerate() {
+                    let g = q_pe[head * pe + c];
+                    assert!(
+                        (f64::from(g) - f64::from(x)).abs() <= tol,
+                        "{what}: token {t} (pos {p}) head {h} rotary value {c}: {g} vs {x}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An older MLA file's absorption, `mla_absorb_t`: every head's `nope` k rows of `kvr`
+/// values in format `ty` (random), and `n_slot` query parts.
+pub struct AbsorbCase {
+    pub ty: GgmlType,
+    pub dims: MlaDims,
+    pub n_slot: usize,
+    pub w: Vec<u8>,
+    pub x: Vec<f32>,
+}
+
+impl AbsorbCase {
+    pub fn new(seed: u64, ty: GgmlType, dims: MlaDims, n_slot: usize) -> AbsorbCase {
+        let mut r = rng(seed);
+        let w = weights(&mut r, ty, dims.n_heads * dims.nope, dims.kvr);
+        let x = randn(&mut r, n_slot * dims.nope, 1.0);
+        AbsorbCase {
+            ty,
+            dims,
+            n_slot,
+            w,
+            x,
+        }
+    }
+
+    /// `lat` (`n_slot × kvr`) against Σ_r x[s][r]·W[h·nope + r][c] in f64 over the CPU's
+    /// dequantized weights (exact): the kernel's f32 sum of nope products in order is
+    /// within (nope + 1)·u·Σ|x·w| of it.
+    pub fn check(&self, lat: &[f32], what: &str) {
+        let MlaDims {
+            n_heads, nope, kvr, ..
+        } = self.dims;
+        let mut wf = vec![0.0f32; n_heads * nope * kvr];
+        dequantize(self.ty, &self.w, &mut wf).unwrap();
+        for s in 0..self.n_slot {
+            let h = s % n_heads;
+            let x = &self.x[s * nope..(s + 1) * nope];
+            for c in 0..kvr {
+                let (mut want, mut abs) = (0.0f64, 0.0f64);
+                for (r, &xr) in x.iter().enumerate() {
+                    let t = f64::from(xr) * f64::from(wf[(h * nope + r) * kvr + c]);
+                    want += t;
+                    abs += t.abs();
+                }
+                let tol = (nope + 1) as f64 * U * abs;
+                let g = f64::from(lat[s * kvr + c]);
+                assert!(
+                    (g - want).abs() <= tol,
+                    "{what} {:?} slot {s} column {c}: {g} vs {want} (tol {tol:e})",
+                    self.ty
+                );
             }
         }
     }

@@ -20,10 +20,11 @@ use rand_chacha::ChaCha8Rng;
 
 use strata_kernels_cpu::ops::Gating;
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
+use strata_kernels_cuda::MlaDims;
 use strata_tests::cuda_check::{
     build_host_checker, check_route, f32s, le_bytes, offsets16, randn, random_expert_ids,
     random_q8_1_case, rng, route_cases, run_host_checker, same_bits, sort_ref, u32s,
-    weighted_sum_ref, weights, KernelsChecker, MlaCase, U,
+    weighted_sum_ref, weights, AbsorbCase, KernelsChecker, MlaCase, MlaPrepCase, U,
 };
 use strata_tests::golden;
 
@@ -416,5 +417,92 @@ fn mla_attention_matches_mla_attention_ref_on_the_host() {
         ];
         let got = f32s(&k.run(&args, &inputs, &["out.bin"])[0]);
         case.check(&got, &format!("host mla width {}", case.width));
+    }
+}
+
+#[test]
+fn mla_cache_rows_and_query_split_match_the_cpu_on_the_host() {
+    let Some(k) = kernels_checker("host_mla_prep") else {
+        return;
+    };
+    // DeepSeek's widths with 3 heads (the host grid is slow), and the narrow cases.
+    for (what, case) in MlaPrepCase::cases(3) {
+        let (dims, n_ctx) = (case.dims, case.n_ctx);
+        let what = format!("host {what}");
+        let ntok = case.pos.len().to_string();
+        let mut args = vec![
+            "store".to_string(),
+            ntok.clone(),
+            dims.kvr.to_string(),
+            dims.pe.to_string(),
+            n_ctx.to_string(),
+            case.eps.to_string(),
+        ];
+        args.extend(case.rope_args());
+        let inputs = [
+            ("kv.bin", le_bytes(&case.kv)),
+            ("norm.bin", le_bytes(&case.norm)),
+            ("pos.bin", le_bytes(&case.pos)),
+            ("cache0.bin", vec![0u8; 2 * n_ctx * (dims.pe + dims.kvr)]),
+        ];
+        let cache = k.run(&args, &inputs, &["cache.bin"]).remove(0);
+        let bits: Vec<u16> = cache
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        case.check_cache(&bits, &what);
+
+        let mut args = vec![
+            "splitq".to_string(),
+            ntok,
+            dims.n_heads.to_string(),
+            dims.nope.to_string(),
+            dims.pe.to_string(),
+        ];
+        args.extend(case.rope_args());
+        let inputs = [
+            ("q.bin", le_bytes(&case.q)),
+            ("pos.bin", le_bytes(&case.pos)),
+        ];
+        let out = k.run(&args, &inputs, &["qn.bin", "q_pe.bin"]);
+        case.check_split(&f32s(&out[0]), &f32s(&out[1]), &what);
+    }
+}
+
+#[test]
+fn mla_transposed_absorption_matches_the_formula_on_the_host() {
+    let Some(k) = kernels_checker("host_mla_absorb") else {
+        return;
+    };
+    // An older file's attn_kv_b k rows: F16 as the golden files store it, the legacy and
+    // K-quant formats quantized files use; slots that are not whole tokens of heads.
+    let dims = MlaDims {
+        n_heads: 3,
+        nope: 40,
+        pe: 0,
+        kvr: 512,
+    };
+    let types = [
+        GgmlType::F16,
+        GgmlType::F32,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    for (i, ty) in types.into_iter().enumerate() {
+        let case = AbsorbCase::new(200 + i as u64, ty, dims, 7);
+        let args: Vec<String> = [
+            "absorb".to_string(),
+            ty.name().to_ascii_lowercase(),
+            case.n_slot.to_string(),
+            dims.n_heads.to_string(),
+            dims.nope.to_string(),
+            dims.kvr.to_string(),
+        ]
+        .into();
+        let inputs = [("w.bin", case.w.clone()), ("x.bin", le_bytes(&case.x))];
+        let lat = f32s(&k.run(&args, &inputs, &["lat.bin"])[0]);
+        case.check(&lat, "host mla_absorb_t");
     }
 }

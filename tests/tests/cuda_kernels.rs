@@ -10,12 +10,13 @@
 
 use strata_kernels_cpu::ops::{self, Gating, KvCache, KvType, KvView, MlaShape, Rope, Router};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
+use strata_kernels_cuda::MlaDims;
 use strata_kernels_cuda::{
     q8_1_bytes, AttentionShape, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, RopeParams,
 };
 use strata_tests::cuda_check::{
     check_f16_product, check_route, gpu, offsets16, randn, random_expert_ids, rng, route_cases,
-    same_bits, sort_ref, weighted_sum_ref, weights, MlaCase, U,
+    same_bits, sort_ref, weighted_sum_ref, weights, AbsorbCase, MlaCase, MlaPrepCase, U,
 };
 use strata_tests::golden;
 
@@ -405,46 +406,58 @@ fn rope_normal_and_neox_match_cpu() {
     let mut r = rng(5);
     let (ntok, nhead, head_dim) = (4, 3, 64);
     let start_pos = 1000; // large angles exercise the argument reduction
-    for neox in [false, true] {
-        for n_rot in [64, 32] {
-            let rope = Rope {
-                n_rot,
-                freq_base: 10000.0,
-                freq_scale: 1.0,
-                neox,
-                yarn: None,
-            };
-            let x = randn(&mut r, ntok * nhead * head_dim, 1.0);
-            let mut want = x.clone();
-            ops::rope_rows(&mut want, ntok, nhead, head_dim, start_pos, &rope);
-            let mut xd = gpu.upload(&x).unwrap();
-            let pos: Vec<i32> = (0..ntok as i32).map(|t| start_pos as i32 + t).collect();
-            let p = RopeParams {
-                n_rot,
-                freq_base: 10000.0,
-                freq_scale: 1.0,
-                neox,
-            };
-            gpu.rope(
-                &mut xd,
-                &gpu.upload(&pos).unwrap(),
-                ntok,
-                nhead,
-                head_dim,
-                &p,
-            )
-            .unwrap();
-            let got = xd.to_host(&gpu).unwrap();
-            for (i, (&g, &h)) in got.iter().zip(&want).enumerate() {
-                // Angles are bit-identical (same f32 recurrence). sin/cos: ≤ 2 ulp on the
-                // GPU, ≤ 1 ulp on the CPU; x0·c − x1·s: two products and a difference.
-                // |err| ≤ (3 + 3)·2u·(|x0| + |x1|) ≤ 12·u·2·max|x|, max|x| ≤ 1 here.
-                let tol = 24.0 * U;
-                assert!(
-                    (f64::from(g) - f64::from(h)).abs() <= tol,
-                    "rope neox={neox} n_rot={n_rot} element {i}: {g} vs {h}"
-                );
-            }
+
+    // Plain, and YaRN as DeepSeek-R1 sets it (factor 40 of a 4096 context): the ramp's mix
+    // and mscale (≈ 1.37, so the bound below grows by that factor).
+    let yarn = |n_rot| Some(ops::Yarn::new(n_rot, 4096, 10000.0, 1.0 + 0.1 * 40f32.ln()));
+    for (neox, n_rot, with_yarn) in [
+        (false, 64, false),
+        (false, 32, false),
+        (true, 64, false),
+        (true, 32, false),
+        (false, 64, true),
+        (true, 32, true),
+    ] {
+        let rope = Rope {
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: if with_yarn { 1.0 / 40.0 } else { 1.0 },
+            neox,
+            yarn: if with_yarn { yarn(n_rot) } else { None },
+        };
+        let x = randn(&mut r, ntok * nhead * head_dim, 1.0);
+        let mut want = x.clone();
+        ops::rope_rows(&mut want, ntok, nhead, head_dim, start_pos, &rope);
+        let mut xd = gpu.upload(&x).unwrap();
+        let pos: Vec<i32> = (0..ntok as i32).map(|t| start_pos as i32 + t).collect();
+        let p = RopeParams {
+            n_rot,
+            freq_base: rope.freq_base,
+            freq_scale: rope.freq_scale,
+            neox,
+            yarn: rope.yarn,
+        };
+        gpu.rope(
+            &mut xd,
+            &gpu.upload(&pos).unwrap(),
+            ntok,
+            nhead,
+            head_dim,
+            &p,
+        )
+        .unwrap();
+        let got = xd.to_host(&gpu).unwrap();
+        for (i, (&g, &h)) in got.iter().zip(&want).enumerate() {
+            // Angles are bit-identical (same f32 recurrence, YaRN's mix rounded product by
+            // product on both sides). sin/cos: ≤ 2 ulp on the GPU, ≤ 1 ulp on the CPU;
+            // times mscale (one rounding each); x0·c − x1·s: two products and a
+            // difference. |err| ≤ (4 + 4)·2u·mscale·(|x0| + |x1|) ≤ 32u·mscale, max|x| ≤ 1.
+            let mscale = f64::from(rope.yarn.map_or(1.0, |y| y.mscale));
+            let tol = 32.0 * U * mscale;
+            assert!(
+                (f64::from(g) - f64::from(h)).abs() <= tol,
+                "rope neox={neox} n_rot={n_rot} yarn={with_yarn} element {i}: {g} vs {h}"
+            );
         }
     }
 }
@@ -567,6 +580,7 @@ fn rope_store_kv_equals_rope_then_f16_rows() {
             freq_base: 10000.0,
             freq_scale: 1.0,
             neox,
+            yarn: None,
         };
         let q = randn(&mut r, ntok * nhead * head_dim, 1.0);
         let k = randn(&mut r, ntok * kv_dim, 1.0);
@@ -628,6 +642,7 @@ fn rope_store_kv_equals_rope_then_f16_rows() {
         freq_base: 10000.0,
         freq_scale: 1.0,
         neox: false,
+        yarn: None,
     };
     let posd = gpu.upload(&pos).unwrap();
     assert!(gpu
@@ -950,17 +965,146 @@ fn mla_attention_matches_cpu() {
     ];
     for case in cases {
         let s = case.shape();
-        let q = gpu.upload(&case.q).unwrap();
+        let (q_pe, q_lat) = case.split_q();
+        let (q_pe, q_lat) = (gpu.upload(&q_pe).unwrap(), gpu.upload(&q_lat).unwrap());
         let cache = gpu.upload(&case.cache_bits()).unwrap();
         let pos = gpu.upload(&case.pos).unwrap();
         let dv = case.width - case.v_off;
         let mut out = gpu.zeros::<f32>(s.n_tokens * s.n_heads * dv).unwrap();
-        gpu.mla_attention(&q, &cache, case.width, &pos, &mut out, &s)
+        gpu.mla_attention(&q_pe, &q_lat, &cache, case.width, &pos, &mut out, &s)
             .unwrap();
         case.check(
             &out.to_host(&gpu).unwrap(),
             &format!("mla width {}", case.width),
         );
+    }
+}
+
+#[test]
+fn mla_cache_rows_and_query_split_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    // As the host check, with DeepSeek-V2-Lite's 16 heads.
+    for (what, case) in MlaPrepCase::cases(16) {
+        let (d, n_ctx) = (case.dims, case.n_ctx);
+        let n = case.pos.len();
+        let p = case.rope_params();
+        let posd = gpu.upload(&case.pos).unwrap();
+        let mut cache = gpu.zeros::<u16>(n_ctx * (d.pe + d.kvr)).unwrap();
+        let (kv, norm) = (
+            gpu.upload(&case.kv).unwrap(),
+            gpu.upload(&case.norm).unwrap(),
+        );
+        gpu.mla_store_latent(&kv, &norm, &mut cache, &posd, n, &d, case.eps, &p)
+            .unwrap();
+        case.check_cache(&cache.to_host(&gpu).unwrap(), &what);
+        let q = gpu.upload(&case.q).unwrap();
+        let mut qn = gpu.zeros::<f32>(n * d.n_heads * d.nope).unwrap();
+        let mut q_pe = gpu.zeros::<f32>(n * d.n_heads * d.pe).unwrap();
+        gpu.mla_split_q(&q, &mut qn, &mut q_pe, &posd, n, &d, &p)
+            .unwrap();
+        case.check_split(
+            &qn.to_host(&gpu).unwrap(),
+            &q_pe.to_host(&gpu).unwrap(),
+            &what,
+        );
+    }
+}
+
+#[test]
+fn mla_transposed_absorption_matches_the_formula() {
+    let Some(gpu) = gpu() else { return };
+    // DeepSeek's widths over 3 tokens of 16 heads, and a slot count that is not whole tokens.
+    let d = MlaDims {
+        n_heads: 16,
+        nope: 128,
+        pe: 64,
+        kvr: 512,
+    };
+    let types = [
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    for (i, ty) in types.into_iter().enumerate() {
+        for n_slot in [48, 7] {
+            let case = AbsorbCase::new(400 + i as u64, ty, d, n_slot);
+            let (w, x) = (gpu.upload(&case.w).unwrap(), gpu.upload(&case.x).unwrap());
+            let mut lat = gpu.zeros::<f32>(n_slot * d.kvr).unwrap();
+            gpu.mla_absorb_t(ty, &w, &x, &mut lat, n_slot, &d).unwrap();
+            case.check(&lat.to_host(&gpu).unwrap(), "mla_absorb_t");
+        }
+    }
+}
+
+#[test]
+fn expert_matvec_takes_more_slots_than_one_grid_row() {
+    let Some(gpu) = gpu() else { return };
+    // 70 000 slots (past grid.y's 65 535, as the heads of a long MLA batch are): slot s is
+    // head s mod 3's product with its own vector, each row exactly the dense matvec's.
+    let mut r = rng(41);
+    let stack = ExpertStack {
+        n_expert: 3,
+        nrows: 2,
+        ncols: 32,
+    };
+    let n_slot = 70_000;
+    let w = weights(
+        &mut r,
+        GgmlType::F32,
+        stack.n_expert * stack.nrows,
+        stack.ncols,
+    );
+    let x = randn(&mut r, n_slot * stack.ncols, 1.0);
+    let ids: Vec<u32> = (0..n_slot as u32).map(|s| s % 3).collect();
+    let (wd, idsd, xd) = (
+        gpu.upload(&w).unwrap(),
+        gpu.upload(&ids).unwrap(),
+        gpu.upload(&x).unwrap(),
+    );
+    let mut xq = gpu.zeros::<u8>(1).unwrap();
+    let mut y = gpu.zeros::<f32>(n_slot * stack.nrows).unwrap();
+    let slots = ExpertSlots {
+        n_slot,
+        slots_per_x: 1,
+    };
+    gpu.matvec_experts(
+        GgmlType::F32,
+        &wd,
+        &stack,
+        &idsd,
+        &xd,
+        &mut xq,
+        &mut y,
+        &slots,
+    )
+    .unwrap();
+    let got = y.to_host(&gpu).unwrap();
+    let wf: Vec<f32> = w
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for s in [0, 1, 65_534, 65_535, 65_536, n_slot - 1] {
+        let e = ids[s] as usize;
+        for row in 0..stack.nrows {
+            let wr = &wf[(e * stack.nrows + row) * stack.ncols..][..stack.ncols];
+            let xr = &x[s * stack.ncols..][..stack.ncols];
+            let (want, abs) = wr
+                .iter()
+                .zip(xr)
+                .fold((0.0f64, 0.0f64), |(a, b), (&w, &x)| {
+                    let t = f64::from(w) * f64::from(x);
+                    (a + t, b + t.abs())
+                });
+            // A sum of 32 f32 products in some order: within (32 + 1)·u·Σ|w·x|.
+            let g = f64::from(got[s * stack.nrows + row]);
+            assert!(
+                (g - want).abs() <= 33.0 * U * abs,
+                "slot {s} row {row}: {g} vs {want}"
+            );
+        }
     }
 }
 
@@ -1068,11 +1212,54 @@ fn moe_and_mla_bad_shapes_are_errors() {
         (576, 64, "whole rows"),
     ] {
         let e = gpu
-            .mla_attention(&q, &cache, width, &pos, &mut out, &shape(v_off))
+            .mla_attention(&q, &q, &cache, width, &pos, &mut out, &shape(v_off))
             .unwrap_err();
         assert!(
             e.to_string().contains(why),
             "width {width} v_off {v_off}: {e}"
         );
     }
+    // The steps before it: a cache of partial rows, n_rot past the rotary part, a query
+    // part wider than mla_absorb_t stages, no tokens.
+    let d = MlaDims {
+        n_heads: 4,
+        nope: 128,
+        pe: 64,
+        kvr: 512,
+    };
+    let rope = |n_rot| RopeParams {
+        n_rot,
+        freq_base: 10000.0,
+        freq_scale: 1.0,
+        neox: false,
+        yarn: None,
+    };
+    let (kv, norm) = (
+        gpu.zeros::<f32>(576).unwrap(),
+        gpu.zeros::<f32>(512).unwrap(),
+    );
+    let mut odd = gpu.zeros::<u16>(577).unwrap();
+    let e = gpu
+        .mla_store_latent(&kv, &norm, &mut odd, &pos, 1, &d, 1e-6, &rope(64))
+        .unwrap_err();
+    assert!(e.to_string().contains("whole rows"), "{e}");
+    let mut c = gpu.zeros::<u16>(576).unwrap();
+    let e = gpu
+        .mla_store_latent(&kv, &norm, &mut c, &pos, 1, &d, 1e-6, &rope(128))
+        .unwrap_err();
+    assert!(e.to_string().contains("n_rot"), "{e}");
+    let e = gpu
+        .mla_store_latent(&kv, &norm, &mut c, &pos, 0, &d, 1e-6, &rope(64))
+        .unwrap_err();
+    assert!(e.to_string().contains("ntok"), "{e}");
+    let wide = MlaDims { nope: 600, ..d };
+    let (w, x) = (
+        gpu.zeros::<u8>(4 * 600 * 512 * 2).unwrap(),
+        gpu.zeros::<f32>(4 * 600).unwrap(),
+    );
+    let mut lat = gpu.zeros::<f32>(4 * 512).unwrap();
+    let e = gpu
+        .mla_absorb_t(GgmlType::F16, &w, &x, &mut lat, 4, &wide)
+        .unwrap_err();
+    assert!(e.to_string().contains("qk_nope"), "{e}");
 }

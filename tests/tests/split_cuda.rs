@@ -194,8 +194,10 @@ fn smollm2_on_the_gpu_gives_the_cpu_answer_for_every_num_gpu() {
 }
 
 // Mixture-of-experts on a real GPU: the tiny qwen3moe golden files (Q8_0, Q4_0 and Q4_K
-// experts) with their blocks on the first CUDA device, whole and split across it and the
-// CPU, give the all-CPU run's answer: teacher-forced logits within a derived tolerance at
+// experts) and the deepseek2 ones (latent attention: with q_lora and split attn_k_b/attn_v_b
+// under YaRN, the same weights as attn_kv_b, and a Lite file with attn_q and attn_kv_b) with
+// their blocks on the first CUDA device, whole and split across it and the CPU, give the
+// all-CPU run's answer: teacher-forced logits within a derived tolerance at
 // every position, greedy tokens equal until a near tie. Skips (passes) without a CUDA
 // device.
 //
@@ -217,10 +219,13 @@ fn smollm2_on_the_gpu_gives_the_cpu_answer_for_every_num_gpu() {
 const MOE_S_MAX: f32 = 0.25;
 const MOE_TOL: f32 = 2.0 * MOE_S_MAX;
 const MOE_GREEDY: usize = 8;
-const FILES: [&str; 3] = [
+const FILES: [&str; 6] = [
     "tiny-qwen3moe-q8_0",
     "tiny-qwen3moe-q4_0",
     "tiny-qwen3moe-q4_k",
+    "tiny-deepseek2",
+    "tiny-deepseek2-kvb",
+    "tiny-deepseek2-lite",
 ];
 
 /// Teacher-forced logits of `seq`, then greedy tokens after `prompt` with the logits each
@@ -271,7 +276,7 @@ fn moe_compare(cpu: &Answer, got: &Answer, what: &str) -> f32 {
 }
 
 #[test]
-fn qwen3moe_on_the_gpu_whole_and_split_gives_the_cpu_answer() {
+fn moe_and_mla_on_the_gpu_whole_and_split_give_the_cpu_answer() {
     let Some(gpu) = cuda() else { return };
     eprintln!("device: {} ({})", gpu.name(), gpu.model);
     for stem in FILES {

@@ -290,7 +290,7 @@ impl Gpu {
 
     fn launch_experts<X>(
         &self,
-        (name, cfg, [nc, nr, ne, spx]): ExpertsLaunch,
+        (name, cfg, [nc, nr, ne, ns, spx]): ExpertsLaunch,
         w: &DeviceBuffer<u8>,
         ids: &DeviceBuffer<u32>,
         x: &cudarc::driver::CudaSlice<X>,
@@ -306,16 +306,18 @@ impl Gpu {
             .arg(&nc)
             .arg(&nr)
             .arg(&ne)
+            .arg(&ns)
             .arg(&spx);
         // SAFETY: matvec_experts.cu's kernels take (w, ids, x, y, ncols, nrows, n_expert,
-        // slots_per_x); sizes checked by experts_config, ids checked in the kernel.
+        // n_slot, slots_per_x); sizes checked by experts_config, ids checked in the kernel.
         unsafe { b.launch(cfg) }.during(op)?;
         Ok(())
     }
 }
 
-/// An expert matvec's kernel, launch, and (ncols, nrows, n_expert, slots_per_x) as `int`s.
-type ExpertsLaunch = (String, LaunchConfig, [i32; 4]);
+/// An expert matvec's kernel, launch, and (ncols, nrows, n_expert, n_slot, slots_per_x) as
+/// `int`s.
+type ExpertsLaunch = (String, LaunchConfig, [i32; 5]);
 
 /// The kernel and launch of an expert matvec, after checking the operands: `w` holds the
 /// stack, `ids` the slots, `x_len` and `y_len` the vectors read and written.
@@ -337,17 +339,21 @@ fn experts_config(
     need(op, "ids", ids.len(), slots.n_slot)?;
     need_x(op, ty, x_len, stack.ncols, slots.n_x())?;
     need(op, "y", y_len, stack.nrows * slots.n_slot)?;
-    let cfg = geometry(
+    // Slots past 65535 go on along grid.z (matvec_experts.cu).
+    let (y, z) = (slots.n_slot.min(65535), slots.n_slot.div_ceil(65535));
+    let mut cfg = geometry(
         op,
         ty,
         &MatvecShape::DEFAULT,
         (stack.ncols, stack.nrows),
-        ("n_slot", slots.n_slot),
+        ("n_slot", y),
     )?;
+    cfg.grid_dim.2 = grid_yz(op, "n_slot / 65535", z)?;
     let ints = [
         as_i32(op, "ncols", stack.ncols)?,
         as_i32(op, "nrows", stack.nrows)?,
         as_i32(op, "n_expert", stack.n_expert)?,
+        as_i32(op, "n_slot", slots.n_slot)?,
         as_i32(op, "slots_per_x", slots.slots_per_x)?,
     ];
     Ok((name, cfg, ints))

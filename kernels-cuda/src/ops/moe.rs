@@ -60,7 +60,7 @@ impl ExpertSlots {
 }
 
 /// One CTA of `threads` per item: `n` (1 ..= i32::MAX) CTAs along x.
-fn row_grid(
+pub(super) fn row_grid(
     op: &'static str,
     what: &str,
     n: usize,

@@ -1,5 +1,7 @@
 use cudarc::driver::PushKernelArg;
 
+use strata_kernels_cpu::ops::Yarn;
+
 use super::{as_i32, grid_1d, need};
 use crate::error::{CudaError, DriverContext};
 use crate::{AttentionShape, DeviceBuffer, Gpu};
@@ -16,6 +18,41 @@ pub struct RopeParams {
     pub freq_scale: f32,
     /// NeoX pairs (i, i + n_rot/2) instead of adjacent pairs (2i, 2i+1).
     pub neox: bool,
+    /// YaRN context extension, as the CPU's `Rope::yarn`.
+    pub yarn: Option<Yarn>,
+}
+
+impl RopeParams {
+    /// rope.cuh's ROPE_PARAMS for heads of `head_dim`: theta_scale (base^(−2/n_rot) in f32,
+    /// as the CPU reference forms it, multiplied in once per pair), freq_scale, and YaRN's
+    /// ext_factor, correction range and mscale (0, 0, 0, 1 without it). An error (naming
+    /// `op`) if `n_rot` cannot rotate heads of `head_dim`.
+    pub fn kernel_args(&self, op: &'static str, head_dim: usize) -> Result<[f32; 6], CudaError> {
+        if !self.n_rot.is_multiple_of(2) || self.n_rot > head_dim || self.n_rot == 0 {
+            return Err(CudaError::shape(
+                op,
+                format!(
+                    "n_rot = {} must be even, nonzero and at most head_dim = {head_dim}",
+                    self.n_rot
+                ),
+            ));
+        }
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let y = self.yarn.unwrap_or(Yarn {
+            ext_factor: 0.0,
+            low: 0.0,
+            high: 0.0,
+            mscale: 1.0,
+        });
+        Ok([
+            theta_scale,
+            self.freq_scale,
+            y.ext_factor,
+            y.low,
+            y.high,
+            y.mscale,
+        ])
+    }
 }
 
 impl Gpu {
@@ -29,7 +66,7 @@ impl Gpu {
         head_dim: usize,
         p: &RopeParams,
     ) -> Result<(), CudaError> {
-        let theta_scale = theta_scale(OP, p, head_dim)?;
+        let angle = p.kernel_args(OP, head_dim)?;
         need(OP, "x", x.len(), ntok * nhead * head_dim)?;
         need(OP, "pos", pos.len(), ntok)?;
         let (nt, nh, hd, nr) = (
@@ -47,7 +84,9 @@ impl Gpu {
             .arg(&nh)
             .arg(&hd)
             .arg(&nr);
-        b.arg(&theta_scale).arg(&p.freq_scale);
+        for a in &angle {
+            b.arg(a);
+        }
         // SAFETY: matches rope.cu's signature; sizes checked above.
         unsafe { b.launch(grid_1d(ntok * nhead * p.n_rot / 2, 256)) }.during(OP)?;
         Ok(())
@@ -70,7 +109,7 @@ impl Gpu {
         p: &RopeParams,
     ) -> Result<(), CudaError> {
         const OP: &str = "rope_store_kv";
-        let theta_scale = theta_scale(OP, p, s.head_dim)?;
+        let angle = p.kernel_args(OP, s.head_dim)?;
         if !s.head_dim.is_multiple_of(2) {
             return Err(CudaError::shape(
                 OP,
@@ -113,27 +152,14 @@ impl Gpu {
             .arg(kc.slice_mut())
             .arg(vc.slice_mut())
             .arg(pos.slice());
-        b.arg(&nt).arg(&nh).arg(&nkv).arg(&hd).arg(&nr);
-        b.arg(&theta_scale).arg(&p.freq_scale).arg(&n_ctx);
+        b.arg(&nt).arg(&nh).arg(&nkv).arg(&hd).arg(&nr).arg(&n_ctx);
+        for a in &angle {
+            b.arg(a);
+        }
         let threads = s.ntok * (s.nhead + 2 * s.nkv) * (s.head_dim / 2);
         // SAFETY: matches rope.cu's ROPE_STORE signature; q, k, v and pos sizes checked
         // above, cache rows bounded in the kernel.
         unsafe { b.launch(grid_1d(threads, 256)) }.during(OP)?;
         Ok(())
     }
-}
-
-/// base^(−2/n_rot) in f32, as the CPU reference forms it (multiplied in once per pair), or
-/// an error if `n_rot` cannot rotate heads of `head_dim`.
-fn theta_scale(op: &'static str, p: &RopeParams, head_dim: usize) -> Result<f32, CudaError> {
-    if !p.n_rot.is_multiple_of(2) || p.n_rot > head_dim || p.n_rot == 0 {
-        return Err(CudaError::shape(
-            op,
-            format!(
-                "n_rot = {} must be even, nonzero and at most head_dim = {head_dim}",
-                p.n_rot
-            ),
-        ));
-    }
-    Ok(p.freq_base.powf(-2.0 / p.n_rot as f32))
 }

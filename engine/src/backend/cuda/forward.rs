@@ -1,14 +1,17 @@
 //! A block and the output layer on the GPU: the same steps as the host's forward pass
 //! (`backend::host::block`), with `strata-kernels-cuda` launches on the device's one stream.
 
+use strata_kernels_cpu::ops::MlaShape;
 use strata_kernels_cuda::{
-    AttentionShape, CudaError, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, RopeParams,
+    AttentionShape, CudaError, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, MlaDims, RopeParams,
 };
 
 use std::ops::Range;
 
-use super::weights::GpuKv;
-use super::weights::{FfnKind, GpuAttention, GpuBlock, GpuDense, GpuFfn, GpuMatrix, GpuScratch};
+use super::weights::{
+    AttentionKind, FfnKind, GpuAttention, GpuBlock, GpuDense, GpuFfn, GpuGqa, GpuKv, GpuMatrix,
+    GpuMla, GpuScratch, MlaQuery,
+};
 use super::{CudaBackend, MATVEC_MAX_BATCH};
 use crate::backend::Exchange;
 use crate::config::ModelConfig;
@@ -318,8 +321,32 @@ pub(super) fn queue_attention(
     rope: &RopeParams,
     n: usize,
 ) -> Result<(), CudaError> {
-    let (e, qd, kvd, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
-    let mut xq_ready = norm(g, &w.norm, &w.wq, s, n, cfg.rms_eps)?;
+    match (&w.kind, kv) {
+        (AttentionKind::Gqa(a), GpuKv::Gqa { k, v }) => {
+            queue_gqa(g, &w.norm, a, s, (k, v), cfg, rope, n)?
+        }
+        (AttentionKind::Mla(a), GpuKv::Latent(cache)) => {
+            queue_mla(g, &w.norm, a, s, cache, cfg, rope, n)?
+        }
+        _ => return Err(missing("KV cache of this block's kind of attention")),
+    }
+    g.add(&mut s.x, &s.out, n * cfg.n_embd)
+}
+
+/// Grouped-query attention of `rms_norm(x)` into `s.out`.
+#[allow(clippy::too_many_arguments)]
+fn queue_gqa(
+    g: &Gpu,
+    norm_w: &DeviceBuffer<f32>,
+    w: &GpuGqa,
+    s: &mut GpuScratch,
+    (kc, vc): (&mut DeviceBuffer<u16>, &mut DeviceBuffer<u16>),
+    cfg: &ModelConfig,
+    rope: &RopeParams,
+    n: usize,
+) -> Result<(), CudaError> {
+    let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+    let mut xq_ready = norm(g, norm_w, &w.wq, s, n, cfg.rms_eps)?;
     mul(g, &w.wq, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.q)?;
     mul(g, &w.wk, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.k)?;
     mul(g, &w.wv, &s.xn, &mut s.xq, &mut xq_ready, n, &mut s.v)?;
@@ -341,17 +368,117 @@ pub(super) fn queue_attention(
         nkv: cfg.n_head_kv,
         head_dim: hd,
     };
-    g.rope_store_kv(
-        &mut s.q, &mut s.k, &s.v, &mut kv.k, &mut kv.v, &s.pos, &shape, rope,
-    )?;
+    g.rope_store_kv(&mut s.q, &mut s.k, &s.v, kc, vc, &s.pos, &shape, rope)?;
     let mut xq_ready = reads_q8_1(&w.wo, n) && hd.is_multiple_of(32);
     if xq_ready {
-        g.attention_q8_1(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &mut s.xq, &shape)?;
+        g.attention_q8_1(&s.q, kc, vc, &s.pos, &mut s.attn, &mut s.xq, &shape)?;
     } else {
-        g.attention(&s.q, &kv.k, &kv.v, &s.pos, &mut s.attn, &shape)?;
+        g.attention(&s.q, kc, vc, &s.pos, &mut s.attn, &shape)?;
     }
-    mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)?;
-    g.add(&mut s.x, &s.out, n * e)
+    mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)
+}
+
+/// Multi-head latent attention of `rms_norm(x)` into `s.out`, in the absorbed form, as the
+/// CPU's `mla`: the queries (through q_lora's norm where the file has one) and the latent
+/// with the rotary key from the same normalised rows; the cache row stored; each head's
+/// query split, its nope part absorbed into the latent space (through attn_k_b, or attn_kv_b
+/// read transposed) into `q_lat` while `q_pe` holds the rotated part; attention over the
+/// cached rows into `s.attn` (each head's latent output); each head's value through its v
+/// rows into `s.v`; the output projection. A head's product is an expert product: the heads
+/// an expert stack, a (token, head) pair a slot, all in one launch.
+#[allow(clippy::too_many_arguments)]
+fn queue_mla(
+    g: &Gpu,
+    norm_w: &DeviceBuffer<f32>,
+    w: &GpuMla,
+    s: &mut GpuScratch,
+    cache: &mut DeviceBuffer<u16>,
+    cfg: &ModelConfig,
+    rope: &RopeParams,
+    n: usize,
+) -> Result<(), CudaError> {
+    let m = cfg.mla.as_ref().ok_or_else(|| missing("MLA widths"))?;
+    let nh = cfg.n_head;
+    let d = MlaDims {
+        n_heads: nh,
+        nope: m.qk_nope,
+        pe: m.qk_rope,
+        kvr: m.kv_lora_rank,
+    };
+    let GpuScratch {
+        xn,
+        xq,
+        q,
+        k,
+        v,
+        attn,
+        out,
+        pos,
+        mla: ms,
+        x,
+        ..
+    } = s;
+    let ms = ms.as_mut().ok_or_else(|| missing("MLA scratch"))?;
+    // attn_q (or attn_q_a) and attn_kv_a_mqa share the normalised rows' q8_1.
+    let first = match &w.q {
+        MlaQuery::Full(wq) => wq,
+        MlaQuery::LowRank { a, .. } => a,
+    };
+    let mut xq_ready = if reads_q8_1(first, n) {
+        g.rms_norm_q8_1(x, norm_w, xn, xq, n, cfg.rms_eps)?;
+        true
+    } else {
+        g.rms_norm(x, norm_w, xn, n, cfg.rms_eps)?;
+        false
+    };
+    match &w.q {
+        MlaQuery::Full(wq) => mul(g, wq, xn, xq, &mut xq_ready, n, q)?,
+        MlaQuery::LowRank { a, .. } => mul(g, a, xn, xq, &mut xq_ready, n, k)?,
+    }
+    mul(g, &w.kv_a, xn, xq, &mut xq_ready, n, &mut ms.kv_a)?;
+    if let MlaQuery::LowRank {
+        norm: qa_norm, b, ..
+    } = &w.q
+    {
+        g.rms_norm(k, qa_norm, v, n, cfg.rms_eps)?;
+        let mut ready = false;
+        mul(g, b, v, xq, &mut ready, n, q)?;
+    }
+    g.mla_store_latent(&ms.kv_a, &w.kv_a_norm, cache, pos, n, &d, cfg.rms_eps, rope)?;
+
+    // Each head's nope part into `attn` (free until the attention writes it), then absorbed.
+    g.mla_split_q(q, attn, &mut ms.q_pe, pos, n, &d, rope)?;
+    let slots = ExpertSlots {
+        n_slot: n * nh,
+        slots_per_x: 1,
+    };
+    if w.k_transposed {
+        g.mla_absorb_t(w.k.ty, &w.k.data, attn, &mut ms.q_lat, n * nh, &d)?;
+    } else {
+        let mut ready = false;
+        experts(
+            g,
+            &w.k,
+            nh,
+            &ms.heads,
+            attn,
+            xq,
+            &mut ready,
+            &mut ms.q_lat,
+            &slots,
+        )?;
+    }
+    let shape = MlaShape {
+        n_tokens: n,
+        n_heads: nh,
+        v_off: d.pe,
+        scale: cfg.mla_scale(),
+    };
+    g.mla_attention(&ms.q_pe, &ms.q_lat, cache, d.pe + d.kvr, pos, attn, &shape)?;
+    let mut ready = false;
+    experts(g, &w.v, nh, &ms.heads, attn, xq, &mut ready, v, &slots)?;
+    let mut ready = false;
+    mul(g, &w.wo, v, xq, &mut ready, n, out)
 }
 
 /// The FFN's input, as the CPU's `ffn_route`: the last `m` of the `n` rows of `s.x`

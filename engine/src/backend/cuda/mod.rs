@@ -1,8 +1,8 @@
 //! The CUDA backend of an accelerator: a real GPU holds its blocks' weights (or the parts
 //! of a block placed on it: attention, FFN, a range of routed experts), their f16 KV caches
 //! and its own scratch in device memory, and runs them (and the output layer, if placed
-//! there) with `strata-kernels-cuda`: dense and qwen3moe blocks; deepseek2's latent
-//! attention is refused at load. Activations cross to and from it only at the runner's
+//! there) with `strata-kernels-cuda`: dense, qwen3moe and deepseek2 blocks (latent
+//! attention in its absorbed form, over an f16 latent cache). Activations cross to and from it only at the runner's
 //! explicit copies and exchanges, as with any device.
 //!
 //! Arithmetic differs from the CPU's in the order of f32 sums and in one pairing: the GPU
@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{
-    CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM, MOE_MAX_EXPERTS,
-    MOE_MAX_USED,
+    CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM, MLA_MAX_LATENT,
+    MLA_MAX_NOPE, MLA_MAX_WIDTH, MOE_MAX_EXPERTS, MOE_MAX_USED,
 };
 
 use crate::backend::interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
@@ -77,25 +77,25 @@ impl CudaBackend {
     /// its forward pass on CUDA has not yet run on a GPU (an explicit `-ngl N` still puts
     /// it there).
     pub fn untried(cfg: &ModelConfig) -> Option<String> {
-        cfg.moe.as_ref().map(|_| {
-            format!(
-                "the CUDA forward pass of {} expert blocks has not yet run on a GPU \
-                 (-ngl N puts blocks there anyway)",
-                cfg.arch
-            )
-        })
+        let what = match (&cfg.mla, &cfg.moe) {
+            (Some(_), _) => "latent-attention and expert",
+            (None, Some(_)) => "expert",
+            (None, None) => return None,
+        };
+        Some(format!(
+            "the CUDA forward pass of {} {what} blocks has not yet run on a GPU \
+             (-ngl N puts blocks there anyway)",
+            cfg.arch
+        ))
     }
 
     /// Why the GPU kernels cannot run a model of `cfg`, if they cannot: said at load, not at
     /// the first token.
     pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
-        let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.ffn_width());
+        let widest = weights::widest_input(cfg);
         let moe = cfg.moe.as_ref();
-        if cfg.mla.is_some() {
-            Some(format!(
-                "{} blocks (latent attention) have no GPU forward pass yet",
-                cfg.arch
-            ))
+        if let Some(why) = cfg.mla.as_ref().and_then(Self::mla_unsupported) {
+            Some(why)
         } else if let Some(m) = moe.filter(|m| m.n_expert > MOE_MAX_EXPERTS) {
             Some(format!(
                 "{} experts (the CUDA router takes at most {MOE_MAX_EXPERTS})",
@@ -106,8 +106,6 @@ impl CudaBackend {
                 "{} experts a token (the CUDA router chooses at most {MOE_MAX_USED})",
                 m.n_expert_used
             ))
-        } else if cfg.yarn_orig_ctx.is_some() {
-            Some("YaRN rope scaling (the CUDA RoPE has no YaRN yet)".into())
         } else if cfg.head_dim > MAX_HEAD_DIM {
             Some(format!(
                 "head_dim {} (the CUDA attention takes at most {MAX_HEAD_DIM})",
@@ -126,6 +124,26 @@ impl CudaBackend {
             None
         }
     }
+
+    /// Why the CUDA latent attention cannot run widths `m`, if it cannot.
+    fn mla_unsupported(m: &crate::config::Mla) -> Option<String> {
+        let width = m.row_width();
+        if width > MLA_MAX_WIDTH || m.kv_lora_rank > MLA_MAX_LATENT {
+            Some(format!(
+                "latent rows of {} + {} values (the CUDA MLA attention takes at most \
+                 {MLA_MAX_WIDTH}, a latent of at most {MLA_MAX_LATENT})",
+                m.qk_rope, m.kv_lora_rank
+            ))
+        } else if m.qk_nope > MLA_MAX_NOPE || m.qk_nope > m.kv_lora_rank {
+            Some(format!(
+                "a query part of {} values to absorb (the CUDA MLA takes at most \
+                 {MLA_MAX_NOPE}, and no more than the latent's {})",
+                m.qk_nope, m.kv_lora_rank
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 impl Backend for CudaBackend {
@@ -138,8 +156,7 @@ impl Backend for CudaBackend {
             .iter()
             .map(|p| p.cost.bytes)
             .sum();
-        let nx = src.model.cfg.moe.as_ref().map_or(0, |m| m.n_expert);
-        self.upload_block(i, &src.model.blocks[i], parts, nx, planned)
+        self.upload_block(i, &src.model.blocks[i], parts, &src.model.cfg, planned)
     }
 
     fn hold_output(&mut self, src: &Source) -> Result<(), BackendError> {
@@ -196,6 +213,7 @@ impl Backend for CudaBackend {
             freq_base: r.freq_base,
             freq_scale: r.freq_scale,
             neox: r.neox,
+            yarn: r.yarn,
         };
         match unit {
             // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
@@ -326,6 +344,87 @@ mod tests {
     }
 
     #[test]
+    fn an_older_files_kv_b_is_cut_into_each_heads_k_rows_and_v_rows() {
+        use crate::model::Matrix;
+        // 2 heads of 3 k rows and 2 v rows, each row of F16 [r, r] (4 bytes: row r's id).
+        let data: Vec<u8> = (0..10u8).flat_map(|r| [r, 0, r, 0]).collect();
+        let kv_b = Matrix {
+            ty: GgmlType::F16,
+            rows: 10,
+            cols: 2,
+            data: &data,
+            packed: false,
+        };
+        let (k, v) = weights::split_kv_b(&kv_b, 2, 3, 2).unwrap();
+        let ids = |b: &[u8]| b.chunks_exact(4).map(|r| r[0]).collect::<Vec<_>>();
+        assert_eq!((k.rows, ids(&k.data)), (6, vec![0, 1, 2, 5, 6, 7]));
+        assert_eq!((v.rows, ids(&v.data)), (4, vec![3, 4, 8, 9]));
+        // Rows that are not heads × (k + v): none.
+        assert!(weights::split_kv_b(&kv_b, 2, 3, 3).is_none());
+    }
+
+    /// A deepseek2 configuration: `(n_embd, n_layer, n_head, n_ff)`, MLA `(q_lora, kv_lora)`
+    /// with heads of 128 + 64 and values of 128, `(n_expert, n_used, n_ff_exp, n_shared)`.
+    fn deepseek2(
+        (n_embd, n_head, n_ff): (usize, usize, usize),
+        (q_lora_rank, kv_lora_rank): (usize, usize),
+        (n_expert, n_expert_used, n_ff_exp, n_shared): (usize, usize, usize, usize),
+    ) -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Deepseek2,
+            n_embd,
+            n_ff,
+            n_head,
+            n_head_kv: n_head,
+            head_dim: 192,
+            n_rot: 64,
+            n_vocab: 129280,
+            tied_output: false,
+            mla: Some(crate::config::Mla {
+                q_lora_rank,
+                kv_lora_rank,
+                qk_nope: 128,
+                qk_rope: 64,
+                v_head: 128,
+                split_kv_b: true,
+            }),
+            moe: Some(crate::config::Moe {
+                n_expert,
+                n_expert_used,
+                n_ff_exp,
+                n_shared,
+                n_dense_lead: 1,
+                gating: strata_kernels_cpu::ops::Gating::Sigmoid,
+                norm_weights: true,
+                weights_scale: 2.5,
+                groups: None,
+            }),
+            ..smollm2_like()
+        }
+    }
+
+    #[test]
+    fn the_gpu_scratch_fits_the_planned_bytes_for_deepseek_models() {
+        // DeepSeek-R1 (128 heads, q_lora 1536, 256 experts of 2048) and V2-Lite (16 heads,
+        // no q_lora, 64 experts of 1408), one token to a long batch: the q8_1 rows of every
+        // head and the 4-byte entries fit the reservation the planner counts.
+        let r1 = deepseek2((7168, 128, 18432), (1536, 512), (256, 8, 2048, 1));
+        let lite = deepseek2((2048, 16, 10944), (0, 512), (64, 6, 1408, 2));
+        for (name, cfg) in [("R1", r1), ("V2-Lite", lite)] {
+            assert_eq!(CudaBackend::unsupported(&cfg), None, "{name}");
+            for n_batch in [1, 8, 512, 2048] {
+                let layout = ScratchLayout::new(&cfg, n_batch, 1);
+                let (xq, ints) = weights::quantized_bytes(&cfg, &layout);
+                assert!(
+                    xq + ints <= layout.act_q_bytes,
+                    "{name} n_batch {n_batch}: {xq} + {ints} > {}",
+                    layout.act_q_bytes
+                );
+            }
+        }
+    }
+
+    #[test]
     fn models_the_kernels_cannot_run_are_named_at_load() {
         assert_eq!(CudaBackend::unsupported(&smollm2_like()), None);
         let wide_heads = ModelConfig {
@@ -368,6 +467,32 @@ mod tests {
         assert!(e.contains("512 experts") && e.contains("256"), "{e}");
         let e = CudaBackend::unsupported(&moe(128, 40)).unwrap();
         assert!(e.contains("40 experts a token") && e.contains("32"), "{e}");
+        // Latent attention: DeepSeek-R1's widths run (auto keeps them on the CPU until a
+        // GPU has run them); a latent wider than the attention kernel's rows is named.
+        let mla = |kv_lora_rank, qk_nope| ModelConfig {
+            arch: Arch::Deepseek2,
+            n_head: 128,
+            n_head_kv: 128,
+            head_dim: qk_nope + 64,
+            n_rot: 64,
+            mla: Some(crate::config::Mla {
+                q_lora_rank: 1536,
+                kv_lora_rank,
+                qk_nope,
+                qk_rope: 64,
+                v_head: 128,
+                split_kv_b: true,
+            }),
+            ..smollm2_like()
+        };
+        assert_eq!(CudaBackend::unsupported(&mla(512, 128)), None);
+        assert!(CudaBackend::untried(&mla(512, 128))
+            .unwrap()
+            .contains("latent-attention"));
+        let e = CudaBackend::unsupported(&mla(1024, 128)).unwrap();
+        assert!(e.contains("64 + 1024") && e.contains("576"), "{e}");
+        let e = CudaBackend::unsupported(&mla(256, 384)).unwrap();
+        assert!(e.contains("384") && e.contains("256"), "{e}");
         let huge_ff = ModelConfig {
             n_ff: 65536,
             ..smollm2_like()

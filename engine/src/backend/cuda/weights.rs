@@ -12,7 +12,7 @@ use crate::backend::interface::{BackendError, Parts};
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
-use crate::model::{Attention, BlockWeights, Dense, Ffn, Matrix};
+use crate::model::{Attention, BlockWeights, Dense, Ffn, Matrix, MlaWeights};
 
 /// A weight matrix in device memory, in the file's format.
 pub struct GpuMatrix {
@@ -31,8 +31,19 @@ pub struct GpuBlock {
     pub experts: Option<GpuExperts>,
 }
 
+/// The attention's norm and its weights: grouped-query heads, or DeepSeek's latent
+/// attention.
 pub struct GpuAttention {
     pub norm: DeviceBuffer<f32>,
+    pub kind: AttentionKind,
+}
+
+pub enum AttentionKind {
+    Gqa(GpuGqa),
+    Mla(GpuMla),
+}
+
+pub struct GpuGqa {
     pub wq: GpuMatrix,
     pub wk: GpuMatrix,
     pub wv: GpuMatrix,
@@ -42,6 +53,32 @@ pub struct GpuAttention {
     pub bv: Option<DeviceBuffer<f32>>,
     pub q_norm: Option<DeviceBuffer<f32>>,
     pub k_norm: Option<DeviceBuffer<f32>>,
+}
+
+/// Multi-head latent attention's weights, in the shapes its absorbed forward pass reads.
+pub struct GpuMla {
+    pub q: MlaQuery,
+    /// attn_kv_a_mqa: the latent, then the rotary key.
+    pub kv_a: GpuMatrix,
+    pub kv_a_norm: DeviceBuffer<f32>,
+    /// Each head's k part, one head after the other: a newer file's attn_k_b (`kv_lora`
+    /// rows of `qk_nope` a head, an expert-style stack), or the k rows of an older file's
+    /// attn_kv_b (`qk_nope` rows of `kv_lora` a head, read transposed).
+    pub k: GpuMatrix,
+    pub k_transposed: bool,
+    /// Each head's v rows (`v_head` of `kv_lora` a head): attn_v_b, or attn_kv_b's v rows.
+    pub v: GpuMatrix,
+    pub wo: GpuMatrix,
+}
+
+/// The queries' projection: attn_q, or attn_q_a, its norm and attn_q_b (`q_lora_rank` > 0).
+pub enum MlaQuery {
+    Full(GpuMatrix),
+    LowRank {
+        a: GpuMatrix,
+        norm: DeviceBuffer<f32>,
+        b: GpuMatrix,
+    },
 }
 
 /// A SwiGLU FFN's three matrices: a dense FFN, or the shared experts of a MoE block.
@@ -106,11 +143,16 @@ pub struct GpuOutput {
     pub w: GpuMatrix,
 }
 
-/// One block's KV cache: keys and values as f16 bits, position-major
-/// (`n_ctx × n_head_kv × head_dim`), the layout `attention_f16` reads.
-pub struct GpuKv {
-    pub k: DeviceBuffer<u16>,
-    pub v: DeviceBuffer<u16>,
+/// One block's cache, as f16 bits, position-major: keys and values (`n_ctx × n_head_kv ×
+/// head_dim` each, the layout `attention_f16` reads), or under MLA one row of rotary key and
+/// latent a position (`n_ctx × (qk_rope + kv_lora_rank)`, the layout `mla_attention_f16`
+/// reads).
+pub enum GpuKv {
+    Gqa {
+        k: DeviceBuffer<u16>,
+        v: DeviceBuffer<u16>,
+    },
+    Latent(DeviceBuffer<u16>),
 }
 
 /// The f32 buffers of [`ScratchLayout`], plus the q8_1 activations and the token positions
@@ -134,6 +176,48 @@ pub struct GpuScratch {
     pub pos_written: Option<(usize, usize)>,
     /// A MoE model's routing and expert buffers.
     pub moe: Option<MoeScratch>,
+    /// An MLA model's buffers.
+    pub mla: Option<MlaScratch>,
+}
+
+/// The buffers latent attention adds to the scratch: the layout's `kv_row` and its
+/// `q_latent` cut in two, and the heads' ids inside its quantized activations' bytes.
+pub struct MlaScratch {
+    /// attn_kv_a_mqa's output, `n_batch × (kv_lora_rank + qk_rope)`.
+    pub kv_a: DeviceBuffer<f32>,
+    /// Each head's query: the rotary part (`n_batch × n_head × qk_rope`) and the part
+    /// absorbed into the latent space (`n_batch × n_head × kv_lora_rank`).
+    pub q_pe: DeviceBuffer<f32>,
+    pub q_lat: DeviceBuffer<f32>,
+    /// 0 … n_head − 1 for every token: the heads' products run as expert products, a head
+    /// an "expert" and a (token, head) pair a slot.
+    pub heads: DeviceBuffer<u32>,
+}
+
+/// The widest row a product's input has (its q8_1 activations are this wide a token): the
+/// residual, the queries, the FFN's hidden layer, and under MLA the heads' values.
+pub(super) fn widest_input(cfg: &ModelConfig) -> usize {
+    let values = cfg.mla.as_ref().map_or(0, |m| cfg.n_head * m.v_head);
+    cfg.n_embd.max(cfg.q_dim()).max(cfg.ffn_width()).max(values)
+}
+
+/// What the GPU keeps inside the layout's `act_q_bytes` (4 bytes per value of the widest
+/// input): the q8_1 activations (36 bytes per 32 values: the widest input for every FFN
+/// row, and under MLA each head's own row for attn_k_b and attn_v_b), and 4-byte entries
+/// (a position per token, the experts' sort and a pass's routing, the heads' ids).
+pub(super) fn quantized_bytes(cfg: &ModelConfig, layout: &ScratchLayout) -> (usize, usize) {
+    let k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_used);
+    let ffn_rows = layout.n_batch.max(k);
+    let (heads, head_rows) = cfg.mla.as_ref().map_or((0, 0), |m| {
+        let rows = layout.n_batch * cfg.n_head;
+        (rows, q8_1_bytes(m.kv_lora_rank.max(m.qk_nope), rows))
+    });
+    let xq = q8_1_bytes(widest_input(cfg), ffn_rows).max(head_rows);
+    let sort = cfg
+        .moe
+        .as_ref()
+        .map_or(0, |m| 4 * (m.n_expert + 1 + 4 * ffn_rows));
+    (xq, 4 * layout.n_batch + sort + 4 * heads)
 }
 
 /// Allocations on one GPU for one buffer of the plan: a ledger reservation first, then the
@@ -194,12 +278,104 @@ impl Alloc<'_> {
         })
     }
 
+    /// An MLA block's weights; an older file's attn_kv_b is cut into its k rows and its v
+    /// rows (whole rows of the file's format, so the bytes are the plan's). `widths` =
+    /// (heads, qk_nope, v_head).
+    fn mla(
+        &self,
+        at: &MlaWeights<Matrix, std::borrow::Cow<[f32]>>,
+        i: usize,
+        widths: Option<(usize, usize, usize)>,
+    ) -> Result<GpuMla, BackendError> {
+        let missing = |what: &str| {
+            BackendError::Unsupported(format!("block {i}'s latent attention has no {what}"))
+        };
+        let q = match (&at.q, &at.q_a, &at.q_a_norm, &at.q_b) {
+            (Some(q), ..) => MlaQuery::Full(self.matrix(q)?),
+            (None, Some(qa), Some(norm), Some(qb)) => MlaQuery::LowRank {
+                a: self.matrix(qa)?,
+                norm: self.upload(norm)?,
+                b: self.matrix(qb)?,
+            },
+            _ => return Err(missing("attn_q, or attn_q_a with its norm and attn_q_b")),
+        };
+        let (k, k_transposed, v) = match (&at.k_b, &at.v_b, &at.kv_b) {
+            (Some(k_b), Some(v_b), _) => (self.matrix(k_b)?, false, self.matrix(v_b)?),
+            (_, _, Some(kv_b)) => {
+                let (nh, nope, vh) = widths.ok_or_else(|| missing("MLA widths"))?;
+                let (k, v) = split_kv_b(kv_b, nh, nope, vh).ok_or_else(|| {
+                    missing(&format!(
+                        "attn_kv_b of {nh} heads × ({nope} + {vh}) rows (it has {} rows)",
+                        kv_b.rows
+                    ))
+                })?;
+                (
+                    self.matrix(&k.view(kv_b))?,
+                    true,
+                    self.matrix(&v.view(kv_b))?,
+                )
+            }
+            _ => return Err(missing("attn_k_b and attn_v_b, or attn_kv_b")),
+        };
+        Ok(GpuMla {
+            q,
+            kv_a: self.matrix(&at.kv_a)?,
+            kv_a_norm: self.upload(&at.kv_a_norm)?,
+            k,
+            k_transposed,
+            v,
+            wo: self.matrix(&at.wo)?,
+        })
+    }
+
     fn opt(
         &self,
         v: &Option<std::borrow::Cow<[f32]>>,
     ) -> Result<Option<DeviceBuffer<f32>>, BackendError> {
         v.as_ref().map(|v| self.upload(v)).transpose()
     }
+}
+
+/// Rows of a matrix gathered from its row ranges, as bytes of the same format.
+pub(super) struct GatheredRows {
+    pub rows: usize,
+    pub data: Vec<u8>,
+}
+
+impl GatheredRows {
+    /// The gathered rows as a matrix of `like`'s format and width.
+    fn view<'a>(&'a self, like: &Matrix) -> Matrix<'a> {
+        Matrix {
+            rows: self.rows,
+            data: &self.data,
+            ..*like
+        }
+    }
+}
+
+/// An older MLA file's attn_kv_b (per head `nope` k rows, then `vh` v rows, of kv_lora
+/// values each) cut into every head's k rows and every head's v rows, in head order; `None`
+/// if it is not `heads × (nope + vh)` whole rows.
+pub(super) fn split_kv_b(
+    kv_b: &Matrix,
+    heads: usize,
+    nope: usize,
+    vh: usize,
+) -> Option<(GatheredRows, GatheredRows)> {
+    let per = nope + vh;
+    if kv_b.rows != heads * per || kv_b.packed || !kv_b.data.len().is_multiple_of(kv_b.rows) {
+        return None;
+    }
+    let row = kv_b.data.len() / kv_b.rows;
+    let (mut k, mut v) = (Vec::with_capacity(heads * nope * row), Vec::new());
+    v.reserve(heads * vh * row);
+    for head in kv_b.data.chunks_exact(per * row) {
+        let (hk, hv) = head.split_at(nope * row);
+        k.extend_from_slice(hk);
+        v.extend_from_slice(hv);
+    }
+    let rows = |n, data| GatheredRows { rows: n, data };
+    Some((rows(heads * nope, k), rows(heads * vh, v)))
 }
 
 impl CudaBackend {
@@ -220,30 +396,33 @@ impl CudaBackend {
         i: usize,
         w: &BlockWeights,
         parts: &Parts,
-        n_expert: usize,
+        cfg: &ModelConfig,
         planned: u64,
     ) -> Result<(), BackendError> {
+        let n_expert = cfg.moe.as_ref().map_or(0, |m| m.n_expert);
+        let mla_widths = cfg.mla.as_ref().map(|m| (cfg.n_head, m.qk_nope, m.v_head));
         let a = self.alloc(BufferKind::Weights, format!("weights of block {i}"));
         let r = a.reserve(planned)?;
         let attn = match (&w.attn, parts.attention) {
             (_, false) => None,
             (Attention::Gqa(at), true) => Some(GpuAttention {
                 norm: a.upload(&w.attn_norm)?,
-                wq: a.matrix(&at.wq)?,
-                wk: a.matrix(&at.wk)?,
-                wv: a.matrix(&at.wv)?,
-                wo: a.matrix(&at.wo)?,
-                bq: a.opt(&at.bq)?,
-                bk: a.opt(&at.bk)?,
-                bv: a.opt(&at.bv)?,
-                q_norm: a.opt(&at.q_norm)?,
-                k_norm: a.opt(&at.k_norm)?,
+                kind: AttentionKind::Gqa(GpuGqa {
+                    wq: a.matrix(&at.wq)?,
+                    wk: a.matrix(&at.wk)?,
+                    wv: a.matrix(&at.wv)?,
+                    wo: a.matrix(&at.wo)?,
+                    bq: a.opt(&at.bq)?,
+                    bk: a.opt(&at.bk)?,
+                    bv: a.opt(&at.bv)?,
+                    q_norm: a.opt(&at.q_norm)?,
+                    k_norm: a.opt(&at.k_norm)?,
+                }),
             }),
-            (Attention::Mla(_), true) => {
-                return Err(BackendError::Unsupported(format!(
-                    "block {i} on the GPU: its latent attention runs on the host only"
-                )))
-            }
+            (Attention::Mla(at), true) => Some(GpuAttention {
+                norm: a.upload(&w.attn_norm)?,
+                kind: AttentionKind::Mla(a.mla(at, i, mla_widths)?),
+            }),
         };
         let ffn = if parts.ffn {
             let kind = match &w.ffn {
@@ -296,7 +475,8 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Allocates block `i`'s f16 KV cache of `n_ctx` positions, reserving `planned` bytes.
+    /// Allocates block `i`'s f16 KV cache of `n_ctx` positions (under MLA its latent cache),
+    /// reserving `planned` bytes.
     pub(super) fn kv_cache(
         &mut self,
         i: usize,
@@ -304,18 +484,26 @@ impl CudaBackend {
         n_ctx: usize,
         planned: u64,
     ) -> Result<(), BackendError> {
-        let n = n_ctx * cfg.kv_dim();
-        if (4 * n) as u64 != planned {
+        // Values of f16 (2 bytes) in each of its buffers, and how many buffers.
+        let (n, buffers) = match &cfg.mla {
+            Some(m) => (n_ctx * m.row_width(), 1),
+            None => (n_ctx * cfg.kv_dim(), 2),
+        };
+        let bytes = 2 * buffers * n;
+        if bytes as u64 != planned {
             return Err(BackendError::Unsupported(format!(
-                "a CUDA KV cache of {n_ctx} positions holds {} bytes, the plan says {planned}",
-                4 * n
+                "a CUDA KV cache of {n_ctx} positions holds {bytes} bytes, the plan says {planned}"
             )));
         }
         let a = self.alloc(BufferKind::Kv, format!("KV cache of block {i}"));
         let r = a.reserve(planned)?;
-        let kv = GpuKv {
-            k: a.zeros(n)?,
-            v: a.zeros(n)?,
+        let kv = if cfg.mla.is_some() {
+            GpuKv::Latent(a.zeros(n)?)
+        } else {
+            GpuKv::Gqa {
+                k: a.zeros(n)?,
+                v: a.zeros(n)?,
+            }
         };
         self.kvs.insert(i, kv);
         self.held.push(r);
@@ -330,23 +518,15 @@ impl CudaBackend {
     ) -> Result<(), BackendError> {
         let a = self.alloc(BufferKind::Scratch, "scratch".into());
         let r = a.reserve(layout.bytes())?;
-        let widest = cfg.n_embd.max(cfg.q_dim()).max(cfg.ffn_width());
         let k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_used);
         // One token's experts each take a row of the FFN buffers (as in the layout).
         let ffn_rows = layout.n_batch.max(k);
-        let xq = q8_1_bytes(widest, ffn_rows);
-        let sort = cfg
-            .moe
-            .as_ref()
-            .map_or(0, |m| 4 * (m.n_expert + 1 + 4 * ffn_rows));
-        // q8_1 takes 36 bytes per 32 values, a position 4 bytes per token, and the experts'
-        // sort and a pass's routing 4 bytes an entry, inside the 4 bytes per value the
-        // layout reserves for quantized activations.
-        if xq + 4 * layout.n_batch + sort > layout.act_q_bytes {
+        let heads = cfg.mla.map_or(0, |_| layout.n_batch * cfg.n_head);
+        let (xq, ints) = quantized_bytes(cfg, &layout);
+        if xq + ints > layout.act_q_bytes {
             return Err(BackendError::Unsupported(format!(
-                "GPU scratch: {xq} bytes of q8_1 activations, {} of positions and {sort} of \
-                 the experts' sort and routing exceed the {} reserved",
-                4 * layout.n_batch,
+                "GPU scratch: {xq} bytes of q8_1 activations and {ints} of positions, the \
+                 experts' sort and routing and the heads' ids exceed the {} reserved",
                 layout.act_q_bytes
             )));
         }
@@ -367,6 +547,19 @@ impl CudaBackend {
                 chunk: ffn_rows / k.max(1),
             }),
         };
+        let mla = match &cfg.mla {
+            None => None,
+            Some(m) => {
+                let pe = layout.n_batch * cfg.n_head * m.qk_rope;
+                let ids: Vec<u32> = (0..heads).map(|s| (s % cfg.n_head) as u32).collect();
+                Some(MlaScratch {
+                    kv_a: z(layout.kv_row)?,
+                    q_pe: z(pe)?,
+                    q_lat: z(layout.q_latent - pe)?,
+                    heads: a.upload(&ids)?,
+                })
+            }
+        };
         let s = GpuScratch {
             layout,
             x: z(layout.x)?,
@@ -384,6 +577,7 @@ impl CudaBackend {
             pos: a.zeros(layout.n_batch)?,
             pos_written: None,
             moe,
+            mla,
         };
         self.scratch = Some(s);
         self.held.push(r);
