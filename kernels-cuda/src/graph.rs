@@ -14,6 +14,11 @@ pub struct GpuGraph {
     graph: CudaGraph,
 }
 
+// SAFETY: CUDA asks that no two threads use one graph at the same time (driver API, "Graph
+// object thread safety"); moving it to another thread is allowed. A `GpuGraph` is not Sync
+// and `launch` takes it by reference from its one owner, so uses never overlap.
+unsafe impl Send for GpuGraph {}
+
 impl std::fmt::Debug for GpuGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GpuGraph").finish_non_exhaustive()

@@ -249,8 +249,16 @@ pub trait Backend {
     /// The threads it computes on, if it has its own (a device posing with `--pose-gpus
     /// SIZE@THREADS`), and itself as a backend another thread may drive: work handed to it
     /// runs beside the caller's. `None`: it computes on the caller's threads (the CPU), or
-    /// cannot move (a CUDA device, whose work overlaps through its stream instead).
+    /// on hardware of its own ([`driven`](Backend::driven)).
     fn own_threads(&mut self) -> Option<OwnThreads<'_>> {
+        None
+    }
+
+    /// Itself, where it computes on hardware of its own (a GPU) and a host thread of its own
+    /// only queues its work and waits for it: the prefill pipeline drives it from such a
+    /// thread, so the GPU takes one micro-batch while the CPU computes another. `None` for
+    /// devices that compute on host threads.
+    fn driven(&mut self) -> Option<&mut (dyn Backend + Send)> {
         None
     }
 }

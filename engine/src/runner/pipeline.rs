@@ -20,7 +20,7 @@ use std::time::Instant;
 use super::forward::Pass;
 use super::trace;
 use super::{DeviceSlot, Placement, RunError};
-use crate::backend::{Backend, BackendError, OwnThreads, Unit};
+use crate::backend::{Backend, BackendError, Unit};
 use crate::ledger::DeviceId;
 
 /// What a stage runs, in order, on its device.
@@ -78,15 +78,29 @@ struct Msg {
     x: Vec<f32>,
 }
 
-/// Whether `placement` pipelines on `devices`: a layer split of whole blocks, on devices
-/// of which all but one compute on threads of their own (the one left runs on the
-/// caller's).
+/// Whether `placement` pipelines on `devices`: a layer split of whole blocks
+/// ([`splits_blocks`]), on devices of which all but one compute on threads of their own or
+/// on hardware of their own (a GPU, driven from a thread of its own); the one left runs on
+/// the caller's threads.
 pub(super) fn applies(placement: &Placement, devices: &mut [DeviceSlot]) -> bool {
     let on_callers = devices
         .iter_mut()
-        .filter_map(|d| d.backend.own_threads().is_none().then_some(()))
+        .filter_map(|d| (!moves(&mut *d.backend)).then_some(()))
         .count();
-    stages(placement).is_some() && on_callers <= 1
+    splits_blocks(placement) && on_callers <= 1
+}
+
+/// Whether `placement`'s whole blocks run on two devices or more: with every block on one
+/// device (the embedding alone elsewhere) cutting the batch gains nothing, and on a GPU
+/// would only read its weights once per micro-batch.
+fn splits_blocks(placement: &Placement) -> bool {
+    let runs_blocks = |s: &Stage| s.steps.iter().any(|s| matches!(s, Step::Blocks(_)));
+    stages(placement).is_some_and(|s| s.iter().filter(|s| runs_blocks(s)).count() > 1)
+}
+
+/// Whether a thread of the pipeline other than the caller's can run `b`'s stages.
+fn moves(b: &mut dyn Backend) -> bool {
+    b.own_threads().is_some() || b.driven().is_some()
 }
 
 impl Pass<'_, '_> {
@@ -132,9 +146,10 @@ impl Pass<'_, '_> {
             let inbox = inboxes[d].1.take().expect("one thread per device");
             let (busy, logits) = (&mut slot.busy, logits_tx.clone());
             let backend = &mut slot.backend;
-            // The device without threads of its own runs on this thread (on the caller's
-            // pool); each other one on a thread that drives its own threads.
-            if backend.own_threads().is_none() {
+            // The device without threads or hardware of its own runs on this thread (on the
+            // caller's pool); each other one on a thread that drives its own threads, or its
+            // GPU (queueing a micro-batch's kernels and waiting for them).
+            if !moves(&mut **backend) {
                 if inline.is_some() {
                     return Err(RunError::Options(
                         "two devices of the pipeline compute on the same threads".into(),
@@ -148,7 +163,10 @@ impl Pass<'_, '_> {
                     inbox,
                     logits,
                 });
-            } else if let Some(OwnThreads { backend, .. }) = backend.own_threads() {
+            } else if let Some(backend) = match backend.own_threads().is_some() {
+                true => backend.own_threads().map(|o| o.backend),
+                false => backend.driven(),
+            } {
                 jobs.push(DeviceJob {
                     backend,
                     busy,
@@ -346,6 +364,18 @@ mod tests {
             experts: vec![(0..4, a), (4..8, c)],
         };
         assert!(stages(&split).is_none());
+    }
+
+    #[test]
+    fn only_blocks_on_two_devices_pipeline() {
+        let (c, a) = (DeviceId::Cpu, DeviceId::Accel(0));
+        assert!(splits_blocks(&layers(&[c, c, a, a], a)));
+        assert!(splits_blocks(&layers(&[a, a, c], c)));
+        // Every block on the accelerator, only the embedding on the CPU: two stages, but
+        // one runs blocks.
+        assert!(stages(&layers(&[a, a, a], a)).is_some());
+        assert!(!splits_blocks(&layers(&[a, a, a], a)));
+        assert!(!splits_blocks(&Placement::all_cpu(3)));
     }
 
     #[test]

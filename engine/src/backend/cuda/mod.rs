@@ -245,6 +245,10 @@ impl Backend for CudaBackend {
         true
     }
 
+    fn driven(&mut self) -> Option<&mut (dyn Backend + Send)> {
+        Some(self)
+    }
+
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
         Ok(self.x_to_host(x)?)
     }
