@@ -4,8 +4,10 @@
 // Per 2304-byte chunk (a packed Q4_K super-block of 16 rows): the f16 d's at its start,
 // two scale registers, then 32 quant registers, each split into nibbles and fed to two
 // `vpdpbusd` chains against broadcast activation words, the chains scaled (`vpmulld`) and
-// summed once per 8 registers, one float FMA per chunk. `pf=1` asks for every line twice,
-// into L2 8 KB ahead and into L1 1 KB ahead, as `kernels-cpu/src/prefetch.rs` does.
+// summed once per 8 registers, one float FMA per chunk. Prefetch modes (`pf=`): 0 none; 1
+// every line twice, into L2 8 KB ahead and into L1 1 KB ahead, as
+// `kernels-cpu/src/prefetch.rs` does; 2 into L2 only, every line; 3, 4, 7 into L2 8 KB ahead
+// every 2nd, 4th, 8th line; 5 every 4th line 16 KB ahead; 6 into L1 2 KB ahead every 4th.
 // MODE (argv[1], bits): 1 stores 16 floats every 16 chunks (a group's outputs), 2 adds
 // ~25 integer ops on the scale registers per chunk.
 //
@@ -22,6 +24,21 @@
 #define CHUNKS 230000 /* 530 MB: many times the last-level cache */
 
 static int32_t acts[1024];
+static int pfmode;
+
+// The prefetch of mode `pfmode` for the line at a, line l of its chunk (0 … 35).
+#define PF(a, l)                                                                             \
+  do {                                                                                       \
+    switch (pfmode) {                                                                        \
+    case 1: _mm_prefetch((a) + 8192, _MM_HINT_T2); _mm_prefetch((a) + 1024, _MM_HINT_T0); break; \
+    case 2: _mm_prefetch((a) + 8192, _MM_HINT_T2); break;                                    \
+    case 3: if (!((l) & 1)) _mm_prefetch((a) + 8192, _MM_HINT_T2); break;                    \
+    case 4: if (!((l) & 3)) _mm_prefetch((a) + 8192, _MM_HINT_T2); break;                    \
+    case 5: if (!((l) & 3)) _mm_prefetch((a) + 16384, _MM_HINT_T2); break;                   \
+    case 6: if (!((l) & 3)) _mm_prefetch((a) + 2048, _MM_HINT_T0); break;                    \
+    case 7: if (!((l) & 7)) _mm_prefetch((a) + 8192, _MM_HINT_T2); break;                    \
+    }                                                                                        \
+  } while (0)
 static float *outs;
 static int mode;
 
@@ -38,10 +55,7 @@ stream(const uint8_t *p, size_t chunks, int pf) {
   for (size_t c = 0; c < chunks; c++) {
     const uint8_t *q = p + c * CHUNK;
     if (pf)
-      for (int l = 0; l < 4; l++) {
-        _mm_prefetch((const char *)q + 8192 + 64 * l, _MM_HINT_T2);
-        _mm_prefetch((const char *)q + 1024 + 64 * l, _MM_HINT_T0);
-      }
+      for (int l = 0; l < 4; l++) PF((const char *)q + 64 * l, l);
     __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)q));
     __m512i sc0 = _mm512_loadu_si512(q + 64), sc1 = _mm512_loadu_si512(q + 128);
     __m512i isum = _mm512_setzero_si512();
@@ -50,10 +64,7 @@ stream(const uint8_t *p, size_t chunks, int pf) {
       __m512i s0 = _mm512_setzero_si512(), s1 = s0;
       for (int k = 0; k < 8; k++) {
         const uint8_t *r = q + 256 + 64 * (8 * i + k);
-        if (pf) {
-          _mm_prefetch((const char *)r + 8192, _MM_HINT_T2);
-          _mm_prefetch((const char *)r + 1024, _MM_HINT_T0);
-        }
+        if (pf) PF((const char *)r, 4 + 8 * i + k);
         __m512i v = _mm512_loadu_si512(r);
         __m512i lo = _mm512_and_si512(v, m), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
         s0 = _mm512_dpbusd_epi32(s0, lo, _mm512_set1_epi32(x[k]));
@@ -89,7 +100,8 @@ int main(int argc, char **argv) {
   madvise(p, bytes, MADV_HUGEPAGE);
   for (size_t i = 0; i < bytes / 8; i++) ((uint64_t *)p)[i] = i * 0x9E3779B97F4A7C15ull;
   for (int i = 0; i < 1024; i++) acts[i] = i * 2654435761u;
-  for (int pf = 0; pf < 2; pf++) {
+  for (int pf = 0; pf < 8; pf++) {
+    pfmode = pf;
     double dram = 1e9, cache = 1e9;
     for (int r = 0; r < 3; r++) {
       double t = now();
