@@ -366,3 +366,40 @@ fn moe_and_mla_on_the_gpu_whole_and_split_give_the_cpu_answer() {
         }
     }
 }
+
+// A timeline on a GPU: its spans come from events in its stream (nothing waits for them),
+// so a traced run computes what an untraced one does, and every GPU span lies within the
+// run, its end after its start. Placement: the tiny qwen3moe file with `--cpu-moe`, so a
+// block's work alternates between the GPU (attention, router, shared experts) and the
+// CPU (routed experts).
+#[test]
+fn a_traced_gpu_run_computes_the_same_and_times_its_spans_by_events() {
+    let Some(gpu) = cuda() else { return };
+    let path = strata_tests::golden("moe/tiny-qwen3moe-q4_k.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let model = Model::bind(&file, |_| {}).unwrap();
+    let n = model.cfg.n_layer;
+    let s = RunSettings {
+        overrides: vec![TensorOverride::cpu_moe()],
+        ..settings(NumGpu::Layers(n + 1))
+    };
+    let accels = [Accelerator::from(gpu)];
+    let prompt: Vec<u32> = (1..=12).collect();
+    let (mut plain, _) = runner_with(&file, &model, &accels, &s, "untraced");
+    let want = plain.eval_all(&prompt).unwrap();
+    let (mut r, _) = runner_with(&file, &model, &accels, &s, "traced");
+    r.set_tracing(true);
+    let epoch = r.trace_epoch().unwrap();
+    let got = r.eval_all(&prompt).unwrap();
+    let window = epoch.elapsed();
+    let spans = r.take_spans().unwrap();
+    assert_eq!(got, want, "tracing changed the result");
+    let on_gpu: Vec<_> = spans
+        .iter()
+        .filter(|s| s.device != strata_engine::ledger::DeviceId::Cpu)
+        .collect();
+    assert!(!on_gpu.is_empty(), "no GPU spans in {spans:?}");
+    for s in &spans {
+        assert!(s.start <= s.end && s.end <= window, "{s:?} (window {window:?})");
+    }
+}

@@ -318,7 +318,7 @@ fn timed(
     let start = Instant::now();
     test(r)?;
     let end = Instant::now();
-    let spans = r.take_spans();
+    let spans = r.take_spans().map_err(|e| e.to_string())?;
     r.set_tracing(false);
     Ok(Timed {
         secs: (end - start).as_secs_f64(),

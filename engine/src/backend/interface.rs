@@ -254,6 +254,14 @@ pub trait Backend {
         None
     }
 
+    /// A mark at the end of the work queued so far, where the device runs its work after
+    /// the calls that queue it return (a GPU): a timeline takes one before and after a
+    /// unit instead of waiting for it, so tracing does not change the schedule. `None`
+    /// where work is done when its call returns.
+    fn mark(&self) -> Result<Option<Box<dyn QueueMark>>, BackendError> {
+        Ok(None)
+    }
+
     /// Itself, where it computes on hardware of its own (a GPU) and a host thread of its own
     /// only queues its work and waits for it: the prefill pipeline drives it from such a
     /// thread, so the GPU takes one micro-batch while the CPU computes another. `None` for
@@ -261,6 +269,12 @@ pub trait Backend {
     fn driven(&mut self) -> Option<&mut (dyn Backend + Send)> {
         None
     }
+}
+
+/// A point in a device's queue of work ([`Backend::mark`]).
+pub trait QueueMark: Send {
+    /// When the device reached it, on the host's clock; waits until it has.
+    fn reached(&self) -> Result<std::time::Instant, BackendError>;
 }
 
 /// A backend on threads of its own ([`Backend::own_threads`]).

@@ -14,7 +14,9 @@ pub mod cuda;
 pub mod host;
 mod interface;
 
-pub use interface::{Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, Source, Unit};
+pub use interface::{
+    Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, QueueMark, Source, Unit,
+};
 
 use crate::devices::Accelerator;
 use crate::ledger::{DeviceId, Ledger};

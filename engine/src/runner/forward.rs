@@ -306,10 +306,11 @@ fn share<B: Backend + ?Sized>(
     tr: Option<&Recorder>,
     (model, unit, n, pos): (&Model, &Unit, usize, usize),
 ) -> Result<(), BackendError> {
+    let st = trace::start(tr, backend)?;
     let t = Instant::now();
     backend.run(model, unit, n, pos)?;
     *busy += t.elapsed();
-    trace::compute(tr, backend, t, || part_name(unit))
+    trace::compute(tr, backend, st, || part_name(unit))
 }
 
 /// Runs `f` on `slot`, charging its wall time to the device, and records it as a span
@@ -320,10 +321,11 @@ fn timed<T>(
     what: impl FnOnce() -> String,
     f: impl FnOnce(&mut DeviceSlot) -> Result<T, BackendError>,
 ) -> Result<T, BackendError> {
+    let st = trace::start(tr, slot.backend.as_ref())?;
     let t = Instant::now();
     let out = f(slot)?;
-    trace::compute(tr, slot.backend.as_ref(), t, what)?;
     slot.busy += t.elapsed();
+    trace::compute(tr, slot.backend.as_ref(), st, what)?;
     Ok(out)
 }
 

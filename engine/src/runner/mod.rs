@@ -298,16 +298,20 @@ impl<'m> Runner<'m> {
     }
 
     /// Turns the timeline on (from now: spans are timed from this moment, earlier ones are
-    /// dropped) or off. Off by default: tracing waits for each GPU's work to finish after
-    /// each of its units, which a pipelined schedule must not do.
+    /// dropped) or off. Off by default. A GPU's work is timed by events in its stream, so
+    /// tracing does not wait for it and the schedule traced is the one that runs untraced.
     pub fn set_tracing(&mut self, on: bool) {
         self.trace = on.then(trace::Recorder::new);
     }
 
     /// The spans recorded since tracing was turned on or since the last call, in order of
-    /// their end (empty when tracing is off). Tracing stays on.
-    pub fn take_spans(&mut self) -> Vec<Span> {
-        self.trace.as_mut().map(|t| t.take()).unwrap_or_default()
+    /// their end (empty when tracing is off). Tracing stays on. Waits for a GPU to reach
+    /// the marks its spans were recorded with.
+    pub fn take_spans(&mut self) -> Result<Vec<Span>, RunError> {
+        match &self.trace {
+            Some(t) => Ok(t.take()?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The moment the spans are timed from (`None` when tracing is off).

@@ -268,7 +268,7 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
                 self.backend.write_x(&msg.x)?;
                 trace::transfer(p.trace, self.backend.id(), t, || format!("x of mb {mb}"));
             }
-            let ran = Instant::now();
+            let ran = trace::start(p.trace, &*self.backend)?;
             for step in &stages[s].steps {
                 match step {
                     Step::Embed => self.backend.embed(model, tokens)?,

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, QueueMark};
 use crate::ledger::DeviceId;
 
 /// Whether a span is a device computing or a copy arriving at it.
@@ -28,11 +28,28 @@ pub struct Span {
 }
 
 /// The spans recorded since tracing was turned on, timed from that moment. Devices that
-/// compute side by side record from their own threads.
-#[derive(Debug)]
+/// compute side by side record from their own threads; a device that queues its work (a
+/// GPU) records marks in its queue, resolved into times when the spans are taken.
 pub(crate) struct Recorder {
     pub(super) epoch: Instant,
     spans: Mutex<Vec<Span>>,
+    queued: Mutex<Vec<Queued>>,
+}
+
+/// A span whose ends are marks in a device's queue.
+struct Queued {
+    device: DeviceId,
+    what: String,
+    start: Box<dyn QueueMark>,
+    end: Box<dyn QueueMark>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Recorder {
@@ -40,25 +57,47 @@ impl Recorder {
         Recorder {
             epoch: Instant::now(),
             spans: Mutex::new(Vec::new()),
+            queued: Mutex::new(Vec::new()),
         }
     }
 
-    /// The spans so far, in order of their end; recording goes on.
-    pub(super) fn take(&self) -> Vec<Span> {
+    /// The spans so far, in order of their end; recording goes on. Waits for the queued
+    /// devices to reach the marks recorded so far.
+    pub(super) fn take(&self) -> Result<Vec<Span>, BackendError> {
+        let queued = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
         let mut spans = std::mem::take(&mut *self.spans.lock().unwrap_or_else(|e| e.into_inner()));
+        for q in queued {
+            spans.push(self.span(
+                q.device,
+                SpanKind::Compute,
+                q.what,
+                q.start.reached()?,
+                q.end.reached()?,
+            ));
+        }
         spans.sort_by_key(|s| s.end);
-        spans
+        Ok(spans)
     }
 
-    fn push(&self, device: DeviceId, kind: SpanKind, what: String, start: Instant) {
-        let end = Instant::now();
-        let span = Span {
+    fn span(
+        &self,
+        device: DeviceId,
+        kind: SpanKind,
+        what: String,
+        start: Instant,
+        end: Instant,
+    ) -> Span {
+        Span {
             device,
             what,
             kind,
             start: start.saturating_duration_since(self.epoch),
             end: end.saturating_duration_since(self.epoch),
-        };
+        }
+    }
+
+    fn push(&self, device: DeviceId, kind: SpanKind, what: String, start: Instant) {
+        let span = self.span(device, kind, what, start, Instant::now());
         self.spans
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -66,18 +105,55 @@ impl Recorder {
     }
 }
 
-/// Records `what` computed by `backend` from `start` until its queued work is done: a GPU's
-/// kernels run after `run` returns, so without the wait they would land in the next copy's
-/// span. Nothing is waited for or recorded when tracing is off.
+/// When a traced piece of work began: the host's clock, or where the device queues its
+/// work (a GPU) a mark in its queue.
+pub(super) enum Start {
+    At(Instant),
+    Mark(Box<dyn QueueMark>),
+}
+
+/// The start of `backend`'s next piece of work, for [`compute`]: a mark in its queue where
+/// it has one and tracing is on, else now.
+pub(super) fn start<B: Backend + ?Sized>(
+    trace: Option<&Recorder>,
+    backend: &B,
+) -> Result<Start, BackendError> {
+    Ok(match trace.map(|_| backend.mark()).transpose()?.flatten() {
+        Some(m) => Start::Mark(m),
+        None => Start::At(Instant::now()),
+    })
+}
+
+/// Records `what` computed by `backend` since `start`: up to now for a device whose calls
+/// return when the work is done, or between two marks in the queue of one that runs it
+/// later (a GPU: its kernels run after `run` returns), so that tracing waits for nothing
+/// and the schedule traced is the one run. Nothing is recorded when tracing is off.
 pub(super) fn compute<B: Backend + ?Sized>(
     trace: Option<&Recorder>,
     backend: &B,
-    start: Instant,
+    start: Start,
     what: impl FnOnce() -> String,
 ) -> Result<(), BackendError> {
-    if let Some(t) = trace {
-        backend.finish()?;
-        t.push(backend.id(), SpanKind::Compute, what(), start);
+    let Some(t) = trace else {
+        return Ok(());
+    };
+    match (start, backend.mark()?) {
+        (Start::Mark(start), Some(end)) => {
+            let q = Queued {
+                device: backend.id(),
+                what: what(),
+                start,
+                end,
+            };
+            t.queued.lock().unwrap_or_else(|e| e.into_inner()).push(q);
+        }
+        (Start::At(at), _) => t.push(backend.id(), SpanKind::Compute, what(), at),
+        (Start::Mark(_), None) => {
+            return Err(BackendError::Unsupported(format!(
+                "{} marked its queue at a span's start, not at its end",
+                backend.id()
+            )))
+        }
     }
     Ok(())
 }
@@ -91,5 +167,49 @@ pub(super) fn transfer(
 ) {
     if let Some(t) = trace {
         t.push(to, SpanKind::Transfer, what(), start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mark the device reached at a fixed instant.
+    struct At(Instant);
+
+    impl QueueMark for At {
+        fn reached(&self) -> Result<Instant, BackendError> {
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn queued_spans_take_their_marks_times_and_sort_with_the_others() {
+        let r = Recorder::new();
+        let ms = |n| r.epoch + Duration::from_millis(n);
+        let gpu = DeviceId::Accel(0);
+        r.queued.lock().unwrap().push(Queued {
+            device: gpu,
+            what: "blocks 0-3".into(),
+            start: Box::new(At(ms(2))),
+            end: Box::new(At(ms(5))),
+        });
+        // A host span that ends now, after the queued one's end.
+        std::thread::sleep(Duration::from_millis(6));
+        r.push(DeviceId::Cpu, SpanKind::Transfer, "copy".into(), ms(1));
+        let spans = r.take().unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            (spans[0].device, spans[0].kind, spans[0].what.as_str()),
+            (gpu, SpanKind::Compute, "blocks 0-3")
+        );
+        assert_eq!(
+            (spans[0].start, spans[0].end),
+            (Duration::from_millis(2), Duration::from_millis(5))
+        );
+        assert_eq!(spans[1].device, DeviceId::Cpu);
+        assert!(spans[1].end >= Duration::from_millis(6));
+        // Taken: nothing left.
+        assert!(r.take().unwrap().is_empty());
     }
 }

@@ -15,14 +15,18 @@ mod forward;
 mod weights;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use strata_kernels_cpu::GgmlType;
 use strata_kernels_cuda::{
-    CudaError, Gpu, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM, MLA_MAX_LATENT,
+    CudaError, Gpu, GpuEvent, GpuGraph, RopeParams, MATVEC_MAX_COLS, MAX_HEAD_DIM, MLA_MAX_LATENT,
     MLA_MAX_NOPE, MLA_MAX_WIDTH, MOE_MAX_EXPERTS, MOE_MAX_USED,
 };
 
-use crate::backend::interface::{Backend, BackendError, Exchange, Holdings, Parts, Source, Unit};
+use crate::backend::interface::{
+    Backend, BackendError, Exchange, Holdings, Parts, QueueMark, Source, Unit,
+};
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
 use crate::ledger::{DeviceId, Ledger, Reservation};
@@ -52,6 +56,33 @@ pub struct CudaBackend {
     /// The routing last imported ([`Exchange::Route`]): per row the `n_expert_used` ids
     /// (counting every expert of the block) and weights, for this GPU's share of experts.
     route: Option<(Vec<u32>, Vec<f32>)>,
+    /// Where its stream's time meets the host's clock, taken by [`Backend::mark`] and
+    /// taken again once older than [`ANCHOR_SECS`].
+    anchor: Mutex<Option<Arc<Anchor>>>,
+}
+
+/// How long an [`Anchor`] serves: event times are f32 milliseconds, which resolve a
+/// microsecond up to 16 s from it.
+const ANCHOR_SECS: u64 = 8;
+
+/// An event the stream reached, idle, at host instant `at` (to within one wait's wake-up).
+struct Anchor {
+    event: GpuEvent,
+    at: Instant,
+}
+
+/// A [`QueueMark`] on a GPU's stream: its host instant is the anchor's plus the device
+/// time between the two events.
+struct CudaMark {
+    event: GpuEvent,
+    anchor: Arc<Anchor>,
+}
+
+impl QueueMark for CudaMark {
+    fn reached(&self) -> Result<Instant, BackendError> {
+        let ms = self.anchor.event.ms_until(&self.event)?;
+        Ok(self.anchor.at + Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+    }
 }
 
 impl CudaBackend {
@@ -70,6 +101,7 @@ impl CudaBackend {
             graphs: HashMap::new(),
             use_graphs: std::env::var("STRATA_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             route: None,
+            anchor: Mutex::new(None),
         })
     }
 
@@ -247,6 +279,29 @@ impl Backend for CudaBackend {
 
     fn driven(&mut self) -> Option<&mut (dyn Backend + Send)> {
         Some(self)
+    }
+
+    fn mark(&self) -> Result<Option<Box<dyn QueueMark>>, BackendError> {
+        let mut held = self.anchor.lock().unwrap_or_else(|e| e.into_inner());
+        let anchor = match &*held {
+            Some(a) if a.at.elapsed() < Duration::from_secs(ANCHOR_SECS) => a.clone(),
+            _ => {
+                // Taken with the stream idle, so the event's time is (nearly) the instant.
+                self.gpu.synchronize()?;
+                let event = GpuEvent::record(&self.gpu)?;
+                event.wait()?;
+                let a = Arc::new(Anchor {
+                    event,
+                    at: Instant::now(),
+                });
+                *held = Some(a.clone());
+                a
+            }
+        };
+        Ok(Some(Box::new(CudaMark {
+            event: GpuEvent::record(&self.gpu)?,
+            anchor,
+        })))
     }
 
     fn read_x(&self, x: &mut [f32]) -> Result<(), BackendError> {
