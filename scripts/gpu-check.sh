@@ -131,6 +131,17 @@ for stem in tiny-qwen3moe-q4_k tiny-deepseek2 tiny-deepseek2-lite; do
     cat "$tmp/gen-$stem.txt" >> "$out/generate.txt"
 done
 
+# The GPU and the CPU in one MoE block (the routed experts of the first blocks on the CPU,
+# the rest and every attention on the GPU), overlap on and off, timed by the stream's
+# events (a traced run no longer waits for the GPU): appended to split.md. The tiny file
+# shows the schedule, not a speed.
+moe="$here/golden/data/moe/tiny-qwen3moe-q4_k.gguf"
+if [[ -f "$moe" && -x "$here/bin/bench" ]]; then
+    step "bench split moe" 90 "$tmp/split-moe.md" "$here/bin/bench" split -m "$moe" \
+        --num-gpu 99 --n-cpu-moe 0,1 --overlap 1,0 -p 32 -n 16 -r 2
+    { echo; echo "MoE, experts of the first blocks on the CPU:"; cat "$tmp/split-moe.md"; } >> "$out/split.md"
+fi
+
 # Out-of-bounds accesses and races that happen not to change a result: compute-sanitizer
 # (memcheck) over the kernel tests, where the image has it. Last, since it is the slowest.
 if command -v compute-sanitizer >/dev/null 2>&1 && [[ -x "$here/tests/cuda_kernels" ]]; then
