@@ -95,12 +95,6 @@ pub fn placement(plan: &Plan) -> Placement {
 /// call processes and what scratch is sized for.
 pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
     let s = &plan.settings;
-    if s.n_seq != 1 {
-        return Err(LoadError::Unsupported(format!(
-            "{} sequences (the runner decodes one)",
-            s.n_seq
-        )));
-    }
     if s.n_outputs != 1 && s.n_outputs != s.n_ubatch {
         return Err(LoadError::Unsupported(format!(
             "{} rows of logits per call (the runner computes 1 or all {})",
@@ -114,6 +108,7 @@ pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
         placement: placement(plan),
         all_logits: s.n_outputs == s.n_ubatch && s.n_ubatch > 1,
         overlap: s.overlap,
+        n_seq: s.n_seq,
     })
 }
 
@@ -190,12 +185,12 @@ pub fn allocate<'m>(
     devices[0].backend.hold_embedding(&src)?;
 
     // KV caches, each on its block's device, sized by the function the planner used.
-    let per_block = kv_cache_bytes(cfg, opts.n_ctx, kv_type);
+    let per_block = kv_cache_bytes(cfg, opts.n_ctx * opts.n_seq, kv_type);
     for (i, b) in place.blocks.iter().enumerate() {
         let d = slot(&devices, b.attention);
         devices[d]
             .backend
-            .alloc_kv(model, i, opts.n_ctx, kv_type, per_block)?;
+            .alloc_kv(model, i, (opts.n_ctx, opts.n_seq), kv_type, per_block)?;
     }
 
     // One scratch per device that runs anything (and the CPU's, which receives logits).

@@ -344,9 +344,10 @@ fn accelerator_placements_need_the_loader() {
     let e = Runner::new(&model, opts).err().expect("refused");
     assert!(e.to_string().contains("ACCEL0"), "{e}");
 
-    // An unsupported plan is refused by the loader with a reason, not a panic.
+    // An unsupported plan is refused by the loader with a reason, not a panic: logits for
+    // 3 rows of a batch (the runner keeps 1 or all).
     let s = RunSettings {
-        n_seq: 2,
+        n_outputs: 3,
         ..settings(NumGpu::Layers(0))
     };
     let e = load(&file, &model, Device::cpu(HOST), &[], &s, &Ledger::new())

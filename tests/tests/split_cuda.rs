@@ -400,6 +400,9 @@ fn a_traced_gpu_run_computes_the_same_and_times_its_spans_by_events() {
         .collect();
     assert!(!on_gpu.is_empty(), "no GPU spans in {spans:?}");
     for s in &spans {
-        assert!(s.start <= s.end && s.end <= window, "{s:?} (window {window:?})");
+        assert!(
+            s.start <= s.end && s.end <= window,
+            "{s:?} (window {window:?})"
+        );
     }
 }

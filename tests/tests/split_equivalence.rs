@@ -393,3 +393,117 @@ fn smollm2_splits_equal_the_cpu() {
         "SmolLM2 after recovery: prompt logits"
     );
 }
+
+/// Several sequences in one runner: two prompts as entries of one call, then greedy decoding
+/// of both in lockstep (one entry each per call), each sequence's logits bit-identical to the
+/// same sequence run alone in batches of the same size. On the CPU alone, and across a layer
+/// split whose accelerator has a thread of its own, where the entries flow through the
+/// devices as a pipeline (overlap on) or one device at a time (off). The plan's KV bytes
+/// (one cache a sequence) equal what is allocated.
+fn check_sequences(file: &GgufFile, prompts: [&[u32]; 2], n_gen: usize, name: &str) {
+    let model = Model::bind(file, |_| {}).unwrap();
+    let n = model.cfg.n_layer;
+    let n_vocab = model.cfg.n_vocab;
+    // Alone: each prompt in batches of 8 (the settings' batch, as the entries are cut),
+    // then its greedy tokens one at a time; the last-row logits of each call.
+    let alone = |prompt: &[u32]| -> Vec<Vec<f32>> {
+        let s = settings(NumGpu::Layers(0));
+        let loaded = load(file, &model, Device::cpu(HOST), &[], &s, &Ledger::new()).unwrap();
+        let mut r = loaded.runner;
+        let mut out = Vec::new();
+        for chunk in prompt.chunks(s.n_ubatch) {
+            let all = r.eval_all(chunk).unwrap();
+            out.push(all[all.len() - n_vocab..].to_vec());
+        }
+        for _ in 0..n_gen {
+            let t = argmax(out.last().unwrap());
+            out.push(r.eval(&[t]).unwrap().to_vec());
+        }
+        out
+    };
+    let want = [alone(prompts[0]), alone(prompts[1])];
+    let accel = PseudoAccel {
+        threads: Some(1),
+        ..PseudoAccel::new("ACCEL0", 64 << 20)
+    };
+    for (accels, num_gpu, overlap) in [
+        (vec![], NumGpu::Layers(0), true),
+        (vec![accel.clone()], NumGpu::Layers(n / 2 + 1), true),
+        (vec![accel.clone()], NumGpu::Layers(n / 2 + 1), false),
+    ] {
+        let what = format!("{name}: 2 sequences, num_gpu {num_gpu}, overlap {overlap}");
+        let s = RunSettings {
+            n_seq: 2,
+            overlap,
+            ..settings(num_gpu)
+        };
+        let ledger = Ledger::new();
+        let loaded = load(
+            file,
+            &model,
+            Device::cpu(HOST),
+            &posing(&accels),
+            &s,
+            &ledger,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_ledger_matches_plan(&ledger, &loaded.plan, &what);
+        let mut r = loaded.runner;
+        // The prompts as entries of at most a batch each, the two sequences interleaved.
+        let a: Vec<&[u32]> = prompts[0].chunks(s.n_ubatch).collect();
+        let b: Vec<&[u32]> = prompts[1].chunks(s.n_ubatch).collect();
+        let mut entries = Vec::new();
+        for k in 0..a.len().max(b.len()) {
+            entries.extend(a.get(k).map(|&c| (0, c)));
+            entries.extend(b.get(k).map(|&c| (1, c)));
+        }
+        let logits = r.eval_seqs(&entries).unwrap();
+        let mut got: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+        for (&(seq, _), l) in entries.iter().zip(logits) {
+            got[seq].push(l);
+        }
+        for _ in 0..n_gen {
+            let t = [
+                argmax(got[0].last().unwrap()),
+                argmax(got[1].last().unwrap()),
+            ];
+            let step = r.eval_seqs(&[(0, &t[..1]), (1, &t[1..])]).unwrap();
+            for (seq, l) in step.into_iter().enumerate() {
+                got[seq].push(l);
+            }
+        }
+        for seq in 0..2 {
+            assert_eq!(
+                got[seq].len(),
+                want[seq].len(),
+                "{what}: sequence {seq} calls"
+            );
+            for (c, (g, w)) in got[seq].iter().zip(&want[seq]).enumerate() {
+                let same = g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{what}: sequence {seq}, call {c}: logits differ");
+            }
+        }
+        assert_eq!(r.pos_of(0), Some(prompts[0].len() + n_gen), "{what}");
+        assert_eq!(r.pos_of(1), Some(prompts[1].len() + n_gen), "{what}");
+        // A sequence the runner does not have is an error, not a panic.
+        let e = r.eval_seqs(&[(2, &[1])]).unwrap_err().to_string();
+        assert!(e.contains("sequence 2"), "{what}: {e}");
+    }
+}
+
+#[test]
+fn two_sequences_equal_each_alone() {
+    let m = RandomModel::small(4, &[GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16]);
+    check_sequences(
+        &m.build(),
+        [&prompt(13, 96)[..], &prompt(6, 96)[..]],
+        3,
+        "llama 4 blocks",
+    );
+    check_sequences(
+        &RandomMoe::deepseek2(GgmlType::Q8_0, true).build(),
+        [&prompt(9, 96)[..], &prompt(11, 96)[..]],
+        2,
+        "deepseek2",
+    );
+}

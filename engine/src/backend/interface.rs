@@ -170,13 +170,13 @@ pub trait Backend {
     /// output layer is here (a tied output may serve both). Only a host can look up rows.
     fn hold_embedding(&mut self, src: &Source) -> Result<(), BackendError>;
 
-    /// Allocates block `i`'s KV cache of `n_ctx` positions as `kv_type`, `bytes` as the
-    /// plan counts it.
+    /// Allocates block `i`'s KV caches as `kv_type`: `n_ctx_seq` = (n_ctx, n_seq), one of
+    /// n_ctx positions for each of n_seq sequences, `bytes` in all as the plan counts them.
     fn alloc_kv(
         &mut self,
         model: &Model,
         i: usize,
-        n_ctx: usize,
+        n_ctx_seq: (usize, usize),
         kv_type: GgmlType,
         bytes: u64,
     ) -> Result<(), BackendError>;
@@ -187,10 +187,9 @@ pub trait Backend {
     /// The embedding rows of `tokens` into the residual stream.
     fn embed(&mut self, model: &Model, tokens: &[u32]) -> Result<(), BackendError>;
 
-    /// Runs `unit` on the `n` rows of the residual stream it holds, at positions
-    /// `pos..pos + n`.
-    fn run(&mut self, model: &Model, unit: &Unit, n: usize, pos: usize)
-        -> Result<(), BackendError>;
+    /// Runs `unit` on the `n` rows of the residual stream it holds, rows of sequence
+    /// `at.seq` at its positions `at.pos..at.pos + n`.
+    fn run(&mut self, model: &Model, unit: &Unit, n: usize, at: At) -> Result<(), BackendError>;
 
     /// Waits until the work queued by [`Backend::run`] is done (a host's is done when
     /// `run` returns; a GPU's kernels are only queued). For timelines: copies wait anyway.
@@ -211,9 +210,9 @@ pub trait Backend {
         model: &Model,
         units: &[Unit],
         n: usize,
-        pos: usize,
+        at: At,
     ) -> Result<(), BackendError> {
-        units.iter().try_for_each(|u| self.run(model, u, n, pos))
+        units.iter().try_for_each(|u| self.run(model, u, n, at))
     }
 
     /// The residual stream's first `x.len()` values, from the device into `x`.
@@ -268,6 +267,21 @@ pub trait Backend {
     /// devices that compute on host threads.
     fn driven(&mut self) -> Option<&mut (dyn Backend + Send)> {
         None
+    }
+}
+
+/// Where a run's rows sit: in sequence `seq` (whose KV caches they read and extend), at
+/// positions `pos..`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub seq: usize,
+    pub pos: usize,
+}
+
+impl At {
+    /// Position `pos` of the first sequence (the only one of a single-sequence run).
+    pub fn first(pos: usize) -> At {
+        At { seq: 0, pos }
     }
 }
 

@@ -15,7 +15,7 @@ pub mod host;
 mod interface;
 
 pub use interface::{
-    Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, QueueMark, Source, Unit,
+    At, Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, QueueMark, Source, Unit,
 };
 
 use crate::devices::Accelerator;

@@ -1,4 +1,4 @@
-//! The forward pass across devices, for a batch of `n` tokens at positions `pos..pos + n`:
+//! The forward pass across devices, for a batch of `n` tokens of one sequence at positions `pos..pos + n`:
 //!
 //! ```text
 //! x = token_embd[tokens]                            (on the CPU)
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::trace::{self, Recorder};
 use super::{DeviceSlot, Placement, RunError};
-use crate::backend::{Backend, BackendError, Exchange, OwnThreads, Unit};
+use crate::backend::{At, Backend, BackendError, Exchange, OwnThreads, Unit};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
 
@@ -49,9 +49,9 @@ pub(super) struct Pass<'a, 'm> {
 struct Walk {
     here: DeviceId,
     queue: Option<(DeviceId, Vec<Unit>)>,
-    /// Rows of the batch, and the position of the first.
+    /// Rows of the batch, and their sequence and the position of the first.
     n: usize,
-    pos: usize,
+    at: At,
 }
 
 impl Pass<'_, '_> {
@@ -60,7 +60,7 @@ impl Pass<'_, '_> {
         &self,
         devices: &mut [DeviceSlot],
         tokens: &[u32],
-        pos: usize,
+        at: At,
         n_out: usize,
     ) -> Result<(), RunError> {
         let (model, placement) = (self.model, self.placement);
@@ -70,7 +70,7 @@ impl Pass<'_, '_> {
             here: DeviceId::Cpu,
             queue: None,
             n,
-            pos,
+            at,
         };
         timed(
             device(devices, w.here),
@@ -156,7 +156,7 @@ impl Pass<'_, '_> {
         let Unit::FfnLocal { rows, .. } = local else {
             unreachable!("shares are FfnLocal units")
         };
-        let (n, pos) = (w.n, w.pos);
+        let (n, at) = (w.n, w.at);
         // The routing must be computed before it is handed on.
         self.flush(devices, w)?;
         let mut route = vec![0.0f32; Exchange::Route.len(&model.cfg, rows)];
@@ -190,9 +190,9 @@ impl Pass<'_, '_> {
             for s in slots {
                 let DeviceSlot { backend, busy, .. } = s;
                 if backend.own_threads().is_none() {
-                    here = Some(move || share(&mut **backend, busy, tr, (model, local, n, pos)));
+                    here = Some(move || share(&mut **backend, busy, tr, (model, local, n, at)));
                 } else if let Some(OwnThreads { pool, backend }) = backend.own_threads() {
-                    let job = move || share(backend, busy, tr, (model, local, n, pos));
+                    let job = move || share(backend, busy, tr, (model, local, n, at));
                     away.push((pool, Box::new(job)));
                 }
             }
@@ -205,7 +205,7 @@ impl Pass<'_, '_> {
                 slots.sort_by_key(|s| !s.backend.queues());
             }
             for s in slots {
-                share(&mut *s.backend, &mut s.busy, tr, (model, &local, n, pos))?;
+                share(&mut *s.backend, &mut s.busy, tr, (model, &local, n, at))?;
             }
         }
 
@@ -261,7 +261,7 @@ impl Pass<'_, '_> {
         };
         let what = || units.iter().map(part_name).collect::<Vec<_>>().join(", ");
         timed(device(devices, d), self.trace, what, |s| {
-            s.backend.run_all(self.model, &units, w.n, w.pos)
+            s.backend.run_all(self.model, &units, w.n, w.at)
         })
     }
 
@@ -304,11 +304,11 @@ fn share<B: Backend + ?Sized>(
     backend: &mut B,
     busy: &mut Duration,
     tr: Option<&Recorder>,
-    (model, unit, n, pos): (&Model, &Unit, usize, usize),
+    (model, unit, n, at): (&Model, &Unit, usize, At),
 ) -> Result<(), BackendError> {
     let st = trace::start(tr, backend)?;
     let t = Instant::now();
-    backend.run(model, unit, n, pos)?;
+    backend.run(model, unit, n, at)?;
     *busy += t.elapsed();
     trace::compute(tr, backend, st, || part_name(unit))
 }

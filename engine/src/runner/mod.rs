@@ -13,7 +13,7 @@ use strata_kernels_cpu::GgmlType;
 use thiserror::Error;
 
 use crate::backend::host::HostBackend;
-use crate::backend::{Backend, BackendError, Parts};
+use crate::backend::{At, Backend, BackendError, Parts};
 use crate::buffers::{kv_cache_bytes, kv_type_of, ScratchLayout};
 use crate::ledger::{DeviceId, Ledger};
 use crate::model::Model;
@@ -147,6 +147,9 @@ pub struct RunnerOptions {
     /// Devices sharing a block's FFN compute their shares at the same time (the result is
     /// the same either way: the shares are summed in a fixed order).
     pub overlap: bool,
+    /// Sequences decoded side by side, each with KV caches of `n_ctx` positions of its own
+    /// ([`Runner::eval_seqs`]).
+    pub n_seq: usize,
 }
 
 impl RunnerOptions {
@@ -165,6 +168,7 @@ impl RunnerOptions {
             placement: Placement::all_cpu(n_layer),
             all_logits: false,
             overlap: true,
+            n_seq: 1,
         }
     }
 }
@@ -185,8 +189,8 @@ pub struct Runner<'m> {
     devices: Vec<DeviceSlot>,
     /// Where every buffer is reserved and the copies at device boundaries are counted.
     ledger: Ledger,
-    /// Positions processed so far (the next token's position).
-    pos: usize,
+    /// Positions processed so far in each sequence (its next token's position).
+    pos: Vec<usize>,
     /// Logits of the last forward call: `n_out × n_vocab`.
     n_out: usize,
     /// The timeline, while tracing is on.
@@ -202,9 +206,9 @@ impl<'m> Runner<'m> {
                 expected: cfg.n_layer,
             });
         }
-        if opts.n_ctx == 0 || opts.n_batch == 0 {
+        if opts.n_ctx == 0 || opts.n_batch == 0 || opts.n_seq == 0 {
             return Err(RunError::Options(
-                "n_ctx and n_batch must be positive".into(),
+                "n_ctx, n_batch and n_seq must be positive".into(),
             ));
         }
         if kv_type_of(opts.kv_type).is_none() {
@@ -227,9 +231,9 @@ impl<'m> Runner<'m> {
         // The CPU alone, reading every weight from the mapped file.
         let ledger = Ledger::new();
         let mut cpu = HostBackend::new(DeviceId::Cpu, &ledger, true);
-        let per_block = kv_cache_bytes(cfg, opts.n_ctx, opts.kv_type);
+        let per_block = kv_cache_bytes(cfg, opts.n_ctx * opts.n_seq, opts.kv_type);
         for i in 0..cfg.n_layer {
-            cpu.alloc_kv(model, i, opts.n_ctx, opts.kv_type, per_block)?;
+            cpu.alloc_kv(model, i, (opts.n_ctx, opts.n_seq), opts.kv_type, per_block)?;
         }
         cpu.alloc_scratch(model, opts.scratch_layout(cfg))?;
         let devices = vec![DeviceSlot {
@@ -250,10 +254,10 @@ impl<'m> Runner<'m> {
     ) -> Runner<'m> {
         Runner {
             model,
+            pos: vec![0; opts.n_seq],
             opts,
             devices,
             ledger,
-            pos: 0,
             n_out: 0,
             trace: None,
         }
@@ -267,14 +271,19 @@ impl<'m> Runner<'m> {
         &self.opts
     }
 
-    /// Positions in the KV cache so far.
+    /// Positions in the (first sequence's) KV cache so far.
     pub fn pos(&self) -> usize {
-        self.pos
+        self.pos[0]
     }
 
-    /// Forgets the context (buffers stay allocated).
+    /// Positions in sequence `seq`'s KV cache so far.
+    pub fn pos_of(&self, seq: usize) -> Option<usize> {
+        self.pos.get(seq).copied()
+    }
+
+    /// Forgets the context of every sequence (buffers stay allocated).
     pub fn reset(&mut self) {
-        self.pos = 0;
+        self.pos.fill(0);
         for d in &mut self.devices {
             d.backend.reset();
         }
@@ -282,7 +291,8 @@ impl<'m> Runner<'m> {
 
     /// Bytes this runner allocated for KV caches, per device.
     pub fn kv_bytes(&self, dev: DeviceId) -> u64 {
-        let per = kv_cache_bytes(&self.model.cfg, self.opts.n_ctx, self.opts.kv_type);
+        let cells = self.opts.n_ctx * self.opts.n_seq;
+        let per = kv_cache_bytes(&self.model.cfg, cells, self.opts.kv_type);
         self.opts
             .placement
             .blocks
@@ -322,8 +332,8 @@ impl<'m> Runner<'m> {
     /// Feeds `tokens` (any number; batched internally) at the current position and returns
     /// the logits of the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], RunError> {
-        self.check(tokens)?;
-        self.feed(tokens, None)?;
+        self.check(0, tokens)?;
+        self.feed(0, tokens, None)?;
         Ok(self.last_logits())
     }
 
@@ -333,18 +343,78 @@ impl<'m> Runner<'m> {
         if !self.opts.all_logits {
             return Err(RunError::Options("eval_all needs all_logits".into()));
         }
-        self.check(tokens)?;
+        self.check(0, tokens)?;
         let mut out = Vec::with_capacity(tokens.len() * self.model.cfg.n_vocab);
-        self.feed(tokens, Some(&mut out))?;
+        self.feed(0, tokens, Some(&mut out))?;
         Ok(out)
     }
 
-    /// Runs `tokens` in batches, appending every row's logits to `all` if given. Across a
-    /// layer split the batches are micro-batches ([`pipeline::micro_batch`]), run as a
-    /// pipeline when `overlap` is on and one device at a time when off (the same
-    /// arithmetic either way).
-    fn feed(&mut self, tokens: &[u32], mut all: Option<&mut Vec<f32>>) -> Result<(), RunError> {
+    /// Feeds several sequences at once: each entry's tokens to its sequence (`seq <
+    /// n_seq`), in order; returns each entry's last-row logits (`n_vocab` each). An
+    /// entry is one forward call (cut in batches of `n_batch` if longer), and across a
+    /// layer split the entries flow through the devices as micro-batches of a pipeline:
+    /// while the second device runs one sequence's tokens, the first runs the next's
+    /// (one device at a time with `overlap` off, the same arithmetic either way). A
+    /// sequence may appear in several entries; its tokens reach its caches in order.
+    pub fn eval_seqs(&mut self, entries: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>, RunError> {
         let n_vocab = self.model.cfg.n_vocab;
+        // Each entry's micro-batches, at the positions its sequence will have reached.
+        let mut pos = self.pos.clone();
+        let mut mbs = Vec::new();
+        for &(seq, tokens) in entries {
+            let at = pos.get(seq).copied().ok_or_else(|| {
+                RunError::Options(format!(
+                    "sequence {seq}: the runner has {} (raise --parallel)",
+                    self.opts.n_seq
+                ))
+            })?;
+            self.check_at(at, tokens)?;
+            if tokens.is_empty() {
+                return Err(RunError::Options(format!("sequence {seq}: no tokens")));
+            }
+            let n = tokens.len().div_ceil(self.opts.n_batch);
+            for (k, chunk) in tokens.chunks(self.opts.n_batch).enumerate() {
+                mbs.push(pipeline::MicroBatch {
+                    tokens: chunk,
+                    at: At {
+                        seq,
+                        pos: pos[seq] + k * self.opts.n_batch,
+                    },
+                    logits: k + 1 == n,
+                });
+            }
+            pos[seq] += tokens.len();
+        }
+        let all_logits = self.opts.all_logits;
+        let rows = |mb: &pipeline::MicroBatch| if all_logits { mb.tokens.len() } else { 1 };
+        let mut out = Vec::with_capacity(entries.len());
+        let (pass, devices) = self.pass();
+        if pipeline::applies(pass.placement, devices) && pass.overlap && mbs.len() > 1 {
+            let logits = pass.pipelined(devices, &mbs)?;
+            let mut at = 0;
+            for mb in mbs.iter().filter(|mb| mb.logits) {
+                at += rows(mb) * n_vocab;
+                out.push(logits[at - n_vocab..at].to_vec());
+            }
+        } else {
+            for mb in &mbs {
+                let n_out = rows(mb);
+                pass.forward(devices, mb.tokens, mb.at, n_out)?;
+                if mb.logits {
+                    let host = devices[0]
+                        .backend
+                        .host_logits()
+                        .expect("the CPU's backend holds its logits in host memory");
+                    out.push(host[(n_out - 1) * n_vocab..n_out * n_vocab].to_vec());
+                }
+            }
+        }
+        self.pos = pos;
+        Ok(out)
+    }
+
+    /// The forward pass's view of this runner, and its devices.
+    fn pass(&mut self) -> (forward::Pass<'_, '_>, &mut [DeviceSlot]) {
         let opts = &self.opts;
         let pass = forward::Pass {
             model: self.model,
@@ -354,19 +424,47 @@ impl<'m> Runner<'m> {
             all_logits: opts.all_logits,
             trace: self.trace.as_ref(),
         };
-        let devices = &mut self.devices;
-        let split = pipeline::applies(&opts.placement, devices);
+        (pass, &mut self.devices)
+    }
+
+    /// Runs `tokens` of sequence `seq` in batches, appending every row's logits to `all` if
+    /// given. Across a layer split the batches are micro-batches
+    /// ([`pipeline::micro_batch`]), run as a pipeline when `overlap` is on and one device at
+    /// a time when off (the same arithmetic either way).
+    fn feed(
+        &mut self,
+        seq: usize,
+        tokens: &[u32],
+        mut all: Option<&mut Vec<f32>>,
+    ) -> Result<(), RunError> {
+        let n_vocab = self.model.cfg.n_vocab;
+        let (all_logits, n_batch, start) = (self.opts.all_logits, self.opts.n_batch, self.pos[seq]);
+        let (pass, devices) = self.pass();
+        let split = pipeline::applies(pass.placement, devices);
         let mb = if split {
-            pipeline::micro_batch(tokens.len(), opts.n_batch)
+            pipeline::micro_batch(tokens.len(), n_batch)
         } else {
-            opts.n_batch
+            n_batch
         };
-        let rows_out = |n: usize| if opts.all_logits { n } else { 1 };
-        if split && opts.overlap && tokens.len() > mb {
-            let logits = pass.pipelined(devices, tokens, self.pos, mb)?;
-            let last = tokens.len() - (tokens.len() - 1) / mb * mb;
-            self.n_out = rows_out(last);
-            let keep = self.n_out * n_vocab;
+        let rows_out = |n: usize| if all_logits { n } else { 1 };
+        let mut n_out = 0;
+        if split && pass.overlap && tokens.len() > mb {
+            let chunks: Vec<&[u32]> = tokens.chunks(mb).collect();
+            let mbs: Vec<pipeline::MicroBatch> = chunks
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| pipeline::MicroBatch {
+                    tokens: c,
+                    at: At {
+                        seq,
+                        pos: start + k * mb,
+                    },
+                    logits: all_logits || k + 1 == chunks.len(),
+                })
+                .collect();
+            let logits = pass.pipelined(devices, &mbs)?;
+            n_out = rows_out(chunks[chunks.len() - 1].len());
+            let keep = n_out * n_vocab;
             let host = devices[0]
                 .backend
                 .host_logits_mut()
@@ -378,30 +476,37 @@ impl<'m> Runner<'m> {
             if let Some(out) = all {
                 out.extend_from_slice(&logits);
             }
-            self.pos += tokens.len();
-            return Ok(());
-        }
-        for chunk in tokens.chunks(mb) {
-            self.n_out = rows_out(chunk.len());
-            pass.forward(devices, chunk, self.pos, self.n_out)?;
-            self.pos += chunk.len();
-            if let Some(out) = all.as_deref_mut() {
-                let host = devices[0]
-                    .backend
-                    .host_logits()
-                    .expect("the CPU's backend holds its logits in host memory");
-                out.extend_from_slice(&host[..chunk.len() * n_vocab]);
+        } else {
+            let mut at = start;
+            for chunk in tokens.chunks(mb) {
+                n_out = rows_out(chunk.len());
+                pass.forward(devices, chunk, At { seq, pos: at }, n_out)?;
+                at += chunk.len();
+                if let Some(out) = all.as_deref_mut() {
+                    let host = devices[0]
+                        .backend
+                        .host_logits()
+                        .expect("the CPU's backend holds its logits in host memory");
+                    out.extend_from_slice(&host[..chunk.len() * n_vocab]);
+                }
             }
         }
+        self.n_out = n_out;
+        self.pos[seq] += tokens.len();
         Ok(())
     }
 
-    fn check(&self, tokens: &[u32]) -> Result<(), RunError> {
+    fn check(&self, seq: usize, tokens: &[u32]) -> Result<(), RunError> {
+        self.check_at(self.pos[seq], tokens)
+    }
+
+    /// `tokens` are in the vocabulary and fit a sequence that holds `pos` positions.
+    fn check_at(&self, pos: usize, tokens: &[u32]) -> Result<(), RunError> {
         let n_vocab = self.model.cfg.n_vocab;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(RunError::BadToken { id, n_vocab });
         }
-        let need = self.pos + tokens.len();
+        let need = pos + tokens.len();
         if need > self.opts.n_ctx {
             return Err(RunError::ContextFull {
                 need,

@@ -20,7 +20,7 @@ use std::time::Instant;
 use super::forward::Pass;
 use super::trace;
 use super::{DeviceSlot, Placement, RunError};
-use crate::backend::{Backend, BackendError, Unit};
+use crate::backend::{At, Backend, BackendError, Unit};
 use crate::ledger::DeviceId;
 
 /// What a stage runs, in order, on its device.
@@ -71,6 +71,15 @@ pub(super) fn micro_batch(len: usize, n_batch: usize) -> usize {
     len.div_ceil(8).max(16).min(n_batch)
 }
 
+/// One micro-batch: its tokens, where they sit (a sequence and the position of the first),
+/// and whether its logits come back.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MicroBatch<'t> {
+    pub tokens: &'t [u32],
+    pub at: At,
+    pub logits: bool,
+}
+
 /// One message between stages: stage `stage` is to run micro-batch `mb` on `x`.
 struct Msg {
     stage: usize,
@@ -104,19 +113,17 @@ fn moves(b: &mut dyn Backend) -> bool {
 }
 
 impl Pass<'_, '_> {
-    /// Runs `tokens` at `pos` in micro-batches of `mb_len` through the stages; returns the
-    /// logits kept (every row's, or the last row's), in order.
+    /// Runs the micro-batches `mbs` through the stages, each stage taking them in order (so
+    /// each sequence's reach its caches in order); returns the logits of those that want
+    /// them (every row's, or the last row's), in order.
     pub(super) fn pipelined(
         &self,
         devices: &mut [DeviceSlot],
-        tokens: &[u32],
-        pos: usize,
-        mb_len: usize,
+        mbs: &[MicroBatch],
     ) -> Result<Vec<f32>, RunError> {
         let stages = stages(self.placement).ok_or_else(|| {
             RunError::Options("this placement has no layer split to pipeline".into())
         })?;
-        let mbs: Vec<&[u32]> = tokens.chunks(mb_len).collect();
         let mut inboxes: Vec<(Sender<Msg>, Option<Receiver<Msg>>)> = devices
             .iter()
             .map(|_| {
@@ -183,9 +190,9 @@ impl Pass<'_, '_> {
         let results: Vec<Result<(), BackendError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .into_iter()
-                .map(|job| scope.spawn(move || job.run(self, stages, mbs, pos)))
+                .map(|job| scope.spawn(move || job.run(self, stages, mbs)))
                 .collect();
-            let here = inline.map(|job| job.run(self, stages, mbs, pos));
+            let here = inline.map(|job| job.run(self, stages, mbs));
             handles
                 .into_iter()
                 .map(|h| h.join().expect("a pipeline thread panicked"))
@@ -213,21 +220,9 @@ struct DeviceJob<'s, B: Backend + ?Sized> {
 }
 
 impl<B: Backend + ?Sized> DeviceJob<'_, B> {
-    fn run(
-        self,
-        p: &Pass,
-        stages: &[Stage],
-        mbs: &[&[u32]],
-        pos: usize,
-    ) -> Result<(), BackendError> {
+    fn run(self, p: &Pass, stages: &[Stage], mbs: &[MicroBatch]) -> Result<(), BackendError> {
         let model = p.model;
         let (e, n_vocab, n_layer) = (model.cfg.n_embd, model.cfg.n_vocab, model.cfg.n_layer);
-        let mut starts = Vec::with_capacity(mbs.len());
-        let mut at = pos;
-        for mb in mbs {
-            starts.push(at);
-            at += mb.len();
-        }
         // The first stage's micro-batches need no message; the others wait for theirs.
         let mut first_done = 0;
         let firsts = if self.mine.first() == Some(&0) {
@@ -260,7 +255,7 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
                 None => self.inbox.recv().map_err(|_| broken())?,
             };
             let (s, mb) = (msg.stage, msg.mb);
-            let tokens = mbs[mb];
+            let (tokens, at) = (mbs[mb].tokens, mbs[mb].at);
             let n = tokens.len();
             let n_out = if p.all_logits { n } else { 1 };
             let t = Instant::now();
@@ -278,11 +273,10 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
                             blocks: r.clone(),
                             keep,
                         };
-                        self.backend.run(model, &unit, n, starts[mb])?;
+                        self.backend.run(model, &unit, n, at)?;
                     }
                     Step::Output => {
-                        self.backend
-                            .run(model, &Unit::Output { n_out }, n, starts[mb])?;
+                        self.backend.run(model, &Unit::Output { n_out }, n, at)?;
                     }
                 }
             }
@@ -304,9 +298,8 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
                     .map_err(|_| broken())?;
                 }
                 None => {
-                    // The last stage: the micro-batch's logits (all of the last one's when
-                    // only the last row is kept).
-                    if p.all_logits || mb + 1 == mbs.len() {
+                    // The last stage: the micro-batch's logits, where wanted.
+                    if mbs[mb].logits {
                         let mut l = vec![0.0f32; n_out * n_vocab];
                         self.backend.read_logits(&mut l)?;
                         if self.backend.id() != DeviceId::Cpu {

@@ -13,7 +13,7 @@ use super::weights::{
     GpuMla, GpuScratch, MlaQuery,
 };
 use super::{CudaBackend, MATVEC_MAX_BATCH};
-use crate::backend::Exchange;
+use crate::backend::{At, Exchange};
 use crate::config::ModelConfig;
 
 fn missing(what: &str) -> CudaError {
@@ -34,7 +34,7 @@ impl CudaBackend {
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        pos: usize,
+        at: At,
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
@@ -46,16 +46,14 @@ impl CudaBackend {
             ..
         } = self;
         let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
-        write_positions(g, s, pos, n)?;
-        let key = (range.start, range.end);
+        write_positions(g, s, at.pos, n)?;
+        let key = (range.start, range.end, at.seq);
         let mut queue = |s: &mut GpuScratch| -> Result<(), CudaError> {
             for i in range.clone() {
                 let w = blocks
                     .get(&i)
                     .ok_or_else(|| missing(&format!("weights of block {i}")))?;
-                let kv = kvs
-                    .get_mut(&i)
-                    .ok_or_else(|| missing(&format!("KV cache of block {i}")))?;
+                let kv = cache(kvs, i, at.seq)?;
                 queue_block(g, w, s, kv, cfg, rope, n)?;
             }
             Ok(())
@@ -139,7 +137,7 @@ impl CudaBackend {
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        pos: usize,
+        at: At,
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
@@ -153,10 +151,8 @@ impl CudaBackend {
             .get(&i)
             .and_then(|w| w.attn.as_ref())
             .ok_or_else(|| missing(&format!("attention of block {i}")))?;
-        let kv = kvs
-            .get_mut(&i)
-            .ok_or_else(|| missing(&format!("KV cache of block {i}")))?;
-        write_positions(g, s, pos, n)?;
+        let kv = cache(kvs, i, at.seq)?;
+        write_positions(g, s, at.pos, n)?;
         queue_attention(g, a, s, kv, cfg, rope, n)
     }
 
@@ -288,6 +284,17 @@ impl CudaBackend {
             }
         }
     }
+}
+
+/// Block `i`'s cache of sequence `seq`.
+fn cache(
+    kvs: &mut std::collections::BTreeMap<usize, Vec<GpuKv>>,
+    i: usize,
+    seq: usize,
+) -> Result<&mut GpuKv, CudaError> {
+    kvs.get_mut(&i)
+        .and_then(|c| c.get_mut(seq))
+        .ok_or_else(|| missing(&format!("KV cache of block {i}, sequence {seq}")))
 }
 
 /// One block's launches: the CPU's `cpu_block` step for step.

@@ -25,7 +25,7 @@ use strata_kernels_cuda::{
 };
 
 use crate::backend::interface::{
-    Backend, BackendError, Exchange, Holdings, Parts, QueueMark, Source, Unit,
+    At, Backend, BackendError, Exchange, Holdings, Parts, QueueMark, Source, Unit,
 };
 use crate::buffers::ScratchLayout;
 use crate::config::ModelConfig;
@@ -45,12 +45,14 @@ pub struct CudaBackend {
     gpu: Gpu,
     blocks: BTreeMap<usize, GpuBlock>,
     output: Option<GpuOutput>,
-    kvs: BTreeMap<usize, GpuKv>,
+    /// Each block's caches, one a sequence.
+    kvs: BTreeMap<usize, Vec<GpuKv>>,
     scratch: Option<GpuScratch>,
     held: Vec<Reservation>,
-    /// Per range of blocks, the one-token decode step as a graph: `None` once the range
-    /// has run eagerly (kernels loaded), then the graph captured on the next step.
-    graphs: HashMap<(usize, usize), Option<GpuGraph>>,
+    /// Per range of blocks and sequence (its caches' addresses are in the launches), the
+    /// one-token decode step as a graph: `None` once it has run eagerly (kernels loaded),
+    /// then the graph captured on the next step.
+    graphs: HashMap<(usize, usize, usize), Option<GpuGraph>>,
     /// Off with `STRATA_CUDA_GRAPHS=0`: every launch queued one by one.
     use_graphs: bool,
     /// The routing last imported ([`Exchange::Route`]): per row the `n_expert_used` ids
@@ -208,7 +210,7 @@ impl Backend for CudaBackend {
         &mut self,
         model: &Model,
         i: usize,
-        n_ctx: usize,
+        (n_ctx, n_seq): (usize, usize),
         kv_type: GgmlType,
         bytes: u64,
     ) -> Result<(), BackendError> {
@@ -218,7 +220,7 @@ impl Backend for CudaBackend {
                 self.id
             )));
         }
-        self.kv_cache(i, &model.cfg, n_ctx, bytes)
+        self.kv_cache(i, &model.cfg, (n_ctx, n_seq), bytes)
     }
 
     fn alloc_scratch(&mut self, model: &Model, layout: ScratchLayout) -> Result<(), BackendError> {
@@ -231,13 +233,7 @@ impl Backend for CudaBackend {
         ))
     }
 
-    fn run(
-        &mut self,
-        model: &Model,
-        unit: &Unit,
-        n: usize,
-        pos: usize,
-    ) -> Result<(), BackendError> {
+    fn run(&mut self, model: &Model, unit: &Unit, n: usize, at: At) -> Result<(), BackendError> {
         let cfg = &model.cfg;
         let r = cfg.rope();
         let rope = RopeParams {
@@ -250,9 +246,9 @@ impl Backend for CudaBackend {
         match unit {
             // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
             Unit::Blocks { blocks: range, .. } => {
-                self.run_blocks(range.clone(), cfg, &rope, n, pos)?
+                self.run_blocks(range.clone(), cfg, &rope, n, at)?
             }
-            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, pos)?,
+            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, at)?,
             Unit::FfnRoute { block, rows } => self.run_ffn_route(*block, cfg, n, *rows)?,
             Unit::FfnLocal { block, rows } => self.run_ffn_local(*block, cfg, *rows)?,
             Unit::FfnEnd { rows, .. } => self.run_ffn_end(cfg, n, *rows)?,

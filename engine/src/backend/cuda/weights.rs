@@ -475,37 +475,41 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Allocates block `i`'s f16 KV cache of `n_ctx` positions (under MLA its latent cache),
-    /// reserving `planned` bytes.
+    /// Allocates block `i`'s f16 KV caches of `n_ctx` positions (under MLA its latent
+    /// caches), one for each of `n_seq` sequences, reserving `planned` bytes.
     pub(super) fn kv_cache(
         &mut self,
         i: usize,
         cfg: &ModelConfig,
-        n_ctx: usize,
+        (n_ctx, n_seq): (usize, usize),
         planned: u64,
     ) -> Result<(), BackendError> {
-        // Values of f16 (2 bytes) in each of its buffers, and how many buffers.
+        // Values of f16 (2 bytes) in each of a sequence's buffers, and how many buffers.
         let (n, buffers) = match &cfg.mla {
             Some(m) => (n_ctx * m.row_width(), 1),
             None => (n_ctx * cfg.kv_dim(), 2),
         };
-        let bytes = 2 * buffers * n;
+        let bytes = 2 * buffers * n * n_seq;
         if bytes as u64 != planned {
             return Err(BackendError::Unsupported(format!(
-                "a CUDA KV cache of {n_ctx} positions holds {bytes} bytes, the plan says {planned}"
+                "CUDA KV caches of {n_seq} × {n_ctx} positions hold {bytes} bytes, the plan \
+                 says {planned}"
             )));
         }
         let a = self.alloc(BufferKind::Kv, format!("KV cache of block {i}"));
         let r = a.reserve(planned)?;
-        let kv = if cfg.mla.is_some() {
-            GpuKv::Latent(a.zeros(n)?)
-        } else {
-            GpuKv::Gqa {
-                k: a.zeros(n)?,
-                v: a.zeros(n)?,
-            }
-        };
-        self.kvs.insert(i, kv);
+        let mut kvs = Vec::with_capacity(n_seq);
+        for _ in 0..n_seq {
+            kvs.push(if cfg.mla.is_some() {
+                GpuKv::Latent(a.zeros(n)?)
+            } else {
+                GpuKv::Gqa {
+                    k: a.zeros(n)?,
+                    v: a.zeros(n)?,
+                }
+            });
+        }
+        self.kvs.insert(i, kvs);
         self.held.push(r);
         Ok(())
     }

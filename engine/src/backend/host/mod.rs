@@ -16,7 +16,7 @@ use strata_kernels_cpu::ops::{self, KvCache, LatentCache};
 use strata_kernels_cpu::{isa, packed, GgmlType};
 
 use crate::backend::interface::{
-    Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, Source, Unit,
+    At, Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, Source, Unit,
 };
 use crate::buffers::{kv_type_of, ScratchLayout};
 use crate::ledger::{BufferKind, DeviceId, Ledger, Reservation};
@@ -32,7 +32,8 @@ pub struct HostBackend {
     /// does not: it copies all of its weights.
     maps_file: bool,
     weights: HostWeights,
-    caches: BTreeMap<usize, Cache>,
+    /// Each block's caches, one a sequence.
+    caches: BTreeMap<usize, Vec<Cache>>,
     /// The parts it holds of each block it holds any of, and whether it holds them as its
     /// own copy (else it reads them from the mapped file).
     parts: BTreeMap<usize, (Parts, bool)>,
@@ -86,10 +87,11 @@ impl HostBackend {
         model: &Model,
         unit: &Unit,
         n: usize,
-        pos: usize,
+        at: At,
     ) -> Result<(), BackendError> {
         let cfg = &model.cfg;
         let id = self.id;
+        let pos = at.pos;
         let s = self
             .scratch
             .as_mut()
@@ -106,7 +108,10 @@ impl HostBackend {
             ($i:expr) => {
                 caches
                     .get_mut(&$i)
-                    .ok_or_else(|| missing(id, format!("KV cache of block {}", $i)))?
+                    .and_then(|c| c.get_mut(at.seq))
+                    .ok_or_else(|| {
+                        missing(id, format!("KV cache of block {}, sequence {}", $i, at.seq))
+                    })?
             };
         }
         match unit {
@@ -256,7 +261,7 @@ impl Backend for HostBackend {
         &mut self,
         model: &Model,
         i: usize,
-        n_ctx: usize,
+        (n_ctx, n_seq): (usize, usize),
         kv_type: GgmlType,
         bytes: u64,
     ) -> Result<(), BackendError> {
@@ -268,16 +273,19 @@ impl Backend for HostBackend {
         let r = self
             .ledger
             .reserve(self.id, BufferKind::Kv, bytes, || what.clone())?;
-        let cache = match &cfg.mla {
+        let one = || match &cfg.mla {
             Some(m) => LatentCache::try_new(t, n_ctx, m.row_width()).map(Cache::Latent),
             None => KvCache::try_new(t, n_ctx, cfg.n_head_kv, cfg.head_dim).map(Cache::Kv),
-        }
-        .ok_or_else(|| {
-            self.ledger
-                .refusal(self.id, BufferKind::Kv, &what, bytes, REFUSED)
-        })?;
+        };
+        let caches = (0..n_seq)
+            .map(|_| one())
+            .collect::<Option<Vec<Cache>>>()
+            .ok_or_else(|| {
+                self.ledger
+                    .refusal(self.id, BufferKind::Kv, &what, bytes, REFUSED)
+            })?;
         self.held.push(r);
-        self.caches.insert(i, cache);
+        self.caches.insert(i, caches);
         Ok(())
     }
 
@@ -307,14 +315,8 @@ impl Backend for HostBackend {
         block::embed(emb, tokens, &mut s.x[..tokens.len() * model.cfg.n_embd])
     }
 
-    fn run(
-        &mut self,
-        model: &Model,
-        unit: &Unit,
-        n: usize,
-        pos: usize,
-    ) -> Result<(), BackendError> {
-        self.run_all(model, std::slice::from_ref(unit), n, pos)
+    fn run(&mut self, model: &Model, unit: &Unit, n: usize, at: At) -> Result<(), BackendError> {
+        self.run_all(model, std::slice::from_ref(unit), n, at)
     }
 
     fn run_all(
@@ -322,9 +324,9 @@ impl Backend for HostBackend {
         model: &Model,
         units: &[Unit],
         n: usize,
-        pos: usize,
+        at: At,
     ) -> Result<(), BackendError> {
-        let each = |b: &mut Self| units.iter().try_for_each(|u| b.run_here(model, u, n, pos));
+        let each = |b: &mut Self| units.iter().try_for_each(|u| b.run_here(model, u, n, at));
         match self.pool.take() {
             Some(pool) => {
                 let out = pool.install(|| each(self));
@@ -404,7 +406,7 @@ impl Backend for HostBackend {
     }
 
     fn reset(&mut self) {
-        for c in self.caches.values_mut() {
+        for c in self.caches.values_mut().flatten() {
             c.clear();
         }
     }
