@@ -94,6 +94,12 @@ pub struct Args {
     /// off, or both (`1,0`): off runs the same work one device at a time.
     #[arg(long = "overlap", default_value = "1")]
     pub overlap: String,
+    /// Sequences run side by side, each with KV caches of its own (llama.cpp's
+    /// `--parallel`): pp feeds each the prompt and tg decodes them in lockstep, as entries
+    /// of one call, so across a layer split they flow through the devices as a pipeline;
+    /// tokens/s count every sequence's tokens. The prediction stays one sequence's.
+    #[arg(long = "parallel", visible_alias = "np", default_value_t = 1)]
+    pub parallel: usize,
 }
 
 /// One point of the sweep.
@@ -232,12 +238,19 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
     if args.output == Format::Md {
         println!(
             "model {} ({n_layer} blocks), pp{} tg{}, a warm-up and {} timed runs each, \
-             {threads} CPU threads, devices: {}\n",
+             {threads} CPU threads, devices: {}{}\n",
             args.model.display(),
             args.n_prompt,
             args.n_gen,
             args.repetitions,
-            names.join(", ")
+            names.join(", "),
+            match args.parallel {
+                1 => String::new(),
+                n => format!(
+                    "; {n} sequences side by side (tokens/s count all of them; the \
+                     prediction is one sequence's)"
+                ),
+            }
         );
     }
     if let Some(h) = report::header(args.output, args.n_prompt, args.n_gen, &names) {
@@ -388,6 +401,7 @@ fn sweep_one(
     let num_gpu = point.label();
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
     let mut settings = decode_settings(n_ctx, args.batch_size, point.num_gpu);
+    settings.n_seq = args.parallel;
     if args.pose_gpus.is_some() {
         settings.margin = 0;
     }
@@ -418,16 +432,36 @@ fn sweep_one(
         stream,
         reads: Vec::new(),
     };
+    let np = args.parallel;
     let pp = match args.n_prompt {
         0 => None,
-        n => Some(phases.run(&mut r, n, |r| r.eval(&prompt).map(drop).map_err(err))?),
+        n if np == 1 => Some(phases.run(&mut r, n, |r| r.eval(&prompt).map(drop).map_err(err))?),
+        n => {
+            let entries: Vec<(usize, &[u32])> = (0..np).map(|s| (s, &prompt[..])).collect();
+            Some(phases.run(&mut r, n * np, |r| {
+                r.eval_seqs(&entries).map(drop).map_err(err)
+            })?)
+        }
     };
     let tg = match args.n_gen {
         0 => None,
-        n => Some(phases.run(&mut r, n, |r| {
+        n if np == 1 => Some(phases.run(&mut r, n, |r| {
             let mut tok = 1;
             for _ in 0..n {
                 tok = argmax(r.eval(&[tok]).map_err(err)?);
+            }
+            Ok(())
+        })?),
+        n => Some(phases.run(&mut r, n * np, |r| {
+            let mut toks = vec![1u32; np];
+            for _ in 0..n {
+                let entries: Vec<(usize, &[u32])> = toks
+                    .iter()
+                    .enumerate()
+                    .map(|(s, t)| (s, std::slice::from_ref(t)))
+                    .collect();
+                let logits = r.eval_seqs(&entries).map_err(err)?;
+                toks = logits.iter().map(|l| argmax(l)).collect();
             }
             Ok(())
         })?),

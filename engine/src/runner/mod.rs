@@ -351,14 +351,17 @@ impl<'m> Runner<'m> {
 
     /// Feeds several sequences at once: each entry's tokens to its sequence (`seq <
     /// n_seq`), in order; returns each entry's last-row logits (`n_vocab` each). An
-    /// entry is one forward call (cut in batches of `n_batch` if longer), and across a
-    /// layer split the entries flow through the devices as micro-batches of a pipeline:
+    /// entry is cut as [`eval`](Runner::eval) cuts a prompt (batches of `n_batch`, across a
+    /// layer split micro-batches), and across a split the entries' micro-batches flow
+    /// through the devices as a pipeline:
     /// while the second device runs one sequence's tokens, the first runs the next's
     /// (one device at a time with `overlap` off, the same arithmetic either way). A
     /// sequence may appear in several entries; its tokens reach its caches in order.
     pub fn eval_seqs(&mut self, entries: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>, RunError> {
         let n_vocab = self.model.cfg.n_vocab;
-        // Each entry's micro-batches, at the positions its sequence will have reached.
+        let split = pipeline::applies(&self.opts.placement, &mut self.devices);
+        // Each entry's micro-batches (cut as `feed` cuts a prompt), at the positions its
+        // sequence will have reached.
         let mut pos = self.pos.clone();
         let mut mbs = Vec::new();
         for &(seq, tokens) in entries {
@@ -372,13 +375,17 @@ impl<'m> Runner<'m> {
             if tokens.is_empty() {
                 return Err(RunError::Options(format!("sequence {seq}: no tokens")));
             }
-            let n = tokens.len().div_ceil(self.opts.n_batch);
-            for (k, chunk) in tokens.chunks(self.opts.n_batch).enumerate() {
+            let len = match split {
+                true => pipeline::micro_batch(tokens.len(), self.opts.n_batch),
+                false => self.opts.n_batch,
+            };
+            let n = tokens.len().div_ceil(len);
+            for (k, chunk) in tokens.chunks(len).enumerate() {
                 mbs.push(pipeline::MicroBatch {
                     tokens: chunk,
                     at: At {
                         seq,
-                        pos: pos[seq] + k * self.opts.n_batch,
+                        pos: pos[seq] + k * len,
                     },
                     logits: k + 1 == n,
                 });
@@ -389,7 +396,7 @@ impl<'m> Runner<'m> {
         let rows = |mb: &pipeline::MicroBatch| if all_logits { mb.tokens.len() } else { 1 };
         let mut out = Vec::with_capacity(entries.len());
         let (pass, devices) = self.pass();
-        if pipeline::applies(pass.placement, devices) && pass.overlap && mbs.len() > 1 {
+        if split && pass.overlap && mbs.len() > 1 {
             let logits = pass.pipelined(devices, &mbs)?;
             let mut at = 0;
             for mb in mbs.iter().filter(|mb| mb.logits) {
