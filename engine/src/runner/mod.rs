@@ -379,17 +379,8 @@ impl<'m> Runner<'m> {
                 true => pipeline::micro_batch(tokens.len(), self.opts.n_batch),
                 false => self.opts.n_batch,
             };
-            let n = tokens.len().div_ceil(len);
-            for (k, chunk) in tokens.chunks(len).enumerate() {
-                mbs.push(pipeline::MicroBatch {
-                    tokens: chunk,
-                    at: At {
-                        seq,
-                        pos: pos[seq] + k * len,
-                    },
-                    logits: k + 1 == n,
-                });
-            }
+            let at = At { seq, pos: pos[seq] };
+            mbs.extend(pipeline::cut(tokens, at, len, false));
             pos[seq] += tokens.len();
         }
         let all_logits = self.opts.all_logits;
@@ -456,21 +447,9 @@ impl<'m> Runner<'m> {
         let rows_out = |n: usize| if all_logits { n } else { 1 };
         let mut n_out = 0;
         if split && pass.overlap && tokens.len() > mb {
-            let chunks: Vec<&[u32]> = tokens.chunks(mb).collect();
-            let mbs: Vec<pipeline::MicroBatch> = chunks
-                .iter()
-                .enumerate()
-                .map(|(k, &c)| pipeline::MicroBatch {
-                    tokens: c,
-                    at: At {
-                        seq,
-                        pos: start + k * mb,
-                    },
-                    logits: all_logits || k + 1 == chunks.len(),
-                })
-                .collect();
+            let mbs = pipeline::cut(tokens, At { seq, pos: start }, mb, all_logits);
             let logits = pass.pipelined(devices, &mbs)?;
-            n_out = rows_out(chunks[chunks.len() - 1].len());
+            n_out = rows_out(mbs[mbs.len() - 1].tokens.len());
             let keep = n_out * n_vocab;
             let host = devices[0]
                 .backend

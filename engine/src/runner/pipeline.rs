@@ -80,6 +80,24 @@ pub(super) struct MicroBatch<'t> {
     pub logits: bool,
 }
 
+/// `tokens` of a sequence from `at` cut into micro-batches of `len`: the last one's logits
+/// wanted, or every one's with `all_logits`.
+pub(super) fn cut(tokens: &[u32], at: At, len: usize, all_logits: bool) -> Vec<MicroBatch<'_>> {
+    let n = tokens.len().div_ceil(len);
+    tokens
+        .chunks(len)
+        .enumerate()
+        .map(|(k, c)| MicroBatch {
+            tokens: c,
+            at: At {
+                seq: at.seq,
+                pos: at.pos + k * len,
+            },
+            logits: all_logits || k + 1 == n,
+        })
+        .collect()
+}
+
 /// One message between stages: stage `stage` is to run micro-batch `mb` on `x`.
 struct Msg {
     stage: usize,
