@@ -71,6 +71,44 @@ fn no_prompt_measures_decode_only() {
     assert_eq!(sd, "0.00", "{row}");
 }
 
+/// `--parallel 2`: two sequences through a layer split over a posing device with a thread of
+/// its own; the header says the tokens/s count both.
+#[test]
+fn parallel_sequences_run_through_a_split() {
+    let Some(model) = model() else { return };
+    let o = split(
+        &model,
+        &[
+            "--pose-gpus",
+            "1GiB@1",
+            "--num-gpu",
+            "16",
+            "-p",
+            "16",
+            "-n",
+            "2",
+            "-t",
+            "1",
+            "-r",
+            "1",
+            "--parallel",
+            "2",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("2 sequences side by side"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("| 16 |"))
+        .unwrap_or_else(|| panic!("no num_gpu 16 row in {out}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    for c in [3, 4] {
+        let (mean, _) = cells[c].split_once(" ± ").unwrap();
+        assert!(mean.parse::<f64>().unwrap() > 0.0, "{row}");
+    }
+}
+
 /// The sweep users compare: JSON rows with every sample, an SVG plot, and a trace in which
 /// num_gpu 16 shows work on both devices.
 #[test]
@@ -204,6 +242,7 @@ fn bad_flags_name_the_flag_and_the_value() {
     for (args, words) in [
         (vec!["-o", "xml"], vec!["--output", "xml"]),
         (vec!["-r", "0"], vec!["--repetitions 0"]),
+        (vec!["--parallel", "0"], vec!["--parallel 0"]),
         (vec!["--plot", missing], vec!["--plot", missing]),
         (vec!["--trace", missing], vec!["--trace", missing]),
     ] {

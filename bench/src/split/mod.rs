@@ -162,6 +162,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     for (flag, v) in [
         ("--repetitions", args.repetitions),
         ("--stream-mib", args.stream_mib),
+        ("--parallel", args.parallel),
     ] {
         if v == 0 {
             return Err(format!("{flag} 0: must be at least 1"));
