@@ -97,7 +97,8 @@ pub struct Args {
     /// Sequences run side by side, each with KV caches of its own (llama.cpp's
     /// `--parallel`): pp feeds each the prompt and tg decodes them in lockstep, as entries
     /// of one call, so across a layer split they flow through the devices as a pipeline;
-    /// tokens/s count every sequence's tokens. The prediction stays one sequence's.
+    /// tokens/s count every sequence's tokens, and the prediction reads the devices side
+    /// by side where the runner pipelines.
     #[arg(long = "parallel", visible_alias = "np", default_value_t = 1)]
     pub parallel: usize,
 }
@@ -247,10 +248,7 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
             names.join(", "),
             match args.parallel {
                 1 => String::new(),
-                n => format!(
-                    "; {n} sequences side by side (tokens/s count all of them; the \
-                     prediction is one sequence's)"
-                ),
+                n => format!("; {n} sequences side by side (tokens/s count all of them)"),
             }
         );
     }
@@ -469,9 +467,15 @@ fn sweep_one(
     };
 
     let bandwidth = Bandwidth::measure(phases.read_bandwidth(), accels, stream);
-    let (model_devices, copy_bytes, predicted) =
-        prediction(&plan, model, names, &bandwidth, point.overlap);
-    let (_, _, predicted_kernels) = prediction(&plan, model, names, kernels, point.overlap);
+    let (model_devices, copy_bytes, predicted) = prediction(
+        &plan,
+        model,
+        names,
+        &bandwidth,
+        (point.overlap, args.parallel),
+    );
+    let schedule = (point.overlap, args.parallel);
+    let (_, _, predicted_kernels) = prediction(&plan, model, names, kernels, schedule);
     let (tg, last_tg) = tg.unzip();
     let row = Row {
         model: args.model.display().to_string(),
@@ -586,14 +590,15 @@ impl Bandwidth {
 }
 
 /// The bandwidth model for `plan`: each device's bytes per token and bandwidth, the bytes
-/// copied per token, and the predicted tg tokens/s (with split experts side by side when
-/// `overlap`) at the bandwidths `bw`.
+/// copied per token, and the predicted tg tokens/s at the bandwidths `bw` — with `overlap`,
+/// split experts side by side, and `n_seq` > 1 sequences through a pipelined layer split
+/// read side by side (tokens/s of all of them).
 fn prediction(
     plan: &Plan,
     model: &Model,
     names: &[String],
     bw: &Bandwidth,
-    overlap: bool,
+    (overlap, n_seq): (bool, usize),
 ) -> (Vec<DeviceModel>, u64, Option<f64>) {
     let cfg = &model.cfg;
     let rule = ReadRule {
@@ -616,7 +621,16 @@ fn prediction(
         }
         false => Some(0.0),
     };
-    let predicted = in_turn.zip(saved).map(|(t, s)| 1.0 / (t - s));
+    let predicted = if overlap && n_seq > 1 && predict::pipelines(&plan.blocks) {
+        // Several sequences through the pipeline: the devices read side by side.
+        let reads = predict::token_secs(&bytes, &[], &bw.devices);
+        let copy_secs = in_turn.zip(reads).map(|(t, r)| t - r);
+        copy_secs
+            .and_then(|c| predict::pipelined_secs(&bytes, c, &bw.devices, bw.together, n_seq))
+            .map(|t| n_seq as f64 / t)
+    } else {
+        in_turn.zip(saved).map(|(t, s)| 1.0 / (t - s))
+    };
     let devices = names
         .iter()
         .zip(&bytes)
