@@ -406,3 +406,58 @@ fn a_traced_gpu_run_computes_the_same_and_times_its_spans_by_events() {
         );
     }
 }
+
+// Several sequences on a GPU: each block's caches one a sequence (and a one-token step's
+// CUDA graph one a sequence, since the caches' addresses are in its launches). Two
+// sequences fed as entries of one call, then decoded in lockstep, give each sequence's
+// logits bit for bit as the same sequence alone on the GPU (the same kernels on the same
+// batches). The tiny deepseek2 file: its latent caches, every block on the GPU.
+#[test]
+fn two_sequences_on_the_gpu_equal_each_alone() {
+    let Some(gpu) = cuda() else { return };
+    let path = strata_tests::golden("moe/tiny-deepseek2.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let model = Model::bind(&file, |_| {}).unwrap();
+    let n = model.cfg.n_layer;
+    let accels = [Accelerator::from(gpu)];
+    let prompts: [Vec<u32>; 2] = [(1..=8).collect(), (20..=27).collect()];
+    let steps = 4;
+    let alone = |p: &[u32]| -> Vec<Vec<f32>> {
+        let s = settings(NumGpu::Layers(n + 1));
+        let (mut r, _) = runner_with(&file, &model, &accels, &s, "alone");
+        let mut out = vec![r.eval(p).unwrap().to_vec()];
+        for _ in 0..steps {
+            let t = argmax(out.last().unwrap());
+            out.push(r.eval(&[t]).unwrap().to_vec());
+        }
+        out
+    };
+    let want = [alone(&prompts[0]), alone(&prompts[1])];
+    let s = RunSettings {
+        n_seq: 2,
+        ..settings(NumGpu::Layers(n + 1))
+    };
+    let (mut r, _) = runner_with(&file, &model, &accels, &s, "two sequences");
+    let first = r
+        .eval_seqs(&[(0, &prompts[0][..]), (1, &prompts[1][..])])
+        .unwrap();
+    let mut got = [vec![first[0].clone()], vec![first[1].clone()]];
+    for _ in 0..steps {
+        let t = [
+            argmax(got[0].last().unwrap()),
+            argmax(got[1].last().unwrap()),
+        ];
+        let l = r.eval_seqs(&[(0, &t[..1]), (1, &t[1..])]).unwrap();
+        got[0].push(l[0].clone());
+        got[1].push(l[1].clone());
+    }
+    for seq in 0..2 {
+        for (c, (g, w)) in got[seq].iter().zip(&want[seq]).enumerate() {
+            let same = g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "sequence {seq}, call {c}: the logits differ from it alone"
+            );
+        }
+    }
+}
