@@ -36,39 +36,40 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A one-thread, one-run sweep of `num_gpu` with `extra` flags: its stdout, and the cells of
+/// the markdown row for `num_gpu`.
+fn one_row(model: &Path, num_gpu: &str, extra: &[&str]) -> (String, Vec<String>) {
+    let mut args = vec!["--num-gpu", num_gpu, "-n", "2", "-t", "1", "-r", "1"];
+    args.extend(extra);
+    let o = split(model, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("| {num_gpu} |")))
+        .unwrap_or_else(|| panic!("no num_gpu {num_gpu} row in {out}"));
+    let cells = row.split('|').map(|c| c.trim().to_string()).collect();
+    (out, cells)
+}
+
+/// The mean and sd of a `mean ± sd` cell.
+fn mean_sd(cell: &str) -> (f64, &str) {
+    let (mean, sd) = cell
+        .split_once(" ± ")
+        .unwrap_or_else(|| panic!("not `mean ± sd`: {cell}"));
+    (mean.parse().unwrap(), sd)
+}
+
 /// `-p 0` means no prompt test, as in llama-bench: decode is still measured.
 #[test]
 fn no_prompt_measures_decode_only() {
     let Some(model) = model() else { return };
-    let o = split(
-        &model,
-        &[
-            "--pose-gpus",
-            "1GiB",
-            "--num-gpu",
-            "0",
-            "-p",
-            "0",
-            "-n",
-            "2",
-            "-t",
-            "1",
-            "-r",
-            "1",
-        ],
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let row = out
-        .lines()
-        .find(|l| l.starts_with("| 0 |"))
-        .unwrap_or_else(|| panic!("no num_gpu 0 row in {out}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    assert_eq!(cells[3], "-", "{row}");
+    let (_, cells) = one_row(&model, "0", &["--pose-gpus", "1GiB", "-p", "0"]);
+    assert_eq!(cells[3], "-", "{cells:?}");
     // `mean ± sd`, the sd 0 for one run.
-    let (mean, sd) = cells[4].split_once(" ± ").unwrap();
-    assert!(mean.parse::<f64>().unwrap() > 0.0, "{row}");
-    assert_eq!(sd, "0.00", "{row}");
+    let (mean, sd) = mean_sd(&cells[4]);
+    assert!(mean > 0.0, "{cells:?}");
+    assert_eq!(sd, "0.00", "{cells:?}");
 }
 
 /// `--parallel 2`: two sequences through a layer split over a posing device with a thread of
@@ -76,36 +77,11 @@ fn no_prompt_measures_decode_only() {
 #[test]
 fn parallel_sequences_run_through_a_split() {
     let Some(model) = model() else { return };
-    let o = split(
-        &model,
-        &[
-            "--pose-gpus",
-            "1GiB@1",
-            "--num-gpu",
-            "16",
-            "-p",
-            "16",
-            "-n",
-            "2",
-            "-t",
-            "1",
-            "-r",
-            "1",
-            "--parallel",
-            "2",
-        ],
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let extra = ["--pose-gpus", "1GiB@1", "-p", "16", "--parallel", "2"];
+    let (out, cells) = one_row(&model, "16", &extra);
     assert!(out.contains("2 sequences side by side"), "{out}");
-    let row = out
-        .lines()
-        .find(|l| l.starts_with("| 16 |"))
-        .unwrap_or_else(|| panic!("no num_gpu 16 row in {out}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     for c in [3, 4] {
-        let (mean, _) = cells[c].split_once(" ± ").unwrap();
-        assert!(mean.parse::<f64>().unwrap() > 0.0, "{row}");
+        assert!(mean_sd(&cells[c]).0 > 0.0, "{cells:?}");
     }
 }
 
