@@ -412,6 +412,12 @@ fn queue_mla(
         pe: m.qk_rope,
         kvr: m.kv_lora_rank,
     };
+    // attn_q (or attn_q_a) and attn_kv_a_mqa share the normalised rows' q8_1.
+    let first = match &w.q {
+        MlaQuery::Full(wq) => wq,
+        MlaQuery::LowRank { a, .. } => a,
+    };
+    let mut xq_ready = norm(g, norm_w, first, s, n, cfg.rms_eps)?;
     let GpuScratch {
         xn,
         xq,
@@ -422,22 +428,9 @@ fn queue_mla(
         out,
         pos,
         mla: ms,
-        x,
         ..
     } = s;
     let ms = ms.as_mut().ok_or_else(|| missing("MLA scratch"))?;
-    // attn_q (or attn_q_a) and attn_kv_a_mqa share the normalised rows' q8_1.
-    let first = match &w.q {
-        MlaQuery::Full(wq) => wq,
-        MlaQuery::LowRank { a, .. } => a,
-    };
-    let mut xq_ready = if reads_q8_1(first, n) {
-        g.rms_norm_q8_1(x, norm_w, xn, xq, n, cfg.rms_eps)?;
-        true
-    } else {
-        g.rms_norm(x, norm_w, xn, n, cfg.rms_eps)?;
-        false
-    };
     match &w.q {
         MlaQuery::Full(wq) => mul(g, wq, xn, xq, &mut xq_ready, n, q)?,
         MlaQuery::LowRank { a, .. } => mul(g, a, xn, xq, &mut xq_ready, n, k)?,

@@ -525,7 +525,6 @@ impl CudaBackend {
         let k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_used);
         // One token's experts each take a row of the FFN buffers (as in the layout).
         let ffn_rows = layout.n_batch.max(k);
-        let heads = cfg.mla.map_or(0, |_| layout.n_batch * cfg.n_head);
         let (xq, ints) = quantized_bytes(cfg, &layout);
         if xq + ints > layout.act_q_bytes {
             return Err(BackendError::Unsupported(format!(
@@ -554,12 +553,12 @@ impl CudaBackend {
         let mla = match &cfg.mla {
             None => None,
             Some(m) => {
-                let pe = layout.n_batch * cfg.n_head * m.qk_rope;
+                let (heads, pe) = (layout.n_batch * cfg.n_head, m.qk_rope);
                 let ids: Vec<u32> = (0..heads).map(|s| (s % cfg.n_head) as u32).collect();
                 Some(MlaScratch {
                     kv_a: z(layout.kv_row)?,
-                    q_pe: z(pe)?,
-                    q_lat: z(layout.q_latent - pe)?,
+                    q_pe: z(heads * pe)?,
+                    q_lat: z(layout.q_latent - heads * pe)?,
                     heads: a.upload(&ids)?,
                 })
             }
