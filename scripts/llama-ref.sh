@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's `llama-bench` and `llama-perplexity` into the git-ignored folder
-# .llama-ref/: a speed reference to run side by side with Strata's `generate`
-# (scripts/speed-table.sh), and the reference for Strata's `perplexity`. For speed the
+# Builds llama.cpp's `llama-bench`, `llama-batched-bench` and `llama-perplexity` into the
+# git-ignored folder .llama-ref/: speed references to run side by side with Strata's
+# `generate` (scripts/speed-table.sh, scripts/batched-table.sh), and the reference for
+# Strata's `perplexity`. For speed the
 # machine's speed varies from hour to hour, so a comparison only means something when both
 # are measured in the same run on the same files. It is a reference only: nothing of
 # llama.cpp enters Strata's sources or builds.
@@ -11,8 +12,8 @@
 # from PyPI too, pinned, in a venv inside .llama-ref/.
 #
 # Idempotent: skips whatever is already done (download, unpack, build). Prints the path of
-# the llama-bench binary on stdout as its last line (llama-perplexity is beside it);
-# everything else goes to stderr.
+# the llama-bench binary on stdout as its last line (llama-batched-bench and
+# llama-perplexity are beside it); everything else goes to stderr.
 #
 # Usage: scripts/llama-ref.sh
 set -euo pipefail
@@ -30,8 +31,9 @@ SRC=$DEST/llama_cpp_python-$VERSION/vendor/llama.cpp
 BUILD=$DEST/build
 BIN=$BUILD/bin/llama-bench
 PPL=$BUILD/bin/llama-perplexity
+BATCHED=$BUILD/bin/llama-batched-bench
 
-if [ -x "$BIN" ] && [ -x "$PPL" ]; then
+if [ -x "$BIN" ] && [ -x "$PPL" ] && [ -x "$BATCHED" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -125,7 +127,8 @@ fi
 # default local build gets). This llama.cpp no longer has a curl option (LLAMA_CURL is
 # deprecated and ignored: its HTTP client uses OpenSSL), so LLAMA_OPENSSL=OFF is what keeps
 # networking out. Static libraries: one self-contained binary. Tests, examples and the
-# server are not configured; only the llama-bench and llama-perplexity targets are built.
+# server are not configured; only the llama-bench, llama-batched-bench and llama-perplexity
+# targets are built.
 echo "llama-ref: configuring in $BUILD" >&2
 "$CMAKE" -S "$SRC" -B "$BUILD" \
   -DCMAKE_BUILD_TYPE=Release \
@@ -139,8 +142,8 @@ echo "llama-ref: configuring in $BUILD" >&2
   -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF \
   -DLLAMA_BUILD_APP=OFF >&2
-echo "llama-ref: building llama-bench and llama-perplexity (-j2)" >&2
-"$CMAKE" --build "$BUILD" --target llama-bench llama-perplexity -j2 >&2
+echo "llama-ref: building llama-bench, llama-batched-bench and llama-perplexity (-j2)" >&2
+"$CMAKE" --build "$BUILD" --target llama-bench llama-batched-bench llama-perplexity -j2 >&2
 
 for b in "$BIN" "$PPL"; do
   if [ ! -x "$b" ]; then

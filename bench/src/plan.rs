@@ -86,7 +86,8 @@ pub fn devices_and_settings(a: &Args) -> Result<(Vec<Device>, RunSettings), Plan
         n_ubatch: a.ubatch_size.min(a.batch_size),
         kv_type,
         n_seq: a.parallel,
-        n_outputs: 1,
+        // A decode step of every sequence in one batch: a row of logits each.
+        n_outputs: a.parallel.min(a.ubatch_size.min(a.batch_size)),
         num_gpu: NumGpu::parse(&a.num_gpu)?,
         margin: parse_bytes(&a.margin)?,
         tensor_split: a

@@ -95,9 +95,12 @@ pub fn placement(plan: &Plan) -> Placement {
 /// call processes and what scratch is sized for.
 pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
     let s = &plan.settings;
-    if s.n_outputs != 1 && s.n_outputs != s.n_ubatch {
+    // A decode step of every sequence in one batch wants a row of logits each.
+    let per_seq = s.n_seq.min(s.n_ubatch);
+    if s.n_outputs != per_seq && s.n_outputs != s.n_ubatch {
         return Err(LoadError::Unsupported(format!(
-            "{} rows of logits per call (the runner computes 1 or all {})",
+            "{} rows of logits per call (the runner computes one a sequence, {per_seq}, or \
+             all {})",
             s.n_outputs, s.n_ubatch
         )));
     }
@@ -106,7 +109,7 @@ pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
         n_batch: s.n_ubatch,
         kv_type: s.kv_type,
         placement: placement(plan),
-        all_logits: s.n_outputs == s.n_ubatch && s.n_ubatch > 1,
+        all_logits: s.n_outputs == s.n_ubatch && s.n_outputs > per_seq,
         overlap: s.overlap,
         n_seq: s.n_seq,
     })

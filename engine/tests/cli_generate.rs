@@ -472,3 +472,55 @@ fn placement_flags_on_a_moe_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no device 'CUDA3'"), "{}", stderr(&o));
 }
+
+/// `-np 3` (llama.cpp's flag): three continuations of the prompt, seeded --seed, +1, +2,
+/// each the text a run of one sequence with that seed prints, in one batch a step; the
+/// same over a posing device holding half the blocks.
+#[test]
+fn parallel_sequences_each_continue_as_one_run_with_its_seed() {
+    let Some(m) = model() else { return };
+    let run = |seed: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-m",
+            m.to_str().unwrap(),
+            "-p",
+            "The capital of France is",
+            "-n",
+            "12",
+            "--temp",
+            "0.9",
+            "--seed",
+            seed,
+            "--ignore-eos",
+            "-t",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let o = generate(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    let alone: Vec<String> = ["5", "6", "7"]
+        .iter()
+        .map(|s| String::from_utf8(run(s, &[]).stdout).unwrap())
+        .collect();
+    assert!(alone[0] != alone[1] || alone[1] != alone[2], "{alone:?}");
+    for extra in [
+        &["-np", "3"][..],
+        &["--parallel", "3", "--pose-gpus", "1GiB", "-ngl", "16"],
+    ] {
+        let o = run("5", extra);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let want: String = alone
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("sequence {i}:\n{a}\n"))
+            .collect();
+        assert_eq!(out, want, "{extra:?}");
+        let err = stderr(&o);
+        assert!(err.contains("generated: 36 tokens in 3 sequences"), "{err}");
+    }
+    let o = generate(&["-m", m.to_str().unwrap(), "-p", "x", "-np", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--parallel 0"), "{}", stderr(&o));
+}

@@ -73,13 +73,22 @@ macro_rules! x86 {
 }
 
 /// A format's packed kernels at level `$isa`: its layout and its kernel (generic in the
-/// tile's token count) for tiles of 1, 4 and 8 tokens.
+/// tile's token count) for tiles of 1 to 8 tokens.
 macro_rules! packed {
     ($isa:ident, $layout:expr, $($k:ident)::+) => {
         x86!(PackedFormat {
             isa: Isa::$isa,
             layout: &$layout,
-            group: [$($k)::+::<1>, $($k)::+::<4>, $($k)::+::<8>],
+            group: [
+                $($k)::+::<1>,
+                $($k)::+::<2>,
+                $($k)::+::<3>,
+                $($k)::+::<4>,
+                $($k)::+::<5>,
+                $($k)::+::<6>,
+                $($k)::+::<7>,
+                $($k)::+::<8>,
+            ],
         })
     };
 }

@@ -327,8 +327,8 @@ fn packed_kernels_match_the_reference_twin() {
             let w = random_weights(&mut rng, ty, rows, cols);
             let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
             let p = p.view();
-            // 13 tokens: tiles of 8, 4 and 1.
-            let n = 13;
+            // 15 tokens: tiles of 8 and 7.
+            let n = 15;
             let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
             let acts = quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), &x, n, cols).unwrap();
             let mut want = vec![0f32; n * rows];
@@ -362,6 +362,38 @@ fn packed_kernels_match_the_reference_twin() {
                     y,
                     got[t * rows..(t + 1) * rows],
                     "{ty} {rows}x{cols} token {t}"
+                );
+            }
+        }
+    }
+}
+
+/// A batch of 1 to 8 tokens is one tile (a group's weights read once): each size's kernel
+/// gives every token the bits its matvec gives it.
+#[test]
+fn every_tile_size_gives_each_token_its_matvec_bits() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    for (ty, isa) in packed_formats() {
+        // Whole groups of 16 rows (the packed kernels) and a row-major tail row.
+        let (rows, cols) = (65, 7 * ty.block_size().max(32));
+        let w = random_weights(&mut rng, ty, rows, cols);
+        let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
+        let p = p.view();
+        for n in 1..=8 {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let acts = quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), &x, n, cols).unwrap();
+            let mut got = vec![0f32; n * rows];
+            matmul_packed(&p, &acts, &mut got).unwrap();
+            for t in 0..n {
+                let xt = &x[t * cols..(t + 1) * cols];
+                let one =
+                    quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), xt, 1, cols).unwrap();
+                let mut y = vec![0f32; rows];
+                matvec_packed(&p, &one, &mut y).unwrap();
+                assert_eq!(
+                    y,
+                    got[t * rows..(t + 1) * rows],
+                    "{ty} tile of {n}, token {t}"
                 );
             }
         }

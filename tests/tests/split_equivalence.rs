@@ -507,3 +507,89 @@ fn two_sequences_equal_each_alone() {
         "deepseek2",
     );
 }
+
+/// A prompt evaluated once in sequence 0 and copied to sequences 1 and 2 (2 a shorter
+/// prefix, the rest of the prompt fed to it), then all three decoded greedily in lockstep,
+/// one batch a step: each call's logits are those of the prompt run alone, bit for bit —
+/// on the CPU, and over a split whose posing device holds half the blocks (and so half
+/// of every sequence's caches).
+fn check_copied_prompt(file: &GgufFile, prompt: &[u32], n_gen: usize, name: &str) {
+    let model = Model::bind(file, |_| {}).unwrap();
+    let n = model.cfg.n_layer;
+    let s = settings(NumGpu::Layers(0));
+    let loaded = load(file, &model, Device::cpu(HOST), &[], &s, &Ledger::new()).unwrap();
+    let mut r = loaded.runner;
+    let mut want = Vec::new();
+    for chunk in prompt.chunks(s.n_ubatch) {
+        want = vec![r.eval(chunk).unwrap().to_vec()];
+    }
+    for _ in 0..n_gen {
+        let t = argmax(want.last().unwrap());
+        want.push(r.eval(&[t]).unwrap().to_vec());
+    }
+    let accel = PseudoAccel {
+        threads: Some(1),
+        ..PseudoAccel::new("ACCEL0", 64 << 20)
+    };
+    for (accels, num_gpu) in [
+        (vec![], NumGpu::Layers(0)),
+        (vec![accel], NumGpu::Layers(n / 2 + 1)),
+    ] {
+        let what = format!("{name}: copied prompt, num_gpu {num_gpu}");
+        let s = RunSettings {
+            n_seq: 3,
+            ..settings(num_gpu)
+        };
+        let ledger = Ledger::new();
+        let loaded = load(
+            file,
+            &model,
+            Device::cpu(HOST),
+            &posing(&accels),
+            &s,
+            &ledger,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_ledger_matches_plan(&ledger, &loaded.plan, &what);
+        let mut r = loaded.runner;
+        let mut first = Vec::new();
+        for chunk in prompt.chunks(s.n_ubatch) {
+            first = r.eval(chunk).unwrap().to_vec();
+        }
+        let len = prompt.len();
+        r.copy_seq(0, 1, len).unwrap();
+        r.copy_seq(0, 2, len - 3).unwrap();
+        assert_eq!(r.pos_of(2), Some(len - 3), "{what}");
+        let rest = r.eval_seqs(&[(2, &prompt[len - 3..])]).unwrap();
+        let mut got = [vec![first.clone()], vec![first], rest];
+        for _ in 0..n_gen {
+            let t: Vec<u32> = got.iter().map(|g| argmax(g.last().unwrap())).collect();
+            let entries: Vec<(usize, &[u32])> =
+                (0..3).map(|q| (q, std::slice::from_ref(&t[q]))).collect();
+            for (q, l) in r.eval_seqs(&entries).unwrap().into_iter().enumerate() {
+                got[q].push(l);
+            }
+        }
+        for (q, g) in got.iter().enumerate() {
+            assert_eq!(g.len(), want.len(), "{what}: sequence {q} calls");
+            for (c, (g, w)) in g.iter().zip(&want).enumerate() {
+                let same = g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{what}: sequence {q}, call {c}: logits differ");
+            }
+            assert_eq!(r.pos_of(q), Some(len + n_gen), "{what}");
+        }
+        // A sequence the runner lacks, or more positions than the source holds: errors.
+        let e = r.copy_seq(0, 3, 1).unwrap_err().to_string();
+        assert!(e.contains("sequence 3"), "{what}: {e}");
+        let e = r.copy_seq(1, 2, len + n_gen + 1).unwrap_err().to_string();
+        assert!(e.contains("sequence 1 holds"), "{what}: {e}");
+    }
+}
+
+#[test]
+fn a_prompt_copied_to_other_sequences_continues_as_alone() {
+    let m = RandomModel::small(4, &[GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16]);
+    check_copied_prompt(&m.build(), &prompt(13, 96), 3, "llama 4 blocks");
+    let moe = RandomMoe::deepseek2(GgmlType::Q8_0, true).build();
+    check_copied_prompt(&moe, &prompt(11, 96), 2, "deepseek2");
+}

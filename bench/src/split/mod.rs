@@ -95,10 +95,11 @@ pub struct Args {
     #[arg(long = "overlap", default_value = "1")]
     pub overlap: String,
     /// Sequences run side by side, each with KV caches of its own (llama.cpp's
-    /// `--parallel`): pp feeds each the prompt and tg decodes them in lockstep, as entries
-    /// of one call, so across a layer split they flow through the devices as a pipeline;
-    /// tokens/s count every sequence's tokens, and the prediction reads the devices side
-    /// by side where the runner pipelines.
+    /// `--parallel`): pp feeds each the prompt (across a layer split their micro-batches
+    /// flow through the devices as a pipeline) and tg decodes them in lockstep, one batch
+    /// a step where every device takes several sequences in a batch (host devices), else
+    /// a sequence at a time through the pipeline; tokens/s count every sequence's tokens,
+    /// and the prediction follows the schedule.
     #[arg(long = "parallel", visible_alias = "np", default_value_t = 1)]
     pub parallel: usize,
 }
@@ -401,6 +402,7 @@ fn sweep_one(
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
     let mut settings = decode_settings(n_ctx, args.batch_size, point.num_gpu);
     settings.n_seq = args.parallel;
+    settings.n_outputs = args.parallel.min(settings.n_ubatch);
     if args.pose_gpus.is_some() {
         settings.margin = 0;
     }
@@ -467,14 +469,13 @@ fn sweep_one(
     };
 
     let bandwidth = Bandwidth::measure(phases.read_bandwidth(), accels, stream);
-    let (model_devices, copy_bytes, predicted) = prediction(
-        &plan,
-        model,
-        names,
-        &bandwidth,
-        (point.overlap, args.parallel),
-    );
-    let schedule = (point.overlap, args.parallel);
+    let schedule = Schedule {
+        overlap: point.overlap,
+        n_seq: args.parallel,
+        batched: r.batches_sequences(),
+    };
+    let (model_devices, copy_bytes, predicted) =
+        prediction(&plan, model, names, &bandwidth, schedule);
     let (_, _, predicted_kernels) = prediction(&plan, model, names, kernels, schedule);
     let (tg, last_tg) = tg.unzip();
     let row = Row {
@@ -492,6 +493,15 @@ fn sweep_one(
         tg,
     };
     Ok((row, last_tg))
+}
+
+/// How a row's decode runs: devices side by side (`overlap`), `n_seq` sequences, and
+/// whether a step of several runs as one batch (`Runner::batches_sequences`).
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    overlap: bool,
+    n_seq: usize,
+    batched: bool,
 }
 
 /// Bandwidths (bytes/s) a prediction divides by.
@@ -591,14 +601,18 @@ impl Bandwidth {
 
 /// The bandwidth model for `plan`: each device's bytes per token and bandwidth, the bytes
 /// copied per token, and the predicted tg tokens/s at the bandwidths `bw` — with `overlap`,
-/// split experts side by side, and `n_seq` > 1 sequences through a pipelined layer split
-/// read side by side (tokens/s of all of them).
+/// split experts side by side; `n_seq` > 1 sequences in one batch a step, or through a
+/// pipelined layer split read side by side (tokens/s of all of them).
 fn prediction(
     plan: &Plan,
     model: &Model,
     names: &[String],
     bw: &Bandwidth,
-    (overlap, n_seq): (bool, usize),
+    Schedule {
+        overlap,
+        n_seq,
+        batched,
+    }: Schedule,
 ) -> (Vec<DeviceModel>, u64, Option<f64>) {
     let cfg = &model.cfg;
     let rule = ReadRule {
@@ -621,7 +635,11 @@ fn prediction(
         }
         false => Some(0.0),
     };
-    let predicted = if overlap && n_seq > 1 && predict::pipelines(&plan.blocks) {
+    let predicted = if n_seq > 1 && batched {
+        // One batch a step: each weight read once for every sequence (the copies between
+        // devices grow with the rows, a few KiB: left out).
+        in_turn.zip(saved).map(|(t, s)| n_seq as f64 / (t - s))
+    } else if overlap && n_seq > 1 && predict::pipelines(&plan.blocks) {
         // Several sequences through the pipeline: the devices read side by side.
         let reads = predict::token_secs(&bytes, &[], &bw.devices);
         let copy_secs = in_turn.zip(reads).map(|(t, r)| t - r);

@@ -191,6 +191,16 @@ pub trait Backend {
     /// `at.seq` at its positions `at.pos..at.pos + n`.
     fn run(&mut self, model: &Model, unit: &Unit, n: usize, at: At) -> Result<(), BackendError>;
 
+    /// Whether [`Backend::run`] takes rows of several sequences in one batch
+    /// ([`At::Rows`]).
+    fn mixes(&self) -> bool {
+        false
+    }
+
+    /// Sequence `to`'s KV caches (of every block held here) become a copy of sequence
+    /// `from`'s first `len` positions: a prompt evaluated once serves several sequences.
+    fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), BackendError>;
+
     /// Waits until the work queued by [`Backend::run`] is done (a host's is done when
     /// `run` returns; a GPU's kernels are only queued). For timelines: copies wait anyway.
     fn finish(&self) -> Result<(), BackendError> {
@@ -270,19 +280,68 @@ pub trait Backend {
     }
 }
 
-/// Where a run's rows sit: in sequence `seq` (whose KV caches they read and extend), at
-/// positions `pos..`.
+/// Where a run's rows sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct At {
-    pub seq: usize,
-    pub pos: usize,
+pub enum At<'a> {
+    /// Every row in sequence `seq` (whose KV caches they read and extend), at positions
+    /// `pos..`.
+    Seq { seq: usize, pos: usize },
+    /// Row r in sequence `rows[r].0` at position `rows[r].1`: several sequences' rows in one
+    /// batch, so that the products read each weight once for all of them while each row
+    /// attends to its own sequence. Only for a backend that [`mixes`](Backend::mixes).
+    Rows(&'a [(usize, usize)]),
 }
 
-impl At {
+impl At<'_> {
     /// Position `pos` of the first sequence (the only one of a single-sequence run).
-    pub fn first(pos: usize) -> At {
-        At { seq: 0, pos }
+    pub fn first(pos: usize) -> At<'static> {
+        At::Seq { seq: 0, pos }
     }
+
+    /// The sequence and first position when every row is in one sequence at consecutive
+    /// positions (always for [`At::Seq`]).
+    pub fn single(self, n: usize) -> Option<(usize, usize)> {
+        match self.segments(n).as_slice() {
+            [s] => Some((s.seq, s.pos)),
+            _ => None,
+        }
+    }
+
+    /// The batch's `n` rows as runs of one sequence at consecutive positions, in row order.
+    pub fn segments(self, n: usize) -> Vec<Segment> {
+        match self {
+            At::Seq { seq, pos } => vec![Segment {
+                row: 0,
+                n,
+                seq,
+                pos,
+            }],
+            At::Rows(rows) => {
+                let mut out: Vec<Segment> = Vec::new();
+                for (row, &(seq, pos)) in rows.iter().enumerate().take(n) {
+                    match out.last_mut() {
+                        Some(s) if s.seq == seq && s.pos + s.n == pos => s.n += 1,
+                        _ => out.push(Segment {
+                            row,
+                            n: 1,
+                            seq,
+                            pos,
+                        }),
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Rows `row..row + n` of a batch: sequence `seq`, positions `pos..pos + n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub row: usize,
+    pub n: usize,
+    pub seq: usize,
+    pub pos: usize,
 }
 
 /// A point in a device's queue of work ([`Backend::mark`]).
@@ -295,4 +354,31 @@ pub trait QueueMark: Send {
 pub struct OwnThreads<'a> {
     pub pool: std::sync::Arc<rayon::ThreadPool>,
     pub backend: &'a mut (dyn Backend + Send),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_fall_into_runs_of_one_sequence_at_consecutive_positions() {
+        let seg = |row, n, seq, pos| Segment { row, n, seq, pos };
+        assert_eq!(At::first(7).segments(3), vec![seg(0, 3, 0, 7)]);
+        assert_eq!(At::first(7).single(3), Some((0, 7)));
+        // A decode step of three sequences; then a sequence's rows with a gap, and a
+        // sequence that comes back after another.
+        let step = [(2, 10), (0, 4), (1, 9)];
+        let want = vec![seg(0, 1, 2, 10), seg(1, 1, 0, 4), seg(2, 1, 1, 9)];
+        assert_eq!(At::Rows(&step).segments(3), want);
+        assert_eq!(At::Rows(&step).single(3), None);
+        let rows = [(1, 0), (1, 1), (1, 3), (0, 5), (1, 4)];
+        let want = vec![
+            seg(0, 2, 1, 0),
+            seg(2, 1, 1, 3),
+            seg(3, 1, 0, 5),
+            seg(4, 1, 1, 4),
+        ];
+        assert_eq!(At::Rows(&rows).segments(5), want);
+        assert_eq!(At::Rows(&rows[..2]).single(2), Some((1, 0)));
+    }
 }

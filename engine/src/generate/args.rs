@@ -38,6 +38,12 @@ pub struct Args {
     /// weights are read once per 512 tokens, and `bench plan` sizes the same scratch).
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
+    /// Continuations of the prompt decoded side by side (llama.cpp's `-np`, as
+    /// llama-batched takes it): the prompt is evaluated once and its KV cache copied to each
+    /// sequence; each samples with its own seed (--seed + i), and every step decodes all of
+    /// them in one batch, reading each weight once for all. Printed when done.
+    #[arg(long = "parallel", default_value_t = 1)]
+    pub parallel: usize,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -140,7 +146,11 @@ fn parse_num_gpu(text: &str) -> Result<NumGpu, String> {
 
 /// llama.cpp's multi-letter short flags, which clap cannot declare, and the long flags
 /// they stand for.
-const MULTI_LETTER: [(&str, &str); 2] = [("-ngl", "--num-gpu"), ("-ot", "--override-tensor")];
+const MULTI_LETTER: [(&str, &str); 3] = [
+    ("-ngl", "--num-gpu"),
+    ("-ot", "--override-tensor"),
+    ("-np", "--parallel"),
+];
 
 /// Rewrites llama.cpp's multi-letter short flags (`-ngl 20`, `-ot exps=CPU`) as long ones
 /// before parsing.

@@ -122,6 +122,9 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     if args.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
+    if args.parallel == 0 {
+        return Err("--parallel 0: at least one sequence".into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -187,6 +190,9 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     // No pass holds more tokens than the context (as llama.cpp clamps n_batch).
     let n_batch = args.batch_size.min(n_ctx);
     let mut settings = crate::load::decode_settings(n_ctx, n_batch, num_gpu);
+    // -np N: N caches of n_ctx positions, a row of logits each in a step.
+    settings.n_seq = args.parallel;
+    settings.n_outputs = args.parallel.min(n_batch);
     if posing {
         settings.margin = 0;
     }
@@ -325,13 +331,14 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
         eprintln!("prompt tokens: {tokens:?}");
         eprintln!("sampling: {params:?}");
     }
-    let mut sampler = Sampler::new(params);
+    let mut sampler = Sampler::new(params.clone());
 
     let mut timings = Timings {
         load_ms,
         prompt_tokens: tokens.len(),
         threads,
         bytes_per_token: model.bytes_per_token(),
+        sequences: args.parallel,
         ..Default::default()
     };
     // The prompt a batch at a time (as the runner would cut it), so that Ctrl-C stops a
@@ -352,6 +359,17 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     } else {
         args.n_predict as usize
     };
+    if args.parallel > 1 {
+        let mut run = Parallel {
+            args,
+            tok: &tok,
+            n_ctx,
+            limit,
+            stop: &stop,
+        };
+        let ended = run.decode(&mut runner, &tokens, logits, &params, &mut timings)?;
+        return finish_run(args, &timings, ended);
+    }
     let mut stream = Utf8Stream::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -389,7 +407,18 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     let _ = write!(out, "{}", stream.finish());
     let _ = writeln!(out);
     let _ = out.flush();
-    if interrupted {
+    let ended = if interrupted {
+        Ended::Interrupted
+    } else {
+        Ended::Done
+    };
+    finish_run(args, &timings, ended)
+}
+
+/// The end of a run: "interrupted" if it was, the timings on stderr and in
+/// `--timings-json`.
+fn finish_run(args: &Args, timings: &Timings, ended: Ended) -> Result<Ended, String> {
+    if matches!(ended, Ended::Interrupted) {
         eprintln!("interrupted");
     }
     eprintln!("{}", timings.summary());
@@ -398,9 +427,117 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
         std::fs::write(path, json + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(if interrupted {
-        Ended::Interrupted
-    } else {
-        Ended::Done
-    })
+    Ok(ended)
+}
+
+/// `-np N`: continuations of one prompt decoded side by side.
+struct Parallel<'a> {
+    args: &'a Args,
+    tok: &'a Tokenizer,
+    n_ctx: usize,
+    /// Tokens each sequence generates at most.
+    limit: usize,
+    stop: &'a AtomicBool,
+}
+
+/// One continuation: its sampler (seeded apart), its tokens so far (for the repeat
+/// penalty), the logits its next token is sampled from, its text.
+struct Continuation {
+    sampler: Sampler,
+    tokens: Vec<u32>,
+    logits: Vec<f32>,
+    stream: Utf8Stream,
+    text: String,
+    made: usize,
+    live: bool,
+}
+
+impl Parallel<'_> {
+    /// The prompt (`prompt`, evaluated into sequence 0, whose last logits are `logits`)
+    /// copied to every sequence; then each step samples a token for every live sequence
+    /// and feeds them all in one call. The texts are printed when every sequence is done.
+    fn decode(
+        &mut self,
+        runner: &mut crate::runner::Runner,
+        prompt: &[u32],
+        logits: Vec<f32>,
+        params: &SamplerParams,
+        timings: &mut Timings,
+    ) -> Result<Ended, String> {
+        let (args, tok) = (self.args, self.tok);
+        for i in 1..args.parallel {
+            runner
+                .copy_seq(0, i, prompt.len())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut seqs: Vec<Continuation> = (0..args.parallel)
+            .map(|i| Continuation {
+                sampler: Sampler::new(SamplerParams {
+                    seed: params.seed.wrapping_add(i as u64),
+                    ..params.clone()
+                }),
+                tokens: prompt.to_vec(),
+                logits: logits.clone(),
+                stream: Utf8Stream::new(),
+                text: String::new(),
+                made: 0,
+                live: true,
+            })
+            .collect();
+        let t_gen = Instant::now();
+        let mut ended = Ended::Done;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                ended = Ended::Interrupted;
+                break;
+            }
+            let mut step: Vec<(usize, u32)> = Vec::new();
+            for (i, s) in seqs.iter_mut().enumerate().filter(|(_, s)| s.live) {
+                if s.made >= self.limit {
+                    s.live = false;
+                    continue;
+                }
+                let next = s.sampler.sample(&s.logits, &s.tokens);
+                if !args.ignore_eos && tok.is_end_of_generation(next) {
+                    s.live = false;
+                    continue;
+                }
+                s.tokens.push(next);
+                s.made += 1;
+                timings.gen_tokens += 1;
+                let piece = s.stream.push(tok.token_bytes(next));
+                s.text.push_str(&piece);
+                if runner.pos_of(i).unwrap_or(self.n_ctx) >= self.n_ctx {
+                    eprintln!(
+                        "note: sequence {i}: context full ({} tokens); stopping it",
+                        self.n_ctx
+                    );
+                    s.live = false;
+                    continue;
+                }
+                step.push((i, next));
+            }
+            if step.is_empty() {
+                break;
+            }
+            // Every live sequence's token in one call (one batch: `Runner::eval_seqs`).
+            let entries: Vec<(usize, &[u32])> = step
+                .iter()
+                .map(|(i, t)| (*i, std::slice::from_ref(t)))
+                .collect();
+            let out = runner.eval_seqs(&entries).map_err(|e| e.to_string())?;
+            for ((i, _), l) in step.iter().zip(out) {
+                seqs[*i].logits = l;
+            }
+        }
+        timings.gen_ms = t_gen.elapsed().as_secs_f64() * 1000.0;
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for (i, s) in seqs.iter_mut().enumerate() {
+            let tail = s.stream.finish();
+            let _ = writeln!(out, "sequence {i}:\n{}{tail}\n", s.text);
+        }
+        let _ = out.flush();
+        Ok(ended)
+    }
 }

@@ -12,6 +12,8 @@ pub struct Timings {
     pub threads: usize,
     /// Weight bytes one decode step reads (the chosen experts only, for MoE models).
     pub bytes_per_token: usize,
+    /// Sequences decoded side by side (`gen_tokens` counts all of theirs).
+    pub sequences: usize,
 }
 
 fn per_s(n: usize, ms: f64) -> f64 {
@@ -39,14 +41,19 @@ impl Timings {
             "gen_tokens": self.gen_tokens,
             "gen_tokens_per_s": self.gen_tokens_per_s(),
             "threads": self.threads,
+            "sequences": self.sequences.max(1),
             "weight_bytes_per_token": self.bytes_per_token,
             "gen_weight_gb_per_s": self.gen_tokens_per_s() * self.bytes_per_token as f64 / 1e9,
         })
     }
 
     pub fn summary(&self) -> String {
+        let seqs = match self.sequences {
+            0 | 1 => String::new(),
+            n => format!(" in {n} sequences"),
+        };
         format!(
-            "load: {:.0} ms | prompt: {} tokens, {:.1} tokens/s | generated: {} tokens, {:.1} tokens/s | threads: {}",
+            "load: {:.0} ms | prompt: {} tokens, {:.1} tokens/s | generated: {} tokens{seqs}, {:.1} tokens/s | threads: {}",
             self.load_ms,
             self.prompt_tokens,
             self.prompt_tokens_per_s(),

@@ -1,4 +1,5 @@
-//! The forward pass across devices, for a batch of `n` tokens of one sequence at positions `pos..pos + n`:
+//! The forward pass across devices, for a batch of `n` tokens (of one sequence at positions
+//! `pos..pos + n`, or rows of several sequences, each at its own position):
 //!
 //! ```text
 //! x = token_embd[tokens]                            (on the CPU)
@@ -36,8 +37,6 @@ pub(super) struct Pass<'a, 'm> {
     /// Devices work at the same time where they can: a block's FFN shares side by side,
     /// prefill as a pipeline (`runner/pipeline.rs`).
     pub overlap: bool,
-    /// Keep every row's logits (else the last row's).
-    pub all_logits: bool,
     /// Where spans go while tracing.
     pub trace: Option<&'a Recorder>,
 }
@@ -46,16 +45,17 @@ pub(super) struct Pass<'a, 'm> {
 /// waiting to go to one device in one call (a device with threads of its own is handed
 /// each call, tens of µs in this VM, so a block split across devices would pay it four
 /// times; queued, the end of one block and the start of the next go together).
-struct Walk {
+struct Walk<'r> {
     here: DeviceId,
     queue: Option<(DeviceId, Vec<Unit>)>,
-    /// Rows of the batch, and their sequence and the position of the first.
+    /// Rows of the batch, and where they sit (one sequence's positions, or each row's).
     n: usize,
-    at: At,
+    at: At<'r>,
 }
 
 impl Pass<'_, '_> {
-    /// Runs `tokens` at `pos`; `n_out` rows of logits end in the CPU's logits buffer.
+    /// Runs `tokens` where `at` puts them; the last `n_out` rows' logits end in the CPU's
+    /// logits buffer.
     pub(super) fn forward(
         &self,
         devices: &mut [DeviceSlot],

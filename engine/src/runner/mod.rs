@@ -154,10 +154,20 @@ pub struct RunnerOptions {
 
 impl RunnerOptions {
     /// The scratch each device holds for these options: batches of `n_batch` tokens, and
-    /// logits for every row of one (`all_logits`) or for its last.
+    /// logits for every row of one (`all_logits`) or for one row a sequence (a decode step
+    /// of every sequence in one batch).
     pub fn scratch_layout(&self, cfg: &crate::config::ModelConfig) -> ScratchLayout {
-        let n_outputs = if self.all_logits { self.n_batch } else { 1 };
-        ScratchLayout::new(cfg, self.n_batch, n_outputs)
+        ScratchLayout::new(cfg, self.n_batch, self.n_outputs())
+    }
+
+    /// Rows of logits one forward call may compute: every row of a batch (`all_logits`), or
+    /// one a sequence.
+    pub fn n_outputs(&self) -> usize {
+        if self.all_logits {
+            self.n_batch
+        } else {
+            self.n_seq.min(self.n_batch)
+        }
     }
 
     pub fn cpu(n_layer: usize, n_ctx: usize) -> RunnerOptions {
@@ -281,6 +291,12 @@ impl<'m> Runner<'m> {
         self.pos.get(seq).copied()
     }
 
+    /// Whether a decode step of several sequences runs as one batch (every device mixes
+    /// sequences in a batch; [`Runner::eval_seqs`]), or a sequence at a time.
+    pub fn batches_sequences(&self) -> bool {
+        self.devices.iter().all(|d| d.backend.mixes())
+    }
+
     /// Forgets the context of every sequence (buffers stay allocated).
     pub fn reset(&mut self) {
         self.pos.fill(0);
@@ -359,6 +375,10 @@ impl<'m> Runner<'m> {
     /// sequence may appear in several entries; its tokens reach its caches in order.
     pub fn eval_seqs(&mut self, entries: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>, RunError> {
         let n_vocab = self.model.cfg.n_vocab;
+        if self.one_step(entries) {
+            return self.step(entries);
+        }
+        let all_logits = self.opts.all_logits;
         let split = pipeline::applies(&self.opts.placement, &mut self.devices);
         // Each entry's micro-batches (cut as `feed` cuts a prompt), at the positions its
         // sequence will have reached.
@@ -379,24 +399,29 @@ impl<'m> Runner<'m> {
                 true => pipeline::micro_batch(tokens.len(), self.opts.n_batch),
                 false => self.opts.n_batch,
             };
-            let at = At { seq, pos: pos[seq] };
-            mbs.extend(pipeline::cut(tokens, at, len, false));
+            // The entry's last row's logits come back; with `all_logits` every row's are
+            // computed (the scratch is laid out so).
+            let cut = pipeline::cut(tokens, (seq, pos[seq]), len, false);
+            mbs.extend(cut.into_iter().map(|mut mb| {
+                if all_logits {
+                    mb.n_out = mb.tokens.len();
+                }
+                mb
+            }));
             pos[seq] += tokens.len();
         }
-        let all_logits = self.opts.all_logits;
-        let rows = |mb: &pipeline::MicroBatch| if all_logits { mb.tokens.len() } else { 1 };
         let mut out = Vec::with_capacity(entries.len());
         let (pass, devices) = self.pass();
         if split && pass.overlap && mbs.len() > 1 {
             let logits = pass.pipelined(devices, &mbs)?;
             let mut at = 0;
             for mb in mbs.iter().filter(|mb| mb.logits) {
-                at += rows(mb) * n_vocab;
+                at += mb.n_out * n_vocab;
                 out.push(logits[at - n_vocab..at].to_vec());
             }
         } else {
             for mb in &mbs {
-                let n_out = rows(mb);
+                let n_out = mb.n_out;
                 pass.forward(devices, mb.tokens, mb.at, n_out)?;
                 if mb.logits {
                     let host = devices[0]
@@ -411,6 +436,77 @@ impl<'m> Runner<'m> {
         Ok(out)
     }
 
+    /// Whether `entries` are one decode step of several sequences that one batch can take:
+    /// a token each, each of its own sequence, on devices that mix sequences in a batch.
+    fn one_step(&self, entries: &[(usize, &[u32])]) -> bool {
+        let mut seen = vec![false; self.opts.n_seq];
+        entries.len() > 1
+            && entries.iter().all(|&(seq, t)| {
+                t.len() == 1 && seq < seen.len() && !std::mem::replace(&mut seen[seq], true)
+            })
+            && self.batches_sequences()
+    }
+
+    /// One decode step of several sequences ([`Runner::one_step`]): their tokens as the rows
+    /// of one batch (at most as many as the scratch has rows of logits for), so each weight
+    /// is read once for all of them; each row attends to its own sequence's cache. Across a
+    /// layer split the batch passes the devices in turn (one micro-batch: cutting it would
+    /// read the weights once a part).
+    fn step(&mut self, entries: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>, RunError> {
+        let n_vocab = self.model.cfg.n_vocab;
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut tokens = Vec::with_capacity(entries.len());
+        for &(seq, t) in entries {
+            self.check(seq, t)?;
+            rows.push((seq, self.pos[seq]));
+            tokens.push(t[0]);
+        }
+        let per_call = self.opts.n_outputs();
+        let mut out = Vec::with_capacity(entries.len());
+        let (pass, devices) = self.pass();
+        for (rows, tokens) in rows.chunks(per_call).zip(tokens.chunks(per_call)) {
+            let n = tokens.len();
+            pass.forward(devices, tokens, At::Rows(rows), n)?;
+            let host = devices[0]
+                .backend
+                .host_logits()
+                .expect("the CPU's backend holds its logits in host memory");
+            out.extend(
+                host[..n * n_vocab]
+                    .chunks_exact(n_vocab)
+                    .map(<[f32]>::to_vec),
+            );
+        }
+        for &(seq, _) in entries {
+            self.pos[seq] += 1;
+        }
+        self.n_out = 0;
+        Ok(out)
+    }
+
+    /// Sequence `to` continues from the first `len` positions of sequence `from` (its KV
+    /// caches copied on every device): a prompt evaluated once, several continuations.
+    pub fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), RunError> {
+        let n_seq = self.opts.n_seq;
+        if from.max(to) >= n_seq {
+            return Err(RunError::Options(format!(
+                "sequence {}: the runner has {n_seq} (raise --parallel)",
+                from.max(to)
+            )));
+        }
+        if len > self.pos[from] {
+            return Err(RunError::Options(format!(
+                "sequence {from} holds {} positions, not {len}",
+                self.pos[from]
+            )));
+        }
+        for d in &mut self.devices {
+            d.backend.copy_seq(from, to, len)?;
+        }
+        self.pos[to] = len;
+        Ok(())
+    }
+
     /// The forward pass's view of this runner, and its devices.
     fn pass(&mut self) -> (forward::Pass<'_, '_>, &mut [DeviceSlot]) {
         let opts = &self.opts;
@@ -419,7 +515,6 @@ impl<'m> Runner<'m> {
             placement: &opts.placement,
             ledger: &self.ledger,
             overlap: opts.overlap,
-            all_logits: opts.all_logits,
             trace: self.trace.as_ref(),
         };
         (pass, &mut self.devices)
@@ -447,9 +542,9 @@ impl<'m> Runner<'m> {
         let rows_out = |n: usize| if all_logits { n } else { 1 };
         let mut n_out = 0;
         if split && pass.overlap && tokens.len() > mb {
-            let mbs = pipeline::cut(tokens, At { seq, pos: start }, mb, all_logits);
+            let mbs = pipeline::cut(tokens, (seq, start), mb, all_logits);
             let logits = pass.pipelined(devices, &mbs)?;
-            n_out = rows_out(mbs[mbs.len() - 1].tokens.len());
+            n_out = mbs[mbs.len() - 1].n_out;
             let keep = n_out * n_vocab;
             let host = devices[0]
                 .backend
@@ -466,7 +561,7 @@ impl<'m> Runner<'m> {
             let mut at = start;
             for chunk in tokens.chunks(mb) {
                 n_out = rows_out(chunk.len());
-                pass.forward(devices, chunk, At { seq, pos: at }, n_out)?;
+                pass.forward(devices, chunk, At::Seq { seq, pos: at }, n_out)?;
                 at += chunk.len();
                 if let Some(out) = all.as_deref_mut() {
                     let host = devices[0]

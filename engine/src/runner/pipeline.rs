@@ -72,27 +72,35 @@ pub(super) fn micro_batch(len: usize, n_batch: usize) -> usize {
 }
 
 /// One micro-batch: its tokens, where they sit (a sequence and the position of the first),
-/// and whether its logits come back.
+/// the rows of logits its output layer computes (its last, or all of them), and whether
+/// they come back.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct MicroBatch<'t> {
     pub tokens: &'t [u32],
-    pub at: At,
+    pub at: At<'t>,
+    pub n_out: usize,
     pub logits: bool,
 }
 
-/// `tokens` of a sequence from `at` cut into micro-batches of `len`: the last one's logits
-/// wanted, or every one's with `all_logits`.
-pub(super) fn cut(tokens: &[u32], at: At, len: usize, all_logits: bool) -> Vec<MicroBatch<'_>> {
+/// `tokens` of sequence `seq` from position `pos` cut into micro-batches of `len`: the last
+/// one's logits wanted, or every row's of every one with `all_logits`.
+pub(super) fn cut(
+    tokens: &[u32],
+    (seq, pos): (usize, usize),
+    len: usize,
+    all_logits: bool,
+) -> Vec<MicroBatch<'_>> {
     let n = tokens.len().div_ceil(len);
     tokens
         .chunks(len)
         .enumerate()
         .map(|(k, c)| MicroBatch {
             tokens: c,
-            at: At {
-                seq: at.seq,
-                pos: at.pos + k * len,
+            at: At::Seq {
+                seq,
+                pos: pos + k * len,
             },
+            n_out: if all_logits { c.len() } else { 1 },
             logits: all_logits || k + 1 == n,
         })
         .collect()
@@ -274,8 +282,7 @@ impl<B: Backend + ?Sized> DeviceJob<'_, B> {
             };
             let (s, mb) = (msg.stage, msg.mb);
             let (tokens, at) = (mbs[mb].tokens, mbs[mb].at);
-            let n = tokens.len();
-            let n_out = if p.all_logits { n } else { 1 };
+            let (n, n_out) = (tokens.len(), mbs[mb].n_out);
             let t = Instant::now();
             if !msg.x.is_empty() {
                 self.backend.write_x(&msg.x)?;

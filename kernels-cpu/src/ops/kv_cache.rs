@@ -67,6 +67,15 @@ impl Store {
             Store::F16(s) => KvView::F16(s),
         }
     }
+
+    /// The first `n` elements of `src`, a store of the same type, copied here.
+    fn copy_prefix(&mut self, src: &Store, n: usize) {
+        match (self, src) {
+            (Store::F32(d), Store::F32(s)) => d[..n].copy_from_slice(&s[..n]),
+            (Store::F16(d), Store::F16(s)) => d[..n].copy_from_slice(&s[..n]),
+            _ => unreachable!("caches of one shape have stores of one type"),
+        }
+    }
 }
 
 /// The end of `count` positions written at `pos` into a cache of `n_ctx` that holds `len`:
@@ -84,6 +93,17 @@ fn span(pos: usize, count: usize, len: usize, n_ctx: usize) -> Result<usize, OpE
         return Err(OpError::KvGap { pos, len });
     }
     Ok(end)
+}
+
+/// The end of a copy of `len` positions from a cache holding `src_len` into one of `n_ctx`.
+fn copied(len: usize, src_len: usize, n_ctx: usize) -> Result<usize, OpError> {
+    if len > src_len {
+        return Err(OpError::KvGap {
+            pos: len,
+            len: src_len,
+        });
+    }
+    span(0, len, 0, n_ctx)
 }
 
 /// One layer's KV cache. Positions `0..len()` hold the keys and values appended so far.
@@ -186,6 +206,20 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Becomes a copy of the first `len` positions of `src`, a cache of the same type and
+    /// shape (another sequence's, sharing a prompt).
+    pub fn copy_from(&mut self, src: &KvCache, len: usize) -> Result<(), OpError> {
+        assert!(
+            (self.ty, self.n_kv_heads, self.head_dim) == (src.ty, src.n_kv_heads, src.head_dim),
+            "KvCache::copy_from: caches of different shapes"
+        );
+        let end = copied(len, src.len, self.n_ctx)?;
+        self.k.copy_prefix(&src.k, end * self.kv_dim());
+        self.v.copy_prefix(&src.v, end * self.kv_dim());
+        self.len = end;
+        Ok(())
+    }
+
     pub fn keys(&self) -> KvView<'_> {
         self.k.view()
     }
@@ -261,7 +295,65 @@ impl LatentCache {
         self.len = 0;
     }
 
+    /// Becomes a copy of the first `len` rows of `src`, as [`KvCache::copy_from`].
+    pub fn copy_from(&mut self, src: &LatentCache, len: usize) -> Result<(), OpError> {
+        assert!(
+            (self.ty, self.width) == (src.ty, src.width),
+            "LatentCache::copy_from: caches of different shapes"
+        );
+        let end = copied(len, src.len, self.n_ctx)?;
+        self.rows.copy_prefix(&src.rows, end * self.width);
+        self.len = end;
+        Ok(())
+    }
+
     pub fn rows(&self) -> KvView<'_> {
         self.rows.view()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, salt: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.37 + salt).sin()).collect()
+    }
+
+    fn f32s(v: KvView) -> Vec<f32> {
+        match v {
+            KvView::F32(s) => s.to_vec(),
+            KvView::F16(s) => s.iter().map(|h| h.to_f32()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_copied_prefix_holds_the_sources_positions_and_drops_its_own() {
+        for ty in [KvType::F32, KvType::F16] {
+            let (n_ctx, heads, hd) = (8, 2, 4);
+            let kv_dim = heads * hd;
+            let mut src = KvCache::new(ty, n_ctx, heads, hd);
+            src.append(0, &values(5 * kv_dim, 0.0), &values(5 * kv_dim, 1.0))
+                .unwrap();
+            let mut dst = KvCache::new(ty, n_ctx, heads, hd);
+            dst.append(0, &values(7 * kv_dim, 2.0), &values(7 * kv_dim, 3.0))
+                .unwrap();
+            dst.copy_from(&src, 3).unwrap();
+            assert_eq!(dst.len(), 3, "{ty:?}");
+            let n = 3 * kv_dim;
+            assert_eq!(f32s(dst.keys())[..n], f32s(src.keys())[..n], "{ty:?}");
+            assert_eq!(f32s(dst.values())[..n], f32s(src.values())[..n], "{ty:?}");
+            // More positions than the source holds: an error naming them.
+            let e = dst.copy_from(&src, 6).unwrap_err();
+            assert!(matches!(e, OpError::KvGap { pos: 6, len: 5 }), "{e}");
+
+            let mut lsrc = LatentCache::try_new(ty, n_ctx, 6).unwrap();
+            lsrc.append(0, &values(4 * 6, 0.5)).unwrap();
+            let mut ldst = LatentCache::try_new(ty, n_ctx, 6).unwrap();
+            ldst.copy_from(&lsrc, 4).unwrap();
+            assert_eq!(ldst.len(), 4);
+            assert_eq!(f32s(ldst.rows())[..24], f32s(lsrc.rows())[..24]);
+            assert!(ldst.copy_from(&lsrc, 5).is_err());
+        }
     }
 }

@@ -57,8 +57,8 @@ pub(crate) struct PackedFormat {
     /// The lowest ISA level the kernels run at.
     pub(crate) isa: Isa,
     pub(crate) layout: &'static dyn GroupLayout,
-    /// The kernel for tiles of 1, 4 and 8 tokens.
-    pub(crate) group: [GroupFn; 3],
+    /// The kernel for tiles of 1 to 8 tokens (`group[nt - 1]`).
+    pub(crate) group: [GroupFn; TILE_TOKENS],
 }
 
 /// Bytes of one row of `cols` elements in the GGUF layout.

@@ -343,14 +343,11 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
     }
 }
 
-/// Tokens of the next tile: 8 while there are that many, then 4, then 1 (each token's
-/// result is the same in every tile size).
+/// Tokens of the next tile: 8 while there are that many, then the rest (each token's
+/// result is the same in every tile size). A tile reads its group's weights once, so a
+/// decode step of up to 8 sequences reads them once.
 fn tile_tokens(left: usize) -> usize {
-    match left {
-        8.. => 8,
-        4.. => 4,
-        _ => 1,
-    }
+    left.min(TILE_TOKENS)
 }
 
 /// Groups per parallel task: about four tasks per thread, each at least ~16 KiB of weight
@@ -385,12 +382,7 @@ fn kernel(
     out: &mut [[f32; GROUP_ROWS]; TILE_TOKENS],
 ) {
     debug_assert!(t0 + nt <= tokens.rows.len());
-    let group = match nt {
-        1 => f.group[0],
-        4 => f.group[1],
-        8 => f.group[2],
-        _ => unreachable!("tile of {nt} tokens"),
-    };
+    let group = f.group[nt - 1];
     // SAFETY: a Packed exists only where `supports` held for the CPU's best level: it has
     // the features its kernels need; the group and tokens were validated by `check`.
     unsafe { group(m.group(g), m.cols, tokens, t0, out) }

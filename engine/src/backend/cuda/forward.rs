@@ -13,7 +13,7 @@ use super::weights::{
     GpuMla, GpuScratch, MlaQuery,
 };
 use super::{CudaBackend, MATVEC_MAX_BATCH};
-use crate::backend::{At, Exchange};
+use crate::backend::Exchange;
 use crate::config::ModelConfig;
 
 fn missing(what: &str) -> CudaError {
@@ -21,8 +21,8 @@ fn missing(what: &str) -> CudaError {
 }
 
 impl CudaBackend {
-    /// Blocks `range` (consecutive, all placed on this GPU) on the `n`
-    /// rows of the residual stream in the GPU's scratch, at positions `pos..pos + n`.
+    /// Blocks `range` (consecutive, all placed on this GPU) on the `n` rows of the residual
+    /// stream in the GPU's scratch, of sequence `seq` at positions `pos..pos + n`.
     ///
     /// A one-token step replays a CUDA graph of the whole range once the range has run
     /// eagerly once (which also loads every kernel module): one launch instead of ~20 a
@@ -34,7 +34,7 @@ impl CudaBackend {
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        at: At,
+        (seq, pos): (usize, usize),
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
@@ -46,14 +46,14 @@ impl CudaBackend {
             ..
         } = self;
         let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
-        write_positions(g, s, at.pos, n)?;
-        let key = (range.start, range.end, at.seq);
+        write_positions(g, s, pos, n)?;
+        let key = (range.start, range.end, seq);
         let mut queue = |s: &mut GpuScratch| -> Result<(), CudaError> {
             for i in range.clone() {
                 let w = blocks
                     .get(&i)
                     .ok_or_else(|| missing(&format!("weights of block {i}")))?;
-                let kv = cache(kvs, i, at.seq)?;
+                let kv = cache(kvs, i, seq)?;
                 queue_block(g, w, s, kv, cfg, rope, n)?;
             }
             Ok(())
@@ -130,14 +130,15 @@ impl CudaBackend {
         s.x.read_at(&self.gpu, 0, x)
     }
 
-    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows.
+    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows, of
+    /// sequence `seq` at positions `pos..pos + n`.
     pub(super) fn run_attention(
         &mut self,
         i: usize,
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        at: At,
+        (seq, pos): (usize, usize),
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
@@ -151,8 +152,8 @@ impl CudaBackend {
             .get(&i)
             .and_then(|w| w.attn.as_ref())
             .ok_or_else(|| missing(&format!("attention of block {i}")))?;
-        let kv = cache(kvs, i, at.seq)?;
-        write_positions(g, s, at.pos, n)?;
+        let kv = cache(kvs, i, seq)?;
+        write_positions(g, s, pos, n)?;
         queue_attention(g, a, s, kv, cfg, rope, n)
     }
 

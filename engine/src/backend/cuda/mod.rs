@@ -243,12 +243,18 @@ impl Backend for CudaBackend {
             neox: r.neox,
             yarn: r.yarn,
         };
+        // One sequence a batch (`mixes` is false): its positions are one range.
+        let one = || {
+            at.single(n).ok_or_else(|| {
+                BackendError::Unsupported("a GPU runs one sequence's rows a batch".into())
+            })
+        };
         match unit {
             // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
             Unit::Blocks { blocks: range, .. } => {
-                self.run_blocks(range.clone(), cfg, &rope, n, at)?
+                self.run_blocks(range.clone(), cfg, &rope, n, one()?)?
             }
-            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, at)?,
+            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, one()?)?,
             Unit::FfnRoute { block, rows } => self.run_ffn_route(*block, cfg, n, *rows)?,
             Unit::FfnLocal { block, rows } => self.run_ffn_local(*block, cfg, *rows)?,
             Unit::FfnEnd { rows, .. } => self.run_ffn_end(cfg, n, *rows)?,
@@ -330,6 +336,46 @@ impl Backend for CudaBackend {
 
     /// A GPU cache needs no clearing: attention reads positions below `pos` only.
     fn reset(&mut self) {}
+
+    fn copy_seq(&mut self, from: usize, to: usize, _len: usize) -> Result<(), BackendError> {
+        let g = &self.gpu;
+        for (i, kvs) in &mut self.kvs {
+            let seq = from.max(to);
+            if seq >= kvs.len() {
+                return Err(BackendError::Missing {
+                    device: self.id,
+                    what: format!("KV cache of block {i}, sequence {seq}"),
+                });
+            }
+            if from == to {
+                continue;
+            }
+            // The whole buffers: the kernels read positions by the run's, not by a length
+            // the cache keeps, so what lies past the prompt is never read.
+            let (src, dst) = if from < to {
+                let (lo, hi) = kvs.split_at_mut(to);
+                (&lo[from], &mut hi[0])
+            } else {
+                let (lo, hi) = kvs.split_at_mut(from);
+                (&hi[0], &mut lo[to])
+            };
+            match (src, dst) {
+                (GpuKv::Gqa { k, v }, GpuKv::Gqa { k: dk, v: dv }) => {
+                    dk.copy_within_device(g, 0, k, 0, k.len())?;
+                    dv.copy_within_device(g, 0, v, 0, v.len())?;
+                }
+                (GpuKv::Latent(r), GpuKv::Latent(dr)) => {
+                    dr.copy_within_device(g, 0, r, 0, r.len())?
+                }
+                _ => {
+                    return Err(BackendError::Unsupported(format!(
+                        "block {i}: sequences with caches of different kinds"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn holdings(&self) -> Holdings {
         Holdings {

@@ -1,5 +1,7 @@
 //! The forward pass of one block on a host-side device (the CPU, or a CPU device posing as
-//! a GPU), top to bottom, for a batch of `n` tokens at positions `pos..pos + n`:
+//! a GPU), top to bottom, for a batch of `n` tokens, each run of a sequence's rows
+//! (`Segment`) at its positions (the products take every row at once; attention takes
+//! each run with its sequence's cache):
 //!
 //! ```text
 //! x = token_embd[tokens]
@@ -30,7 +32,7 @@ use strata_kernels_cpu::{
 };
 
 use super::scratch::Scratch;
-use crate::backend::interface::BackendError;
+use crate::backend::interface::{BackendError, Segment};
 use crate::config::ModelConfig;
 use crate::model::{Attention, BlockWeights, Dense, Ffn, Gqa, Matrix, MlaWeights, MoeWeights};
 
@@ -47,6 +49,31 @@ impl Cache {
             Cache::Latent(c) => c.clear(),
         }
     }
+
+    /// Becomes a copy of `src`'s first `len` positions (another sequence's cache of the
+    /// same block).
+    pub(super) fn copy_from(&mut self, src: &Cache, len: usize) -> Result<(), BackendError> {
+        match (self, src) {
+            (Cache::Kv(d), Cache::Kv(s)) => d.copy_from(s, len)?,
+            (Cache::Latent(d), Cache::Latent(s)) => d.copy_from(s, len)?,
+            _ => return Err(mismatch()),
+        }
+        Ok(())
+    }
+}
+
+fn mismatch() -> BackendError {
+    BackendError::Unsupported("a block's cache does not match its attention".into())
+}
+
+/// The cache of sequence `seq` among a block's `caches`.
+fn seq_cache(caches: &mut [Cache], seq: usize) -> Result<&mut Cache, BackendError> {
+    let n = caches.len();
+    caches.get_mut(seq).ok_or_else(|| {
+        BackendError::Unsupported(format!(
+            "sequence {seq}: the device holds caches for {n} sequences"
+        ))
+    })
 }
 
 /// The embedding rows of `tokens` into `out`: from the mapped file, or, when the output is
@@ -84,12 +111,12 @@ pub(super) fn cpu_block(
     cfg: &ModelConfig,
     w: &BlockWeights,
     s: &mut Scratch,
-    cache: &mut Cache,
+    caches: &mut [Cache],
     rope: &Rope,
     rows: (usize, usize),
-    pos: usize,
+    segs: &[Segment],
 ) -> Result<(), BackendError> {
-    on_worker(|| cpu_block_body(cfg, w, s, cache, rope, rows, pos))
+    on_worker(|| cpu_block_body(cfg, w, s, caches, rope, rows, segs))
 }
 
 /// Runs `f` on one of rayon's workers when called from outside the pool (see
@@ -106,12 +133,12 @@ fn cpu_block_body(
     cfg: &ModelConfig,
     w: &BlockWeights,
     s: &mut Scratch,
-    cache: &mut Cache,
+    caches: &mut [Cache],
     rope: &Rope,
     (n, ffn_rows): (usize, usize),
-    pos: usize,
+    segs: &[Segment],
 ) -> Result<(), BackendError> {
-    attention(cfg, w, s, cache, rope, n, pos)?;
+    attention(cfg, w, s, caches, rope, n, segs)?;
     ffn_route(cfg, w, s, n, ffn_rows)?;
     let all = Local::all(cfg);
     ffn_local(cfg, w, s, ffn_rows, &all)?;
@@ -119,26 +146,22 @@ fn cpu_block_body(
     Ok(())
 }
 
-/// `x += attention(rms_norm(x))` for the `n` rows of `s.x`.
+/// `x += attention(rms_norm(x))` for the `n` rows of `s.x`, the rows of each of `segs`
+/// with the cache of its sequence among `caches`.
 pub(super) fn attention(
     cfg: &ModelConfig,
     w: &BlockWeights,
     s: &mut Scratch,
-    cache: &mut Cache,
+    caches: &mut [Cache],
     rope: &Rope,
     n: usize,
-    pos: usize,
+    segs: &[Segment],
 ) -> Result<(), BackendError> {
     let e = cfg.n_embd;
     ops::rms_norm_rows(&s.x[..n * e], &w.attn_norm, cfg.rms_eps, &mut s.xn[..n * e]);
-    match (&w.attn, cache) {
-        (Attention::Gqa(a), Cache::Kv(c)) => gqa(cfg, a, s, c, rope, n, pos)?,
-        (Attention::Mla(a), Cache::Latent(c)) => mla(cfg, a, s, c, rope, n, pos)?,
-        _ => {
-            return Err(BackendError::Unsupported(
-                "a block's cache does not match its attention".into(),
-            ))
-        }
+    match &w.attn {
+        Attention::Gqa(a) => gqa(cfg, a, s, caches, rope, n, segs)?,
+        Attention::Mla(a) => mla(cfg, a, s, caches, rope, n, segs)?,
     }
     ops::add(&mut s.x[..n * e], &s.out[..n * e]);
     Ok(())
@@ -217,10 +240,10 @@ fn gqa(
     cfg: &ModelConfig,
     w: &Gqa<Matrix, std::borrow::Cow<[f32]>>,
     s: &mut Scratch,
-    cache: &mut KvCache,
+    caches: &mut [Cache],
     rope: &Rope,
     n: usize,
-    pos: usize,
+    segs: &[Segment],
 ) -> Result<(), BackendError> {
     let (e, qd, kvd, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
     let xn = &s.xn[..n * e];
@@ -237,11 +260,21 @@ fn gqa(
         norm_heads(q, qn, cfg.rms_eps, &mut s.attn[..n * qd]);
         norm_heads(k, kn, cfg.rms_eps, &mut s.attn[..n * kvd]);
     }
-    ops::rope_rows(q, n, cfg.n_head, hd, pos, rope);
-    ops::rope_rows(k, n, cfg.n_head_kv, hd, pos, rope);
-    cache.append(pos, k, v)?;
     let attn = &mut s.attn[..n * qd];
-    ops::attention(q, cache, pos, n, cfg.n_head, attn);
+    for g in segs {
+        let Cache::Kv(cache) = seq_cache(caches, g.seq)? else {
+            return Err(mismatch());
+        };
+        let (rq, rk) = (
+            g.row * qd..(g.row + g.n) * qd,
+            g.row * kvd..(g.row + g.n) * kvd,
+        );
+        let (q, k) = (&mut q[rq.clone()], &mut k[rk.clone()]);
+        ops::rope_rows(q, g.n, cfg.n_head, hd, g.pos, rope);
+        ops::rope_rows(k, g.n, cfg.n_head_kv, hd, g.pos, rope);
+        cache.append(g.pos, k, &v[rk])?;
+        ops::attention(q, cache, g.pos, g.n, cfg.n_head, &mut attn[rq]);
+    }
     let out = &mut s.out[..n * e];
     mul_new(&w.wo, &mut s.acts, attn, n, out)
 }
@@ -252,10 +285,10 @@ fn mla(
     cfg: &ModelConfig,
     w: &MlaWeights<Matrix, std::borrow::Cow<[f32]>>,
     s: &mut Scratch,
-    cache: &mut LatentCache,
+    caches: &mut [Cache],
     rope: &Rope,
     n: usize,
-    pos: usize,
+    segs: &[Segment],
 ) -> Result<(), BackendError> {
     let m = cfg
         .mla
@@ -295,15 +328,24 @@ fn mla(
         row[..pe].copy_from_slice(&kv[kvr..]);
         ops::rms_norm(&kv[..kvr], &w.kv_a_norm, cfg.rms_eps, &mut row[pe..]);
     }
-    ops::rope_rows(rows, n, 1, width, pos, rope);
-    cache.append(pos, rows)?;
+    for g in segs {
+        let rows = &mut rows[g.row * width..(g.row + g.n) * width];
+        ops::rope_rows(rows, g.n, 1, width, g.pos, rope);
+        let Cache::Latent(cache) = seq_cache(caches, g.seq)? else {
+            return Err(mismatch());
+        };
+        cache.append(g.pos, rows)?;
+    }
 
     // Each head's query in the latent space: [rope(q_pe) | q_nope absorbed through K_b].
     let ql = &mut s.q_latent[..n * nh * width];
     for (dst, src) in ql.chunks_exact_mut(width).zip(q.chunks_exact(hd)) {
         dst[..pe].copy_from_slice(&src[nope..]);
     }
-    ops::rope_rows(ql, n, nh, width, pos, rope);
+    for g in segs {
+        let ql = &mut ql[g.row * nh * width..(g.row + g.n) * nh * width];
+        ops::rope_rows(ql, g.n, nh, width, g.pos, rope);
+    }
     let dims = (nh, nope, vh);
     if n == 1 {
         // One token: the heads side by side on the threads, each reading its own slices
@@ -341,13 +383,22 @@ fn mla(
     }
 
     let attn = &mut s.attn[..n * nh * kvr];
-    let shape = MlaShape {
-        n_tokens: n,
-        n_heads: nh,
-        v_off: pe,
-        scale: cfg.mla_scale(),
-    };
-    ops::mla_attention(ql, cache, pos, shape, attn);
+    for g in segs {
+        let shape = MlaShape {
+            n_tokens: g.n,
+            n_heads: nh,
+            v_off: pe,
+            scale: cfg.mla_scale(),
+        };
+        let Cache::Latent(cache) = seq_cache(caches, g.seq)? else {
+            return Err(mismatch());
+        };
+        let (ql, attn) = (
+            &ql[g.row * nh * width..(g.row + g.n) * nh * width],
+            &mut attn[g.row * nh * kvr..(g.row + g.n) * nh * kvr],
+        );
+        ops::mla_attention(ql, cache, g.pos, shape, attn);
+    }
 
     // Each head's value from its latent output, then the output projection.
     let v = &mut s.v[..n * nh * vh];

@@ -91,7 +91,7 @@ impl HostBackend {
     ) -> Result<(), BackendError> {
         let cfg = &model.cfg;
         let id = self.id;
-        let pos = at.pos;
+        let segs = at.segments(n);
         let s = self
             .scratch
             .as_mut()
@@ -104,15 +104,19 @@ impl HostBackend {
             }
         };
         let caches = &mut self.caches;
+        // Block i's caches, holding every sequence the rows are in.
         macro_rules! cache {
-            ($i:expr) => {
-                caches
-                    .get_mut(&$i)
-                    .and_then(|c| c.get_mut(at.seq))
-                    .ok_or_else(|| {
-                        missing(id, format!("KV cache of block {}, sequence {}", $i, at.seq))
-                    })?
-            };
+            ($i:expr) => {{
+                let c = caches.get_mut(&$i);
+                match (c, segs.iter().map(|g| g.seq).max()) {
+                    (Some(c), Some(top)) if top < c.len() => c,
+                    (_, top) => {
+                        let seq = top.unwrap_or(0);
+                        let what = format!("KV cache of block {}, sequence {seq}", $i);
+                        return Err(missing(id, what));
+                    }
+                }
+            }};
         }
         match unit {
             Unit::Blocks {
@@ -123,13 +127,13 @@ impl HostBackend {
                 for i in range.clone() {
                     let ffn_rows = if i + 1 == range.end { *keep } else { n };
                     let (w, c) = (weights(i)?, cache!(i));
-                    block::cpu_block(cfg, &w, s, c, &rope, (n, ffn_rows), pos)?;
+                    block::cpu_block(cfg, &w, s, c, &rope, (n, ffn_rows), &segs)?;
                 }
                 Ok(())
             }
             Unit::Attention { block: i } => {
                 let (w, c, rope) = (weights(*i)?, cache!(*i), cfg.rope());
-                block::on_worker(|| block::attention(cfg, &w, s, c, &rope, n, pos))
+                block::on_worker(|| block::attention(cfg, &w, s, c, &rope, n, &segs))
             }
             Unit::FfnRoute { block: i, rows } => {
                 let w = weights(*i)?;
@@ -409,6 +413,36 @@ impl Backend for HostBackend {
         for c in self.caches.values_mut().flatten() {
             c.clear();
         }
+    }
+
+    fn mixes(&self) -> bool {
+        true
+    }
+
+    fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), BackendError> {
+        for (i, caches) in &mut self.caches {
+            let n = caches.len();
+            if from.max(to) >= n {
+                let seq = from.max(to);
+                return Err(missing(
+                    self.id,
+                    format!("KV cache of block {i}, sequence {seq}"),
+                ));
+            }
+            if from == to {
+                continue;
+            }
+            // Two caches of one block: split so that one is read while the other is written.
+            let (src, dst) = if from < to {
+                let (lo, hi) = caches.split_at_mut(to);
+                (&lo[from], &mut hi[0])
+            } else {
+                let (lo, hi) = caches.split_at_mut(from);
+                (&hi[0], &mut lo[to])
+            };
+            dst.copy_from(src, len)?;
+        }
+        Ok(())
     }
 
     fn own_threads(&mut self) -> Option<OwnThreads<'_>> {
