@@ -13,6 +13,13 @@ fn generate(args: &[&str]) -> Output {
         .expect("run generate")
 }
 
+/// A run of `generate` that must succeed (its stderr shown if it does not).
+fn generate_ok(args: &[&str]) -> Output {
+    let o = generate(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    o
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -443,9 +450,7 @@ fn placement_flags_on_a_moe_file() {
             "--verbose",
         ];
         args.extend_from_slice(extra);
-        let o = generate(&args);
-        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
-        o
+        generate_ok(&args)
     };
     let cpu = run(&["-ngl", "0"]);
     for extra in [
@@ -496,9 +501,7 @@ fn parallel_sequences_each_continue_as_one_run_with_its_seed() {
             "2",
         ];
         args.extend_from_slice(extra);
-        let o = generate(&args);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        o
+        generate_ok(&args)
     };
     let alone: Vec<String> = ["5", "6", "7"]
         .iter()

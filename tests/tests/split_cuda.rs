@@ -411,7 +411,8 @@ fn a_traced_gpu_run_computes_the_same_and_times_its_spans_by_events() {
 // CUDA graph one a sequence, since the caches' addresses are in its launches). Two
 // sequences fed as entries of one call, then decoded in lockstep, give each sequence's
 // logits bit for bit as the same sequence alone on the GPU (the same kernels on the same
-// batches). The tiny deepseek2 file: its latent caches, every block on the GPU.
+// batches), and a sequence copied from another continues as it does. The tiny deepseek2
+// file: its latent caches, every block on the GPU.
 #[test]
 fn two_sequences_on_the_gpu_equal_each_alone() {
     let Some(gpu) = cuda() else { return };
@@ -460,4 +461,15 @@ fn two_sequences_on_the_gpu_equal_each_alone() {
             );
         }
     }
+    // Sequence 1 continues from a copy of sequence 0's caches (`copy_seq`, device to
+    // device): the same token gives both the same logits.
+    let len = r.pos_of(0).unwrap();
+    r.copy_seq(0, 1, len).unwrap();
+    let t = [argmax(got[0].last().unwrap()); 2];
+    let l = r.eval_seqs(&[(0, &t[..1]), (1, &t[1..])]).unwrap();
+    let same = l[0]
+        .iter()
+        .zip(&l[1])
+        .all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same, "a copied sequence continues as its source does");
 }

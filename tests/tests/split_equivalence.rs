@@ -21,6 +21,7 @@ use strata_engine::ledger::Ledger;
 use strata_engine::load::load;
 use strata_engine::model::Model;
 use strata_engine::plan::{Device, NumGpu, Plan, RunSettings};
+use strata_engine::runner::Runner;
 use strata_kernels_cpu::GgmlType;
 use strata_tests::random_model::{RandomModel, RandomMoe};
 use strata_tests::split::{argmax, assert_ledger_matches_plan, posing, settings};
@@ -437,18 +438,7 @@ fn check_sequences(file: &GgufFile, prompts: [&[u32]; 2], n_gen: usize, name: &s
             overlap,
             ..settings(num_gpu)
         };
-        let ledger = Ledger::new();
-        let loaded = load(
-            file,
-            &model,
-            Device::cpu(HOST),
-            &posing(&accels),
-            &s,
-            &ledger,
-        )
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_ledger_matches_plan(&ledger, &loaded.plan, &what);
-        let mut r = loaded.runner;
+        let mut r = checked_runner(file, &model, &accels, &s, &what);
         // The prompts as entries of at most a batch each, the two sequences interleaved.
         let a: Vec<&[u32]> = prompts[0].chunks(s.n_ubatch).collect();
         let b: Vec<&[u32]> = prompts[1].chunks(s.n_ubatch).collect();
@@ -508,6 +498,21 @@ fn two_sequences_equal_each_alone() {
     );
 }
 
+/// A runner of `s` on the CPU and the posing `accels`, whose allocations equal its plan.
+fn checked_runner<'m>(
+    file: &GgufFile,
+    model: &'m Model<'m>,
+    accels: &[PseudoAccel],
+    s: &RunSettings,
+    what: &str,
+) -> Runner<'m> {
+    let ledger = Ledger::new();
+    let loaded = load(file, model, Device::cpu(HOST), &posing(accels), s, &ledger)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_ledger_matches_plan(&ledger, &loaded.plan, what);
+    loaded.runner
+}
+
 /// A prompt evaluated once in sequence 0 and copied to sequences 1 and 2 (2 a shorter
 /// prefix, the rest of the prompt fed to it), then all three decoded greedily in lockstep,
 /// one batch a step: each call's logits are those of the prompt run alone, bit for bit —
@@ -540,18 +545,7 @@ fn check_copied_prompt(file: &GgufFile, prompt: &[u32], n_gen: usize, name: &str
             n_seq: 3,
             ..settings(num_gpu)
         };
-        let ledger = Ledger::new();
-        let loaded = load(
-            file,
-            &model,
-            Device::cpu(HOST),
-            &posing(&accels),
-            &s,
-            &ledger,
-        )
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_ledger_matches_plan(&ledger, &loaded.plan, &what);
-        let mut r = loaded.runner;
+        let mut r = checked_runner(file, &model, &accels, &s, &what);
         let mut first = Vec::new();
         for chunk in prompt.chunks(s.n_ubatch) {
             first = r.eval(chunk).unwrap().to_vec();

@@ -50,3 +50,18 @@ pub fn open(
         }
     })
 }
+
+/// A block's caches of sequences `from` and `to` (which differ): the first to read, the
+/// second to write ([`Backend::copy_seq`]). `None` if either is past `caches`.
+fn source_and_target<T>(caches: &mut [T], from: usize, to: usize) -> Option<(&T, &mut T)> {
+    if from.max(to) >= caches.len() || from == to {
+        return None;
+    }
+    Some(if from < to {
+        let (lo, hi) = caches.split_at_mut(to);
+        (&lo[from], &mut hi[0])
+    } else {
+        let (lo, hi) = caches.split_at_mut(from);
+        (&hi[0], &mut lo[to])
+    })
+}

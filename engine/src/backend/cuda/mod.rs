@@ -347,18 +347,11 @@ impl Backend for CudaBackend {
                     what: format!("KV cache of block {i}, sequence {seq}"),
                 });
             }
-            if from == to {
+            let Some((src, dst)) = super::source_and_target(kvs, from, to) else {
                 continue;
-            }
+            };
             // The whole buffers: the kernels read positions by the run's, not by a length
             // the cache keeps, so what lies past the prompt is never read.
-            let (src, dst) = if from < to {
-                let (lo, hi) = kvs.split_at_mut(to);
-                (&lo[from], &mut hi[0])
-            } else {
-                let (lo, hi) = kvs.split_at_mut(from);
-                (&hi[0], &mut lo[to])
-            };
             match (src, dst) {
                 (GpuKv::Gqa { k, v }, GpuKv::Gqa { k: dk, v: dv }) => {
                     dk.copy_within_device(g, 0, k, 0, k.len())?;

@@ -421,26 +421,14 @@ impl Backend for HostBackend {
 
     fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), BackendError> {
         for (i, caches) in &mut self.caches {
-            let n = caches.len();
-            if from.max(to) >= n {
-                let seq = from.max(to);
-                return Err(missing(
-                    self.id,
-                    format!("KV cache of block {i}, sequence {seq}"),
-                ));
+            let seq = from.max(to);
+            if seq >= caches.len() {
+                let what = format!("KV cache of block {i}, sequence {seq}");
+                return Err(missing(self.id, what));
             }
-            if from == to {
-                continue;
+            if let Some((src, dst)) = super::source_and_target(caches, from, to) {
+                dst.copy_from(src, len)?;
             }
-            // Two caches of one block: split so that one is read while the other is written.
-            let (src, dst) = if from < to {
-                let (lo, hi) = caches.split_at_mut(to);
-                (&lo[from], &mut hi[0])
-            } else {
-                let (lo, hi) = caches.split_at_mut(from);
-                (&hi[0], &mut lo[to])
-            };
-            dst.copy_from(src, len)?;
         }
         Ok(())
     }
