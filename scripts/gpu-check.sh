@@ -110,6 +110,14 @@ if [[ -f "$model" && -x "$here/bin/bench" ]]; then
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 --verbose -ngl auto > '$tmp/gen-gpu.txt' &&
         '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 32 --temp 0 -ngl 0 > '$tmp/gen-cpu.txt' &&
         echo GPU: && cat '$tmp/gen-gpu.txt' && echo && echo CPU: && cat '$tmp/gen-cpu.txt'"
+    # Three continuations of one prompt with every layer on the GPU (the prompt's caches
+    # copied on the device, a sequence at a time a step), beside the CPU's.
+    step "generate -np 3" 60 "$tmp/gen-np.txt" bash -c "
+        for ngl in 99 0; do
+            echo \"-np 3 -ngl \$ngl:\"
+            '$here/bin/generate' -m '$model' -p 'The capital of France is' -n 16 --seed 5 -np 3 -ngl \$ngl || exit 1
+        done"
+    cat "$tmp/gen-np.txt" >> "$out/generate.txt"
 else
     echo "  note: no model at $model: bench split and generate skipped" | tee -a "$summary"
 fi
