@@ -249,7 +249,11 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
             names.join(", "),
             match args.parallel {
                 1 => String::new(),
-                n => format!("; {n} sequences side by side (tokens/s count all of them)"),
+                n => format!(
+                    "; {n} sequences side by side (tokens/s count all of them; a decode step \
+                     is one batch where every device takes several sequences in a batch, \
+                     as host devices do)"
+                ),
             }
         );
     }
