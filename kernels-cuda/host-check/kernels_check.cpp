@@ -13,11 +13,12 @@
 //   kernels_check DIR sort N N_EXPERT        ids.bin → offsets.bin, perm.bin, inv.bin
 //   kernels_check DIR gather NCOLS NX N ROWS_PER_X       x.bin, perm.bin → xg.bin
 //   kernels_check DIR wsum NCOLS K NTOK NY HAS_ROWS      y.bin, rows.bin, weights.bin → out.bin
-//   kernels_check DIR mla NTOK N_HEADS WIDTH V_OFF N_CTX SCALE
+//   kernels_check DIR mla NTOK N_HEADS WIDTH V_OFF N_CTX ROWS SCALE
 //       q.bin (f32, each head's whole row; split here into mla_attention_f16's two parts),
-//       cache.bin (f16 bits), pos.bin (i32 × NTOK) → out.bin
-//   kernels_check DIR store NTOK KVR PE N_CTX EPS ROPE...
-//       kv.bin (f32), norm.bin (f32 × KVR), pos.bin, cache0.bin (f16 bits) → cache.bin
+//       cache.bin (f16 bits, ROWS rows), pos.bin, base.bin (i32 × NTOK each) → out.bin
+//   kernels_check DIR store NTOK KVR PE N_CTX ROWS EPS ROPE...
+//       kv.bin (f32), norm.bin (f32 × KVR), pos.bin, base.bin, cache0.bin (f16 bits, ROWS
+//       rows) → cache.bin
 //   kernels_check DIR splitq NTOK N_HEADS NOPE PE ROPE...
 //       q.bin (f32), pos.bin → qn.bin, q_pe.bin
 //   kernels_check DIR absorb FMT N_SLOT N_HEADS NOPE KVR     w.bin, x.bin (f32) → lat.bin
@@ -230,12 +231,13 @@ static int wsum(char** a) {
 
 static int mla(char** a) {
     const int ntok = std::atoi(a[0]), n_heads = std::atoi(a[1]), width = std::atoi(a[2]);
-    const int v_off = std::atoi(a[3]), n_ctx = std::atoi(a[4]);
-    const float scale = std::strtof(a[5], nullptr);
+    const int v_off = std::atoi(a[3]), n_ctx = std::atoi(a[4]), rows = std::atoi(a[5]);
+    const float scale = std::strtof(a[6], nullptr);
     const int dv = width - v_off;
     const std::vector<float> q = read<float>("q.bin", (size_t)ntok * n_heads * width);
-    const std::vector<uint16_t> cache = read<uint16_t>("cache.bin", (size_t)n_ctx * width);
+    const std::vector<uint16_t> cache = read<uint16_t>("cache.bin", (size_t)rows * width);
     const std::vector<int> pos = read<int>("pos.bin", ntok);
+    const std::vector<int> base = read<int>("base.bin", ntok);
     std::vector<float> q_pe((size_t)ntok * n_heads * v_off), q_lat((size_t)ntok * n_heads * dv);
     for (size_t h = 0; h < (size_t)ntok * n_heads; ++h) {
         std::memcpy(&q_pe[h * v_off], &q[h * width], v_off * sizeof(float));
@@ -244,7 +246,7 @@ static int mla(char** a) {
     std::vector<float> out((size_t)ntok * n_heads * dv);
     host_launch({ceil_div(n_heads, MLA_HEADS), (unsigned)ntok, 1}, MLA_WARPS * WARP_SIZE, [&] {
         mla_attention_f16(q_pe.data(), q_lat.data(), cache.data(), out.data(), n_heads, width,
-                          v_off, pos.data(), n_ctx, scale);
+                          v_off, pos.data(), base.data(), n_ctx, rows, scale);
     });
     write("out.bin", out);
     return 0;
@@ -265,17 +267,18 @@ struct RopeArgs {
 
 static int store(char** a) {
     const int ntok = std::atoi(a[0]), kvr = std::atoi(a[1]), pe = std::atoi(a[2]);
-    const int n_ctx = std::atoi(a[3]);
-    const float eps = std::strtof(a[4], nullptr);
-    const RopeArgs r(a + 5);
+    const int n_ctx = std::atoi(a[3]), rows = std::atoi(a[4]);
+    const float eps = std::strtof(a[5], nullptr);
+    const RopeArgs r(a + 6);
     const std::vector<float> kv = read<float>("kv.bin", (size_t)ntok * (kvr + pe));
     const std::vector<float> norm = read<float>("norm.bin", kvr);
     const std::vector<int> pos = read<int>("pos.bin", ntok);
-    std::vector<uint16_t> cache = read<uint16_t>("cache0.bin", (size_t)n_ctx * (kvr + pe));
+    const std::vector<int> base = read<int>("base.bin", ntok);
+    std::vector<uint16_t> cache = read<uint16_t>("cache0.bin", (size_t)rows * (kvr + pe));
     host_launch({(unsigned)ntok, 1, 1}, STORE_THREADS, [&] {
         (r.neox ? mla_store_latent_neox : mla_store_latent_norm)(
-            kv.data(), norm.data(), cache.data(), pos.data(), kvr, pe, r.n_rot, n_ctx, eps,
-            r.f[0], r.f[1], r.f[2], r.f[3], r.f[4], r.f[5]);
+            kv.data(), norm.data(), cache.data(), pos.data(), base.data(), kvr, pe, r.n_rot,
+            n_ctx, rows, eps, r.f[0], r.f[1], r.f[2], r.f[3], r.f[4], r.f[5]);
     });
     write("cache.bin", cache);
     return 0;
@@ -343,8 +346,8 @@ int main(int argc, char** argv) {
         int (*run)(char**);
     };
     const Cmd cmds[] = {{"route", 9, route},   {"experts", 6, experts}, {"sort", 2, sort},
-                        {"gather", 4, gather}, {"wsum", 5, wsum},       {"mla", 6, mla},
-                        {"store", 13, store},  {"splitq", 12, splitq},  {"absorb", 5, absorb}};
+                        {"gather", 4, gather}, {"wsum", 5, wsum},       {"mla", 7, mla},
+                        {"store", 14, store},  {"splitq", 12, splitq},  {"absorb", 5, absorb}};
     for (const Cmd& c : cmds) {
         if (k == c.name) {
             if (argc != 3 + c.nargs) {

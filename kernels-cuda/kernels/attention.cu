@@ -1,10 +1,13 @@
 // Grouped-query attention over an f16 KV cache, causal, for one token or a batch.
 //
-// q, out: [ntok, nhead, head_dim] f32. k, v: [n_ctx, nkv·head_dim] f16 (position-major, as
-// the CPU KvCache stores them). Query token t is at position pos[t] (device memory, so a
-// captured decode step replays at any position) and attends to positions 0 … pos[t],
-// clamped to the cache's n_ctx rows; query head h reads KV head h / (nhead / nkv). Scores
-// are scaled by `scale` (1/√head_dim).
+// q, out: [ntok, nhead, head_dim] f32. k, v: [rows, nkv·head_dim] f16 (position-major, as
+// the CPU KvCache stores them), each sequence's n_ctx rows from its base row. Query token t
+// is at position pos[t] of the sequence whose rows start at base[t] (device memory, so a
+// captured decode step replays at any position, and a batch may hold several sequences'
+// tokens) and attends to its positions 0 … pos[t], clamped to n_ctx; a base outside
+// 0 … rows − n_ctx attends to nothing (zeros out). Query head h reads KV head h / (nhead /
+// nkv).
+// Scores are scaled by `scale` (1/√head_dim).
 //
 // One CTA per (head, token); its 4 warps split the positions round-robin and each keeps an
 // online softmax (running max, running sum, running weighted sum of V); the warps' states
@@ -19,7 +22,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     attention_f16(const float* __restrict__ q, const uint16_t* __restrict__ k,
                   const uint16_t* __restrict__ v, float* __restrict__ out,
                   block_q8_1* __restrict__ outq, int nhead, int nkv,
-                  int head_dim, const int* __restrict__ pos, int n_ctx, float scale) {
+                  int head_dim, const int* __restrict__ pos, const int* __restrict__ base,
+                  int n_ctx, int rows, float scale) {
     __shared__ float s_max[ATT_WARPS], s_sum[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_PER_LANE * WARP_SIZE];
     const int h = blockIdx.x, t = blockIdx.y;
@@ -27,7 +31,10 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     const int kv_dim = nkv * head_dim;
     const int kv_off = (h / (nhead / nkv)) * head_dim;
     const int64_t qo = ((int64_t)t * nhead + h) * head_dim;
-    const int n_pos = min(pos[t] + 1, n_ctx);
+    const int b = base[t];
+    const int n_pos = b < 0 || b > rows - n_ctx ? 0 : min(pos[t] + 1, n_ctx);
+    k += (int64_t)(b < 0 ? 0 : b) * kv_dim;
+    v += (int64_t)(b < 0 ? 0 : b) * kv_dim;
 
     float qr[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
 #pragma unroll
@@ -78,7 +85,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
         weight[w] = s_max[w] == NEG_INF ? 0.0f : expf(s_max[w] - gmax);
         total += s_sum[w] * weight[w];
     }
-    const float inv = 1.0f / total;
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
     // With a q8_1 output (head_dim a multiple of 32, so a head is whole blocks and every
     // warp of the loop holds one), each warp also quantizes the 32 values it wrote.
     for (int c0 = warp * WARP_SIZE; c0 < head_dim; c0 += blockDim.x) {

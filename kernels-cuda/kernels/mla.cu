@@ -9,19 +9,22 @@
 
 // The cache rows [rope(k_pe) | rms_norm(latent) · norm] of ntok tokens from kv: [ntok,
 // kvr + pe] (attn_kv_a_mqa's output: the latent, then the rotary key), stored as f16 bits
-// at row pos[t] of cache: [n_ctx, pe + kvr]; a position outside 0 … n_ctx − 1 stores
+// at row base[t] + pos[t] of cache: [rows, pe + kvr], each sequence's n_ctx rows from its
+// base; a position outside 0 … n_ctx − 1, or a base outside 0 … rows − n_ctx, stores
 // nothing. The first n_rot values of the rotary part rotate (pairs as rope.cu's), the rest
 // of it is copied. One CTA per token.
 #define MLA_STORE_LATENT(name, first, second)                                                  \
     extern "C" __global__ void name(const float* __restrict__ kv,                              \
                                     const float* __restrict__ norm, uint16_t* cache,           \
-                                    const int* __restrict__ pos, int kvr, int pe, int n_rot,   \
-                                    int n_ctx, float eps, ROPE_PARAMS) {                       \
-        const int t = blockIdx.x, p = pos[t], width = pe + kvr, half = n_rot / 2;              \
+                                    const int* __restrict__ pos, const int* __restrict__ base, \
+                                    int kvr, int pe, int n_rot, int n_ctx, int rows, float eps,\
+                                    ROPE_PARAMS) {                                             \
+        const int t = blockIdx.x, p = pos[t], r0 = base[t], width = pe + kvr;                  \
+        const int half = n_rot / 2;                                                            \
         const float* row = kv + (int64_t)t * width;                                            \
         const float scale = rms_scale(row, kvr, eps);                                          \
-        if (p < 0 || p >= n_ctx) return;                                                       \
-        uint16_t* dst = cache + (int64_t)p * width;                                            \
+        if (p < 0 || p >= n_ctx || r0 < 0 || r0 > rows - n_ctx) return;                        \
+        uint16_t* dst = cache + (int64_t)(r0 + p) * width;                                     \
         for (int c = threadIdx.x; c < kvr; c += blockDim.x)                                    \
             dst[pe + c] = f32_to_f16(row[c] * scale * norm[c]);                                \
         const float* k_pe = row + kvr;                                                         \
@@ -106,8 +109,10 @@ FOR_EACH_FORMAT(MLA_ABSORB_T)
 //
 // A head's query q[t][h] is [q_pe[t][h] | q_lat[t][h]]: q_pe: [ntok, n_heads, v_off] (the
 // rotary part), q_lat: [ntok, n_heads, width − v_off] (absorbed into the latent space), f32;
-// cache: [n_ctx, width] f16 bits; out: [ntok, n_heads, width − v_off] f32. Token t is at
-// position pos[t] (device memory, as attention.cu reads it), clamped to the cache's rows.
+// cache: [rows, width] f16 bits, each sequence's n_ctx rows from its base row; out: [ntok,
+// n_heads, width − v_off] f32. Token t is at position pos[t] of the sequence whose rows
+// start at base[t] (device memory, as attention.cu reads them), clamped to n_ctx; a base
+// outside 0 … rows − n_ctx attends to nothing (zeros out).
 //
 // One CTA per MLA_HEADS heads of one token (grid (⌈n_heads / MLA_HEADS⌉, ntok)). The heads'
 // queries sit in shared memory; the CTA's MLA_WARPS warps split the positions round-robin,
@@ -129,14 +134,17 @@ extern "C" __global__ void __launch_bounds__(MLA_WARPS * WARP_SIZE)
     mla_attention_f16(const float* __restrict__ q_pe, const float* __restrict__ q_lat,
                       const uint16_t* __restrict__ cache,
                       float* __restrict__ out, int n_heads, int width, int v_off,
-                      const int* __restrict__ pos, int n_ctx, float scale) {
+                      const int* __restrict__ pos, const int* __restrict__ base, int n_ctx,
+                      int rows, float scale) {
     __shared__ float s_q[MLA_HEADS][MLA_MAX_WIDTH];
     __shared__ float s_max[MLA_WARPS][MLA_HEADS], s_sum[MLA_WARPS][MLA_HEADS];
     __shared__ float s_acc[MLA_WARPS][MLA_HEADS][MLA_MAX_DV];
     const int h0 = blockIdx.x * MLA_HEADS, t = blockIdx.y;
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const int dv = width - v_off;
-    const int n_pos = pos[t] + 1 < n_ctx ? pos[t] + 1 : n_ctx;
+    const int b = base[t];
+    const int n_pos = b < 0 || b > rows - n_ctx ? 0 : pos[t] + 1 < n_ctx ? pos[t] + 1 : n_ctx;
+    cache += (int64_t)(b < 0 ? 0 : b) * width;
 
     // The queries, zero past the last head and past the row.
     for (int i = threadIdx.x; i < MLA_HEADS * MLA_MAX_WIDTH; i += blockDim.x) {
@@ -220,6 +228,6 @@ extern "C" __global__ void __launch_bounds__(MLA_WARPS * WARP_SIZE)
             total += s_sum[w][h] * weight;
             o += s_acc[w][h][c] * weight;
         }
-        out[((int64_t)t * n_heads + h0 + h) * dv + c] = o * (1.0f / total);
+        out[((int64_t)t * n_heads + h0 + h) * dv + c] = total > 0.0f ? o * (1.0f / total) : 0.0f;
     }
 }

@@ -108,6 +108,40 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
         gpu.stream().memcpy_dtod(&from, &mut to).during(OP)
     }
 
+    /// `n` elements at `src_offset` copied to `offset` within this buffer, the two ranges
+    /// apart (a sequence's KV cache rows to another sequence's).
+    pub fn copy_range(
+        &mut self,
+        gpu: &Gpu,
+        offset: usize,
+        src_offset: usize,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "copy within a buffer";
+        self.check_range(OP, src_offset, n)?;
+        self.check_range(OP, offset, n)?;
+        if offset < src_offset + n && src_offset < offset + n {
+            return Err(CudaError::shape(
+                OP,
+                format!("{n} elements from {src_offset} to {offset} overlap"),
+            ));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let s = gpu.stream();
+        if src_offset < offset {
+            let (lo, mut hi) = self.slice.split_at_mut(offset);
+            let from = lo.slice(src_offset..src_offset + n);
+            s.memcpy_dtod(&from, &mut hi.slice_mut(..n)).during(OP)
+        } else {
+            let (mut lo, hi) = self.slice.split_at_mut(src_offset);
+            let from = hi.slice(..n);
+            s.memcpy_dtod(&from, &mut lo.slice_mut(offset..offset + n))
+                .during(OP)
+        }
+    }
+
     fn check_range(&self, op: &'static str, offset: usize, n: usize) -> Result<(), CudaError> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len() => Ok(()),

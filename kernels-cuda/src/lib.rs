@@ -29,6 +29,6 @@ pub use graph::GpuGraph;
 pub use ops::matvec::{matvec_config, MatvecShape, MATVEC_MAX_COLS};
 pub use ops::mla::{MlaDims, MLA_MAX_LATENT, MLA_MAX_NOPE, MLA_MAX_WIDTH};
 pub use ops::moe::{ExpertSlots, ExpertStack, MOE_MAX_EXPERTS, MOE_MAX_USED};
-pub use ops::q8_1_bytes;
 pub use ops::{attention::AttentionShape, attention::MAX_HEAD_DIM, rope::RopeParams};
+pub use ops::{q8_1_bytes, CacheRows};
 pub use timer::{GpuEvent, GpuTimer};

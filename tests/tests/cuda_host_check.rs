@@ -392,31 +392,48 @@ fn mla_attention_matches_mla_attention_ref_on_the_host() {
         MlaCase::new(2, (9, 48, 16), 50, vec![0, 100, 17]),
         MlaCase::new(3, (4, 100, 36), 10, vec![9]),
     ];
+    // Each case's cache alone, and as the second of two sequences in one buffer (its rows
+    // from row n_ctx, after another sequence's), as the GPU holds several sequences.
     for case in cases {
         let s = case.shape();
         let n_ctx = case.cache.n_ctx();
-        let args: Vec<String> = [
-            "mla".to_string(),
-            s.n_tokens.to_string(),
-            s.n_heads.to_string(),
-            case.width.to_string(),
-            s.v_off.to_string(),
-            n_ctx.to_string(),
-            s.scale.to_string(),
-        ]
-        .into();
-        let cache: Vec<u8> = case
+        let mine: Vec<u8> = case
             .cache_bits()
             .iter()
             .flat_map(|b| b.to_le_bytes())
             .collect();
-        let inputs = [
-            ("q.bin", le_bytes(&case.q)),
-            ("cache.bin", cache),
-            ("pos.bin", le_bytes(&case.pos)),
-        ];
-        let got = f32s(&k.run(&args, &inputs, &["out.bin"])[0]);
-        case.check(&got, &format!("host mla width {}", case.width));
+        let other: Vec<u8> = (0..mine.len())
+            .map(|i| (i * 7 % 251) as u8 & 0x3b)
+            .collect();
+        for seq in 0..2 {
+            let args: Vec<String> = [
+                "mla".to_string(),
+                s.n_tokens.to_string(),
+                s.n_heads.to_string(),
+                case.width.to_string(),
+                s.v_off.to_string(),
+                n_ctx.to_string(),
+                ((seq + 1) * n_ctx).to_string(),
+                s.scale.to_string(),
+            ]
+            .into();
+            let cache = match seq {
+                0 => mine.clone(),
+                _ => [other.clone(), mine.clone()].concat(),
+            };
+            let base = vec![(seq * n_ctx) as i32; case.pos.len()];
+            let inputs = [
+                ("q.bin", le_bytes(&case.q)),
+                ("cache.bin", cache),
+                ("pos.bin", le_bytes(&case.pos)),
+                ("base.bin", le_bytes(&base)),
+            ];
+            let got = f32s(&k.run(&args, &inputs, &["out.bin"])[0]);
+            case.check(
+                &got,
+                &format!("host mla width {}, sequence {seq}", case.width),
+            );
+        }
     }
 }
 
@@ -430,27 +447,40 @@ fn mla_cache_rows_and_query_split_match_the_cpu_on_the_host() {
         let (dims, n_ctx) = (case.dims, case.n_ctx);
         let what = format!("host {what}");
         let ntok = case.pos.len().to_string();
-        let mut args = vec![
-            "store".to_string(),
-            ntok.clone(),
-            dims.kvr.to_string(),
-            dims.pe.to_string(),
-            n_ctx.to_string(),
-            case.eps.to_string(),
-        ];
-        args.extend(case.rope_args());
-        let inputs = [
-            ("kv.bin", le_bytes(&case.kv)),
-            ("norm.bin", le_bytes(&case.norm)),
-            ("pos.bin", le_bytes(&case.pos)),
-            ("cache0.bin", vec![0u8; 2 * n_ctx * (dims.pe + dims.kvr)]),
-        ];
-        let cache = k.run(&args, &inputs, &["cache.bin"]).remove(0);
-        let bits: Vec<u16> = cache
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        case.check_cache(&bits, &what);
+        // Into a cache of one sequence, and into the second sequence of two (rows from
+        // n_ctx on; the first sequence's rows untouched).
+        let width = dims.pe + dims.kvr;
+        for seq in 0..2 {
+            let mut args = vec![
+                "store".to_string(),
+                ntok.clone(),
+                dims.kvr.to_string(),
+                dims.pe.to_string(),
+                n_ctx.to_string(),
+                ((seq + 1) * n_ctx).to_string(),
+                case.eps.to_string(),
+            ];
+            args.extend(case.rope_args());
+            let base = vec![(seq * n_ctx) as i32; case.pos.len()];
+            let inputs = [
+                ("kv.bin", le_bytes(&case.kv)),
+                ("norm.bin", le_bytes(&case.norm)),
+                ("pos.bin", le_bytes(&case.pos)),
+                ("base.bin", le_bytes(&base)),
+                ("cache0.bin", vec![0u8; 2 * (seq + 1) * n_ctx * width]),
+            ];
+            let cache = k.run(&args, &inputs, &["cache.bin"]).remove(0);
+            let bits: Vec<u16> = cache
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            let (before, mine) = bits.split_at(seq * n_ctx * width);
+            assert!(
+                before.iter().all(|&b| b == 0),
+                "{what}: another sequence's rows"
+            );
+            case.check_cache(mine, &format!("{what}, sequence {seq}"));
+        }
 
         let mut args = vec![
             "splitq".to_string(),

@@ -12,7 +12,7 @@ use strata_kernels_cpu::ops::{self, Gating, KvCache, KvType, KvView, MlaShape, R
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::MlaDims;
 use strata_kernels_cuda::{
-    q8_1_bytes, AttentionShape, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, RopeParams,
+    q8_1_bytes, AttentionShape, CacheRows, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, RopeParams,
 };
 use strata_tests::cuda_check::{
     check_f16_product, check_route, gpu, offsets16, randn, random_expert_ids, rng, route_cases,
@@ -504,7 +504,13 @@ fn attention_one_token_and_causal_batch_match_cpu() {
         };
         let pos: Vec<i32> = (0..ntok).map(|t| (start_pos + t) as i32).collect();
         let pos = gpu.upload(&pos).unwrap();
-        gpu.attention(&qd, &kd, &vd, &pos, &mut od, &shape).unwrap();
+        let base = gpu.zeros::<i32>(ntok).unwrap();
+        let at = CacheRows {
+            pos: &pos,
+            base: &base,
+            n_ctx,
+        };
+        gpu.attention(&qd, &kd, &vd, &at, &mut od, &shape).unwrap();
         let got = od.to_host(&gpu).unwrap();
 
         // The fused q8_1 output: the same values, and quantize_q8_1's bytes of them.
@@ -514,7 +520,7 @@ fn attention_one_token_and_causal_batch_match_cpu() {
             gpu.zeros::<f32>(q.len()).unwrap(),
             gpu.zeros::<u8>(qbytes).unwrap(),
         );
-        gpu.attention_q8_1(&qd, &kd, &vd, &pos, &mut of, &mut oq, &shape)
+        gpu.attention_q8_1(&qd, &kd, &vd, &at, &mut of, &mut oq, &shape)
             .unwrap();
         assert_eq!(of.to_host(&gpu).unwrap(), got, "attention_q8_1 values");
         let mut want_q = gpu.zeros::<u8>(qbytes).unwrap();
@@ -587,6 +593,12 @@ fn rope_store_kv_equals_rope_then_f16_rows() {
         let mut v = randn(&mut r, ntok * kv_dim, 70000.0); // some beyond f16: ±inf
         v[1] = 1e-7; // f16 subnormal
         let posd = gpu.upload(&pos).unwrap();
+        let base = gpu.zeros::<i32>(pos.len()).unwrap();
+        let at = CacheRows {
+            pos: &posd,
+            base: &base,
+            n_ctx,
+        };
         let (mut qd, mut kd, vd) = (
             gpu.upload(&q).unwrap(),
             gpu.upload(&k).unwrap(),
@@ -594,7 +606,7 @@ fn rope_store_kv_equals_rope_then_f16_rows() {
         );
         let mut kc = gpu.zeros::<u16>(n_ctx * kv_dim).unwrap();
         let mut vc = gpu.zeros::<u16>(n_ctx * kv_dim).unwrap();
-        gpu.rope_store_kv(&mut qd, &mut kd, &vd, &mut kc, &mut vc, &posd, &shape, &p)
+        gpu.rope_store_kv(&mut qd, &mut kd, &vd, &mut kc, &mut vc, &at, &shape, &p)
             .unwrap();
 
         // q and k: bit for bit what the rope kernel gives (checked against the CPU above).
@@ -645,8 +657,14 @@ fn rope_store_kv_equals_rope_then_f16_rows() {
         yarn: None,
     };
     let posd = gpu.upload(&pos).unwrap();
+    let base = gpu.zeros::<i32>(pos.len()).unwrap();
+    let at = CacheRows {
+        pos: &posd,
+        base: &base,
+        n_ctx: 1,
+    };
     assert!(gpu
-        .rope_store_kv(&mut qd, &mut kd, &vd, &mut odd, &mut odd2, &posd, &shape, &p)
+        .rope_store_kv(&mut qd, &mut kd, &vd, &mut odd, &mut odd2, &at, &shape, &p)
         .is_err());
 }
 
@@ -969,9 +987,15 @@ fn mla_attention_matches_cpu() {
         let (q_pe, q_lat) = (gpu.upload(&q_pe).unwrap(), gpu.upload(&q_lat).unwrap());
         let cache = gpu.upload(&case.cache_bits()).unwrap();
         let pos = gpu.upload(&case.pos).unwrap();
+        let base = gpu.zeros::<i32>(case.pos.len()).unwrap();
+        let at = CacheRows {
+            pos: &pos,
+            base: &base,
+            n_ctx: case.cache.n_ctx(),
+        };
         let dv = case.width - case.v_off;
         let mut out = gpu.zeros::<f32>(s.n_tokens * s.n_heads * dv).unwrap();
-        gpu.mla_attention(&q_pe, &q_lat, &cache, case.width, &pos, &mut out, &s)
+        gpu.mla_attention(&q_pe, &q_lat, &cache, case.width, &at, &mut out, &s)
             .unwrap();
         case.check(
             &out.to_host(&gpu).unwrap(),
@@ -989,12 +1013,18 @@ fn mla_cache_rows_and_query_split_match_cpu() {
         let n = case.pos.len();
         let p = case.rope_params();
         let posd = gpu.upload(&case.pos).unwrap();
+        let base = gpu.zeros::<i32>(n).unwrap();
+        let at = CacheRows {
+            pos: &posd,
+            base: &base,
+            n_ctx,
+        };
         let mut cache = gpu.zeros::<u16>(n_ctx * (d.pe + d.kvr)).unwrap();
         let (kv, norm) = (
             gpu.upload(&case.kv).unwrap(),
             gpu.upload(&case.norm).unwrap(),
         );
-        gpu.mla_store_latent(&kv, &norm, &mut cache, &posd, n, &d, case.eps, &p)
+        gpu.mla_store_latent(&kv, &norm, &mut cache, &at, n, &d, case.eps, &p)
             .unwrap();
         case.check_cache(&cache.to_host(&gpu).unwrap(), &what);
         let q = gpu.upload(&case.q).unwrap();
@@ -1199,6 +1229,12 @@ fn moe_and_mla_bad_shapes_are_errors() {
     let q = gpu.zeros::<f32>(4 * 600).unwrap();
     let cache = gpu.zeros::<u16>(577 * 2).unwrap();
     let pos = gpu.zeros::<i32>(1).unwrap();
+    // One sequence from row 0 (the zeros serve as both arrays).
+    let at = CacheRows {
+        pos: &pos,
+        base: &pos,
+        n_ctx: 1,
+    };
     let mut out = gpu.zeros::<f32>(4 * 600).unwrap();
     let shape = |v_off| MlaShape {
         n_tokens: 1,
@@ -1212,7 +1248,7 @@ fn moe_and_mla_bad_shapes_are_errors() {
         (576, 64, "whole rows"),
     ] {
         let e = gpu
-            .mla_attention(&q, &q, &cache, width, &pos, &mut out, &shape(v_off))
+            .mla_attention(&q, &q, &cache, width, &at, &mut out, &shape(v_off))
             .unwrap_err();
         assert!(
             e.to_string().contains(why),
@@ -1240,18 +1276,24 @@ fn moe_and_mla_bad_shapes_are_errors() {
     );
     let mut odd = gpu.zeros::<u16>(577).unwrap();
     let e = gpu
-        .mla_store_latent(&kv, &norm, &mut odd, &pos, 1, &d, 1e-6, &rope(64))
+        .mla_store_latent(&kv, &norm, &mut odd, &at, 1, &d, 1e-6, &rope(64))
         .unwrap_err();
     assert!(e.to_string().contains("whole rows"), "{e}");
     let mut c = gpu.zeros::<u16>(576).unwrap();
     let e = gpu
-        .mla_store_latent(&kv, &norm, &mut c, &pos, 1, &d, 1e-6, &rope(128))
+        .mla_store_latent(&kv, &norm, &mut c, &at, 1, &d, 1e-6, &rope(128))
         .unwrap_err();
     assert!(e.to_string().contains("n_rot"), "{e}");
     let e = gpu
-        .mla_store_latent(&kv, &norm, &mut c, &pos, 0, &d, 1e-6, &rope(64))
+        .mla_store_latent(&kv, &norm, &mut c, &at, 0, &d, 1e-6, &rope(64))
         .unwrap_err();
     assert!(e.to_string().contains("ntok"), "{e}");
+    // Sequences longer than the cache.
+    let long = CacheRows { n_ctx: 2, ..at };
+    let e = gpu
+        .mla_store_latent(&kv, &norm, &mut c, &long, 1, &d, 1e-6, &rope(64))
+        .unwrap_err();
+    assert!(e.to_string().contains("sequences of 2 positions"), "{e}");
     let wide = MlaDims { nope: 600, ..d };
     let (w, x) = (
         gpu.zeros::<u8>(4 * 600 * 512 * 2).unwrap(),

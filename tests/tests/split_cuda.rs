@@ -407,12 +407,13 @@ fn a_traced_gpu_run_computes_the_same_and_times_its_spans_by_events() {
     }
 }
 
-// Several sequences on a GPU: each block's caches one a sequence (and a one-token step's
-// CUDA graph one a sequence, since the caches' addresses are in its launches). Two
-// sequences fed as entries of one call, then decoded in lockstep, give each sequence's
-// logits bit for bit as the same sequence alone on the GPU (the same kernels on the same
-// batches), and a sequence copied from another continues as it does. The tiny deepseek2
-// file: its latent caches, every block on the GPU.
+// Several sequences on a GPU: each block's cache holds every sequence's rows, each row of a
+// batch finding its own through the scratch's positions and first cache rows. Two
+// sequences fed as entries of one call, then decoded in lockstep, one batch of two rows a
+// step, give each sequence's logits bit for bit as the same sequence alone on the GPU (a
+// batch of up to 8 rows runs the matvec kernels a row at a time; attention is a CTA a
+// row), and a sequence copied from another continues as it does. The tiny deepseek2 file:
+// its latent caches, every block on the GPU.
 #[test]
 fn two_sequences_on_the_gpu_equal_each_alone() {
     let Some(gpu) = cuda() else { return };

@@ -251,8 +251,7 @@ fn run_in_pool(args: &Args, plot: Option<OutFile>, trace: Option<OutFile>) -> Re
                 1 => String::new(),
                 n => format!(
                     "; {n} sequences side by side (tokens/s count all of them; a decode step \
-                     is one batch where every device takes several sequences in a batch, \
-                     as host devices do)"
+                     is one batch of a row a sequence)"
                 ),
             }
         );
@@ -476,7 +475,6 @@ fn sweep_one(
     let schedule = Schedule {
         overlap: point.overlap,
         n_seq: args.parallel,
-        batched: r.batches_sequences(),
     };
     let (model_devices, copy_bytes, predicted) =
         prediction(&plan, model, names, &bandwidth, schedule);
@@ -499,13 +497,12 @@ fn sweep_one(
     Ok((row, last_tg))
 }
 
-/// How a row's decode runs: devices side by side (`overlap`), `n_seq` sequences, and
-/// whether a step of several runs as one batch (`Runner::batches_sequences`).
+/// How a row's decode runs: devices side by side (`overlap`), and `n_seq` sequences (a step
+/// of all of them one batch).
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
     overlap: bool,
     n_seq: usize,
-    batched: bool,
 }
 
 /// Bandwidths (bytes/s) a prediction divides by.
@@ -605,18 +602,14 @@ impl Bandwidth {
 
 /// The bandwidth model for `plan`: each device's bytes per token and bandwidth, the bytes
 /// copied per token, and the predicted tg tokens/s at the bandwidths `bw` — with `overlap`,
-/// split experts side by side; `n_seq` > 1 sequences in one batch a step, or through a
-/// pipelined layer split read side by side (tokens/s of all of them).
+/// split experts side by side; `n_seq` sequences one batch a step (tokens/s of all of
+/// them).
 fn prediction(
     plan: &Plan,
     model: &Model,
     names: &[String],
     bw: &Bandwidth,
-    Schedule {
-        overlap,
-        n_seq,
-        batched,
-    }: Schedule,
+    Schedule { overlap, n_seq }: Schedule,
 ) -> (Vec<DeviceModel>, u64, Option<f64>) {
     let cfg = &model.cfg;
     let rule = ReadRule {
@@ -639,20 +632,11 @@ fn prediction(
         }
         false => Some(0.0),
     };
-    let predicted = if n_seq > 1 && batched {
-        // One batch a step: each weight read once for every sequence (the copies between
-        // devices grow with the rows, a few KiB: left out).
-        in_turn.zip(saved).map(|(t, s)| n_seq as f64 / (t - s))
-    } else if overlap && n_seq > 1 && predict::pipelines(&plan.blocks) {
-        // Several sequences through the pipeline: the devices read side by side.
-        let reads = predict::token_secs(&bytes, &[], &bw.devices);
-        let copy_secs = in_turn.zip(reads).map(|(t, r)| t - r);
-        copy_secs
-            .and_then(|c| predict::pipelined_secs(&bytes, c, &bw.devices, bw.together, n_seq))
-            .map(|t| n_seq as f64 / t)
-    } else {
-        in_turn.zip(saved).map(|(t, s)| 1.0 / (t - s))
-    };
+    // A step of several sequences is one batch: each weight read once for every sequence
+    // (the copies between devices grow with the rows, a few KiB: left out).
+    let predicted = in_turn
+        .zip(saved)
+        .map(|(t, s)| n_seq.max(1) as f64 / (t - s));
     let devices = names
         .iter()
         .zip(&bytes)

@@ -3,9 +3,8 @@
 //! Σ bytes_d / bw_d, plus the copies at device boundaries — except where a block's routed
 //! experts are split between devices that compute their shares at the same time: there
 //! the block's FFN takes as long as its slowest share, or as all the shares read together
-//! at the bandwidth of every thread at once, whichever is longer; and where several
-//! sequences flow through a layer split as a pipeline, the devices read side by side in the
-//! same way ([`pipelined_secs`]).
+//! at the bandwidth of every thread at once, whichever is longer. A decode step of several
+//! sequences is one batch: one token's reads serve them all.
 
 use strata_engine::model::is_expert_stack;
 use strata_engine::plan::{BlockPlacement, Part, Role, TensorPlacement};
@@ -164,47 +163,6 @@ pub fn token_secs(
     (secs > 0.0).then_some(secs)
 }
 
-/// Seconds for one decode token of each of `n` sequences through a layer split of whole
-/// blocks whose devices work at once (the runner's pipeline). The sequences go in lockstep
-/// (each token needs the last one's logits), so a step is a pipeline of `n` micro-batches
-/// that fills and drains: one micro-batch through every device in turn, then each of the
-/// other `n − 1` one period later, the period the slowest device's reads or every device's
-/// reads at the bandwidth of all threads at once (`together`: in the steady state they
-/// read side by side), whichever is longer; plus each sequence's copies (`copy_secs` a
-/// token). `None` where a device with work has no measured bandwidth.
-pub fn pipelined_secs(
-    bytes: &[f64],
-    copy_secs: f64,
-    bandwidth: &[Option<f64>],
-    together: f64,
-    n: usize,
-) -> Option<f64> {
-    let (mut sum, mut slowest): (f64, f64) = (0.0, 0.0);
-    for (b, bw) in bytes.iter().zip(bandwidth) {
-        if *b > 0.0 {
-            let t = b / (*bw)?;
-            sum += t;
-            slowest = slowest.max(t);
-        }
-    }
-    let period = slowest.max(bytes.iter().sum::<f64>() / together);
-    Some(sum + (n.max(1) - 1) as f64 * period + n as f64 * copy_secs)
-}
-
-/// Whether `blocks` form a layer split the runner pipelines: every block whole on one
-/// device, and blocks on two devices or more.
-pub fn pipelines(blocks: &[BlockPlacement]) -> bool {
-    let mut devices: Vec<usize> = Vec::new();
-    for b in blocks {
-        match b.whole() {
-            Some(d) if !devices.contains(&d) => devices.push(d),
-            Some(_) => {}
-            None => return false,
-        }
-    }
-    devices.len() > 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,31 +297,6 @@ mod tests {
         // Two threads that read no faster than one: max(20, 300/10 = 30), nothing saved.
         assert_eq!(overlap_saving(&s, &bw, 10.0), Some(0.0));
         assert_eq!(overlap_saving(&s, &[Some(10.0), None], 20.0), None);
-    }
-
-    #[test]
-    fn sequences_through_a_split_read_side_by_side() {
-        // 3 and 1 bytes at 1 byte/s each, 2 bytes/s together, no copies: one token of each
-        // of 2 sequences takes 3 + 1 through the pipe and one period of max(3, 4 / 2) more,
-        // 7 s, against 2 × 4 = 8 s in turn.
-        let bw = [Some(1.0), Some(1.0)];
-        assert_eq!(pipelined_secs(&[3.0, 1.0], 0.0, &bw, 2.0, 2), Some(7.0));
-        // One sequence: the devices in turn.
-        assert_eq!(pipelined_secs(&[3.0, 1.0], 0.0, &bw, 2.0, 1), Some(4.0));
-        // Memory-bound: together no faster than one device, the period is all bytes at that
-        // rate: 4 + 4, and a copy of 0.5 s a token.
-        assert_eq!(pipelined_secs(&[2.0, 2.0], 0.5, &bw, 1.0, 2), Some(9.0));
-        // Balanced, together 1.5× one device: 2 + 2 + max(2, 4 / 1.5).
-        let t = pipelined_secs(&[2.0, 2.0], 0.0, &bw, 1.5, 2).unwrap();
-        assert!((t - (4.0 + 4.0 / 1.5)).abs() < 1e-12, "{t}");
-        // A device without a measured bandwidth (a GPU): none.
-        assert_eq!(
-            pipelined_secs(&[2.0, 2.0], 0.0, &[Some(1.0), None], 2.0, 2),
-            None
-        );
-        assert!(pipelines(&on(&[0, 0, 1, 1])));
-        assert!(!pipelines(&on(&[1, 1, 1])));
-        assert!(!pipelines(&half_on_the_cpu()));
     }
 
     #[test]

@@ -191,12 +191,6 @@ pub trait Backend {
     /// `at.seq` at its positions `at.pos..at.pos + n`.
     fn run(&mut self, model: &Model, unit: &Unit, n: usize, at: At) -> Result<(), BackendError>;
 
-    /// Whether [`Backend::run`] takes rows of several sequences in one batch
-    /// ([`At::Rows`]).
-    fn mixes(&self) -> bool {
-        false
-    }
-
     /// Sequence `to`'s KV caches (of every block held here) become a copy of sequence
     /// `from`'s first `len` positions: a prompt evaluated once serves several sequences.
     fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), BackendError>;
@@ -288,7 +282,7 @@ pub enum At<'a> {
     Seq { seq: usize, pos: usize },
     /// Row r in sequence `rows[r].0` at position `rows[r].1`: several sequences' rows in one
     /// batch, so that the products read each weight once for all of them while each row
-    /// attends to its own sequence. Only for a backend that [`mixes`](Backend::mixes).
+    /// attends to its own sequence.
     Rows(&'a [(usize, usize)]),
 }
 

@@ -291,12 +291,6 @@ impl<'m> Runner<'m> {
         self.pos.get(seq).copied()
     }
 
-    /// Whether a decode step of several sequences runs as one batch (every device mixes
-    /// sequences in a batch; [`Runner::eval_seqs`]), or a sequence at a time.
-    pub fn batches_sequences(&self) -> bool {
-        self.devices.iter().all(|d| d.backend.mixes())
-    }
-
     /// Forgets the context of every sequence (buffers stay allocated).
     pub fn reset(&mut self) {
         self.pos.fill(0);
@@ -436,15 +430,14 @@ impl<'m> Runner<'m> {
         Ok(out)
     }
 
-    /// Whether `entries` are one decode step of several sequences that one batch can take:
-    /// a token each, each of its own sequence, on devices that mix sequences in a batch.
+    /// Whether `entries` are one decode step of several sequences that one batch takes: a
+    /// token each, each of its own sequence.
     fn one_step(&self, entries: &[(usize, &[u32])]) -> bool {
         let mut seen = vec![false; self.opts.n_seq];
         entries.len() > 1
             && entries.iter().all(|&(seq, t)| {
                 t.len() == 1 && seq < seen.len() && !std::mem::replace(&mut seen[seq], true)
             })
-            && self.batches_sequences()
     }
 
     /// One decode step of several sequences ([`Runner::one_step`]): their tokens as the rows

@@ -1,6 +1,6 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::{as_i32, grid_yz, need, q8_1_grid};
+use super::{as_i32, grid_yz, need, q8_1_grid, CacheRows};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu};
 
@@ -19,20 +19,20 @@ pub struct AttentionShape {
 }
 
 impl Gpu {
-    /// Causal grouped-query attention over an f16 KV cache (`k`, `v`: position-major,
-    /// `n_ctx × nkv × head_dim`, as u16 bits). `q` and `out` are `ntok × nhead × head_dim`;
-    /// token t is at position `pos[t]` and attends to the cache's positions 0 … pos[t]
-    /// (clamped to its rows in the kernel).
+    /// Causal grouped-query attention over an f16 KV cache (`k`, `v`: position-major rows of
+    /// `nkv × head_dim`, as u16 bits, each sequence's `at.n_ctx` from its base row). `q` and
+    /// `out` are `ntok × nhead × head_dim`; token t attends to its sequence's positions
+    /// 0 … pos[t] ([`CacheRows`]; clamped in the kernel).
     pub fn attention(
         &self,
         q: &DeviceBuffer<f32>,
         k: &DeviceBuffer<u16>,
         v: &DeviceBuffer<u16>,
-        pos: &DeviceBuffer<i32>,
+        at: &CacheRows,
         out: &mut DeviceBuffer<f32>,
         s: &AttentionShape,
     ) -> Result<(), CudaError> {
-        self.launch_attention(q, k, v, pos, out, None, s)
+        self.launch_attention(q, k, v, at, out, None, s)
     }
 
     /// [`attention`](Gpu::attention) and the q8_1 quantization of its output (`outq`:
@@ -44,7 +44,7 @@ impl Gpu {
         q: &DeviceBuffer<f32>,
         k: &DeviceBuffer<u16>,
         v: &DeviceBuffer<u16>,
-        pos: &DeviceBuffer<i32>,
+        at: &CacheRows,
         out: &mut DeviceBuffer<f32>,
         outq: &mut DeviceBuffer<u8>,
         s: &AttentionShape,
@@ -56,7 +56,7 @@ impl Gpu {
             ));
         }
         q8_1_grid(OP, outq, s.nhead * s.head_dim, s.ntok)?;
-        self.launch_attention(q, k, v, pos, out, Some(outq), s)
+        self.launch_attention(q, k, v, at, out, Some(outq), s)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -65,7 +65,7 @@ impl Gpu {
         q: &DeviceBuffer<f32>,
         k: &DeviceBuffer<u16>,
         v: &DeviceBuffer<u16>,
-        pos: &DeviceBuffer<i32>,
+        at: &CacheRows,
         out: &mut DeviceBuffer<f32>,
         outq: Option<&mut DeviceBuffer<u8>>,
         s: &AttentionShape,
@@ -88,7 +88,6 @@ impl Gpu {
         let n = s.ntok * s.nhead * s.head_dim;
         need(OP, "q", q.len(), n)?;
         need(OP, "out", out.len(), n)?;
-        need(OP, "pos", pos.len(), s.ntok)?;
         let kv_dim = s.nkv * s.head_dim;
         if k.len() != v.len() || !k.len().is_multiple_of(kv_dim) {
             return Err(CudaError::shape(
@@ -101,11 +100,11 @@ impl Gpu {
             ));
         }
         let scale = 1.0 / (s.head_dim as f32).sqrt();
-        let (nh, nkv, hd, n_ctx) = (
+        let (n_ctx, rows) = at.check(OP, s.ntok, k.len() / kv_dim)?;
+        let (nh, nkv, hd) = (
             as_i32(OP, "nhead", s.nhead)?,
             as_i32(OP, "nkv", s.nkv)?,
             as_i32(OP, "head_dim", s.head_dim)?,
-            as_i32(OP, "cache rows", k.len() / kv_dim)?,
         );
         let cfg = LaunchConfig {
             grid_dim: (nh.max(1) as u32, grid_yz(OP, "ntok", s.ntok)?, 1),
@@ -127,8 +126,10 @@ impl Gpu {
         l.arg(&nh)
             .arg(&nkv)
             .arg(&hd)
-            .arg(pos.slice())
+            .arg(at.pos.slice())
+            .arg(at.base.slice())
             .arg(&n_ctx)
+            .arg(&rows)
             .arg(&scale);
         // SAFETY: matches attention_f16's signature; sizes checked above.
         unsafe { l.launch(cfg) }.during(OP)?;

@@ -9,7 +9,7 @@ use strata_kernels_cpu::ops::MlaShape;
 use strata_kernels_cpu::GgmlType;
 
 use super::moe::row_grid;
-use super::{as_i32, grid_yz, kernel_suffix, need, weight_bytes};
+use super::{as_i32, grid_yz, kernel_suffix, need, weight_bytes, CacheRows};
 use crate::error::{CudaError, DriverContext};
 use crate::{DeviceBuffer, Gpu, RopeParams};
 
@@ -44,16 +44,17 @@ pub struct MlaDims {
 impl Gpu {
     /// The latent cache's rows of `ntok` tokens from `kv` (`ntok × (kvr + pe)`, attn_kv_a_mqa's
     /// output: the latent, then the rotary key): `[rope(k_pe) | rms_norm(latent) · norm]`
-    /// stored as f16 bits at row `pos[t]` of `cache` (`n_ctx × (pe + kvr)`), as the CPU's
-    /// forward pass builds and appends them. The first `rope.n_rot` values of the rotary part
-    /// rotate; a position past the cache's rows stores nothing.
+    /// stored as f16 bits at row `base[t] + pos[t]` of `cache` (rows of `pe + kvr`,
+    /// [`CacheRows`]), as the CPU's forward pass builds and appends them. The first
+    /// `rope.n_rot` values of the rotary part rotate; a position past its sequence's rows
+    /// stores nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn mla_store_latent(
         &self,
         kv: &DeviceBuffer<f32>,
         norm: &DeviceBuffer<f32>,
         cache: &mut DeviceBuffer<u16>,
-        pos: &DeviceBuffer<i32>,
+        at: &CacheRows,
         ntok: usize,
         d: &MlaDims,
         eps: f32,
@@ -73,12 +74,13 @@ impl Gpu {
         }
         need(OP, "kv", kv.len(), ntok * width)?;
         need(OP, "norm", norm.len(), d.kvr)?;
-        need(OP, "pos", pos.len(), ntok)?;
+        let (n_ctx, rows) = at.check(OP, ntok, cache.len() / width)?;
         let ints = [
             as_i32(OP, "kv_lora", d.kvr)?,
             as_i32(OP, "rotary part", d.pe)?,
             as_i32(OP, "n_rot", rope.n_rot)?,
-            as_i32(OP, "cache rows", cache.len() / width)?,
+            n_ctx,
+            rows,
         ];
         let cfg = row_grid(OP, "ntok", ntok, STORE_THREADS)?;
         let name = if rope.neox {
@@ -91,7 +93,8 @@ impl Gpu {
         l.arg(kv.slice())
             .arg(norm.slice())
             .arg(cache.slice_mut())
-            .arg(pos.slice());
+            .arg(at.pos.slice())
+            .arg(at.base.slice());
         for i in &ints {
             l.arg(i);
         }
@@ -99,8 +102,8 @@ impl Gpu {
         for a in &angle {
             l.arg(a);
         }
-        // SAFETY: matches MLA_STORE_LATENT(kv, norm, cache, pos, kvr, pe, n_rot, n_ctx, eps,
-        // ROPE_PARAMS); sizes checked above, positions bounded in the kernel.
+        // SAFETY: matches MLA_STORE_LATENT(kv, norm, cache, pos, base, kvr, pe, n_rot, n_ctx,
+        // rows, eps, ROPE_PARAMS); sizes checked above, rows bounded in the kernel.
         unsafe { l.launch(cfg) }.during(OP)?;
         Ok(())
     }
@@ -211,13 +214,13 @@ impl Gpu {
 
     /// Multi-head latent attention in its absorbed form over an f16 latent cache, as
     /// kernels-cpu's [`mla_attention`](strata_kernels_cpu::ops::mla_attention): every head
-    /// of every token attends over the same cached rows `[rotary key | latent]` (`cache`:
-    /// `n_ctx × width` f16 bits), the whole row as the key and the part from `s.v_off` as
+    /// of every token attends over its sequence's cached rows `[rotary key | latent]`
+    /// (`cache`: rows of `width` f16 bits), the whole row as the key and the part from `s.v_off` as
     /// the value, scores scaled by `s.scale`. A head's query is `[q_pe | q_lat]`: `q_pe`
     /// is `n_tokens × n_heads × v_off` (the rotary part), `q_lat` `n_tokens × n_heads ×
     /// (width − v_off)` (the part absorbed into the latent space); `out`
-    /// `n_tokens × n_heads × (width − v_off)`; token t is at position `pos[t]` (device
-    /// memory) and attends to rows 0 … `pos[t]`, clamped to the cache's rows. Rows up to
+    /// `n_tokens × n_heads × (width − v_off)`; token t attends to its sequence's rows
+    /// 0 … `pos[t]` ([`CacheRows`]), clamped to `n_ctx`. Rows up to
     /// [`MLA_MAX_WIDTH`] wide with a value part up to [`MLA_MAX_LATENT`].
     #[allow(clippy::too_many_arguments)]
     pub fn mla_attention(
@@ -226,7 +229,7 @@ impl Gpu {
         q_lat: &DeviceBuffer<f32>,
         cache: &DeviceBuffer<u16>,
         width: usize,
-        pos: &DeviceBuffer<i32>,
+        at: &CacheRows,
         out: &mut DeviceBuffer<f32>,
         s: &MlaShape,
     ) -> Result<(), CudaError> {
@@ -262,12 +265,11 @@ impl Gpu {
         need(OP, "q_pe", q_pe.len(), s.n_tokens * s.n_heads * s.v_off)?;
         need(OP, "q_lat", q_lat.len(), s.n_tokens * s.n_heads * dv)?;
         need(OP, "out", out.len(), s.n_tokens * s.n_heads * dv)?;
-        need(OP, "pos", pos.len(), s.n_tokens)?;
-        let (nh, w, v_off, n_ctx) = (
+        let (n_ctx, rows) = at.check(OP, s.n_tokens, cache.len() / width)?;
+        let (nh, w, v_off) = (
             as_i32(OP, "n_heads", s.n_heads)?,
             width as i32,
             s.v_off as i32,
-            as_i32(OP, "cache rows", cache.len() / width)?,
         );
         let cfg = LaunchConfig {
             grid_dim: (
@@ -287,11 +289,13 @@ impl Gpu {
             .arg(&nh)
             .arg(&w)
             .arg(&v_off)
-            .arg(pos.slice())
+            .arg(at.pos.slice())
+            .arg(at.base.slice())
             .arg(&n_ctx)
+            .arg(&rows)
             .arg(&s.scale);
-        // SAFETY: matches mla_attention_f16(q_pe, q_lat, cache, out, n_heads, width, v_off, pos, n_ctx,
-        // scale); sizes checked above, positions clamped to n_ctx in the kernel.
+        // SAFETY: matches mla_attention_f16(q_pe, q_lat, cache, out, n_heads, width, v_off,
+        // pos, base, n_ctx, rows, scale); sizes checked above, rows bounded in the kernel.
         unsafe { l.launch(cfg) }.during(OP)?;
         Ok(())
     }

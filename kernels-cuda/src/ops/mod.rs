@@ -19,6 +19,45 @@ pub(crate) use quantize::q8_1_grid;
 use cudarc::driver::LaunchConfig;
 
 use crate::error::CudaError;
+use crate::DeviceBuffer;
+
+/// Where a batch's tokens sit in a KV cache that holds several sequences: token t at
+/// position `pos[t]` of the sequence whose `n_ctx` rows start at row `base[t]` (both in
+/// device memory, so that a captured step replays anywhere, and a batch may hold tokens of
+/// several sequences).
+#[derive(Clone, Copy)]
+pub struct CacheRows<'a> {
+    pub pos: &'a DeviceBuffer<i32>,
+    pub base: &'a DeviceBuffer<i32>,
+    pub n_ctx: usize,
+}
+
+impl CacheRows<'_> {
+    /// Checks that the arrays cover `ntok` tokens and a sequence fits a cache of `rows`;
+    /// (n_ctx, rows) as the kernels take them.
+    pub(crate) fn check(
+        &self,
+        op: &'static str,
+        ntok: usize,
+        rows: usize,
+    ) -> Result<(i32, i32), CudaError> {
+        need(op, "pos", self.pos.len(), ntok)?;
+        need(op, "base", self.base.len(), ntok)?;
+        if self.n_ctx == 0 || self.n_ctx > rows {
+            return Err(CudaError::shape(
+                op,
+                format!(
+                    "sequences of {} positions in a cache of {rows} rows",
+                    self.n_ctx
+                ),
+            ));
+        }
+        Ok((
+            as_i32(op, "n_ctx", self.n_ctx)?,
+            as_i32(op, "cache rows", rows)?,
+        ))
+    }
+}
 use strata_kernels_cpu::GgmlType;
 
 /// The kernel-name suffix of a weight format (`q4_k`, `bf16`), or an error if the kernels

@@ -2,7 +2,7 @@ use cudarc::driver::PushKernelArg;
 
 use strata_kernels_cpu::ops::Yarn;
 
-use super::{as_i32, grid_1d, need};
+use super::{as_i32, grid_1d, need, CacheRows};
 use crate::error::{CudaError, DriverContext};
 use crate::{AttentionShape, DeviceBuffer, Gpu};
 
@@ -94,8 +94,9 @@ impl Gpu {
 
     /// Decode's attention inputs in one launch: RoPE on `q` (`ntok × nhead × head_dim`) and
     /// `k` (`ntok × nkv × head_dim`) in place, bit for bit as [`rope`](Gpu::rope), then the
-    /// rotated `k` and `v` stored as f16 bits at row `pos[t]` of the caches `kc` and `vc`
-    /// (whole rows of `nkv × head_dim`); a position past their rows stores nothing.
+    /// rotated `k` and `v` stored as f16 bits at row `base[t] + pos[t]` of the caches `kc`
+    /// and `vc` (whole rows of `nkv × head_dim`, [`CacheRows`]); a position past its
+    /// sequence's rows stores nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn rope_store_kv(
         &self,
@@ -104,7 +105,7 @@ impl Gpu {
         v: &DeviceBuffer<f32>,
         kc: &mut DeviceBuffer<u16>,
         vc: &mut DeviceBuffer<u16>,
-        pos: &DeviceBuffer<i32>,
+        at: &CacheRows,
         s: &AttentionShape,
         p: &RopeParams,
     ) -> Result<(), CudaError> {
@@ -120,7 +121,6 @@ impl Gpu {
         need(OP, "q", q.len(), s.ntok * s.nhead * s.head_dim)?;
         need(OP, "k", k.len(), s.ntok * kv_dim)?;
         need(OP, "v", v.len(), s.ntok * kv_dim)?;
-        need(OP, "pos", pos.len(), s.ntok)?;
         if kv_dim == 0 || kc.len() != vc.len() || !kc.len().is_multiple_of(kv_dim) {
             return Err(CudaError::shape(
                 OP,
@@ -131,13 +131,13 @@ impl Gpu {
                 ),
             ));
         }
-        let (nt, nh, nkv, hd, nr, n_ctx) = (
+        let (n_ctx, rows) = at.check(OP, s.ntok, kc.len() / kv_dim)?;
+        let (nt, nh, nkv, hd, nr) = (
             as_i32(OP, "ntok", s.ntok)?,
             as_i32(OP, "nhead", s.nhead)?,
             as_i32(OP, "nkv", s.nkv)?,
             as_i32(OP, "head_dim", s.head_dim)?,
             as_i32(OP, "n_rot", p.n_rot)?,
-            as_i32(OP, "cache rows", kc.len() / kv_dim)?,
         );
         let name = if p.neox {
             "rope_store_kv_neox"
@@ -151,8 +151,15 @@ impl Gpu {
             .arg(v.slice())
             .arg(kc.slice_mut())
             .arg(vc.slice_mut())
-            .arg(pos.slice());
-        b.arg(&nt).arg(&nh).arg(&nkv).arg(&hd).arg(&nr).arg(&n_ctx);
+            .arg(at.pos.slice())
+            .arg(at.base.slice());
+        b.arg(&nt)
+            .arg(&nh)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(&nr)
+            .arg(&n_ctx)
+            .arg(&rows);
         for a in &angle {
             b.arg(a);
         }

@@ -3,7 +3,8 @@
 
 use strata_kernels_cpu::ops::MlaShape;
 use strata_kernels_cuda::{
-    AttentionShape, CudaError, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, MlaDims, RopeParams,
+    AttentionShape, CacheRows, CudaError, DeviceBuffer, ExpertSlots, ExpertStack, Gpu, MlaDims,
+    RopeParams,
 };
 
 use std::ops::Range;
@@ -13,7 +14,7 @@ use super::weights::{
     GpuMla, GpuScratch, MlaQuery,
 };
 use super::{CudaBackend, MATVEC_MAX_BATCH};
-use crate::backend::Exchange;
+use crate::backend::{At, Exchange};
 use crate::config::ModelConfig;
 
 fn missing(what: &str) -> CudaError {
@@ -22,7 +23,7 @@ fn missing(what: &str) -> CudaError {
 
 impl CudaBackend {
     /// Blocks `range` (consecutive, all placed on this GPU) on the `n` rows of the residual
-    /// stream in the GPU's scratch, of sequence `seq` at positions `pos..pos + n`.
+    /// stream in the GPU's scratch, where `at` puts them (rows of one sequence or several).
     ///
     /// A one-token step replays a CUDA graph of the whole range once the range has run
     /// eagerly once (which also loads every kernel module): one launch instead of ~20 a
@@ -34,27 +35,29 @@ impl CudaBackend {
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        (seq, pos): (usize, usize),
+        at: At,
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
             blocks,
             kvs,
+            kv_shape,
             scratch,
             graphs,
             use_graphs,
             ..
         } = self;
         let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
-        write_positions(g, s, pos, n)?;
-        let key = (range.start, range.end, seq);
+        write_positions(g, s, at, n, *kv_shape)?;
+        let n_ctx = kv_shape.0;
+        let key = (range.start, range.end);
         let mut queue = |s: &mut GpuScratch| -> Result<(), CudaError> {
             for i in range.clone() {
                 let w = blocks
                     .get(&i)
                     .ok_or_else(|| missing(&format!("weights of block {i}")))?;
-                let kv = cache(kvs, i, seq)?;
-                queue_block(g, w, s, kv, cfg, rope, n)?;
+                let kv = cache(kvs, i)?;
+                queue_block(g, w, s, (kv, n_ctx), cfg, rope, n)?;
             }
             Ok(())
         };
@@ -130,20 +133,21 @@ impl CudaBackend {
         s.x.read_at(&self.gpu, 0, x)
     }
 
-    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows, of
-    /// sequence `seq` at positions `pos..pos + n`.
+    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows,
+    /// where `at` puts them.
     pub(super) fn run_attention(
         &mut self,
         i: usize,
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        (seq, pos): (usize, usize),
+        at: At,
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
             blocks,
             kvs,
+            kv_shape,
             scratch,
             ..
         } = self;
@@ -152,9 +156,9 @@ impl CudaBackend {
             .get(&i)
             .and_then(|w| w.attn.as_ref())
             .ok_or_else(|| missing(&format!("attention of block {i}")))?;
-        let kv = cache(kvs, i, seq)?;
-        write_positions(g, s, pos, n)?;
-        queue_attention(g, a, s, kv, cfg, rope, n)
+        let kv = cache(kvs, i)?;
+        write_positions(g, s, at, n, *kv_shape)?;
+        queue_attention(g, a, s, (kv, kv_shape.0), cfg, rope, n)
     }
 
     /// [`Unit::FfnRoute`](crate::backend::Unit): block `i`'s FFN input for the last `m` of
@@ -289,13 +293,11 @@ impl CudaBackend {
 
 /// Block `i`'s cache of sequence `seq`.
 fn cache(
-    kvs: &mut std::collections::BTreeMap<usize, Vec<GpuKv>>,
+    kvs: &mut std::collections::BTreeMap<usize, GpuKv>,
     i: usize,
-    seq: usize,
 ) -> Result<&mut GpuKv, CudaError> {
     kvs.get_mut(&i)
-        .and_then(|c| c.get_mut(seq))
-        .ok_or_else(|| missing(&format!("KV cache of block {i}, sequence {seq}")))
+        .ok_or_else(|| missing(&format!("KV cache of block {i}")))
 }
 
 /// One block's launches: the CPU's `cpu_block` step for step.
@@ -303,7 +305,7 @@ fn queue_block(
     g: &Gpu,
     w: &GpuBlock,
     s: &mut GpuScratch,
-    kv: &mut GpuKv,
+    kv: (&mut GpuKv, usize),
     cfg: &ModelConfig,
     rope: &RopeParams,
     n: usize,
@@ -319,22 +321,23 @@ fn queue_block(
     g.add(&mut s.x, &s.out, n * cfg.n_embd)
 }
 
-/// `x += attention(rms_norm(x))` for the `n` rows of `s.x`.
+/// `x += attention(rms_norm(x))` for the `n` rows of `s.x`, with the block's cache `kv.0`
+/// of sequences of `kv.1` positions (each row's place in the scratch's `pos` and `base`).
 pub(super) fn queue_attention(
     g: &Gpu,
     w: &GpuAttention,
     s: &mut GpuScratch,
-    kv: &mut GpuKv,
+    (kv, n_ctx): (&mut GpuKv, usize),
     cfg: &ModelConfig,
     rope: &RopeParams,
     n: usize,
 ) -> Result<(), CudaError> {
     match (&w.kind, kv) {
         (AttentionKind::Gqa(a), GpuKv::Gqa { k, v }) => {
-            queue_gqa(g, &w.norm, a, s, (k, v), cfg, rope, n)?
+            queue_gqa(g, &w.norm, a, s, (k, v, n_ctx), cfg, rope, n)?
         }
         (AttentionKind::Mla(a), GpuKv::Latent(cache)) => {
-            queue_mla(g, &w.norm, a, s, cache, cfg, rope, n)?
+            queue_mla(g, &w.norm, a, s, (cache, n_ctx), cfg, rope, n)?
         }
         _ => return Err(missing("KV cache of this block's kind of attention")),
     }
@@ -348,7 +351,7 @@ fn queue_gqa(
     norm_w: &DeviceBuffer<f32>,
     w: &GpuGqa,
     s: &mut GpuScratch,
-    (kc, vc): (&mut DeviceBuffer<u16>, &mut DeviceBuffer<u16>),
+    (kc, vc, n_ctx): (&mut DeviceBuffer<u16>, &mut DeviceBuffer<u16>, usize),
     cfg: &ModelConfig,
     rope: &RopeParams,
     n: usize,
@@ -376,12 +379,17 @@ fn queue_gqa(
         nkv: cfg.n_head_kv,
         head_dim: hd,
     };
-    g.rope_store_kv(&mut s.q, &mut s.k, &s.v, kc, vc, &s.pos, &shape, rope)?;
+    let at = CacheRows {
+        pos: &s.pos,
+        base: &s.base,
+        n_ctx,
+    };
+    g.rope_store_kv(&mut s.q, &mut s.k, &s.v, kc, vc, &at, &shape, rope)?;
     let mut xq_ready = reads_q8_1(&w.wo, n) && hd.is_multiple_of(32);
     if xq_ready {
-        g.attention_q8_1(&s.q, kc, vc, &s.pos, &mut s.attn, &mut s.xq, &shape)?;
+        g.attention_q8_1(&s.q, kc, vc, &at, &mut s.attn, &mut s.xq, &shape)?;
     } else {
-        g.attention(&s.q, kc, vc, &s.pos, &mut s.attn, &shape)?;
+        g.attention(&s.q, kc, vc, &at, &mut s.attn, &shape)?;
     }
     mul(g, &w.wo, &s.attn, &mut s.xq, &mut xq_ready, n, &mut s.out)
 }
@@ -400,7 +408,7 @@ fn queue_mla(
     norm_w: &DeviceBuffer<f32>,
     w: &GpuMla,
     s: &mut GpuScratch,
-    cache: &mut DeviceBuffer<u16>,
+    (cache, n_ctx): (&mut DeviceBuffer<u16>, usize),
     cfg: &ModelConfig,
     rope: &RopeParams,
     n: usize,
@@ -428,9 +436,11 @@ fn queue_mla(
         attn,
         out,
         pos,
+        base,
         mla: ms,
         ..
     } = s;
+    let at = CacheRows { pos, base, n_ctx };
     let ms = ms.as_mut().ok_or_else(|| missing("MLA scratch"))?;
     match &w.q {
         MlaQuery::Full(wq) => mul(g, wq, xn, xq, &mut xq_ready, n, q)?,
@@ -445,7 +455,7 @@ fn queue_mla(
         let mut ready = false;
         mul(g, b, v, xq, &mut ready, n, q)?;
     }
-    g.mla_store_latent(&ms.kv_a, &w.kv_a_norm, cache, pos, n, &d, cfg.rms_eps, rope)?;
+    g.mla_store_latent(&ms.kv_a, &w.kv_a_norm, cache, &at, n, &d, cfg.rms_eps, rope)?;
 
     // Each head's nope part into `attn` (free until the attention writes it), then absorbed.
     g.mla_split_q(q, attn, &mut ms.q_pe, pos, n, &d, rope)?;
@@ -475,7 +485,7 @@ fn queue_mla(
         v_off: d.pe,
         scale: cfg.mla_scale(),
     };
-    g.mla_attention(&ms.q_pe, &ms.q_lat, cache, d.pe + d.kvr, pos, attn, &shape)?;
+    g.mla_attention(&ms.q_pe, &ms.q_lat, cache, d.pe + d.kvr, &at, attn, &shape)?;
     let mut ready = false;
     experts(g, &w.v, nh, &ms.heads, attn, xq, &mut ready, v, &slots)?;
     let mut ready = false;
@@ -842,20 +852,39 @@ fn quantized(ty: strata_kernels_cpu::GgmlType) -> bool {
 
 /// Positions `pos..pos + n` (RoPE, the KV store and attention read them), copied only when
 /// they change: once per forward call, before any launch or graph of the step.
-fn write_positions(g: &Gpu, s: &mut GpuScratch, pos: usize, n: usize) -> Result<(), CudaError> {
-    if s.pos_written == Some((pos, n)) {
+fn write_positions(
+    g: &Gpu,
+    s: &mut GpuScratch,
+    at: At,
+    n: usize,
+    (n_ctx, n_seq): (usize, usize),
+) -> Result<(), CudaError> {
+    let rows: Vec<(usize, usize)> = match at {
+        At::Seq { seq, pos } => (pos..pos + n).map(|p| (seq, p)).collect(),
+        At::Rows(rows) => rows[..n].to_vec(),
+    };
+    if s.pos_written == rows {
         return Ok(());
     }
-    let p: Vec<i32> = (pos..pos + n)
-        .map(|p| {
-            i32::try_from(p).map_err(|_| CudaError::Shape {
-                op: "rope",
-                what: format!("position {p} exceeds i32"),
-            })
+    let int = |v: usize, what: &str| {
+        i32::try_from(v).map_err(|_| CudaError::Shape {
+            op: "rope",
+            what: format!("{what} {v} exceeds i32"),
         })
-        .collect::<Result<_, _>>()?;
-    s.pos.write_at(g, 0, &p)?;
-    s.pos_written = Some((pos, n));
+    };
+    let (mut pos, mut base) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for &(seq, p) in &rows {
+        if seq >= n_seq {
+            return Err(missing(&format!(
+                "KV cache of sequence {seq} (it holds {n_seq})"
+            )));
+        }
+        pos.push(int(p, "position")?);
+        base.push(int(seq * n_ctx, "cache row")?);
+    }
+    s.pos.write_at(g, 0, &pos)?;
+    s.base.write_at(g, 0, &base)?;
+    s.pos_written = rows;
     Ok(())
 }
 

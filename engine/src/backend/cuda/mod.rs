@@ -45,14 +45,16 @@ pub struct CudaBackend {
     gpu: Gpu,
     blocks: BTreeMap<usize, GpuBlock>,
     output: Option<GpuOutput>,
-    /// Each block's caches, one a sequence.
-    kvs: BTreeMap<usize, Vec<GpuKv>>,
+    /// Each block's cache, every sequence's rows in one.
+    kvs: BTreeMap<usize, GpuKv>,
+    /// Positions a sequence has in the caches, and sequences.
+    kv_shape: (usize, usize),
     scratch: Option<GpuScratch>,
     held: Vec<Reservation>,
-    /// Per range of blocks and sequence (its caches' addresses are in the launches), the
-    /// one-token decode step as a graph: `None` once it has run eagerly (kernels loaded),
-    /// then the graph captured on the next step.
-    graphs: HashMap<(usize, usize, usize), Option<GpuGraph>>,
+    /// Per range of blocks, the one-token decode step as a graph (its position and cache
+    /// row are read from device memory, so one serves every sequence): `None` once it has
+    /// run eagerly (kernels loaded), then the graph captured on the next step.
+    graphs: HashMap<(usize, usize), Option<GpuGraph>>,
     /// Off with `STRATA_CUDA_GRAPHS=0`: every launch queued one by one.
     use_graphs: bool,
     /// The routing last imported ([`Exchange::Route`]): per row the `n_expert_used` ids
@@ -98,6 +100,7 @@ impl CudaBackend {
             blocks: BTreeMap::new(),
             output: None,
             kvs: BTreeMap::new(),
+            kv_shape: (0, 0),
             scratch: None,
             held: Vec::new(),
             graphs: HashMap::new(),
@@ -243,18 +246,12 @@ impl Backend for CudaBackend {
             neox: r.neox,
             yarn: r.yarn,
         };
-        // One sequence a batch (`mixes` is false): its positions are one range.
-        let one = || {
-            at.single(n).ok_or_else(|| {
-                BackendError::Unsupported("a GPU runs one sequence's rows a batch".into())
-            })
-        };
         match unit {
             // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
             Unit::Blocks { blocks: range, .. } => {
-                self.run_blocks(range.clone(), cfg, &rope, n, one()?)?
+                self.run_blocks(range.clone(), cfg, &rope, n, at)?
             }
-            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, one()?)?,
+            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, at)?,
             Unit::FfnRoute { block, rows } => self.run_ffn_route(*block, cfg, n, *rows)?,
             Unit::FfnLocal { block, rows } => self.run_ffn_local(*block, cfg, *rows)?,
             Unit::FfnEnd { rows, .. } => self.run_ffn_end(cfg, n, *rows)?,
@@ -337,34 +334,35 @@ impl Backend for CudaBackend {
     /// A GPU cache needs no clearing: attention reads positions below `pos` only.
     fn reset(&mut self) {}
 
-    fn copy_seq(&mut self, from: usize, to: usize, _len: usize) -> Result<(), BackendError> {
-        let g = &self.gpu;
-        for (i, kvs) in &mut self.kvs {
-            let seq = from.max(to);
-            if seq >= kvs.len() {
-                return Err(BackendError::Missing {
-                    device: self.id,
-                    what: format!("KV cache of block {i}, sequence {seq}"),
-                });
-            }
-            let Some((src, dst)) = super::source_and_target(kvs, from, to) else {
-                continue;
+    fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), BackendError> {
+        let (g, (n_ctx, n_seq)) = (&self.gpu, self.kv_shape);
+        let seq = from.max(to);
+        if seq >= n_seq && !self.kvs.is_empty() {
+            return Err(BackendError::Missing {
+                device: self.id,
+                what: format!("KV cache of sequence {seq} (it holds {n_seq})"),
+            });
+        }
+        if from == to || len > n_ctx {
+            return match len > n_ctx {
+                true => Err(BackendError::Unsupported(format!(
+                    "{len} positions of a sequence of {n_ctx}"
+                ))),
+                false => Ok(()),
             };
-            // The whole buffers: the kernels read positions by the run's, not by a length
-            // the cache keeps, so what lies past the prompt is never read.
-            match (src, dst) {
-                (GpuKv::Gqa { k, v }, GpuKv::Gqa { k: dk, v: dv }) => {
-                    dk.copy_within_device(g, 0, k, 0, k.len())?;
-                    dv.copy_within_device(g, 0, v, 0, v.len())?;
+        }
+        // Sequence s's rows start at row s·n_ctx of each buffer.
+        let rows = |b: &mut strata_kernels_cuda::DeviceBuffer<u16>| {
+            let row = b.len() / (n_ctx * n_seq);
+            b.copy_range(g, to * n_ctx * row, from * n_ctx * row, len * row)
+        };
+        for kv in self.kvs.values_mut() {
+            match kv {
+                GpuKv::Gqa { k, v } => {
+                    rows(k)?;
+                    rows(v)?;
                 }
-                (GpuKv::Latent(r), GpuKv::Latent(dr)) => {
-                    dr.copy_within_device(g, 0, r, 0, r.len())?
-                }
-                _ => {
-                    return Err(BackendError::Unsupported(format!(
-                        "block {i}: sequences with caches of different kinds"
-                    )))
-                }
+                GpuKv::Latent(c) => rows(c)?,
             }
         }
         Ok(())

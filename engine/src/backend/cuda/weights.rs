@@ -143,10 +143,10 @@ pub struct GpuOutput {
     pub w: GpuMatrix,
 }
 
-/// One block's cache, as f16 bits, position-major: keys and values (`n_ctx × n_head_kv ×
-/// head_dim` each, the layout `attention_f16` reads), or under MLA one row of rotary key and
-/// latent a position (`n_ctx × (qk_rope + kv_lora_rank)`, the layout `mla_attention_f16`
-/// reads).
+/// One block's cache of every sequence, as f16 bits, position-major, sequence s's `n_ctx`
+/// rows from row s·n_ctx: keys and values (rows of `n_head_kv × head_dim`, the layout
+/// `attention_f16` reads), or under MLA one row of rotary key and latent a position (rows of
+/// `qk_rope + kv_lora_rank`, the layout `mla_attention_f16` reads).
 pub enum GpuKv {
     Gqa {
         k: DeviceBuffer<u16>,
@@ -155,8 +155,9 @@ pub enum GpuKv {
     Latent(DeviceBuffer<u16>),
 }
 
-/// The f32 buffers of [`ScratchLayout`], plus the q8_1 activations and the token positions
-/// that RoPE reads, both inside the layout's `act_q_bytes`.
+/// The f32 buffers of [`ScratchLayout`], plus the q8_1 activations and each token's position
+/// and its sequence's first cache row (what RoPE and attention read), inside the layout's
+/// `act_q_bytes`.
 pub struct GpuScratch {
     pub layout: ScratchLayout,
     pub x: DeviceBuffer<f32>,
@@ -172,8 +173,9 @@ pub struct GpuScratch {
     pub logits: DeviceBuffer<f32>,
     pub xq: DeviceBuffer<u8>,
     pub pos: DeviceBuffer<i32>,
-    /// The first position and count last written to `pos`.
-    pub pos_written: Option<(usize, usize)>,
+    pub base: DeviceBuffer<i32>,
+    /// The rows' (sequence, position) last written to `pos` and `base`.
+    pub pos_written: Vec<(usize, usize)>,
     /// A MoE model's routing and expert buffers.
     pub moe: Option<MoeScratch>,
     /// An MLA model's buffers.
@@ -204,7 +206,8 @@ pub(super) fn widest_input(cfg: &ModelConfig) -> usize {
 /// What the GPU keeps inside the layout's `act_q_bytes` (4 bytes per value of the widest
 /// input): the q8_1 activations (36 bytes per 32 values: the widest input for every FFN
 /// row, and under MLA each head's own row for attn_k_b and attn_v_b), and 4-byte entries
-/// (a position per token, the experts' sort and a pass's routing, the heads' ids).
+/// (a position and a first cache row per token, the experts' sort and a pass's routing, the
+/// heads' ids).
 pub(super) fn quantized_bytes(cfg: &ModelConfig, layout: &ScratchLayout) -> (usize, usize) {
     let k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_used);
     let ffn_rows = layout.n_batch.max(k);
@@ -217,7 +220,7 @@ pub(super) fn quantized_bytes(cfg: &ModelConfig, layout: &ScratchLayout) -> (usi
         .moe
         .as_ref()
         .map_or(0, |m| 4 * (m.n_expert + 1 + 4 * ffn_rows));
-    (xq, 4 * layout.n_batch + sort + 4 * heads)
+    (xq, 8 * layout.n_batch + sort + 4 * heads)
 }
 
 /// Allocations on one GPU for one buffer of the plan: a ledger reservation first, then the
@@ -484,7 +487,7 @@ impl CudaBackend {
         (n_ctx, n_seq): (usize, usize),
         planned: u64,
     ) -> Result<(), BackendError> {
-        // Values of f16 (2 bytes) in each of a sequence's buffers, and how many buffers.
+        // Values of f16 (2 bytes) of a sequence in each buffer, and how many buffers.
         let (n, buffers) = match &cfg.mla {
             Some(m) => (n_ctx * m.row_width(), 1),
             None => (n_ctx * cfg.kv_dim(), 2),
@@ -498,18 +501,18 @@ impl CudaBackend {
         }
         let a = self.alloc(BufferKind::Kv, format!("KV cache of block {i}"));
         let r = a.reserve(planned)?;
-        let mut kvs = Vec::with_capacity(n_seq);
-        for _ in 0..n_seq {
-            kvs.push(if cfg.mla.is_some() {
-                GpuKv::Latent(a.zeros(n)?)
-            } else {
-                GpuKv::Gqa {
-                    k: a.zeros(n)?,
-                    v: a.zeros(n)?,
-                }
-            });
-        }
-        self.kvs.insert(i, kvs);
+        // Every sequence's rows in one buffer, so that one launch serves a batch of rows of
+        // several sequences (each row's first cache row in the scratch's `base`).
+        let kv = if cfg.mla.is_some() {
+            GpuKv::Latent(a.zeros(n * n_seq)?)
+        } else {
+            GpuKv::Gqa {
+                k: a.zeros(n * n_seq)?,
+                v: a.zeros(n * n_seq)?,
+            }
+        };
+        self.kvs.insert(i, kv);
+        self.kv_shape = (n_ctx, n_seq);
         self.held.push(r);
         Ok(())
     }
@@ -578,7 +581,8 @@ impl CudaBackend {
             logits: z(layout.logits)?,
             xq: a.zeros(xq)?,
             pos: a.zeros(layout.n_batch)?,
-            pos_written: None,
+            base: a.zeros(layout.n_batch)?,
+            pos_written: Vec::new(),
             moe,
             mla,
         };

@@ -415,10 +415,6 @@ impl Backend for HostBackend {
         }
     }
 
-    fn mixes(&self) -> bool {
-        true
-    }
-
     fn copy_seq(&mut self, from: usize, to: usize, len: usize) -> Result<(), BackendError> {
         for (i, caches) in &mut self.caches {
             let seq = from.max(to);
