@@ -1,5 +1,5 @@
-// Runs whole kernels — moe.cu's, mla.cu's, matvec_experts.cu's and, to compare with,
-// matvec.cu's — on the host grid of host_shim.hpp (each CTA's threads as host threads, with
+// Runs whole kernels — moe.cu's, mla.cu's, attention.cu's, matvec_experts.cu's and, to
+// compare with, matvec.cu's — on the host grid of host_shim.hpp (each CTA's threads as host threads, with
 // their barriers, warp shuffles and shared memory), on inputs read from files in DIR, and
 // writes their outputs there. The geometry is the launchers' (kernels-cuda/src/ops), from
 // the same macros.
@@ -22,6 +22,9 @@
 //   kernels_check DIR splitq NTOK N_HEADS NOPE PE ROPE...
 //       q.bin (f32), pos.bin → qn.bin, q_pe.bin
 //   kernels_check DIR absorb FMT N_SLOT N_HEADS NOPE KVR     w.bin, x.bin (f32) → lat.bin
+//   kernels_check DIR gqa NTOK NHEAD NKV HEAD_DIM N_CTX ROWS SCALE
+//       q.bin (f32), k.bin, v.bin (f16 bits, ROWS × NKV·HEAD_DIM), pos.bin, base.bin
+//       → out.bin
 // where ROPE... is N_ROT NEOX THETA_SCALE FREQ_SCALE EXT_FACTOR CORR_LOW CORR_HIGH MSCALE.
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +32,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "../kernels/attention.cu"
 #include "../kernels/matvec.cu"
 #include "../kernels/matvec_experts.cu"
 #include "../kernels/mla.cu"
@@ -331,6 +335,23 @@ static int absorb(char** a) {
     return 0;
 }
 
+static int gqa(char** a) {
+    const int ntok = std::atoi(a[0]), nhead = std::atoi(a[1]), nkv = std::atoi(a[2]);
+    const int head_dim = std::atoi(a[3]), n_ctx = std::atoi(a[4]), rows = std::atoi(a[5]);
+    const float scale = std::strtof(a[6], nullptr);
+    const size_t width = (size_t)nhead * head_dim, kv = (size_t)rows * nkv * head_dim;
+    const std::vector<float> q = read<float>("q.bin", ntok * width);
+    const std::vector<uint16_t> k = read<uint16_t>("k.bin", kv), v = read<uint16_t>("v.bin", kv);
+    const std::vector<int> pos = read<int>("pos.bin", ntok), base = read<int>("base.bin", ntok);
+    std::vector<float> out(ntok * width);
+    host_launch({(unsigned)nhead, (unsigned)ntok, 1}, ATT_WARPS * WARP_SIZE, [&] {
+        attention_f16(q.data(), k.data(), v.data(), out.data(), nullptr, nhead, nkv, head_dim,
+                      pos.data(), base.data(), n_ctx, rows, scale);
+    });
+    write("out.bin", out);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     // A kernel whose threads miss a barrier would wait for ever: end the run instead.
     alarm(300);
@@ -347,7 +368,8 @@ int main(int argc, char** argv) {
     };
     const Cmd cmds[] = {{"route", 9, route},   {"experts", 6, experts}, {"sort", 2, sort},
                         {"gather", 4, gather}, {"wsum", 5, wsum},       {"mla", 7, mla},
-                        {"store", 14, store},  {"splitq", 12, splitq},  {"absorb", 5, absorb}};
+                        {"store", 14, store},  {"splitq", 12, splitq},  {"absorb", 5, absorb},
+                        {"gqa", 7, gqa}};
     for (const Cmd& c : cmds) {
         if (k == c.name) {
             if (argc != 3 + c.nargs) {

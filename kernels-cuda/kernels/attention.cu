@@ -32,7 +32,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
     const int kv_off = (h / (nhead / nkv)) * head_dim;
     const int64_t qo = ((int64_t)t * nhead + h) * head_dim;
     const int b = base[t];
-    const int n_pos = b < 0 || b > rows - n_ctx ? 0 : min(pos[t] + 1, n_ctx);
+    const int n_pos = b < 0 || b > rows - n_ctx ? 0 : pos[t] + 1 < n_ctx ? pos[t] + 1 : n_ctx;
     k += (int64_t)(b < 0 ? 0 : b) * kv_dim;
     v += (int64_t)(b < 0 ? 0 : b) * kv_dim;
 

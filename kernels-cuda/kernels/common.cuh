@@ -227,6 +227,7 @@ __device__ __forceinline__ int64_t q8_1_warp_block(int ncols, int nrows) {
     if (blk >= nblocks || (int)blockIdx.y >= nrows) return -1;
     return (int64_t)blockIdx.y * nblocks + blk;
 }
+#endif
 
 // One q8_1 block from a warp, lane i holding value i. Matches the CPU reference: d =
 // amax/127, q = round(x/d) computed as x·(1/d) rounded half away from zero, s = d·Σq.
@@ -242,4 +243,3 @@ __device__ __forceinline__ void quantize_q8_1_warp(float v, int lane, block_q8_1
         b->s = f32_to_f16((float)sum * d);
     }
 }
-#endif

@@ -7,18 +7,18 @@
 //! shapes, shared memory as the hardware does it, warp shuffles, the driver's JIT) is left
 //! to cuda_kernels.rs on a GPU. Skipped where no C++ compiler is installed.
 //!
-//! The mixture-of-experts and MLA kernels (moe.cu, matvec_experts.cu, mla.cu) run whole on
-//! the host (kernels_check.cpp: each CTA's threads as host threads, with their barriers,
-//! warp shuffles and shared memory) against kernels-cpu's `route_ref` and
-//! `mla_attention_ref`, the exact product of each chosen expert, and the sort and sums
-//! worked out here. The grouped matmul (tensor-core PTX) runs only on a GPU.
+//! The mixture-of-experts, MLA and attention kernels (moe.cu, matvec_experts.cu, mla.cu,
+//! attention.cu) run whole on the host (kernels_check.cpp: each CTA's threads as host
+//! threads, with their barriers, warp shuffles and shared memory) against kernels-cpu's
+//! `route_ref`, `mla_attention_ref` and `attention_ref`, the exact product of each chosen
+//! expert, and the sort and sums worked out here. The grouped matmul (tensor-core PTX) runs only on a GPU.
 
 use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use strata_kernels_cpu::ops::Gating;
+use strata_kernels_cpu::ops::{attention_ref, Gating, KvCache, KvType};
 use strata_kernels_cpu::{dequantize, quantize, GgmlType};
 use strata_kernels_cuda::MlaDims;
 use strata_tests::cuda_check::{
@@ -534,5 +534,87 @@ fn mla_transposed_absorption_matches_the_formula_on_the_host() {
         let inputs = [("w.bin", case.w.clone()), ("x.bin", le_bytes(&case.x))];
         let lat = f32s(&k.run(&args, &inputs, &["lat.bin"])[0]);
         case.check(&lat, "host mla_absorb_t");
+    }
+}
+
+/// A batch of tokens of two sequences, interleaved, over one cache buffer holding both
+/// (each sequence's rows from its base row, as the GPU holds several sequences): each
+/// token's output is `attention_ref` over its own sequence's cache, within the GPU test's
+/// bound (`cuda_kernels.rs`); a base outside the buffer attends to nothing.
+#[test]
+fn attention_over_two_sequences_in_one_cache_matches_the_cpu_on_the_host() {
+    let Some(k) = kernels_checker("host_gqa") else {
+        return;
+    };
+    let (nhead, nkv, head_dim, n_ctx) = (6, 2, 64, 40);
+    let kv_dim = nkv * head_dim;
+    let mut r = rng(12);
+    let caches: Vec<KvCache> = (0..2)
+        .map(|_| {
+            let mut c = KvCache::new(KvType::F16, n_ctx, nkv, head_dim);
+            let (ks, vs) = (
+                randn(&mut r, n_ctx * kv_dim, 1.0),
+                randn(&mut r, n_ctx * kv_dim, 1.0),
+            );
+            c.append(0, &ks, &vs).unwrap();
+            c
+        })
+        .collect();
+    // (sequence, position) of each token; the last one's base is past the buffer.
+    let tokens = [(1, 39), (0, 0), (0, 17), (1, 5), (0, 39), (2, 3)];
+    let ntok = tokens.len();
+    let q = randn(&mut r, ntok * nhead * head_dim, 1.0);
+    let cat = |f: fn(&KvCache) -> Vec<u8>| -> Vec<u8> { caches.iter().flat_map(f).collect() };
+    let pos: Vec<i32> = tokens.iter().map(|&(_, p)| p as i32).collect();
+    let base: Vec<i32> = tokens.iter().map(|&(s, _)| (s * n_ctx) as i32).collect();
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let args: Vec<String> = [
+        "gqa".to_string(),
+        ntok.to_string(),
+        nhead.to_string(),
+        nkv.to_string(),
+        head_dim.to_string(),
+        n_ctx.to_string(),
+        (2 * n_ctx).to_string(),
+        scale.to_string(),
+    ]
+    .into();
+    let inputs = [
+        ("q.bin", le_bytes(&q)),
+        ("k.bin", cat(|c| c.keys().as_bytes().to_vec())),
+        ("v.bin", cat(|c| c.values().as_bytes().to_vec())),
+        ("pos.bin", le_bytes(&pos)),
+        ("base.bin", le_bytes(&base)),
+    ];
+    let got = f32s(&k.run(&args, &inputs, &["out.bin"])[0]);
+    let width = nhead * head_dim;
+    for (t, &(seq, p)) in tokens.iter().enumerate() {
+        let got = &got[t * width..(t + 1) * width];
+        let Some(cache) = caches.get(seq) else {
+            assert!(
+                got.iter().all(|&x| x == 0.0),
+                "token {t}: a base past the cache"
+            );
+            continue;
+        };
+        let mut want = vec![0.0f32; width];
+        attention_ref(
+            &q[t * width..(t + 1) * width],
+            cache,
+            p,
+            1,
+            nhead,
+            &mut want,
+        );
+        // As the GPU test's bound: scores of head_dim products, weights, the output.
+        let hd = head_dim as f64;
+        let score = (hd + 2.0) * U * hd.sqrt();
+        let tol = 2.0 * score + ((p + 1 + 8) as f64 + 4.0) * U;
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(g) - f64::from(w)).abs() <= tol,
+                "token {t} (sequence {seq}, position {p}) value {i}: {g} vs {w} (tol {tol:e})"
+            );
+        }
     }
 }
