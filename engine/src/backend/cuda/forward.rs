@@ -861,7 +861,13 @@ fn write_positions(
 ) -> Result<(), CudaError> {
     let rows: Vec<(usize, usize)> = match at {
         At::Seq { seq, pos } => (pos..pos + n).map(|p| (seq, p)).collect(),
-        At::Rows(rows) => rows[..n].to_vec(),
+        At::Rows(rows) => rows
+            .get(..n)
+            .ok_or_else(|| CudaError::Shape {
+                op: "rope",
+                what: format!("{n} rows placed by {} positions", rows.len()),
+            })?
+            .to_vec(),
     };
     if s.pos_written == rows {
         return Ok(());

@@ -91,6 +91,12 @@ impl HostBackend {
     ) -> Result<(), BackendError> {
         let cfg = &model.cfg;
         let id = self.id;
+        if let At::Rows(rows) = at {
+            if rows.len() < n {
+                let why = format!("{n} rows placed by {} positions", rows.len());
+                return Err(BackendError::Unsupported(why));
+            }
+        }
         let segs = at.segments(n);
         let s = self
             .scratch
