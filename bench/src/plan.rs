@@ -80,14 +80,12 @@ pub fn devices_and_settings(a: &Args) -> Result<(Vec<Device>, RunSettings), Plan
             })
         }
     };
-    let settings = RunSettings {
+    let mut settings = RunSettings {
         n_ctx: a.ctx_size,
         n_batch: a.batch_size,
         n_ubatch: a.ubatch_size.min(a.batch_size),
         kv_type,
         n_seq: a.parallel,
-        // A decode step of every sequence in one batch: a row of logits each.
-        n_outputs: a.parallel.min(a.ubatch_size.min(a.batch_size)),
         num_gpu: NumGpu::parse(&a.num_gpu)?,
         margin: parse_bytes(&a.margin)?,
         tensor_split: a
@@ -99,6 +97,8 @@ pub fn devices_and_settings(a: &Args) -> Result<(Vec<Device>, RunSettings), Plan
         fill: a.placement.fill,
         ..RunSettings::default()
     };
+    // A decode step of every sequence in one batch: a row of logits each.
+    settings.n_outputs = settings.step_outputs();
     Ok((devices, settings))
 }
 

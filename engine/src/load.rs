@@ -96,7 +96,7 @@ pub fn placement(plan: &Plan) -> Placement {
 pub fn runner_options(plan: &Plan) -> Result<RunnerOptions, LoadError> {
     let s = &plan.settings;
     // A decode step of every sequence in one batch wants a row of logits each.
-    let per_seq = s.n_seq.min(s.n_ubatch);
+    let per_seq = s.step_outputs();
     if s.n_outputs != per_seq && s.n_outputs != s.n_ubatch {
         return Err(LoadError::Unsupported(format!(
             "{} rows of logits per call (the runner computes one a sequence, {per_seq}, or \

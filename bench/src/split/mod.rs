@@ -97,9 +97,8 @@ pub struct Args {
     /// Sequences run side by side, each with KV caches of its own (llama.cpp's
     /// `--parallel`): pp feeds each the prompt (across a layer split their micro-batches
     /// flow through the devices as a pipeline) and tg decodes them in lockstep, one batch
-    /// a step where every device takes several sequences in a batch (host devices), else
-    /// a sequence at a time through the pipeline; tokens/s count every sequence's tokens,
-    /// and the prediction follows the schedule.
+    /// of a row a sequence a step; tokens/s count every sequence's tokens, and the
+    /// prediction reads the weights once a step for all of them.
     #[arg(long = "parallel", visible_alias = "np", default_value_t = 1)]
     pub parallel: usize,
 }
@@ -405,7 +404,7 @@ fn sweep_one(
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
     let mut settings = decode_settings(n_ctx, args.batch_size, point.num_gpu);
     settings.n_seq = args.parallel;
-    settings.n_outputs = args.parallel.min(settings.n_ubatch);
+    settings.n_outputs = settings.step_outputs();
     if args.pose_gpus.is_some() {
         settings.margin = 0;
     }

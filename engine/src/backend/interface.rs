@@ -187,8 +187,8 @@ pub trait Backend {
     /// The embedding rows of `tokens` into the residual stream.
     fn embed(&mut self, model: &Model, tokens: &[u32]) -> Result<(), BackendError>;
 
-    /// Runs `unit` on the `n` rows of the residual stream it holds, rows of sequence
-    /// `at.seq` at its positions `at.pos..at.pos + n`.
+    /// Runs `unit` on the `n` rows of the residual stream it holds, each row in the sequence
+    /// and at the position `at` gives it.
     fn run(&mut self, model: &Model, unit: &Unit, n: usize, at: At) -> Result<(), BackendError>;
 
     /// Sequence `to`'s KV caches (of every block held here) become a copy of sequence
@@ -292,24 +292,20 @@ impl At<'_> {
         At::Seq { seq: 0, pos }
     }
 
-    /// The sequence and first position when every row is in one sequence at consecutive
-    /// positions (always for [`At::Seq`]).
-    pub fn single(self, n: usize) -> Option<(usize, usize)> {
-        match self.segments(n).as_slice() {
-            [s] => Some((s.seq, s.pos)),
-            _ => None,
-        }
-    }
-
-    /// The batch's `n` rows as runs of one sequence at consecutive positions, in row order.
-    pub fn segments(self, n: usize) -> Vec<Segment> {
+    /// The batch's `n` rows as runs of one sequence at consecutive positions, in row order;
+    /// an error where [`At::Rows`] places fewer rows than `n`.
+    pub fn segments(self, n: usize) -> Result<Vec<Segment>, BackendError> {
         match self {
-            At::Seq { seq, pos } => vec![Segment {
+            At::Seq { seq, pos } => Ok(vec![Segment {
                 row: 0,
                 n,
                 seq,
                 pos,
-            }],
+            }]),
+            At::Rows(rows) if rows.len() < n => Err(BackendError::Unsupported(format!(
+                "{n} rows placed by {} positions",
+                rows.len()
+            ))),
             At::Rows(rows) => {
                 let mut out: Vec<Segment> = Vec::new();
                 for (row, &(seq, pos)) in rows.iter().enumerate().take(n) {
@@ -323,7 +319,7 @@ impl At<'_> {
                         }),
                     }
                 }
-                out
+                Ok(out)
             }
         }
     }
@@ -357,14 +353,15 @@ mod tests {
     #[test]
     fn rows_fall_into_runs_of_one_sequence_at_consecutive_positions() {
         let seg = |row, n, seq, pos| Segment { row, n, seq, pos };
-        assert_eq!(At::first(7).segments(3), vec![seg(0, 3, 0, 7)]);
-        assert_eq!(At::first(7).single(3), Some((0, 7)));
+        assert_eq!(At::first(7).segments(3).unwrap(), vec![seg(0, 3, 0, 7)]);
         // A decode step of three sequences; then a sequence's rows with a gap, and a
         // sequence that comes back after another.
         let step = [(2, 10), (0, 4), (1, 9)];
         let want = vec![seg(0, 1, 2, 10), seg(1, 1, 0, 4), seg(2, 1, 1, 9)];
-        assert_eq!(At::Rows(&step).segments(3), want);
-        assert_eq!(At::Rows(&step).single(3), None);
+        assert_eq!(At::Rows(&step).segments(3).unwrap(), want);
+        // Fewer positions than rows: an error, not a short batch.
+        let e = At::Rows(&step).segments(4).unwrap_err().to_string();
+        assert!(e.contains("4 rows placed by 3 positions"), "{e}");
         let rows = [(1, 0), (1, 1), (1, 3), (0, 5), (1, 4)];
         let want = vec![
             seg(0, 2, 1, 0),
@@ -372,7 +369,6 @@ mod tests {
             seg(3, 1, 0, 5),
             seg(4, 1, 1, 4),
         ];
-        assert_eq!(At::Rows(&rows).segments(5), want);
-        assert_eq!(At::Rows(&rows[..2]).single(2), Some((1, 0)));
+        assert_eq!(At::Rows(&rows).segments(5).unwrap(), want);
     }
 }

@@ -15,7 +15,8 @@ pub mod host;
 mod interface;
 
 pub use interface::{
-    At, Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, QueueMark, Source, Unit,
+    At, Backend, BackendError, Exchange, Holdings, OwnThreads, Parts, QueueMark, Segment, Source,
+    Unit,
 };
 
 use crate::devices::Accelerator;
@@ -48,20 +49,5 @@ pub fn open(
             }
             Box::new(cuda::CudaBackend::new(id, c.ordinal, ledger)?)
         }
-    })
-}
-
-/// A block's caches of sequences `from` and `to` (which differ): the first to read, the
-/// second to write ([`Backend::copy_seq`]). `None` if either is past `caches`.
-fn source_and_target<T>(caches: &mut [T], from: usize, to: usize) -> Option<(&T, &mut T)> {
-    if from.max(to) >= caches.len() || from == to {
-        return None;
-    }
-    Some(if from < to {
-        let (lo, hi) = caches.split_at_mut(to);
-        (&lo[from], &mut hi[0])
-    } else {
-        let (lo, hi) = caches.split_at_mut(from);
-        (&hi[0], &mut lo[to])
     })
 }

@@ -192,7 +192,7 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
     let mut settings = crate::load::decode_settings(n_ctx, n_batch, num_gpu);
     // -np N: N caches of n_ctx positions, a row of logits each in a step.
     settings.n_seq = args.parallel;
-    settings.n_outputs = args.parallel.min(n_batch);
+    settings.n_outputs = settings.step_outputs();
     if posing {
         settings.margin = 0;
     }
@@ -360,7 +360,7 @@ fn run_in_pool(args: &Args, threads: usize) -> Result<Ended, String> {
         args.n_predict as usize
     };
     if args.parallel > 1 {
-        let mut run = Parallel {
+        let run = Parallel {
             args,
             tok: &tok,
             n_ctx,
@@ -440,15 +440,14 @@ struct Parallel<'a> {
     stop: &'a AtomicBool,
 }
 
-/// One continuation: its sampler (seeded apart), its tokens so far (for the repeat
-/// penalty), the logits its next token is sampled from, its text.
+/// One continuation: its sampler (seeded apart), the prompt and its tokens so far (for the
+/// repeat penalty), the logits its next token is sampled from, its text.
 struct Continuation {
     sampler: Sampler,
     tokens: Vec<u32>,
     logits: Vec<f32>,
     stream: Utf8Stream,
     text: String,
-    made: usize,
     live: bool,
 }
 
@@ -457,7 +456,7 @@ impl Parallel<'_> {
     /// copied to every sequence; then each step samples a token for every live sequence
     /// and feeds them all in one call. The texts are printed when every sequence is done.
     fn decode(
-        &mut self,
+        &self,
         runner: &mut crate::runner::Runner,
         prompt: &[u32],
         logits: Vec<f32>,
@@ -480,7 +479,6 @@ impl Parallel<'_> {
                 logits: logits.clone(),
                 stream: Utf8Stream::new(),
                 text: String::new(),
-                made: 0,
                 live: true,
             })
             .collect();
@@ -493,7 +491,7 @@ impl Parallel<'_> {
             }
             let mut step: Vec<(usize, u32)> = Vec::new();
             for (i, s) in seqs.iter_mut().enumerate().filter(|(_, s)| s.live) {
-                if s.made >= self.limit {
+                if s.tokens.len() - prompt.len() >= self.limit {
                     s.live = false;
                     continue;
                 }
@@ -503,7 +501,6 @@ impl Parallel<'_> {
                     continue;
                 }
                 s.tokens.push(next);
-                s.made += 1;
                 timings.gen_tokens += 1;
                 let piece = s.stream.push(tok.token_bytes(next));
                 s.text.push_str(&piece);

@@ -115,4 +115,10 @@ impl RunSettings {
     pub fn kv_cells(&self) -> usize {
         self.n_ctx * self.n_seq
     }
+
+    /// Rows of logits a decode step of every sequence takes (one batch of a row a
+    /// sequence): what `n_outputs` is when it is not every row of a batch.
+    pub fn step_outputs(&self) -> usize {
+        self.n_seq.min(self.n_ubatch)
+    }
 }

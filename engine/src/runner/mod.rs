@@ -473,7 +473,6 @@ impl<'m> Runner<'m> {
         for &(seq, _) in entries {
             self.pos[seq] += 1;
         }
-        self.n_out = 0;
         Ok(out)
     }
 

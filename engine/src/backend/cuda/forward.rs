@@ -14,7 +14,7 @@ use super::weights::{
     GpuMla, GpuScratch, MlaQuery,
 };
 use super::{CudaBackend, MATVEC_MAX_BATCH};
-use crate::backend::{At, Exchange};
+use crate::backend::{Exchange, Segment};
 use crate::config::ModelConfig;
 
 fn missing(what: &str) -> CudaError {
@@ -23,7 +23,7 @@ fn missing(what: &str) -> CudaError {
 
 impl CudaBackend {
     /// Blocks `range` (consecutive, all placed on this GPU) on the `n` rows of the residual
-    /// stream in the GPU's scratch, where `at` puts them (rows of one sequence or several).
+    /// stream in the GPU's scratch, in runs of one sequence `segs` (one sequence or several).
     ///
     /// A one-token step replays a CUDA graph of the whole range once the range has run
     /// eagerly once (which also loads every kernel module): one launch instead of ~20 a
@@ -35,7 +35,7 @@ impl CudaBackend {
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        at: At,
+        segs: &[Segment],
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
@@ -48,7 +48,7 @@ impl CudaBackend {
             ..
         } = self;
         let s = scratch.as_mut().ok_or_else(|| missing("scratch"))?;
-        write_positions(g, s, at, n, *kv_shape)?;
+        write_positions(g, s, segs, *kv_shape)?;
         let n_ctx = kv_shape.0;
         let key = (range.start, range.end);
         let mut queue = |s: &mut GpuScratch| -> Result<(), CudaError> {
@@ -133,15 +133,15 @@ impl CudaBackend {
         s.x.read_at(&self.gpu, 0, x)
     }
 
-    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows,
-    /// where `at` puts them.
+    /// [`Unit::Attention`](crate::backend::Unit): block `i`'s attention on the `n` rows, in
+    /// runs of one sequence `segs`.
     pub(super) fn run_attention(
         &mut self,
         i: usize,
         cfg: &ModelConfig,
         rope: &RopeParams,
         n: usize,
-        at: At,
+        segs: &[Segment],
     ) -> Result<(), CudaError> {
         let CudaBackend {
             gpu: g,
@@ -157,7 +157,7 @@ impl CudaBackend {
             .and_then(|w| w.attn.as_ref())
             .ok_or_else(|| missing(&format!("attention of block {i}")))?;
         let kv = cache(kvs, i)?;
-        write_positions(g, s, at, n, *kv_shape)?;
+        write_positions(g, s, segs, *kv_shape)?;
         queue_attention(g, a, s, (kv, kv_shape.0), cfg, rope, n)
     }
 
@@ -291,7 +291,7 @@ impl CudaBackend {
     }
 }
 
-/// Block `i`'s cache of sequence `seq`.
+/// Block `i`'s cache (every sequence's rows).
 fn cache(
     kvs: &mut std::collections::BTreeMap<usize, GpuKv>,
     i: usize,
@@ -850,26 +850,16 @@ fn quantized(ty: strata_kernels_cpu::GgmlType) -> bool {
     !matches!(ty, F32 | F16 | BF16)
 }
 
-/// Positions `pos..pos + n` (RoPE, the KV store and attention read them), copied only when
-/// they change: once per forward call, before any launch or graph of the step.
+/// Each row's position and its sequence's first cache row (RoPE, the KV store and
+/// attention read them), from the runs `segs`, copied only when they change: once per
+/// forward call, before any launch or graph of the step.
 fn write_positions(
     g: &Gpu,
     s: &mut GpuScratch,
-    at: At,
-    n: usize,
+    segs: &[Segment],
     (n_ctx, n_seq): (usize, usize),
 ) -> Result<(), CudaError> {
-    let rows: Vec<(usize, usize)> = match at {
-        At::Seq { seq, pos } => (pos..pos + n).map(|p| (seq, p)).collect(),
-        At::Rows(rows) => rows
-            .get(..n)
-            .ok_or_else(|| CudaError::Shape {
-                op: "rope",
-                what: format!("{n} rows placed by {} positions", rows.len()),
-            })?
-            .to_vec(),
-    };
-    if s.pos_written == rows {
+    if s.pos_written == segs {
         return Ok(());
     }
     let int = |v: usize, what: &str| {
@@ -878,19 +868,23 @@ fn write_positions(
             what: format!("{what} {v} exceeds i32"),
         })
     };
-    let (mut pos, mut base) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for &(seq, p) in &rows {
-        if seq >= n_seq {
+    let (mut pos, mut base) = (Vec::new(), Vec::new());
+    for seg in segs {
+        if seg.seq >= n_seq {
             return Err(missing(&format!(
-                "KV cache of sequence {seq} (it holds {n_seq})"
+                "KV cache of sequence {} (it holds {n_seq})",
+                seg.seq
             )));
         }
-        pos.push(int(p, "position")?);
-        base.push(int(seq * n_ctx, "cache row")?);
+        let first = int(seg.seq * n_ctx, "cache row")?;
+        for p in seg.pos..seg.pos + seg.n {
+            pos.push(int(p, "position")?);
+            base.push(first);
+        }
     }
     s.pos.write_at(g, 0, &pos)?;
     s.base.write_at(g, 0, &base)?;
-    s.pos_written = rows;
+    s.pos_written = segs.to_vec();
     Ok(())
 }
 

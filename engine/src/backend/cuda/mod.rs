@@ -249,9 +249,13 @@ impl Backend for CudaBackend {
         match unit {
             // Every row gets its FFN here (`keep` allows skipping, it does not ask for it).
             Unit::Blocks { blocks: range, .. } => {
-                self.run_blocks(range.clone(), cfg, &rope, n, at)?
+                let segs = at.segments(n)?;
+                self.run_blocks(range.clone(), cfg, &rope, n, &segs)?
             }
-            Unit::Attention { block } => self.run_attention(*block, cfg, &rope, n, at)?,
+            Unit::Attention { block } => {
+                let segs = at.segments(n)?;
+                self.run_attention(*block, cfg, &rope, n, &segs)?
+            }
             Unit::FfnRoute { block, rows } => self.run_ffn_route(*block, cfg, n, *rows)?,
             Unit::FfnLocal { block, rows } => self.run_ffn_local(*block, cfg, *rows)?,
             Unit::FfnEnd { rows, .. } => self.run_ffn_end(cfg, n, *rows)?,
@@ -343,13 +347,13 @@ impl Backend for CudaBackend {
                 what: format!("KV cache of sequence {seq} (it holds {n_seq})"),
             });
         }
-        if from == to || len > n_ctx {
-            return match len > n_ctx {
-                true => Err(BackendError::Unsupported(format!(
-                    "{len} positions of a sequence of {n_ctx}"
-                ))),
-                false => Ok(()),
-            };
+        if len > n_ctx {
+            return Err(BackendError::Unsupported(format!(
+                "{len} positions of a sequence of {n_ctx}"
+            )));
+        }
+        if from == to {
+            return Ok(());
         }
         // Sequence s's rows start at row s·n_ctx of each buffer.
         let rows = |b: &mut strata_kernels_cuda::DeviceBuffer<u16>| {

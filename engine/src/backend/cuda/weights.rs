@@ -174,8 +174,8 @@ pub struct GpuScratch {
     pub xq: DeviceBuffer<u8>,
     pub pos: DeviceBuffer<i32>,
     pub base: DeviceBuffer<i32>,
-    /// The rows' (sequence, position) last written to `pos` and `base`.
-    pub pos_written: Vec<(usize, usize)>,
+    /// The rows' runs of one sequence last written to `pos` and `base`.
+    pub pos_written: Vec<crate::backend::Segment>,
     /// A MoE model's routing and expert buffers.
     pub moe: Option<MoeScratch>,
     /// An MLA model's buffers.

@@ -91,13 +91,7 @@ impl HostBackend {
     ) -> Result<(), BackendError> {
         let cfg = &model.cfg;
         let id = self.id;
-        if let At::Rows(rows) = at {
-            if rows.len() < n {
-                let why = format!("{n} rows placed by {} positions", rows.len());
-                return Err(BackendError::Unsupported(why));
-            }
-        }
-        let segs = at.segments(n);
+        let segs = at.segments(n)?;
         let s = self
             .scratch
             .as_mut()
@@ -110,19 +104,14 @@ impl HostBackend {
             }
         };
         let caches = &mut self.caches;
-        // Block i's caches, holding every sequence the rows are in.
+        // Block i's caches, one a sequence (a sequence past them is named where a row
+        // reaches for it, `block::seq_cache`).
         macro_rules! cache {
-            ($i:expr) => {{
-                let c = caches.get_mut(&$i);
-                match (c, segs.iter().map(|g| g.seq).max()) {
-                    (Some(c), Some(top)) if top < c.len() => c,
-                    (_, top) => {
-                        let seq = top.unwrap_or(0);
-                        let what = format!("KV cache of block {}, sequence {seq}", $i);
-                        return Err(missing(id, what));
-                    }
-                }
-            }};
+            ($i:expr) => {
+                caches
+                    .get_mut(&$i)
+                    .ok_or_else(|| missing(id, format!("KV cache of block {}", $i)))?
+            };
         }
         match unit {
             Unit::Blocks {
@@ -194,6 +183,22 @@ impl HostBackend {
 
 /// Why a host buffer the ledger allowed was not had: the allocator returned nothing.
 const REFUSED: &str = "the system refused the memory";
+
+/// A block's caches of sequences `from` and `to`, both among `caches`: the first to read,
+/// the second to write ([`Backend::copy_seq`]); `None` when they are the same.
+fn source_and_target<T>(caches: &mut [T], from: usize, to: usize) -> Option<(&T, &mut T)> {
+    match from.cmp(&to) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Less => {
+            let (lo, hi) = caches.split_at_mut(to);
+            Some((&lo[from], &mut hi[0]))
+        }
+        std::cmp::Ordering::Greater => {
+            let (lo, hi) = caches.split_at_mut(from);
+            Some((&hi[0], &mut lo[to]))
+        }
+    }
+}
 
 fn missing(device: DeviceId, what: impl Into<String>) -> BackendError {
     BackendError::Missing {
@@ -428,7 +433,7 @@ impl Backend for HostBackend {
                 let what = format!("KV cache of block {i}, sequence {seq}");
                 return Err(missing(self.id, what));
             }
-            if let Some((src, dst)) = super::source_and_target(caches, from, to) {
+            if let Some((src, dst)) = source_and_target(caches, from, to) {
                 dst.copy_from(src, len)?;
             }
         }
