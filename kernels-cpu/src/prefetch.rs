@@ -12,9 +12,10 @@ use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T2};
 /// with the L1 request below, 3 KB stayed best of 2, 3, 4 and 6 KB (`bench kernels`).
 pub(crate) const PREFETCH_AHEAD: usize = 3072;
 
-/// [`PREFETCH_AHEAD`] for the packed kernels of the 4-bit and 6-bit formats (Q4_0, Q4_1,
-/// Q5_0, Q5_1, Q4_K, Q6_K). On this machine as it is now (one core reads 32 GB/s, not the
-/// 18-20 of the first measurement) 3 KB left them well short of memory at one thread;
+/// [`PREFETCH_AHEAD`] for the packed kernels of the nibble formats (Q4_0, Q4_1, Q5_0,
+/// Q5_1; Q4_K and Q6_K, measured with it below, now ask [`sparse`]ly). On this machine as it
+/// is now (one core reads 32 GB/s, not the 18-20 of the first measurement) 3 KB left them
+/// well short of memory at one thread;
 /// `bench kernels`, three alternations of 3, 8 and 12 KB builds, medians at 1/2 threads
 /// (GB/s from DRAM, 512 MiB matrices): Q4_0 17.8/28.1 → 20.8/31.9 (8 KB) → 21.0/29.6 (12 KB),
 /// Q4_1 19.6/28.9 → 22.4/35.3 → 21.2/31.0, Q4_K 16.6/31.7 → 21.4/32.4 → 21.0/28.7, Q6_K
@@ -45,6 +46,34 @@ pub(crate) fn ahead(p: *const u8, bytes: usize) {
 pub(crate) fn ahead_by<const FAR: usize>(p: *const u8, bytes: usize) {
     lines::<_MM_HINT_T2>(p.wrapping_add(FAR), bytes);
     lines::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_NEAR), bytes);
+}
+
+/// How far ahead [`sparse`] asks for weights.
+pub(crate) const PREFETCH_SPARSE_AHEAD: usize = 8192;
+
+/// Asks for the lines of `bytes` at `p` into L2, [`PREFETCH_SPARSE_AHEAD`] ahead, one line
+/// in four (those on 256-byte boundaries), and nothing into L1: the packed Q4_K and Q6_K
+/// kernels, whose weights stream front to back.
+///
+/// On the AMD EPYC host each software prefetch seems to take a miss buffer the hardware
+/// prefetchers would use: a Q4_K-shaped stream asked for a line at a time (into L2 and L1, as
+/// [`ahead`], or into L2 alone) read 62–66% of one core's bandwidth, one line in four or
+/// eight 87%, none 82% with deeper dips (40 interleaved passes in one process). The sparse
+/// requests still bridge the 4 KiB pages the hardware prefetchers stop at, and each matrix's
+/// start. `bench kernels`, one thread: Q4_K 68–74% → 84–85%, Q6_K 72% → 79–81%; Llama-3-8B
+/// Q4_K_M decode 29.3 → 33.3 tokens/s (docs/cpu-kernels.md). Q8_0 was faster at one thread
+/// and slower at two; the nibble formats read their blocks out of order and keep [`ahead`].
+#[inline(always)]
+pub(crate) fn sparse(p: *const u8, bytes: usize) {
+    let mut off = 0;
+    while off < bytes {
+        let at = p.wrapping_add(off);
+        if at as usize & 0xC0 == 0 {
+            // SAFETY: prefetching does not access memory architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T2>(at.wrapping_add(PREFETCH_SPARSE_AHEAD).cast()) };
+        }
+        off += 64;
+    }
 }
 
 /// Prefetches the line at `p` into L1: a field a kernel reads further ahead than

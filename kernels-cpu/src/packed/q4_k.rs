@@ -88,7 +88,7 @@ mod kernel {
     use crate::formats::blocks::QK_K;
     use crate::packed::layout::{Out, Tokens};
     use crate::packed::simd::{
-        add_super_block, halves, load, prefetch_far as prefetch, splat, steps,
+        add_super_block, halves, load, prefetch_sparse as prefetch, splat, steps,
     };
 
     use super::{Q4_K_CHUNK, Q4_K_D, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES};
@@ -164,6 +164,10 @@ mod kernel {
             let (sc, mins) = q4_k_scales(c.add(Q4_K_SCALES));
             let mut isum = [_mm512_setzero_si512(); NT];
             for i in 0..4 {
+                // The quarters in order: LLVM interleaves their loads otherwise, and a stream
+                // read out of order loses the hardware prefetchers, which the sparse requests
+                // rely on.
+                std::arch::asm!("", options(nostack, preserves_flags));
                 let q = c.add(Q4_K_QS + 8 * 64 * i);
                 // Register k's low and high nibbles, loaded at its dots in decode (`steps!`).
                 let nibbles = |k: usize| {

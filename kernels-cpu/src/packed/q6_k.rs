@@ -183,7 +183,7 @@ mod kernel {
 
     use crate::formats::blocks::QK_K;
     use crate::packed::layout::{Out, Tokens};
-    use crate::packed::simd::{halves, load, prefetch_far as prefetch, splat};
+    use crate::packed::simd::{halves, load, prefetch_sparse as prefetch, splat};
 
     use super::{Q6_K, Q6_K_HALF, Q6_K_HALVES, Q6_K_SCALES, Q6_K_TRIPLE};
 

@@ -45,12 +45,16 @@ pub(super) use steps;
 /// the next group's start.
 pub(super) use crate::prefetch::ahead as prefetch;
 
-/// [`prefetch`] into L2 8 KB ahead (`prefetch::PREFETCH_AHEAD_FAR`: the 4- and 6-bit
-/// formats' packed kernels).
+/// [`prefetch`] into L2 8 KB ahead (`prefetch::PREFETCH_AHEAD_FAR`: the nibble formats'
+/// packed kernels).
 #[inline(always)]
 pub(super) fn prefetch_far(p: *const u8, bytes: usize) {
     crate::prefetch::ahead_by::<{ crate::prefetch::PREFETCH_AHEAD_FAR }>(p, bytes)
 }
+
+/// One line in four into L2, 8 KB ahead (`prefetch::sparse`: Q4_K's and Q6_K's packed
+/// kernels).
+pub(super) use crate::prefetch::sparse as prefetch_sparse;
 
 /// The 16 rows' f16 values (scales, mins, d's) at `p`, as f32.
 #[inline(always)]
