@@ -76,6 +76,9 @@ macro_rules! x86 {
 /// tile's token count) for tiles of 1 to 8 tokens.
 macro_rules! packed {
     ($isa:ident, $layout:expr, $($k:ident)::+) => {
+        packed!($isa, $layout, $($k)::+, None)
+    };
+    ($isa:ident, $layout:expr, $($k:ident)::+, $stream:expr) => {
         x86!(PackedFormat {
             isa: Isa::$isa,
             layout: &$layout,
@@ -89,6 +92,7 @@ macro_rules! packed {
                 $($k)::+::<7>,
                 $($k)::+::<8>,
             ],
+            stream: $stream,
         })
     };
 }
@@ -184,7 +188,12 @@ const Q4_0: Format = Format {
         nibbles: true,
         min: false,
     }),
-    packed: packed!(Vnni, legacy::Q4_0, legacy::q4_0_q8_0),
+    packed: packed!(
+        Vnni,
+        legacy::Q4_0,
+        legacy::q4_0_q8_0,
+        Some(legacy::q4_0_q8_0_stream)
+    ),
     cuda: "matvec_q4_0",
 };
 

@@ -400,6 +400,35 @@ fn every_tile_size_gives_each_token_its_matvec_bits() {
     }
 }
 
+/// A long matrix read by one thread takes Q4_0's stream kernel (front to back, sparse
+/// requests; `packed::run`): the same bits as two threads give it with the decode kernel.
+#[test]
+fn one_thread_stream_kernel_gives_the_decode_kernels_bits() {
+    let Some(&(ty, isa)) = packed_formats().iter().find(|(t, _)| *t == GgmlType::Q4_0) else {
+        eprintln!("skipped: this CPU has no packed Q4_0 kernels");
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    // 811 KB of whole groups, over the stream kernel's 768 KiB, and a row-major tail row;
+    // an odd number of blocks a row (a lone last block).
+    let (rows, cols) = (353, 4064);
+    let w = random_weights(&mut rng, ty, rows, cols);
+    let p = PackedMatrix::new(isa, ty, &w, rows, cols).unwrap().unwrap();
+    let p = p.view();
+    let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let acts = quantize_acts_isa(Isa::Reference, ty.vec_dot_type(), &x, 1, cols).unwrap();
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut y = vec![0f32; rows];
+        pool.install(|| matvec_packed(&p, &acts, &mut y)).unwrap();
+        y
+    };
+    assert_eq!(run(1), run(2));
+}
+
 #[test]
 fn packed_shapes_are_checked() {
     let (ty, isa) = match packed_formats().first() {

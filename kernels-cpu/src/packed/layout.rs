@@ -59,6 +59,9 @@ pub(crate) struct PackedFormat {
     pub(crate) layout: &'static dyn GroupLayout,
     /// The kernel for tiles of 1 to 8 tokens (`group[nt - 1]`).
     pub(crate) group: [GroupFn; TILE_TOKENS],
+    /// A one-token kernel for a long matrix read by one thread, where it beats `group[0]`
+    /// there and loses elsewhere (`packed::run` picks it).
+    pub(crate) stream: Option<GroupFn>,
 }
 
 /// Bytes of one row of `cols` elements in the GGUF layout.

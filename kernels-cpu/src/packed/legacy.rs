@@ -244,7 +244,7 @@ fn pack_legacy<'a>(l: &Legacy, nb: usize, rows: impl Iterator<Item = &'a [u8]>, 
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use kernel::{q4_0_q8_0, q4_1_q8_1, q5_0_q8_0, q5_1_q8_1, q8_0_q8_0};
+pub(crate) use kernel::{q4_0_q8_0, q4_0_q8_0_stream, q4_1_q8_1, q5_0_q8_0, q5_1_q8_1, q8_0_q8_0};
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
@@ -252,7 +252,9 @@ mod kernel {
 
     use super::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
     use crate::packed::layout::{Out, Tokens, Units};
-    use crate::packed::simd::{each_token, halves, load, prefetch, prefetch_far, splat, steps};
+    use crate::packed::simd::{
+        each_token, halves, load, prefetch, prefetch_far, prefetch_sparse, splat, steps,
+    };
 
     /// Runs `$body` for each block `$b` of a legacy group at `$gp` (`$nb` blocks in the units
     /// `$u`, `layout::Units`), in memory order, with `$q` pointing at its quant registers,
@@ -268,6 +270,7 @@ mod kernel {
                 let unit = Share {
                     at: base,
                     lines: u.bytes(u.per) / 64,
+                    sparse: false,
                 };
                 for i in 0..u.per {
                     // Block i's share of the unit's lines, each line once.
@@ -284,18 +287,24 @@ mod kernel {
                 // The last unit, one block short.
                 let base = gp.add(u.bytes(full * u.per));
                 let lines = u.bytes(1).div_ceil(64);
-                let ($q, $h, $b, $s) =
-                    (base, base.add(u.region), nb - 1, Share { at: base, lines });
+                let share = Share {
+                    at: base,
+                    lines,
+                    sparse: false,
+                };
+                let ($q, $h, $b, $s) = (base, base.add(u.region), nb - 1, share);
                 $body
             }
         }};
     }
 
-    /// A block's share of its unit's lines: `lines` lines at `at`.
+    /// A block's share of its unit's lines: `lines` lines at `at`, asked for every line or,
+    /// `sparse`, one in four (`prefetch_sparse`: the Q4_0 stream kernel).
     #[derive(Clone, Copy)]
     struct Share {
         at: *const u8,
         lines: usize,
+        sparse: bool,
     }
 
     impl Share {
@@ -306,6 +315,7 @@ mod kernel {
             Share {
                 at: self.at.wrapping_add(64 * from),
                 lines: to - from,
+                sparse: self.sparse,
             }
         }
 
@@ -319,11 +329,16 @@ mod kernel {
             prefetch(part.at, 64 * part.lines);
         }
 
-        /// [`Share::step`] further ahead, for the nibble formats (`prefetch_far`).
+        /// [`Share::step`] further ahead, for the nibble formats (`prefetch_far`), or
+        /// sparsely.
         #[inline(always)]
         fn step_far(self, k: usize, steps: usize) {
             let part = self.part(k, steps);
-            prefetch_far(part.at, 64 * part.lines);
+            if self.sparse {
+                prefetch_sparse(part.at, 64 * part.lines);
+            } else {
+                prefetch_far(part.at, 64 * part.lines);
+            }
         }
     }
 
@@ -449,7 +464,7 @@ mod kernel {
     /// `start`: step j takes `quants(j)`, elements 4j..4j + 4 and 16 + 4j..; asks for the
     /// block's `share` (the first token's) a part a step.
     #[inline(always)]
-    unsafe fn nibble_dot(
+    unsafe fn nibble_dot<const ADJ: bool>(
         start: i32,
         quants: &impl Fn(usize) -> (__m512i, __m512i),
         qs: *const i8,
@@ -462,8 +477,9 @@ mod kernel {
                 share.step_far(j, 4);
             }
             let (lo, hi) = quants(j);
-            s0 = _mm512_dpbusd_epi32(s0, lo, word(qs, j));
-            s1 = _mm512_dpbusd_epi32(s1, hi, word(qs, 4 + j));
+            let (wl, wh) = if ADJ { (2 * j, 2 * j + 1) } else { (j, 4 + j) };
+            s0 = _mm512_dpbusd_epi32(s0, lo, word(qs, wl));
+            s1 = _mm512_dpbusd_epi32(s1, hi, word(qs, wh));
         }
         _mm512_add_epi32(s0, s1)
     }
@@ -473,7 +489,12 @@ mod kernel {
     /// Q4_0 a pair at a time (`Units::paired`), an odd last block alone; the others a block at
     /// a time.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    unsafe fn nibble_blocks<const NT: usize, const MINS: bool, const FIFTH: bool>(
+    unsafe fn nibble_blocks<
+        const NT: usize,
+        const MINS: bool,
+        const FIFTH: bool,
+        const STREAM: bool,
+    >(
         g: &[u8],
         cols: usize,
         tk: &Tokens,
@@ -497,7 +518,7 @@ mod kernel {
             each_block!(g.as_ptr(), nb, units, |q, h, b, share| {
                 let step = |j| if FIFTH { nibbles5(q, j) } else { nibbles(q, j) };
                 let quants = steps!(NT, 4, step, zero);
-                block_tokens::<NT, MINS>(&mut acc, &a, quants, (h, 1.0), b, Some(share));
+                block_tokens::<NT, MINS, false>(&mut acc, &a, quants, (h, 1.0), b, Some(share));
             });
         } else {
             let gp = g.as_ptr();
@@ -509,28 +530,37 @@ mod kernel {
                 let unit = Share {
                     at: q,
                     lines: units.bytes(2) / 64,
+                    sparse: STREAM,
                 };
                 // Block A's quants masked, B's in place (16·u, `Units::paired`): B's sum is 16
                 // times its dot, and its d's carry 1/16 (exact: powers of two). Step j takes
-                // registers j and 4 + j (elements 4j.. and 16 + 4j..).
+                // registers j and 4 + j (elements 4j.. and 16 + 4j..); the stream kernel's,
+                // registers 2j and 2j + 1, front to back (the same exact integer sums).
                 let pair = |m| {
                     move |j: usize| {
-                        let (r0, r1) = (load(q.add(64 * j)), load(q.add(64 * (4 + j))));
+                        let (a, b) = if STREAM {
+                            (2 * j, 2 * j + 1)
+                        } else {
+                            (j, 4 + j)
+                        };
+                        let (r0, r1) = (load(q.add(64 * a)), load(q.add(64 * b)));
                         (_mm512_and_si512(r0, m), _mm512_and_si512(r1, m))
                     }
                 };
                 let quants = steps!(NT, 4, pair(low4), zero);
-                block_tokens::<NT, MINS>(&mut acc, &a, quants, (h, 1.0), b, Some(unit.part(0, 2)));
+                let first = Some(unit.part(0, 2));
+                block_tokens::<NT, MINS, STREAM>(&mut acc, &a, quants, (h, 1.0), b, first);
                 let quants = steps!(NT, 4, pair(high4), zero);
                 let hb = (h.add(units.heads), 16.0);
-                block_tokens::<NT, MINS>(&mut acc, &a, quants, hb, b + 1, Some(unit.part(1, 2)));
+                let second = Some(unit.part(1, 2));
+                block_tokens::<NT, MINS, STREAM>(&mut acc, &a, quants, hb, b + 1, second);
             }
             if nb % 2 == 1 {
                 let q = gp.add(units.bytes(nb - 1));
                 prefetch_far(q, units.bytes(1));
                 let quants = steps!(NT, 4, |j| nibbles(q, j), zero);
                 let h = (q.add(units.region), 1.0);
-                block_tokens::<NT, MINS>(&mut acc, &a, quants, h, nb - 1, None);
+                block_tokens::<NT, MINS, false>(&mut acc, &a, quants, h, nb - 1, None);
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
@@ -544,7 +574,7 @@ mod kernel {
     /// times the token's bias; the float part is the same for every f: cvt(f·s) = f·cvt(s) and
     /// (d/f)·d_a = (d·d_a)/f exactly (f a power of two), and the mins are not scaled.
     #[inline(always)]
-    unsafe fn block_tokens<const NT: usize, const MINS: bool>(
+    unsafe fn block_tokens<const NT: usize, const MINS: bool, const ADJ: bool>(
         acc: &mut [__m512; NT],
         a: &TileActs<NT>,
         quants: impl Fn(usize) -> (__m512i, __m512i),
@@ -552,22 +582,37 @@ mod kernel {
         b: usize,
         share: Option<Share>,
     ) {
-        let dw = _mm512_mul_ps(halves(h), _mm512_set1_ps(1.0 / f));
-        let mw = if MINS { halves(h.add(32)) } else { dw };
-        each_token!(NT, t, {
+        let dot = |t: usize| {
             let start = if MINS {
                 0
             } else {
                 *a.bias[t].add(b) * f as i32
             };
             let share = if t == 0 { share } else { None };
-            let s = nibble_dot(start, &quants, a.qs[t].add(32 * b), share);
+            nibble_dot::<ADJ>(start, &quants, a.qs[t].add(32 * b), share)
+        };
+        let heads = || {
+            let dw = _mm512_mul_ps(halves(h), _mm512_set1_ps(1.0 / f));
+            (dw, if MINS { halves(h.add(32)) } else { dw })
+        };
+        let add = |acc: &mut __m512, t: usize, s: __m512i, (dw, mw): (__m512, __m512)| {
             let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
             if MINS {
-                acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum[t].add(b)), acc[t]);
+                *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum[t].add(b)), *acc);
             }
-        });
+        };
+        if ADJ {
+            // The d's (the unit's last line) after the dots: the stream stays in order.
+            let mut sums = [_mm512_setzero_si512(); NT];
+            each_token!(NT, t, { sums[t] = dot(t) });
+            std::arch::asm!("", options(nostack, preserves_flags));
+            let hw = heads();
+            each_token!(NT, t, { add(&mut acc[t], t, sums[t], hw) });
+        } else {
+            let hw = heads();
+            each_token!(NT, t, { add(&mut acc[t], t, dot(t), hw) });
+        }
     }
 
     /// Q4_0 ([`nibble_blocks`]).
@@ -581,7 +626,22 @@ mod kernel {
         t0: usize,
         out: &mut Out,
     ) {
-        nibble_blocks::<NT, false, false>(g, cols, tk, t0, out)
+        nibble_blocks::<NT, false, false, false>(g, cols, tk, t0, out)
+    }
+
+    /// Q4_0 for one token, its pairs read front to back and asked for sparsely
+    /// (`PackedFormat::stream`).
+    ///
+    /// # Safety
+    /// As [`GroupFn`](super::layout::GroupFn), at VNNI.
+    pub(crate) unsafe fn q4_0_q8_0_stream(
+        g: &[u8],
+        cols: usize,
+        tk: &Tokens,
+        t0: usize,
+        out: &mut Out,
+    ) {
+        nibble_blocks::<1, false, false, true>(g, cols, tk, t0, out)
     }
 
     /// Q4_1 ([`nibble_blocks`]).
@@ -595,7 +655,7 @@ mod kernel {
         t0: usize,
         out: &mut Out,
     ) {
-        nibble_blocks::<NT, true, false>(g, cols, tk, t0, out)
+        nibble_blocks::<NT, true, false, false>(g, cols, tk, t0, out)
     }
 
     /// Q5_0 ([`nibble_blocks`]).
@@ -609,7 +669,7 @@ mod kernel {
         t0: usize,
         out: &mut Out,
     ) {
-        nibble_blocks::<NT, false, true>(g, cols, tk, t0, out)
+        nibble_blocks::<NT, false, true, false>(g, cols, tk, t0, out)
     }
 
     /// Q5_1 ([`nibble_blocks`]).
@@ -623,7 +683,7 @@ mod kernel {
         t0: usize,
         out: &mut Out,
     ) {
-        nibble_blocks::<NT, true, true>(g, cols, tk, t0, out)
+        nibble_blocks::<NT, true, true, false>(g, cols, tk, t0, out)
     }
 }
 

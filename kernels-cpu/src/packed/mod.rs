@@ -282,6 +282,13 @@ fn check(m: &Packed, acts: &QuantizedActs, n: usize, y: &[f32]) -> Result<(), Fo
     Ok(())
 }
 
+/// The size from which one thread reads a one-token matrix with its format's stream kernel,
+/// where it has one (`PackedFormat::stream`: Q4_0). Decode, three alternations: the
+/// Qwen3-30B-A3B-shaped Q4_0 file at one thread +20% (experts of 0.86 MB), the
+/// Llama-3-8B-shaped +6%; SmolLM2's matrices of 0.2–0.5 MB and two threads lost with it
+/// (docs/cpu-kernels.md).
+const STREAM_MIN_BYTES: usize = 768 << 10;
+
 /// Runs every group over every token, groups split into parallel tasks; the row-major tail
 /// rows go to the row kernel, in the last task.
 fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
@@ -312,6 +319,11 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
     // per tile, Q4_K's sparse-prefetching kernel read ~8 points of the bandwidth less (one
     // thread, interleaved passes; why, unknown).
     let (all, gb, cols) = (m.bytes(), m.group_bytes(), m.cols);
+    let one_thread = rayon::current_num_threads() == 1;
+    let one_token = match f.stream {
+        Some(stream) if n == 1 && one_thread && all.len() >= STREAM_MIN_BYTES => stream,
+        _ => f.group[0],
+    };
     let task = |range: std::ops::Range<usize>| {
         let mut out = [[0f32; GROUP_ROWS]; TILE_TOKENS];
         for g in range {
@@ -328,7 +340,8 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
                 // SAFETY: a Packed exists only where `supports` held for the CPU's best
                 // level: it has the features its kernels need; the group and tokens were
                 // validated by `check`.
-                unsafe { f.group[nt - 1](w, cols, &tokens, t0, &mut out) };
+                let kernel = if nt == 1 { one_token } else { f.group[nt - 1] };
+                unsafe { kernel(w, cols, &tokens, t0, &mut out) };
                 for (t, o) in out.iter().enumerate().take(nt) {
                     // SAFETY: t0 + t < n and r0 + 16 <= rows (a whole group), inside y
                     // (n×rows, checked); only this task writes rows r0..r0 + 16.
