@@ -16,7 +16,9 @@
 //!    says which runs at each level, and a level without its own uses the next lower one.
 //!    Tiles (`dot/tile512.rs`) and VNNI matmul panels (`dot/panel512.rs`) where the row has
 //!    them.
-//! 4. Packed kernel (16-row groups, AVX-512): the row's `packed` field, in `packed/`.
+//! 4. Packed kernel (16-row groups, AVX-512): the row's `packed` field, in `packed/`; its
+//!    `stream` a one-token kernel for long matrices on one thread where the format has one
+//!    (Q4_0).
 //! 5. CUDA kernel: the row's `cuda` name, a kernel of `kernels-cuda/kernels/matvec.cu` made
 //!    from the format's row of `FOR_EACH_QUANT` in `formats.cuh`, whose `dot_q4_k` holds the
 //!    arithmetic.

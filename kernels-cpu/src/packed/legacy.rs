@@ -582,36 +582,70 @@ mod kernel {
         b: usize,
         share: Option<Share>,
     ) {
-        let dot = |t: usize| {
+        let mut sums = [_mm512_setzero_si512(); NT];
+        let (mut dw, mut mw) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        if !ADJ {
+            (dw, mw) = block_heads::<MINS>(h, f);
+        }
+        each_token!(NT, t, {
             let start = if MINS {
                 0
             } else {
                 *a.bias[t].add(b) * f as i32
             };
             let share = if t == 0 { share } else { None };
-            nibble_dot::<ADJ>(start, &quants, a.qs[t].add(32 * b), share)
-        };
-        let heads = || {
-            let dw = _mm512_mul_ps(halves(h), _mm512_set1_ps(1.0 / f));
-            (dw, if MINS { halves(h.add(32)) } else { dw })
-        };
-        let add = |acc: &mut __m512, t: usize, s: __m512i, (dw, mw): (__m512, __m512)| {
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d[t].add(b)));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
-            if MINS {
-                *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.dsum[t].add(b)), *acc);
+            let s = nibble_dot::<ADJ>(start, &quants, a.qs[t].add(32 * b), share);
+            if ADJ {
+                sums[t] = s;
+            } else {
+                acc[t] = add_block::<MINS>(
+                    acc[t],
+                    s,
+                    (dw, mw),
+                    *a.d[t].add(b),
+                    a.dsum[t].wrapping_add(b),
+                );
             }
-        };
+        });
         if ADJ {
             // The d's (the unit's last line) after the dots: the stream stays in order.
-            let mut sums = [_mm512_setzero_si512(); NT];
-            each_token!(NT, t, { sums[t] = dot(t) });
             std::arch::asm!("", options(nostack, preserves_flags));
-            let hw = heads();
-            each_token!(NT, t, { add(&mut acc[t], t, sums[t], hw) });
+            (dw, mw) = block_heads::<MINS>(h, f);
+            each_token!(NT, t, {
+                acc[t] = add_block::<MINS>(
+                    acc[t],
+                    sums[t],
+                    (dw, mw),
+                    *a.d[t].add(b),
+                    a.dsum[t].wrapping_add(b),
+                );
+            });
+        }
+    }
+
+    /// A block's d's (over f) and, with `MINS`, its m's, as f32.
+    #[inline(always)]
+    unsafe fn block_heads<const MINS: bool>(h: *const u8, f: f32) -> (__m512, __m512) {
+        let dw = _mm512_mul_ps(halves(h), _mm512_set1_ps(1.0 / f));
+        (dw, if MINS { halves(h.add(32)) } else { dw })
+    }
+
+    /// A token's block sum `s` added to its accumulator: cvt(s)·(dw·d_a), and with `MINS`
+    /// the min term mw·dsum.
+    #[inline(always)]
+    unsafe fn add_block<const MINS: bool>(
+        acc: __m512,
+        s: __m512i,
+        (dw, mw): (__m512, __m512),
+        da: f32,
+        dsum: *const f32,
+    ) -> __m512 {
+        let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+        let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+        if MINS {
+            _mm512_fmadd_ps(mw, _mm512_set1_ps(*dsum), acc)
         } else {
-            let hw = heads();
-            each_token!(NT, t, { add(&mut acc[t], t, dot(t), hw) });
+            acc
         }
     }
 
