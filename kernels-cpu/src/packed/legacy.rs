@@ -342,6 +342,18 @@ mod kernel {
         }
     }
 
+    /// The registers (and activation words) step j of a nibble block's dot takes: j and
+    /// 4 + j (elements 4j.. and 16 + 4j..), or, in the stream kernel, 2j and 2j + 1 (front
+    /// to back; the same exact integer sums in another order).
+    #[inline(always)]
+    fn step_registers<const STREAM: bool>(j: usize) -> (usize, usize) {
+        if STREAM {
+            (2 * j, 2 * j + 1)
+        } else {
+            (j, 4 + j)
+        }
+    }
+
     /// Token activation bytes 4i..4i + 4 of the block at `qs`, in every lane.
     #[inline(always)]
     unsafe fn word(qs: *const i8, i: usize) -> __m512i {
@@ -464,7 +476,7 @@ mod kernel {
     /// `start`: step j takes `quants(j)`, elements 4j..4j + 4 and 16 + 4j..; asks for the
     /// block's `share` (the first token's) a part a step.
     #[inline(always)]
-    unsafe fn nibble_dot<const ADJ: bool>(
+    unsafe fn nibble_dot<const STREAM: bool>(
         start: i32,
         quants: &impl Fn(usize) -> (__m512i, __m512i),
         qs: *const i8,
@@ -477,7 +489,7 @@ mod kernel {
                 share.step_far(j, 4);
             }
             let (lo, hi) = quants(j);
-            let (wl, wh) = if ADJ { (2 * j, 2 * j + 1) } else { (j, 4 + j) };
+            let (wl, wh) = step_registers::<STREAM>(j);
             s0 = _mm512_dpbusd_epi32(s0, lo, word(qs, wl));
             s1 = _mm512_dpbusd_epi32(s1, hi, word(qs, wh));
         }
@@ -534,15 +546,10 @@ mod kernel {
                 };
                 // Block A's quants masked, B's in place (16·u, `Units::paired`): B's sum is 16
                 // times its dot, and its d's carry 1/16 (exact: powers of two). Step j takes
-                // registers j and 4 + j (elements 4j.. and 16 + 4j..); the stream kernel's,
-                // registers 2j and 2j + 1, front to back (the same exact integer sums).
+                // the registers of `step_registers`.
                 let pair = |m| {
                     move |j: usize| {
-                        let (a, b) = if STREAM {
-                            (2 * j, 2 * j + 1)
-                        } else {
-                            (j, 4 + j)
-                        };
+                        let (a, b) = step_registers::<STREAM>(j);
                         let (r0, r1) = (load(q.add(64 * a)), load(q.add(64 * b)));
                         (_mm512_and_si512(r0, m), _mm512_and_si512(r1, m))
                     }
@@ -574,7 +581,7 @@ mod kernel {
     /// times the token's bias; the float part is the same for every f: cvt(f·s) = f·cvt(s) and
     /// (d/f)·d_a = (d·d_a)/f exactly (f a power of two), and the mins are not scaled.
     #[inline(always)]
-    unsafe fn block_tokens<const NT: usize, const MINS: bool, const ADJ: bool>(
+    unsafe fn block_tokens<const NT: usize, const MINS: bool, const STREAM: bool>(
         acc: &mut [__m512; NT],
         a: &TileActs<NT>,
         quants: impl Fn(usize) -> (__m512i, __m512i),
@@ -584,7 +591,7 @@ mod kernel {
     ) {
         let mut sums = [_mm512_setzero_si512(); NT];
         let (mut dw, mut mw) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        if !ADJ {
+        if !STREAM {
             (dw, mw) = block_heads::<MINS>(h, f);
         }
         each_token!(NT, t, {
@@ -594,8 +601,8 @@ mod kernel {
                 *a.bias[t].add(b) * f as i32
             };
             let share = if t == 0 { share } else { None };
-            let s = nibble_dot::<ADJ>(start, &quants, a.qs[t].add(32 * b), share);
-            if ADJ {
+            let s = nibble_dot::<STREAM>(start, &quants, a.qs[t].add(32 * b), share);
+            if STREAM {
                 sums[t] = s;
             } else {
                 acc[t] = add_block::<MINS>(
@@ -607,7 +614,7 @@ mod kernel {
                 );
             }
         });
-        if ADJ {
+        if STREAM {
             // The d's (the unit's last line) after the dots: the stream stays in order.
             std::arch::asm!("", options(nostack, preserves_flags));
             (dw, mw) = block_heads::<MINS>(h, f);

@@ -315,13 +315,12 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
             }
         }
     };
-    // The group's bytes sliced and its kernel called straight from here: through a helper
-    // per tile, Q4_K's sparse-prefetching kernel read ~8 points of the bandwidth less (one
-    // thread, interleaved passes; why, unknown).
-    let (all, gb, cols) = (m.bytes(), m.group_bytes(), m.cols);
+    // Each group's kernel called straight from here: through a helper per tile, Q4_K's
+    // sparse-prefetching kernel read ~8 points of the bandwidth less (one thread,
+    // interleaved passes; why, unknown).
     let one_thread = rayon::current_num_threads() == 1;
     let one_token = match f.stream {
-        Some(stream) if n == 1 && one_thread && all.len() >= STREAM_MIN_BYTES => stream,
+        Some(stream) if n == 1 && one_thread && m.bytes.len() >= STREAM_MIN_BYTES => stream,
         _ => f.group[0],
     };
     let task = |range: std::ops::Range<usize>| {
@@ -331,17 +330,17 @@ fn run(m: &Packed, acts: &QuantizedActs, y: &mut [f32]) {
                 tail();
                 continue;
             }
-            let w = &all[g * gb..(g + 1) * gb];
+            let w = m.group(g);
             let r0 = g * GROUP_ROWS;
             let mut t0 = 0;
             while t0 < n {
                 let nt = tile_tokens(n - t0);
                 debug_assert!(t0 + nt <= tokens.rows.len());
+                let kernel = if nt == 1 { one_token } else { f.group[nt - 1] };
                 // SAFETY: a Packed exists only where `supports` held for the CPU's best
                 // level: it has the features its kernels need; the group and tokens were
                 // validated by `check`.
-                let kernel = if nt == 1 { one_token } else { f.group[nt - 1] };
-                unsafe { kernel(w, cols, &tokens, t0, &mut out) };
+                unsafe { kernel(w, m.cols, &tokens, t0, &mut out) };
                 for (t, o) in out.iter().enumerate().take(nt) {
                     // SAFETY: t0 + t < n and r0 + 16 <= rows (a whole group), inside y
                     // (n×rows, checked); only this task writes rows r0..r0 + 16.
